@@ -1,0 +1,620 @@
+#include "core/config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "core/log.h"
+
+enum config_type {
+	CONFIG_STRING,   /* char array */
+	CONFIG_UINT,     /* uint32_t or unsigned */
+	CONFIG_DURATION, /* uint32_t milliseconds */
+	CONFIG_SIZE,     /* uint64_t octets */
+	CONFIG_LIST,     /* struct config_list */
+	CONFIG_LISTEN,   /* the listen array */
+	CONFIG_LOG_LEVEL,
+	CONFIG_LOG_DESTINATION,
+};
+
+struct config_key {
+	const char *section;
+	const char *name;
+	enum config_type type;
+	size_t offset;
+	size_t string_size; /* CONFIG_STRING */
+	uint64_t min, max;  /* CONFIG_UINT, CONFIG_DURATION (ms), CONFIG_SIZE */
+};
+
+#define KEY_STRING(sec, name, field)                                                               \
+	{sec, #name, CONFIG_STRING, offsetof(struct config, field),                                \
+	 sizeof(((struct config *)0)->field), 0, 0}
+#define KEY(sec, name, type, field, lo, hi)                                                        \
+	{sec, #name, type, offsetof(struct config, field), 0, lo, hi}
+
+/* The one table of keys: parsing, duplicates and printing all walk it. */
+static const struct config_key config_keys[] = {
+	KEY_STRING("server", hostname, hostname),
+	KEY("server", workers, CONFIG_UINT, workers, 0, 256),
+	KEY("server", listen, CONFIG_LISTEN, listen, 0, 0),
+	KEY("server", listen_backlog, CONFIG_UINT, listen_backlog, 1, 65535),
+	KEY("server", greeting_delay, CONFIG_DURATION, greeting_delay_ms, 0, 60000),
+	KEY("server", shutdown_timeout, CONFIG_DURATION, shutdown_timeout_ms, 0, 3600000),
+	KEY("limits", max_connections, CONFIG_UINT, max_connections, 1, 10000000),
+	KEY("limits", max_connections_per_client, CONFIG_UINT, max_connections_per_client, 1,
+	    10000000),
+	KEY("limits", max_commands_per_session, CONFIG_UINT, max_commands_per_session, 10,
+	    100000000),
+	KEY("limits", max_messages_per_session, CONFIG_UINT, max_messages_per_session, 1,
+	    100000000),
+	KEY("limits", max_recipients, CONFIG_UINT, max_recipients, 1, 100000),
+	KEY("limits", max_errors, CONFIG_UINT, max_errors, 1, 100000),
+	KEY("limits", max_command_line, CONFIG_UINT, max_command_line, 512, 65536),
+	KEY("limits", max_text_line, CONFIG_UINT, max_text_line, 1000, 1048576),
+	KEY("limits", max_message_size, CONFIG_SIZE, max_message_size, 1024,
+	    (uint64_t)4 << 30),
+	KEY("limits", idle_timeout, CONFIG_DURATION, idle_timeout_ms, 1000, 3600000),
+	KEY("limits", data_timeout, CONFIG_DURATION, data_timeout_ms, 1000, 3600000),
+	KEY("relay", relay_domains, CONFIG_LIST, relay_domains, 0, 0),
+	KEY("relay", trusted_networks, CONFIG_LIST, trusted_networks, 0, 0),
+	KEY_STRING("spool", directory, spool_dir),
+	KEY("log", level, CONFIG_LOG_LEVEL, log_level, 0, 0),
+	KEY("log", destination, CONFIG_LOG_DESTINATION, log_destination, 0, 0),
+};
+#define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
+
+static int config_list_add(struct config_list *list, const char *value, unsigned line)
+{
+	if (list->count >= CONFIG_MAX_LIST)
+		return -E2BIG;
+	struct config_item *items = realloc(list->items, (list->count + 1) * sizeof(*items));
+	if (items == NULL)
+		return -ENOMEM;
+	list->items = items;
+	char *copy = strdup(value);
+	if (copy == NULL)
+		return -ENOMEM;
+	items[list->count].value = copy;
+	items[list->count].line = line;
+	list->count++;
+	return 0;
+}
+
+static void config_list_clear(struct config_list *list)
+{
+	for (size_t i = 0; i < list->count; i++)
+		free(list->items[i].value);
+	free(list->items);
+	list->items = NULL;
+	list->count = 0;
+}
+
+void config_defaults(struct config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	snprintf(cfg->source, sizeof(cfg->source), "(built-in defaults)");
+	if (gethostname(cfg->hostname, sizeof(cfg->hostname) - 1) != 0 || cfg->hostname[0] == '\0')
+		snprintf(cfg->hostname, sizeof(cfg->hostname), "localhost");
+	cfg->workers = 0;
+	config_parse_listen("127.0.0.1:2525", &cfg->listen[0]);
+	cfg->nlisten = 1;
+	cfg->listen_backlog = 4096;
+	cfg->greeting_delay_ms = 0;
+	cfg->shutdown_timeout_ms = 30000;
+	cfg->max_connections = 20000;
+	cfg->max_connections_per_client = 200;
+	cfg->max_commands_per_session = 100000;
+	cfg->max_messages_per_session = 10000;
+	cfg->max_recipients = 1000;
+	cfg->max_errors = 20;
+	cfg->max_command_line = 512;
+	cfg->max_text_line = 1000;
+	cfg->max_message_size = 36700160; /* 35 MiB, as many providers use */
+	cfg->idle_timeout_ms = 300000;    /* RFC 5321 4.5.3.2.7: 5 minutes */
+	cfg->data_timeout_ms = 180000;    /* RFC 5321 4.5.3.2.5: 3 minutes */
+	config_list_add(&cfg->trusted_networks, "127.0.0.0/8", 0);
+	config_list_add(&cfg->trusted_networks, "::1/128", 0);
+	snprintf(cfg->spool_dir, sizeof(cfg->spool_dir), "./var/spool");
+	cfg->log_level = LOG_LEVEL_INFO;
+	cfg->log_destination = LOG_TO_STDERR;
+}
+
+void config_free(struct config *cfg)
+{
+	config_list_clear(&cfg->relay_domains);
+	config_list_clear(&cfg->trusted_networks);
+}
+
+int config_parse_duration_ms(const char *text, uint32_t *out_ms)
+{
+	char *end;
+	errno = 0;
+	if (!isdigit((unsigned char)text[0]))
+		return -EINVAL;
+	unsigned long long v = strtoull(text, &end, 10);
+	if (errno != 0)
+		return -EINVAL;
+	unsigned long long scale;
+	if (*end == '\0' || strcmp(end, "s") == 0)
+		scale = 1000;
+	else if (strcmp(end, "ms") == 0)
+		scale = 1;
+	else if (strcmp(end, "m") == 0 || strcmp(end, "min") == 0)
+		scale = 60000;
+	else if (strcmp(end, "h") == 0)
+		scale = 3600000;
+	else
+		return -EINVAL;
+	if (v > UINT32_MAX / scale)
+		return -EINVAL;
+	*out_ms = (uint32_t)(v * scale);
+	return 0;
+}
+
+int config_parse_size(const char *text, uint64_t *out)
+{
+	char *end;
+	errno = 0;
+	if (!isdigit((unsigned char)text[0]))
+		return -EINVAL;
+	unsigned long long v = strtoull(text, &end, 10);
+	if (errno != 0)
+		return -EINVAL;
+	uint64_t scale;
+	if (*end == '\0' || strcasecmp(end, "b") == 0)
+		scale = 1;
+	else if (strcasecmp(end, "k") == 0 || strcasecmp(end, "kib") == 0)
+		scale = 1024;
+	else if (strcasecmp(end, "m") == 0 || strcasecmp(end, "mib") == 0)
+		scale = 1024 * 1024;
+	else if (strcasecmp(end, "g") == 0 || strcasecmp(end, "gib") == 0)
+		scale = 1024 * 1024 * 1024;
+	else
+		return -EINVAL;
+	if (v > UINT64_MAX / scale)
+		return -EINVAL;
+	*out = v * scale;
+	return 0;
+}
+
+int config_parse_listen(const char *text, struct config_listen *out)
+{
+	char host[64];
+	const char *port_text;
+	size_t len = strlen(text);
+	if (len == 0 || len >= sizeof(out->text))
+		return -EINVAL;
+	memset(out, 0, sizeof(*out));
+	if (text[0] == '[') {
+		const char *close = strchr(text, ']');
+		if (close == NULL || close[1] != ':')
+			return -EINVAL;
+		size_t hlen = (size_t)(close - text - 1);
+		if (hlen >= sizeof(host))
+			return -EINVAL;
+		memcpy(host, text + 1, hlen);
+		host[hlen] = '\0';
+		port_text = close + 2;
+	} else {
+		const char *colon = strrchr(text, ':');
+		if (colon == NULL || memchr(text, ':', (size_t)(colon - text)) != NULL)
+			return -EINVAL; /* IPv6 needs brackets */
+		size_t hlen = (size_t)(colon - text);
+		if (hlen >= sizeof(host))
+			return -EINVAL;
+		memcpy(host, text, hlen);
+		host[hlen] = '\0';
+		port_text = colon + 1;
+	}
+	char *end;
+	if (!isdigit((unsigned char)port_text[0]))
+		return -EINVAL;
+	unsigned long port = strtoul(port_text, &end, 10);
+	if (*end != '\0' || port > 65535)
+		return -EINVAL;
+
+	struct sockaddr_in *in4 = (struct sockaddr_in *)&out->addr;
+	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&out->addr;
+	if (text[0] != '[' && inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
+		in4->sin_family = AF_INET;
+		in4->sin_port = htons((uint16_t)port);
+		out->addr_len = sizeof(*in4);
+	} else if (text[0] == '[' && inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+		in6->sin6_family = AF_INET6;
+		in6->sin6_port = htons((uint16_t)port);
+		out->addr_len = sizeof(*in6);
+	} else {
+		return -EINVAL;
+	}
+	memcpy(out->text, text, len + 1);
+	return 0;
+}
+
+struct config_parse_state {
+	struct config *cfg;
+	char *err;
+	size_t err_size;
+	bool seen[CONFIG_NKEYS];
+	bool listen_from_file;
+	int status;
+	struct config_reader *reader;
+};
+
+static void config_fail(struct config_parse_state *st, int line, const char *key,
+			const char *fmt, const char *value)
+{
+	if (st->status != 0)
+		return; /* report the first error only */
+	char why[256];
+	snprintf(why, sizeof(why), fmt, value);
+	if (key != NULL)
+		snprintf(st->err, st->err_size, "%s:%d: key '%s': %s", st->cfg->source, line, key,
+			 why);
+	else
+		snprintf(st->err, st->err_size, "%s:%d: %s", st->cfg->source, line, why);
+	st->status = -EINVAL;
+}
+
+/* Split a list value on commas and white space, calling add for each. */
+static int config_split_list(const char *value, int (*add)(void *, const char *), void *arg)
+{
+	char word[512];
+	const char *p = value;
+	while (*p != '\0') {
+		while (*p == ',' || isspace((unsigned char)*p))
+			p++;
+		size_t n = 0;
+		while (p[n] != '\0' && p[n] != ',' && !isspace((unsigned char)p[n]))
+			n++;
+		if (n == 0)
+			break;
+		if (n >= sizeof(word))
+			return -E2BIG;
+		memcpy(word, p, n);
+		word[n] = '\0';
+		int r = add(arg, word);
+		if (r != 0)
+			return r;
+		p += n;
+	}
+	return 0;
+}
+
+struct config_list_adder {
+	struct config_list *list;
+	unsigned line;
+};
+
+static int config_add_list_word(void *arg, const char *word)
+{
+	struct config_list_adder *a = arg;
+	return config_list_add(a->list, word, a->line);
+}
+
+struct config_listen_adder {
+	struct config *cfg;
+	const char *bad;
+	char bad_word[64];
+};
+
+static int config_add_listen_word(void *arg, const char *word)
+{
+	struct config_listen_adder *a = arg;
+	if (a->cfg->nlisten >= CONFIG_MAX_LISTEN)
+		return -E2BIG;
+	if (config_parse_listen(word, &a->cfg->listen[a->cfg->nlisten]) != 0) {
+		snprintf(a->bad_word, sizeof(a->bad_word), "%s", word);
+		return -EINVAL;
+	}
+	a->cfg->nlisten++;
+	return 0;
+}
+
+static void config_set(struct config_parse_state *st, const struct config_key *k,
+		       const char *value, int line)
+{
+	char *field = (char *)st->cfg + k->offset;
+	uint64_t v64 = 0;
+	uint32_t v32 = 0;
+	switch (k->type) {
+	case CONFIG_STRING:
+		if (value[0] == '\0' || strlen(value) >= k->string_size) {
+			config_fail(st, line, k->name, "empty or too long: '%s'", value);
+			return;
+		}
+		memcpy(field, value, strlen(value) + 1);
+		return;
+	case CONFIG_UINT: {
+		char *end;
+		errno = 0;
+		unsigned long long v = strtoull(value, &end, 10);
+		if (!isdigit((unsigned char)value[0]) || *end != '\0' || errno != 0) {
+			config_fail(st, line, k->name, "not a whole number: '%s'", value);
+			return;
+		}
+		v64 = v;
+		break;
+	}
+	case CONFIG_DURATION:
+		if (config_parse_duration_ms(value, &v32) != 0) {
+			config_fail(st, line, k->name,
+				    "not a duration (e.g. 300s, 5m, 250ms): '%s'", value);
+			return;
+		}
+		v64 = v32;
+		break;
+	case CONFIG_SIZE:
+		if (config_parse_size(value, &v64) != 0) {
+			config_fail(st, line, k->name, "not a size (e.g. 10485760, 10M): '%s'",
+				    value);
+			return;
+		}
+		break;
+	case CONFIG_LIST: {
+		struct config_list *list = (struct config_list *)field;
+		if (!list->from_file) {
+			config_list_clear(list);
+			list->from_file = true;
+		}
+		struct config_list_adder a = {list, (unsigned)line};
+		if (config_split_list(value, config_add_list_word, &a) != 0)
+			config_fail(st, line, k->name, "too many or too long values: '%s'", value);
+		return;
+	}
+	case CONFIG_LISTEN: {
+		if (!st->listen_from_file) {
+			st->cfg->nlisten = 0;
+			st->listen_from_file = true;
+		}
+		struct config_listen_adder a = {.cfg = st->cfg};
+		int r = config_split_list(value, config_add_listen_word, &a);
+		if (r == -EINVAL)
+			config_fail(st, line, k->name,
+				    "not an address:port (e.g. 0.0.0.0:25, [::]:25): '%s'",
+				    a.bad_word);
+		else if (r != 0)
+			config_fail(st, line, k->name, "too many addresses: '%s'", value);
+		return;
+	}
+	case CONFIG_LOG_LEVEL: {
+		enum log_level level;
+		if (log_level_parse(value, &level) != 0) {
+			config_fail(st, line, k->name,
+				    "not one of error, warn, info, debug: '%s'", value);
+			return;
+		}
+		*(int *)field = (int)level;
+		return;
+	}
+	case CONFIG_LOG_DESTINATION:
+		if (strcmp(value, "stderr") == 0)
+			*(int *)field = LOG_TO_STDERR;
+		else if (strcmp(value, "syslog") == 0)
+			*(int *)field = LOG_TO_SYSLOG;
+		else
+			config_fail(st, line, k->name, "not one of stderr, syslog: '%s'", value);
+		return;
+	}
+	if (v64 < k->min || v64 > k->max) {
+		char range[128];
+		if (k->type == CONFIG_DURATION)
+			snprintf(range, sizeof(range), "out of range %llums..%llums: '%%s'",
+				 (unsigned long long)k->min, (unsigned long long)k->max);
+		else
+			snprintf(range, sizeof(range), "out of range %llu..%llu: '%%s'",
+				 (unsigned long long)k->min, (unsigned long long)k->max);
+		config_fail(st, line, k->name, range, value);
+		return;
+	}
+	if (k->type == CONFIG_SIZE)
+		*(uint64_t *)field = v64;
+	else
+		*(uint32_t *)field = (uint32_t)v64;
+}
+
+/*
+ * Debian's inih is built without line numbers in the handler, so lines are
+ * fed through our own reader, which counts them (and catches lines longer
+ * than inih's buffer, which it would otherwise split in two).
+ */
+struct config_reader {
+	FILE *file;       /* or */
+	const char *text; /* the rest of the string */
+	unsigned line;
+	bool too_long;
+};
+
+static char *config_read_line(char *str, int num, void *stream)
+{
+	struct config_reader *rd = stream;
+	if (rd->too_long)
+		return NULL;
+	size_t n = 0;
+	if (rd->file != NULL) {
+		if (fgets(str, num, rd->file) == NULL)
+			return NULL;
+		n = strlen(str);
+	} else {
+		if (*rd->text == '\0')
+			return NULL;
+		while (rd->text[n] != '\0' && n < (size_t)num - 1)
+			if (rd->text[n++] == '\n')
+				break;
+		memcpy(str, rd->text, n);
+		str[n] = '\0';
+		rd->text += n;
+	}
+	rd->line++;
+	if (n > 0 && str[n - 1] != '\n' && n == (size_t)num - 1 &&
+	    !(rd->file != NULL ? feof(rd->file) : *rd->text == '\0')) {
+		rd->too_long = true;
+		return NULL;
+	}
+	return str;
+}
+
+static int config_ini_handler(void *user, const char *section, const char *name,
+			      const char *value)
+{
+	struct config_parse_state *st = user;
+	int line = (int)st->reader->line;
+	if (st->status != 0)
+		return 0;
+	if (name == NULL) /* a section header alone: check it exists */
+		name = "";
+	bool section_known = false;
+	for (size_t i = 0; i < CONFIG_NKEYS; i++) {
+		const struct config_key *k = &config_keys[i];
+		if (strcmp(k->section, section) != 0)
+			continue;
+		section_known = true;
+		if (strcmp(k->name, name) != 0)
+			continue;
+		if (st->seen[i] && k->type != CONFIG_LIST && k->type != CONFIG_LISTEN) {
+			config_fail(st, line, name, "set twice (%s)", "remove one of them");
+			return 0;
+		}
+		st->seen[i] = true;
+		config_set(st, k, value, line);
+		return st->status == 0;
+	}
+	if (!section_known)
+		config_fail(st, line, NULL, "unknown section '[%s]'", section);
+	else if (name[0] != '\0')
+		config_fail(st, line, name, "unknown key in section [%s]", section);
+	return st->status == 0;
+}
+
+static int config_finish(struct config_parse_state *st)
+{
+	struct config *cfg = st->cfg;
+	if (st->status != 0)
+		return st->status;
+	if (cfg->nlisten == 0) {
+		snprintf(st->err, st->err_size, "%s: key 'listen': no address to listen on",
+			 cfg->source);
+		return -EINVAL;
+	}
+	if (cfg->workers == 0) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+		cfg->workers = n > 0 ? (uint32_t)n : 1;
+	}
+	if (cfg->max_connections_per_client > cfg->max_connections)
+		cfg->max_connections_per_client = cfg->max_connections;
+	return 0;
+}
+
+static int config_parse(struct config *cfg, struct config_reader *rd, char *err, size_t err_size)
+{
+	struct config_parse_state st = {
+		.cfg = cfg, .err = err, .err_size = err_size, .reader = rd};
+	int r = ini_parse_stream(config_read_line, rd, config_ini_handler, &st);
+	if (rd->too_long)
+		config_fail(&st, (int)rd->line, NULL, "%s",
+			    "line too long (split a long list over several lines with the "
+			    "same key)");
+	else if (r > 0)
+		config_fail(&st, r, NULL, "%s", "syntax error (expected [section] or key = value)");
+	return config_finish(&st);
+}
+
+int config_load_string(struct config *cfg, const char *text, const char *name, char *err,
+		       size_t err_size)
+{
+	struct config_reader rd = {.text = text};
+	snprintf(cfg->source, sizeof(cfg->source), "%s", name);
+	return config_parse(cfg, &rd, err, err_size);
+}
+
+int config_load(struct config *cfg, const char *path, char *err, size_t err_size)
+{
+	if (path == NULL) {
+		struct config_parse_state st = {.cfg = cfg, .err = err, .err_size = err_size};
+		return config_finish(&st);
+	}
+	FILE *f = fopen(path, "r");
+	if (f == NULL) {
+		int e = errno;
+		snprintf(err, err_size, "%s: cannot open: %s", path, strerror(e));
+		return -e;
+	}
+	struct config_reader rd = {.file = f};
+	snprintf(cfg->source, sizeof(cfg->source), "%s", path);
+	int r = config_parse(cfg, &rd, err, err_size);
+	fclose(f);
+	return r;
+}
+
+void config_error_at(const struct config *cfg, const struct config_item *item, const char *key,
+		     const char *why, char *err, size_t err_size)
+{
+	if (item->line == 0)
+		snprintf(err, err_size, "%s: key '%s': %s: '%s'", "(built-in defaults)", key, why,
+			 item->value);
+	else
+		snprintf(err, err_size, "%s:%u: key '%s': %s: '%s'", cfg->source, item->line, key,
+			 why, item->value);
+}
+
+static void config_print_duration(FILE *out, uint32_t ms)
+{
+	if (ms % 1000 == 0)
+		fprintf(out, "%us\n", ms / 1000);
+	else
+		fprintf(out, "%ums\n", ms);
+}
+
+void config_print(const struct config *cfg, FILE *out)
+{
+	fprintf(out, "# ferryd effective configuration (from %s)\n", cfg->source);
+	const char *section = "";
+	for (size_t i = 0; i < CONFIG_NKEYS; i++) {
+		const struct config_key *k = &config_keys[i];
+		const char *field = (const char *)cfg + k->offset;
+		if (strcmp(section, k->section) != 0) {
+			section = k->section;
+			fprintf(out, "\n[%s]\n", section);
+		}
+		fprintf(out, "%s = ", k->name);
+		switch (k->type) {
+		case CONFIG_STRING:
+			fprintf(out, "%s\n", field);
+			break;
+		case CONFIG_UINT:
+			fprintf(out, "%u\n", *(const uint32_t *)field);
+			break;
+		case CONFIG_DURATION:
+			config_print_duration(out, *(const uint32_t *)field);
+			break;
+		case CONFIG_SIZE:
+			fprintf(out, "%llu\n", (unsigned long long)*(const uint64_t *)field);
+			break;
+		case CONFIG_LIST: {
+			const struct config_list *list = (const struct config_list *)field;
+			for (size_t j = 0; j < list->count; j++)
+				fprintf(out, "%s%s", j ? ", " : "", list->items[j].value);
+			fputc('\n', out);
+			break;
+		}
+		case CONFIG_LISTEN:
+			for (unsigned j = 0; j < cfg->nlisten; j++)
+				fprintf(out, "%s%s", j ? ", " : "", cfg->listen[j].text);
+			fputc('\n', out);
+			break;
+		case CONFIG_LOG_LEVEL:
+			fprintf(out, "%s\n", log_level_name((enum log_level) * (const int *)field));
+			break;
+		case CONFIG_LOG_DESTINATION:
+			fprintf(out, "%s\n",
+				*(const int *)field == LOG_TO_SYSLOG ? "syslog" : "stderr");
+			break;
+		}
+	}
+}

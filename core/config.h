@@ -1,0 +1,113 @@
+/*
+ * config — ferryd's configuration: one file of [sections] and `key = value`
+ * lines, parsed with inih, over built-in defaults.
+ *
+ * Without a file the defaults alone make a working relay on localhost
+ * (listen 127.0.0.1:2525, spool ./var/spool, trusted network 127.0.0.0/8).
+ * An unknown section or key, a bad value, or a scalar key given twice is an
+ * error naming file, line and key. List keys (listen, relay_domains,
+ * trusted_networks) take comma- or space-separated values and may be
+ * repeated; the first occurrence in a file replaces the default.
+ *
+ * Values whose syntax belongs to another layer (networks, domains) are kept
+ * as text with their line number; the layer that owns them validates them
+ * at start-up and reports with config_error_at().
+ *
+ * Every key is documented in docs/config.md.
+ */
+#ifndef FERRY_CORE_CONFIG_H
+#define FERRY_CORE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+#define CONFIG_MAX_LISTEN 16
+#define CONFIG_MAX_LIST 4096
+#define CONFIG_HOSTNAME_MAX 255
+
+struct config_item {
+	char *value;
+	unsigned line; /* 0: built-in default */
+};
+
+struct config_list {
+	struct config_item *items;
+	size_t count;
+	bool from_file; /* the file has replaced the default already */
+};
+
+struct config_listen {
+	char text[64]; /* as written, e.g. "127.0.0.1:2525" or "[::1]:25" */
+	struct sockaddr_storage addr;
+	socklen_t addr_len;
+};
+
+struct config {
+	char source[512]; /* file name, or "(built-in defaults)" */
+
+	/* [server] */
+	char hostname[CONFIG_HOSTNAME_MAX + 1];
+	uint32_t workers; /* 0 in the file means one per online CPU; resolved at load */
+	struct config_listen listen[CONFIG_MAX_LISTEN];
+	unsigned nlisten;
+	uint32_t greeting_delay_ms;
+	uint32_t shutdown_timeout_ms;
+	unsigned listen_backlog;
+
+	/* [limits] */
+	uint32_t max_connections;
+	uint32_t max_connections_per_client;
+	uint32_t max_commands_per_session;
+	uint32_t max_messages_per_session;
+	uint32_t max_recipients;
+	uint32_t max_errors;
+	uint32_t max_command_line; /* octets, CRLF included (RFC 5321: 512) */
+	uint32_t max_text_line;    /* octets, CRLF included (RFC 5321: 1000) */
+	uint64_t max_message_size; /* octets, advertised with SIZE */
+	uint32_t idle_timeout_ms;  /* between commands */
+	uint32_t data_timeout_ms;  /* between reads while receiving DATA */
+
+	/* [relay] */
+	struct config_list relay_domains;
+	struct config_list trusted_networks;
+
+	/* [spool] */
+	char spool_dir[4096];
+
+	/* [log] */
+	int log_level;       /* enum log_level */
+	int log_destination; /* enum log_destination */
+};
+
+/* Fill in the built-in defaults. */
+void config_defaults(struct config *cfg);
+
+/*
+ * Load `path` over the defaults (path NULL: defaults only). On error, a
+ * message "FILE:LINE: key 'x': why" is written to err (err_size bytes) and
+ * -EINVAL (or -errno when the file cannot be read) is returned.
+ */
+int config_load(struct config *cfg, const char *path, char *err, size_t err_size);
+
+/* Load from a string instead of a file (tests); `name` stands for the file. */
+int config_load_string(struct config *cfg, const char *text, const char *name, char *err,
+		       size_t err_size);
+
+void config_free(struct config *cfg);
+
+/* Print the effective configuration in the file's own syntax. */
+void config_print(const struct config *cfg, FILE *out);
+
+/* Format an error about a list item for the layer that validated it. */
+void config_error_at(const struct config *cfg, const struct config_item *item, const char *key,
+		     const char *why, char *err, size_t err_size);
+
+/* Value parsers, exposed for tests. Return 0 or -EINVAL. */
+int config_parse_duration_ms(const char *text, uint32_t *out_ms);
+int config_parse_size(const char *text, uint64_t *out);
+int config_parse_listen(const char *text, struct config_listen *out);
+
+#endif

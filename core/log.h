@@ -1,0 +1,48 @@
+/*
+ * log — one line per event, `key=value` fields, to stderr or syslog.
+ *
+ *   log_event(LOG_INFO, "event=accepted session=%s queue_id=%s size=%zu", ...);
+ *
+ * Each line starts with ts=, level= and the caller's fields. Values that may
+ * hold client-supplied text go through log_quote() so a hostile HELO name
+ * cannot forge a log line.
+ *
+ * On a worker thread lines gather in a per-thread buffer that the worker
+ * flushes once per loop turn (one write for many events); on any other
+ * thread, or when the buffer is nearly full, a line is written at once.
+ */
+#ifndef FERRY_CORE_LOG_H
+#define FERRY_CORE_LOG_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+enum log_level { LOG_LEVEL_ERROR = 0, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG };
+
+enum log_destination { LOG_TO_STDERR = 0, LOG_TO_SYSLOG };
+
+/* Called once at start, before threads exist. */
+void log_setup(enum log_level level, enum log_destination dest);
+
+bool log_enabled(enum log_level level);
+
+void log_event(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void log_event_v(enum log_level level, const char *fmt, va_list ap);
+
+/* This thread buffers lines until log_flush() (worker threads). */
+void log_thread_buffered(bool on);
+void log_flush(void);
+
+/*
+ * Render untrusted text as a log value: printable ASCII is kept, anything
+ * else (and '"', '\\', space, '=') is escaped, and the result is quoted
+ * when needed. Writes at most dst_size bytes (NUL included), truncating
+ * long values with "...". Returns dst.
+ */
+char *log_quote(char *dst, size_t dst_size, const char *src, size_t len);
+
+int log_level_parse(const char *text, enum log_level *out);
+const char *log_level_name(enum log_level level);
+
+#endif

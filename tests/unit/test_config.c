@@ -1,0 +1,169 @@
+/* config: defaults, parsing, and errors that name file, line and key. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/config.h"
+#include "core/log.h"
+
+static struct config cfg;
+static char err[1024];
+
+static void setup(void)
+{
+	config_defaults(&cfg);
+	err[0] = '\0';
+}
+
+static void teardown(void)
+{
+	config_free(&cfg);
+}
+
+TestSuite(config, .init = setup, .fini = teardown);
+
+Test(config, defaults_make_a_local_relay)
+{
+	cr_assert_eq(config_load(&cfg, NULL, err, sizeof(err)), 0);
+	cr_assert_eq(cfg.nlisten, 1);
+	cr_assert_str_eq(cfg.listen[0].text, "127.0.0.1:2525");
+	cr_assert_str_eq(cfg.spool_dir, "./var/spool");
+	cr_assert_eq(cfg.trusted_networks.count, 2);
+	cr_assert_str_eq(cfg.trusted_networks.items[0].value, "127.0.0.0/8");
+	cr_assert_eq(cfg.max_command_line, 512);
+	cr_assert_eq(cfg.max_text_line, 1000);
+	cr_assert_eq(cfg.idle_timeout_ms, 300000);
+	cr_assert(cfg.workers >= 1, "workers resolved to the CPU count");
+}
+
+Test(config, values_with_units)
+{
+	const char *text = "[server]\n"
+			   "workers = 3\n"
+			   "listen = 0.0.0.0:25, [::1]:2525\n"
+			   "listen = 127.0.0.2:26\n"
+			   "greeting_delay = 250ms\n"
+			   "[limits]\n"
+			   "max_message_size = 10M\n"
+			   "idle_timeout = 5m\n"
+			   "data_timeout = 90\n"
+			   "[relay]\n"
+			   "relay_domains = a.example b.example\n"
+			   "relay_domains = .c.example\n"
+			   "[log]\nlevel = debug\n";
+	cr_assert_eq(config_load_string(&cfg, text, "t.conf", err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(cfg.workers, 3);
+	cr_assert_eq(cfg.nlisten, 3, "the file's list replaces the default and repeats append");
+	cr_assert_str_eq(cfg.listen[1].text, "[::1]:2525");
+	cr_assert_eq(cfg.listen[1].addr.ss_family, AF_INET6);
+	cr_assert_eq(cfg.greeting_delay_ms, 250);
+	cr_assert_eq(cfg.max_message_size, 10u * 1024 * 1024);
+	cr_assert_eq(cfg.idle_timeout_ms, 300000);
+	cr_assert_eq(cfg.data_timeout_ms, 90000);
+	cr_assert_eq(cfg.relay_domains.count, 3);
+	cr_assert_str_eq(cfg.relay_domains.items[2].value, ".c.example");
+	cr_assert_eq(cfg.relay_domains.items[2].line, 12);
+	cr_assert_eq(cfg.log_level, LOG_LEVEL_DEBUG);
+}
+
+Test(config, unknown_key_names_file_line_and_key)
+{
+	const char *text = "[server]\nworkers = 2\n\n[limits]\nmax_recipientz = 10\n";
+	cr_assert_neq(config_load_string(&cfg, text, "ferry.conf", err, sizeof(err)), 0);
+	cr_assert(strstr(err, "ferry.conf:5:") != NULL, "%s", err);
+	cr_assert(strstr(err, "max_recipientz") != NULL, "%s", err);
+}
+
+Test(config, unknown_section)
+{
+	cr_assert_neq(config_load_string(&cfg, "[sever]\nworkers = 1\n", "f", err, sizeof(err)),
+		      0);
+	cr_assert(strstr(err, "f:2:") != NULL && strstr(err, "sever") != NULL, "%s", err);
+}
+
+Test(config, bad_values_are_refused)
+{
+	static const char *const bad[] = {
+		"[server]\nworkers = two\n",
+		"[server]\nworkers = 1000\n",
+		"[server]\nlisten = 127.0.0.1\n",
+		"[server]\nlisten = ::1:25\n",
+		"[server]\nlisten = 127.0.0.1:70000\n",
+		"[limits]\nidle_timeout = 5 minutes\n",
+		"[limits]\nmax_message_size = 10Q\n",
+		"[limits]\nmax_command_line = 100\n",
+		"[log]\nlevel = loud\n",
+		"[log]\ndestination = file\n",
+		"[server]\nhostname = a\nhostname = b\n",
+		"no section here\n",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		config_free(&cfg);
+		config_defaults(&cfg);
+		err[0] = '\0';
+		cr_assert_neq(config_load_string(&cfg, bad[i], "bad.conf", err, sizeof(err)), 0,
+			      "accepted: %s", bad[i]);
+		cr_assert(strstr(err, "bad.conf:") != NULL, "no location in '%s'", err);
+	}
+}
+
+Test(config, overlong_line_is_an_error_not_a_split)
+{
+	char text[1200] = "[relay]\nrelay_domains = ";
+	size_t n = strlen(text);
+	while (n < sizeof(text) - 20) {
+		memcpy(text + n, "d.example ", 10);
+		n += 10;
+	}
+	strcpy(text + n, "\n");
+	cr_assert_neq(config_load_string(&cfg, text, "long.conf", err, sizeof(err)), 0);
+	cr_assert(strstr(err, "long.conf:2:") != NULL && strstr(err, "too long") != NULL, "%s",
+		  err);
+}
+
+Test(config, missing_file)
+{
+	cr_assert_neq(config_load(&cfg, "/nonexistent/ferry.conf", err, sizeof(err)), 0);
+	cr_assert(strstr(err, "/nonexistent/ferry.conf") != NULL, "%s", err);
+}
+
+Test(config, print_round_trips)
+{
+	cr_assert_eq(config_load_string(&cfg, "[relay]\nrelay_domains = x.example\n", "a", err,
+					sizeof(err)),
+		     0);
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+	config_print(&cfg, f);
+	fclose(f);
+	cr_assert(strstr(text, "relay_domains = x.example\n") != NULL, "%s", text);
+	cr_assert(strstr(text, "listen = 127.0.0.1:2525\n") != NULL, "%s", text);
+
+	struct config again;
+	config_defaults(&again);
+	cr_assert_eq(config_load_string(&again, text, "printed", err, sizeof(err)), 0,
+		     "printed config does not load: %s", err);
+	cr_assert_eq(again.max_message_size, cfg.max_message_size);
+	cr_assert_eq(again.idle_timeout_ms, cfg.idle_timeout_ms);
+	config_free(&again);
+	free(text);
+}
+
+Test(config, duration_and_size_parsers)
+{
+	uint32_t ms;
+	uint64_t size;
+	cr_assert_eq(config_parse_duration_ms("0", &ms), 0);
+	cr_assert_eq(ms, 0);
+	cr_assert_eq(config_parse_duration_ms("2h", &ms), 0);
+	cr_assert_eq(ms, 7200000);
+	cr_assert_neq(config_parse_duration_ms("-1s", &ms), 0);
+	cr_assert_neq(config_parse_duration_ms("", &ms), 0);
+	cr_assert_neq(config_parse_duration_ms("99999999999s", &ms), 0);
+	cr_assert_eq(config_parse_size("512K", &size), 0);
+	cr_assert_eq(size, 524288);
+	cr_assert_eq(config_parse_size("1GiB", &size), 0);
+	cr_assert_eq(size, 1073741824);
+	cr_assert_neq(config_parse_size("1.5M", &size), 0);
+}
