@@ -1,0 +1,63 @@
+/*
+ * policy — who may relay through ferry. Pure: decisions from the config,
+ * the client's address and the parsed recipient; no I/O.
+ *
+ * A recipient is accepted when its domain is a relay domain of this server
+ * (mail ferry holds for its customers), or when the client is trusted
+ * (a configured network). Everything else is "relay access denied". Routing
+ * tricks are refused even for relay domains: a local part with '%', '!' or a
+ * quoted '@', address literals, and anything whose syntax address.h refused.
+ */
+#ifndef FERRY_NET_POLICY_H
+#define FERRY_NET_POLICY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "net/address.h"
+
+struct policy_network {
+	sa_family_t family; /* AF_INET or AF_INET6 */
+	uint8_t addr[16];   /* network order; first 4 bytes for AF_INET */
+	uint8_t prefix;     /* prefix length in bits */
+};
+
+/*
+ * Parse "192.0.2.0/24", "2001:db8::/32", "127.0.0.1" (a host: /32 or /128).
+ * Host bits set under the prefix are an error (a likely typo).
+ * Returns 0 or -EINVAL.
+ */
+int policy_parse_network(const char *text, struct policy_network *out);
+
+/* Does the address fall inside the network? IPv4-mapped IPv6 addresses
+ * (::ffff:a.b.c.d) match IPv4 networks. */
+bool policy_network_contains(const struct policy_network *net, const struct sockaddr *addr);
+
+struct policy {
+	const struct policy_network *trusted; /* clients that may relay anywhere */
+	size_t ntrusted;
+	/* Relay domains, lower-cased. "example.com" matches that domain only;
+	 * ".example.com" matches every subdomain of example.com (not itself). */
+	const char *const *relay_domains;
+	size_t nrelay_domains;
+};
+
+bool policy_client_trusted(const struct policy *p, const struct sockaddr *client);
+
+/* Is this (lower-cased or not: matching is case-insensitive) domain one
+ * ferry relays for? */
+bool policy_is_relay_domain(const struct policy *p, const char *domain, size_t len);
+
+enum policy_verdict {
+	POLICY_ACCEPT = 0,
+	POLICY_RELAY_DENIED,  /* 554 5.7.1 relay access denied */
+	POLICY_ROUTING_DENIED /* 554 5.7.1: %-hack, bang path, quoted @ */
+};
+
+/* Judge one parsed recipient (address_parse_path() returned ADDRESS_OK). */
+enum policy_verdict policy_check_recipient(const struct policy *p, bool client_trusted,
+					   const struct mailbox *rcpt);
+
+#endif
