@@ -1,0 +1,834 @@
+#include "net/smtp_session.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "core/log.h"
+#include "net/address.h"
+
+/* Decoded body goes through this much stack at a time on its way to the
+ * store, which copies it. */
+#define SMTP_BODY_CHUNK 16384
+
+/* ---- replies -------------------------------------------------------------- */
+
+static void smtp_close_after_reply(struct smtp_session *s)
+{
+	s->want_close = true;
+	s->state = SMTP_STATE_CLOSED;
+}
+
+/*
+ * Append one reply line. 4xx and 5xx replies count towards max_errors and
+ * are logged: a postmaster tracing a refusal finds the exact words sent.
+ */
+__attribute__((format(printf, 2, 0))) static void smtp_vreply(struct smtp_session *s,
+                                                              const char *fmt, va_list ap)
+{
+	char line[1024];
+	int n = vsnprintf(line, sizeof(line) - 2, fmt, ap);
+	if (n < 0)
+		return;
+	if ((size_t)n > sizeof(line) - 3)
+		n = (int)sizeof(line) - 3;
+	line[n] = '\r';
+	line[n + 1] = '\n';
+	buf_append(&s->out, line, (size_t)n + 2);
+
+	if (line[0] != '4' && line[0] != '5')
+		return;
+	char quoted[600];
+	log_event(LOG_LEVEL_INFO, "event=reject session=%s client=%s reply=%s", s->id,
+	          s->client_address, log_quote(quoted, sizeof(quoted), line, (size_t)n));
+	if (s->state == SMTP_STATE_CLOSED)
+		return;
+	if (++s->errors >= s->settings->max_errors) {
+		buf_printf(&s->out, "421 4.7.0 %s Error: too many errors; closing\r\n",
+		           s->settings->hostname);
+		log_event(LOG_LEVEL_INFO, "event=too_many_errors session=%s client=%s errors=%u",
+		          s->id, s->client_address, s->errors);
+		smtp_close_after_reply(s);
+	}
+}
+
+__attribute__((format(printf, 2, 3))) static void smtp_reply(struct smtp_session *s,
+                                                             const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	smtp_vreply(s, fmt, ap);
+	va_end(ap);
+}
+
+/*
+ * A reply that closes the session (421). The state is CLOSED before the
+ * reply is written, so the reply is not counted as one more error: that
+ * could reach max_errors and put a second 421 behind it.
+ */
+__attribute__((format(printf, 2, 3))) static void smtp_reply_closing(struct smtp_session *s,
+                                                                     const char *fmt, ...)
+{
+	smtp_close_after_reply(s);
+	va_list ap;
+	va_start(ap, fmt);
+	smtp_vreply(s, fmt, ap);
+	va_end(ap);
+}
+
+/* Shutdown waits for the transaction in progress only: once it has ended,
+ * whichever way (250, refusal, RSET, EHLO), the session closes. */
+static void smtp_drain_if_idle(struct smtp_session *s)
+{
+	if (s->draining && s->state != SMTP_STATE_CLOSED && !smtp_session_in_transaction(s))
+		smtp_reply_closing(s, "421 4.3.2 %s Service shutting down", s->settings->hostname);
+}
+
+/* Client text echoed in a reply: printable ASCII only, so that a CR (or any
+ * control byte) taken from the command line can never reach the wire. */
+static const char *smtp_printable(char *dst, size_t dst_size, const char *src, size_t len)
+{
+	size_t n = len < dst_size - 1 ? len : dst_size - 1;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)src[i];
+		dst[i] = (c >= ' ' && c < 0x7f) ? (char)c : '?';
+	}
+	dst[n] = '\0';
+	return dst;
+}
+
+/* ---- the transaction ---------------------------------------------------- */
+
+static void smtp_transaction_reset(struct smtp_session *s)
+{
+	if (s->message != NULL) {
+		queue_message_abort(s->message);
+		s->message = NULL;
+	}
+	s->envelope_text.start = s->envelope_text.end = 0;
+	s->sender_len = 0;
+	s->nparams = 0;
+	s->nrecipients = 0;
+	s->declared_size = 0;
+	s->smtputf8 = false;
+	s->body_bytes = 0;
+	s->queue_id[0] = '\0';
+	if (s->recipients_cap > 64) { /* a huge transaction once: give it back */
+		free(s->recipients);
+		s->recipients = NULL;
+		s->recipients_cap = 0;
+	}
+	if (s->envelope_text.cap > 16384)
+		buf_release(&s->envelope_text);
+	if (s->state >= SMTP_STATE_HELO && s->state < SMTP_STATE_CLOSED)
+		s->state = SMTP_STATE_HELO;
+}
+
+static int smtp_envelope_add(struct smtp_session *s, const char *text, size_t len,
+                             struct smtp_recipient_span *span)
+{
+	span->offset = (uint32_t)buf_len(&s->envelope_text);
+	span->len = (uint32_t)len;
+	return buf_append(&s->envelope_text, text, len);
+}
+
+static const char *smtp_envelope_at(const struct smtp_session *s, struct smtp_recipient_span sp)
+{
+	return buf_head(&s->envelope_text) + sp.offset;
+}
+
+/* ---- command handlers -------------------------------------------------- */
+
+typedef void smtp_handler(struct smtp_session *s, const struct smtp_command *cmd);
+
+#define STATE_BIT(st) (1u << (st))
+#define IN_COMMAND_MODE                                                                            \
+	(STATE_BIT(SMTP_STATE_READY) | STATE_BIT(SMTP_STATE_HELO) | STATE_BIT(SMTP_STATE_MAIL) |   \
+	 STATE_BIT(SMTP_STATE_RCPT))
+#define IN_TRANSACTION (STATE_BIT(SMTP_STATE_MAIL) | STATE_BIT(SMTP_STATE_RCPT))
+
+static void smtp_set_helo(struct smtp_session *s, const struct smtp_command *cmd)
+{
+	size_t n = cmd->arg_len < sizeof(s->helo) - 1 ? cmd->arg_len : sizeof(s->helo) - 1;
+	/* Goes into the Received header and logs: keep it printable. */
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)cmd->arg[i];
+		s->helo[i] = (c > ' ' && c < 0x7f) ? (char)c : '?';
+	}
+	s->helo[n] = '\0';
+}
+
+static void smtp_handle_helo(struct smtp_session *s, const struct smtp_command *cmd)
+{
+	const char *verb = cmd->verb == SMTP_VERB_EHLO ? "EHLO" : "HELO";
+	if (cmd->arg_len == 0) {
+		smtp_reply(s, "501 5.5.4 Syntax: %s hostname", verb);
+		return;
+	}
+	smtp_transaction_reset(s);
+	smtp_set_helo(s, cmd);
+	s->state = SMTP_STATE_HELO;
+	s->esmtp = cmd->verb == SMTP_VERB_EHLO;
+	if (!s->esmtp) {
+		smtp_reply(s, "250 %s", s->settings->hostname);
+		return;
+	}
+	/* RFC 2034: the EHLO response itself carries no enhanced codes. */
+	buf_printf(&s->out,
+	           "250-%s\r\n"
+	           "250-PIPELINING\r\n"
+	           "250-SIZE %llu\r\n"
+	           "250-8BITMIME\r\n"
+	           "250-ENHANCEDSTATUSCODES\r\n"
+	           "250 SMTPUTF8\r\n",
+	           s->settings->hostname, (unsigned long long)s->settings->max_message_size);
+}
+
+static bool smtp_param_is(const struct smtp_param *p, const char *key)
+{
+	return p->key_len == strlen(key) && strncasecmp(p->key, key, p->key_len) == 0;
+}
+
+static bool smtp_value_is(const struct smtp_param *p, const char *value)
+{
+	return p->value != NULL && p->value_len == strlen(value) &&
+	       strncasecmp(p->value, value, p->value_len) == 0;
+}
+
+/* MAIL FROM parameters: SIZE (RFC 1870), BODY (RFC 6152), SMTPUTF8
+ * (RFC 6531). Returns false after replying when one is refused. */
+static bool smtp_mail_params(struct smtp_session *s, const struct smtp_path_arg *pa)
+{
+	for (unsigned i = 0; i < pa->nparams; i++) {
+		const struct smtp_param *p = &pa->params[i];
+		if (!s->esmtp) {
+			smtp_reply(s, "555 5.5.4 Error: parameters need EHLO, not HELO");
+			return false;
+		}
+		if (smtp_param_is(p, "SIZE")) {
+			/* RFC 1870: 1*20DIGIT. A value past 2^64 - 1 is still a valid
+			 * SIZE, just too big: it saturates, and gets the 552. */
+			uint64_t size = 0;
+			bool ok = p->value != NULL && p->value_len > 0 && p->value_len <= 20;
+			for (size_t k = 0; ok && k < p->value_len; k++) {
+				unsigned digit = (unsigned)(p->value[k] - '0');
+				ok = p->value[k] >= '0' && p->value[k] <= '9';
+				if (size > (UINT64_MAX - digit) / 10)
+					size = UINT64_MAX;
+				else
+					size = size * 10 + digit;
+			}
+			if (!ok) {
+				smtp_reply(s, "501 5.5.4 Syntax: SIZE=<number of octets>");
+				return false;
+			}
+			if (size > s->settings->max_message_size) {
+				smtp_reply(s,
+				           "552 5.3.4 Message size exceeds fixed limit of %llu "
+				           "octets",
+				           (unsigned long long)s->settings->max_message_size);
+				return false;
+			}
+			s->declared_size = size;
+		} else if (smtp_param_is(p, "BODY")) {
+			if (!smtp_value_is(p, "7BIT") && !smtp_value_is(p, "8BITMIME")) {
+				smtp_reply(s, "555 5.5.4 Unsupported BODY type (use 7BIT or "
+				              "8BITMIME)");
+				return false;
+			}
+		} else if (smtp_param_is(p, "SMTPUTF8")) {
+			if (p->value != NULL) {
+				smtp_reply(s, "501 5.5.4 Syntax: SMTPUTF8 takes no value");
+				return false;
+			}
+			s->smtputf8 = true;
+		} else {
+			smtp_reply(s, "555 5.5.4 Unsupported option: %.*s", (int)p->key_len,
+			           p->key);
+			return false;
+		}
+	}
+	return true;
+}
+
+static void smtp_handle_mail(struct smtp_session *s, const struct smtp_command *cmd)
+{
+	struct smtp_path_arg pa;
+	int r = smtp_parse_path_arg(cmd->arg, cmd->arg_len, "FROM:", &pa);
+	if (r == SMTP_PARSE_TOO_MANY) {
+		smtp_reply(s, "501 5.5.4 Error: too many parameters");
+		return;
+	}
+	if (r != SMTP_PARSE_OK) {
+		smtp_reply(s, "501 5.5.4 Syntax: MAIL FROM:<address>");
+		return;
+	}
+	if (s->messages >= s->settings->max_messages) {
+		smtp_reply_closing(s,
+		                   "421 4.7.0 %s Error: too many messages in one session; closing",
+		                   s->settings->hostname);
+		return;
+	}
+	smtp_transaction_reset(s);
+	if (!smtp_mail_params(s, &pa)) {
+		smtp_transaction_reset(s);
+		return;
+	}
+	struct mailbox mb;
+	enum address_status st = address_parse_path(pa.path, pa.path_len, s->smtputf8, &mb);
+	if (st == ADDRESS_NEEDS_UTF8) {
+		smtp_reply(s, "553 5.6.7 Error: non-ASCII sender address needs SMTPUTF8");
+		smtp_transaction_reset(s);
+		return;
+	}
+	if (st != ADDRESS_OK && st != ADDRESS_EMPTY) {
+		smtp_reply(s, "501 5.1.7 Bad sender address syntax: %s", address_status_text(st));
+		smtp_transaction_reset(s);
+		return;
+	}
+	struct smtp_recipient_span sender = {0, 0};
+	int r_add = 0;
+	if (st == ADDRESS_OK) {
+		/* A source route is dropped (RFC 5321 C): keep local@domain. */
+		size_t len = (size_t)(mb.domain + mb.domain_len - mb.local);
+		r_add = smtp_envelope_add(s, mb.local, len, &sender);
+	}
+	s->sender_len = sender.len;
+	for (unsigned i = 0; r_add == 0 && i < pa.nparams; i++) {
+		const struct smtp_param *p = &pa.params[i];
+		size_t len = p->value ? (size_t)(p->value + p->value_len - p->key) : p->key_len;
+		r_add = smtp_envelope_add(s, p->key, len, &s->params[s->nparams++]);
+	}
+	if (r_add != 0) {
+		smtp_reply(s, "452 4.3.0 Error: out of memory, try again later");
+		smtp_transaction_reset(s);
+		return;
+	}
+	s->state = SMTP_STATE_MAIL;
+	smtp_reply(s, "250 2.1.0 Ok");
+}
+
+static void smtp_handle_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
+{
+	struct smtp_path_arg pa;
+	int r = smtp_parse_path_arg(cmd->arg, cmd->arg_len, "TO:", &pa);
+	if (r != SMTP_PARSE_OK) {
+		smtp_reply(s, "501 5.5.4 Syntax: RCPT TO:<address>");
+		return;
+	}
+	if (pa.nparams > 0) {
+		smtp_reply(s, "555 5.5.4 Unsupported option: %.*s", (int)pa.params[0].key_len,
+		           pa.params[0].key);
+		return;
+	}
+	if (s->nrecipients >= s->settings->max_recipients) {
+		smtp_reply(s, "452 4.5.3 Error: too many recipients");
+		return;
+	}
+	struct mailbox mb;
+	enum address_status st = address_parse_path(pa.path, pa.path_len, s->smtputf8, &mb);
+	switch (st) {
+	case ADDRESS_OK:
+		break;
+	case ADDRESS_NEEDS_UTF8:
+		smtp_reply(s, "553 5.6.7 Error: non-ASCII recipient address needs SMTPUTF8");
+		return;
+	case ADDRESS_BAD_DOMAIN: {
+		char shown[ADDRESS_PATH_MAX + 1];
+		smtp_reply(s, "501 5.1.2 Bad recipient domain syntax: <%s>",
+		           smtp_printable(shown, sizeof(shown), pa.path, pa.path_len));
+		return;
+	}
+	default:
+		smtp_reply(s, "501 5.1.3 Bad recipient address syntax: %s",
+		           address_status_text(st));
+		return;
+	}
+	size_t len = (size_t)(mb.domain + mb.domain_len - mb.local);
+	switch (policy_check_recipient(s->settings->policy, s->client_trusted, &mb)) {
+	case POLICY_ACCEPT:
+		break;
+	case POLICY_ROUTING_DENIED:
+		smtp_reply(s,
+		           "554 5.7.1 <%.*s>: Relay access denied (routing characters in "
+		           "the local part)",
+		           (int)len, mb.local);
+		return;
+	case POLICY_RELAY_DENIED:
+	default:
+		smtp_reply(s, "554 5.7.1 <%.*s>: Relay access denied", (int)len, mb.local);
+		return;
+	}
+	if (s->nrecipients == s->recipients_cap) {
+		uint32_t cap = s->recipients_cap ? s->recipients_cap * 2 : 8;
+		struct smtp_recipient_span *more = realloc(s->recipients, cap * sizeof(*more));
+		if (more == NULL) {
+			smtp_reply(s, "452 4.3.0 Error: out of memory, try again later");
+			return;
+		}
+		s->recipients = more;
+		s->recipients_cap = cap;
+	}
+	if (smtp_envelope_add(s, mb.local, len, &s->recipients[s->nrecipients]) != 0) {
+		smtp_reply(s, "452 4.3.0 Error: out of memory, try again later");
+		return;
+	}
+	s->nrecipients++;
+	s->state = SMTP_STATE_RCPT;
+	smtp_reply(s, "250 2.1.5 Ok");
+}
+
+static void smtp_queue_committed(struct queue_client *client, int status);
+static void smtp_queue_resume(struct queue_client *client);
+
+/* The Received header (RFC 5321 4.4), first bytes of the stored body. */
+static int smtp_write_received(struct smtp_session *s)
+{
+	char date[64];
+	time_t now = time(NULL);
+	struct tm tm;
+	gmtime_r(&now, &tm);
+	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
+	const char *with = s->smtputf8 ? "UTF8SMTP" : s->esmtp ? "ESMTP" : "SMTP";
+	/* TCP-info is an address literal (RFC 5321 4.4): IPv6 ones are tagged. */
+	const char *tag = strchr(s->client_address, ':') != NULL ? "IPv6:" : "";
+	char header[1024];
+	int n;
+	if (s->nrecipients == 1) {
+		struct smtp_recipient_span r = s->recipients[0];
+		n = snprintf(header, sizeof(header),
+		             "Received: from %s ([%s%s])\r\n\tby %s (ferry) with %s id %s\r\n"
+		             "\tfor <%.*s>; %s\r\n",
+		             s->helo, tag, s->client_address, s->settings->hostname, with,
+		             s->queue_id, (int)r.len, smtp_envelope_at(s, r), date);
+	} else {
+		n = snprintf(header, sizeof(header),
+		             "Received: from %s ([%s%s])\r\n\tby %s (ferry) with %s id %s;\r\n"
+		             "\t%s\r\n",
+		             s->helo, tag, s->client_address, s->settings->hostname, with,
+		             s->queue_id, date);
+	}
+	if (n < 0 || (size_t)n >= sizeof(header))
+		return -EINVAL;
+	int r = queue_message_write(s->message, header, (size_t)n);
+	if (r == 1)
+		s->waiting = true; /* taken, but read no body until resume() */
+	return r < 0 ? r : 0;
+}
+
+static void smtp_handle_data(struct smtp_session *s, const struct smtp_command *cmd)
+{
+	if (cmd->arg_len != 0) {
+		smtp_reply(s, "501 5.5.4 Syntax: DATA");
+		return;
+	}
+	struct queue_recipient rcpts[s->nrecipients];
+	struct queue_param params[SMTP_MAX_PARAMS];
+	for (uint32_t i = 0; i < s->nrecipients; i++) {
+		rcpts[i].address = smtp_envelope_at(s, s->recipients[i]);
+		rcpts[i].len = s->recipients[i].len;
+	}
+	for (uint32_t i = 0; i < s->nparams; i++) {
+		params[i].text = smtp_envelope_at(s, s->params[i]);
+		params[i].len = s->params[i].len;
+	}
+	struct queue_envelope env = {
+	        .sender = buf_head(&s->envelope_text),
+	        .sender_len = s->sender_len,
+	        .recipients = rcpts,
+	        .nrecipients = s->nrecipients,
+	        .params = params,
+	        .nparams = s->nparams,
+	        .client_address = s->client_address,
+	        .helo = s->helo,
+	};
+	clock_gettime(CLOCK_REALTIME, &env.arrival);
+	s->queue_client.committed = smtp_queue_committed;
+	s->queue_client.resume = smtp_queue_resume;
+	s->message = NULL;
+	int r = queue_message_begin(s->queue, &s->queue_client, &env, &s->message);
+	if (r == 0) {
+		snprintf(s->queue_id, sizeof(s->queue_id), "%s", queue_message_id(s->message));
+		r = smtp_write_received(s);
+	} else {
+		s->message = NULL; /* whatever begin left there is not ours */
+	}
+	if (r != 0) {
+		s->waiting = false;
+		log_event(LOG_LEVEL_ERROR, "event=queue_error session=%s error=\"%s\"", s->id,
+		          strerror(-r));
+		if (r == -ENOSPC || r == -EDQUOT)
+			smtp_reply(s, "452 4.3.1 Error: insufficient system storage");
+		else
+			smtp_reply(s, "451 4.3.0 Error: queue file write error");
+		smtp_transaction_reset(s);
+		return;
+	}
+	uint32_t max_line = s->settings->max_text_line - 2;
+	smtp_data_decoder_init(&s->data, max_line, s->settings->max_message_size);
+	s->state = SMTP_STATE_DATA;
+	smtp_reply(s, "354 End data with <CR><LF>.<CR><LF>");
+}
+
+static void smtp_handle_rset(struct smtp_session *s, const struct smtp_command *cmd)
+{
+	(void)cmd;
+	smtp_transaction_reset(s);
+	smtp_reply(s, "250 2.0.0 Ok");
+}
+
+static void smtp_handle_noop(struct smtp_session *s, const struct smtp_command *cmd)
+{
+	(void)cmd;
+	smtp_reply(s, "250 2.0.0 Ok");
+}
+
+static void smtp_handle_quit(struct smtp_session *s, const struct smtp_command *cmd)
+{
+	(void)cmd;
+	smtp_transaction_reset(s);
+	smtp_reply(s, "221 2.0.0 Bye");
+	smtp_close_after_reply(s);
+}
+
+static void smtp_handle_vrfy(struct smtp_session *s, const struct smtp_command *cmd)
+{
+	if (cmd->arg_len == 0) {
+		smtp_reply(s, "501 5.5.4 Syntax: VRFY address");
+		return;
+	}
+	/* No address harvesting: the same answer for every address. */
+	smtp_reply(s, "252 2.5.2 Cannot VRFY user, but will accept message and attempt "
+	              "delivery");
+}
+
+static void smtp_handle_expn(struct smtp_session *s, const struct smtp_command *cmd)
+{
+	(void)cmd;
+	smtp_reply(s, "502 5.5.1 EXPN is not supported");
+}
+
+static void smtp_handle_help(struct smtp_session *s, const struct smtp_command *cmd)
+{
+	(void)cmd;
+	smtp_reply(s, "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP");
+}
+
+static void smtp_handle_etrn(struct smtp_session *s, const struct smtp_command *cmd)
+{
+	(void)cmd;
+	smtp_reply(s, "502 5.5.1 ETRN is not available on this server yet");
+}
+
+static void smtp_handle_not_implemented(struct smtp_session *s, const struct smtp_command *cmd)
+{
+	smtp_reply(s, "502 5.5.1 Error: %s not implemented", smtp_verb_name(cmd->verb));
+}
+
+struct smtp_command_entry {
+	smtp_handler *handle;
+	unsigned states; /* where the command is in sequence */
+};
+
+static const struct smtp_command_entry smtp_commands[SMTP_VERB_COUNT] = {
+        [SMTP_VERB_HELO] = {smtp_handle_helo, IN_COMMAND_MODE},
+        [SMTP_VERB_EHLO] = {smtp_handle_helo, IN_COMMAND_MODE},
+        [SMTP_VERB_MAIL] = {smtp_handle_mail, STATE_BIT(SMTP_STATE_HELO)},
+        [SMTP_VERB_RCPT] = {smtp_handle_rcpt, IN_TRANSACTION},
+        [SMTP_VERB_DATA] = {smtp_handle_data, STATE_BIT(SMTP_STATE_RCPT)},
+        [SMTP_VERB_RSET] = {smtp_handle_rset, IN_COMMAND_MODE},
+        [SMTP_VERB_NOOP] = {smtp_handle_noop, IN_COMMAND_MODE},
+        [SMTP_VERB_QUIT] = {smtp_handle_quit, IN_COMMAND_MODE},
+        [SMTP_VERB_VRFY] = {smtp_handle_vrfy, IN_COMMAND_MODE},
+        [SMTP_VERB_EXPN] = {smtp_handle_expn, IN_COMMAND_MODE},
+        [SMTP_VERB_HELP] = {smtp_handle_help, IN_COMMAND_MODE},
+        [SMTP_VERB_ETRN] = {smtp_handle_etrn, STATE_BIT(SMTP_STATE_HELO)},
+        [SMTP_VERB_STARTTLS] = {smtp_handle_not_implemented, IN_COMMAND_MODE},
+        [SMTP_VERB_AUTH] = {smtp_handle_not_implemented, IN_COMMAND_MODE},
+        [SMTP_VERB_BDAT] = {smtp_handle_not_implemented, IN_COMMAND_MODE},
+};
+
+static void smtp_bad_sequence(struct smtp_session *s, enum smtp_verb verb)
+{
+	if (s->state == SMTP_STATE_READY)
+		smtp_reply(s, "503 5.5.1 Error: send HELO/EHLO first");
+	else if (verb == SMTP_VERB_MAIL)
+		smtp_reply(s, "503 5.5.1 Error: nested MAIL command");
+	else if (verb == SMTP_VERB_RCPT || (verb == SMTP_VERB_DATA && s->state == SMTP_STATE_HELO))
+		smtp_reply(s, "503 5.5.1 Error: need MAIL command");
+	else if (verb == SMTP_VERB_DATA)
+		smtp_reply(s, "503 5.5.1 Error: need RCPT command");
+	else if (verb == SMTP_VERB_ETRN)
+		smtp_reply(s, "503 5.5.1 Error: ETRN is not allowed inside a mail transaction");
+	else
+		smtp_reply(s, "503 5.5.1 Error: bad sequence of commands");
+}
+
+static void smtp_handle_line(struct smtp_session *s, const char *line, size_t len)
+{
+	if (++s->commands > s->settings->max_commands) {
+		smtp_reply_closing(s, "421 4.7.0 %s Error: too many commands; closing",
+		                   s->settings->hostname);
+		return;
+	}
+	struct smtp_command cmd;
+	if (smtp_command_parse(line, len, &cmd) == SMTP_PARSE_NUL) {
+		smtp_reply(s, "500 5.5.2 Error: NUL character in command");
+		return;
+	}
+	if (cmd.verb == SMTP_VERB_EMPTY) {
+		smtp_reply(s, "500 5.5.2 Error: bad syntax");
+		return;
+	}
+	if (cmd.verb == SMTP_VERB_UNKNOWN) {
+		smtp_reply(s, "500 5.5.2 Error: command not recognized");
+		return;
+	}
+	const struct smtp_command_entry *e = &smtp_commands[cmd.verb];
+	if (e->handle == NULL) {
+		smtp_reply(s, "500 5.5.2 Error: command not recognized");
+		return;
+	}
+	if (!(e->states & STATE_BIT(s->state))) {
+		smtp_bad_sequence(s, cmd.verb);
+		return;
+	}
+	e->handle(s, &cmd);
+}
+
+/* ---- DATA ------------------------------------------------------------------ */
+
+static void smtp_data_finish(struct smtp_session *s)
+{
+	const struct smtp_data_decoder *d = &s->data;
+	const char *refusal = NULL;
+	char text[160];
+	if (d->bare_lf || d->bare_cr) {
+		refusal = "550 5.6.0 Message refused: bare LF or bare CR in message data "
+		          "(only CRLF line endings are allowed)";
+	} else if (d->too_big) {
+		snprintf(text, sizeof(text),
+		         "552 5.3.4 Message size exceeds fixed limit of %llu octets",
+		         (unsigned long long)s->settings->max_message_size);
+		refusal = text;
+	} else if (d->line_too_long) {
+		snprintf(text, sizeof(text),
+		         "500 5.5.2 Message refused: line too long (the limit is %u octets)",
+		         s->settings->max_text_line);
+		refusal = text;
+	} else if (s->message == NULL) {
+		refusal = "451 4.3.0 Error: queue file write error";
+	}
+	if (refusal != NULL) {
+		s->state = SMTP_STATE_HELO;
+		smtp_transaction_reset(s);
+		smtp_reply(s, "%s", refusal);
+		smtp_drain_if_idle(s);
+		return;
+	}
+	s->state = SMTP_STATE_COMMIT;
+	s->waiting = true;
+	queue_message_commit(s->message);
+}
+
+/* Returns bytes consumed; stops at the end of DATA or when the store asks
+ * us to wait. */
+static size_t smtp_data_feed(struct smtp_session *s, const char *data, size_t len)
+{
+	char chunk[SMTP_BODY_CHUNK];
+	size_t done = 0;
+	while (done < len || s->state == SMTP_STATE_DATA) {
+		size_t used, produced;
+		enum smtp_data_status st = smtp_data_decode(&s->data, data + done, len - done,
+		                                            &used, chunk, sizeof(chunk), &produced);
+		done += used;
+		if (produced > 0 && s->message != NULL) {
+			int r = queue_message_write(s->message, chunk, produced);
+			if (r < 0) {
+				log_event(LOG_LEVEL_ERROR,
+				          "event=queue_error session=%s error=\"%s\"", s->id,
+				          strerror(-r));
+				queue_message_abort(s->message);
+				s->message = NULL; /* keep reading to the end, then 451 */
+			} else if (r == 1) {
+				s->waiting = true;
+			}
+			s->body_bytes += produced;
+		}
+		if (st == SMTP_DATA_END) {
+			smtp_data_finish(s);
+			break;
+		}
+		if (s->waiting || (used == 0 && produced == 0))
+			break;
+	}
+	return done;
+}
+
+/* ---- store callbacks ------------------------------------------------------ */
+
+static struct smtp_session *smtp_session_of(struct queue_client *client)
+{
+	return (struct smtp_session *)((char *)client -
+	                               offsetof(struct smtp_session, queue_client));
+}
+
+static void smtp_queue_committed(struct queue_client *client, int status)
+{
+	struct smtp_session *s = smtp_session_of(client);
+	/* s->message is already freed: only the id copied at begin remains. */
+	const char *id = s->queue_id;
+	char from[300];
+	if (status == 0) {
+		/* Durable: this is the only place that says so to the client. */
+		smtp_reply(s, "250 2.0.0 Ok: queued as %s", id);
+		log_event(LOG_LEVEL_INFO,
+		          "event=accepted session=%s queue_id=%s client=%s from=%s nrcpt=%u "
+		          "size=%llu",
+		          s->id, id, s->client_address,
+		          log_quote(from, sizeof(from), buf_head(&s->envelope_text), s->sender_len),
+		          s->nrecipients, (unsigned long long)s->body_bytes);
+	} else {
+		log_event(LOG_LEVEL_ERROR,
+		          "event=commit_failed session=%s queue_id=%s error=\"%s\"", s->id, id,
+		          strerror(-status));
+		s->state = SMTP_STATE_HELO;
+		smtp_reply(s, "451 4.3.0 Error: queue file write error");
+	}
+	s->message = NULL; /* the store is done with it */
+	s->messages++;
+	s->waiting = false;
+	if (s->state != SMTP_STATE_CLOSED)
+		s->state = SMTP_STATE_HELO;
+	smtp_transaction_reset(s);
+	smtp_drain_if_idle(s);
+	s->hooks->wake(s);
+}
+
+static void smtp_queue_resume(struct queue_client *client)
+{
+	struct smtp_session *s = smtp_session_of(client);
+	if (s->state != SMTP_STATE_DATA)
+		return;
+	s->waiting = false;
+	s->hooks->wake(s);
+}
+
+/* ---- the public face ------------------------------------------------------ */
+
+int smtp_session_init(struct smtp_session *s, const struct smtp_settings *settings,
+                      const struct smtp_session_hooks *hooks, struct queue *queue,
+                      const struct sockaddr *client, const char *client_text, const char *id)
+{
+	memset(s, 0, sizeof(*s));
+	s->settings = settings;
+	s->hooks = hooks;
+	s->queue = queue;
+	s->state = SMTP_STATE_GREETING;
+	snprintf(s->id, sizeof(s->id), "%s", id);
+	snprintf(s->client_address, sizeof(s->client_address), "%s", client_text);
+	s->client_trusted = client != NULL && policy_client_trusted(settings->policy, client);
+	snprintf(s->helo, sizeof(s->helo), "unknown");
+	uint32_t cap = settings->max_command_line - 2;
+	s->line_storage = malloc(cap + 1);
+	if (s->line_storage == NULL)
+		return -ENOMEM;
+	smtp_line_reader_init(&s->line, s->line_storage, cap);
+	return 0;
+}
+
+void smtp_session_destroy(struct smtp_session *s)
+{
+	if (s->message != NULL) {
+		if (s->state == SMTP_STATE_COMMIT)
+			queue_message_detach(s->message);
+		else
+			queue_message_abort(s->message);
+		s->message = NULL;
+	}
+	free(s->line_storage);
+	free(s->recipients);
+	buf_release(&s->out);
+	buf_release(&s->envelope_text);
+	s->line_storage = NULL;
+	s->recipients = NULL;
+	s->state = SMTP_STATE_CLOSED;
+}
+
+void smtp_session_greet(struct smtp_session *s)
+{
+	if (s->state != SMTP_STATE_GREETING)
+		return;
+	s->state = SMTP_STATE_READY;
+	buf_printf(&s->out, "220 %s ESMTP ferry\r\n", s->settings->hostname);
+}
+
+void smtp_session_early_talker(struct smtp_session *s)
+{
+	smtp_reply_closing(s, "554 5.5.1 %s Error: talked before the greeting; closing",
+	                   s->settings->hostname);
+}
+
+void smtp_session_refuse(struct smtp_session *s, const char *reply)
+{
+	smtp_reply_closing(s, "%s", reply);
+}
+
+size_t smtp_session_feed(struct smtp_session *s, const char *data, size_t len)
+{
+	size_t done = 0;
+	while (!s->waiting && s->state != SMTP_STATE_CLOSED && s->state != SMTP_STATE_GREETING) {
+		if (s->state == SMTP_STATE_DATA) {
+			done += smtp_data_feed(s, data + done, len - done);
+			if (s->state == SMTP_STATE_DATA)
+				break; /* input used up, or the store asked us to wait */
+			continue;
+		}
+		if (done == len)
+			break;
+		size_t used;
+		enum smtp_line_status st = smtp_line_feed(&s->line, data + done, len - done, &used);
+		done += used;
+		if (st == SMTP_LINE_NEED_MORE)
+			break;
+		if (st == SMTP_LINE_TOO_LONG) {
+			smtp_reply(s, "500 5.5.2 Error: line too long (the limit is %u octets)",
+			           s->settings->max_command_line);
+			continue;
+		}
+		smtp_handle_line(s, s->line.buf, s->line.len);
+		smtp_drain_if_idle(s);
+	}
+	return done;
+}
+
+bool smtp_session_in_data(const struct smtp_session *s)
+{
+	return s->state == SMTP_STATE_DATA;
+}
+
+bool smtp_session_in_transaction(const struct smtp_session *s)
+{
+	return s->state == SMTP_STATE_MAIL || s->state == SMTP_STATE_RCPT ||
+	       s->state == SMTP_STATE_DATA || s->state == SMTP_STATE_COMMIT;
+}
+
+void smtp_session_timeout(struct smtp_session *s)
+{
+	if (s->state == SMTP_STATE_CLOSED || s->state == SMTP_STATE_COMMIT)
+		return; /* a commit in flight is the store's time, not the client's */
+	smtp_transaction_reset(s);
+	smtp_reply_closing(s, "421 4.4.2 %s Error: timeout exceeded", s->settings->hostname);
+}
+
+void smtp_session_shutdown(struct smtp_session *s)
+{
+	s->draining = true;
+	if (s->state == SMTP_STATE_CLOSED || smtp_session_in_transaction(s))
+		return;
+	smtp_reply_closing(s, "421 4.3.2 %s Service shutting down", s->settings->hostname);
+}

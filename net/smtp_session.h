@@ -1,0 +1,157 @@
+/*
+ * smtp_session — the server side of one SMTP session, as a state machine.
+ * No sockets and no ring: bytes in, replies out, and calls into the queue
+ * contract (queue/queue.h). net/conn.c glues it to a socket; the unit tests
+ * drive it directly.
+ *
+ * Shape (after OpenSMTPD's smtp_session.c): a small enum of states and a
+ * command table {verb, states allowed, handler}. Input is fed in arbitrary
+ * chunks; the session consumes what it can and stops early when it must
+ * wait (for the store to make a message durable, or for the store's buffer
+ * to drain). Replies gather in `out`; the owner sends them after each feed,
+ * so pipelined commands are answered in order with one write.
+ *
+ * Invariants:
+ *  - 250 to end-of-DATA is written only from the store's committed()
+ *    callback with status 0: never before the message is on disk.
+ *  - Nothing past a command that changes how input is read (DATA, QUIT,
+ *    later STARTTLS) is acted on before that command is answered: feeding
+ *    is strictly sequential.
+ *  - Every 4xx/5xx reply counts as an error; at max_errors the session is
+ *    closed with 421.
+ */
+#ifndef FERRY_NET_SMTP_SESSION_H
+#define FERRY_NET_SMTP_SESSION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "core/buf.h"
+#include "net/policy.h"
+#include "net/smtp_parse.h"
+#include "queue/queue.h"
+
+/* What every session of a server shares, fixed at start-up. */
+struct smtp_settings {
+	const char *hostname;
+	uint32_t max_command_line; /* octets incl. CRLF */
+	uint32_t max_text_line;    /* octets incl. CRLF */
+	uint64_t max_message_size;
+	uint32_t max_recipients;
+	uint32_t max_errors;
+	uint32_t max_commands;
+	uint32_t max_messages;
+	const struct policy *policy;
+};
+
+enum smtp_state {
+	SMTP_STATE_GREETING = 0, /* connected, banner not yet sent */
+	SMTP_STATE_READY,        /* banner sent, no HELO/EHLO yet */
+	SMTP_STATE_HELO,         /* greeted, no transaction */
+	SMTP_STATE_MAIL,         /* MAIL accepted, no recipient yet */
+	SMTP_STATE_RCPT,         /* at least one recipient */
+	SMTP_STATE_DATA,         /* receiving the body */
+	SMTP_STATE_COMMIT,       /* body complete, waiting for the store */
+	SMTP_STATE_CLOSED,       /* nothing more will be read */
+};
+
+struct smtp_session;
+
+struct smtp_session_hooks {
+	/* Something happened outside a feed (the store committed, or has room
+	 * again): the owner should send `out` and feed held-back input. */
+	void (*wake)(struct smtp_session *s);
+};
+
+struct smtp_recipient_span {
+	uint32_t offset; /* into envelope_text */
+	uint32_t len;
+};
+
+struct smtp_session {
+	enum smtp_state state;
+	const struct smtp_settings *settings;
+	const struct smtp_session_hooks *hooks;
+	struct queue *queue;
+
+	struct buf out;   /* replies not yet handed to the socket */
+	bool want_close;  /* close once `out` is sent */
+	bool waiting;     /* parked until the store calls back */
+	bool draining;    /* shutdown: close after the current transaction */
+
+	char id[17];                 /* session id for logs */
+	char client_address[46];     /* textual IP */
+	bool client_trusted;
+	char helo[256];
+	bool esmtp;
+
+	struct smtp_line_reader line;
+	char *line_storage;
+	struct smtp_data_decoder data;
+
+	/* the transaction */
+	struct buf envelope_text; /* sender, then parameters, then recipients */
+	uint32_t sender_len;
+	uint32_t nparams;
+	struct smtp_recipient_span params[SMTP_MAX_PARAMS];
+	struct smtp_recipient_span *recipients;
+	uint32_t nrecipients, recipients_cap;
+	uint64_t declared_size;
+	bool smtputf8;
+	struct queue_message *message;
+	/* The message's queue id, kept here because the store frees the
+	 * queue_message before it calls committed(). */
+	char queue_id[QUEUE_ID_LEN + 1];
+	struct queue_client queue_client;
+	uint64_t body_bytes; /* decoded body octets handed to the store */
+
+	uint32_t commands;
+	uint32_t errors;
+	uint32_t messages;
+};
+
+/*
+ * Set up a session for a client at `client` (its textual form in
+ * client_text). `id` names the session in logs. Returns 0 or -ENOMEM.
+ */
+int smtp_session_init(struct smtp_session *s, const struct smtp_settings *settings,
+		      const struct smtp_session_hooks *hooks, struct queue *queue,
+		      const struct sockaddr *client, const char *client_text, const char *id);
+
+/* Free everything; a message in the store is aborted, or detached if its
+ * commit is in flight (it still becomes durable). */
+void smtp_session_destroy(struct smtp_session *s);
+
+/* Send the 220 banner (after any greeting delay). */
+void smtp_session_greet(struct smtp_session *s);
+
+/* The client spoke before the banner: 554, close. */
+void smtp_session_early_talker(struct smtp_session *s);
+
+/*
+ * Feed received bytes. Returns how many were consumed: all of them unless
+ * the session parked (s->waiting) or closed (s->state == CLOSED); the owner
+ * keeps the rest and feeds it again after hooks->wake().
+ */
+size_t smtp_session_feed(struct smtp_session *s, const char *data, size_t len);
+
+/* True while a DATA body is being received (the DATA timeout applies). */
+bool smtp_session_in_data(const struct smtp_session *s);
+
+/* True between MAIL and the end of the transaction. */
+bool smtp_session_in_transaction(const struct smtp_session *s);
+
+/* The idle or DATA timeout passed: 421, close. */
+void smtp_session_timeout(struct smtp_session *s);
+
+/* The server is shutting down: close now if idle (421), else after the
+ * transaction in progress ends. */
+void smtp_session_shutdown(struct smtp_session *s);
+
+/* Refuse a connection before the banner (limits): `reply` is a whole
+ * reply line without CRLF, e.g. "421 4.7.0 Too many connections". */
+void smtp_session_refuse(struct smtp_session *s, const char *reply);
+
+#endif
