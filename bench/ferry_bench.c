@@ -118,39 +118,39 @@ enum long_option {
 };
 
 static const struct option load_long_options[] = {
-        {"sessions", required_argument, NULL, 'c'},
-        {"messages", required_argument, NULL, 'n'},
-        {"size", required_argument, NULL, 's'},
-        {"no-pipelining", no_argument, NULL, 'P'},
-        {"threads", required_argument, NULL, 't'},
-        {"timeout", required_argument, NULL, OPT_TIMEOUT},
-        {"json", no_argument, NULL, OPT_JSON},
-        {"from", required_argument, NULL, OPT_FROM},
-        {"to", required_argument, NULL, OPT_TO},
-        {"rcpts", required_argument, NULL, OPT_RCPTS},
-        {"ids", required_argument, NULL, OPT_IDS},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+	{"sessions", required_argument, NULL, 'c'},
+	{"messages", required_argument, NULL, 'n'},
+	{"size", required_argument, NULL, 's'},
+	{"no-pipelining", no_argument, NULL, 'P'},
+	{"threads", required_argument, NULL, 't'},
+	{"timeout", required_argument, NULL, OPT_TIMEOUT},
+	{"json", no_argument, NULL, OPT_JSON},
+	{"from", required_argument, NULL, OPT_FROM},
+	{"to", required_argument, NULL, OPT_TO},
+	{"rcpts", required_argument, NULL, OPT_RCPTS},
+	{"ids", required_argument, NULL, OPT_IDS},
+	{"help", no_argument, NULL, 'h'},
+	{NULL, 0, NULL, 0},
 };
 
 static const struct option sink_long_options[] = {
-        {"threads", required_argument, NULL, 't'},
-        {"json", no_argument, NULL, OPT_JSON},
-        {"duration", required_argument, NULL, OPT_DURATION},
-        {"count", required_argument, NULL, OPT_COUNT},
-        {"reply-delay", required_argument, NULL, OPT_REPLY_DELAY},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+	{"threads", required_argument, NULL, 't'},
+	{"json", no_argument, NULL, OPT_JSON},
+	{"duration", required_argument, NULL, OPT_DURATION},
+	{"count", required_argument, NULL, OPT_COUNT},
+	{"reply-delay", required_argument, NULL, OPT_REPLY_DELAY},
+	{"help", no_argument, NULL, 'h'},
+	{NULL, 0, NULL, 0},
 };
 
 static const struct option idle_long_options[] = {
-        {"sessions", required_argument, NULL, 'c'},
-        {"pid", required_argument, NULL, OPT_PID},
-        {"hold", required_argument, NULL, OPT_HOLD},
-        {"timeout", required_argument, NULL, OPT_TIMEOUT},
-        {"json", no_argument, NULL, OPT_JSON},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+	{"sessions", required_argument, NULL, 'c'},
+	{"pid", required_argument, NULL, OPT_PID},
+	{"hold", required_argument, NULL, OPT_HOLD},
+	{"timeout", required_argument, NULL, OPT_TIMEOUT},
+	{"json", no_argument, NULL, OPT_JSON},
+	{"help", no_argument, NULL, 'h'},
+	{NULL, 0, NULL, 0},
 };
 
 static void usage_print(FILE *f)
@@ -212,16 +212,16 @@ __attribute__((format(printf, 1, 2))) static void usage_error(const char *fmt, .
 }
 
 static bool option_number(const char *name, const char *text, unsigned long long min,
-                          unsigned long long max, unsigned long long *out)
+			  unsigned long long max, unsigned long long *out)
 {
 	char *end;
 	errno = 0;
 	unsigned long long value = strtoull(text, &end, 10);
 	if (!isdigit((unsigned char)text[0]) || errno || *end || value < min || value > max) {
 		fprintf(stderr,
-		        BENCH_NAME ": %s: expected a number from %llu to %llu, got '%s'\n"
-		                   "Try '" BENCH_NAME " --help'.\n",
-		        name, min, max, text);
+			BENCH_NAME ": %s: expected a number from %llu to %llu, got '%s'\n"
+				   "Try '" BENCH_NAME " --help'.\n",
+			name, min, max, text);
 		return false;
 	}
 	*out = value;
@@ -233,9 +233,9 @@ static bool option_address(const char *name, const char *text)
 {
 	if (strlen(text) > MAX_ADDRESS_LEN || strpbrk(text, "<> \t\r\n")) {
 		fprintf(stderr,
-		        BENCH_NAME ": %s: '%s' is not a usable address (at most %d characters, "
-		                   "no spaces or <>)\n",
-		        name, text, MAX_ADDRESS_LEN);
+			BENCH_NAME ": %s: '%s' is not a usable address (at most %d characters, "
+				   "no spaces or <>)\n",
+			name, text, MAX_ADDRESS_LEN);
 		return false;
 	}
 	return true;
@@ -281,16 +281,16 @@ static int target_parse(const char *text, struct bench_target *target)
 static void options_defaults(struct bench_options *o, enum bench_mode mode)
 {
 	*o = (struct bench_options){
-	        .mode = mode,
-	        .sessions = mode == MODE_IDLE ? 1000 : 10,
-	        .threads = 1,
-	        .rcpts = 1,
-	        .messages = 1000,
-	        .body_bytes = 1024,
-	        .pipelining = true,
-	        .timeout_s = 120,
-	        .from = "bench@load.example",
-	        .to = "rcpt@relay.example",
+		.mode = mode,
+		.sessions = mode == MODE_IDLE ? 1000 : 10,
+		.threads = 1,
+		.rcpts = 1,
+		.messages = 1000,
+		.body_bytes = 1024,
+		.pipelining = true,
+		.timeout_s = 120,
+		.from = "bench@load.example",
+		.to = "rcpt@relay.example",
 	};
 }
 
@@ -398,11 +398,11 @@ static int options_parse(int argc, char **argv, struct bench_options *o)
 {
 	enum bench_mode mode = options_mode(&argc, &argv);
 	const struct option *table = mode == MODE_SINK   ? sink_long_options
-	                             : mode == MODE_IDLE ? idle_long_options
-	                                                 : load_long_options;
+				     : mode == MODE_IDLE ? idle_long_options
+							 : load_long_options;
 	const char *shorts = mode == MODE_SINK   ? ":t:h"
-	                     : mode == MODE_IDLE ? ":c:h"
-	                                         : ":c:n:s:Pt:h";
+			     : mode == MODE_IDLE ? ":c:h"
+						 : ":c:n:s:Pt:h";
 
 	options_defaults(o, mode);
 	opterr = 0;
@@ -430,15 +430,15 @@ static int options_parse(int argc, char **argv, struct bench_options *o)
 		return -1;
 	}
 	const char *target = optind < argc       ? argv[optind]
-	                     : mode == MODE_SINK ? DEFAULT_SINK_LISTEN
-	                                         : DEFAULT_LOAD_TARGET;
+			     : mode == MODE_SINK ? DEFAULT_SINK_LISTEN
+						 : DEFAULT_LOAD_TARGET;
 	if (target_parse(target, &o->target) < 0) {
 		usage_error("cannot use address '%s': expected HOST:PORT or [IPv6]:PORT", target);
 		return -1;
 	}
 	if (mode == MODE_LOAD && o->threads > o->sessions) {
 		usage_error("-t %u: more threads than the %u sessions to share among them",
-		            o->threads, o->sessions);
+			    o->threads, o->sessions);
 		return -1;
 	}
 	return 0;
@@ -514,9 +514,9 @@ static bool nofile_check(unsigned sessions)
 	}
 	if ((rlim_t)sessions + FD_RESERVE > limit) {
 		fprintf(stderr,
-		        BENCH_NAME ": %u sessions need %u file descriptors, but the hard limit "
-		                   "(ulimit -Hn) is %llu\n",
-		        sessions, sessions + FD_RESERVE, (unsigned long long)limit);
+			BENCH_NAME ": %u sessions need %u file descriptors, but the hard limit "
+				   "(ulimit -Hn) is %llu\n",
+			sessions, sessions + FD_RESERVE, (unsigned long long)limit);
 		return false;
 	}
 	return true;
@@ -575,17 +575,17 @@ static enum ring_op op_kind(uint64_t user_data)
 static int ring_init(struct io_uring *ring, unsigned entries, unsigned cq_entries)
 {
 	struct io_uring_params p = {
-	        .flags = IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP | IORING_SETUP_SUBMIT_ALL |
-	                 IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER,
-	        .cq_entries = cq_entries,
+		.flags = IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP | IORING_SETUP_SUBMIT_ALL |
+			 IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER,
+		.cq_entries = cq_entries,
 	};
 	int ret = io_uring_queue_init_params(entries, ring, &p);
 	if (ret != -EINVAL)
 		return ret;
 	/* Older kernels lack the scheduling hints; they only save a little CPU. */
 	p = (struct io_uring_params){
-	        .flags = IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP,
-	        .cq_entries = cq_entries,
+		.flags = IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP,
+		.cq_entries = cq_entries,
 	};
 	return io_uring_queue_init_params(entries, ring, &p);
 }
@@ -615,7 +615,7 @@ static struct io_uring_sqe *ring_sqe(struct io_uring *ring)
 
 /* Submits what is queued, waits up to wait_ms for a completion and handles all that arrived. */
 static int ring_run_once(struct io_uring *ring, unsigned wait_ms,
-                         void (*handle)(const struct io_uring_cqe *))
+			 void (*handle)(const struct io_uring_cqe *))
 {
 	struct __kernel_timespec ts;
 	struct io_uring_cqe *cqe;
@@ -707,7 +707,7 @@ static enum reply_status reply_end_line(struct smtp_reply *r)
  * feeds the rest again: pipelined replies often share one recv.
  */
 static enum reply_status reply_feed(struct smtp_reply *r, const char *data, size_t len,
-                                    size_t *consumed)
+				    size_t *consumed)
 {
 	size_t i = 0;
 
@@ -793,19 +793,19 @@ static struct latency_summary samples_summarise(struct sample_set *s)
 static void latency_print_json(FILE *f, const char *name, const struct latency_summary *l)
 {
 	fprintf(f, "\"%s\":{\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,\"max\":%.3f,\"samples\":%zu}",
-	        name, l->p50, l->p90, l->p99, l->max, l->samples);
+		name, l->p50, l->p90, l->p99, l->max, l->samples);
 }
 
 static void latency_print_human(FILE *f, const char *name, const struct latency_summary *l,
-                                const char *what)
+				const char *what)
 {
 	if (l->samples == 0) {
 		fprintf(f, "  %-10s no samples\n", name);
 		return;
 	}
 	fprintf(f,
-	        "  %-10s p50 %.3f ms, p90 %.3f ms, p99 %.3f ms, max %.3f ms  (%s, %zu samples)\n",
-	        name, l->p50, l->p90, l->p99, l->max, what, l->samples);
+		"  %-10s p50 %.3f ms, p90 %.3f ms, p99 %.3f ms, max %.3f ms  (%s, %zu samples)\n",
+		name, l->p50, l->p90, l->p99, l->max, what, l->samples);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -825,7 +825,7 @@ enum fail_stage {
 };
 
 static const char *const stage_names[STAGE_COUNT] = {
-        "connect", "banner", "ehlo", "mail", "rcpt", "data", "end", "disconnect", "timeout",
+	"connect", "banner", "ehlo", "mail", "rcpt", "data", "end", "disconnect", "timeout",
 };
 
 enum client_state {
@@ -959,7 +959,7 @@ static void client_report_stage(struct client_run *run, enum fail_stage stage, c
 	if (atomic_exchange(&run->reported_stage[stage], true))
 		return;
 	fprintf(stderr, BENCH_NAME ": %s: first failure at %s: %s\n", run->opt->target.text,
-	        stage_names[stage], why);
+		stage_names[stage], why);
 }
 
 static const char *client_reply_words(const struct client_session *s, char *buf, size_t size)
@@ -1054,7 +1054,7 @@ static void client_arm_send(struct client_session *s)
 	if (seg->is_body)
 		t->dots[t->dot_count++] = s;
 	io_uring_prep_send(sqe, s->fd, seg->data + s->out_offset, seg->len - s->out_offset,
-	                   MSG_NOSIGNAL);
+			   MSG_NOSIGNAL);
 	io_uring_sqe_set_data64(sqe, op_tag(s, OP_SEND));
 	s->send_armed = true;
 	s->inflight++;
@@ -1290,7 +1290,7 @@ static void client_on_mail(struct client_session *s)
 		return;
 	}
 	client_write(s, run->commands + run->rcpt_offsets[0],
-	             run->rcpt_offsets[1] - run->rcpt_offsets[0], false);
+		     run->rcpt_offsets[1] - run->rcpt_offsets[0], false);
 }
 
 static void client_on_rcpt(struct client_session *s)
@@ -1312,12 +1312,12 @@ static void client_on_rcpt(struct client_session *s)
 	}
 	if (next < run->opt->rcpts) {
 		client_write(s, run->commands + run->rcpt_offsets[next],
-		             run->rcpt_offsets[next + 1] - run->rcpt_offsets[next], false);
+			     run->rcpt_offsets[next + 1] - run->rcpt_offsets[next], false);
 		return;
 	}
 	s->state = CLIENT_DATA;
 	client_write(s, run->commands + run->data_offset, run->commands_len - run->data_offset,
-	             false);
+		     false);
 }
 
 static void client_on_data(struct client_session *s)
@@ -1445,7 +1445,7 @@ static void client_on_recv(struct client_session *s, int res)
 	while (offset < (size_t)res && client_reading(s)) {
 		size_t used;
 		enum reply_status status =
-		        reply_feed(&s->reply, s->rbuf + offset, (size_t)res - offset, &used);
+			reply_feed(&s->reply, s->rbuf + offset, (size_t)res - offset, &used);
 		offset += used;
 		if (status == REPLY_NEED_MORE)
 			break;
@@ -1530,7 +1530,7 @@ static void client_on_cqe(const struct io_uring_cqe *cqe)
 }
 
 static int client_thread_setup(struct client_thread *t, struct client_run *run, unsigned count,
-                               unsigned handshake_limit)
+			       unsigned handshake_limit)
 {
 	t->run = run;
 	t->session_count = count;
@@ -1552,7 +1552,7 @@ static int client_thread_setup(struct client_thread *t, struct client_run *run, 
 static int client_ring_setup(struct client_thread *t)
 {
 	int ret =
-	        ring_init(&t->ring, ring_entries_for(t->session_count), t->session_count * 4 + 256);
+		ring_init(&t->ring, ring_entries_for(t->session_count), t->session_count * 4 + 256);
 	if (ret < 0) {
 		fprintf(stderr, BENCH_NAME ": io_uring setup: %s\n", strerror(-ret));
 		return ret;
@@ -1570,8 +1570,8 @@ static int client_spin(struct client_thread *t, unsigned wait_ms)
 		uint64_t left_ms = (end - now) / 1000000u + 1;
 		client_stamp_dots(t);
 		int ret = ring_run_once(&t->ring,
-		                        left_ms < RING_TICK_MS ? (unsigned)left_ms : RING_TICK_MS,
-		                        client_on_cqe);
+					left_ms < RING_TICK_MS ? (unsigned)left_ms : RING_TICK_MS,
+					client_on_cqe);
 		if (ret < 0)
 			return ret;
 		if (stopping())
@@ -1637,10 +1637,10 @@ static char *body_build(const struct bench_options *o, size_t *len_out)
 	gmtime_r(&now, &tm);
 	strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S +0000", &tm);
 	size_t n =
-	        (size_t)snprintf(b, cap,
-	                         "From: <%s>\r\nTo: <%s>\r\nSubject: ferry-bench load message\r\n"
-	                         "Date: %s\r\n\r\n",
-	                         o->from, o->to, date);
+		(size_t)snprintf(b, cap,
+				 "From: <%s>\r\nTo: <%s>\r\nSubject: ferry-bench load message\r\n"
+				 "Date: %s\r\n\r\n",
+				 o->from, o->to, date);
 	for (unsigned line = 1; n < o->body_bytes; line++) {
 		size_t wanted = o->body_bytes - n; /* including this line's CRLF */
 		size_t text = wanted >= 78 ? 76 : wanted > 2 ? wanted - 2 : 1;
@@ -1663,7 +1663,7 @@ static size_t rcpt_format(char *dst, size_t cap, const char *to, unsigned index,
 	if (!at)
 		return (size_t)snprintf(dst, cap, "RCPT TO:<%s%u>\r\n", to, index + 1);
 	return (size_t)snprintf(dst, cap, "RCPT TO:<%.*s%u%s>\r\n", (int)(at - to), to, index + 1,
-	                        at);
+				at);
 }
 
 static int commands_build(struct client_run *run, const struct bench_options *o)
@@ -1862,7 +1862,7 @@ static int load_report(struct client_run *run, struct client_thread *threads, un
 		r.seconds = (double)(r.stats.t_last_reply - r.stats.t_first_connect) / 1e9;
 	r.msgs_per_sec = r.seconds > 0 ? (double)r.stats.accepted / r.seconds : 0;
 	r.pipelining =
-	        o->pipelining && r.stats.ehlo_ok > 0 && r.stats.ehlo_pipelining == r.stats.ehlo_ok;
+		o->pipelining && r.stats.ehlo_ok > 0 && r.stats.ehlo_pipelining == r.stats.ehlo_ok;
 	r.timed_out = atomic_load(&run->timed_out);
 	r.interrupted = !r.timed_out && stopping();
 	if (o->json)
@@ -1890,14 +1890,14 @@ static int load_main(const struct bench_options *o)
 		unsigned last = (unsigned)((uint64_t)o->sessions * (i + 1) / o->threads);
 		if (client_thread_setup(&threads[i], &run, last - first, per_thread_limit) < 0) {
 			fprintf(stderr, BENCH_NAME ": out of memory for %u sessions\n",
-			        o->sessions);
+				o->sessions);
 			goto out_threads;
 		}
 	}
 	run.deadline_ns = now_ns() + (uint64_t)o->timeout_s * 1000000000u;
 	for (; started < o->threads; started++) {
 		int err = pthread_create(&threads[started].tid, NULL, load_thread_main,
-		                         &threads[started]);
+					 &threads[started]);
 		if (err) {
 			fprintf(stderr, BENCH_NAME ": start thread: %s\n", strerror(err));
 			atomic_store(&stop_requested, true);
@@ -2056,7 +2056,7 @@ static int idle_phases(struct client_thread *t, struct idle_report *r)
 		r->rss_after_kb = rss_read_kb(o->pid);
 		if (r->rss_after_kb >= 0 && t->stats.connected)
 			r->rss_per_session_kb = (double)(r->rss_after_kb - r->rss_before_kb) /
-			                        (double)t->stats.connected;
+						(double)t->stats.connected;
 	}
 	if (!stopping() && (ret = client_spin(t, o->hold_s * 1000u)) < 0)
 		return ret;
@@ -2203,7 +2203,7 @@ static void sink_cmd_ehlo(struct sink_conn *c, const char *arg)
 	(void)arg;
 	sink_reset_transaction(c);
 	sink_reply(c, "250-sink.ferry-bench.example\r\n250-PIPELINING\r\n250-SIZE 104857600\r\n"
-	              "250 8BITMIME\r\n");
+		      "250 8BITMIME\r\n");
 }
 
 static void sink_cmd_helo(struct sink_conn *c, const char *arg)
@@ -2247,7 +2247,7 @@ static void sink_cmd_data(struct sink_conn *c, const char *arg)
 	(void)arg;
 	if (!c->rcpts) {
 		sink_reply(c, c->have_mail ? "554 5.5.1 Error: no valid recipients\r\n"
-		                           : "503 5.5.1 Error: need MAIL command\r\n");
+					   : "503 5.5.1 Error: need MAIL command\r\n");
 		return;
 	}
 	c->state = SINK_DATA;
@@ -2280,9 +2280,9 @@ static const struct sink_verb {
 	char name[5];
 	void (*handle)(struct sink_conn *c, const char *arg);
 } sink_verbs[] = {
-        {"EHLO", sink_cmd_ehlo}, {"HELO", sink_cmd_helo}, {"MAIL", sink_cmd_mail},
-        {"RCPT", sink_cmd_rcpt}, {"DATA", sink_cmd_data}, {"RSET", sink_cmd_rset},
-        {"NOOP", sink_cmd_noop}, {"QUIT", sink_cmd_quit},
+	{"EHLO", sink_cmd_ehlo}, {"HELO", sink_cmd_helo}, {"MAIL", sink_cmd_mail},
+	{"RCPT", sink_cmd_rcpt}, {"DATA", sink_cmd_data}, {"RSET", sink_cmd_rset},
+	{"NOOP", sink_cmd_noop}, {"QUIT", sink_cmd_quit},
 };
 
 static void sink_command(struct sink_conn *c, char *line, size_t len)
@@ -2320,8 +2320,8 @@ static size_t sink_scan_data(struct sink_conn *c, bool *end)
 		}
 		case SCAN_LINE_START:
 			c->scan = *p == '.'    ? SCAN_DOT
-			          : *p == '\n' ? SCAN_LINE_START
-			                       : SCAN_MID_LINE;
+				  : *p == '\n' ? SCAN_LINE_START
+					       : SCAN_MID_LINE;
 			p++;
 			break;
 		case SCAN_DOT:
@@ -2411,7 +2411,7 @@ static void sink_arm_send(struct sink_conn *c)
 	struct io_uring_sqe *sqe = ring_sqe(&c->thread->ring);
 
 	io_uring_prep_send(sqe, c->fd, c->out + c->out_sent, c->out_len - c->out_sent,
-	                   MSG_NOSIGNAL);
+			   MSG_NOSIGNAL);
 	io_uring_sqe_set_data64(sqe, op_tag(c, OP_SEND));
 	c->send_armed = true;
 	c->inflight++;
@@ -2532,7 +2532,7 @@ static void sink_accept_failed(struct sink_thread *t, int err)
 {
 	if (err == EINVAL) {
 		fprintf(stderr,
-		        BENCH_NAME ": multishot accept is not supported (needs Linux 5.19)\n");
+			BENCH_NAME ": multishot accept is not supported (needs Linux 5.19)\n");
 		t->error = -err;
 		atomic_store(&stop_requested, true);
 		return;
@@ -2706,13 +2706,13 @@ static struct sink_counters sink_totals(struct sink_thread *threads, unsigned co
 
 	for (unsigned i = 0; i < count; i++) {
 		sum.messages +=
-		        atomic_load_explicit(&threads[i].shared.messages, memory_order_relaxed);
+			atomic_load_explicit(&threads[i].shared.messages, memory_order_relaxed);
 		sum.rcpts += atomic_load_explicit(&threads[i].shared.rcpts, memory_order_relaxed);
 		sum.bytes += atomic_load_explicit(&threads[i].shared.bytes, memory_order_relaxed);
 		sum.accepted +=
-		        atomic_load_explicit(&threads[i].shared.accepted, memory_order_relaxed);
+			atomic_load_explicit(&threads[i].shared.accepted, memory_order_relaxed);
 		sum.refused +=
-		        atomic_load_explicit(&threads[i].shared.refused, memory_order_relaxed);
+			atomic_load_explicit(&threads[i].shared.refused, memory_order_relaxed);
 		sum.open += atomic_load_explicit(&threads[i].shared.open, memory_order_relaxed);
 	}
 	return sum;
@@ -2731,10 +2731,10 @@ static void sink_monitor(struct sink_thread *threads, unsigned count, const stru
 		struct sink_counters sum = sink_totals(threads, count);
 		unsigned seconds = ticks / (1000 / RING_TICK_MS);
 		fprintf(stderr,
-		        BENCH_NAME " sink: %us  open %" PRIu64 "  messages %" PRIu64 " (+%" PRIu64
-		                   "/s)  rcpts %" PRIu64 "  %.1f MB\n",
-		        seconds, sum.open, sum.messages, sum.messages - last_messages, sum.rcpts,
-		        sum.bytes / 1e6);
+			BENCH_NAME " sink: %us  open %" PRIu64 "  messages %" PRIu64 " (+%" PRIu64
+				   "/s)  rcpts %" PRIu64 "  %.1f MB\n",
+			seconds, sum.open, sum.messages, sum.messages - last_messages, sum.rcpts,
+			sum.bytes / 1e6);
 		last_messages = sum.messages;
 		if (o->duration_s && now_ns() - start >= (uint64_t)o->duration_s * 1000000000u)
 			atomic_store(&stop_requested, true);
@@ -2742,7 +2742,7 @@ static void sink_monitor(struct sink_thread *threads, unsigned count, const stru
 }
 
 static void sink_report(struct sink_thread *threads, unsigned count, const struct bench_options *o,
-                        double seconds)
+			double seconds)
 {
 	struct sink_counters sum = sink_totals(threads, count);
 	uint64_t first = 0, last = 0;
@@ -2787,7 +2787,7 @@ static int sink_main(const struct bench_options *o)
 
 	if (!threads || ret < 0) {
 		fprintf(stderr, BENCH_NAME ": %s\n",
-		        !threads ? "out of memory" : "cannot raise RLIMIT_NOFILE");
+			!threads ? "out of memory" : "cannot raise RLIMIT_NOFILE");
 		free(threads);
 		return 1;
 	}
@@ -2796,7 +2796,7 @@ static int sink_main(const struct bench_options *o)
 	run.listen_fd = sink_listen(&o->target);
 	if (run.listen_fd < 0) {
 		fprintf(stderr, BENCH_NAME ": listen on %s: %s\n", o->target.text,
-		        strerror(-run.listen_fd));
+			strerror(-run.listen_fd));
 		free(threads);
 		return 1;
 	}
@@ -2808,14 +2808,14 @@ static int sink_main(const struct bench_options *o)
 		threads[i].conns = calloc(capacity, sizeof *threads[i].conns);
 		if (!threads[i].conns) {
 			fprintf(stderr, BENCH_NAME ": out of memory for %u connections\n",
-			        capacity);
+				capacity);
 			goto out;
 		}
 	}
 	uint64_t start = now_ns();
 	for (; started < o->threads; started++) {
 		int err = pthread_create(&threads[started].tid, NULL, sink_thread_main,
-		                         &threads[started]);
+					 &threads[started]);
 		if (err) {
 			fprintf(stderr, BENCH_NAME ": start thread: %s\n", strerror(err));
 			atomic_store(&stop_requested, true);
@@ -2823,8 +2823,8 @@ static int sink_main(const struct bench_options *o)
 		}
 	}
 	fprintf(stderr,
-	        BENCH_NAME " sink: listening on %s with %u thread%s, up to %u connections\n",
-	        o->target.text, o->threads, plural(o->threads), capacity);
+		BENCH_NAME " sink: listening on %s with %u thread%s, up to %u connections\n",
+		o->target.text, o->threads, plural(o->threads), capacity);
 	sink_monitor(threads, started, o);
 	ret = started == o->threads ? 0 : 1;
 	for (unsigned i = 0; i < started; i++) {

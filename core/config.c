@@ -34,10 +34,14 @@ struct config_key {
 };
 
 #define KEY_STRING(sec, name, field)                                                               \
-	{sec, #name, CONFIG_STRING, offsetof(struct config, field),                                \
-	 sizeof(((struct config *)0)->field), 0, 0}
+	{                                                                                          \
+		sec, #name, CONFIG_STRING, offsetof(struct config, field),                         \
+			sizeof(((struct config *)0)->field), 0, 0                                  \
+	}
 #define KEY(sec, name, type, field, lo, hi)                                                        \
-	{sec, #name, type, offsetof(struct config, field), 0, lo, hi}
+	{                                                                                          \
+		sec, #name, type, offsetof(struct config, field), 0, lo, hi                        \
+	}
 
 /* The one table of keys: parsing, duplicates and printing all walk it. */
 static const struct config_key config_keys[] = {
@@ -58,8 +62,7 @@ static const struct config_key config_keys[] = {
 	KEY("limits", max_errors, CONFIG_UINT, max_errors, 1, 100000),
 	KEY("limits", max_command_line, CONFIG_UINT, max_command_line, 512, 65536),
 	KEY("limits", max_text_line, CONFIG_UINT, max_text_line, 1000, 1048576),
-	KEY("limits", max_message_size, CONFIG_SIZE, max_message_size, 1024,
-	    (uint64_t)4 << 30),
+	KEY("limits", max_message_size, CONFIG_SIZE, max_message_size, 1024, (uint64_t)4 << 30),
 	KEY("limits", idle_timeout, CONFIG_DURATION, idle_timeout_ms, 1000, 3600000),
 	KEY("limits", data_timeout, CONFIG_DURATION, data_timeout_ms, 1000, 3600000),
 	KEY("relay", relay_domains, CONFIG_LIST, relay_domains, 0, 0),
@@ -247,8 +250,8 @@ struct config_parse_state {
 	struct config_reader *reader;
 };
 
-static void config_fail(struct config_parse_state *st, int line, const char *key,
-			const char *fmt, const char *value)
+static void config_fail(struct config_parse_state *st, int line, const char *key, const char *fmt,
+			const char *value)
 {
 	if (st->status != 0)
 		return; /* report the first error only */
@@ -317,8 +320,8 @@ static int config_add_listen_word(void *arg, const char *word)
 	return 0;
 }
 
-static void config_set(struct config_parse_state *st, const struct config_key *k,
-		       const char *value, int line)
+static void config_set(struct config_parse_state *st, const struct config_key *k, const char *value,
+		       int line)
 {
 	char *field = (char *)st->cfg + k->offset;
 	uint64_t v64 = 0;
@@ -386,8 +389,8 @@ static void config_set(struct config_parse_state *st, const struct config_key *k
 	case CONFIG_LOG_LEVEL: {
 		enum log_level level;
 		if (log_level_parse(value, &level) != 0) {
-			config_fail(st, line, k->name,
-				    "not one of error, warn, info, debug: '%s'", value);
+			config_fail(st, line, k->name, "not one of error, warn, info, debug: '%s'",
+				    value);
 			return;
 		}
 		*(int *)field = (int)level;
@@ -460,8 +463,7 @@ static char *config_read_line(char *str, int num, void *stream)
 	return str;
 }
 
-static int config_ini_handler(void *user, const char *section, const char *name,
-			      const char *value)
+static int config_ini_handler(void *user, const char *section, const char *name, const char *value)
 {
 	struct config_parse_state *st = user;
 	int line = (int)st->reader->line;
@@ -513,8 +515,7 @@ static int config_finish(struct config_parse_state *st)
 
 static int config_parse(struct config *cfg, struct config_reader *rd, char *err, size_t err_size)
 {
-	struct config_parse_state st = {
-		.cfg = cfg, .err = err, .err_size = err_size, .reader = rd};
+	struct config_parse_state st = {.cfg = cfg, .err = err, .err_size = err_size, .reader = rd};
 	int r = ini_parse_stream(config_read_line, rd, config_ini_handler, &st);
 	if (rd->too_long)
 		config_fail(&st, (int)rd->line, NULL, "%s",

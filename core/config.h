@@ -24,8 +24,8 @@
 #include <stdio.h>
 #include <sys/socket.h>
 
-#define CONFIG_MAX_LISTEN 16
-#define CONFIG_MAX_LIST 4096
+#define CONFIG_MAX_LISTEN   16
+#define CONFIG_MAX_LIST     4096
 #define CONFIG_HOSTNAME_MAX 255
 
 struct config_item {

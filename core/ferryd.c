@@ -16,6 +16,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/worker.h"
+#include "net/listener.h"
 #include "net/server.h"
 
 static void ferryd_usage(FILE *out)
@@ -104,6 +105,14 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	ferryd_raise_fd_limit();
+	for (unsigned i = 0; i < cfg.nlisten; i++) {
+		if (listener_check_free(&cfg.listen[i], err, sizeof(err)) != 0) {
+			fprintf(stderr, "ferryd: %s\n", err);
+			net_server_destroy(srv);
+			config_free(&cfg);
+			return 1;
+		}
+	}
 
 	/* Workers inherit this mask: only the main thread takes signals. */
 	sigset_t signals;

@@ -12,7 +12,7 @@ static enum log_level log_max_level = LOG_LEVEL_INFO;
 static enum log_destination log_dest = LOG_TO_STDERR;
 
 #define LOG_BUFFER_SIZE 65536
-#define LOG_LINE_MAX 2048
+#define LOG_LINE_MAX    2048
 
 static _Thread_local bool log_buffered;
 static _Thread_local size_t log_buffer_len;

@@ -18,7 +18,7 @@
 #include <stdint.h>
 
 #define TIMER_TICK_MS 20
-#define TIMER_SLOTS 4096 /* power of two; span = 81.92 s */
+#define TIMER_SLOTS   4096 /* power of two; span = 81.92 s */
 
 struct timer;
 typedef void timer_fn(struct timer *t);

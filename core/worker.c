@@ -116,8 +116,8 @@ static int worker_ring_init(struct worker *w)
 static int worker_recv_ring_init(struct worker *w)
 {
 	size_t ring_size = WORKER_RECV_BUFFERS * sizeof(struct io_uring_buf);
-	void *ring_mem = mmap(NULL, ring_size, PROT_READ | PROT_WRITE,
-			      MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+	void *ring_mem =
+		mmap(NULL, ring_size, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
 	if (ring_mem == MAP_FAILED)
 		return -errno;
 	w->recv_buffers = mmap(NULL, (size_t)WORKER_RECV_BUFFERS * WORKER_RECV_BUFFER_SIZE,
@@ -134,6 +134,7 @@ static int worker_recv_ring_init(struct worker *w)
 	};
 	int r = io_uring_register_buf_ring(&w->ring, &reg, 0);
 	if (r != 0) {
+		munmap(ring_mem, ring_size); /* recv_buffers go in worker_cleanup() */
 		snprintf(w->error, sizeof(w->error),
 			 "worker %u: cannot register the receive buffer ring: %s (needs Linux "
 			 "5.19 or later)",
@@ -297,6 +298,9 @@ static void *worker_main(void *arg)
 	}
 	worker_report_started(w, r);
 	if (r != 0) {
+		/* The upper layer's state, and whatever start built before it
+		 * failed, would otherwise leak. */
+		w->hooks->stop(w);
 		worker_cleanup(w);
 		return NULL;
 	}

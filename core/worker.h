@@ -49,13 +49,15 @@ struct worker_hooks {
 	/* SIGTERM/SIGINT: stop accepting, wind down; call worker_exit()
 	 * when nothing is left. */
 	void (*shutdown)(struct worker *w);
-	/* On the worker thread after the loop ended: free what start made. */
+	/* On the worker thread after the loop ended, or after start-up failed
+	 * (start may have run partly, or not at all): free what start made
+	 * and the upper-layer state in w->user (which may be NULL). */
 	void (*stop)(struct worker *w);
 };
 
 #define WORKER_RECV_BUFFER_SIZE 8192
-#define WORKER_RECV_BUFFERS 512 /* power of two */
-#define WORKER_RECV_GROUP 1
+#define WORKER_RECV_BUFFERS     512 /* power of two */
+#define WORKER_RECV_GROUP       1
 
 struct worker {
 	unsigned index;

@@ -191,7 +191,7 @@ static bool address_route_valid(const char *route, size_t len, bool allow_utf8)
  * RFC 5321 allows neither. 8-bit bytes reach here only when SMTPUTF8 is on.
  */
 static enum address_status address_scan_local(const unsigned char *s, size_t len, bool *quoted,
-                                              size_t *local_len)
+					      size_t *local_len)
 {
 	size_t i = 0;
 
@@ -254,7 +254,7 @@ static enum address_status address_scan_local(const unsigned char *s, size_t len
 }
 
 enum address_status address_parse_path(const char *path, size_t len, bool allow_utf8,
-                                       struct mailbox *out)
+				       struct mailbox *out)
 {
 	struct mailbox m = {.local = "", .domain = ""};
 	const unsigned char *s = (const unsigned char *)path;

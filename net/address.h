@@ -13,18 +13,18 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define ADDRESS_LOCAL_MAX 64   /* RFC 5321 4.5.3.1.1 */
+#define ADDRESS_LOCAL_MAX  64  /* RFC 5321 4.5.3.1.1 */
 #define ADDRESS_DOMAIN_MAX 255 /* RFC 5321 4.5.3.1.2 */
-#define ADDRESS_PATH_MAX 256   /* RFC 5321 4.5.3.1.3, brackets included */
+#define ADDRESS_PATH_MAX   256 /* RFC 5321 4.5.3.1.3, brackets included */
 
 enum address_status {
 	ADDRESS_OK = 0,
-	ADDRESS_EMPTY = -1,         /* "<>": only valid as a reverse path */
-	ADDRESS_BAD_SYNTAX = -2,    /* not a mailbox */
-	ADDRESS_BAD_DOMAIN = -3,    /* domain part malformed (trailing dot, empty label, ...) */
-	ADDRESS_TOO_LONG = -4,      /* local part, domain or path over the RFC limits */
-	ADDRESS_NEEDS_UTF8 = -5,    /* 8-bit bytes without SMTPUTF8 */
-	ADDRESS_NO_DOMAIN = -6,     /* "user" alone (e.g. "postmaster") */
+	ADDRESS_EMPTY = -1,      /* "<>": only valid as a reverse path */
+	ADDRESS_BAD_SYNTAX = -2, /* not a mailbox */
+	ADDRESS_BAD_DOMAIN = -3, /* domain part malformed (trailing dot, empty label, ...) */
+	ADDRESS_TOO_LONG = -4,   /* local part, domain or path over the RFC limits */
+	ADDRESS_NEEDS_UTF8 = -5, /* 8-bit bytes without SMTPUTF8 */
+	ADDRESS_NO_DOMAIN = -6,  /* "user" alone (e.g. "postmaster") */
 };
 
 struct mailbox {

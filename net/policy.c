@@ -131,7 +131,7 @@ static bool policy_network_canonical(const struct policy_network *net, struct po
  * casting the pointer keeps us clear of alignment and aliasing trouble with
  * whatever buffer the caller's accept() filled. */
 static bool policy_client_canonical(const struct sockaddr *client, uint8_t storage[16],
-                                    struct policy_canonical *out)
+				    struct policy_canonical *out)
 {
 	if (client == NULL)
 		return false;
@@ -229,7 +229,7 @@ bool policy_is_relay_domain(const struct policy *p, const char *domain, size_t l
 }
 
 enum policy_verdict policy_check_recipient(const struct policy *p, bool client_trusted,
-                                           const struct mailbox *rcpt)
+					   const struct mailbox *rcpt)
 {
 	if (rcpt == NULL)
 		return POLICY_RELAY_DENIED;

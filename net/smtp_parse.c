@@ -42,7 +42,7 @@ static void smtp_line_append(struct smtp_line_reader *r, const char *p, size_t k
 }
 
 enum smtp_line_status smtp_line_feed(struct smtp_line_reader *r, const char *in, size_t n,
-                                     size_t *consumed)
+				     size_t *consumed)
 {
 	if (r->ready) {
 		r->len = 0;
@@ -94,12 +94,12 @@ enum smtp_line_status smtp_line_feed(struct smtp_line_reader *r, const char *in,
 
 /* Indexed by enum smtp_verb. */
 static const char *const smtp_verb_names[SMTP_VERB_COUNT] = {
-        [SMTP_VERB_EMPTY] = "",    [SMTP_VERB_UNKNOWN] = "",  [SMTP_VERB_HELO] = "HELO",
-        [SMTP_VERB_EHLO] = "EHLO", [SMTP_VERB_MAIL] = "MAIL", [SMTP_VERB_RCPT] = "RCPT",
-        [SMTP_VERB_DATA] = "DATA", [SMTP_VERB_RSET] = "RSET", [SMTP_VERB_NOOP] = "NOOP",
-        [SMTP_VERB_QUIT] = "QUIT", [SMTP_VERB_VRFY] = "VRFY", [SMTP_VERB_EXPN] = "EXPN",
-        [SMTP_VERB_HELP] = "HELP", [SMTP_VERB_ETRN] = "ETRN", [SMTP_VERB_STARTTLS] = "STARTTLS",
-        [SMTP_VERB_AUTH] = "AUTH", [SMTP_VERB_BDAT] = "BDAT",
+	[SMTP_VERB_EMPTY] = "",    [SMTP_VERB_UNKNOWN] = "",  [SMTP_VERB_HELO] = "HELO",
+	[SMTP_VERB_EHLO] = "EHLO", [SMTP_VERB_MAIL] = "MAIL", [SMTP_VERB_RCPT] = "RCPT",
+	[SMTP_VERB_DATA] = "DATA", [SMTP_VERB_RSET] = "RSET", [SMTP_VERB_NOOP] = "NOOP",
+	[SMTP_VERB_QUIT] = "QUIT", [SMTP_VERB_VRFY] = "VRFY", [SMTP_VERB_EXPN] = "EXPN",
+	[SMTP_VERB_HELP] = "HELP", [SMTP_VERB_ETRN] = "ETRN", [SMTP_VERB_STARTTLS] = "STARTTLS",
+	[SMTP_VERB_AUTH] = "AUTH", [SMTP_VERB_BDAT] = "BDAT",
 };
 
 #define SMTP_VERB_MAX_LEN 8 /* "STARTTLS" */
@@ -343,7 +343,7 @@ static inline void smtp_data_count_size(struct smtp_data_decoder *d, size_t k)
  * is itself not produced, so the output never passes max_size.
  */
 static inline void smtp_data_text_byte(struct smtp_data_decoder *d, unsigned char c, char *out,
-                                       size_t *produced)
+				       size_t *produced)
 {
 	if (c == '\r') {
 		/* Produced now: both CRLF and a bare CR keep it in the body. */
@@ -365,8 +365,8 @@ static inline void smtp_data_text_byte(struct smtp_data_decoder *d, unsigned cha
 }
 
 enum smtp_data_status smtp_data_decode(struct smtp_data_decoder *d, const char *in, size_t n,
-                                       size_t *consumed, char *out, size_t out_cap,
-                                       size_t *produced)
+				       size_t *consumed, char *out, size_t out_cap,
+				       size_t *produced)
 {
 	enum smtp_data_status status = SMTP_DATA_NEED_MORE;
 	size_t i = 0, o = 0;

@@ -89,9 +89,9 @@ struct smtp_command {
 
 enum smtp_parse_status {
 	SMTP_PARSE_OK = 0,
-	SMTP_PARSE_NUL = -1,        /* line contains a NUL byte */
-	SMTP_PARSE_SYNTAX = -2,     /* malformed argument */
-	SMTP_PARSE_TOO_MANY = -3,   /* more ESMTP parameters than SMTP_MAX_PARAMS */
+	SMTP_PARSE_NUL = -1,      /* line contains a NUL byte */
+	SMTP_PARSE_SYNTAX = -2,   /* malformed argument */
+	SMTP_PARSE_TOO_MANY = -3, /* more ESMTP parameters than SMTP_MAX_PARAMS */
 };
 
 /*
@@ -140,15 +140,15 @@ enum smtp_data_status {
 };
 
 struct smtp_data_decoder {
-	uint8_t state;       /* private */
-	uint32_t line_len;   /* octets in the current line so far, CRLF excluded */
-	uint32_t max_line;   /* longest text line, CRLF excluded */
-	uint64_t size;       /* decoded body octets so far (counted even when discarding) */
-	uint64_t max_size;   /* body octets allowed */
-	bool bare_lf;        /* a LF not preceded by CR was seen */
-	bool bare_cr;        /* a CR not followed by LF was seen */
-	bool line_too_long;  /* some line exceeded max_line */
-	bool too_big;        /* size passed max_size */
+	uint8_t state;      /* private */
+	uint32_t line_len;  /* octets in the current line so far, CRLF excluded */
+	uint32_t max_line;  /* longest text line, CRLF excluded */
+	uint64_t size;      /* decoded body octets so far (counted even when discarding) */
+	uint64_t max_size;  /* body octets allowed */
+	bool bare_lf;       /* a LF not preceded by CR was seen */
+	bool bare_cr;       /* a CR not followed by LF was seen */
+	bool line_too_long; /* some line exceeded max_line */
+	bool too_big;       /* size passed max_size */
 };
 
 /* max_line excludes the CRLF (RFC 5321's 1000 octets include it: pass 998). */

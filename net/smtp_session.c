@@ -28,7 +28,7 @@ static void smtp_close_after_reply(struct smtp_session *s)
  * are logged: a postmaster tracing a refusal finds the exact words sent.
  */
 __attribute__((format(printf, 2, 0))) static void smtp_vreply(struct smtp_session *s,
-                                                              const char *fmt, va_list ap)
+							      const char *fmt, va_list ap)
 {
 	char line[1024];
 	int n = vsnprintf(line, sizeof(line) - 2, fmt, ap);
@@ -44,20 +44,20 @@ __attribute__((format(printf, 2, 0))) static void smtp_vreply(struct smtp_sessio
 		return;
 	char quoted[600];
 	log_event(LOG_LEVEL_INFO, "event=reject session=%s client=%s reply=%s", s->id,
-	          s->client_address, log_quote(quoted, sizeof(quoted), line, (size_t)n));
+		  s->client_address, log_quote(quoted, sizeof(quoted), line, (size_t)n));
 	if (s->state == SMTP_STATE_CLOSED)
 		return;
 	if (++s->errors >= s->settings->max_errors) {
 		buf_printf(&s->out, "421 4.7.0 %s Error: too many errors; closing\r\n",
-		           s->settings->hostname);
+			   s->settings->hostname);
 		log_event(LOG_LEVEL_INFO, "event=too_many_errors session=%s client=%s errors=%u",
-		          s->id, s->client_address, s->errors);
+			  s->id, s->client_address, s->errors);
 		smtp_close_after_reply(s);
 	}
 }
 
 __attribute__((format(printf, 2, 3))) static void smtp_reply(struct smtp_session *s,
-                                                             const char *fmt, ...)
+							     const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
@@ -71,7 +71,7 @@ __attribute__((format(printf, 2, 3))) static void smtp_reply(struct smtp_session
  * could reach max_errors and put a second 421 behind it.
  */
 __attribute__((format(printf, 2, 3))) static void smtp_reply_closing(struct smtp_session *s,
-                                                                     const char *fmt, ...)
+								     const char *fmt, ...)
 {
 	smtp_close_after_reply(s);
 	va_list ap;
@@ -129,7 +129,7 @@ static void smtp_transaction_reset(struct smtp_session *s)
 }
 
 static int smtp_envelope_add(struct smtp_session *s, const char *text, size_t len,
-                             struct smtp_recipient_span *span)
+			     struct smtp_recipient_span *span)
 {
 	span->offset = (uint32_t)buf_len(&s->envelope_text);
 	span->len = (uint32_t)len;
@@ -179,13 +179,13 @@ static void smtp_handle_helo(struct smtp_session *s, const struct smtp_command *
 	}
 	/* RFC 2034: the EHLO response itself carries no enhanced codes. */
 	buf_printf(&s->out,
-	           "250-%s\r\n"
-	           "250-PIPELINING\r\n"
-	           "250-SIZE %llu\r\n"
-	           "250-8BITMIME\r\n"
-	           "250-ENHANCEDSTATUSCODES\r\n"
-	           "250 SMTPUTF8\r\n",
-	           s->settings->hostname, (unsigned long long)s->settings->max_message_size);
+		   "250-%s\r\n"
+		   "250-PIPELINING\r\n"
+		   "250-SIZE %llu\r\n"
+		   "250-8BITMIME\r\n"
+		   "250-ENHANCEDSTATUSCODES\r\n"
+		   "250 SMTPUTF8\r\n",
+		   s->settings->hostname, (unsigned long long)s->settings->max_message_size);
 }
 
 static bool smtp_param_is(const struct smtp_param *p, const char *key)
@@ -228,16 +228,16 @@ static bool smtp_mail_params(struct smtp_session *s, const struct smtp_path_arg 
 			}
 			if (size > s->settings->max_message_size) {
 				smtp_reply(s,
-				           "552 5.3.4 Message size exceeds fixed limit of %llu "
-				           "octets",
-				           (unsigned long long)s->settings->max_message_size);
+					   "552 5.3.4 Message size exceeds fixed limit of %llu "
+					   "octets",
+					   (unsigned long long)s->settings->max_message_size);
 				return false;
 			}
 			s->declared_size = size;
 		} else if (smtp_param_is(p, "BODY")) {
 			if (!smtp_value_is(p, "7BIT") && !smtp_value_is(p, "8BITMIME")) {
 				smtp_reply(s, "555 5.5.4 Unsupported BODY type (use 7BIT or "
-				              "8BITMIME)");
+					      "8BITMIME)");
 				return false;
 			}
 		} else if (smtp_param_is(p, "SMTPUTF8")) {
@@ -248,7 +248,7 @@ static bool smtp_mail_params(struct smtp_session *s, const struct smtp_path_arg 
 			s->smtputf8 = true;
 		} else {
 			smtp_reply(s, "555 5.5.4 Unsupported option: %.*s", (int)p->key_len,
-			           p->key);
+				   p->key);
 			return false;
 		}
 	}
@@ -269,8 +269,8 @@ static void smtp_handle_mail(struct smtp_session *s, const struct smtp_command *
 	}
 	if (s->messages >= s->settings->max_messages) {
 		smtp_reply_closing(s,
-		                   "421 4.7.0 %s Error: too many messages in one session; closing",
-		                   s->settings->hostname);
+				   "421 4.7.0 %s Error: too many messages in one session; closing",
+				   s->settings->hostname);
 		return;
 	}
 	smtp_transaction_reset(s);
@@ -322,7 +322,7 @@ static void smtp_handle_rcpt(struct smtp_session *s, const struct smtp_command *
 	}
 	if (pa.nparams > 0) {
 		smtp_reply(s, "555 5.5.4 Unsupported option: %.*s", (int)pa.params[0].key_len,
-		           pa.params[0].key);
+			   pa.params[0].key);
 		return;
 	}
 	if (s->nrecipients >= s->settings->max_recipients) {
@@ -340,12 +340,12 @@ static void smtp_handle_rcpt(struct smtp_session *s, const struct smtp_command *
 	case ADDRESS_BAD_DOMAIN: {
 		char shown[ADDRESS_PATH_MAX + 1];
 		smtp_reply(s, "501 5.1.2 Bad recipient domain syntax: <%s>",
-		           smtp_printable(shown, sizeof(shown), pa.path, pa.path_len));
+			   smtp_printable(shown, sizeof(shown), pa.path, pa.path_len));
 		return;
 	}
 	default:
 		smtp_reply(s, "501 5.1.3 Bad recipient address syntax: %s",
-		           address_status_text(st));
+			   address_status_text(st));
 		return;
 	}
 	size_t len = (size_t)(mb.domain + mb.domain_len - mb.local);
@@ -354,9 +354,9 @@ static void smtp_handle_rcpt(struct smtp_session *s, const struct smtp_command *
 		break;
 	case POLICY_ROUTING_DENIED:
 		smtp_reply(s,
-		           "554 5.7.1 <%.*s>: Relay access denied (routing characters in "
-		           "the local part)",
-		           (int)len, mb.local);
+			   "554 5.7.1 <%.*s>: Relay access denied (routing characters in "
+			   "the local part)",
+			   (int)len, mb.local);
 		return;
 	case POLICY_RELAY_DENIED:
 	default:
@@ -401,16 +401,16 @@ static int smtp_write_received(struct smtp_session *s)
 	if (s->nrecipients == 1) {
 		struct smtp_recipient_span r = s->recipients[0];
 		n = snprintf(header, sizeof(header),
-		             "Received: from %s ([%s%s])\r\n\tby %s (ferry) with %s id %s\r\n"
-		             "\tfor <%.*s>; %s\r\n",
-		             s->helo, tag, s->client_address, s->settings->hostname, with,
-		             s->queue_id, (int)r.len, smtp_envelope_at(s, r), date);
+			     "Received: from %s ([%s%s])\r\n\tby %s (ferry) with %s id %s\r\n"
+			     "\tfor <%.*s>; %s\r\n",
+			     s->helo, tag, s->client_address, s->settings->hostname, with,
+			     s->queue_id, (int)r.len, smtp_envelope_at(s, r), date);
 	} else {
 		n = snprintf(header, sizeof(header),
-		             "Received: from %s ([%s%s])\r\n\tby %s (ferry) with %s id %s;\r\n"
-		             "\t%s\r\n",
-		             s->helo, tag, s->client_address, s->settings->hostname, with,
-		             s->queue_id, date);
+			     "Received: from %s ([%s%s])\r\n\tby %s (ferry) with %s id %s;\r\n"
+			     "\t%s\r\n",
+			     s->helo, tag, s->client_address, s->settings->hostname, with,
+			     s->queue_id, date);
 	}
 	if (n < 0 || (size_t)n >= sizeof(header))
 		return -EINVAL;
@@ -437,14 +437,14 @@ static void smtp_handle_data(struct smtp_session *s, const struct smtp_command *
 		params[i].len = s->params[i].len;
 	}
 	struct queue_envelope env = {
-	        .sender = buf_head(&s->envelope_text),
-	        .sender_len = s->sender_len,
-	        .recipients = rcpts,
-	        .nrecipients = s->nrecipients,
-	        .params = params,
-	        .nparams = s->nparams,
-	        .client_address = s->client_address,
-	        .helo = s->helo,
+		.sender = buf_head(&s->envelope_text),
+		.sender_len = s->sender_len,
+		.recipients = rcpts,
+		.nrecipients = s->nrecipients,
+		.params = params,
+		.nparams = s->nparams,
+		.client_address = s->client_address,
+		.helo = s->helo,
 	};
 	clock_gettime(CLOCK_REALTIME, &env.arrival);
 	s->queue_client.committed = smtp_queue_committed;
@@ -460,7 +460,7 @@ static void smtp_handle_data(struct smtp_session *s, const struct smtp_command *
 	if (r != 0) {
 		s->waiting = false;
 		log_event(LOG_LEVEL_ERROR, "event=queue_error session=%s error=\"%s\"", s->id,
-		          strerror(-r));
+			  strerror(-r));
 		if (r == -ENOSPC || r == -EDQUOT)
 			smtp_reply(s, "452 4.3.1 Error: insufficient system storage");
 		else
@@ -503,7 +503,7 @@ static void smtp_handle_vrfy(struct smtp_session *s, const struct smtp_command *
 	}
 	/* No address harvesting: the same answer for every address. */
 	smtp_reply(s, "252 2.5.2 Cannot VRFY user, but will accept message and attempt "
-	              "delivery");
+		      "delivery");
 }
 
 static void smtp_handle_expn(struct smtp_session *s, const struct smtp_command *cmd)
@@ -535,21 +535,21 @@ struct smtp_command_entry {
 };
 
 static const struct smtp_command_entry smtp_commands[SMTP_VERB_COUNT] = {
-        [SMTP_VERB_HELO] = {smtp_handle_helo, IN_COMMAND_MODE},
-        [SMTP_VERB_EHLO] = {smtp_handle_helo, IN_COMMAND_MODE},
-        [SMTP_VERB_MAIL] = {smtp_handle_mail, STATE_BIT(SMTP_STATE_HELO)},
-        [SMTP_VERB_RCPT] = {smtp_handle_rcpt, IN_TRANSACTION},
-        [SMTP_VERB_DATA] = {smtp_handle_data, STATE_BIT(SMTP_STATE_RCPT)},
-        [SMTP_VERB_RSET] = {smtp_handle_rset, IN_COMMAND_MODE},
-        [SMTP_VERB_NOOP] = {smtp_handle_noop, IN_COMMAND_MODE},
-        [SMTP_VERB_QUIT] = {smtp_handle_quit, IN_COMMAND_MODE},
-        [SMTP_VERB_VRFY] = {smtp_handle_vrfy, IN_COMMAND_MODE},
-        [SMTP_VERB_EXPN] = {smtp_handle_expn, IN_COMMAND_MODE},
-        [SMTP_VERB_HELP] = {smtp_handle_help, IN_COMMAND_MODE},
-        [SMTP_VERB_ETRN] = {smtp_handle_etrn, STATE_BIT(SMTP_STATE_HELO)},
-        [SMTP_VERB_STARTTLS] = {smtp_handle_not_implemented, IN_COMMAND_MODE},
-        [SMTP_VERB_AUTH] = {smtp_handle_not_implemented, IN_COMMAND_MODE},
-        [SMTP_VERB_BDAT] = {smtp_handle_not_implemented, IN_COMMAND_MODE},
+	[SMTP_VERB_HELO] = {smtp_handle_helo, IN_COMMAND_MODE},
+	[SMTP_VERB_EHLO] = {smtp_handle_helo, IN_COMMAND_MODE},
+	[SMTP_VERB_MAIL] = {smtp_handle_mail, STATE_BIT(SMTP_STATE_HELO)},
+	[SMTP_VERB_RCPT] = {smtp_handle_rcpt, IN_TRANSACTION},
+	[SMTP_VERB_DATA] = {smtp_handle_data, STATE_BIT(SMTP_STATE_RCPT)},
+	[SMTP_VERB_RSET] = {smtp_handle_rset, IN_COMMAND_MODE},
+	[SMTP_VERB_NOOP] = {smtp_handle_noop, IN_COMMAND_MODE},
+	[SMTP_VERB_QUIT] = {smtp_handle_quit, IN_COMMAND_MODE},
+	[SMTP_VERB_VRFY] = {smtp_handle_vrfy, IN_COMMAND_MODE},
+	[SMTP_VERB_EXPN] = {smtp_handle_expn, IN_COMMAND_MODE},
+	[SMTP_VERB_HELP] = {smtp_handle_help, IN_COMMAND_MODE},
+	[SMTP_VERB_ETRN] = {smtp_handle_etrn, STATE_BIT(SMTP_STATE_HELO)},
+	[SMTP_VERB_STARTTLS] = {smtp_handle_not_implemented, IN_COMMAND_MODE},
+	[SMTP_VERB_AUTH] = {smtp_handle_not_implemented, IN_COMMAND_MODE},
+	[SMTP_VERB_BDAT] = {smtp_handle_not_implemented, IN_COMMAND_MODE},
 };
 
 static void smtp_bad_sequence(struct smtp_session *s, enum smtp_verb verb)
@@ -572,7 +572,7 @@ static void smtp_handle_line(struct smtp_session *s, const char *line, size_t le
 {
 	if (++s->commands > s->settings->max_commands) {
 		smtp_reply_closing(s, "421 4.7.0 %s Error: too many commands; closing",
-		                   s->settings->hostname);
+				   s->settings->hostname);
 		return;
 	}
 	struct smtp_command cmd;
@@ -609,16 +609,16 @@ static void smtp_data_finish(struct smtp_session *s)
 	char text[160];
 	if (d->bare_lf || d->bare_cr) {
 		refusal = "550 5.6.0 Message refused: bare LF or bare CR in message data "
-		          "(only CRLF line endings are allowed)";
+			  "(only CRLF line endings are allowed)";
 	} else if (d->too_big) {
 		snprintf(text, sizeof(text),
-		         "552 5.3.4 Message size exceeds fixed limit of %llu octets",
-		         (unsigned long long)s->settings->max_message_size);
+			 "552 5.3.4 Message size exceeds fixed limit of %llu octets",
+			 (unsigned long long)s->settings->max_message_size);
 		refusal = text;
 	} else if (d->line_too_long) {
 		snprintf(text, sizeof(text),
-		         "500 5.5.2 Message refused: line too long (the limit is %u octets)",
-		         s->settings->max_text_line);
+			 "500 5.5.2 Message refused: line too long (the limit is %u octets)",
+			 s->settings->max_text_line);
 		refusal = text;
 	} else if (s->message == NULL) {
 		refusal = "451 4.3.0 Error: queue file write error";
@@ -644,14 +644,14 @@ static size_t smtp_data_feed(struct smtp_session *s, const char *data, size_t le
 	while (done < len || s->state == SMTP_STATE_DATA) {
 		size_t used, produced;
 		enum smtp_data_status st = smtp_data_decode(&s->data, data + done, len - done,
-		                                            &used, chunk, sizeof(chunk), &produced);
+							    &used, chunk, sizeof(chunk), &produced);
 		done += used;
 		if (produced > 0 && s->message != NULL) {
 			int r = queue_message_write(s->message, chunk, produced);
 			if (r < 0) {
 				log_event(LOG_LEVEL_ERROR,
-				          "event=queue_error session=%s error=\"%s\"", s->id,
-				          strerror(-r));
+					  "event=queue_error session=%s error=\"%s\"", s->id,
+					  strerror(-r));
 				queue_message_abort(s->message);
 				s->message = NULL; /* keep reading to the end, then 451 */
 			} else if (r == 1) {
@@ -674,7 +674,7 @@ static size_t smtp_data_feed(struct smtp_session *s, const char *data, size_t le
 static struct smtp_session *smtp_session_of(struct queue_client *client)
 {
 	return (struct smtp_session *)((char *)client -
-	                               offsetof(struct smtp_session, queue_client));
+				       offsetof(struct smtp_session, queue_client));
 }
 
 static void smtp_queue_committed(struct queue_client *client, int status)
@@ -687,15 +687,15 @@ static void smtp_queue_committed(struct queue_client *client, int status)
 		/* Durable: this is the only place that says so to the client. */
 		smtp_reply(s, "250 2.0.0 Ok: queued as %s", id);
 		log_event(LOG_LEVEL_INFO,
-		          "event=accepted session=%s queue_id=%s client=%s from=%s nrcpt=%u "
-		          "size=%llu",
-		          s->id, id, s->client_address,
-		          log_quote(from, sizeof(from), buf_head(&s->envelope_text), s->sender_len),
-		          s->nrecipients, (unsigned long long)s->body_bytes);
+			  "event=accepted session=%s queue_id=%s client=%s from=%s nrcpt=%u "
+			  "size=%llu",
+			  s->id, id, s->client_address,
+			  log_quote(from, sizeof(from), buf_head(&s->envelope_text), s->sender_len),
+			  s->nrecipients, (unsigned long long)s->body_bytes);
 	} else {
 		log_event(LOG_LEVEL_ERROR,
-		          "event=commit_failed session=%s queue_id=%s error=\"%s\"", s->id, id,
-		          strerror(-status));
+			  "event=commit_failed session=%s queue_id=%s error=\"%s\"", s->id, id,
+			  strerror(-status));
 		s->state = SMTP_STATE_HELO;
 		smtp_reply(s, "451 4.3.0 Error: queue file write error");
 	}
@@ -721,8 +721,8 @@ static void smtp_queue_resume(struct queue_client *client)
 /* ---- the public face ------------------------------------------------------ */
 
 int smtp_session_init(struct smtp_session *s, const struct smtp_settings *settings,
-                      const struct smtp_session_hooks *hooks, struct queue *queue,
-                      const struct sockaddr *client, const char *client_text, const char *id)
+		      const struct smtp_session_hooks *hooks, struct queue *queue,
+		      const struct sockaddr *client, const char *client_text, const char *id)
 {
 	memset(s, 0, sizeof(*s));
 	s->settings = settings;
@@ -770,7 +770,7 @@ void smtp_session_greet(struct smtp_session *s)
 void smtp_session_early_talker(struct smtp_session *s)
 {
 	smtp_reply_closing(s, "554 5.5.1 %s Error: talked before the greeting; closing",
-	                   s->settings->hostname);
+			   s->settings->hostname);
 }
 
 void smtp_session_refuse(struct smtp_session *s, const char *reply)
@@ -797,7 +797,7 @@ size_t smtp_session_feed(struct smtp_session *s, const char *data, size_t len)
 			break;
 		if (st == SMTP_LINE_TOO_LONG) {
 			smtp_reply(s, "500 5.5.2 Error: line too long (the limit is %u octets)",
-			           s->settings->max_command_line);
+				   s->settings->max_command_line);
 			continue;
 		}
 		smtp_handle_line(s, s->line.buf, s->line.len);

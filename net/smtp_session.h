@@ -76,13 +76,13 @@ struct smtp_session {
 	const struct smtp_session_hooks *hooks;
 	struct queue *queue;
 
-	struct buf out;   /* replies not yet handed to the socket */
-	bool want_close;  /* close once `out` is sent */
-	bool waiting;     /* parked until the store calls back */
-	bool draining;    /* shutdown: close after the current transaction */
+	struct buf out;  /* replies not yet handed to the socket */
+	bool want_close; /* close once `out` is sent */
+	bool waiting;    /* parked until the store calls back */
+	bool draining;   /* shutdown: close after the current transaction */
 
-	char id[17];                 /* session id for logs */
-	char client_address[46];     /* textual IP */
+	char id[17];             /* session id for logs */
+	char client_address[46]; /* textual IP */
 	bool client_trusted;
 	char helo[256];
 	bool esmtp;

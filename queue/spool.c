@@ -32,9 +32,9 @@
 #include "core/log.h"
 #include "core/worker.h"
 
-#define SPOOL_CHUNK 65536           /* bytes per write */
+#define SPOOL_CHUNK      65536       /* bytes per write */
 #define SPOOL_HIGH_WATER (4 * 65536) /* ask the session to pause above this */
-#define SPOOL_LOW_WATER 65536
+#define SPOOL_LOW_WATER  65536
 
 struct spool_write {
 	struct worker_op op;
@@ -346,8 +346,8 @@ static void spool_write_done(struct worker_op *op, const struct io_uring_cqe *cq
 
 static void spool_file_synced(struct worker_op *op, const struct io_uring_cqe *cqe)
 {
-	struct queue_message *m = (struct queue_message *)((char *)op -
-							   offsetof(struct queue_message, sync_op));
+	struct queue_message *m =
+		(struct queue_message *)((char *)op - offsetof(struct queue_message, sync_op));
 	if (m->error == 0 && cqe->res < 0)
 		m->error = cqe->res; /* -ECANCELED: the linked write failed */
 	if (m->error != 0) {

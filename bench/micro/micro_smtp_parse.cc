@@ -16,12 +16,12 @@ namespace
 
 // What a PIPELINING client sends in one write for a message to 3 recipients.
 const char smtp_bench_transaction[] =
-        "EHLO mail.client.example.org\r\n"
-        "MAIL FROM:<bounces+12345@lists.example.org> SIZE=48213 BODY=8BITMIME\r\n"
-        "RCPT TO:<alice@example.net> NOTIFY=FAILURE\r\n"
-        "RCPT TO:<bob@example.net>\r\n"
-        "RCPT TO:<\"carol smith\"@example.net>\r\n"
-        "DATA\r\n";
+	"EHLO mail.client.example.org\r\n"
+	"MAIL FROM:<bounces+12345@lists.example.org> SIZE=48213 BODY=8BITMIME\r\n"
+	"RCPT TO:<alice@example.net> NOTIFY=FAILURE\r\n"
+	"RCPT TO:<bob@example.net>\r\n"
+	"RCPT TO:<\"carol smith\"@example.net>\r\n"
+	"DATA\r\n";
 
 // Feed the transaction in chunks of `chunk` bytes (0: whole), as recv would.
 void smtp_bench_commands(benchmark::State &state)
@@ -40,7 +40,7 @@ void smtp_bench_commands(benchmark::State &state)
 			while (pos < end) {
 				size_t used;
 				enum smtp_line_status st = smtp_line_feed(
-				        &r, smtp_bench_transaction + pos, end - pos, &used);
+					&r, smtp_bench_transaction + pos, end - pos, &used);
 				pos += used;
 				if (st != SMTP_LINE_READY)
 					continue;
@@ -50,7 +50,7 @@ void smtp_bench_commands(benchmark::State &state)
 				if (cmd.verb == SMTP_VERB_MAIL || cmd.verb == SMTP_VERB_RCPT) {
 					struct smtp_path_arg pa;
 					const char *kw =
-					        cmd.verb == SMTP_VERB_MAIL ? "FROM:" : "TO:";
+						cmd.verb == SMTP_VERB_MAIL ? "FROM:" : "TO:";
 					int rc = smtp_parse_path_arg(cmd.arg, cmd.arg_len, kw, &pa);
 					benchmark::DoNotOptimize(rc);
 					benchmark::DoNotOptimize(pa);
@@ -62,8 +62,8 @@ void smtp_bench_commands(benchmark::State &state)
 	state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * n));
 	state.SetItemsProcessed(static_cast<int64_t>(commands));
 	state.counters["ns/command"] =
-	        benchmark::Counter(static_cast<double>(commands),
-	                           benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+		benchmark::Counter(static_cast<double>(commands),
+				   benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
 BENCHMARK(smtp_bench_commands)->Arg(0)->Arg(16)->Arg(1);
 
@@ -71,7 +71,7 @@ BENCHMARK(smtp_bench_commands)->Arg(0)->Arg(16)->Arg(1);
 std::string smtp_bench_body(size_t line_len)
 {
 	static const char alphabet[] =
-	        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 	std::string body;
 	size_t line = 0;
 
@@ -104,7 +104,7 @@ void smtp_bench_data(benchmark::State &state)
 		while (st != SMTP_DATA_END && pos < body.size()) {
 			size_t used, made;
 			st = smtp_data_decode(&d, body.data() + pos, body.size() - pos, &used,
-			                      out.data(), out.size(), &made);
+					      out.data(), out.size(), &made);
 			pos += used;
 			total += made;
 			benchmark::DoNotOptimize(out.data());
@@ -116,11 +116,11 @@ void smtp_bench_data(benchmark::State &state)
 	state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * body.size()));
 }
 BENCHMARK(smtp_bench_data)
-        ->ArgNames({"line", "out"})
-        ->Args({76, 64 * 1024})
-        ->Args({76, 4096})
-        ->Args({998, 64 * 1024})
-        ->Args({20, 64 * 1024});
+	->ArgNames({"line", "out"})
+	->Args({76, 64 * 1024})
+	->Args({76, 4096})
+	->Args({998, 64 * 1024})
+	->Args({20, 64 * 1024});
 
 } // namespace
 

@@ -56,7 +56,7 @@ struct fuzz_line_model {
 
 /* Next complete line of the stream; false when only a partial line is left. */
 static bool fuzz_model_next(struct fuzz_line_model *m, enum smtp_line_status *status,
-                            const char **line, size_t *len)
+			    const char **line, size_t *len)
 {
 	if (m->pos >= m->n)
 		return false;
@@ -240,12 +240,12 @@ static void fuzz_check_path_arg(const char *arg, size_t len, const char *keyword
 	for (unsigned i = 0; i < pa.nparams; i++) {
 		FUZZ_CHECK(again.params[i].key_len == pa.params[i].key_len);
 		FUZZ_CHECK(memcmp(again.params[i].key, pa.params[i].key, pa.params[i].key_len) ==
-		           0);
+			   0);
 		FUZZ_CHECK((again.params[i].value == NULL) == (pa.params[i].value == NULL));
 		FUZZ_CHECK(again.params[i].value_len == pa.params[i].value_len);
 		if (pa.params[i].value)
 			FUZZ_CHECK(memcmp(again.params[i].value, pa.params[i].value,
-			                  pa.params[i].value_len) == 0);
+					  pa.params[i].value_len) == 0);
 	}
 	fuzz_check_path_arg(canon, k, keyword, depth + 1);
 	free(canon);
@@ -273,8 +273,8 @@ struct fuzz_pending {
 };
 
 static struct fuzz_pending fuzz_run_reader(const char *in, size_t n, uint32_t cap,
-                                           enum fuzz_chunking how, uint64_t seed,
-                                           unsigned max_chunk, bool check_lines)
+					   enum fuzz_chunking how, uint64_t seed,
+					   unsigned max_chunk, bool check_lines)
 {
 	static char buf[FUZZ_LINE_CAP_MAX + 1];
 	struct smtp_line_reader r;
@@ -350,11 +350,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		unsigned max_chunk = chunk_limits[(seed >> (8 + 3 * c)) & 7];
 		/* Lines are checked once: they are the same in every run. */
 		struct fuzz_pending whole =
-		        fuzz_run_reader(in, size, caps[c], FUZZ_WHOLE, seed, 1, c == 0);
+			fuzz_run_reader(in, size, caps[c], FUZZ_WHOLE, seed, 1, c == 0);
 		struct fuzz_pending random =
-		        fuzz_run_reader(in, size, caps[c], FUZZ_RANDOM, seed, max_chunk, false);
+			fuzz_run_reader(in, size, caps[c], FUZZ_RANDOM, seed, max_chunk, false);
 		struct fuzz_pending bytes =
-		        fuzz_run_reader(in, size, caps[c], FUZZ_BYTES, seed, 1, false);
+			fuzz_run_reader(in, size, caps[c], FUZZ_BYTES, seed, 1, false);
 		FUZZ_CHECK(fuzz_pending_eq(whole, random));
 		FUZZ_CHECK(fuzz_pending_eq(whole, bytes));
 	}

@@ -58,8 +58,8 @@ struct fuzz_run {
 enum fuzz_chunking { FUZZ_WHOLE, FUZZ_SPLIT, FUZZ_RANDOM };
 
 static void fuzz_decode(struct fuzz_run *run, const char *in, size_t n, uint32_t max_line,
-                        uint64_t max_size, size_t out_cap, enum fuzz_chunking how, size_t split,
-                        uint64_t seed)
+			uint64_t max_size, size_t out_cap, enum fuzz_chunking how, size_t split,
+			uint64_t seed)
 {
 	char *out = malloc(out_cap + FUZZ_CANARY);
 	size_t pos = 0;
@@ -73,7 +73,7 @@ static void fuzz_decode(struct fuzz_run *run, const char *in, size_t n, uint32_t
 
 	size_t used0 = (size_t)-1, made0 = (size_t)-1;
 	FUZZ_CHECK(smtp_data_decode(&run->d, in, 0, &used0, out, out_cap, &made0) ==
-	           SMTP_DATA_NEED_MORE);
+		   SMTP_DATA_NEED_MORE);
 	FUZZ_CHECK(used0 == 0 && made0 == 0);
 
 	while (pos < n && !run->ended) {
@@ -88,7 +88,7 @@ static void fuzz_decode(struct fuzz_run *run, const char *in, size_t n, uint32_t
 			size_t used = (size_t)-1, made = (size_t)-1;
 			memset(out, 0xa5, out_cap + FUZZ_CANARY);
 			enum smtp_data_status st = smtp_data_decode(&run->d, in + pos, end - pos,
-			                                            &used, out, out_cap, &made);
+								    &used, out, out_cap, &made);
 			FUZZ_CHECK(used <= end - pos);
 			FUZZ_CHECK(made <= out_cap);
 			for (size_t k = out_cap; k < out_cap + FUZZ_CANARY; k++)
@@ -139,7 +139,7 @@ static bool fuzz_after_crlf(const char *s, size_t j)
  * holds no end; otherwise fills the expected decoder results.
  */
 static bool fuzz_model(const char *s, size_t n, uint32_t max_line, uint64_t max_size, char *body,
-                       size_t *body_len, size_t *consumed, struct smtp_data_decoder *want)
+		       size_t *body_len, size_t *consumed, struct smtp_data_decoder *want)
 {
 	size_t end = 0;
 	bool found = false;
@@ -184,7 +184,7 @@ static bool fuzz_model(const char *s, size_t n, uint32_t max_line, uint64_t max_
 }
 
 static void fuzz_check_model(const struct fuzz_run *run, const char *in, size_t n,
-                             uint32_t max_line, uint64_t max_size)
+			     uint32_t max_line, uint64_t max_size)
 {
 	char *body = malloc(n + 1);
 	size_t body_len, consumed;
@@ -216,7 +216,7 @@ static void fuzz_check_model(const struct fuzz_run *run, const char *in, size_t 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void fuzz_one_config(const char *in, size_t n, uint32_t max_line, uint64_t max_size,
-                            uint64_t seed)
+			    uint64_t seed)
 {
 	size_t cap_a = 1 + (seed & 0x0f), cap_b = 1 + ((seed >> 4) & 0x0f);
 	size_t split = (size_t)((seed >> 8) % (n + 1));
@@ -240,7 +240,7 @@ static void fuzz_one_config(const char *in, size_t n, uint32_t max_line, uint64_
 	fuzz_decode(&whole, terminated, n + 5, max_line, max_size, n + 6, FUZZ_WHOLE, 0, seed);
 	FUZZ_CHECK(whole.ended);
 	fuzz_decode(&split_run, terminated, n + 5, max_line, max_size, cap_a, FUZZ_SPLIT, split,
-	            seed);
+		    seed);
 	fuzz_assert_same(&whole, &split_run);
 	fuzz_check_model(&whole, terminated, n + 5, max_line, max_size);
 	free(whole.out);

@@ -116,7 +116,7 @@ void queue_close(struct queue *q)
 }
 
 int queue_message_begin(struct queue *q, struct queue_client *client,
-                        const struct queue_envelope *env, struct queue_message **out)
+			const struct queue_envelope *env, struct queue_message **out)
 {
 	if (client == NULL || client->committed == NULL || client->resume == NULL)
 		fake_violation("%s without a complete queue_client", "queue_message_begin");
@@ -124,7 +124,7 @@ int queue_message_begin(struct queue *q, struct queue_client *client,
 		const struct fake_record *r = &fake_records[i];
 		if (r->handle != NULL && r->client == client && !r->detached)
 			fake_violation("%s while the client's previous message is still open",
-			               "queue_message_begin");
+				       "queue_message_begin");
 	}
 	if (fake_begin_error != 0) {
 		int e = fake_begin_error;
@@ -157,7 +157,7 @@ int queue_message_begin(struct queue *q, struct queue_client *client,
 		buf_printf(b, "param %.*s\n", (int)env->params[i].len, env->params[i].text);
 	for (unsigned i = 0; i < env->nrecipients; i++)
 		buf_printf(b, "rcpt %.*s\n", (int)env->recipients[i].len,
-		           env->recipients[i].address);
+			   env->recipients[i].address);
 	buf_append(b, "", 1); /* NUL-terminated for the test */
 	if (env->arrival.tv_sec == 0)
 		fake_violation("%s: envelope without an arrival time", "queue_message_begin");

@@ -16,9 +16,9 @@ static enum address_status test_parse(const char *path, bool allow_utf8, struct 
 static void test_expect_span(const char *what, const char *ptr, size_t len, const char *want)
 {
 	cr_assert_eq(len, strlen(want), "%s: length %zu, want %zu (\"%s\")", what, len,
-	             strlen(want), want);
+		     strlen(want), want);
 	cr_assert(memcmp(ptr, want, len) == 0, "%s: got \"%.*s\", want \"%s\"", what, (int)len, ptr,
-	          want);
+		  want);
 }
 
 static void test_expect_status(const char *path, bool allow_utf8, enum address_status want)
@@ -27,7 +27,7 @@ static void test_expect_status(const char *path, bool allow_utf8, enum address_s
 	enum address_status got = test_parse(path, allow_utf8, &m);
 
 	cr_expect_eq(got, want, "\"%s\" (utf8 %d): got %d (%s), want %d (%s)", path, allow_utf8,
-	             got, address_status_text(got), want, address_status_text(want));
+		     got, address_status_text(got), want, address_status_text(want));
 }
 
 /* "x" repeated n times, into buf. */
@@ -116,11 +116,11 @@ Test(address, embedded_nul_is_refused)
 	struct mailbox m;
 
 	cr_expect_eq(address_parse_path(local_nul, sizeof(local_nul) - 1, false, &m),
-	             ADDRESS_BAD_SYNTAX);
+		     ADDRESS_BAD_SYNTAX);
 	cr_expect_eq(address_parse_path(domain_nul, sizeof(domain_nul) - 1, false, &m),
-	             ADDRESS_BAD_DOMAIN);
+		     ADDRESS_BAD_DOMAIN);
 	cr_expect_eq(address_parse_path(literal_nul, sizeof(literal_nul) - 1, false, &m),
-	             ADDRESS_BAD_DOMAIN);
+		     ADDRESS_BAD_DOMAIN);
 }
 
 /* ---- local part --------------------------------------------------------- */
@@ -342,12 +342,12 @@ Test(address, utf8_requires_smtputf8)
 
 	test_expect_status("j\xc3\xbcrgen@example.com", false, ADDRESS_NEEDS_UTF8);
 	test_expect_status("user@b\xc3\xbc"
-	                   "cher.example",
-	                   false, ADDRESS_NEEDS_UTF8);
+			   "cher.example",
+			   false, ADDRESS_NEEDS_UTF8);
 	test_expect_status("\"j\xc3\xbcrgen\"@example.com", false, ADDRESS_NEEDS_UTF8);
 	test_expect_status("@b\xc3\xbc"
-	                   "cher.example:user@example.com",
-	                   false, ADDRESS_NEEDS_UTF8);
+			   "cher.example:user@example.com",
+			   false, ADDRESS_NEEDS_UTF8);
 	/* Without SMTPUTF8 any 8-bit byte is the client's mistake, valid or not. */
 	test_expect_status("j\xc0\xafrgen@example.com", false, ADDRESS_NEEDS_UTF8);
 
@@ -357,9 +357,9 @@ Test(address, utf8_requires_smtputf8)
 
 	/* U+7528 U+6237 @ U+4F8B U+5B50 . U+5E7F U+544A */
 	cr_assert_eq(test_parse("\xe7\x94\xa8\xe6\x88\xb7@\xe4\xbe\x8b\xe5\xad\x90."
-	                        "\xe5\xb9\xbf\xe5\x91\x8a",
-	                        true, &m),
-	             ADDRESS_OK);
+				"\xe5\xb9\xbf\xe5\x91\x8a",
+				true, &m),
+		     ADDRESS_OK);
 	cr_expect(m.utf8);
 	cr_expect_eq(m.domain_len, 13);
 
@@ -374,27 +374,27 @@ Test(address, utf8_requires_smtputf8)
 	cr_expect(!m.utf8, "ASCII under SMTPUTF8 is still ASCII");
 
 	cr_assert_eq(test_parse("@b\xc3\xbc"
-	                        "cher.example:user@example.com",
-	                        true, &m),
-	             ADDRESS_OK);
+				"cher.example:user@example.com",
+				true, &m),
+		     ADDRESS_OK);
 	cr_expect(!m.utf8, "only the mailbox counts, not the stripped route");
 }
 
 Test(address, invalid_utf8_is_refused)
 {
 	static const char *const bad[] = {
-	        "\xc0\xaf",         /* overlong '/' */
-	        "\xc1\xbf",         /* overlong, 2 bytes */
-	        "\xe0\x80\xae",     /* overlong '.' in 3 bytes */
-	        "\xf0\x80\x80\xc0", /* overlong in 4 bytes */
-	        "\xed\xa0\x80",     /* UTF-16 surrogate */
-	        "\xf4\x90\x80\x80", /* past U+10FFFF */
-	        "\xf5\x80\x80\x80", /* lead byte never valid */
-	        "\xff",             /* never valid */
-	        "\x80",             /* lone continuation */
-	        "\xc3",             /* truncated before '@' */
-	        "\xe2\x82",         /* truncated 3-byte */
-	        "\xc3\x28",         /* continuation expected */
+		"\xc0\xaf",         /* overlong '/' */
+		"\xc1\xbf",         /* overlong, 2 bytes */
+		"\xe0\x80\xae",     /* overlong '.' in 3 bytes */
+		"\xf0\x80\x80\xc0", /* overlong in 4 bytes */
+		"\xed\xa0\x80",     /* UTF-16 surrogate */
+		"\xf4\x90\x80\x80", /* past U+10FFFF */
+		"\xf5\x80\x80\x80", /* lead byte never valid */
+		"\xff",             /* never valid */
+		"\x80",             /* lone continuation */
+		"\xc3",             /* truncated before '@' */
+		"\xe2\x82",         /* truncated 3-byte */
+		"\xc3\x28",         /* continuation expected */
 	};
 	char path[64];
 
@@ -418,11 +418,11 @@ Test(address, invalid_utf8_is_refused)
 Test(address, utf8_domain_label_rules)
 {
 	cr_expect(address_domain_valid("b\xc3\xbc"
-	                               "cher.example",
-	                               15, true));
+				       "cher.example",
+				       15, true));
 	cr_expect(!address_domain_valid("b\xc3\xbc"
-	                                "cher.example",
-	                                15, false));
+					"cher.example",
+					15, false));
 	cr_expect(!address_domain_valid("-\xc3\xbc.example", 11, true));
 	cr_expect(!address_domain_valid("\xc3\xbc.example.", 11, true));
 }
@@ -468,7 +468,7 @@ Test(address, status_text)
 	cr_expect_str_eq(address_status_text(ADDRESS_BAD_DOMAIN), "domain name is malformed");
 	cr_expect_str_eq(address_status_text(ADDRESS_TOO_LONG), "address too long");
 	cr_expect_str_eq(address_status_text(ADDRESS_NEEDS_UTF8),
-	                 "non-ASCII address requires SMTPUTF8");
+			 "non-ASCII address requires SMTPUTF8");
 	cr_expect_str_eq(address_status_text(ADDRESS_NO_DOMAIN), "address has no domain");
 	cr_expect_not_null(address_status_text(ADDRESS_OK));
 	cr_expect_not_null(address_status_text(ADDRESS_EMPTY));
@@ -481,16 +481,16 @@ Test(address, local_has_routing)
 		const char *path;
 		bool routing;
 	} cases[] = {
-	        {"user%other.example@relay.example", true},
-	        {"other.example!user@relay.example", true},
-	        {"\"user@other.example\"@relay.example", true},
-	        {"\"user%other\"@relay.example", true},
-	        {"\"a!b\"@relay.example", true},
-	        {"\"user\\@other\"@relay.example", true},
-	        {"user@relay.example", false},
-	        {"\"user\"@relay.example", false},
-	        {"first.last+tag@relay.example", false},
-	        {"\"john doe\"@relay.example", false},
+		{"user%other.example@relay.example", true},
+		{"other.example!user@relay.example", true},
+		{"\"user@other.example\"@relay.example", true},
+		{"\"user%other\"@relay.example", true},
+		{"\"a!b\"@relay.example", true},
+		{"\"user\\@other\"@relay.example", true},
+		{"user@relay.example", false},
+		{"\"user\"@relay.example", false},
+		{"first.last+tag@relay.example", false},
+		{"\"john doe\"@relay.example", false},
 	};
 	struct mailbox m;
 

@@ -76,8 +76,7 @@ Test(config, unknown_key_names_file_line_and_key)
 
 Test(config, unknown_section)
 {
-	cr_assert_neq(config_load_string(&cfg, "[sever]\nworkers = 1\n", "f", err, sizeof(err)),
-		      0);
+	cr_assert_neq(config_load_string(&cfg, "[sever]\nworkers = 1\n", "f", err, sizeof(err)), 0);
 	cr_assert(strstr(err, "f:2:") != NULL && strstr(err, "sever") != NULL, "%s", err);
 }
 

@@ -62,10 +62,10 @@ static void test_policy_setup(void)
 	test_trusted[0] = test_network("127.0.0.0/8");
 	test_trusted[1] = test_network("::1/128");
 	test_policy = (struct policy){
-	        .trusted = test_trusted,
-	        .ntrusted = 2,
-	        .relay_domains = test_relay_domains,
-	        .nrelay_domains = 2,
+		.trusted = test_trusted,
+		.ntrusted = 2,
+		.relay_domains = test_relay_domains,
+		.nrelay_domains = 2,
 	};
 }
 
@@ -81,20 +81,20 @@ static bool test_trusted_client(const char *client)
  * parse with want_status and, if it parsed, be judged want_verdict.
  */
 static void test_rcpt(const char *client, const char *path, enum address_status want_status,
-                      enum policy_verdict want_verdict)
+		      enum policy_verdict want_verdict)
 {
 	struct mailbox m;
 	enum address_status status = address_parse_path(path, strlen(path), false, &m);
 
 	cr_assert_eq(status, want_status, "<%s>: parse got %d (%s), want %d (%s)", path, status,
-	             address_status_text(status), want_status, address_status_text(want_status));
+		     address_status_text(status), want_status, address_status_text(want_status));
 	if (status != ADDRESS_OK)
 		return;
 	bool trusted = test_trusted_client(client);
 	enum policy_verdict verdict = policy_check_recipient(&test_policy, trusted, &m);
 
 	cr_assert_eq(verdict, want_verdict, "<%s> from %s: verdict %d, want %d", path, client,
-	             verdict, want_verdict);
+		     verdict, want_verdict);
 }
 
 /* 198.51.100.7 is in no trusted network: what the open internet looks like. */
@@ -168,23 +168,23 @@ Test(policy_network, host_bits_set_is_an_error)
 Test(policy_network, garbage_is_an_error)
 {
 	static const char *const bad[] = {
-	        "",
-	        "/24",
-	        "192.0.2.0/",
-	        "192.0.2.0/-1",
-	        "192.0.2.0/+8",
-	        "192.0.2.0/24x",
-	        "192.0.2.0/ 24",
-	        "192.0.2.0/0024",
-	        "192.0.2.0/24/8",
-	        "192.0.2",
-	        "192.0.2.256",
-	        "192.0.2.0 ",
-	        " 192.0.2.0",
-	        "example.com",
-	        "2001:db8::g/32",
-	        "fe80::1%eth0",
-	        "::ffff:0:0:0:0:0:0:0:0:0:0:0:0:0:0:0:0:0:0:0:0:0:0",
+		"",
+		"/24",
+		"192.0.2.0/",
+		"192.0.2.0/-1",
+		"192.0.2.0/+8",
+		"192.0.2.0/24x",
+		"192.0.2.0/ 24",
+		"192.0.2.0/0024",
+		"192.0.2.0/24/8",
+		"192.0.2",
+		"192.0.2.256",
+		"192.0.2.0 ",
+		" 192.0.2.0",
+		"example.com",
+		"2001:db8::g/32",
+		"fe80::1%eth0",
+		"::ffff:0:0:0:0:0:0:0:0:0:0:0:0:0:0:0:0:0:0:0:0:0:0",
 	};
 	struct policy_network net;
 
@@ -308,33 +308,33 @@ Test(policy_relay_domain, matching, .init = test_policy_setup)
 		const char *domain;
 		bool relay;
 	} cases[] = {
-	        {"relay.example", true},
-	        {"RELAY.EXAMPLE", true},
-	        {"Relay.Example", true},
-	        {"a.sub.example", true},
-	        {"a.b.sub.example", true},
-	        {"A.SUB.EXAMPLE", true},
-	        {"sub.example", false}, /* ".x" is subdomains only */
-	        {".sub.example", false},
-	        {"xsub.example", false},    /* not on a label boundary */
-	        {"badsub.example", false},  /* idem */
-	        {"a.relay.example", false}, /* "x" is that domain only */
-	        {"xrelay.example", false},
-	        {"relay.example.", false},
-	        {"relay.exampl", false},
-	        {"elay.example", false},
-	        {"relay.example.com", false},
-	        {"relay.example.other.example", false},
-	        {"other.example", false},
-	        {"example", false},
-	        {"", false},
+		{"relay.example", true},
+		{"RELAY.EXAMPLE", true},
+		{"Relay.Example", true},
+		{"a.sub.example", true},
+		{"a.b.sub.example", true},
+		{"A.SUB.EXAMPLE", true},
+		{"sub.example", false}, /* ".x" is subdomains only */
+		{".sub.example", false},
+		{"xsub.example", false},    /* not on a label boundary */
+		{"badsub.example", false},  /* idem */
+		{"a.relay.example", false}, /* "x" is that domain only */
+		{"xrelay.example", false},
+		{"relay.example.", false},
+		{"relay.exampl", false},
+		{"elay.example", false},
+		{"relay.example.com", false},
+		{"relay.example.other.example", false},
+		{"other.example", false},
+		{"example", false},
+		{"", false},
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		const char *d = cases[i].domain;
 
 		cr_expect_eq(policy_is_relay_domain(&test_policy, d, strlen(d)), cases[i].relay,
-		             "\"%s\"", d);
+			     "\"%s\"", d);
 	}
 }
 
@@ -362,27 +362,27 @@ Test(policy_open_relay, stranger_is_not_trusted, .init = test_policy_setup)
 Test(policy_open_relay, percent_hack, .init = test_policy_setup)
 {
 	test_rcpt(TEST_STRANGER, "user%other.example@relay.example", ADDRESS_OK,
-	          POLICY_ROUTING_DENIED);
+		  POLICY_ROUTING_DENIED);
 	test_rcpt(TEST_STRANGER, "user%other.example@a.sub.example", ADDRESS_OK,
-	          POLICY_ROUTING_DENIED);
+		  POLICY_ROUTING_DENIED);
 	test_rcpt(TEST_STRANGER, "\"user%other.example\"@relay.example", ADDRESS_OK,
-	          POLICY_ROUTING_DENIED);
+		  POLICY_ROUTING_DENIED);
 }
 
 Test(policy_open_relay, bang_path, .init = test_policy_setup)
 {
 	test_rcpt(TEST_STRANGER, "other.example!user@relay.example", ADDRESS_OK,
-	          POLICY_ROUTING_DENIED);
+		  POLICY_ROUTING_DENIED);
 	test_rcpt(TEST_STRANGER, "\"other.example!user\"@relay.example", ADDRESS_OK,
-	          POLICY_ROUTING_DENIED);
+		  POLICY_ROUTING_DENIED);
 }
 
 Test(policy_open_relay, source_route_is_judged_by_final_mailbox, .init = test_policy_setup)
 {
 	test_rcpt(TEST_STRANGER, "@relay.example:user@other.example", ADDRESS_OK,
-	          POLICY_RELAY_DENIED);
+		  POLICY_RELAY_DENIED);
 	test_rcpt(TEST_STRANGER, "@relay.example,@a.sub.example:user@other.example", ADDRESS_OK,
-	          POLICY_RELAY_DENIED);
+		  POLICY_RELAY_DENIED);
 	/* The converse is legitimate: the route is ignored, the mailbox is ours. */
 	test_rcpt(TEST_STRANGER, "@other.example:user@relay.example", ADDRESS_OK, POLICY_ACCEPT);
 }
@@ -390,11 +390,11 @@ Test(policy_open_relay, source_route_is_judged_by_final_mailbox, .init = test_po
 Test(policy_open_relay, quoted_at_sign, .init = test_policy_setup)
 {
 	test_rcpt(TEST_STRANGER, "\"user@other.example\"@relay.example", ADDRESS_OK,
-	          POLICY_ROUTING_DENIED);
+		  POLICY_ROUTING_DENIED);
 	test_rcpt(TEST_STRANGER, "\"user\\@other.example\"@relay.example", ADDRESS_OK,
-	          POLICY_ROUTING_DENIED);
+		  POLICY_ROUTING_DENIED);
 	test_rcpt(TEST_STRANGER, "\"@other.example:user\"@relay.example", ADDRESS_OK,
-	          POLICY_ROUTING_DENIED);
+		  POLICY_ROUTING_DENIED);
 }
 
 Test(policy_open_relay, trailing_dot, .init = test_policy_setup)
@@ -423,19 +423,19 @@ Test(policy_open_relay, case_mixes, .init = test_policy_setup)
 	test_rcpt(TEST_STRANGER, "user@A.Sub.Example", ADDRESS_OK, POLICY_ACCEPT);
 	test_rcpt(TEST_STRANGER, "user@Other.Example", ADDRESS_OK, POLICY_RELAY_DENIED);
 	test_rcpt(TEST_STRANGER, "USER%OTHER.EXAMPLE@RELAY.EXAMPLE", ADDRESS_OK,
-	          POLICY_ROUTING_DENIED);
+		  POLICY_ROUTING_DENIED);
 }
 
 Test(policy_open_relay, lookalike_domains, .init = test_policy_setup)
 {
 	test_rcpt(TEST_STRANGER, "user@relay.example.other.example", ADDRESS_OK,
-	          POLICY_RELAY_DENIED);
+		  POLICY_RELAY_DENIED);
 	test_rcpt(TEST_STRANGER, "user@xrelay.example", ADDRESS_OK, POLICY_RELAY_DENIED);
 	test_rcpt(TEST_STRANGER, "user@a.relay.example", ADDRESS_OK, POLICY_RELAY_DENIED);
 	test_rcpt(TEST_STRANGER, "user@relay.example.com", ADDRESS_OK, POLICY_RELAY_DENIED);
 	test_rcpt(TEST_STRANGER, "user@relay.example:25", ADDRESS_BAD_DOMAIN, POLICY_RELAY_DENIED);
 	test_rcpt(TEST_STRANGER, "user@relay.example@other.example", ADDRESS_BAD_SYNTAX,
-	          POLICY_RELAY_DENIED);
+		  POLICY_RELAY_DENIED);
 }
 
 Test(policy_open_relay, subdomain_entries, .init = test_policy_setup)

@@ -14,7 +14,7 @@
 #define S(lit) (lit), (sizeof(lit) - 1)
 
 static void assert_bytes_eq(const char *what, const char *got, size_t got_len, const char *want,
-                            size_t want_len)
+			    size_t want_len)
 {
 	cr_assert_eq(got_len, want_len, "%s: length %zu, expected %zu", what, got_len, want_len);
 	cr_assert(memcmp(got, want, want_len) == 0, "%s: content differs", what);
@@ -44,7 +44,7 @@ struct line_run {
  * record every line reported.
  */
 static void lines_feed(struct line_run *run, uint32_t cap, const char *in, size_t n,
-                       const size_t *bounds, size_t nbounds)
+		       const size_t *bounds, size_t nbounds)
 {
 	char buf[TEST_LINE_MAX + 1];
 	struct smtp_line_reader r;
@@ -58,7 +58,7 @@ static void lines_feed(struct line_run *run, uint32_t cap, const char *in, size_
 		while (start < end) {
 			size_t used = 0;
 			enum smtp_line_status st =
-			        smtp_line_feed(&r, in + start, end - start, &used);
+				smtp_line_feed(&r, in + start, end - start, &used);
 			cr_assert_leq(used, end - start);
 			start += used;
 			if (st == SMTP_LINE_NEED_MORE) {
@@ -88,9 +88,9 @@ static void lines_assert_same(const struct line_run *a, const struct line_run *b
 	cr_assert_eq(a->count, b->count, "%s: %zu lines vs %zu", how, a->count, b->count);
 	for (size_t i = 0; i < a->count; i++) {
 		cr_assert_eq(a->results[i].status, b->results[i].status, "%s: line %zu status", how,
-		             i);
+			     i);
 		assert_bytes_eq(how, a->results[i].line, a->results[i].len, b->results[i].line,
-		                b->results[i].len);
+				b->results[i].len);
 	}
 	cr_assert_eq(a->pending_len, b->pending_len, "%s: pending length", how);
 	cr_assert_eq(a->pending_cr, b->pending_cr, "%s: pending CR", how);
@@ -107,20 +107,20 @@ struct line_expect {
 #define READY(lit) SMTP_LINE_READY, (lit), sizeof(lit) - 1
 
 static void lines_assert_expected(const struct line_run *run, const struct line_expect *want,
-                                  size_t nwant)
+				  size_t nwant)
 {
 	cr_assert_eq(run->count, nwant, "%zu lines, expected %zu", run->count, nwant);
 	for (size_t i = 0; i < nwant; i++) {
 		cr_assert_eq(run->results[i].status, want[i].status, "line %zu status", i);
 		if (want[i].status == SMTP_LINE_READY)
 			assert_bytes_eq("line", run->results[i].line, run->results[i].len,
-			                want[i].line, want[i].len);
+					want[i].line, want[i].len);
 	}
 }
 
 /* Whole, every single split, every pair of splits, and byte by byte. */
 static void lines_assert_split_invariant(uint32_t cap, const char *in, size_t n,
-                                         const struct line_expect *want, size_t nwant)
+					 const struct line_expect *want, size_t nwant)
 {
 	struct line_run whole, split;
 	size_t bounds[2];
@@ -153,12 +153,12 @@ static void lines_assert_split_invariant(uint32_t cap, const char *in, size_t n,
 Test(smtp_line, crlf_pipelined_transaction)
 {
 	static const char in[] = "EHLO client.example\r\nMAIL FROM:<a@b.example>\r\n"
-	                         "RCPT TO:<c@d.example>\r\nDATA\r\n";
+				 "RCPT TO:<c@d.example>\r\nDATA\r\n";
 	static const struct line_expect want[] = {
-	        {READY("EHLO client.example")},
-	        {READY("MAIL FROM:<a@b.example>")},
-	        {READY("RCPT TO:<c@d.example>")},
-	        {READY("DATA")},
+		{READY("EHLO client.example")},
+		{READY("MAIL FROM:<a@b.example>")},
+		{READY("RCPT TO:<c@d.example>")},
+		{READY("DATA")},
 	};
 	lines_assert_split_invariant(64, S(in), want, 4);
 }
@@ -168,12 +168,12 @@ Test(smtp_line, bare_lf_and_lone_cr)
 	/* Old ETRN clients end lines with a bare LF; a CR not before LF is data. */
 	static const char in[] = "ETRN example.org\nNOOP\r\nA\rB\r\n\r\n\nX\r\r\n";
 	static const struct line_expect want[] = {
-	        {READY("ETRN example.org")},
-	        {READY("NOOP")},
-	        {READY("A\rB")},
-	        {READY("")},
-	        {READY("")},
-	        {READY("X\r")},
+		{READY("ETRN example.org")},
+		{READY("NOOP")},
+		{READY("A\rB")},
+		{READY("")},
+		{READY("")},
+		{READY("X\r")},
 	};
 	lines_assert_split_invariant(64, S(in), want, 6);
 }
@@ -182,13 +182,13 @@ Test(smtp_line, over_long_lines)
 {
 	/* cap 8: exactly 8 passes, 9 is dropped whole and the next line is intact. */
 	static const char in[] = "12345678\r\n123456789\r\nQUIT\r\n"
-	                         "12345678\r\r\n1234567\r\r\n"
-	                         "12345678\rx\nNOOP\n12345678";
+				 "12345678\r\r\n1234567\r\r\n"
+				 "12345678\rx\nNOOP\n12345678";
 	static const struct line_expect want[] = {
-	        {READY("12345678")},  {.status = SMTP_LINE_TOO_LONG},
-	        {READY("QUIT")},      {.status = SMTP_LINE_TOO_LONG},
-	        {READY("1234567\r")}, {.status = SMTP_LINE_TOO_LONG},
-	        {READY("NOOP")},
+		{READY("12345678")},  {.status = SMTP_LINE_TOO_LONG},
+		{READY("QUIT")},      {.status = SMTP_LINE_TOO_LONG},
+		{READY("1234567\r")}, {.status = SMTP_LINE_TOO_LONG},
+		{READY("NOOP")},
 	};
 	lines_assert_split_invariant(8, S(in), want, 7);
 }
@@ -213,9 +213,9 @@ Test(smtp_line, nul_and_8bit_kept)
 {
 	static const char in[] = "MAIL FROM:<\xc3\xa9t\xc3\xa9@x.example>\r\nNO\0OP\r\n\xff\x80\n";
 	static const struct line_expect want[] = {
-	        {READY("MAIL FROM:<\xc3\xa9t\xc3\xa9@x.example>")},
-	        {READY("NO\0OP")},
-	        {READY("\xff\x80")},
+		{READY("MAIL FROM:<\xc3\xa9t\xc3\xa9@x.example>")},
+		{READY("NO\0OP")},
+		{READY("\xff\x80")},
 	};
 	lines_assert_split_invariant(64, S(in), want, 3);
 }
@@ -311,37 +311,37 @@ static const struct {
 	enum smtp_verb verb;
 	const char *upper, *lower, *mixed;
 } all_verbs[] = {
-        {SMTP_VERB_HELO, "HELO", "helo", "HeLo"},
-        {SMTP_VERB_EHLO, "EHLO", "ehlo", "eHlO"},
-        {SMTP_VERB_MAIL, "MAIL", "mail", "Mail"},
-        {SMTP_VERB_RCPT, "RCPT", "rcpt", "rCpT"},
-        {SMTP_VERB_DATA, "DATA", "data", "DaTa"},
-        {SMTP_VERB_RSET, "RSET", "rset", "RsEt"},
-        {SMTP_VERB_NOOP, "NOOP", "noop", "nOoP"},
-        {SMTP_VERB_QUIT, "QUIT", "quit", "Quit"},
-        {SMTP_VERB_VRFY, "VRFY", "vrfy", "vRFy"},
-        {SMTP_VERB_EXPN, "EXPN", "expn", "ExPn"},
-        {SMTP_VERB_HELP, "HELP", "help", "hElP"},
-        {SMTP_VERB_ETRN, "ETRN", "etrn", "EtRn"},
-        {SMTP_VERB_STARTTLS, "STARTTLS", "starttls", "StartTls"},
-        {SMTP_VERB_AUTH, "AUTH", "auth", "aUtH"},
-        {SMTP_VERB_BDAT, "BDAT", "bdat", "BdAt"},
+	{SMTP_VERB_HELO, "HELO", "helo", "HeLo"},
+	{SMTP_VERB_EHLO, "EHLO", "ehlo", "eHlO"},
+	{SMTP_VERB_MAIL, "MAIL", "mail", "Mail"},
+	{SMTP_VERB_RCPT, "RCPT", "rcpt", "rCpT"},
+	{SMTP_VERB_DATA, "DATA", "data", "DaTa"},
+	{SMTP_VERB_RSET, "RSET", "rset", "RsEt"},
+	{SMTP_VERB_NOOP, "NOOP", "noop", "nOoP"},
+	{SMTP_VERB_QUIT, "QUIT", "quit", "Quit"},
+	{SMTP_VERB_VRFY, "VRFY", "vrfy", "vRFy"},
+	{SMTP_VERB_EXPN, "EXPN", "expn", "ExPn"},
+	{SMTP_VERB_HELP, "HELP", "help", "hElP"},
+	{SMTP_VERB_ETRN, "ETRN", "etrn", "EtRn"},
+	{SMTP_VERB_STARTTLS, "STARTTLS", "starttls", "StartTls"},
+	{SMTP_VERB_AUTH, "AUTH", "auth", "aUtH"},
+	{SMTP_VERB_BDAT, "BDAT", "bdat", "BdAt"},
 };
 
 static void assert_command_arg(const char *line, size_t len, int want_rc, enum smtp_verb want_verb,
-                               const char *want_arg, size_t want_arg_len)
+			       const char *want_arg, size_t want_arg_len)
 {
 	struct smtp_command cmd;
 	int rc = smtp_command_parse(line, len, &cmd);
 	cr_assert_eq(rc, want_rc, "\"%.*s\": rc %d, expected %d", (int)len, line, rc, want_rc);
 	cr_assert_eq(cmd.verb, want_verb, "\"%.*s\": verb %d, expected %d", (int)len, line,
-	             cmd.verb, want_verb);
+		     cmd.verb, want_verb);
 	cr_assert_not_null(cmd.arg);
 	assert_bytes_eq(line, cmd.arg, cmd.arg_len, want_arg, want_arg_len);
 }
 
 static void assert_command(const char *line, size_t len, int want_rc, enum smtp_verb want_verb,
-                           const char *want_arg)
+			   const char *want_arg)
 {
 	assert_command_arg(line, len, want_rc, want_verb, want_arg, strlen(want_arg));
 }
@@ -367,7 +367,7 @@ Test(smtp_command, every_verb_in_every_case)
 			len = snprintf(line, sizeof(line), "%sX", forms[f]);
 			assert_command(line, (size_t)len, SMTP_PARSE_OK, SMTP_VERB_UNKNOWN, "");
 			len = snprintf(line, sizeof(line), "%.*s", (int)strlen(forms[f]) - 1,
-			               forms[f]);
+				       forms[f]);
 			assert_command(line, (size_t)len, SMTP_PARSE_OK, SMTP_VERB_UNKNOWN, "");
 		}
 	}
@@ -405,7 +405,7 @@ Test(smtp_command, argument_trimmed_and_points_into_line)
 	assert_command(S("EHLO\tclient.example"), SMTP_PARSE_OK, SMTP_VERB_EHLO, "client.example");
 	assert_command(S("HELO a  b"), SMTP_PARSE_OK, SMTP_VERB_HELO, "a  b");
 	assert_command(S("ETRN \xc3\xa9.example"), SMTP_PARSE_OK, SMTP_VERB_ETRN,
-	               "\xc3\xa9.example");
+		       "\xc3\xa9.example");
 }
 
 Test(smtp_command, nul_reported_verb_kept)
@@ -440,7 +440,7 @@ Test(smtp_command, line_reader_then_parser)
 /* ---- MAIL / RCPT arguments ---------------------------------------------- */
 
 static void assert_path(const char *arg, size_t len, const char *keyword, const char *want_path,
-                        unsigned want_nparams)
+			unsigned want_nparams)
 {
 	struct smtp_path_arg pa;
 	int rc = smtp_parse_path_arg(arg, len, keyword, &pa);
@@ -487,7 +487,7 @@ Test(smtp_path, plain_forms)
 	assert_path(S("TO:<a@b>  "), "TO:", "a@b", 0);
 	/* Syntax of the path itself is address.h's business. */
 	assert_path(S("TO:<@relay.example:user@other.example>"),
-	            "TO:", "@relay.example:user@other.example", 0);
+		    "TO:", "@relay.example:user@other.example", 0);
 	assert_path(S("TO:<user%other@relay.example>"), "TO:", "user%other@relay.example", 0);
 	assert_path(S("TO:<a\\b@c>"), "TO:", "a\\b@c", 0);
 }
@@ -500,7 +500,7 @@ Test(smtp_path, quoted_local_parts)
 	assert_path(S("TO:<\"a\\\\\"@x.org>"), "TO:", "\"a\\\\\"@x.org", 0);
 	assert_path(S("TO:<\"\"@x.org>"), "TO:", "\"\"@x.org", 0);
 	assert_path(S("TO:<\"user@other\"@relay.example>"), "TO:", "\"user@other\"@relay.example",
-	            0);
+		    0);
 
 	/* Unterminated quote or escape: the '>' is inside the quotes. */
 	assert_path_rc(S("TO:<\"a b>"), "TO:", SMTP_PARSE_SYNTAX);
@@ -513,17 +513,17 @@ Test(smtp_path, parameters)
 	struct smtp_path_arg pa;
 
 	cr_assert_eq(smtp_parse_path_arg(S("FROM:<a@b> SIZE=12345 BODY=8BITMIME SMTPUTF8"),
-	                                 "FROM:", &pa),
-	             SMTP_PARSE_OK);
+					 "FROM:", &pa),
+		     SMTP_PARSE_OK);
 	cr_assert_eq(pa.nparams, 3);
 	assert_param(&pa.params[0], "SIZE", "12345");
 	assert_param(&pa.params[1], "BODY", "8BITMIME");
 	assert_param(&pa.params[2], "SMTPUTF8", NULL);
 
 	cr_assert_eq(smtp_parse_path_arg(S("TO:<a@b>   NOTIFY=SUCCESS,FAILURE  "
-	                                   "ORCPT=rfc822;a+2Bb@c X-Y-1=\xc3\xa9t\xc3\xa9"),
-	                                 "TO:", &pa),
-	             SMTP_PARSE_OK);
+					   "ORCPT=rfc822;a+2Bb@c X-Y-1=\xc3\xa9t\xc3\xa9"),
+					 "TO:", &pa),
+		     SMTP_PARSE_OK);
 	cr_assert_eq(pa.nparams, 3);
 	assert_param(&pa.params[0], "NOTIFY", "SUCCESS,FAILURE");
 	assert_param(&pa.params[1], "ORCPT", "rfc822;a+2Bb@c");
@@ -539,7 +539,7 @@ Test(smtp_path, parameter_limit)
 	struct smtp_path_arg pa;
 
 	cr_assert_eq(smtp_parse_path_arg(S("FROM:<a@b> A B C D E F G H=8"), "FROM:", &pa),
-	             SMTP_PARSE_OK);
+		     SMTP_PARSE_OK);
 	cr_assert_eq(pa.nparams, SMTP_MAX_PARAMS);
 	assert_param(&pa.params[7], "H", "8");
 	assert_path_rc(S("FROM:<a@b> A B C D E F G H I"), "FROM:", SMTP_PARSE_TOO_MANY);
@@ -605,7 +605,7 @@ struct data_run {
  * refilled as the caller of a streaming spool write would.
  */
 static void data_feed(struct data_run *run, uint32_t max_line, uint64_t max_size, const char *in,
-                      size_t n, const size_t *bounds, size_t nbounds, size_t out_cap)
+		      size_t n, const size_t *bounds, size_t nbounds, size_t out_cap)
 {
 	char out[TEST_DATA_MAX + 16];
 	size_t start = 0;
@@ -619,12 +619,12 @@ static void data_feed(struct data_run *run, uint32_t max_line, uint64_t max_size
 			size_t used = 99, made = 99;
 			memset(out, TEST_CANARY, out_cap + 16);
 			enum smtp_data_status st = smtp_data_decode(
-			        &run->d, in + start, end - start, &used, out, out_cap, &made);
+				&run->d, in + start, end - start, &used, out, out_cap, &made);
 			cr_assert_leq(used, end - start);
 			cr_assert_leq(made, out_cap);
 			for (size_t k = out_cap; k < out_cap + 16; k++)
 				cr_assert_eq(out[k], TEST_CANARY, "write past out_cap %zu",
-				             out_cap);
+					     out_cap);
 			cr_assert_leq(run->out_len + made, TEST_DATA_MAX);
 			memcpy(run->out + run->out_len, out, made);
 			run->out_len += made;
@@ -663,7 +663,7 @@ static void data_assert_expected(const struct data_run *run, const struct data_e
 {
 	assert_bytes_eq("body", run->out, run->out_len, want->body, want->body_len);
 	cr_assert_eq(run->consumed, want->consumed, "consumed %zu, expected %zu", run->consumed,
-	             want->consumed);
+		     want->consumed);
 	cr_assert_eq(run->ended, want->ended, "ended");
 	cr_assert_eq(run->d.bare_lf, want->bare_lf, "bare_lf");
 	cr_assert_eq(run->d.bare_cr, want->bare_cr, "bare_cr");
@@ -680,7 +680,7 @@ static const size_t data_out_caps[] = {1, 2, 3, 5, 64, TEST_DATA_MAX};
 
 /* Whole, every split with every output size, pairs of splits, byte by byte. */
 static void data_assert_split_invariant(uint32_t max_line, uint64_t max_size, const char *in,
-                                        size_t n, const struct data_expect *want)
+					size_t n, const struct data_expect *want)
 {
 	struct data_run whole, split;
 	size_t bounds[2];
@@ -723,11 +723,11 @@ static void data_assert_split_invariant(uint32_t max_line, uint64_t max_size, co
 Test(smtp_data, dot_unstuffing_and_pipelined_tail)
 {
 	static const char in[] = "Subject: hi\r\n\r\n..leading dot\r\n...\r\n.x\r\nend.\r\n"
-	                         ".\r\nQUIT\r\n";
+				 ".\r\nQUIT\r\n";
 	const struct data_expect want = {
-	        BODY("Subject: hi\r\n\r\n.leading dot\r\n..\r\nx\r\nend.\r\n"),
-	        .consumed = sizeof(in) - 1 - 6,
-	        .ended = true,
+		BODY("Subject: hi\r\n\r\n.leading dot\r\n..\r\nx\r\nend.\r\n"),
+		.consumed = sizeof(in) - 1 - 6,
+		.ended = true,
 	};
 	data_assert_split_invariant(998, 1000, S(in), &want);
 }
@@ -762,11 +762,11 @@ Test(smtp_data, call_after_end)
 
 	smtp_data_decoder_init(&d, 998, 1000);
 	cr_assert_eq(smtp_data_decode(&d, S("a\r\n.\r\nNOOP\r\n"), &used, out, sizeof(out), &made),
-	             SMTP_DATA_END);
+		     SMTP_DATA_END);
 	cr_assert_eq(used, 6);
 	cr_assert_eq(made, 3);
 	cr_assert_eq(smtp_data_decode(&d, S("NOOP\r\n"), &used, out, sizeof(out), &made),
-	             SMTP_DATA_END);
+		     SMTP_DATA_END);
 	cr_assert_eq(used, 0, "nothing past the end is taken");
 	cr_assert_eq(made, 0);
 }
@@ -804,16 +804,16 @@ Test(smtp_data, smuggling_variants_flagged)
 		bool bare_lf, bare_cr;
 		const char *produced; /* before the first bare byte */
 	} cases[] = {
-	        {S("a\n.\nMAIL FROM:<x@y>\r\n.\r\n"), true, false, "a"},
-	        {S("a\r\n.\nMAIL FROM:<x@y>\r\n.\r\n"), true, false, "a\r\n"},
-	        {S("a\n.\r\nMAIL FROM:<x@y>\r\n.\r\n"), true, false, "a"},
-	        {S("a\r.\r\nMAIL FROM:<x@y>\r\n.\r\n"), false, true, "a\r"},
-	        {S("a\r\n.\rMAIL FROM:<x@y>\r\n.\r\n"), false, true, "a\r\n"},
-	        {S("a\r\n.\r\r\nMAIL FROM:<x@y>\r\n.\r\n"), false, true, "a\r\n"},
-	        {S("\n.\nMAIL FROM:<x@y>\r\n.\r\n"), true, false, ""},
-	        {S("\r.\r\nMAIL FROM:<x@y>\r\n.\r\n"), false, true, "\r"},
-	        {S("a\r\n\n.\n\r\n.\r\n"), true, false, "a\r\n"},
-	        {S("a\r\n.\n\r\n.\r\n"), true, false, "a\r\n"},
+		{S("a\n.\nMAIL FROM:<x@y>\r\n.\r\n"), true, false, "a"},
+		{S("a\r\n.\nMAIL FROM:<x@y>\r\n.\r\n"), true, false, "a\r\n"},
+		{S("a\n.\r\nMAIL FROM:<x@y>\r\n.\r\n"), true, false, "a"},
+		{S("a\r.\r\nMAIL FROM:<x@y>\r\n.\r\n"), false, true, "a\r"},
+		{S("a\r\n.\rMAIL FROM:<x@y>\r\n.\r\n"), false, true, "a\r\n"},
+		{S("a\r\n.\r\r\nMAIL FROM:<x@y>\r\n.\r\n"), false, true, "a\r\n"},
+		{S("\n.\nMAIL FROM:<x@y>\r\n.\r\n"), true, false, ""},
+		{S("\r.\r\nMAIL FROM:<x@y>\r\n.\r\n"), false, true, "\r"},
+		{S("a\r\n\n.\n\r\n.\r\n"), true, false, "a\r\n"},
+		{S("a\r\n.\n\r\n.\r\n"), true, false, "a\r\n"},
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -823,12 +823,12 @@ Test(smtp_data, smuggling_variants_flagged)
 		memcpy(input, cases[i].in, n);
 		memcpy(input + n, "QUIT\r\n", 6);
 		const struct data_expect want = {
-		        .body = cases[i].produced,
-		        .body_len = strlen(cases[i].produced),
-		        .consumed = n,
-		        .ended = true,
-		        .bare_lf = cases[i].bare_lf,
-		        .bare_cr = cases[i].bare_cr,
+			.body = cases[i].produced,
+			.body_len = strlen(cases[i].produced),
+			.consumed = n,
+			.ended = true,
+			.bare_lf = cases[i].bare_lf,
+			.bare_cr = cases[i].bare_cr,
 		};
 		data_assert_split_invariant(998, 1000, input, n + 6, &want);
 	}
@@ -838,7 +838,7 @@ Test(smtp_data, real_end_after_bare_cr)
 {
 	/* CR CR LF "." CR LF does hold a CRLF.CRLF: the end is real, the first CR bare. */
 	const struct data_expect want = {BODY("a\r"), .consumed = 7, .ended = true,
-	                                 .bare_cr = true};
+					 .bare_cr = true};
 	data_assert_split_invariant(998, 1000, S("a\r\r\n.\r\nQUIT\r\n"), &want);
 }
 
@@ -863,7 +863,7 @@ Test(smtp_data, size_limit)
 	data_assert_split_invariant(998, 9, S(in), &at);
 
 	const struct data_expect over = {BODY("abcd\r\n.\r"), .consumed = 13, .ended = true,
-	                                 .too_big = true};
+					 .too_big = true};
 	data_assert_split_invariant(998, 8, S(in), &over);
 
 	struct data_run run;
@@ -873,7 +873,7 @@ Test(smtp_data, size_limit)
 	const struct data_expect zero = {BODY(""), .consumed = 3, .ended = true};
 	data_assert_split_invariant(998, 0, S(".\r\n"), &zero);
 	const struct data_expect zero_over = {BODY(""), .consumed = 5, .ended = true,
-	                                      .too_big = true};
+					      .too_big = true};
 	data_assert_split_invariant(998, 0, S("\r\n.\r\n"), &zero_over);
 }
 
@@ -885,12 +885,12 @@ Test(smtp_data, line_limit)
 	data_assert_split_invariant(4, 1000, S(in), &at);
 
 	const struct data_expect over = {BODY("abc"), .consumed = 17, .ended = true,
-	                                 .line_too_long = true};
+					 .line_too_long = true};
 	data_assert_split_invariant(3, 1000, S(in), &over);
 
 	static const char dotted[] = "abc\r\n..bc\r\n.\r\n";
 	const struct data_expect dot_over = {BODY("abc\r\n.b"), .consumed = 14, .ended = true,
-	                                     .line_too_long = true};
+					     .line_too_long = true};
 	data_assert_split_invariant(3, 1000, S(dotted), &dot_over);
 
 	/* The final "." line is not text: it passes even with no room at all. */
@@ -946,10 +946,10 @@ Test(smtp_data, long_body_every_output_size)
 
 	for (int i = 0; i < 20; i++) {
 		int len = snprintf(in + n, sizeof(in) - n, "%sline %d of the body, some text\r\n",
-		                   i % 3 == 0 ? ".." : "", i);
+				   i % 3 == 0 ? ".." : "", i);
 		int wlen =
-		        snprintf(want + want_len, sizeof(want) - want_len,
-		                 "%sline %d of the body, some text\r\n", i % 3 == 0 ? "." : "", i);
+			snprintf(want + want_len, sizeof(want) - want_len,
+				 "%sline %d of the body, some text\r\n", i % 3 == 0 ? "." : "", i);
 		n += (size_t)len;
 		want_len += (size_t)wlen;
 	}

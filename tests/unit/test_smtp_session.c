@@ -112,21 +112,21 @@ static void setup(void)
 	log_setup(LOG_LEVEL_ERROR, LOG_TO_STDERR);
 	cr_assert_eq(policy_parse_network("127.0.0.0/8", &trusted_networks[0]), 0);
 	policy = (struct policy){
-	        .trusted = trusted_networks,
-	        .ntrusted = 1,
-	        .relay_domains = relay_domains,
-	        .nrelay_domains = 1,
+		.trusted = trusted_networks,
+		.ntrusted = 1,
+		.relay_domains = relay_domains,
+		.nrelay_domains = 1,
 	};
 	settings = (struct smtp_settings){
-	        .hostname = "mx.test",
-	        .max_command_line = 512,
-	        .max_text_line = 1000,
-	        .max_message_size = 10000,
-	        .max_recipients = 5,
-	        .max_errors = 10,
-	        .max_commands = 1000,
-	        .max_messages = 3,
-	        .policy = &policy,
+		.hostname = "mx.test",
+		.max_command_line = 512,
+		.max_text_line = 1000,
+		.max_message_size = 10000,
+		.max_recipients = 5,
+		.max_errors = 10,
+		.max_commands = 1000,
+		.max_messages = 3,
+		.policy = &policy,
 	};
 	fake_queue_reset();
 	cr_assert_eq(queue_open(&queue, NULL, &(struct queue_config){.spool_dir = "unused"}), 0);
@@ -192,7 +192,7 @@ static const char *reply_problem(const char *text, unsigned *lines)
 		bool continued = p[3] == '-';
 		bool ehlo_start = strncmp(p, "250-mx.test\r\n", 13) == 0;
 		bool exempt = in_ehlo || ehlo_start || strncmp(p, "220 ", 4) == 0 ||
-		              strncmp(p, HELO_REPLY, strlen(HELO_REPLY)) == 0 || p[0] == '3';
+			      strncmp(p, HELO_REPLY, strlen(HELO_REPLY)) == 0 || p[0] == '3';
 		if (!exempt && (p[0] == '2' || p[0] == '4' || p[0] == '5')) {
 			const char *q = p + 4;
 			if (q >= end || *q != p[0] || q + 1 >= end || q[1] != '.')
@@ -263,8 +263,8 @@ static void open_session(const char *client)
 		smtp_session_destroy(&session);
 	struct sockaddr_storage ss = client_sockaddr(client);
 	cr_assert_eq(smtp_session_init(&session, &settings, &hooks, queue,
-	                               (const struct sockaddr *)&ss, client, "0000000000000001"),
-	             0);
+				       (const struct sockaddr *)&ss, client, "0000000000000001"),
+		     0);
 	session_live = true;
 }
 
@@ -285,7 +285,7 @@ static const char *feed_all(const char *text)
 {
 	const char *replies = feed(text);
 	cr_assert_eq(consumed, strlen(text), "only %zu of %zu bytes consumed of:\n%s", consumed,
-	             strlen(text), text);
+		     strlen(text), text);
 	return replies;
 }
 
@@ -308,9 +308,9 @@ static const char *ehlo_reply(void)
 {
 	static char text[256];
 	snprintf(text, sizeof(text),
-	         "250-mx.test\r\n250-PIPELINING\r\n250-SIZE %llu\r\n250-8BITMIME\r\n"
-	         "250-ENHANCEDSTATUSCODES\r\n250 SMTPUTF8\r\n",
-	         (unsigned long long)settings.max_message_size);
+		 "250-mx.test\r\n250-PIPELINING\r\n250-SIZE %llu\r\n250-8BITMIME\r\n"
+		 "250-ENHANCEDSTATUSCODES\r\n250 SMTPUTF8\r\n",
+		 (unsigned long long)settings.max_message_size);
 	return text;
 }
 
@@ -470,51 +470,51 @@ struct state_case {
 #define SAME SMTP_STATE_GREETING /* "state unchanged" in the table below */
 
 static const struct state_case state_cases[] = {
-        {"HELO other.test",
-         {HELO_REPLY, HELO_REPLY, HELO_REPLY, HELO_REPLY},
-         {SMTP_STATE_HELO, SMTP_STATE_HELO, SMTP_STATE_HELO, SMTP_STATE_HELO}},
-        {"EHLO other.test",
-         {EHLO_REPLY, EHLO_REPLY, EHLO_REPLY, EHLO_REPLY},
-         {SMTP_STATE_HELO, SMTP_STATE_HELO, SMTP_STATE_HELO, SMTP_STATE_HELO}},
-        {"MAIL FROM:<other@client.test>",
-         {HELO_FIRST, MAIL_OK, NESTED_MAIL, NESTED_MAIL},
-         {SAME, SMTP_STATE_MAIL, SAME, SAME}},
-        {"RCPT TO:<another@relay.example>",
-         {HELO_FIRST, NEED_MAIL, RCPT_OK, RCPT_OK},
-         {SAME, SAME, SMTP_STATE_RCPT, SMTP_STATE_RCPT}},
-        {"DATA", {HELO_FIRST, NEED_MAIL, NEED_RCPT, GO_AHEAD}, {SAME, SAME, SAME, SMTP_STATE_DATA}},
-        {"RSET",
-         {OK, OK, OK, OK},
-         {SMTP_STATE_READY, SMTP_STATE_HELO, SMTP_STATE_HELO, SMTP_STATE_HELO}},
-        {"NOOP", {OK, OK, OK, OK}, {SAME, SAME, SAME, SAME}},
-        {"QUIT",
-         {BYE, BYE, BYE, BYE},
-         {SMTP_STATE_CLOSED, SMTP_STATE_CLOSED, SMTP_STATE_CLOSED, SMTP_STATE_CLOSED}},
-        {"VRFY postmaster",
-         {VRFY_REPLY, VRFY_REPLY, VRFY_REPLY, VRFY_REPLY},
-         {SAME, SAME, SAME, SAME}},
-        {"EXPN staff", {EXPN_REPLY, EXPN_REPLY, EXPN_REPLY, EXPN_REPLY}, {SAME, SAME, SAME, SAME}},
-        {"HELP", {HELP_REPLY, HELP_REPLY, HELP_REPLY, HELP_REPLY}, {SAME, SAME, SAME, SAME}},
-        {"ETRN relay.example",
-         {HELO_FIRST, ETRN_REPLY, ETRN_IN_MAIL, ETRN_IN_MAIL},
-         {SAME, SAME, SAME, SAME}},
-        {"STARTTLS",
-         {NOT_IMPLEMENTED("STARTTLS"), NOT_IMPLEMENTED("STARTTLS"), NOT_IMPLEMENTED("STARTTLS"),
-          NOT_IMPLEMENTED("STARTTLS")},
-         {SAME, SAME, SAME, SAME}},
-        {"AUTH PLAIN AHVzZXIAc2VjcmV0",
-         {NOT_IMPLEMENTED("AUTH"), NOT_IMPLEMENTED("AUTH"), NOT_IMPLEMENTED("AUTH"),
-          NOT_IMPLEMENTED("AUTH")},
-         {SAME, SAME, SAME, SAME}},
-        {"BDAT 10 LAST",
-         {NOT_IMPLEMENTED("BDAT"), NOT_IMPLEMENTED("BDAT"), NOT_IMPLEMENTED("BDAT"),
-          NOT_IMPLEMENTED("BDAT")},
-         {SAME, SAME, SAME, SAME}},
-        {"XYZZY plugh", {UNKNOWN, UNKNOWN, UNKNOWN, UNKNOWN}, {SAME, SAME, SAME, SAME}},
-        {"MAILX FROM:<a@client.test>",
-         {UNKNOWN, UNKNOWN, UNKNOWN, UNKNOWN},
-         {SAME, SAME, SAME, SAME}},
-        {"", {EMPTY_LINE, EMPTY_LINE, EMPTY_LINE, EMPTY_LINE}, {SAME, SAME, SAME, SAME}},
+	{"HELO other.test",
+	 {HELO_REPLY, HELO_REPLY, HELO_REPLY, HELO_REPLY},
+	 {SMTP_STATE_HELO, SMTP_STATE_HELO, SMTP_STATE_HELO, SMTP_STATE_HELO}},
+	{"EHLO other.test",
+	 {EHLO_REPLY, EHLO_REPLY, EHLO_REPLY, EHLO_REPLY},
+	 {SMTP_STATE_HELO, SMTP_STATE_HELO, SMTP_STATE_HELO, SMTP_STATE_HELO}},
+	{"MAIL FROM:<other@client.test>",
+	 {HELO_FIRST, MAIL_OK, NESTED_MAIL, NESTED_MAIL},
+	 {SAME, SMTP_STATE_MAIL, SAME, SAME}},
+	{"RCPT TO:<another@relay.example>",
+	 {HELO_FIRST, NEED_MAIL, RCPT_OK, RCPT_OK},
+	 {SAME, SAME, SMTP_STATE_RCPT, SMTP_STATE_RCPT}},
+	{"DATA", {HELO_FIRST, NEED_MAIL, NEED_RCPT, GO_AHEAD}, {SAME, SAME, SAME, SMTP_STATE_DATA}},
+	{"RSET",
+	 {OK, OK, OK, OK},
+	 {SMTP_STATE_READY, SMTP_STATE_HELO, SMTP_STATE_HELO, SMTP_STATE_HELO}},
+	{"NOOP", {OK, OK, OK, OK}, {SAME, SAME, SAME, SAME}},
+	{"QUIT",
+	 {BYE, BYE, BYE, BYE},
+	 {SMTP_STATE_CLOSED, SMTP_STATE_CLOSED, SMTP_STATE_CLOSED, SMTP_STATE_CLOSED}},
+	{"VRFY postmaster",
+	 {VRFY_REPLY, VRFY_REPLY, VRFY_REPLY, VRFY_REPLY},
+	 {SAME, SAME, SAME, SAME}},
+	{"EXPN staff", {EXPN_REPLY, EXPN_REPLY, EXPN_REPLY, EXPN_REPLY}, {SAME, SAME, SAME, SAME}},
+	{"HELP", {HELP_REPLY, HELP_REPLY, HELP_REPLY, HELP_REPLY}, {SAME, SAME, SAME, SAME}},
+	{"ETRN relay.example",
+	 {HELO_FIRST, ETRN_REPLY, ETRN_IN_MAIL, ETRN_IN_MAIL},
+	 {SAME, SAME, SAME, SAME}},
+	{"STARTTLS",
+	 {NOT_IMPLEMENTED("STARTTLS"), NOT_IMPLEMENTED("STARTTLS"), NOT_IMPLEMENTED("STARTTLS"),
+	  NOT_IMPLEMENTED("STARTTLS")},
+	 {SAME, SAME, SAME, SAME}},
+	{"AUTH PLAIN AHVzZXIAc2VjcmV0",
+	 {NOT_IMPLEMENTED("AUTH"), NOT_IMPLEMENTED("AUTH"), NOT_IMPLEMENTED("AUTH"),
+	  NOT_IMPLEMENTED("AUTH")},
+	 {SAME, SAME, SAME, SAME}},
+	{"BDAT 10 LAST",
+	 {NOT_IMPLEMENTED("BDAT"), NOT_IMPLEMENTED("BDAT"), NOT_IMPLEMENTED("BDAT"),
+	  NOT_IMPLEMENTED("BDAT")},
+	 {SAME, SAME, SAME, SAME}},
+	{"XYZZY plugh", {UNKNOWN, UNKNOWN, UNKNOWN, UNKNOWN}, {SAME, SAME, SAME, SAME}},
+	{"MAILX FROM:<a@client.test>",
+	 {UNKNOWN, UNKNOWN, UNKNOWN, UNKNOWN},
+	 {SAME, SAME, SAME, SAME}},
+	{"", {EMPTY_LINE, EMPTY_LINE, EMPTY_LINE, EMPTY_LINE}, {SAME, SAME, SAME, SAME}},
 };
 
 static const char *const state_names[AT_COUNT] = {"READY", "HELO", "MAIL", "RCPT"};
@@ -522,7 +522,7 @@ static const char *const state_names[AT_COUNT] = {"READY", "HELO", "MAIL", "RCPT
 static void run_state_cases(int at)
 {
 	static const enum smtp_state entry_state[AT_COUNT] = {SMTP_STATE_READY, SMTP_STATE_HELO,
-	                                                      SMTP_STATE_MAIL, SMTP_STATE_RCPT};
+							      SMTP_STATE_MAIL, SMTP_STATE_RCPT};
 	for (size_t i = 0; i < sizeof(state_cases) / sizeof(state_cases[0]); i++) {
 		const struct state_case *c = &state_cases[i];
 		switch (at) {
@@ -546,7 +546,7 @@ static void run_state_cases(int at)
 		cr_assert_str_eq(got, c->reply[at], "\"%s\" in state %s", c->line, state_names[at]);
 		enum smtp_state want = c->after[at] == SAME ? entry_state[at] : c->after[at];
 		cr_assert_eq(session.state, want, "\"%s\" in state %s: state %d, expected %d",
-		             c->line, state_names[at], session.state, want);
+			     c->line, state_names[at], session.state, want);
 		cr_assert_eq(session.want_close, want == SMTP_STATE_CLOSED);
 	}
 }
@@ -587,8 +587,8 @@ Test(session, sequence_errors_leave_the_transaction_alone)
 	cr_assert_str_eq(commit(0), queued(0));
 	/* The nested MAIL changed nothing: the first sender stands. */
 	cr_assert_str_eq(fake_queue_envelope(0), "client 192.0.2.1\nhelo client.test\n"
-	                                         "sender sender@client.test\n"
-	                                         "rcpt user@relay.example\n");
+						 "sender sender@client.test\n"
+						 "rcpt user@relay.example\n");
 	expect("ETRN relay.example\r\n", ETRN_REPLY);
 }
 
@@ -615,14 +615,14 @@ Test(session, pipelined_transaction_in_one_feed)
 {
 	to_helo(UNTRUSTED);
 	const char *input = "MAIL FROM:<sender@client.test>\r\n"
-	                    "RCPT TO:<user@relay.example>\r\n"
-	                    "RCPT TO:<other@relay.example>\r\n"
-	                    "DATA\r\n"
-	                    "Subject: pipelined\r\n"
-	                    "\r\n"
-	                    "hello\r\n"
-	                    ".\r\n"
-	                    "QUIT\r\n";
+			    "RCPT TO:<user@relay.example>\r\n"
+			    "RCPT TO:<other@relay.example>\r\n"
+			    "DATA\r\n"
+			    "Subject: pipelined\r\n"
+			    "\r\n"
+			    "hello\r\n"
+			    ".\r\n"
+			    "QUIT\r\n";
 	const char *r = feed(input);
 	cr_assert_str_eq(r, MAIL_OK RCPT_OK RCPT_OK GO_AHEAD);
 	/* Parked right after the final dot: QUIT is not acted on yet. */
@@ -641,16 +641,16 @@ Test(session, pipelined_transactions_back_to_back)
 {
 	to_helo(UNTRUSTED);
 	const char *input = "MAIL FROM:<first@client.test>\r\n"
-	                    "RCPT TO:<one@relay.example>\r\n"
-	                    "DATA\r\n"
-	                    "first\r\n"
-	                    ".\r\n"
-	                    "MAIL FROM:<second@client.test>\r\n"
-	                    "RCPT TO:<two@relay.example>\r\n"
-	                    "DATA\r\n"
-	                    "second\r\n"
-	                    ".\r\n"
-	                    "QUIT\r\n";
+			    "RCPT TO:<one@relay.example>\r\n"
+			    "DATA\r\n"
+			    "first\r\n"
+			    ".\r\n"
+			    "MAIL FROM:<second@client.test>\r\n"
+			    "RCPT TO:<two@relay.example>\r\n"
+			    "DATA\r\n"
+			    "second\r\n"
+			    ".\r\n"
+			    "QUIT\r\n";
 	size_t len = strlen(input);
 	const char *r = feed(input);
 	cr_assert_str_eq(r, MAIL_OK RCPT_OK GO_AHEAD);
@@ -674,11 +674,11 @@ Test(session, pipelined_transactions_back_to_back)
 	expect(input + second, BYE);
 
 	cr_assert_str_eq(fake_queue_envelope(0), "client 192.0.2.1\nhelo client.test\n"
-	                                         "sender first@client.test\n"
-	                                         "rcpt one@relay.example\n");
+						 "sender first@client.test\n"
+						 "rcpt one@relay.example\n");
 	cr_assert_str_eq(fake_queue_envelope(1), "client 192.0.2.1\nhelo client.test\n"
-	                                         "sender second@client.test\n"
-	                                         "rcpt two@relay.example\n");
+						 "sender second@client.test\n"
+						 "rcpt two@relay.example\n");
 	cr_assert_str_eq(stored_body(0), "first\r\n");
 	cr_assert_str_eq(stored_body(1), "second\r\n");
 	cr_assert_str_neq(fake_queue_id(0), fake_queue_id(1));
@@ -688,11 +688,11 @@ Test(session, input_split_at_every_byte)
 {
 	to_helo(UNTRUSTED);
 	const char *input = "MAIL FROM:<sender@client.test>\r\n"
-	                    "RCPT TO:<user@relay.example>\r\n"
-	                    "DATA\r\n"
-	                    "..dot\r\n"
-	                    "line\r\n"
-	                    ".\r\n";
+			    "RCPT TO:<user@relay.example>\r\n"
+			    "DATA\r\n"
+			    "..dot\r\n"
+			    "line\r\n"
+			    ".\r\n";
 	char replies[512] = "";
 	for (size_t i = 0; input[i] != '\0'; i++) {
 		strcat(replies, feed_bytes(input + i, 1));
@@ -734,8 +734,8 @@ Test(session, rset_clears_the_transaction)
 	expect("DATA\r\nx\r\n.\r\n", GO_AHEAD);
 	cr_assert_str_eq(commit(0), queued(0));
 	cr_assert_str_eq(fake_queue_envelope(0), "client 192.0.2.1\nhelo client.test\n"
-	                                         "sender newer@client.test\n"
-	                                         "rcpt fresh@relay.example\n");
+						 "sender newer@client.test\n"
+						 "rcpt fresh@relay.example\n");
 	cr_assert_eq(fake_queue_count(), 1);
 }
 
@@ -751,8 +751,8 @@ Test(session, ehlo_mid_transaction_resets_it)
 	expect("DATA\r\nx\r\n.\r\n", GO_AHEAD);
 	cr_assert_str_eq(commit(0), queued(0));
 	cr_assert_str_eq(fake_queue_envelope(0), "client 192.0.2.1\nhelo again.test\n"
-	                                         "sender after@client.test\n"
-	                                         "rcpt later@relay.example\n");
+						 "sender after@client.test\n"
+						 "rcpt later@relay.example\n");
 }
 
 /* ---- limits ------------------------------------------------------------------ */
@@ -770,10 +770,10 @@ Test(session, recipient_limit)
 	expect("DATA\r\nx\r\n.\r\n", GO_AHEAD);
 	cr_assert_str_eq(commit(0), queued(0));
 	cr_assert_str_eq(fake_queue_envelope(0),
-	                 "client 192.0.2.1\nhelo client.test\nsender sender@client.test\n"
-	                 "rcpt user1@relay.example\nrcpt user2@relay.example\n"
-	                 "rcpt user3@relay.example\nrcpt user4@relay.example\n"
-	                 "rcpt user5@relay.example\n");
+			 "client 192.0.2.1\nhelo client.test\nsender sender@client.test\n"
+			 "rcpt user1@relay.example\nrcpt user2@relay.example\n"
+			 "rcpt user3@relay.example\nrcpt user4@relay.example\n"
+			 "rcpt user5@relay.example\n");
 }
 
 Test(session, error_limit_closes_with_421)
@@ -796,28 +796,28 @@ Test(session, errors_of_every_kind_count)
 {
 	to_mail(UNTRUSTED);
 	const char *r = feed("RCPT TO:<a@other.example>\r\n"
-	                     "RCPT TO:<b@other.example>\r\n"
-	                     "RCPT TO:<c@other.example>\r\n"
-	                     "RCPT TO:<d@other.example>\r\n"
-	                     "RCPT TO:<e@other.example>\r\n"
-	                     "MAIL FROM:<x@client.test>\r\n"
-	                     "DATA\r\n"
-	                     "ETRN x\r\n"
-	                     "EXPN x\r\n"
-	                     "RCPT TO:<f@other.example>\r\n"
-	                     "NOOP\r\n");
+			     "RCPT TO:<b@other.example>\r\n"
+			     "RCPT TO:<c@other.example>\r\n"
+			     "RCPT TO:<d@other.example>\r\n"
+			     "RCPT TO:<e@other.example>\r\n"
+			     "MAIL FROM:<x@client.test>\r\n"
+			     "DATA\r\n"
+			     "ETRN x\r\n"
+			     "EXPN x\r\n"
+			     "RCPT TO:<f@other.example>\r\n"
+			     "NOOP\r\n");
 	static const char *const want[] = {
-	        RELAY_DENIED("a@other.example"),
-	        RELAY_DENIED("b@other.example"),
-	        RELAY_DENIED("c@other.example"),
-	        RELAY_DENIED("d@other.example"),
-	        RELAY_DENIED("e@other.example"),
-	        NESTED_MAIL,
-	        NEED_RCPT,
-	        ETRN_IN_MAIL,
-	        EXPN_REPLY,
-	        RELAY_DENIED("f@other.example"),
-	        TOO_MANY_ERRORS, /* the tenth error closes; NOOP is never read */
+		RELAY_DENIED("a@other.example"),
+		RELAY_DENIED("b@other.example"),
+		RELAY_DENIED("c@other.example"),
+		RELAY_DENIED("d@other.example"),
+		RELAY_DENIED("e@other.example"),
+		NESTED_MAIL,
+		NEED_RCPT,
+		ETRN_IN_MAIL,
+		EXPN_REPLY,
+		RELAY_DENIED("f@other.example"),
+		TOO_MANY_ERRORS, /* the tenth error closes; NOOP is never read */
 	};
 	char all[2048] = "";
 	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
@@ -997,7 +997,7 @@ Test(session, nul_in_command)
 	const char *r = feed_bytes(input, sizeof(input) - 1);
 	cr_assert_eq(consumed, sizeof(input) - 1);
 	cr_assert_str_eq(r, "500 5.5.2 Error: NUL character in command\r\n"
-	                    "500 5.5.2 Error: NUL character in command\r\n");
+			    "500 5.5.2 Error: NUL character in command\r\n");
 	cr_assert_eq(session.state, SMTP_STATE_HELO);
 	expect("NOOP\r\n", OK);
 }
@@ -1009,7 +1009,7 @@ Test(session, early_talker)
 	open_session(UNTRUSTED);
 	smtp_session_early_talker(&session);
 	cr_assert_str_eq(take(),
-	                 "554 5.5.1 mx.test Error: talked before the greeting; closing\r\n");
+			 "554 5.5.1 mx.test Error: talked before the greeting; closing\r\n");
 	cr_assert(session.want_close);
 	cr_assert_eq(session.state, SMTP_STATE_CLOSED);
 	cr_assert_str_eq(feed("EHLO client.test\r\n"), "");
@@ -1126,19 +1126,19 @@ struct smuggling_case {
 /* Each hides an end of data that some receiver would honour, followed by a
  * second transaction; only the final CRLF.CRLF really ends the body. */
 static const struct smuggling_case smuggling_cases[] = {
-        {"LF.LF", "Subject: one\r\n\r\nhello\n.\nMAIL FROM:<evil@attacker.example>\r\n"
-                  "RCPT TO:<victim@relay.example>\r\nDATA\r\nforged\r\n.\r\n"},
-        {"CRLF.LF", "Subject: one\r\n\r\nhello\r\n.\nMAIL FROM:<evil@attacker.example>\r\n"
-                    "RCPT TO:<victim@relay.example>\r\nDATA\r\nforged\r\n.\r\n"},
-        {"LF.CRLF", "Subject: one\r\n\r\nhello\n.\r\nMAIL FROM:<evil@attacker.example>\r\n"
-                    "RCPT TO:<victim@relay.example>\r\nDATA\r\nforged\r\n.\r\n"},
-        {"CR.CRLF", "Subject: one\r\n\r\nhello\r.\r\nMAIL FROM:<evil@attacker.example>\r\n"
-                    "RCPT TO:<victim@relay.example>\r\nDATA\r\nforged\r\n.\r\n"},
-        {"CR.CR", "Subject: one\r\n\r\nhello\r.\rMAIL FROM:<evil@attacker.example>\r\n"
-                  "RCPT TO:<victim@relay.example>\r\nDATA\r\nforged\r\n.\r\n"},
-        {"bare LF mid-line", "Subject: one\r\n\r\nhel\nlo\r\n.\r\n"},
-        {"bare CR mid-line", "Subject: one\r\n\r\nhel\rlo\r\n.\r\n"},
-        {"bare LF at the end", "Subject: one\r\n\r\nhello\n\r\n.\r\n"},
+	{"LF.LF", "Subject: one\r\n\r\nhello\n.\nMAIL FROM:<evil@attacker.example>\r\n"
+		  "RCPT TO:<victim@relay.example>\r\nDATA\r\nforged\r\n.\r\n"},
+	{"CRLF.LF", "Subject: one\r\n\r\nhello\r\n.\nMAIL FROM:<evil@attacker.example>\r\n"
+		    "RCPT TO:<victim@relay.example>\r\nDATA\r\nforged\r\n.\r\n"},
+	{"LF.CRLF", "Subject: one\r\n\r\nhello\n.\r\nMAIL FROM:<evil@attacker.example>\r\n"
+		    "RCPT TO:<victim@relay.example>\r\nDATA\r\nforged\r\n.\r\n"},
+	{"CR.CRLF", "Subject: one\r\n\r\nhello\r.\r\nMAIL FROM:<evil@attacker.example>\r\n"
+		    "RCPT TO:<victim@relay.example>\r\nDATA\r\nforged\r\n.\r\n"},
+	{"CR.CR", "Subject: one\r\n\r\nhello\r.\rMAIL FROM:<evil@attacker.example>\r\n"
+		  "RCPT TO:<victim@relay.example>\r\nDATA\r\nforged\r\n.\r\n"},
+	{"bare LF mid-line", "Subject: one\r\n\r\nhel\nlo\r\n.\r\n"},
+	{"bare CR mid-line", "Subject: one\r\n\r\nhel\rlo\r\n.\r\n"},
+	{"bare LF at the end", "Subject: one\r\n\r\nhello\n\r\n.\r\n"},
 };
 
 Test(session, smuggling_refused)
@@ -1186,20 +1186,20 @@ struct relay_case {
 };
 
 static const struct relay_case relay_tricks[] = {
-        {"<user%other.example@relay.example>", ROUTING_DENIED("user%other.example@relay.example")},
-        {"<other.example!user@relay.example>", ROUTING_DENIED("other.example!user@relay.example")},
-        {"<@relay.example:user@other.example>", RELAY_DENIED("user@other.example")},
-        {"<\"user@other.example\"@relay.example>",
-         ROUTING_DENIED("\"user@other.example\"@relay.example")},
-        {"<user@other.example.>",
-         "501 5.1.2 Bad recipient domain syntax: <user@other.example.>\r\n"},
-        {"<user@relay.example.>",
-         "501 5.1.2 Bad recipient domain syntax: <user@relay.example.>\r\n"},
-        {"<user@[192.0.2.1]>", RELAY_DENIED("user@[192.0.2.1]")},
-        {"<USER@Other.Example>", RELAY_DENIED("USER@Other.Example")},
-        {"<user@other.example>", RELAY_DENIED("user@other.example")},
-        {"<user@sub.relay.example>", RELAY_DENIED("user@sub.relay.example")},
-        {"<user@relay.example.other.example>", RELAY_DENIED("user@relay.example.other.example")},
+	{"<user%other.example@relay.example>", ROUTING_DENIED("user%other.example@relay.example")},
+	{"<other.example!user@relay.example>", ROUTING_DENIED("other.example!user@relay.example")},
+	{"<@relay.example:user@other.example>", RELAY_DENIED("user@other.example")},
+	{"<\"user@other.example\"@relay.example>",
+	 ROUTING_DENIED("\"user@other.example\"@relay.example")},
+	{"<user@other.example.>",
+	 "501 5.1.2 Bad recipient domain syntax: <user@other.example.>\r\n"},
+	{"<user@relay.example.>",
+	 "501 5.1.2 Bad recipient domain syntax: <user@relay.example.>\r\n"},
+	{"<user@[192.0.2.1]>", RELAY_DENIED("user@[192.0.2.1]")},
+	{"<USER@Other.Example>", RELAY_DENIED("USER@Other.Example")},
+	{"<user@other.example>", RELAY_DENIED("user@other.example")},
+	{"<user@sub.relay.example>", RELAY_DENIED("user@sub.relay.example")},
+	{"<user@relay.example.other.example>", RELAY_DENIED("user@relay.example.other.example")},
 };
 
 Test(session, open_relay_tricks_refused)
@@ -1224,9 +1224,9 @@ Test(session, relay_domain_in_any_case_accepted)
 	cr_assert_str_eq(commit(0), queued(0));
 	/* As given, source route stripped. */
 	cr_assert_str_eq(fake_queue_envelope(0), "client 192.0.2.1\nhelo client.test\n"
-	                                         "sender sender@client.test\n"
-	                                         "rcpt USER@RELAY.EXAMPLE\n"
-	                                         "rcpt user@relay.example\n");
+						 "sender sender@client.test\n"
+						 "rcpt USER@RELAY.EXAMPLE\n"
+						 "rcpt user@relay.example\n");
 }
 
 Test(session, trusted_client_may_relay)
@@ -1237,8 +1237,8 @@ Test(session, trusted_client_may_relay)
 	expect("DATA\r\nx\r\n.\r\n", GO_AHEAD);
 	cr_assert_str_eq(commit(0), queued(0));
 	cr_assert_str_eq(fake_queue_envelope(0), "client 127.0.0.1\nhelo client.test\n"
-	                                         "sender sender@client.test\n"
-	                                         "rcpt user@other.example\n");
+						 "sender sender@client.test\n"
+						 "rcpt user@other.example\n");
 }
 
 Test(session, replies_never_echo_raw_client_bytes)
@@ -1347,12 +1347,12 @@ static void assert_received(unsigned i, const char *first_lines)
 	const char *body = fake_queue_body(i, NULL);
 	size_t n = strlen(first_lines);
 	cr_assert_eq(strncmp(body, first_lines, n), 0, "stored:\n%s\nexpected to begin:\n%s", body,
-	             first_lines);
+		     first_lines);
 	/* Then the date, RFC 5322 style, in UTC. */
 	const char *eol = strstr(body + n, "\r\n");
 	cr_assert_not_null(eol);
 	cr_assert_eq(eol - (body + n), (long)strlen("Sat, 28 Nov 2026 14:06:40 +0000"),
-	             "date: %.*s", (int)(eol - (body + n)), body + n);
+		     "date: %.*s", (int)(eol - (body + n)), body + n);
 	cr_assert_eq(strncmp(eol - 6, " +0000", 6), 0);
 }
 
@@ -1375,24 +1375,24 @@ Test(session, stored_message)
 	       "");
 	cr_assert_str_eq(commit(0), queued(0));
 	cr_assert_str_eq(fake_queue_envelope(0), "client 192.0.2.1\nhelo client.test\n"
-	                                         "sender sender@client.test\n"
-	                                         "param SIZE=120\n"
-	                                         "param BODY=8BITMIME\n"
-	                                         "rcpt user@relay.example\n");
+						 "sender sender@client.test\n"
+						 "param SIZE=120\n"
+						 "param BODY=8BITMIME\n"
+						 "rcpt user@relay.example\n");
 	char want[256];
 	snprintf(want, sizeof(want),
-	         "Received: from client.test ([192.0.2.1])\r\n"
-	         "\tby mx.test (ferry) with ESMTP id %s\r\n"
-	         "\tfor <user@relay.example>; ",
-	         fake_queue_id(0));
+		 "Received: from client.test ([192.0.2.1])\r\n"
+		 "\tby mx.test (ferry) with ESMTP id %s\r\n"
+		 "\tfor <user@relay.example>; ",
+		 fake_queue_id(0));
 	assert_received(0, want);
 	cr_assert_str_eq(stored_body(0), "Subject: dots\r\n"
-	                                 "\r\n"
-	                                 ".leading dot\r\n"
-	                                 "..two\r\n"
-	                                 "\tx\r\n"
-	                                 "not.at.start\r\n"
-	                                 ".\r\n");
+					 "\r\n"
+					 ".leading dot\r\n"
+					 "..two\r\n"
+					 "\tx\r\n"
+					 "not.at.start\r\n"
+					 ".\r\n");
 }
 
 Test(session, stored_message_with_null_sender_and_two_recipients)
@@ -1404,15 +1404,15 @@ Test(session, stored_message_with_null_sender_and_two_recipients)
 	expect("DATA\r\nbounce\r\n.\r\n", GO_AHEAD);
 	cr_assert_str_eq(commit(0), queued(0));
 	cr_assert_str_eq(fake_queue_envelope(0), "client 192.0.2.1\nhelo client.test\n"
-	                                         "sender \n"
-	                                         "rcpt one@relay.example\n"
-	                                         "rcpt two@relay.example\n");
+						 "sender \n"
+						 "rcpt one@relay.example\n"
+						 "rcpt two@relay.example\n");
 	/* Several recipients: no "for", which would disclose them all. */
 	char want[256];
 	snprintf(want, sizeof(want),
-	         "Received: from client.test ([192.0.2.1])\r\n"
-	         "\tby mx.test (ferry) with ESMTP id %s;\r\n\t",
-	         fake_queue_id(0));
+		 "Received: from client.test ([192.0.2.1])\r\n"
+		 "\tby mx.test (ferry) with ESMTP id %s;\r\n\t",
+		 fake_queue_id(0));
 	assert_received(0, want);
 	cr_assert_null(strstr(fake_queue_body(0, NULL), "for <"));
 	cr_assert_str_eq(stored_body(0), "bounce\r\n");
@@ -1438,10 +1438,10 @@ Test(session, received_header_for_helo_and_ipv6_clients)
 	cr_assert_str_eq(commit(0), queued(0));
 	char want[256];
 	snprintf(want, sizeof(want),
-	         "Received: from [IPv6:2001:db8::1] ([IPv6:2001:db8::1])\r\n"
-	         "\tby mx.test (ferry) with SMTP id %s\r\n"
-	         "\tfor <user@relay.example>; ",
-	         fake_queue_id(0));
+		 "Received: from [IPv6:2001:db8::1] ([IPv6:2001:db8::1])\r\n"
+		 "\tby mx.test (ferry) with SMTP id %s\r\n"
+		 "\tfor <user@relay.example>; ",
+		 fake_queue_id(0));
 	assert_received(0, want);
 }
 
@@ -1524,9 +1524,9 @@ Test(session, smtputf8)
 	expect("DATA\r\nx\r\n.\r\n", GO_AHEAD);
 	cr_assert_str_eq(commit(0), queued(0));
 	cr_assert_str_eq(fake_queue_envelope(0), "client 192.0.2.1\nhelo client.test\n"
-	                                         "sender us\xc3\xa9r@client.test\n"
-	                                         "param SMTPUTF8\n"
-	                                         "rcpt \xc3\xbc@relay.example\n");
+						 "sender us\xc3\xa9r@client.test\n"
+						 "param SMTPUTF8\n"
+						 "rcpt \xc3\xbc@relay.example\n");
 	cr_assert_not_null(strstr(fake_queue_body(0, NULL), " with UTF8SMTP id "));
 	/* The flag belonged to that transaction only. */
 	expect("MAIL FROM:<us\xc3\xa9r@client.test>\r\n",

@@ -8,7 +8,7 @@
 
 #include "core/xmsg.h"
 
-#define SENDERS 4
+#define SENDERS    4
 #define PER_SENDER 20000
 
 struct test_msg {

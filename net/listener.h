@@ -1,0 +1,50 @@
+/*
+ * listener — one listening socket per configured address per worker
+ * (SO_REUSEPORT: the kernel spreads connections over the workers), with a
+ * multishot accept on the worker's ring.
+ *
+ * The kernel lets any process of the same user join a SO_REUSEPORT group,
+ * so a second ferryd on the same address would bind without error and
+ * silently take half the connections. listener_check_free() is the guard:
+ * called once before the workers open their listeners, it binds without
+ * SO_REUSEPORT, which fails while any other socket holds the address. (Two
+ * ferryds started in the same instant could still both pass it.)
+ */
+#ifndef FERRY_NET_LISTENER_H
+#define FERRY_NET_LISTENER_H
+
+#include <stdbool.h>
+#include <sys/socket.h>
+
+#include "core/config.h"
+#include "core/worker.h"
+
+struct net_worker;
+
+struct listener {
+	struct net_worker *owner;
+	int fd;
+	const struct config_listen *address;
+	struct worker_op accept_op;
+	struct timer retry_timer; /* after an accept error (EMFILE...) */
+	bool armed;
+	bool closed;
+};
+
+/* Before any worker listens: fail with -EADDRINUSE (err filled in) when
+ * another socket, even another ferryd's, holds the address. Returns 0 or
+ * -errno. */
+int listener_check_free(const struct config_listen *address, char *err, size_t err_size);
+
+/* Bind and listen; returns 0 or -errno with err filled in. */
+int listener_open(struct listener *l, struct net_worker *owner, const struct config_listen *address,
+		  int backlog, char *err, size_t err_size);
+
+/* Start accepting (multishot). */
+void listener_arm(struct listener *l);
+
+/* Stop accepting: the socket is closed; a pending accept completes with an
+ * error and is not re-armed. */
+void listener_close(struct listener *l);
+
+#endif

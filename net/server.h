@@ -1,0 +1,92 @@
+/*
+ * server — ferry's inbound SMTP service as a whole: the settings and relay
+ * policy built from the config, one set of listeners and sessions per
+ * worker, connection accounting across workers, and graceful shutdown.
+ *
+ * The process-wide part (struct net_server) is read-only once workers run,
+ * except for the connection counters, which are shared by design: limits on
+ * connections in total and per client address must hold across workers.
+ * They are touched once per connection, never per command or message.
+ *
+ * Shutdown: listeners close at once; idle sessions get 421 and close;
+ * sessions inside a transaction may finish it until shutdown_timeout, then
+ * they are closed too (a message already handed to the store still becomes
+ * durable, it is only its 250 that a late client misses). A worker leaves
+ * its loop when it has no session and no commit in flight.
+ */
+#ifndef FERRY_NET_SERVER_H
+#define FERRY_NET_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "core/config.h"
+#include "core/timer.h"
+#include "core/worker.h"
+#include "net/policy.h"
+#include "net/smtp_session.h"
+
+struct conn;
+struct listener;
+struct queue;
+
+/* Per-client connection counts, shared by all workers (see server.c). */
+struct net_client_count;
+
+struct net_server {
+	const struct config *cfg;
+	struct smtp_settings settings;
+	struct policy policy;
+	struct policy_network *networks;
+	char **domains;
+
+	atomic_uint connections;
+	pthread_mutex_t clients_lock;
+	struct net_client_count **clients; /* hash buckets */
+	uint32_t clients_mask;
+};
+
+/* One worker's share of the server; touched only by that worker's thread. */
+struct net_worker {
+	struct net_server *server;
+	struct worker *worker;
+	unsigned index;
+	struct queue *queue;
+	struct listener *listeners;
+	unsigned nlisteners;
+	struct conn *conns; /* doubly linked */
+	unsigned nconns;
+	uint64_t sessions_started;
+	struct timer shutdown_timer;
+	bool shutdown_deadline_passed;
+};
+
+/* A connection ends (or could not even be set up): give back its place in
+ * the limits, the total and its client's (peer: the client's address). */
+void net_server_release(struct net_server *srv, bool counted, uint32_t client_slot,
+			const struct sockaddr *peer);
+
+/* A listener accepted fd: apply the limits, then conn_accept(). */
+void net_worker_accept(struct net_worker *nw, int fd);
+
+/* conn.c reports its birth and death so the worker knows when it is idle. */
+void net_worker_conn_added(struct net_worker *nw, struct conn *c);
+void net_worker_conn_removed(struct net_worker *nw, struct conn *c);
+
+/* Build the server from a loaded config; validates what config.c keeps as
+ * text (networks, relay domains). On error, err says file, line and key. */
+int net_server_create(struct net_server **out, const struct config *cfg, char *err,
+		      size_t err_size);
+void net_server_destroy(struct net_server *srv);
+
+/* The worker hooks and per-worker state for worker_group_start(). */
+extern const struct worker_hooks net_server_worker_hooks;
+void *net_server_worker_state(unsigned index, void *srv);
+
+/* Connections currently open, all workers together. */
+unsigned net_server_connections(const struct net_server *srv);
+
+#endif

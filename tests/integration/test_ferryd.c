@@ -1,0 +1,844 @@
+/*
+ * End-to-end tests: a real ferryd (from $FERRY_BUILD_DIR) on a loopback
+ * port, spooling into a temporary directory, driven by our own SMTP
+ * client, by swaks and by Python's smtplib. Each test asserts what a
+ * client or an operator would see: reply codes and words, files in the
+ * spool, ferryd's exit status and messages.
+ *
+ * ferryd runs under the sanitizers in the test build, so "exits 0" also
+ * means "no leak, no memory error".
+ */
+#include <criterion/criterion.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "tests/integration/harness.h"
+
+#define START_MS 20000 /* ferryd up and accepting */
+#define IO_MS    15000 /* one reply */
+#define STOP_MS  20000 /* SIGTERM to exit, nothing in flight */
+
+static void suite_fini(void)
+{
+	harness_cleanup_all();
+}
+
+TestSuite(ferryd, .fini = suite_fini, .timeout = 60);
+
+/* ---- helpers ------------------------------------------------------------------- */
+
+static void start_ferryd(struct ferry_instance *fi, const char *extra)
+{
+	cr_assert_eq(harness_setup(fi, extra), 0, "cannot set up a temporary directory");
+	cr_assert_eq(harness_start(fi, START_MS), 0, "ferryd did not start (see its log above)");
+}
+
+static void stop_ferryd_cleanly(struct ferry_instance *fi)
+{
+	int status = harness_stop(fi, STOP_MS);
+	cr_assert_eq(status, 0, "ferryd exited with status %d after SIGTERM (log above)", status);
+}
+
+static void connect_greeted(struct smtp_client *c, const struct ferry_instance *fi)
+{
+	struct smtp_reply r;
+	cr_assert_eq(smtp_client_connect(c, fi->port, IO_MS), 0, "cannot connect to ferryd");
+	cr_assert_eq(smtp_client_read_reply(c, &r), 220, "greeting: %s", r.text);
+}
+
+static void expect_command(struct smtp_client *c, const char *line, int code, const char *enhanced)
+{
+	struct smtp_reply r;
+	int got = smtp_client_command(c, line, &r);
+	cr_assert_eq(got, code, "'%s' got '%s', expected %d", line, r.text, code);
+	if (enhanced != NULL)
+		cr_assert(strncmp(r.text + 4, enhanced, strlen(enhanced)) == 0,
+			  "'%s' got '%s', expected %d %s", line, r.text, code, enhanced);
+}
+
+static void expect_reply(struct smtp_client *c, int code, const char *enhanced, const char *what)
+{
+	struct smtp_reply r;
+	int got = smtp_client_read_reply(c, &r);
+	cr_assert_eq(got, code, "%s: got '%s', expected %d", what, r.text, code);
+	if (enhanced != NULL)
+		cr_assert(strncmp(r.text + 4, enhanced, strlen(enhanced)) == 0,
+			  "%s: got '%s', expected %d %s", what, r.text, code, enhanced);
+}
+
+/* EHLO, MAIL, RCPT one by one. */
+static void open_transaction(struct smtp_client *c, const char *from, const char *to)
+{
+	char line[512];
+	expect_command(c, "EHLO client.example", 250, NULL);
+	snprintf(line, sizeof(line), "MAIL FROM:<%s>", from);
+	expect_command(c, line, 250, "2.1.0");
+	snprintf(line, sizeof(line), "RCPT TO:<%s>", to);
+	expect_command(c, line, 250, "2.1.5");
+}
+
+/* Send a body (already with its final ".\r\n") and return the queue id. */
+static void send_body_queued(struct smtp_client *c, const char *body, char id[32])
+{
+	struct smtp_reply r;
+	cr_assert_eq(smtp_client_send_str(c, body), 0, "cannot send the body");
+	cr_assert_eq(smtp_client_read_reply(c, &r), 250, "end of DATA: %s", r.text);
+	cr_assert(smtp_reply_queue_id(&r, id, 32), "no queue id in '%s'", r.text);
+}
+
+static const char *find_line(const char *text, const char *line)
+{
+	size_t n = strlen(line);
+	for (const char *p = text; p != NULL && *p != '\0'; p = strchr(p, '\n')) {
+		if (*p == '\n')
+			p++;
+		if (strncmp(p, line, n) == 0 && (p[n] == '\n' || p[n] == '\0'))
+			return p;
+	}
+	return NULL;
+}
+
+/* A spool file is acknowledged only with its trailer: check it, and that it
+ * counts the body octets exactly. Returns the body (inside file). */
+static const char *check_spool_file(const char *file, size_t len, const char *id)
+{
+	static const char trailer_prefix[] = "\nferry-commit ";
+	const size_t trailer_len = sizeof(trailer_prefix) - 1 + 20 + 1;
+	char want[64];
+	cr_assert(strncmp(file, "ferry-spool 1\n", 14) == 0, "not a spool file:\n%.2000s", file);
+	snprintf(want, sizeof(want), "id %s", id);
+	cr_assert_not_null(find_line(file, want), "no '%s' line in:\n%.2000s", want, file);
+	const char *body = strstr(file, "\nbody\n");
+	cr_assert_not_null(body, "no body marker in:\n%.2000s", file);
+	body += strlen("\nbody\n");
+	cr_assert_geq(len, (size_t)(body - file) + trailer_len, "file too short:\n%.2000s", file);
+	const char *trailer = file + len - trailer_len;
+	cr_assert(strncmp(trailer, trailer_prefix, sizeof(trailer_prefix) - 1) == 0 &&
+			  file[len - 1] == '\n',
+		  "the file does not end with the commit trailer:\n%.2000s", file);
+	unsigned long long counted = strtoull(trailer + sizeof(trailer_prefix) - 1, NULL, 10);
+	cr_assert_eq(counted, (unsigned long long)(trailer - body),
+		     "trailer counts %llu body octets, the file holds %llu", counted,
+		     (unsigned long long)(trailer - body));
+	return body;
+}
+
+/* ---- 1. pipelining --------------------------------------------------------------- */
+
+Test(ferryd, pipelined_transaction_is_answered_in_order_and_spooled)
+{
+	struct ferry_instance fi;
+	start_ferryd(&fi, NULL);
+	struct smtp_client c;
+	struct smtp_reply r;
+	connect_greeted(&c, &fi);
+	cr_assert_eq(smtp_client_command(&c, "EHLO client.example", &r), 250, "%s", r.text);
+	cr_assert_not_null(strstr(r.text, "PIPELINING"), "EHLO reply:\n%s", r.text);
+
+	/* The whole envelope in one write, then the whole body in one. */
+	cr_assert_eq(smtp_client_send_str(&c, "MAIL FROM:<alice@client.example>\r\n"
+					      "RCPT TO:<bob@relay.example>\r\n"
+					      "DATA\r\n"),
+		     0);
+	expect_reply(&c, 250, "2.1.0", "MAIL");
+	expect_reply(&c, 250, "2.1.5", "RCPT");
+	expect_reply(&c, 354, NULL, "DATA");
+	char id[32];
+	send_body_queued(&c,
+			 "From: alice@client.example\r\n"
+			 "To: bob@relay.example\r\n"
+			 "Subject: pipelined\r\n"
+			 "\r\n"
+			 "first line\r\n"
+			 "..a line that starts with a dot\r\n"
+			 "last line\r\n"
+			 ".\r\n",
+			 id);
+	cr_assert_eq(strlen(id), 16, "queue id '%s' is not 16 characters", id);
+	expect_command(&c, "QUIT", 221, NULL);
+	cr_assert(smtp_client_wait_closed(&c, IO_MS), "no close after QUIT");
+	smtp_client_close(&c);
+
+	/* 250 means durable: the file is complete now, before any shutdown. */
+	size_t len;
+	const char *file = harness_read_spool_file(&fi, id, &len);
+	cr_assert_not_null(file, "no spool file %s/messages/%s", fi.spool, id);
+	cr_assert_not_null(find_line(file, "sender alice@client.example"), "%s", file);
+	cr_assert_not_null(find_line(file, "rcpt bob@relay.example"), "%s", file);
+	cr_assert_not_null(find_line(file, "helo client.example"), "%s", file);
+	cr_assert_not_null(find_line(file, "client 127.0.0.1"), "%s", file);
+	const char *body = check_spool_file(file, len, id);
+	static const char received[] = "Received: from client.example ([127.0.0.1])\r\n";
+	cr_assert(strncmp(body, received, sizeof(received) - 1) == 0,
+		  "the body does not start with a Received header:\n%s", body);
+	char by[128];
+	snprintf(by, sizeof(by), "by relay.test (ferry) with ESMTP id %s", id);
+	cr_assert_not_null(strstr(body, by), "no '%s' in:\n%s", by, body);
+	static const char sent[] = "\r\n\r\nfirst line\r\n"
+				   ".a line that starts with a dot\r\n"
+				   "last line\r\n";
+	const char *end = file + len - (sizeof("\nferry-commit ") - 1 + 20 + 1);
+	cr_assert(end - body >= (long)sizeof(sent) - 1 &&
+			  memcmp(end - (sizeof(sent) - 1), sent, sizeof(sent) - 1) == 0,
+		  "the body is not stored as sent, with dot-stuffing undone:\n%s", body);
+	cr_assert_eq(harness_count_spool(&fi), 1);
+	stop_ferryd_cleanly(&fi);
+}
+
+Test(ferryd, client_that_ends_its_input_early_still_gets_every_reply)
+{
+	struct ferry_instance fi;
+	start_ferryd(&fi, NULL);
+
+	/* A whole transaction and QUIT in one write, then EOF (as printf | nc). */
+	struct smtp_client c;
+	cr_assert_eq(smtp_client_connect(&c, fi.port, IO_MS), 0);
+	cr_assert_eq(smtp_client_send_str(&c, "EHLO client.example\r\n"
+					      "MAIL FROM:<a@client.example>\r\n"
+					      "RCPT TO:<b@relay.example>\r\n"
+					      "DATA\r\n"
+					      "Subject: then EOF\r\n"
+					      "\r\n"
+					      "body\r\n"
+					      ".\r\n"
+					      "QUIT\r\n"),
+		     0);
+	smtp_client_end_input(&c);
+	expect_reply(&c, 220, NULL, "greeting");
+	expect_reply(&c, 250, NULL, "EHLO");
+	expect_reply(&c, 250, "2.1.0", "MAIL");
+	expect_reply(&c, 250, "2.1.5", "RCPT");
+	expect_reply(&c, 354, NULL, "DATA");
+	struct smtp_reply r;
+	char id[32];
+	cr_assert_eq(smtp_client_read_reply(&c, &r), 250, "end of DATA: %s", r.text);
+	cr_assert(smtp_reply_queue_id(&r, id, sizeof(id)), "%s", r.text);
+	expect_reply(&c, 221, NULL, "QUIT");
+	cr_assert(smtp_client_wait_closed(&c, IO_MS), "not closed after QUIT and EOF");
+	smtp_client_close(&c);
+	cr_assert_not_null(harness_read_spool_file(&fi, id, NULL), "no spool file %s", id);
+
+	/* EOF in the middle of a body: answered up to there, nothing kept. */
+	connect_greeted(&c, &fi);
+	open_transaction(&c, "a@client.example", "b@relay.example");
+	cr_assert_eq(smtp_client_send_str(&c, "DATA\r\nSubject: cut short\r\n\r\nhalf a"), 0);
+	smtp_client_end_input(&c);
+	expect_reply(&c, 354, NULL, "DATA");
+	cr_assert_eq(smtp_client_read_reply(&c, &r), SMTP_REPLY_CLOSED,
+		     "a body cut short by EOF got '%s'", r.text);
+	smtp_client_close(&c);
+	cr_assert_eq(harness_wait_spool_count(&fi, 1, 5000), 1, "a message cut short was kept");
+	stop_ferryd_cleanly(&fi);
+}
+
+/* ---- 2. many sessions at once ------------------------------------------------------- */
+
+static int compare_ids(const void *a, const void *b)
+{
+	return strcmp((const char *)a, (const char *)b);
+}
+
+Test(ferryd, a_thousand_concurrent_sessions_are_all_queued, .timeout = 150)
+{
+	enum { SESSIONS = 1000 };
+	long limit = harness_raise_nofile(SESSIONS + 256);
+	cr_assert_geq(limit, SESSIONS + 64, "RLIMIT_NOFILE is only %ld", limit);
+	struct ferry_instance fi;
+	start_ferryd(&fi, "[limits]\n"
+			  "max_connections_per_client = 5000\n"
+			  "[log]\n"
+			  "level = warn\n");
+	static char ids[SESSIONS][32];
+	char why[1024];
+	unsigned queued =
+		harness_many_sessions(fi.port, SESSIONS, "many@client.example",
+				      "inbox@relay.example", ids, 120000, why, sizeof(why));
+	cr_assert_eq(queued, SESSIONS, "only %u of %d sessions got their message queued: %s",
+		     queued, SESSIONS, why);
+	cr_assert_eq(why[0], '\0', "a session went wrong: %s", why);
+	qsort(ids, SESSIONS, sizeof(ids[0]), compare_ids);
+	for (unsigned i = 1; i < SESSIONS; i++)
+		cr_assert_str_neq(ids[i - 1], ids[i], "queue id %s given twice", ids[i]);
+	cr_assert_eq(harness_count_spool(&fi), SESSIONS);
+	for (unsigned i = 0; i < SESSIONS; i += 97) {
+		size_t len;
+		const char *file = harness_read_spool_file(&fi, ids[i], &len);
+		cr_assert_not_null(file, "no spool file for %s", ids[i]);
+		check_spool_file(file, len, ids[i]);
+	}
+	stop_ferryd_cleanly(&fi);
+}
+
+/* ---- 3. swaks, and the relay policy ---------------------------------------------- */
+
+Test(ferryd, swaks_sends_a_message)
+{
+	struct ferry_instance fi;
+	start_ferryd(&fi, NULL);
+	char server[64];
+	snprintf(server, sizeof(server), "127.0.0.1:%d", fi.port);
+	char *argv[] = {"swaks",           "--server",         server,
+			"--from",          "a@client.example", "--to",
+			"b@relay.example", "--body",           "Hello from swaks",
+			"--helo",          "client.example",   NULL};
+	static char out[65536], err[16384];
+	int status = harness_run(argv, out, sizeof(out), err, sizeof(err), 60000);
+	cr_assert_eq(status, 0, "swaks exited %d\n%s\n%s", status, out, err);
+	const char *queued = strstr(out, "queued as ");
+	cr_assert_not_null(queued, "swaks output has no 'queued as':\n%s", out);
+	char id[32];
+	cr_assert_eq(sscanf(queued, "queued as %31s", id), 1);
+	size_t len;
+	const char *file = harness_read_spool_file(&fi, id, &len);
+	cr_assert_not_null(file, "no spool file %s", id);
+	const char *body = check_spool_file(file, len, id);
+	cr_assert_not_null(strstr(body, "Hello from swaks"), "%s", body);
+	cr_assert_eq(harness_count_spool(&fi), 1);
+	stop_ferryd_cleanly(&fi);
+}
+
+Test(ferryd, untrusted_client_may_only_send_to_relay_domains)
+{
+	struct ferry_instance fi;
+	/* 127.0.0.1 is not in the trusted networks now. */
+	start_ferryd(&fi, "[relay]\ntrusted_networks = 192.0.2.0/24\n");
+	struct smtp_client c;
+	connect_greeted(&c, &fi);
+	expect_command(&c, "EHLO client.example", 250, NULL);
+	expect_command(&c, "MAIL FROM:<a@client.example>", 250, "2.1.0");
+	expect_command(&c, "RCPT TO:<x@other.example>", 554, "5.7.1");
+	expect_command(&c, "RCPT TO:<x%other.example@relay.example>", 554, "5.7.1");
+	expect_command(&c, "RCPT TO:<b@relay.example>", 250, "2.1.5");
+	expect_command(&c, "QUIT", 221, NULL);
+	smtp_client_close(&c);
+	stop_ferryd_cleanly(&fi);
+}
+
+/* ---- 4. Python's smtplib ---------------------------------------------------------- */
+
+Test(ferryd, python_smtplib_sends_a_message)
+{
+	struct ferry_instance fi;
+	start_ferryd(&fi, NULL);
+	char port[16];
+	snprintf(port, sizeof(port), "%d", fi.port);
+	static const char script[] =
+		"import smtplib, sys\n"
+		"with smtplib.SMTP('127.0.0.1', int(sys.argv[1]), "
+		"local_hostname='client.example',\n"
+		"                  timeout=30) as s:\n"
+		"    refused = s.sendmail('a@client.example', ['b@relay.example'],\n"
+		"                         'Subject: py\\r\\n\\r\\nHello from smtplib\\r\\n')\n"
+		"    assert refused == {}, refused\n"
+		"print('sent')\n";
+	char *argv[] = {"python3", "-c", (char *)script, port, NULL};
+	char out[4096], err[16384];
+	int status = harness_run(argv, out, sizeof(out), err, sizeof(err), 60000);
+	cr_assert_eq(status, 0, "python3 exited %d\n%s\n%s", status, out, err);
+	cr_assert_not_null(strstr(out, "sent"), "%s", out);
+	char ids[2][32];
+	cr_assert_eq(harness_spool_ids(&fi, ids, 2), 1, "not exactly one file in the spool");
+	size_t len;
+	const char *file = harness_read_spool_file(&fi, ids[0], &len);
+	cr_assert_not_null(file);
+	const char *body = check_spool_file(file, len, ids[0]);
+	cr_assert_not_null(strstr(body, "Hello from smtplib\r\n"), "%s", body);
+	stop_ferryd_cleanly(&fi);
+}
+
+/* ---- 5. graceful shutdown ------------------------------------------------------------ */
+
+Test(ferryd, sigterm_closes_idle_sessions_and_lets_a_transaction_finish)
+{
+	enum { IDLE = 3 };
+	struct ferry_instance fi;
+	start_ferryd(&fi, "[server]\nshutdown_timeout = 20s\n");
+	struct smtp_client idle[IDLE], busy;
+	for (int i = 0; i < IDLE; i++) {
+		connect_greeted(&idle[i], &fi);
+		expect_command(&idle[i], "EHLO idle.example", 250, NULL);
+	}
+	connect_greeted(&busy, &fi);
+	open_transaction(&busy, "a@client.example", "b@relay.example");
+
+	int64_t t0 = harness_now_ms();
+	cr_assert_eq(kill(fi.pid, SIGTERM), 0);
+	for (int i = 0; i < IDLE; i++) {
+		expect_reply(&idle[i], 421, "4.3.2", "idle session after SIGTERM");
+		cr_assert(smtp_client_wait_closed(&idle[i], IO_MS), "idle session %d not closed",
+			  i);
+		smtp_client_close(&idle[i]);
+	}
+	/* A new client is not served any more. */
+	struct smtp_client late;
+	if (smtp_client_connect(&late, fi.port, IO_MS) == 0) {
+		struct smtp_reply r;
+		int code = smtp_client_read_reply(&late, &r);
+		cr_assert(code == 421 || code == SMTP_REPLY_CLOSED,
+			  "a client arriving during shutdown got '%s'", r.text);
+		smtp_client_close(&late);
+	}
+
+	expect_command(&busy, "DATA", 354, NULL);
+	char id[32];
+	send_body_queued(&busy, "Subject: in flight\r\n\r\nsent during shutdown\r\n.\r\n", id);
+	expect_reply(&busy, 421, "4.3.2", "after the transaction during shutdown");
+	cr_assert(smtp_client_wait_closed(&busy, IO_MS), "busy session not closed");
+	smtp_client_close(&busy);
+
+	int status = harness_wait_exit(&fi, STOP_MS);
+	int64_t took = harness_now_ms() - t0;
+	cr_assert_eq(status, 0, "ferryd exited with %d", status);
+	cr_assert_lt(took, 20000, "ferryd took %lld ms, the whole shutdown deadline",
+		     (long long)took);
+	size_t len;
+	const char *file = harness_read_spool_file(&fi, id, &len);
+	cr_assert_not_null(file, "the message queued during shutdown is not in the spool");
+	check_spool_file(file, len, id);
+	cr_assert_eq(harness_count_spool(&fi), 1);
+}
+
+Test(ferryd, shutdown_deadline_closes_a_session_stuck_in_data)
+{
+	struct ferry_instance fi;
+	start_ferryd(&fi, "[server]\nshutdown_timeout = 2s\n");
+	struct smtp_client c;
+	connect_greeted(&c, &fi);
+	open_transaction(&c, "a@client.example", "b@relay.example");
+	expect_command(&c, "DATA", 354, NULL);
+	cr_assert_eq(smtp_client_send_str(&c, "Subject: stuck\r\n\r\nthis body never ends"), 0);
+	/* Let the partial body reach ferryd before the signal. */
+	cr_assert(smtp_client_quiet(&c, 200), "unexpected reply in the middle of DATA");
+
+	int64_t t0 = harness_now_ms();
+	cr_assert_eq(kill(fi.pid, SIGTERM), 0);
+	int status = harness_wait_exit(&fi, 15000);
+	int64_t took = harness_now_ms() - t0;
+	cr_assert_eq(status, 0, "ferryd exited with %d", status);
+	cr_assert_geq(took, 1900, "ferryd left after %lld ms, before the 2 s deadline",
+		      (long long)took);
+	cr_assert_leq(took, 8000, "ferryd took %lld ms for a 2 s deadline", (long long)took);
+	struct smtp_reply r;
+	int code = smtp_client_read_reply(&c, &r);
+	cr_assert_eq(code, SMTP_REPLY_CLOSED, "the stuck client got '%s' instead of a close",
+		     r.text);
+	smtp_client_close(&c);
+	cr_assert_eq(harness_count_spool(&fi), 0, "a message never acknowledged was kept");
+}
+
+/* ---- 6. early talkers ----------------------------------------------------------------- */
+
+Test(ferryd, early_talker_is_refused_and_a_patient_client_is_greeted)
+{
+	struct ferry_instance fi;
+	start_ferryd(&fi, "[server]\ngreeting_delay = 500ms\n");
+
+	struct smtp_client bot;
+	struct smtp_reply r;
+	cr_assert_eq(smtp_client_connect(&bot, fi.port, IO_MS), 0);
+	cr_assert_eq(smtp_client_send_str(&bot, "EHLO x\r\n"), 0);
+	int code = smtp_client_read_reply(&bot, &r);
+	cr_assert_eq(code, 554, "early talker got '%s'", r.text);
+	cr_assert(smtp_client_wait_closed(&bot, IO_MS), "early talker's connection not closed");
+	smtp_client_close(&bot);
+
+	struct smtp_client polite;
+	int64_t t0 = harness_now_ms();
+	cr_assert_eq(smtp_client_connect(&polite, fi.port, IO_MS), 0);
+	code = smtp_client_read_reply(&polite, &r);
+	int64_t waited = harness_now_ms() - t0;
+	cr_assert_eq(code, 220, "patient client got '%s'", r.text);
+	cr_assert_geq(waited, 480, "greeted after %lld ms, before the 500 ms delay",
+		      (long long)waited);
+	expect_command(&polite, "EHLO polite.example", 250, NULL);
+	expect_command(&polite, "QUIT", 221, NULL);
+	smtp_client_close(&polite);
+	stop_ferryd_cleanly(&fi);
+}
+
+/* ---- 7. limits over the wire ---------------------------------------------------------- */
+
+Test(ferryd, fourth_connection_from_one_client_is_refused)
+{
+	enum { LIMIT = 3 };
+	struct ferry_instance fi;
+	start_ferryd(&fi, "[limits]\nmax_connections_per_client = 3\n");
+	struct smtp_client held[LIMIT];
+	struct smtp_reply r;
+	/* The harness's own readiness probe may still hold a place for a
+	 * moment after it closed: retry until three are greeted. */
+	int opened = 0;
+	for (int attempt = 0; attempt < 100 && opened < LIMIT; attempt++) {
+		cr_assert_eq(smtp_client_connect(&held[opened], fi.port, IO_MS), 0);
+		int code = smtp_client_read_reply(&held[opened], &r);
+		if (code == 220) {
+			opened++;
+			continue;
+		}
+		cr_assert_eq(code, 421, "connection %d got '%s'", opened + 1, r.text);
+		smtp_client_close(&held[opened]);
+		harness_sleep_ms(50);
+	}
+	cr_assert_eq(opened, LIMIT, "could not open %d connections", LIMIT);
+
+	struct smtp_client fourth;
+	cr_assert_eq(smtp_client_connect(&fourth, fi.port, IO_MS), 0);
+	expect_reply(&fourth, 421, "4.7.0", "fourth connection");
+	cr_assert(smtp_client_wait_closed(&fourth, IO_MS), "refused connection not closed");
+	smtp_client_close(&fourth);
+
+	/* The held ones still work, and a place given back can be taken. */
+	expect_command(&held[0], "NOOP", 250, NULL);
+	expect_command(&held[0], "QUIT", 221, NULL);
+	cr_assert(smtp_client_wait_closed(&held[0], IO_MS));
+	smtp_client_close(&held[0]);
+	bool greeted = false;
+	for (int attempt = 0; attempt < 100 && !greeted; attempt++) {
+		struct smtp_client again;
+		cr_assert_eq(smtp_client_connect(&again, fi.port, IO_MS), 0);
+		int code = smtp_client_read_reply(&again, &r);
+		cr_assert(code == 220 || code == 421, "got '%s'", r.text);
+		greeted = code == 220;
+		smtp_client_close(&again);
+		if (!greeted)
+			harness_sleep_ms(50);
+	}
+	cr_assert(greeted, "the place of a closed connection was never given back");
+	for (int i = 1; i < LIMIT; i++)
+		smtp_client_close(&held[i]);
+	stop_ferryd_cleanly(&fi);
+}
+
+Test(ferryd, refused_clients_that_reset_at_once_do_no_harm)
+{
+	enum { ATTEMPTS = 1500 };
+	struct ferry_instance fi;
+	start_ferryd(&fi, "[limits]\nmax_connections_per_client = 1\n[log]\nlevel = warn\n");
+	struct smtp_client held;
+	struct smtp_reply r;
+	bool greeted = false;
+	for (int attempt = 0; attempt < 100 && !greeted; attempt++) {
+		cr_assert_eq(smtp_client_connect(&held, fi.port, IO_MS), 0);
+		greeted = smtp_client_read_reply(&held, &r) == 220;
+		if (!greeted) {
+			smtp_client_close(&held);
+			harness_sleep_ms(50);
+		}
+	}
+	cr_assert(greeted, "no connection was ever greeted");
+	/* Each of these is over the limit, and gone (RST) before or while
+	 * its 421 is sent: the send fails, which must only close it. */
+	for (int i = 0; i < ATTEMPTS; i++) {
+		struct smtp_client c;
+		if (smtp_client_connect(&c, fi.port, IO_MS) == 0)
+			smtp_client_abort(&c);
+	}
+	expect_command(&held, "NOOP", 250, NULL);
+	expect_command(&held, "QUIT", 221, NULL);
+	smtp_client_close(&held);
+	stop_ferryd_cleanly(&fi);
+}
+
+Test(ferryd, client_that_stops_reading_and_resets_does_no_harm)
+{
+	enum { COMMANDS = 50000 }; /* ~6 MB of EHLO replies: more than the socket buffers */
+	struct ferry_instance fi;
+	start_ferryd(&fi, "[log]\nlevel = warn\n");
+	struct smtp_client c;
+	connect_greeted(&c, &fi);
+	static char flood[COMMANDS * 8 + 1];
+	for (int i = 0; i < COMMANDS; i++)
+		memcpy(flood + (size_t)i * 8, "EHLO x\r\n", 8);
+	cr_assert_eq(smtp_client_send(&c, flood, (size_t)COMMANDS * 8), 0);
+	/* EOF, and never read: ferryd's send waits for room that never comes
+	 * (its receive is over, only the send is in flight)... */
+	smtp_client_end_input(&c);
+	harness_sleep_ms(300);
+	/* ...until the reset fails it. */
+	smtp_client_abort(&c);
+
+	struct smtp_client probe;
+	connect_greeted(&probe, &fi);
+	expect_command(&probe, "QUIT", 221, NULL);
+	smtp_client_close(&probe);
+	stop_ferryd_cleanly(&fi);
+}
+
+Test(ferryd, idle_session_times_out)
+{
+	struct ferry_instance fi;
+	start_ferryd(&fi, "[limits]\nidle_timeout = 1s\n");
+	struct smtp_client c;
+	connect_greeted(&c, &fi);
+	expect_command(&c, "EHLO client.example", 250, NULL);
+	int64_t t0 = harness_now_ms();
+	struct smtp_reply r;
+	int code = smtp_client_read_reply(&c, &r);
+	int64_t waited = harness_now_ms() - t0;
+	cr_assert_eq(code, 421, "idle session got '%s'", r.text);
+	cr_assert_not_null(strstr(r.text, "4.4.2"), "idle session got '%s'", r.text);
+	cr_assert_geq(waited, 900, "timed out after %lld ms of a 1 s timeout", (long long)waited);
+	cr_assert_leq(waited, 6000, "timed out only after %lld ms", (long long)waited);
+	cr_assert(smtp_client_wait_closed(&c, IO_MS), "timed-out session not closed");
+	smtp_client_close(&c);
+	stop_ferryd_cleanly(&fi);
+}
+
+Test(ferryd, overlong_command_line_is_refused_and_the_session_goes_on)
+{
+	struct ferry_instance fi;
+	start_ferryd(&fi, NULL);
+	struct smtp_client c;
+	connect_greeted(&c, &fi);
+	expect_command(&c, "EHLO client.example", 250, NULL);
+	char line[601];
+	memcpy(line, "NOOP ", 5);
+	memset(line + 5, 'x', sizeof(line) - 6);
+	line[sizeof(line) - 1] = '\0';
+	cr_assert_eq(strlen(line), 600);
+	expect_command(&c, line, 500, "5.5.2");
+	/* Nothing of the long line was executed, and the session goes on. */
+	expect_command(&c, "NOOP", 250, NULL);
+	expect_command(&c, "MAIL FROM:<a@client.example>", 250, "2.1.0");
+	expect_command(&c, "QUIT", 221, NULL);
+	smtp_client_close(&c);
+	stop_ferryd_cleanly(&fi);
+}
+
+/* ---- 8. configuration errors ------------------------------------------------------------ */
+
+struct check_result {
+	int status;
+	char out[16384];
+	char err[4096];
+};
+
+static void check_config(const char *path, struct check_result *res)
+{
+	char ferryd[PATH_MAX];
+	harness_ferryd_path(ferryd, sizeof(ferryd));
+	char *argv[] = {ferryd, "--check-config", "-c", (char *)path, NULL};
+	res->status =
+		harness_run(argv, res->out, sizeof(res->out), res->err, sizeof(res->err), 30000);
+}
+
+Test(ferryd, check_config_names_file_line_and_key)
+{
+	struct ferry_instance fi;
+	cr_assert_eq(harness_setup(&fi, NULL), 0);
+	char path[PATH_MAX + 32];
+	static struct check_result res;
+
+	/* An unknown key on line 6. */
+	snprintf(path, sizeof(path), "%s/unknown-key.conf", fi.dir);
+	cr_assert_eq(harness_write_file(path, "[server]\n"
+					      "listen = 127.0.0.1:2525\n"
+					      "\n"
+					      "[limits]\n"
+					      "max_recipients = 100\n"
+					      "idle_timout = 30s\n"),
+		     0);
+	check_config(path, &res);
+	cr_assert_neq(res.status, 0, "an unknown key was accepted:\n%s", res.out);
+	cr_assert_not_null(strstr(res.err, path), "stderr does not name the file: %s", res.err);
+	cr_assert_not_null(strstr(res.err, ":6:"), "stderr does not name line 6: %s", res.err);
+	cr_assert_not_null(strstr(res.err, "idle_timout"), "stderr does not name the key: %s",
+			   res.err);
+
+	/* A bad value on line 3. */
+	snprintf(path, sizeof(path), "%s/bad-value.conf", fi.dir);
+	cr_assert_eq(harness_write_file(path, "[limits]\n"
+					      "max_recipients = 100\n"
+					      "idle_timeout = soon\n"),
+		     0);
+	check_config(path, &res);
+	cr_assert_neq(res.status, 0, "a bad value was accepted:\n%s", res.out);
+	cr_assert_not_null(strstr(res.err, path), "stderr does not name the file: %s", res.err);
+	cr_assert_not_null(strstr(res.err, ":3:"), "stderr does not name line 3: %s", res.err);
+	cr_assert_not_null(strstr(res.err, "idle_timeout"), "stderr does not name the key: %s",
+			   res.err);
+	cr_assert_not_null(strstr(res.err, "soon"), "stderr does not quote the value: %s", res.err);
+
+	/* A bad value that another layer checks (networks) on line 4. */
+	snprintf(path, sizeof(path), "%s/bad-network.conf", fi.dir);
+	cr_assert_eq(harness_write_file(path, "[relay]\n"
+					      "relay_domains = relay.example\n"
+					      "\n"
+					      "trusted_networks = 127.0.0.0/8, 10.0.0.1/8\n"),
+		     0);
+	check_config(path, &res);
+	cr_assert_neq(res.status, 0, "a bad network was accepted:\n%s", res.out);
+	cr_assert_not_null(strstr(res.err, path), "stderr does not name the file: %s", res.err);
+	cr_assert_not_null(strstr(res.err, ":4:"), "stderr does not name line 4: %s", res.err);
+	cr_assert_not_null(strstr(res.err, "trusted_networks"), "stderr does not name the key: %s",
+			   res.err);
+
+	/* A good file: exit 0 and the effective configuration. */
+	snprintf(path, sizeof(path), "%s/good.conf", fi.dir);
+	cr_assert_eq(harness_write_file(path, "[server]\n"
+					      "listen = 127.0.0.1:2626\n"
+					      "[limits]\n"
+					      "idle_timeout = 42s\n"
+					      "max_recipients = 77\n"
+					      "[relay]\n"
+					      "relay_domains = relay.example, other.example\n"),
+		     0);
+	check_config(path, &res);
+	cr_assert_eq(res.status, 0, "a good file was refused: %s", res.err);
+	cr_assert_not_null(find_line(res.out, "listen = 127.0.0.1:2626"), "%s", res.out);
+	cr_assert_not_null(find_line(res.out, "idle_timeout = 42s"), "%s", res.out);
+	cr_assert_not_null(find_line(res.out, "max_recipients = 77"), "%s", res.out);
+	cr_assert_not_null(find_line(res.out, "relay_domains = relay.example, other.example"), "%s",
+			   res.out);
+	cr_assert_not_null(strstr(res.out, path), "the output does not name the file:\n%s",
+			   res.out);
+	harness_cleanup(&fi);
+}
+
+Test(ferryd, listen_address_in_use_is_reported)
+{
+	struct ferry_instance fi;
+	cr_assert_eq(harness_setup(&fi, NULL), 0);
+	char ferryd[PATH_MAX];
+	harness_ferryd_path(ferryd, sizeof(ferryd));
+	char *argv[] = {ferryd, "-c", fi.config, NULL};
+	static char out[4096], err[16384];
+
+	/* Another program (not a ferryd) holds the port. */
+	int other = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	cr_assert_geq(other, 0);
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)fi.port)};
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	cr_assert_eq(bind(other, (struct sockaddr *)&sa, sizeof(sa)), 0, "%s", strerror(errno));
+	cr_assert_eq(listen(other, 16), 0);
+	int status = harness_run(argv, out, sizeof(out), err, sizeof(err), 30000);
+	cr_assert(status > 0 && status < 128, "ferryd exited %d with its port taken:\n%s", status,
+		  err);
+	cr_assert_not_null(strstr(err, "bind"), "no 'bind' in: %s", err);
+	cr_assert_null(strstr(err, "Sanitizer"), "%s", err);
+	close(other);
+
+	/* Another ferryd holds it: the second must not share the port. */
+	cr_assert_eq(harness_start(&fi, START_MS), 0);
+	status = harness_run(argv, out, sizeof(out), err, sizeof(err), 30000);
+	cr_assert(status > 0 && status < 128, "a second ferryd on the same address exited %d:\n%s",
+		  status, err);
+	cr_assert_not_null(strstr(err, "bind"), "no 'bind' in: %s", err);
+	cr_assert_null(strstr(err, "Sanitizer"), "%s", err);
+	/* The first one is unharmed. */
+	struct smtp_client c;
+	connect_greeted(&c, &fi);
+	expect_command(&c, "QUIT", 221, NULL);
+	smtp_client_close(&c);
+	stop_ferryd_cleanly(&fi);
+}
+
+Test(ferryd, unusable_spool_is_reported)
+{
+	struct ferry_instance fi;
+	char extra[PATH_MAX + 64], blocker[PATH_MAX + 16];
+	cr_assert_eq(harness_setup(&fi, NULL), 0);
+	/* A regular file where the spool's parent directory should be. */
+	snprintf(blocker, sizeof(blocker), "%s/not-a-directory", fi.dir);
+	cr_assert_eq(harness_write_file(blocker, "x\n"), 0);
+	snprintf(extra, sizeof(extra), "[spool]\ndirectory = %s/spool\n", blocker);
+	snprintf(fi.config, sizeof(fi.config), "%s/unusable-spool.conf", fi.dir);
+	char text[2 * PATH_MAX];
+	snprintf(text, sizeof(text), "[server]\nlisten = 127.0.0.1:%d\n%s", fi.port, extra);
+	cr_assert_eq(harness_write_file(fi.config, text), 0);
+	char ferryd[PATH_MAX];
+	harness_ferryd_path(ferryd, sizeof(ferryd));
+	char *argv[] = {ferryd, "-c", fi.config, NULL};
+	static char out[4096], err[16384];
+	int status = harness_run(argv, out, sizeof(out), err, sizeof(err), 30000);
+	cr_assert(status > 0 && status < 128, "ferryd exited %d with no usable spool:\n%s", status,
+		  err);
+	cr_assert_not_null(strstr(err, blocker), "the message does not name the spool: %s", err);
+	cr_assert_null(strstr(err, "Sanitizer"), "%s", err);
+}
+
+/* ---- 9. SMTP smuggling ------------------------------------------------------------------- */
+
+Test(ferryd, smuggled_end_of_data_is_refused_whole)
+{
+	struct ferry_instance fi;
+	start_ferryd(&fi, NULL);
+	struct smtp_client c;
+	connect_greeted(&c, &fi);
+	open_transaction(&c, "a@client.example", "b@relay.example");
+	expect_command(&c, "DATA", 354, NULL);
+	cr_assert_eq(smtp_client_send_str(&c, "Subject: innocent\r\n"
+					      "\r\n"
+					      "hello\n"
+					      ".\n"
+					      "MAIL FROM:<evil@x>\r\n"
+					      "RCPT TO:<victim@relay.example>\r\n"
+					      "DATA\r\n"
+					      "Subject: smuggled\r\n"
+					      "\r\n"
+					      "evil\r\n"
+					      ".\r\n"),
+		     0);
+	expect_reply(&c, 550, "5.6.0", "end of the smuggling body");
+	/* Exactly one reply: nothing after the bare-LF dot was run as a command. */
+	cr_assert(smtp_client_quiet(&c, 500), "more replies after the 550");
+	expect_command(&c, "RCPT TO:<victim@relay.example>", 503, "5.5.1");
+	expect_command(&c, "QUIT", 221, NULL);
+	smtp_client_close(&c);
+	cr_assert_eq(harness_wait_spool_count(&fi, 0, 5000), 0,
+		     "a refused message is in the spool");
+	stop_ferryd_cleanly(&fi);
+}
+
+/* ---- streaming a large body ------------------------------------------------------------ */
+
+Test(ferryd, large_message_is_streamed_to_the_spool_whole, .timeout = 120)
+{
+	enum { LINE = 100, LINES = 80000 }; /* 8 MB: far past every buffer on the way */
+	struct ferry_instance fi;
+	start_ferryd(&fi, NULL);
+	struct smtp_client c;
+	connect_greeted(&c, &fi);
+	c.timeout_ms = 60000;
+	open_transaction(&c, "a@client.example", "b@relay.example");
+	expect_command(&c, "DATA", 354, NULL);
+	static char body[(size_t)LINE * LINES + 64];
+	size_t len = 0;
+	len += (size_t)snprintf(body, sizeof(body), "Subject: large\r\n\r\n");
+	size_t text_start = len;
+	for (unsigned i = 0; i < LINES; i++) {
+		int n = snprintf(body + len, sizeof(body) - len, "%08u ", i);
+		memset(body + len + n, 'a' + (char)(i % 26), LINE - 2 - (size_t)n);
+		len += LINE - 2;
+		memcpy(body + len, "\r\n", 2);
+		len += 2;
+	}
+	size_t text_len = len - text_start;
+	memcpy(body + len, ".\r\n", 3);
+	len += 3;
+	cr_assert_eq(smtp_client_send(&c, body, len), 0, "cannot send an 8 MB body");
+	struct smtp_reply r;
+	char id[32];
+	cr_assert_eq(smtp_client_read_reply(&c, &r), 250, "end of DATA: %s", r.text);
+	cr_assert(smtp_reply_queue_id(&r, id, sizeof(id)), "%s", r.text);
+	expect_command(&c, "QUIT", 221, NULL);
+	smtp_client_close(&c);
+
+	size_t file_len;
+	const char *file = harness_read_spool_file(&fi, id, &file_len);
+	cr_assert_not_null(file, "no spool file %s", id);
+	const char *stored = check_spool_file(file, file_len, id);
+	const char *end = file + file_len - (sizeof("\nferry-commit ") - 1 + 20 + 1);
+	cr_assert_geq((size_t)(end - stored), text_len);
+	cr_assert(memcmp(end - text_len, body + text_start, text_len) == 0,
+		  "the stored body differs from the one sent");
+	stop_ferryd_cleanly(&fi);
+}
