@@ -39,6 +39,15 @@ int buf_append(struct buf *b, const void *data, size_t len)
 	return 0;
 }
 
+void *buf_extend(struct buf *b, size_t len)
+{
+	if (buf_reserve(b, len) != 0)
+		return NULL;
+	void *p = b->data + b->end;
+	b->end += len;
+	return p;
+}
+
 int buf_printf(struct buf *b, const char *fmt, ...)
 {
 	va_list ap;

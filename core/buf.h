@@ -31,6 +31,11 @@ static inline const char *buf_head(const struct buf *b)
 int buf_append(struct buf *b, const void *data, size_t len);
 int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Grow the buffer by len bytes at the end and return where they start
+ * (uninitialised), or NULL on -ENOMEM. The pointer is valid until the next
+ * call that may grow the buffer. */
+void *buf_extend(struct buf *b, size_t len);
+
 /* Drop len bytes from the front; an emptied buffer rewinds to offset 0. */
 void buf_consume(struct buf *b, size_t len);
 

@@ -68,6 +68,12 @@ static const struct config_key config_keys[] = {
 	KEY("relay", relay_domains, CONFIG_LIST, relay_domains, 0, 0),
 	KEY("relay", trusted_networks, CONFIG_LIST, trusted_networks, 0, 0),
 	KEY_STRING("spool", directory, spool_dir),
+	KEY("spool", segment_size, CONFIG_SIZE, segment_size, 4u << 20, (uint64_t)1 << 32),
+	KEY("spool", group_commit_bytes, CONFIG_SIZE, group_commit_bytes, 64u << 10, 64u << 20),
+	KEY("spool", max_size, CONFIG_SIZE, spool_max_size, 0, UINT64_MAX),
+	KEY("spool", max_messages, CONFIG_SIZE, spool_max_messages, 0, UINT64_MAX),
+	KEY("spool", min_free_disk, CONFIG_SIZE, spool_min_free, 0, UINT64_MAX),
+	KEY("spool", shards, CONFIG_UINT, shards, 0, 65536),
 	KEY("log", level, CONFIG_LOG_LEVEL, log_level, 0, 0),
 	KEY("log", destination, CONFIG_LOG_DESTINATION, log_destination, 0, 0),
 };
@@ -125,6 +131,9 @@ void config_defaults(struct config *cfg)
 	config_list_add(&cfg->trusted_networks, "127.0.0.0/8", 0);
 	config_list_add(&cfg->trusted_networks, "::1/128", 0);
 	snprintf(cfg->spool_dir, sizeof(cfg->spool_dir), "./var/spool");
+	cfg->segment_size = 64u << 20;
+	cfg->group_commit_bytes = 1u << 20;
+	cfg->spool_min_free = 100u << 20;
 	cfg->log_level = LOG_LEVEL_INFO;
 	cfg->log_destination = LOG_TO_STDERR;
 }
@@ -507,6 +516,17 @@ static int config_finish(struct config_parse_state *st)
 	if (cfg->workers == 0) {
 		long n = sysconf(_SC_NPROCESSORS_ONLN);
 		cfg->workers = n > 0 ? (uint32_t)n : 1;
+	}
+	if (cfg->shards != 0 && (cfg->shards & (cfg->shards - 1)) != 0) {
+		snprintf(st->err, st->err_size, "%s: key 'shards': must be a power of two, not %u",
+			 cfg->source, cfg->shards);
+		return -EINVAL;
+	}
+	if (cfg->shards != 0 && cfg->shards < cfg->workers) {
+		snprintf(st->err, st->err_size,
+			 "%s: key 'shards': %u is fewer than the %u workers (each owns some)",
+			 cfg->source, cfg->shards, cfg->workers);
+		return -EINVAL;
 	}
 	if (cfg->max_connections_per_client > cfg->max_connections)
 		cfg->max_connections_per_client = cfg->max_connections;

@@ -76,6 +76,12 @@ struct config {
 
 	/* [spool] */
 	char spool_dir[4096];
+	uint64_t segment_size;
+	uint64_t group_commit_bytes;
+	uint64_t spool_max_size;     /* 0: no limit */
+	uint64_t spool_max_messages; /* 0: no limit */
+	uint64_t spool_min_free;
+	uint32_t shards; /* 0: 8 per worker */
 
 	/* [log] */
 	int log_level;       /* enum log_level */

@@ -16,8 +16,10 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/worker.h"
+#include "net/admin.h"
 #include "net/listener.h"
 #include "net/server.h"
+#include "queue/queue.h"
 
 static void ferryd_usage(FILE *out)
 {
@@ -84,35 +86,57 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	struct net_server *srv = NULL;
+	struct queue_store *store = NULL;
+	int status = 1;
 	if (net_server_create(&srv, &cfg, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ferryd: config: %s\n", err);
-		config_free(&cfg);
-		return 1;
+		goto out;
 	}
 	if (check_only) {
 		config_print(&cfg, stdout);
 		printf("\n# configuration OK\n");
-		net_server_destroy(srv);
-		config_free(&cfg);
-		return 0;
+		status = 0;
+		goto out;
 	}
 	log_setup((enum log_level)cfg.log_level, (enum log_destination)cfg.log_destination);
 
 	if (worker_probe_io_uring(err, sizeof(err)) != 0) {
 		fprintf(stderr, "ferryd: %s\n", err);
-		net_server_destroy(srv);
-		config_free(&cfg);
-		return 1;
+		goto out;
 	}
 	ferryd_raise_fd_limit();
 	for (unsigned i = 0; i < cfg.nlisten; i++) {
 		if (listener_check_free(&cfg.listen[i], err, sizeof(err)) != 0) {
 			fprintf(stderr, "ferryd: %s\n", err);
-			net_server_destroy(srv);
-			config_free(&cfg);
-			return 1;
+			goto out;
 		}
 	}
+
+	/* Recovery runs here, single-threaded, before anyone is told 220. */
+	struct queue_store_config qcfg = {
+		.spool_dir = cfg.spool_dir,
+		.workers = cfg.workers,
+		.shards = cfg.shards,
+		.segment_size = cfg.segment_size,
+		.batch_cap = cfg.group_commit_bytes,
+		.max_bytes = cfg.spool_max_size,
+		.max_messages = cfg.spool_max_messages,
+		.min_free_bytes = cfg.spool_min_free,
+	};
+	if (queue_store_open(&store, &qcfg, err, sizeof(err)) != 0) {
+		fprintf(stderr, "ferryd: spool: %s\n", err);
+		goto out;
+	}
+	struct queue_store_summary sum;
+	queue_store_summary(store, &sum);
+	log_event(LOG_LEVEL_INFO,
+		  "event=recovered spool=%s messages=%llu recipients=%llu segments=%llu torn=%llu "
+		  "corrupt=%llu bytes=%llu elapsed_ms=%llu",
+		  cfg.spool_dir, (unsigned long long)sum.messages,
+		  (unsigned long long)sum.recipients, (unsigned long long)sum.segments,
+		  (unsigned long long)sum.torn, (unsigned long long)sum.corrupt,
+		  (unsigned long long)sum.bytes, (unsigned long long)sum.elapsed_ms);
+	srv->store = store;
 
 	/* Workers inherit this mask: only the main thread takes signals. */
 	sigset_t signals;
@@ -127,17 +151,26 @@ int main(int argc, char **argv)
 	if (worker_group_start(&group, cfg.workers, &net_server_worker_hooks,
 			       net_server_worker_state, srv, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ferryd: %s\n", err);
-		net_server_destroy(srv);
-		config_free(&cfg);
-		return 1;
+		goto out;
 	}
+	/* Every worker has its part of the store now: sessions may start. */
+	net_server_open(&group);
 	for (unsigned i = 0; i < cfg.nlisten; i++)
 		log_event(LOG_LEVEL_INFO, "event=listening address=%s workers=%u spool=%s",
 			  cfg.listen[i].text, cfg.workers, cfg.spool_dir);
 	fprintf(stderr, "ferryd %s: listening on", FERRY_VERSION);
 	for (unsigned i = 0; i < cfg.nlisten; i++)
 		fprintf(stderr, " %s", cfg.listen[i].text);
-	fprintf(stderr, " with %u workers, spool %s\n", cfg.workers, cfg.spool_dir);
+	fprintf(stderr, " with %u workers, spool %s (%llu messages queued)\n", cfg.workers,
+		cfg.spool_dir, (unsigned long long)sum.messages);
+	/* ferryctl's socket; mail keeps flowing without it (ferryctl --spool
+	 * still reads the spool), so a failure is logged, not fatal. */
+	struct admin *admin = NULL;
+	if (admin_start(&admin, store, cfg.spool_dir, err, sizeof(err)) != 0) {
+		char quoted[1200];
+		log_event(LOG_LEVEL_ERROR, "event=admin_unavailable error=%s",
+			  log_quote(quoted, sizeof(quoted), err, strlen(err)));
+	}
 
 	for (;;) {
 		int sig;
@@ -152,10 +185,14 @@ int main(int argc, char **argv)
 			  sig == SIGTERM ? "TERM" : "INT", cfg.shutdown_timeout_ms);
 		break;
 	}
+	admin_stop(admin);
 	worker_group_shutdown(&group);
 	worker_group_join(&group);
 	log_event(LOG_LEVEL_INFO, "event=stopped");
+	status = 0;
+out:
+	queue_store_close(store);
 	net_server_destroy(srv);
 	config_free(&cfg);
-	return 0;
+	return status;
 }

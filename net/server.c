@@ -174,11 +174,10 @@ static int net_worker_start(struct worker *w)
 	struct net_server *srv = nw->server;
 	const struct config *cfg = srv->cfg;
 	nw->worker = w;
-	struct queue_config qc = {.spool_dir = cfg->spool_dir, .worker_index = w->index};
-	int r = queue_open(&nw->queue, w, &qc);
+	int r = queue_open(&nw->queue, w, srv->store, w->index);
 	if (r != 0) {
-		snprintf(w->error, sizeof(w->error), "worker %u: cannot open the spool %s: %s",
-			 w->index, cfg->spool_dir, strerror(-r));
+		snprintf(w->error, sizeof(w->error), "worker %u: cannot open its spool writer: %s",
+			 w->index, strerror(-r));
 		return r;
 	}
 	nw->listeners = calloc(cfg->nlisten, sizeof(*nw->listeners));
@@ -192,7 +191,7 @@ static int net_worker_start(struct worker *w)
 		if (r != 0)
 			return r;
 		nw->nlisteners++;
-		listener_arm(&nw->listeners[i]);
+		/* Armed by net_server_open(), once every worker runs. */
 	}
 	return 0;
 }
@@ -201,7 +200,24 @@ static void net_worker_before_wait(struct worker *w)
 {
 	struct net_worker *nw = w->user;
 	queue_flush(nw->queue);
-	if (w->shutting_down && nw->nconns == 0 && queue_pending(nw->queue) == 0)
+	if (!w->shutting_down)
+		return;
+	/*
+	 * Done with its own sessions and commits, a worker may still be sent
+	 * recipients for its shards by one that is not (a transaction that
+	 * finishes during shutdown): were it gone, that transfer would go to
+	 * a worker that no longer exists. So it only counts itself drained,
+	 * for good (no new session comes, so nothing of its own starts), and
+	 * all leave once every worker is drained and nothing is in transit.
+	 * The shutdown tick wakes each to see the count.
+	 */
+	struct net_server *srv = nw->server;
+	if (!nw->drained && nw->nconns == 0 && queue_pending(nw->queue) == 0) {
+		nw->drained = true;
+		atomic_fetch_add(&srv->workers_drained, 1);
+	}
+	if (nw->drained && atomic_load(&srv->workers_drained) == w->group->count &&
+	    queue_pending(nw->queue) == 0)
 		worker_exit(w);
 }
 
@@ -216,6 +232,16 @@ static void net_worker_deadline(struct timer *t)
 	}
 }
 
+/* While winding down, wake the loop now and then: a worker waits for
+ * transfers between workers and for the others to drain, and nothing else
+ * would wake it. */
+static void net_worker_shutdown_tick(struct timer *t)
+{
+	struct net_worker *nw =
+		(struct net_worker *)((char *)t - offsetof(struct net_worker, shutdown_tick));
+	timer_arm(&nw->worker->timers, t, nw->worker->now_ms, 50);
+}
+
 static void net_worker_shutdown(struct worker *w)
 {
 	struct net_worker *nw = w->user;
@@ -228,6 +254,8 @@ static void net_worker_shutdown(struct worker *w)
 	}
 	timer_init(&nw->shutdown_timer, net_worker_deadline);
 	timer_arm(&w->timers, &nw->shutdown_timer, w->now_ms, nw->server->cfg->shutdown_timeout_ms);
+	timer_init(&nw->shutdown_tick, net_worker_shutdown_tick);
+	timer_arm(&w->timers, &nw->shutdown_tick, w->now_ms, 50);
 }
 
 static void net_worker_stop(struct worker *w)
@@ -244,6 +272,22 @@ static void net_worker_stop(struct worker *w)
 	nw->queue = NULL;
 	free(nw);
 	w->user = NULL;
+}
+
+static void net_worker_open(struct xmsg *msg)
+{
+	struct net_worker *nw =
+		(struct net_worker *)((char *)msg - offsetof(struct net_worker, open_msg));
+	for (unsigned i = 0; i < nw->nlisteners; i++)
+		listener_arm(&nw->listeners[i]); /* not once closed by a shutdown */
+}
+
+void net_server_open(struct worker_group *g)
+{
+	for (unsigned i = 0; i < g->count; i++) {
+		struct net_worker *nw = g->workers[i].user;
+		worker_send(&g->workers[i], &nw->open_msg, net_worker_open);
+	}
 }
 
 const struct worker_hooks net_server_worker_hooks = {
@@ -332,6 +376,7 @@ int net_server_create(struct net_server **out, const struct config *cfg, char *e
 		.policy = &srv->policy,
 	};
 	atomic_init(&srv->connections, 0);
+	atomic_init(&srv->workers_drained, 0);
 	*out = srv;
 	return 0;
 }

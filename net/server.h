@@ -11,8 +11,10 @@
  * Shutdown: listeners close at once; idle sessions get 421 and close;
  * sessions inside a transaction may finish it until shutdown_timeout, then
  * they are closed too (a message already handed to the store still becomes
- * durable, it is only its 250 that a late client misses). A worker leaves
- * its loop when it has no session and no commit in flight.
+ * durable, it is only its 250 that a late client misses). Workers leave
+ * their loops together, once none has a session or a commit in flight and
+ * no recipient is on its way between them: a worker with nothing of its
+ * own left may still be sent recipients for the shards it owns.
  */
 #ifndef FERRY_NET_SERVER_H
 #define FERRY_NET_SERVER_H
@@ -32,18 +34,21 @@
 struct conn;
 struct listener;
 struct queue;
+struct queue_store;
 
 /* Per-client connection counts, shared by all workers (see server.c). */
 struct net_client_count;
 
 struct net_server {
 	const struct config *cfg;
+	struct queue_store *store; /* set before the workers start */
 	struct smtp_settings settings;
 	struct policy policy;
 	struct policy_network *networks;
 	char **domains;
 
 	atomic_uint connections;
+	atomic_uint workers_drained; /* shutdown: workers with nothing of their own left */
 	pthread_mutex_t clients_lock;
 	struct net_client_count **clients; /* hash buckets */
 	uint32_t clients_mask;
@@ -61,7 +66,10 @@ struct net_worker {
 	unsigned nconns;
 	uint64_t sessions_started;
 	struct timer shutdown_timer;
+	struct timer shutdown_tick;
+	struct xmsg open_msg; /* net_server_open() */
 	bool shutdown_deadline_passed;
+	bool drained; /* counted in server->workers_drained */
 };
 
 /* A connection ends (or could not even be set up): give back its place in
@@ -85,6 +93,14 @@ void net_server_destroy(struct net_server *srv);
 /* The worker hooks and per-worker state for worker_group_start(). */
 extern const struct worker_hooks net_server_worker_hooks;
 void *net_server_worker_state(unsigned index, void *srv);
+
+/*
+ * Once worker_group_start() has returned (every worker has opened its part
+ * of the store): let the workers accept. Until then their sockets listen
+ * (clients wait in the backlog) but nothing is accepted, so no session can
+ * hand the store a recipient for a worker that is not running yet.
+ */
+void net_server_open(struct worker_group *g);
 
 /* Connections currently open, all workers together. */
 unsigned net_server_connections(const struct net_server *srv);

@@ -278,6 +278,12 @@ static void smtp_handle_mail(struct smtp_session *s, const struct smtp_command *
 		smtp_transaction_reset(s);
 		return;
 	}
+	/* Refuse early, before the client sends a body we could not keep. */
+	if (queue_check_space(s->queue, s->declared_size) != 0) {
+		smtp_reply(s, "452 4.3.1 Error: insufficient system storage, try again later");
+		smtp_transaction_reset(s);
+		return;
+	}
 	struct mailbox mb;
 	enum address_status st = address_parse_path(pa.path, pa.path_len, s->smtputf8, &mb);
 	if (st == ADDRESS_NEEDS_UTF8) {
@@ -327,6 +333,10 @@ static void smtp_handle_rcpt(struct smtp_session *s, const struct smtp_command *
 	}
 	if (s->nrecipients >= s->settings->max_recipients) {
 		smtp_reply(s, "452 4.5.3 Error: too many recipients");
+		return;
+	}
+	if (queue_check_space(s->queue, s->declared_size) != 0) {
+		smtp_reply(s, "452 4.3.1 Error: insufficient system storage, try again later");
 		return;
 	}
 	struct mailbox mb;
@@ -462,7 +472,8 @@ static void smtp_handle_data(struct smtp_session *s, const struct smtp_command *
 		log_event(LOG_LEVEL_ERROR, "event=queue_error session=%s error=\"%s\"", s->id,
 			  strerror(-r));
 		if (r == -ENOSPC || r == -EDQUOT)
-			smtp_reply(s, "452 4.3.1 Error: insufficient system storage");
+			smtp_reply(s, "452 4.3.1 Error: insufficient system storage, try again "
+				      "later");
 		else
 			smtp_reply(s, "451 4.3.0 Error: queue file write error");
 		smtp_transaction_reset(s);
@@ -697,7 +708,11 @@ static void smtp_queue_committed(struct queue_client *client, int status)
 			  "event=commit_failed session=%s queue_id=%s error=\"%s\"", s->id, id,
 			  strerror(-status));
 		s->state = SMTP_STATE_HELO;
-		smtp_reply(s, "451 4.3.0 Error: queue file write error");
+		if (status == -ENOSPC || status == -EDQUOT)
+			smtp_reply(s, "452 4.3.1 Error: insufficient system storage, try again "
+				      "later");
+		else
+			smtp_reply(s, "451 4.3.0 Error: queue file write error");
 	}
 	s->message = NULL; /* the store is done with it */
 	s->messages++;

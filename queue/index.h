@@ -31,13 +31,7 @@
 
 #define INDEX_DOMAIN_MAX 255
 
-enum index_state {
-	INDEX_READY = 0,
-	INDEX_DEFERRED,
-	INDEX_HELD,
-	INDEX_INFLIGHT,
-	INDEX_NSTATES
-};
+enum index_state { INDEX_READY = 0, INDEX_DEFERRED, INDEX_HELD, INDEX_INFLIGHT, INDEX_NSTATES };
 
 struct index_destination;
 

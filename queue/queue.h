@@ -13,9 +13,10 @@
  * struct queue (its own spool writer), and the callbacks arrive on that
  * worker's loop, never from inside begin/write/commit.
  *
- * The first implementation (spool.c) writes each message to its own file
- * and fdatasyncs it. The segment store with group commit replaces it behind
- * this same interface.
+ * The implementation (store.c) appends each worker's messages to its own
+ * segment files with group commit (commit.h), keeps a sharded index of
+ * queued recipients by destination (index.h), and rebuilds it at start
+ * (recover.h).
  */
 #ifndef FERRY_QUEUE_QUEUE_H
 #define FERRY_QUEUE_QUEUE_H
@@ -61,21 +62,59 @@ struct queue_client {
 	 * after queue_message_write() returned 1: input may resume. */
 	void (*resume)(struct queue_client *client);
 	/* The message is durable (status 0) or could not be made durable
-	 * (negative errno). After this call the queue_message is gone. */
+	 * (negative errno: -ENOSPC for a spool limit, else a write or sync
+	 * failure). The queue_message lives until this call returns. */
 	void (*committed)(struct queue_client *client, int status);
 };
 
-struct queue_config {
+/* ---- the store as a whole (process-wide) ------------------------------- */
+
+struct queue_store;
+
+struct queue_store_config {
 	const char *spool_dir;
-	uint32_t worker_index; /* goes into queue ids */
+	uint32_t workers;        /* writers, one per worker */
+	uint32_t shards;         /* power of two; 0: 8 per worker */
+	uint64_t segment_size;   /* bytes preallocated per segment file */
+	size_t batch_cap;        /* bytes per group-commit write */
+	uint64_t max_bytes;      /* spool size limit (segment files); 0: none */
+	uint64_t max_messages;   /* queued messages limit; 0: none */
+	uint64_t min_free_bytes; /* refuse new mail below this much free disk */
 };
 
 /*
- * Open the worker's queue: creates the spool directories if missing. `w` is
- * the worker whose ring carries the store's I/O. Returns 0 or -errno.
+ * Open the spool: create its directories, recover every segment (torn
+ * tails cut, corrupt segments quarantined; see recover.h) and rebuild the
+ * index, all before any worker runs. On error err says why.
  */
-int queue_open(struct queue **out, struct worker *w, const struct queue_config *cfg);
+int queue_store_open(struct queue_store **out, const struct queue_store_config *cfg, char *err,
+		     size_t err_size);
+
+/* After every worker has stopped. */
+void queue_store_close(struct queue_store *store);
+
+/* What recovery found, for the start-up log line. */
+struct queue_store_summary {
+	uint64_t messages, recipients, segments, torn, corrupt, bytes;
+	uint64_t elapsed_ms;
+};
+void queue_store_summary(const struct queue_store *store, struct queue_store_summary *out);
+
+/* ---- one worker's queue ------------------------------------------------- */
+
+/*
+ * Bind worker `index`'s part of the store to the worker whose ring carries
+ * its I/O (called on that worker's thread). Returns 0 or -errno.
+ */
+int queue_open(struct queue **out, struct worker *w, struct queue_store *store, uint32_t index);
 void queue_close(struct queue *q);
+
+/*
+ * May a new message of about `size` octets (0: unknown) be taken now?
+ * 0, or -ENOSPC when a spool limit (max_bytes, max_messages,
+ * min_free_bytes) is reached: the session answers 452 4.3.1.
+ */
+int queue_check_space(struct queue *q, uint64_t size);
 
 /*
  * Start a message. The envelope is copied; the store assigns the queue id.
@@ -116,5 +155,35 @@ void queue_flush(struct queue *q);
 /* Messages begun and not yet committed/aborted, plus commits in flight:
  * shutdown waits for this to reach 0. */
 unsigned queue_pending(const struct queue *q);
+
+/* ---- operator views (ferryctl) ------------------------------------------- */
+
+struct buf;
+
+/* Workers and the worker that runs worker index i's queue. */
+uint32_t queue_store_workers(const struct queue_store *store);
+struct queue *queue_store_queue(struct queue_store *store, uint32_t index);
+struct worker *queue_worker(const struct queue *q);
+const char *queue_store_spool_dir(const struct queue_store *store);
+
+/*
+ * These run on q's own worker thread (send it a cross-worker message) and
+ * append text to out, one record per line, fields separated by spaces,
+ * client-supplied text escaped (log_quote) so a line is always one line.
+ *
+ * queue_report_destinations: per destination in the shards q owns:
+ *   "<domain> <messages> <ready> <deferred> <held> <inflight> <oldest arrival, unix ms>"
+ * queue_report_domain: per queued recipient of `domain` in q's shards:
+ *   "<queue id> <state> <attempts> <arrival ms> <size> <sender> <recipient>"
+ *   (state: ready, deferred, held, inflight; sender "<>" when null)
+ * queue_report_message: when q owns the message with this id, its envelope:
+ *   "id ID", "arrival MS", "size N", "client ADDR", "helo NAME", "sender S",
+ *   "param P"*, "rcpt R"*, then "body SEGMENT OFFSET LEN"* (segment file
+ *   names under <spool>/segments) so the caller can read the body without
+ *   blocking the worker. Returns 1 if found, 0 if not.
+ */
+void queue_report_destinations(struct queue *q, struct buf *out);
+void queue_report_domain(struct queue *q, const char *domain, size_t len, struct buf *out);
+int queue_report_message(struct queue *q, const char *id, struct buf *out);
 
 #endif

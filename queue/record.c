@@ -44,6 +44,9 @@
  *   MESSAGE_DONE, ABORT (16 bytes)
  *     0   id[16]  queue id
  *
+ *   BATCH (8 bytes)
+ *     0   u64     file offset of the batch's first record
+ *
  * Padding: encoders always write zeros, but the checksum does not cover the
  * padding and record_frame does not look at it. Zeroing keeps files
  * deterministic; ignoring it keeps a record's validity a function of the
@@ -65,6 +68,7 @@
 #define RECORD_COMMIT_PAYLOAD          28
 #define RECORD_RCPT_FIXED              30
 #define RECORD_ID_PAYLOAD              RECORD_ID_LEN
+#define RECORD_BATCH_PAYLOAD           8
 #define RECORD_STRING_PREFIX           2
 #define RECORD_ENVELOPE_HEADER_STRINGS 3 /* client, helo, sender */
 
@@ -151,7 +155,7 @@ static uint64_t record_checksum(const uint8_t *header, const uint8_t *payload, u
 
 static bool record_type_known(unsigned type)
 {
-	return type >= RECORD_SEGMENT && type <= RECORD_ABORT;
+	return type >= RECORD_SEGMENT && type <= RECORD_BATCH;
 }
 
 static bool record_all_zero(const uint8_t *p, size_t n)
@@ -283,6 +287,16 @@ int record_decode_segment(const struct record_view *v, struct record_segment *ou
 		return RECORD_BAD;
 	out->sequence = record_read_u64(&r);
 	out->created_ms = record_i64_of(record_read_u64(&r));
+	return record_reader_close(&r);
+}
+
+int record_decode_batch(const struct record_view *v, struct record_batch *out)
+{
+	struct record_reader r;
+
+	if (!record_reader_open(&r, v, RECORD_BATCH, RECORD_BATCH))
+		return RECORD_BAD;
+	out->start = record_read_u64(&r);
 	return record_reader_close(&r);
 }
 
@@ -418,6 +432,16 @@ size_t record_encode_segment(uint8_t *dst, size_t cap, uint64_t salt,
 	record_put_u64(p + 8, seg->sequence);
 	record_put_u64(p + 16, (uint64_t)seg->created_ms);
 	return record_finish(dst, RECORD_SEGMENT_PAYLOAD, salt);
+}
+
+size_t record_encode_batch(uint8_t *dst, size_t cap, uint64_t salt,
+			   const struct record_batch *batch)
+{
+	if (!record_fits(RECORD_BATCH_PAYLOAD, cap))
+		return 0;
+	uint8_t *p = record_begin(dst, RECORD_BATCH, RECORD_BATCH_PAYLOAD, salt);
+	record_put_u64(p, batch->start);
+	return record_finish(dst, RECORD_BATCH_PAYLOAD, salt);
 }
 
 static size_t record_envelope_string_count(const struct record_envelope *env)

@@ -26,6 +26,14 @@
  * message may continue into the writer's next segment. Only a COMMIT that
  * reached disk makes a message exist. State changes come later as small
  * records naming the queue id.
+ *
+ * Every group-commit batch ends with a BATCH record naming where the batch
+ * began. Batches are written one at a time, each synced before the next is
+ * written, so at most the last batch of a segment can be torn; a BATCH
+ * record that frames is proof that its whole batch was written. Recovery
+ * keeps a segment up to its last good BATCH record: anything after it was
+ * never acknowledged (a torn tail), and a bad spot with a good BATCH record
+ * after it is corruption of acknowledged data.
  */
 #ifndef FERRY_QUEUE_RECORD_H
 #define FERRY_QUEUE_RECORD_H
@@ -34,11 +42,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define RECORD_VERSION 1
+#define RECORD_VERSION     1
 #define RECORD_HEADER_SIZE 24
-#define RECORD_ALIGN 8
+#define RECORD_ALIGN       8
 #define RECORD_MAX_PAYLOAD (1u << 20) /* larger lengths are corruption */
-#define RECORD_ID_LEN 16              /* queue id, QUEUE_ID_LEN characters */
+#define RECORD_ID_LEN      16         /* queue id, QUEUE_ID_LEN characters */
 #define RECORD_MAX_STRINGS 2048       /* rcpts + params in one envelope */
 
 enum record_type {
@@ -51,6 +59,7 @@ enum record_type {
 	RECORD_RCPT_FAILED = 7,    /* one recipient failed for good (bounced) */
 	RECORD_MESSAGE_DONE = 8,   /* every recipient finished: dead space */
 	RECORD_ABORT = 9,          /* a begun message was thrown away */
+	RECORD_BATCH = 10,         /* ends every group-commit batch */
 };
 
 /* Total bytes a record with this payload takes, header and padding included. */
@@ -68,8 +77,8 @@ struct record_string {
 
 struct record_segment {
 	uint32_t worker;
-	uint64_t sequence;   /* per worker, increasing */
-	int64_t created_ms;  /* unix time */
+	uint64_t sequence;  /* per worker, increasing */
+	int64_t created_ms; /* unix time */
 };
 
 struct record_envelope {
@@ -100,9 +109,9 @@ struct record_commit {
 /* RCPT_DELIVERED, RCPT_DEFERRED, RCPT_FAILED */
 struct record_rcpt_state {
 	char id[RECORD_ID_LEN];
-	uint16_t recipient;     /* index in the envelope */
-	uint32_t attempts;      /* DEFERRED: attempts so far */
-	int64_t time_ms;        /* when it happened; DEFERRED: next attempt */
+	uint16_t recipient;          /* index in the envelope */
+	uint32_t attempts;           /* DEFERRED: attempts so far */
+	int64_t time_ms;             /* when it happened; DEFERRED: next attempt */
 	struct record_string reason; /* the remote reply, or "" */
 };
 
@@ -111,13 +120,21 @@ struct record_id {
 	char id[RECORD_ID_LEN];
 };
 
+/* BATCH */
+struct record_batch {
+	uint64_t start; /* file offset of the batch's first record */
+};
+
+/* Bytes a BATCH record takes (the writer keeps this much spare). */
+#define RECORD_BATCH_SIZE (RECORD_HEADER_SIZE + 8)
+
 /* ---- decoding ------------------------------------------------------------- */
 
 enum record_status {
 	RECORD_OK = 0,
-	RECORD_END = -1,          /* zeros where a header would be: no more records */
-	RECORD_TRUNCATED = -2,    /* the buffer ends inside the record (a torn tail, or read more) */
-	RECORD_BAD = -3,          /* bad header, wrong salt, bad checksum, bad payload */
+	RECORD_END = -1,       /* zeros where a header would be: no more records */
+	RECORD_TRUNCATED = -2, /* the buffer ends inside the record (a torn tail, or read more) */
+	RECORD_BAD = -3,       /* bad header, wrong salt, bad checksum, bad payload */
 };
 
 /* A record as found in a buffer. */
@@ -152,6 +169,7 @@ int record_decode_body(const struct record_view *v, struct record_body *out);
 int record_decode_commit(const struct record_view *v, struct record_commit *out);
 int record_decode_rcpt_state(const struct record_view *v, struct record_rcpt_state *out);
 int record_decode_id(const struct record_view *v, struct record_id *out);
+int record_decode_batch(const struct record_view *v, struct record_batch *out);
 
 /* ---- encoding -------------------------------------------------------------- */
 
@@ -176,6 +194,9 @@ size_t record_encode_rcpt_state(uint8_t *dst, size_t cap, uint64_t salt, enum re
 /* type: RECORD_MESSAGE_DONE or RECORD_ABORT */
 size_t record_encode_id(uint8_t *dst, size_t cap, uint64_t salt, enum record_type type,
 			const struct record_id *rid);
+
+size_t record_encode_batch(uint8_t *dst, size_t cap, uint64_t salt,
+			   const struct record_batch *batch);
 
 /* Payload size an envelope will need (to size a buffer before encoding). */
 size_t record_envelope_payload_size(const struct record_envelope *env,

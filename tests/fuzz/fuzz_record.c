@@ -164,6 +164,13 @@ static void fuzz_decode(const struct record_view *v, const uint8_t *rec)
 	FUZZ_CHECK(is_id || rc == RECORD_BAD);
 	if (rc == 0)
 		FUZZ_REENCODE(v, rec, record_encode_id(dst, cap, FUZZ_SALT, t, &rid));
+
+	struct record_batch batch;
+	rc = record_decode_batch(v, &batch);
+	FUZZ_CHECK(rc == 0 || rc == RECORD_BAD);
+	FUZZ_CHECK(t == RECORD_BATCH || rc == RECORD_BAD);
+	if (rc == 0)
+		FUZZ_REENCODE(v, rec, record_encode_batch(dst, cap, FUZZ_SALT, &batch));
 }
 
 static bool fuzz_all_zero(const uint8_t *p, size_t n)
@@ -183,8 +190,8 @@ static enum record_status fuzz_seal(uint8_t *p, size_t left)
 {
 	if (left < RECORD_HEADER_SIZE)
 		return fuzz_all_zero(p, left) ? RECORD_END : RECORD_TRUNCATED;
-	if (p[4] < RECORD_SEGMENT || p[4] > RECORD_ABORT)
-		p[4] = (uint8_t)(RECORD_SEGMENT + p[4] % RECORD_ABORT);
+	if (p[4] < RECORD_SEGMENT || p[4] > RECORD_BATCH)
+		p[4] = (uint8_t)(RECORD_SEGMENT + p[4] % RECORD_BATCH);
 	p[5] = RECORD_VERSION;
 	p[6] = p[7] = 0;
 	fuzz_put_u64(p + 8, FUZZ_SALT);
@@ -224,7 +231,7 @@ static void fuzz_walk(uint8_t *buf, size_t len, bool seal)
 		if (st != RECORD_OK)
 			return;
 
-		FUZZ_CHECK(v.type >= RECORD_SEGMENT && v.type <= RECORD_ABORT);
+		FUZZ_CHECK(v.type >= RECORD_SEGMENT && v.type <= RECORD_BATCH);
 		FUZZ_CHECK(v.length <= RECORD_MAX_PAYLOAD);
 		FUZZ_CHECK(v.size == record_size(v.length) && v.size <= left);
 		FUZZ_CHECK(v.size % RECORD_ALIGN == 0);

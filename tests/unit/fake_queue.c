@@ -59,6 +59,7 @@ static struct fake_record fake_records[FAKE_QUEUE_MAX_RECORDS];
 static unsigned fake_nrecords;
 static unsigned fake_id_counter;
 static int fake_begin_error;        /* next begin fails with this (one shot) */
+static int fake_space_error;        /* what queue_check_space() answers */
 static bool fake_write_rule_active; /* write number fake_write_rule_index ... */
 static unsigned fake_write_rule_index;
 static int fake_write_rule_result; /* ... of the next/current message returns this */
@@ -95,10 +96,11 @@ static void fake_handle_free(struct fake_record *r)
 
 /* ---- the queue.h contract ------------------------------------------------ */
 
-int queue_open(struct queue **out, struct worker *w, const struct queue_config *cfg)
+int queue_open(struct queue **out, struct worker *w, struct queue_store *store, uint32_t index)
 {
 	(void)w;
-	(void)cfg;
+	(void)store;
+	(void)index;
 	struct queue *q = calloc(1, sizeof(*q));
 	if (q == NULL)
 		return -ENOMEM;
@@ -258,8 +260,22 @@ void fake_queue_reset(void)
 	fake_nrecords = 0;
 	fake_id_counter = 0;
 	fake_begin_error = 0;
+	fake_space_error = 0;
 	fake_write_rule_active = false;
 	fake_violation_text[0] = '\0';
+}
+
+int queue_check_space(struct queue *q, uint64_t size)
+{
+	(void)q;
+	(void)size;
+	return fake_space_error;
+}
+
+/* queue_check_space() answers `error` until told otherwise (0). */
+void fake_queue_set_space(int error)
+{
+	fake_space_error = error;
 }
 
 /* The next queue_message_begin() returns `error` (e.g. -EIO, -ENOSPC). */

@@ -491,9 +491,9 @@ Test(record, encoders_refuse_wrong_type)
 	set_id(st.id, test_id);
 	set_id(rid.id, test_id);
 	const enum record_type not_rcpt[] = {
-		0, RECORD_SEGMENT, RECORD_COMMIT, RECORD_MESSAGE_DONE, RECORD_ABORT, 10};
-	const enum record_type not_id[] = {0, RECORD_ENVELOPE, RECORD_RCPT_DELIVERED,
-					   RECORD_RCPT_FAILED, 10};
+		0, RECORD_SEGMENT, RECORD_COMMIT, RECORD_MESSAGE_DONE, RECORD_ABORT, 11};
+	const enum record_type not_id[] = {
+		0, RECORD_ENVELOPE, RECORD_RCPT_DELIVERED, RECORD_RCPT_FAILED, RECORD_BATCH, 11};
 
 	for (size_t i = 0; i < sizeof(not_rcpt) / sizeof(not_rcpt[0]); i++)
 		cr_assert_eq(
@@ -837,7 +837,7 @@ Test(record, bad_header_even_with_good_checksum)
 				     RECORD_BAD, "version %u", version);
 	for (unsigned type = 0; type < 256; type++) {
 		enum record_status want =
-			type >= RECORD_SEGMENT && type <= RECORD_ABORT ? RECORD_OK : RECORD_BAD;
+			type >= RECORD_SEGMENT && type <= RECORD_BATCH ? RECORD_OK : RECORD_BAD;
 		cr_assert_eq(frame_edited(4, (const uint8_t[]){(uint8_t)type}, 1, whole), want,
 			     "type %u", type);
 	}
@@ -1279,4 +1279,26 @@ Test(record, encoders_refuse_small_caps_and_write_nothing)
 		}
 		free(buf);
 	}
+}
+
+/* BATCH ends every group-commit batch and names where the batch began. */
+Test(record, batch_round_trip_and_type_checks)
+{
+	uint8_t buf[64];
+	memset(buf, 0xa5, sizeof(buf));
+	struct record_batch b = {.start = 0x0123456789abcdefull};
+	size_t n = record_encode_batch(buf, sizeof(buf), TEST_SALT, &b);
+	cr_assert_eq(n, RECORD_BATCH_SIZE);
+	cr_assert_eq(buf[n], 0xa5, "wrote past the record");
+	struct record_view v;
+	cr_assert_eq(record_frame(buf, n, TEST_SALT, &v), RECORD_OK);
+	cr_assert_eq(v.type, RECORD_BATCH);
+	struct record_batch got;
+	cr_assert_eq(record_decode_batch(&v, &got), 0);
+	cr_assert_eq(got.start, b.start);
+	struct record_id rid;
+	cr_assert_eq(record_decode_id(&v, &rid), RECORD_BAD);
+	for (size_t cap = 0; cap < RECORD_BATCH_SIZE; cap++)
+		cr_assert_eq(record_encode_batch(buf, cap, TEST_SALT, &b), 0);
+	cr_assert_eq(record_frame(buf, n, TEST_SALT ^ 1, &v), RECORD_BAD);
 }

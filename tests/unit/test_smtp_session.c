@@ -43,6 +43,7 @@ bool fake_queue_commit_pending(void);
 bool fake_queue_complete_commit(int status);
 bool fake_queue_resume(void);
 const char *fake_queue_violation(void);
+void fake_queue_set_space(int error);
 
 /* ---- fixture ------------------------------------------------------------- */
 
@@ -79,7 +80,7 @@ const char *fake_queue_violation(void);
 	"endings are allowed)\r\n"
 #define TOO_BIG            "552 5.3.4 Message size exceeds fixed limit of 10000 octets\r\n"
 #define WRITE_ERROR        "451 4.3.0 Error: queue file write error\r\n"
-#define NO_SPACE           "452 4.3.1 Error: insufficient system storage\r\n"
+#define NO_SPACE           "452 4.3.1 Error: insufficient system storage, try again later\r\n"
 #define SHUTTING_DOWN      "421 4.3.2 mx.test Service shutting down\r\n"
 #define TIMEOUT            "421 4.4.2 mx.test Error: timeout exceeded\r\n"
 #define TOO_MANY_ERRORS    "421 4.7.0 mx.test Error: too many errors; closing\r\n"
@@ -129,7 +130,7 @@ static void setup(void)
 		.policy = &policy,
 	};
 	fake_queue_reset();
-	cr_assert_eq(queue_open(&queue, NULL, &(struct queue_config){.spool_dir = "unused"}), 0);
+	cr_assert_eq(queue_open(&queue, NULL, NULL, 0), 0);
 	session_live = false;
 	wakes = 0;
 }
@@ -1658,4 +1659,24 @@ Test(session, every_reply_carries_an_enhanced_code)
 	feed("HELO client.test\r\nMAIL FROM:<a@client.test> SIZE=1\r\nRCPT TO:<a@b.example>\r\n");
 	smtp_session_shutdown(&session);
 	take();
+}
+
+/* A full spool refuses new mail early (MAIL, RCPT) and at the end of DATA,
+ * always with 452 4.3.1, and the session goes on. */
+Test(session, spool_limits_give_452)
+{
+	to_mail(UNTRUSTED);
+	fake_queue_set_space(-ENOSPC);
+	expect("RCPT TO:<user@relay.example>\r\n", NO_SPACE);
+	expect("RSET\r\n", "250 2.0.0 Ok\r\n");
+	expect("MAIL FROM:<a@client.example>\r\n", NO_SPACE);
+	cr_assert_eq(session.state, SMTP_STATE_HELO);
+	fake_queue_set_space(0);
+
+	to_data(UNTRUSTED);
+	feed("body\r\n.\r\n");
+	cr_assert(fake_queue_complete_commit(-ENOSPC));
+	cr_assert_str_eq(take(), NO_SPACE);
+	cr_assert_eq(session.state, SMTP_STATE_HELO);
+	to_rcpt(UNTRUSTED); /* and the next transaction works */
 }

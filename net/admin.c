@@ -1,0 +1,725 @@
+#include "net/admin.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/buf.h"
+#include "core/log.h"
+#include "core/worker.h"
+#include "core/xmsg.h"
+#include "queue/queue.h"
+#include "queue/segment.h"
+
+#define ADMIN_SOCKET_TEMP  ADMIN_SOCKET_NAME ".new"
+#define ADMIN_READ_MS      5000  /* for the request line */
+#define ADMIN_WRITE_MS     30000 /* for the whole answer */
+#define ADMIN_WORKERS_MS   5000  /* for every worker's part */
+#define ADMIN_ACCEPT_PAUSE 100   /* ms, after accept ran out of descriptors */
+#define ADMIN_BACKLOG      16
+
+enum admin_command { ADMIN_QUEUE, ADMIN_LIST, ADMIN_SHOW };
+
+static const char *const admin_command_names[] = {"queue", "list", "show"};
+
+struct admin {
+	struct queue_store *store;
+	char *spool_dir;
+	int spool_fd;    /* the spool directory: the socket lives there */
+	int segments_fd; /* <spool>/segments, for reading headers */
+	int listen_fd;
+	int stop_fd; /* eventfd: admin_stop() wakes the thread */
+	pthread_t thread;
+	dev_t socket_dev; /* the socket file we made, to remove only ours */
+	ino_t socket_ino;
+};
+
+/* ---- one request, answered by every worker --------------------------------- */
+
+struct admin_request;
+
+/* One worker's part: its handler fills `out` on that worker's thread. */
+struct admin_part {
+	struct xmsg link;
+	struct admin_request *request;
+	struct queue *queue;
+	struct buf out;
+	int found; /* show: queue_report_message() found the message */
+};
+
+/*
+ * Shared by the admin thread and the workers. refs counts the admin
+ * thread's hold plus every part whose handler has not finished; whoever
+ * drops the last one frees it, so a request the admin gave up on (a worker
+ * slow to answer) is freed by that worker, never under it.
+ */
+struct admin_request {
+	pthread_mutex_t lock;
+	pthread_cond_t done;
+	unsigned refs;
+	unsigned pending; /* parts not answered yet */
+	bool abandoned;   /* the admin stopped waiting: skip the work */
+	enum admin_command command;
+	char arg[ADMIN_REQUEST_MAX + 1];
+	size_t arg_len;
+	uint32_t nparts;
+	struct admin_part parts[];
+};
+
+static void admin_request_free(struct admin_request *req)
+{
+	for (uint32_t i = 0; i < req->nparts; i++)
+		buf_release(&req->parts[i].out);
+	pthread_cond_destroy(&req->done);
+	pthread_mutex_destroy(&req->lock);
+	free(req);
+}
+
+/* Drop one reference; `answered`: a part's handler is done with it. */
+static void admin_request_release(struct admin_request *req, bool answered)
+{
+	pthread_mutex_lock(&req->lock);
+	if (answered && --req->pending == 0)
+		pthread_cond_signal(&req->done);
+	bool last = --req->refs == 0;
+	pthread_mutex_unlock(&req->lock);
+	if (last)
+		admin_request_free(req);
+}
+
+/* On the worker that owns part->queue. */
+static void admin_part_run(struct xmsg *msg)
+{
+	struct admin_part *part =
+		(struct admin_part *)((char *)msg - offsetof(struct admin_part, link));
+	struct admin_request *req = part->request;
+	pthread_mutex_lock(&req->lock);
+	bool wanted = !req->abandoned;
+	pthread_mutex_unlock(&req->lock);
+	if (wanted) {
+		switch (req->command) {
+		case ADMIN_QUEUE:
+			queue_report_destinations(part->queue, &part->out);
+			break;
+		case ADMIN_LIST:
+			queue_report_domain(part->queue, req->arg, req->arg_len, &part->out);
+			break;
+		case ADMIN_SHOW:
+			part->found = queue_report_message(part->queue, req->arg, &part->out);
+			break;
+		}
+	}
+	admin_request_release(req, true);
+}
+
+/*
+ * Ask every worker for its part and wait at most ADMIN_WORKERS_MS. Returns
+ * the request with every part answered (the caller releases it), or NULL
+ * with *why set.
+ */
+static struct admin_request *admin_ask_workers(struct admin *a, enum admin_command command,
+					       const char *arg, size_t arg_len, const char **why)
+{
+	uint32_t n = queue_store_workers(a->store);
+	struct admin_request *req = calloc(1, sizeof(*req) + n * sizeof(req->parts[0]));
+	*why = "ferryd is out of memory";
+	if (req == NULL)
+		return NULL;
+	pthread_condattr_t attr;
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&req->done, &attr);
+	pthread_condattr_destroy(&attr);
+	pthread_mutex_init(&req->lock, NULL);
+	req->command = command;
+	memcpy(req->arg, arg, arg_len);
+	req->arg[arg_len] = '\0';
+	req->arg_len = arg_len;
+	req->nparts = n;
+	req->refs = n + 1;
+	req->pending = n;
+	for (uint32_t i = 0; i < n; i++) {
+		req->parts[i].request = req;
+		req->parts[i].queue = queue_store_queue(a->store, i);
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		struct queue *q = req->parts[i].queue;
+		struct worker *w = q != NULL ? queue_worker(q) : NULL;
+		if (w == NULL) /* not running: nothing of it to report */
+			admin_request_release(req, true);
+		else
+			worker_send(w, &req->parts[i].link, admin_part_run);
+	}
+
+	struct timespec deadline;
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	deadline.tv_sec += ADMIN_WORKERS_MS / 1000;
+	deadline.tv_nsec += (long)(ADMIN_WORKERS_MS % 1000) * 1000000;
+	if (deadline.tv_nsec >= 1000000000) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&req->lock);
+	while (req->pending > 0)
+		if (pthread_cond_timedwait(&req->done, &req->lock, &deadline) == ETIMEDOUT)
+			break;
+	bool answered = req->pending == 0;
+	if (!answered)
+		req->abandoned = true;
+	pthread_mutex_unlock(&req->lock);
+	if (answered)
+		return req;
+	log_event(LOG_LEVEL_ERROR,
+		  "event=admin_timeout command=%s waited_ms=%d note=\"a worker did not answer "
+		  "an operator request in time\"",
+		  admin_command_names[command], ADMIN_WORKERS_MS);
+	admin_request_release(req, false);
+	*why = "ferryd did not answer in time";
+	return NULL;
+}
+
+/* ---- show: the header section from the segment files ------------------------ */
+
+/* Where the header section in data[0..len) ends: the offset just past its
+ * last header line (0 when the body starts with the empty line), or -1 if
+ * the empty line that ends it is not there. */
+static long admin_headers_end(const char *data, size_t len)
+{
+	if (len >= 1 && (data[0] == '\n' || (len >= 2 && data[0] == '\r' && data[1] == '\n')))
+		return 0;
+	for (size_t i = 0; i + 1 < len; i++) {
+		if (data[i] != '\n')
+			continue;
+		if (data[i + 1] == '\n' ||
+		    (i + 2 < len && data[i + 1] == '\r' && data[i + 2] == '\n'))
+			return (long)i + 1;
+	}
+	return -1;
+}
+
+/*
+ * Append the message's header section to out, reading the extents named by
+ * the envelope's "body SEGMENT OFFSET LEN" lines. Returns 0, or -errno with
+ * why set.
+ */
+static int admin_read_headers(struct admin *a, const char *envelope, size_t envelope_len,
+			      struct buf *out, char *why, size_t why_size)
+{
+	struct buf head = {0};
+	int fd = -1, r = 0;
+	char open_name[SEGMENT_NAME_MAX] = "";
+	long end = -1;
+	const char *p = envelope, *stop = envelope + envelope_len;
+	while (p < stop && end < 0 && buf_len(&head) < ADMIN_HEADERS_MAX) {
+		const char *nl = memchr(p, '\n', (size_t)(stop - p));
+		const char *line = p;
+		size_t line_len = nl != NULL ? (size_t)(nl - p) : (size_t)(stop - p);
+		p = nl != NULL ? nl + 1 : stop;
+		char name[SEGMENT_NAME_MAX + 1];
+		unsigned long long offset, len;
+		char text[128];
+		if (line_len < 5 || memcmp(line, "body ", 5) != 0 || line_len >= sizeof(text))
+			continue;
+		memcpy(text, line, line_len);
+		text[line_len] = '\0';
+		uint32_t worker;
+		uint64_t sequence;
+		if (sscanf(text, "body %32s %llu %llu", name, &offset, &len) != 3 ||
+		    !segment_parse_name(name, &worker, &sequence)) {
+			snprintf(why, why_size, "bad body line from the store: %s", text);
+			r = -EINVAL;
+			break;
+		}
+		if (strcmp(name, open_name) != 0) {
+			if (fd >= 0)
+				close(fd);
+			fd = openat(a->segments_fd, name, O_RDONLY | O_CLOEXEC);
+			if (fd < 0) {
+				r = -errno;
+				snprintf(why, why_size, "cannot open segments/%s: %s", name,
+					 strerror(errno));
+				break;
+			}
+			snprintf(open_name, sizeof(open_name), "%s", name);
+		}
+		size_t want = ADMIN_HEADERS_MAX - buf_len(&head);
+		if (len < want)
+			want = (size_t)len;
+		if (want == 0)
+			continue;
+		char *dst = buf_extend(&head, want);
+		if (dst == NULL) {
+			r = -ENOMEM;
+			snprintf(why, why_size, "out of memory");
+			break;
+		}
+		size_t got = 0;
+		while (got < want) {
+			ssize_t k = pread(fd, dst + got, want - got, (off_t)(offset + got));
+			if (k < 0 && errno == EINTR)
+				continue;
+			if (k <= 0) {
+				r = k < 0 ? -errno : -EIO;
+				snprintf(why, why_size, "reading segments/%s: %s", name,
+					 k < 0 ? strerror(errno) : "the file ends early");
+				break;
+			}
+			got += (size_t)k;
+		}
+		if (r != 0)
+			break;
+		/* Rescanned whole: the empty line may straddle two extents. A
+		 * message of headers only ends with its body. */
+		end = admin_headers_end(buf_head(&head), buf_len(&head));
+	}
+	if (fd >= 0)
+		close(fd);
+	if (r == 0) {
+		size_t keep = end >= 0 ? (size_t)end : buf_len(&head);
+		if (buf_append(out, buf_head(&head), keep) != 0) {
+			r = -ENOMEM;
+			snprintf(why, why_size, "out of memory");
+		}
+	}
+	buf_release(&head);
+	return r;
+}
+
+/* ---- requests and answers ------------------------------------------------------ */
+
+static bool admin_domain_ok(const char *s, size_t len)
+{
+	if (len == 0 || len > 255)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!isalnum((unsigned char)s[i]) && strchr("-._[]:", s[i]) == NULL)
+			return false;
+	return true;
+}
+
+static bool admin_queue_id_ok(const char *s, size_t len)
+{
+	if (len != QUEUE_ID_LEN)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!isalnum((unsigned char)s[i]))
+			return false;
+	return true;
+}
+
+/* Answer one request line (printable, no line end) into answer. Returns
+ * the command's name for the log, or "invalid". */
+static const char *admin_answer(struct admin *a, char *line, struct buf *answer)
+{
+	char *arg = strchr(line, ' ');
+	size_t arg_len = 0;
+	if (arg != NULL) {
+		*arg++ = '\0';
+		while (*arg == ' ')
+			arg++;
+		arg_len = strlen(arg);
+		while (arg_len > 0 && arg[arg_len - 1] == ' ')
+			arg[--arg_len] = '\0';
+	}
+	enum admin_command command;
+	if (strcmp(line, "queue") == 0) {
+		command = ADMIN_QUEUE;
+		if (arg_len > 0) {
+			buf_printf(answer, "error: 'queue' takes no argument\n");
+			return "invalid";
+		}
+	} else if (strcmp(line, "list") == 0) {
+		command = ADMIN_LIST;
+		if (!admin_domain_ok(arg, arg_len)) {
+			if (arg_len == 0)
+				buf_printf(answer, "error: usage: list DOMAIN\n");
+			else
+				buf_printf(answer, "error: '%s' is not a domain\n", arg);
+			return "invalid";
+		}
+		for (size_t i = 0; i < arg_len; i++)
+			arg[i] = (char)tolower((unsigned char)arg[i]);
+	} else if (strcmp(line, "show") == 0) {
+		command = ADMIN_SHOW;
+		if (!admin_queue_id_ok(arg, arg_len)) {
+			if (arg_len == 0)
+				buf_printf(answer, "error: usage: show QUEUEID\n");
+			else
+				buf_printf(
+					answer,
+					"error: '%s' is not a queue id (%d letters and digits)\n",
+					arg, QUEUE_ID_LEN);
+			return "invalid";
+		}
+		for (size_t i = 0; i < arg_len; i++)
+			arg[i] = (char)toupper((unsigned char)arg[i]);
+	} else {
+		buf_printf(answer,
+			   "error: unknown command '%s' (try: queue, list DOMAIN, show QUEUEID)\n",
+			   line);
+		return "invalid";
+	}
+
+	const char *why;
+	struct admin_request *req =
+		admin_ask_workers(a, command, arg != NULL ? arg : "", arg_len, &why);
+	if (req == NULL) {
+		buf_printf(answer, "error: %s\n", why);
+		return admin_command_names[command];
+	}
+	struct admin_part *shown = NULL;
+	for (uint32_t i = 0; i < req->nparts && shown == NULL; i++)
+		if (req->parts[i].found)
+			shown = &req->parts[i];
+	if (command == ADMIN_SHOW && shown == NULL) {
+		buf_printf(answer, "error: no message %s in the queue\n", arg);
+	} else if (command == ADMIN_SHOW) {
+		struct buf headers = {0};
+		char why_headers[256];
+		buf_printf(answer, "ok\n");
+		buf_append(answer, buf_head(&shown->out), buf_len(&shown->out));
+		if (admin_read_headers(a, buf_head(&shown->out), buf_len(&shown->out), &headers,
+				       why_headers, sizeof(why_headers)) != 0)
+			buf_printf(answer, "headers-error %s\n", why_headers);
+		buf_printf(answer, "\n");
+		buf_append(answer, buf_head(&headers), buf_len(&headers));
+		buf_release(&headers);
+	} else {
+		buf_printf(answer, "ok\n");
+		for (uint32_t i = 0; i < req->nparts; i++)
+			buf_append(answer, buf_head(&req->parts[i].out),
+				   buf_len(&req->parts[i].out));
+	}
+	admin_request_release(req, false);
+	return admin_command_names[command];
+}
+
+/* Wait for `events` on fd until deadline (CLOCK_MONOTONIC ms). 1: ready,
+ * 0: timed out, -1: admin_stop() was called. */
+static int admin_wait(struct admin *a, int fd, short events, uint64_t deadline)
+{
+	for (;;) {
+		uint64_t now = worker_clock_ms();
+		if (now >= deadline)
+			return 0;
+		struct pollfd p[2] = {{.fd = fd, .events = events},
+				      {.fd = a->stop_fd, .events = POLLIN}};
+		int n = poll(p, 2, (int)(deadline - now));
+		if (n < 0 && errno != EINTR)
+			return 0;
+		if (n > 0 && p[1].revents != 0)
+			return -1;
+		if (n > 0 && p[0].revents != 0)
+			return 1;
+	}
+}
+
+/* Read the request line; false when the client said nothing usable in
+ * time (answered already when it is worth answering). */
+static bool admin_read_request(struct admin *a, int fd, char *line, size_t size, struct buf *answer)
+{
+	size_t len = 0;
+	uint64_t deadline = worker_clock_ms() + ADMIN_READ_MS;
+	for (;;) {
+		char *nl = memchr(line, '\n', len);
+		if (nl != NULL) {
+			len = (size_t)(nl - line);
+			break;
+		}
+		if (len == size - 1) {
+			buf_printf(answer, "error: the request is longer than %d octets\n",
+				   ADMIN_REQUEST_MAX);
+			return false;
+		}
+		ssize_t k = recv(fd, line + len, size - 1 - len, 0);
+		if (k > 0) {
+			len += (size_t)k;
+			continue;
+		}
+		if (k == 0)
+			break; /* EOF ends the line too */
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			return false;
+		int w = admin_wait(a, fd, POLLIN, deadline);
+		if (w == 0)
+			buf_printf(answer, "error: no request within %d ms\n", ADMIN_READ_MS);
+		if (w <= 0)
+			return false;
+	}
+	if (len > 0 && line[len - 1] == '\r')
+		len--;
+	line[len] = '\0';
+	for (size_t i = 0; i < len; i++) {
+		if ((unsigned char)line[i] < 0x20 || (unsigned char)line[i] > 0x7e) {
+			buf_printf(answer, "error: the request is not printable ASCII\n");
+			return false;
+		}
+	}
+	if (len == 0) {
+		buf_printf(answer,
+			   "error: empty request (try: queue, list DOMAIN, show QUEUEID)\n");
+		return false;
+	}
+	return true;
+}
+
+static void admin_write_answer(struct admin *a, int fd, const struct buf *answer)
+{
+	uint64_t deadline = worker_clock_ms() + ADMIN_WRITE_MS;
+	size_t done = 0;
+	while (done < buf_len(answer)) {
+		ssize_t k = send(fd, buf_head(answer) + done, buf_len(answer) - done, MSG_NOSIGNAL);
+		if (k > 0) {
+			done += (size_t)k;
+			continue;
+		}
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+			return; /* the client went away */
+		if (admin_wait(a, fd, POLLOUT, deadline) <= 0)
+			return;
+	}
+}
+
+static void admin_serve(struct admin *a, int fd)
+{
+	char line[ADMIN_REQUEST_MAX + 1];
+	struct buf answer = {0};
+	const char *command = "invalid";
+	if (admin_read_request(a, fd, line, sizeof(line), &answer))
+		command = admin_answer(a, line, &answer);
+	if (buf_len(&answer) == 0) {
+		buf_release(&answer);
+		return;
+	}
+	admin_write_answer(a, fd, &answer);
+	/* Who asked what: the socket's mode decides who may, the log says who did. */
+	struct ucred cred = {0};
+	socklen_t cred_len = sizeof(cred);
+	getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cred_len);
+	const char *nl = memchr(buf_head(&answer), '\n', buf_len(&answer));
+	size_t first = nl != NULL ? (size_t)(nl - buf_head(&answer)) : buf_len(&answer);
+	char result[256];
+	log_event(LOG_LEVEL_INFO, "event=admin_request command=%s uid=%u pid=%d result=%s", command,
+		  (unsigned)cred.uid, (int)cred.pid,
+		  log_quote(result, sizeof(result), buf_head(&answer), first));
+	buf_release(&answer);
+}
+
+static void *admin_main(void *arg)
+{
+	struct admin *a = arg;
+	for (;;) {
+		struct pollfd p[2] = {{.fd = a->listen_fd, .events = POLLIN},
+				      {.fd = a->stop_fd, .events = POLLIN}};
+		int n = poll(p, 2, -1);
+		if (n < 0 && errno != EINTR) {
+			log_event(LOG_LEVEL_ERROR, "event=admin_error error=\"poll: %s\"",
+				  strerror(errno));
+			break;
+		}
+		if (n <= 0)
+			continue;
+		if (p[1].revents != 0)
+			break;
+		int fd = accept4(a->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		if (fd < 0) {
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+			    errno == ENOMEM) {
+				log_event(LOG_LEVEL_ERROR, "event=admin_error error=\"accept: %s\"",
+					  strerror(errno));
+				if (admin_wait(a, -1, 0, worker_clock_ms() + ADMIN_ACCEPT_PAUSE) <
+				    0)
+					break;
+			}
+			continue;
+		}
+		admin_serve(a, fd);
+		close(fd);
+	}
+	return NULL;
+}
+
+/* ---- start and stop ------------------------------------------------------------- */
+
+/*
+ * The address of `name` in the spool directory. sun_path holds 107 octets;
+ * a deeper spool is reached through the directory's descriptor instead.
+ */
+static void admin_address(const struct admin *a, const char *name, struct sockaddr_un *sa,
+			  socklen_t *sa_len)
+{
+	memset(sa, 0, sizeof(*sa));
+	sa->sun_family = AF_UNIX;
+	int n = snprintf(sa->sun_path, sizeof(sa->sun_path), "%s/%s", a->spool_dir, name);
+	if (n < 0 || (size_t)n >= sizeof(sa->sun_path))
+		snprintf(sa->sun_path, sizeof(sa->sun_path), "/proc/self/fd/%d/%s", a->spool_fd,
+			 name);
+	*sa_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(sa->sun_path) + 1);
+}
+
+/* Is a process answering on the socket already (another ferryd on this
+ * spool)? A refused or missing socket is stale. */
+static bool admin_socket_live(const struct admin *a)
+{
+	struct sockaddr_un sa;
+	socklen_t sa_len;
+	admin_address(a, ADMIN_SOCKET_NAME, &sa, &sa_len);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return false;
+	/* Non-blocking: EAGAIN means a full backlog, which is alive too. */
+	bool live = connect(fd, (struct sockaddr *)&sa, sa_len) == 0 || errno == EAGAIN;
+	close(fd);
+	return live;
+}
+
+static int admin_listen(struct admin *a, char *err, size_t err_size)
+{
+	if (admin_socket_live(a)) {
+		snprintf(err, err_size,
+			 "%s/%s: another process (another ferryd on this spool?) answers on it",
+			 a->spool_dir, ADMIN_SOCKET_NAME);
+		return -EADDRINUSE;
+	}
+	unlinkat(a->spool_fd, ADMIN_SOCKET_TEMP, 0);
+	a->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (a->listen_fd < 0) {
+		int e = errno;
+		snprintf(err, err_size, "admin socket: %s", strerror(e));
+		return -e;
+	}
+	/* Bound under a temporary name and renamed once its mode is right, so
+	 * the socket never exists at its real name with the umask's mode; the
+	 * rename also replaces a stale socket atomically. */
+	struct sockaddr_un sa;
+	socklen_t sa_len;
+	admin_address(a, ADMIN_SOCKET_TEMP, &sa, &sa_len);
+	const char *step = "bind";
+	int e;
+	if (bind(a->listen_fd, (struct sockaddr *)&sa, sa_len) != 0)
+		goto fail;
+	step = "chmod";
+	if (fchmodat(a->spool_fd, ADMIN_SOCKET_TEMP, ADMIN_SOCKET_MODE, 0) != 0)
+		goto fail_unlink;
+	step = "listen";
+	if (listen(a->listen_fd, ADMIN_BACKLOG) != 0)
+		goto fail_unlink;
+	step = "rename";
+	if (renameat(a->spool_fd, ADMIN_SOCKET_TEMP, a->spool_fd, ADMIN_SOCKET_NAME) != 0)
+		goto fail_unlink;
+	struct stat st;
+	if (fstatat(a->spool_fd, ADMIN_SOCKET_NAME, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+		a->socket_dev = st.st_dev;
+		a->socket_ino = st.st_ino;
+	}
+	return 0;
+fail_unlink:
+	e = errno;
+	unlinkat(a->spool_fd, ADMIN_SOCKET_TEMP, 0);
+	errno = e;
+fail:
+	e = errno;
+	snprintf(err, err_size, "admin socket %s/%s: %s: %s", a->spool_dir, ADMIN_SOCKET_NAME, step,
+		 strerror(e));
+	return -e;
+}
+
+static void admin_free(struct admin *a)
+{
+	if (a->listen_fd >= 0)
+		close(a->listen_fd);
+	if (a->stop_fd >= 0)
+		close(a->stop_fd);
+	if (a->segments_fd >= 0)
+		close(a->segments_fd);
+	if (a->spool_fd >= 0)
+		close(a->spool_fd);
+	free(a->spool_dir);
+	free(a);
+}
+
+int admin_start(struct admin **out, struct queue_store *store, const char *spool_dir, char *err,
+		size_t err_size)
+{
+	*out = NULL;
+	struct admin *a = calloc(1, sizeof(*a));
+	if (a == NULL || (a->spool_dir = strdup(spool_dir)) == NULL) {
+		free(a);
+		snprintf(err, err_size, "admin socket: out of memory");
+		return -ENOMEM;
+	}
+	a->store = store;
+	a->spool_fd = a->segments_fd = a->listen_fd = a->stop_fd = -1;
+	int r;
+	a->spool_fd = open(spool_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (a->spool_fd >= 0)
+		a->segments_fd =
+			openat(a->spool_fd, "segments", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (a->segments_fd < 0) {
+		r = -errno;
+		snprintf(err, err_size, "admin socket: cannot open %s%s: %s", spool_dir,
+			 a->spool_fd >= 0 ? "/segments" : "", strerror(-r));
+		goto fail;
+	}
+	a->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (a->stop_fd < 0) {
+		r = -errno;
+		snprintf(err, err_size, "admin socket: eventfd: %s", strerror(-r));
+		goto fail;
+	}
+	if ((r = admin_listen(a, err, err_size)) != 0)
+		goto fail;
+	/* The thread takes no signal: ferryd's main thread sigwaits for them. */
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	r = -pthread_create(&a->thread, NULL, admin_main, a);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (r != 0) {
+		snprintf(err, err_size, "admin socket: cannot start its thread: %s", strerror(-r));
+		unlinkat(a->spool_fd, ADMIN_SOCKET_NAME, 0);
+		goto fail;
+	}
+	pthread_setname_np(a->thread, "ferry-admin");
+	log_event(LOG_LEVEL_INFO, "event=admin_listening socket=%s/%s mode=%04o", spool_dir,
+		  ADMIN_SOCKET_NAME, ADMIN_SOCKET_MODE);
+	*out = a;
+	return 0;
+fail:
+	admin_free(a);
+	return r;
+}
+
+void admin_stop(struct admin *a)
+{
+	if (a == NULL)
+		return;
+	uint64_t one = 1;
+	while (write(a->stop_fd, &one, sizeof(one)) < 0 && errno == EINTR)
+		;
+	pthread_join(a->thread, NULL);
+	/* A newer ferryd may have taken the name over: leave its socket be. */
+	struct stat st;
+	if (fstatat(a->spool_fd, ADMIN_SOCKET_NAME, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    st.st_dev == a->socket_dev && st.st_ino == a->socket_ino)
+		unlinkat(a->spool_fd, ADMIN_SOCKET_NAME, 0);
+	admin_free(a);
+}

@@ -1,0 +1,62 @@
+/*
+ * admin — the Unix socket that ferryctl talks to: <spool>/ferryctl.sock,
+ * file mode 0660, so the file's owner and group are who may ask.
+ *
+ * One thread of its own serves one client at a time: it reads one request
+ * line, answers, and closes. It never touches a worker's state: for each
+ * request it sends every worker a cross-worker message whose handler runs
+ * the store's report function (queue.h, "operator views") on that worker's
+ * own thread into a buffer of the request, and waits, bounded, for all of
+ * them. A request outlives a wait that timed out (reference counted), since
+ * a late worker still writes into it.
+ *
+ * Wire protocol (text, one connection per request; docs/operations.md):
+ *
+ *   request   "queue" | "list DOMAIN" | "show QUEUEID", ended by LF or CRLF,
+ *             printable ASCII, at most ADMIN_REQUEST_MAX octets
+ *   answer    "ok" LF, then the body; or "error: <why>" LF. The server
+ *             closes the connection after the answer: EOF ends the body.
+ *
+ *   queue     one line per destination, in no particular order:
+ *             "<domain> <recipients> <ready> <deferred> <held> <inflight>
+ *             <oldest arrival, unix ms>"
+ *   list      one line per queued recipient of DOMAIN:
+ *             "<queue id> <state> <attempts> <arrival ms> <size> <sender>
+ *             <recipient>" (sender "<>" when null; addresses escaped as
+ *             log_quote does, so they hold no space)
+ *   show      the envelope, one "key value" line each: id, arrival, size,
+ *             client, helo, sender, param*, rcpt*, body SEGMENT OFFSET LEN*
+ *             (and "headers-error <why>" when the header section could not
+ *             be read); then an empty line, then the message's header
+ *             section as stored (CRLF lines, up to the empty line that ends
+ *             it, at most ADMIN_HEADERS_MAX octets).
+ *
+ * Start it once the workers run; stop it before they are told to shut down
+ * (its requests need live workers to be answered).
+ */
+#ifndef FERRY_NET_ADMIN_H
+#define FERRY_NET_ADMIN_H
+
+#include <stddef.h>
+
+#define ADMIN_SOCKET_NAME "ferryctl.sock"
+#define ADMIN_SOCKET_MODE 0660
+#define ADMIN_REQUEST_MAX 512
+#define ADMIN_HEADERS_MAX 65536
+
+struct admin;
+struct queue_store;
+
+/*
+ * Bind <spool_dir>/ferryctl.sock (replacing a stale one; refusing when
+ * another process still answers on it) and start the admin thread.
+ * Returns 0 or -errno with err saying what failed.
+ */
+int admin_start(struct admin **out, struct queue_store *store, const char *spool_dir, char *err,
+		size_t err_size);
+
+/* End the thread (a client being served is dropped), remove the socket
+ * file if it is still ours, and free. NULL is a no-op. */
+void admin_stop(struct admin *a);
+
+#endif

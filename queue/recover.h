@@ -1,0 +1,87 @@
+/*
+ * recover — read a spool's segments back at start-up (and for ferryctl's
+ * offline mode), verify every record, and hand the committed messages and
+ * state changes to the caller, which rebuilds its index.
+ *
+ * Each writer's segments are read in sequence order; a message may begin in
+ * one segment and commit in the next. A message exists only if its COMMIT
+ * record is there and agrees with the BODY chunks seen (count and length).
+ *
+ * Where a segment stops making sense, the rest is judged:
+ *  - torn tail: the bad spot is zeros, or a record that is incomplete or
+ *    fails its checksum with nothing valid after it — the writer died
+ *    inside its last batch, whose sync never completed, so nothing there
+ *    was acknowledged. (Zeros followed by valid records are judged torn
+ *    too: pages of that last batch that landed out of order.) The tail is
+ *    cut off (ftruncate) and logged.
+ *  - corruption: a bad or incomplete record followed by good ones. The
+ *    segment is moved to <spool>/quarantine/ and logged loudly; its
+ *    messages are not served; every other segment is.
+ * In read-only mode nothing is cut or moved; the verdicts are reported.
+ */
+#ifndef FERRY_QUEUE_RECOVER_H
+#define FERRY_QUEUE_RECOVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "queue/record.h"
+
+struct recover_extent {
+	uint64_t sequence; /* segment of the writer */
+	uint64_t offset;   /* of the body bytes in the file */
+	uint32_t len;
+};
+
+struct recover_message {
+	uint32_t worker; /* the writer, as named in the segment file */
+	const struct record_envelope *envelope;
+	const struct record_string *strings; /* params, then recipients */
+	uint64_t envelope_sequence, envelope_offset;
+	const struct recover_extent *extents;
+	uint32_t nextents;
+	uint64_t body_len;
+	uint64_t first_sequence, last_sequence; /* segments holding its records */
+};
+
+enum recover_verdict {
+	RECOVER_CLEAN = 0,  /* ends where the writer stopped */
+	RECOVER_TORN,       /* an unacknowledged tail was cut */
+	RECOVER_CORRUPT,    /* quarantined */
+	RECOVER_UNREADABLE, /* could not be opened or mapped: left alone, logged */
+};
+
+struct recover_segment {
+	uint32_t worker;
+	uint64_t sequence;
+	const char *name;
+	uint64_t end; /* bytes of valid records */
+	uint64_t file_size;
+	enum recover_verdict verdict;
+	uint64_t messages; /* committed messages whose COMMIT is here */
+};
+
+struct recover_hooks {
+	void *arg;
+	/* Return 0, or a negative errno to stop recovery. */
+	int (*message)(void *arg, const struct recover_message *m);
+	int (*rcpt_state)(void *arg, enum record_type type, const struct record_rcpt_state *st,
+			  uint32_t worker, uint64_t sequence);
+	int (*message_done)(void *arg, const struct record_id *id, uint32_t worker,
+			    uint64_t sequence);
+	void (*segment)(void *arg, const struct recover_segment *seg);
+};
+
+struct recover_stats {
+	uint64_t segments, messages, records, bytes;
+	uint64_t torn, corrupt, unreadable, incomplete; /* incomplete: begun, never committed */
+};
+
+/*
+ * Scan every segment in dir_fd (<spool>/segments), quarantining into
+ * quarantine_fd unless read_only. Returns 0 or the first hook error.
+ */
+int recover_spool(int dir_fd, int quarantine_fd, bool read_only, const struct recover_hooks *hooks,
+		  struct recover_stats *stats);
+
+#endif

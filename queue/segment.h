@@ -1,0 +1,67 @@
+/*
+ * segment — the spool's append-only segment files, on disk.
+ *
+ * Each worker writes its own segments, named
+ *
+ *   <spool>/segments/w<worker, 3 digits>-<sequence, 12 digits>.seg
+ *
+ * so that a directory listing sorted by name is each worker's write order.
+ * A segment is created preallocated to its full size (fallocate), so a sync
+ * of an append need not journal a change of file size, and starts with a
+ * RECORD_SEGMENT record carrying its random salt. A segment is never
+ * appended to after a restart or a failed sync: the writer opens a new one.
+ *
+ * Quarantined segments (corruption found at recovery) are moved to
+ * <spool>/quarantine/ and never read again by ferryd.
+ *
+ * These helpers are synchronous: they run at start-up and when a writer
+ * rolls to a new segment (once per segment_size bytes).
+ */
+#ifndef FERRY_QUEUE_SEGMENT_H
+#define FERRY_QUEUE_SEGMENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SEGMENT_NAME_MAX 32
+
+struct segment_file {
+	uint32_t worker;
+	uint64_t sequence;
+	char name[SEGMENT_NAME_MAX]; /* relative to <spool>/segments */
+};
+
+/* Create <spool>/segments and <spool>/quarantine if missing; returns an fd
+ * of the segments directory (for fsync) or -errno. */
+int segment_dir_open(const char *spool_dir);
+
+void segment_name(char out[SEGMENT_NAME_MAX], uint32_t worker, uint64_t sequence);
+
+/* Parse a segment file name; false if it is not one. */
+bool segment_parse_name(const char *name, uint32_t *worker, uint64_t *sequence);
+
+/*
+ * List the segment files in dir_fd, sorted by (worker, sequence). *out is
+ * malloc'd; returns the count or -errno.
+ */
+int segment_list(int dir_fd, struct segment_file **out);
+
+/*
+ * Create a new segment: O_EXCL, preallocated to `size` bytes, the header
+ * record (with a fresh random salt) written at offset 0 but NOT synced: the
+ * caller's first batch syncs the file and then the directory. Returns the
+ * fd, with *salt and *data_offset (where the next record goes) set, or
+ * -errno.
+ */
+int segment_create(int dir_fd, uint32_t worker, uint64_t sequence, uint64_t size, uint64_t *salt,
+		   uint64_t *data_offset);
+
+/* Move a segment aside into <spool>/quarantine/ (dir fds of both), under
+ * its own name, or "<name>.N" when an earlier one already has it. */
+int segment_quarantine(int dir_fd, int quarantine_fd, const char *name);
+
+/* A random 64-bit salt (getrandom). Never 0. */
+uint64_t segment_new_salt(void);
+
+#endif

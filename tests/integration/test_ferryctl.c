@@ -1,0 +1,465 @@
+/*
+ * End-to-end tests of ferryctl: a real ferryd (from $FERRY_BUILD_DIR) gets
+ * mail over SMTP for recipients in three domains, then build/ferryctl is
+ * run as an operator would run it, online through ferryd's admin socket and
+ * offline (--spool) from the segment files, and its output and exit status
+ * are checked. ferryd runs under the sanitizers in the test build, so each
+ * clean stop also means "no leak, no memory error" in the admin thread.
+ */
+#include <criterion/criterion.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "tests/integration/harness.h"
+
+#define START_MS 20000 /* ferryd up and accepting */
+#define IO_MS    15000 /* one SMTP reply */
+#define STOP_MS  20000 /* SIGTERM to exit */
+#define CTL_MS   30000 /* one ferryctl run */
+#define OUT_SIZE 65536
+
+static void suite_fini(void)
+{
+	harness_cleanup_all();
+}
+
+TestSuite(ferryctl, .fini = suite_fini, .timeout = 120);
+
+/* ---- helpers ------------------------------------------------------------------- */
+
+static const char relay_extra[] = "[relay]\n"
+				  "relay_domains = alpha.example beta.example gamma.example\n";
+
+struct sent {
+	char id[3][32]; /* queue ids of the three messages, in sending order */
+};
+
+static void socket_path(const struct ferry_instance *fi, char *out, size_t size)
+{
+	snprintf(out, size, "%s/ferryctl.sock", fi->spool);
+}
+
+/* The admin socket appears just after the SMTP port: wait for it. */
+static void wait_admin_socket(const struct ferry_instance *fi)
+{
+	char path[PATH_MAX + 32];
+	socket_path(fi, path, sizeof(path));
+	int64_t deadline = harness_now_ms() + START_MS;
+	struct stat st;
+	while (stat(path, &st) != 0 && harness_now_ms() < deadline)
+		harness_sleep_ms(20);
+	cr_assert_eq(stat(path, &st), 0, "no admin socket %s after %d ms", path, START_MS);
+}
+
+static void start_ferryd(struct ferry_instance *fi)
+{
+	cr_assert_eq(harness_setup(fi, relay_extra), 0, "cannot set up a temporary directory");
+	cr_assert_eq(harness_start(fi, START_MS), 0, "ferryd did not start (see its log above)");
+	wait_admin_socket(fi);
+}
+
+static void stop_ferryd_cleanly(struct ferry_instance *fi)
+{
+	int status = harness_stop(fi, STOP_MS);
+	cr_assert_eq(status, 0, "ferryd exited with status %d after SIGTERM (log above)", status);
+}
+
+static void expect_command(struct smtp_client *c, const char *line, int code)
+{
+	struct smtp_reply r;
+	int got = smtp_client_command(c, line, &r);
+	cr_assert_eq(got, code, "'%s' got '%s', expected %d", line, r.text, code);
+}
+
+/* One transaction to `rcpts` (NULL-terminated); the queue id goes to id. */
+static void send_message(const struct ferry_instance *fi, const char *const *rcpts,
+			 const char *subject, char id[32])
+{
+	struct smtp_client c;
+	struct smtp_reply r;
+	char line[512];
+	cr_assert_eq(smtp_client_connect(&c, fi->port, IO_MS), 0, "cannot connect to ferryd");
+	cr_assert_eq(smtp_client_read_reply(&c, &r), 220, "greeting: %s", r.text);
+	expect_command(&c, "EHLO client.example", 250);
+	expect_command(&c, "MAIL FROM:<alice@client.example>", 250);
+	for (const char *const *p = rcpts; *p != NULL; p++) {
+		snprintf(line, sizeof(line), "RCPT TO:<%s>", *p);
+		expect_command(&c, line, 250);
+	}
+	expect_command(&c, "DATA", 354);
+	snprintf(line, sizeof(line),
+		 "From: alice@client.example\r\n"
+		 "Subject: %s\r\n"
+		 "\r\n"
+		 "Not a header: this is the body.\r\n"
+		 ".\r\n",
+		 subject);
+	cr_assert_eq(smtp_client_send_str(&c, line), 0, "cannot send the body");
+	cr_assert_eq(smtp_client_read_reply(&c, &r), 250, "end of DATA: %s", r.text);
+	cr_assert(smtp_reply_queue_id(&r, id, 32), "no queue id in '%s'", r.text);
+	expect_command(&c, "QUIT", 221);
+	smtp_client_close(&c);
+}
+
+/* alpha.example: 3 recipients (2 messages), beta.example: 2 (2 messages,
+ * one written in upper case), gamma.example: 1. */
+static void send_three(const struct ferry_instance *fi, struct sent *s)
+{
+	static const char *const first[] = {"x@alpha.example", "y@alpha.example", "z@beta.example",
+					    NULL};
+	static const char *const second[] = {"w@Beta.EXAMPLE", NULL};
+	static const char *const third[] = {"v@gamma.example", "u@alpha.example", NULL};
+	send_message(fi, first, "first of three", s->id[0]);
+	send_message(fi, second, "second of three", s->id[1]);
+	send_message(fi, third, "third of three", s->id[2]);
+}
+
+static const char *ferryctl_path(void)
+{
+	static char path[PATH_MAX];
+	const char *build = getenv("FERRY_BUILD_DIR");
+	snprintf(path, sizeof(path), "%s/ferryctl", build != NULL && *build ? build : "./build");
+	return path;
+}
+
+/* Run ferryctl with up to 4 arguments (NULL-terminated); returns its exit
+ * status, stdout and stderr in out/err. */
+static int run_ferryctl(char *out, char *err, const char *a1, const char *a2, const char *a3,
+			const char *a4)
+{
+	char *argv[] = {
+		(char *)ferryctl_path(), (char *)a1, (char *)a2, (char *)a3, (char *)a4, NULL};
+	out[0] = err[0] = '\0';
+	return harness_run(argv, out, OUT_SIZE, err, OUT_SIZE, CTL_MS);
+}
+
+static const char *find_line_prefix(const char *text, const char *prefix)
+{
+	size_t n = strlen(prefix);
+	for (const char *p = text; p != NULL && *p != '\0'; p = strchr(p, '\n')) {
+		if (*p == '\n')
+			p++;
+		if (strncmp(p, prefix, n) == 0)
+			return p;
+	}
+	return NULL;
+}
+
+struct row {
+	unsigned long messages, ready, deferred, held, inflight;
+	char oldest[16];
+};
+
+/* The `queue` table's row for label ("alpha.example", "total (3 domains)"). */
+static bool queue_row(const char *table, const char *label, struct row *r)
+{
+	char prefix[128];
+	snprintf(prefix, sizeof(prefix), "%s ", label);
+	const char *line = find_line_prefix(table, prefix);
+	if (line == NULL)
+		return false;
+	return sscanf(line + strlen(label), " %lu %lu %lu %lu %lu %15s", &r->messages, &r->ready,
+		      &r->deferred, &r->held, &r->inflight, r->oldest) == 6;
+}
+
+static void expect_row(const char *table, const char *label, unsigned long messages,
+		       unsigned long ready)
+{
+	struct row r;
+	cr_assert(queue_row(table, label, &r), "no row for '%s' in:\n%s", label, table);
+	cr_expect_eq(r.messages, messages, "%s: %lu queued, expected %lu, in:\n%s", label,
+		     r.messages, messages, table);
+	cr_expect_eq(r.ready, ready, "%s: %lu ready, expected %lu, in:\n%s", label, r.ready, ready,
+		     table);
+	cr_expect_eq(r.deferred + r.held + r.inflight, 0, "%s: not all ready in:\n%s", label,
+		     table);
+	cr_expect(strcmp(r.oldest, "-") != 0 && strlen(r.oldest) >= 2,
+		  "%s: oldest age '%s' in:\n%s", label, r.oldest, table);
+}
+
+/* The three domains and the total, as send_three() queued them. */
+static void expect_three_queued(const char *table)
+{
+	cr_assert_not_null(find_line_prefix(table, "DOMAIN "), "no table header in:\n%s", table);
+	expect_row(table, "alpha.example", 3, 3);
+	expect_row(table, "beta.example", 2, 2);
+	expect_row(table, "gamma.example", 1, 1);
+	expect_row(table, "total (3 domains)", 6, 6);
+	/* Sorted by domain. */
+	const char *a = strstr(table, "\nalpha."), *b = strstr(table, "\nbeta."),
+		   *g = strstr(table, "\ngamma.");
+	cr_expect(a != NULL && b != NULL && g != NULL && a < b && b < g,
+		  "domains not sorted in:\n%s", table);
+}
+
+/* Every line of `list` that names id, counted. */
+static int count_lines_with(const char *text, const char *id)
+{
+	int n = 0;
+	for (const char *p = strstr(text, id); p != NULL; p = strstr(p + 1, id))
+		n++;
+	return n;
+}
+
+/* ---- online views ------------------------------------------------------------------ */
+
+Test(ferryctl, queue_counts_recipients_per_domain)
+{
+	struct ferry_instance fi;
+	struct sent s;
+	static char out[OUT_SIZE], err[OUT_SIZE];
+	start_ferryd(&fi);
+	send_three(&fi, &s);
+	int rc = run_ferryctl(out, err, "-c", fi.config, "queue", NULL);
+	cr_assert_eq(rc, 0, "ferryctl queue exited %d: %s", rc, err);
+	expect_three_queued(out);
+	cr_expect_null(strstr(out, "offline"), "an online view says offline:\n%s", out);
+	/* --socket reaches the same ferryd. */
+	char sock[PATH_MAX + 32];
+	socket_path(&fi, sock, sizeof(sock));
+	rc = run_ferryctl(out, err, "--socket", sock, "queue", NULL);
+	cr_assert_eq(rc, 0, "ferryctl --socket queue exited %d: %s", rc, err);
+	expect_three_queued(out);
+	stop_ferryd_cleanly(&fi);
+}
+
+Test(ferryctl, list_shows_each_queue_id_of_the_domain)
+{
+	struct ferry_instance fi;
+	struct sent s;
+	static char out[OUT_SIZE], err[OUT_SIZE];
+	start_ferryd(&fi);
+	send_three(&fi, &s);
+
+	int rc = run_ferryctl(out, err, "-c", fi.config, "list", "alpha.example");
+	cr_assert_eq(rc, 0, "ferryctl list exited %d: %s", rc, err);
+	cr_assert_not_null(find_line_prefix(out, "QUEUE-ID "), "no header in:\n%s", out);
+	cr_expect_eq(count_lines_with(out, s.id[0]), 2, "%s twice (x@, y@) in:\n%s", s.id[0], out);
+	cr_expect_eq(count_lines_with(out, s.id[1]), 0, "%s is not for alpha in:\n%s", s.id[1],
+		     out);
+	cr_expect_eq(count_lines_with(out, s.id[2]), 1, "%s once (u@) in:\n%s", s.id[2], out);
+	const char *line = find_line_prefix(out, s.id[2]);
+	cr_assert_not_null(line);
+	char id[32], state[16], age[16], sender[128], rcpt[128];
+	unsigned attempts, size;
+	cr_assert_eq(sscanf(line, "%31s %15s %u %15s %u %127s %127s", id, state, &attempts, age,
+			    &size, sender, rcpt),
+		     7, "bad line: %s", line);
+	cr_expect_str_eq(state, "ready");
+	cr_expect_eq(attempts, 0);
+	cr_expect_str_eq(sender, "alice@client.example");
+	cr_expect_str_eq(rcpt, "u@alpha.example");
+	cr_expect_gt(size, 0);
+
+	/* Domains are matched without regard to case. */
+	rc = run_ferryctl(out, err, "-c", fi.config, "list", "BETA.example");
+	cr_assert_eq(rc, 0, "ferryctl list exited %d: %s", rc, err);
+	cr_expect_eq(count_lines_with(out, s.id[0]), 1, "in:\n%s", out);
+	cr_expect_eq(count_lines_with(out, s.id[1]), 1, "in:\n%s", out);
+	cr_expect_not_null(strstr(out, "w@Beta.EXAMPLE"), "recipient as sent, in:\n%s", out);
+
+	rc = run_ferryctl(out, err, "-c", fi.config, "list", "nobody.example");
+	cr_expect_eq(rc, 0, "an empty domain is not an error: %d %s", rc, err);
+	cr_expect_not_null(strstr(out, "no mail queued for nobody.example"), "%s", out);
+	stop_ferryd_cleanly(&fi);
+}
+
+Test(ferryctl, show_prints_envelope_and_headers)
+{
+	struct ferry_instance fi;
+	struct sent s;
+	static char out[OUT_SIZE], err[OUT_SIZE];
+	start_ferryd(&fi);
+	send_three(&fi, &s);
+
+	int rc = run_ferryctl(out, err, "-c", fi.config, "show", s.id[0]);
+	cr_assert_eq(rc, 0, "ferryctl show exited %d: %s", rc, err);
+	char want[128];
+	snprintf(want, sizeof(want), "queue id:    %s", s.id[0]);
+	cr_expect_not_null(find_line_prefix(out, want), "no '%s' in:\n%s", want, out);
+	cr_expect_not_null(find_line_prefix(out, "sender:      alice@client.example"), "%s", out);
+	cr_expect_not_null(find_line_prefix(out, "client:      127.0.0.1"), "%s", out);
+	cr_expect_not_null(find_line_prefix(out, "helo:        client.example"), "%s", out);
+	cr_expect_not_null(find_line_prefix(out, "recipients:  x@alpha.example"), "%s", out);
+	cr_expect_not_null(find_line_prefix(out, "             y@alpha.example"), "%s", out);
+	cr_expect_not_null(find_line_prefix(out, "             z@beta.example"), "%s", out);
+	const char *arrival = find_line_prefix(out, "arrival:     ");
+	cr_assert_not_null(arrival, "%s", out);
+	/* ISO 8601 UTC: 2026-01-02T03:04:05.678Z */
+	cr_expect(arrival[13 + 4] == '-' && arrival[13 + 10] == 'T' && arrival[13 + 23] == 'Z',
+		  "arrival not in ISO 8601 UTC: %.60s", arrival);
+	/* Then a blank line and the headers as stored, body left out. */
+	const char *blank = strstr(out, "\n\n");
+	cr_assert_not_null(blank, "no blank line before the headers:\n%s", out);
+	cr_expect_not_null(find_line_prefix(blank, "Subject: first of three"), "%s", out);
+	cr_expect_not_null(find_line_prefix(blank, "From: alice@client.example"), "%s", out);
+	cr_expect_null(strstr(out, "Not a header"), "the body was shown:\n%s", out);
+	cr_expect_null(strchr(out, '\r'), "CRs left in the output");
+
+	/* Queue ids are not case-sensitive (Crockford base32). */
+	char lower[32];
+	snprintf(lower, sizeof(lower), "%s", s.id[2]);
+	for (char *p = lower; *p; p++)
+		*p = (char)(*p >= 'A' && *p <= 'Z' ? *p - 'A' + 'a' : *p);
+	rc = run_ferryctl(out, err, "-c", fi.config, "show", lower);
+	cr_assert_eq(rc, 0, "ferryctl show %s exited %d: %s", lower, rc, err);
+	cr_expect_not_null(strstr(out, "Subject: third of three"), "%s", out);
+
+	/* An unknown id is an error from ferryd: exit 1, said on stderr. */
+	rc = run_ferryctl(out, err, "-c", fi.config, "show", "0000000000000000");
+	cr_expect_eq(rc, 1, "unknown id: exit %d, stdout:\n%s", rc, out);
+	cr_expect_not_null(strstr(err, "no message 0000000000000000 in the queue"), "stderr: %s",
+			   err);
+	cr_expect_eq(out[0], '\0', "stdout for an error: %s", out);
+	stop_ferryd_cleanly(&fi);
+}
+
+/* ---- the socket and its protocol ----------------------------------------------------- */
+
+/* Send one raw request line over the admin socket; the answer goes to out. */
+static void raw_request(const struct ferry_instance *fi, const char *request, char *out,
+			size_t size)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	socket_path(fi, sa.sun_path, sizeof(sa.sun_path));
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	cr_assert_geq(fd, 0);
+	struct timeval tv = {.tv_sec = 15};
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0, "connect: %s",
+		     strerror(errno));
+	cr_assert_eq(send(fd, request, strlen(request), MSG_NOSIGNAL), (ssize_t)strlen(request));
+	size_t len = 0;
+	for (;;) {
+		ssize_t k = recv(fd, out + len, size - 1 - len, 0);
+		if (k <= 0)
+			break;
+		len += (size_t)k;
+	}
+	out[len] = '\0';
+	close(fd);
+}
+
+Test(ferryctl, admin_socket_is_0660_and_speaks_the_protocol)
+{
+	struct ferry_instance fi;
+	static char out[OUT_SIZE];
+	start_ferryd(&fi);
+	char path[PATH_MAX + 32];
+	socket_path(&fi, path, sizeof(path));
+	struct stat st;
+	cr_assert_eq(stat(path, &st), 0);
+	cr_expect(S_ISSOCK(st.st_mode), "%s is not a socket", path);
+	cr_expect_eq(st.st_mode & 07777, 0660, "mode %04o, expected 0660", st.st_mode & 07777);
+
+	raw_request(&fi, "bogus\n", out, sizeof(out));
+	cr_expect_str_eq(out, "error: unknown command 'bogus' (try: queue, list DOMAIN, show "
+			      "QUEUEID)\n");
+	raw_request(&fi, "queue\r\n", out, sizeof(out));
+	cr_expect_str_eq(out, "ok\n", "an empty queue");
+	raw_request(&fi, "show 0000000000000000\n", out, sizeof(out));
+	cr_expect_str_eq(out, "error: no message 0000000000000000 in the queue\n");
+	raw_request(&fi, "list\n", out, sizeof(out));
+	cr_expect_str_eq(out, "error: usage: list DOMAIN\n");
+
+	stop_ferryd_cleanly(&fi);
+	cr_expect_neq(stat(path, &st), 0, "the socket outlived ferryd");
+}
+
+Test(ferryctl, without_ferryd_says_so_and_points_to_offline_mode)
+{
+	struct ferry_instance fi;
+	static char out[OUT_SIZE], err[OUT_SIZE];
+	cr_assert_eq(harness_setup(&fi, relay_extra), 0);
+	int rc = run_ferryctl(out, err, "-c", fi.config, "queue", NULL);
+	cr_expect_eq(rc, 1, "exit %d", rc);
+	cr_expect_not_null(strstr(err, "cannot connect to "), "stderr: %s", err);
+	cr_expect_not_null(strstr(err, "ferryctl.sock: No such file or directory (is ferryd "
+				       "running? use --spool DIR to read the spool offline)"),
+			   "stderr: %s", err);
+}
+
+Test(ferryctl, bad_usage_exits_2)
+{
+	static char out[OUT_SIZE], err[OUT_SIZE];
+	cr_expect_eq(run_ferryctl(out, err, NULL, NULL, NULL, NULL), 2, "no command");
+	cr_expect_eq(run_ferryctl(out, err, "frobnicate", NULL, NULL, NULL), 2, "unknown");
+	cr_expect_not_null(strstr(err, "unknown command 'frobnicate'"), "%s", err);
+	cr_expect_eq(run_ferryctl(out, err, "list", NULL, NULL, NULL), 2, "list without domain");
+	cr_expect_eq(run_ferryctl(out, err, "show", "not-an-id", NULL, NULL), 2, "bad id");
+	cr_expect_eq(run_ferryctl(out, err, "--spool", "/x", "--socket", "/y"), 2, "two sources");
+	cr_expect_eq(run_ferryctl(out, err, "--help", NULL, NULL, NULL), 0);
+	cr_expect_not_null(strstr(out, "usage: ferryctl"), "%s", out);
+	cr_expect_eq(run_ferryctl(out, err, "--version", NULL, NULL, NULL), 0);
+	cr_expect(strncmp(out, "ferryctl ", 9) == 0, "%s", out);
+}
+
+/* ---- offline, and across a restart ------------------------------------------------------ */
+
+Test(ferryctl, offline_view_matches_while_running_and_after_stop)
+{
+	struct ferry_instance fi;
+	struct sent s;
+	static char out[OUT_SIZE], err[OUT_SIZE];
+	start_ferryd(&fi);
+	send_three(&fi, &s);
+
+	int rc = run_ferryctl(out, err, "--spool", fi.spool, "queue", NULL);
+	cr_assert_eq(rc, 0, "offline queue (ferryd running) exited %d: %s", rc, err);
+	cr_expect(strncmp(out, "# offline view of ", 18) == 0, "no offline header:\n%s", out);
+	expect_three_queued(out);
+
+	rc = run_ferryctl(out, err, "--spool", fi.spool, "list", "alpha.example");
+	cr_assert_eq(rc, 0, "offline list exited %d: %s", rc, err);
+	cr_expect_eq(count_lines_with(out, s.id[0]), 2, "in:\n%s", out);
+	cr_expect_eq(count_lines_with(out, s.id[2]), 1, "in:\n%s", out);
+
+	stop_ferryd_cleanly(&fi);
+	rc = run_ferryctl(out, err, "--spool", fi.spool, "queue", NULL);
+	cr_assert_eq(rc, 0, "offline queue (ferryd stopped) exited %d: %s", rc, err);
+	expect_three_queued(out);
+
+	rc = run_ferryctl(out, err, "--spool", fi.spool, "show", s.id[1]);
+	cr_assert_eq(rc, 0, "offline show exited %d: %s", rc, err);
+	cr_expect_not_null(find_line_prefix(out, "recipients:  w@Beta.EXAMPLE"), "%s", out);
+	cr_expect_not_null(strstr(out, "\nSubject: second of three\n"), "%s", out);
+	cr_expect_null(strstr(out, "Not a header"), "the body was shown:\n%s", out);
+
+	rc = run_ferryctl(out, err, "--spool", fi.spool, "show", "0000000000000000");
+	cr_expect_eq(rc, 1, "unknown id offline: exit %d", rc);
+	cr_expect_not_null(strstr(err, "no message 0000000000000000 in the queue"), "%s", err);
+
+	char missing[PATH_MAX + 16];
+	snprintf(missing, sizeof(missing), "%s/nowhere", fi.dir);
+	rc = run_ferryctl(out, err, "--spool", missing, "queue", NULL);
+	cr_expect_eq(rc, 1, "missing spool: exit %d", rc);
+	cr_expect_not_null(strstr(err, "cannot open "), "%s", err);
+}
+
+Test(ferryctl, queue_survives_a_restart)
+{
+	struct ferry_instance fi;
+	struct sent s;
+	static char out[OUT_SIZE], err[OUT_SIZE];
+	start_ferryd(&fi);
+	send_three(&fi, &s);
+	stop_ferryd_cleanly(&fi);
+
+	cr_assert_eq(harness_start(&fi, START_MS), 0, "ferryd did not restart (log above)");
+	wait_admin_socket(&fi);
+	int rc = run_ferryctl(out, err, "-c", fi.config, "queue", NULL);
+	cr_assert_eq(rc, 0, "ferryctl queue after restart exited %d: %s", rc, err);
+	expect_three_queued(out);
+
+	rc = run_ferryctl(out, err, "-c", fi.config, "show", s.id[0]);
+	cr_assert_eq(rc, 0, "ferryctl show after restart exited %d: %s", rc, err);
+	cr_expect_not_null(strstr(out, "\nSubject: first of three\n"), "%s", out);
+	stop_ferryd_cleanly(&fi);
+}

@@ -1,0 +1,1889 @@
+/*
+ * Tests for the queue store (queue/store.c with commit.c, recover.c and
+ * segment.c): the real store on a real io_uring and a real directory,
+ * driven the way core/worker.c drives it — queue_flush, one submit and
+ * wait, every completion dispatched, cross-worker messages drained.
+ *
+ * What is asserted is what a sender or a postmaster would notice: the 250
+ * (committed(0)) never comes before the sync and never from inside the
+ * call that asked for it; what a restarted ferryd serves is exactly what
+ * was acknowledged, byte for byte; a torn tail costs nothing acknowledged
+ * at any byte; a corrupt segment costs only its own messages; full-spool
+ * limits refuse new mail and nothing accepted.
+ */
+#include <criterion/criterion.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/buf.h"
+#include "core/worker.h"
+#include "queue/queue.h"
+#include "queue/record.h"
+
+#define T_MAX_WORKERS 2
+#define T_MAX_TURNS   4000 /* bound on any pump loop */
+#define T_WAIT_SEC    10   /* bound on one wait for a completion */
+
+/* ---- a hand-made worker loop ---------------------------------------------- */
+
+struct t_store {
+	char spool[128];
+	struct queue_store_config cfg;
+	struct queue_store *store;
+	uint32_t nworkers;
+	struct worker *workers[T_MAX_WORKERS];
+	struct queue *queues[T_MAX_WORKERS];
+	unsigned reaped[T_MAX_WORKERS]; /* CQEs seen */
+	unsigned turns;
+	unsigned datasyncs; /* group-commit fdatasyncs submitted */
+};
+
+static struct t_store ts;
+static char t_scratch[160];
+
+/* Freed by the suite's fini, so a failed assertion leaks nothing. */
+static void *t_allocs[16];
+static struct buf t_out;
+
+static void *t_alloc(size_t len)
+{
+	void *p = malloc(len ? len : 1);
+	cr_assert_not_null(p);
+	for (size_t i = 0; i < sizeof(t_allocs) / sizeof(t_allocs[0]); i++)
+		if (t_allocs[i] == NULL)
+			return t_allocs[i] = p;
+	cr_assert_fail("too many test buffers");
+	return NULL;
+}
+
+static void t_release(void *p)
+{
+	for (size_t i = 0; i < sizeof(t_allocs) / sizeof(t_allocs[0]); i++)
+		if (t_allocs[i] == p)
+			t_allocs[i] = NULL;
+	free(p);
+}
+
+static void t_config_defaults(void)
+{
+	ts.cfg = (struct queue_store_config){
+		.spool_dir = ts.spool,
+		.workers = 1,
+		.segment_size = 4u << 20,
+		.batch_cap = 256u << 10,
+	};
+}
+
+static void t_open_into(const char *spool)
+{
+	char err[512] = "";
+	struct queue_store_config cfg = ts.cfg;
+	cfg.spool_dir = spool;
+	int r = queue_store_open(&ts.store, &cfg, err, sizeof(err));
+	cr_assert_eq(r, 0, "queue_store_open(%s): %d: %s", spool, r, err);
+	ts.nworkers = cfg.workers;
+}
+
+static void t_open(void)
+{
+	t_open_into(ts.spool);
+}
+
+static void t_start_workers(void)
+{
+	for (uint32_t i = 0; i < ts.nworkers; i++) {
+		struct worker *w = calloc(1, sizeof(*w));
+		cr_assert_not_null(w);
+		w->index = i;
+		w->cpu = -1;
+		w->wake_fd = -1;
+		int r = io_uring_queue_init(256, &w->ring, 0);
+		if (r != 0) {
+			free(w);
+			cr_skip_test("io_uring is not available here: %s", strerror(-r));
+		}
+		w->now_ms = worker_clock_ms();
+		timer_wheel_init(&w->timers, w->now_ms);
+		xmsg_inbox_init(&w->inbox, -1);
+		ts.workers[i] = w;
+		ts.reaped[i] = 0;
+		r = queue_open(&ts.queues[i], w, ts.store, i);
+		cr_assert_eq(r, 0, "queue_open(%u): %s", i, strerror(-r));
+	}
+}
+
+/* Submit what was prepared; count the group-commit syncs among it. */
+static void t_submit(uint32_t i)
+{
+	struct io_uring *ring = &ts.workers[i]->ring;
+	for (unsigned k = ring->sq.sqe_head; k != ring->sq.sqe_tail; k++) {
+		const struct io_uring_sqe *sqe = &ring->sq.sqes[k & ring->sq.ring_mask];
+		if (sqe->opcode == IORING_OP_FSYNC && (sqe->fsync_flags & IORING_FSYNC_DATASYNC))
+			ts.datasyncs++;
+	}
+	io_uring_submit(ring);
+}
+
+/* SQEs prepared (by anyone, submitted or not) whose CQE was not seen yet:
+ * every SQE the store prepares gives exactly one CQE. */
+static unsigned t_inflight(uint32_t i)
+{
+	return ts.workers[i]->ring.sq.sqe_tail - ts.reaped[i];
+}
+
+static void t_reap(uint32_t i)
+{
+	struct worker *w = ts.workers[i];
+	w->now_ms = worker_clock_ms();
+	unsigned head, seen = 0;
+	struct io_uring_cqe *cqe;
+	io_uring_for_each_cqe(&w->ring, head, cqe)
+	{
+		struct worker_op *op = io_uring_cqe_get_data(cqe);
+		seen++;
+		if (op != NULL)
+			op->complete(op, cqe);
+	}
+	io_uring_cq_advance(&w->ring, seen);
+	ts.reaped[i] += seen;
+}
+
+/* One loop turn on every worker: flush, submit, wait (bounded) until some
+ * completion is there, dispatch completions, drain the inboxes. */
+static void t_turn(void)
+{
+	for (uint32_t i = 0; i < ts.nworkers; i++)
+		queue_flush(ts.queues[i]);
+	for (uint32_t i = 0; i < ts.nworkers; i++)
+		t_submit(i);
+	bool ready = false;
+	for (uint32_t i = 0; i < ts.nworkers; i++)
+		ready |= io_uring_cq_ready(&ts.workers[i]->ring) > 0;
+	for (uint32_t i = 0; i < ts.nworkers && !ready; i++) {
+		if (t_inflight(i) == 0)
+			continue;
+		struct __kernel_timespec timeout = {.tv_sec = T_WAIT_SEC};
+		struct io_uring_cqe *cqe;
+		io_uring_wait_cqe_timeout(&ts.workers[i]->ring, &cqe, &timeout);
+		ready = true;
+	}
+	for (uint32_t i = 0; i < ts.nworkers; i++)
+		t_reap(i);
+	for (uint32_t i = 0; i < ts.nworkers; i++)
+		xmsg_drain(&ts.workers[i]->inbox);
+	ts.turns++;
+}
+
+static bool t_idle(void)
+{
+	for (uint32_t i = 0; i < ts.nworkers; i++)
+		if (queue_pending(ts.queues[i]) > 0 || t_inflight(i) > 0)
+			return false;
+	return true;
+}
+
+/* Until nothing is on the ring (messages may still be open). */
+static void t_pump_quiet(void)
+{
+	for (unsigned n = 0;; n++) {
+		bool busy = false;
+		for (uint32_t i = 0; i < ts.nworkers; i++)
+			busy |= t_inflight(i) > 0 || io_uring_sq_ready(&ts.workers[i]->ring) > 0;
+		if (!busy && n > 0)
+			return;
+		cr_assert_lt(n, T_MAX_TURNS, "the ring never went quiet");
+		t_turn();
+	}
+}
+
+static void t_pump_idle(void)
+{
+	for (unsigned n = 0; !t_idle(); n++) {
+		cr_assert_lt(n, T_MAX_TURNS, "the store never became idle");
+		t_turn();
+	}
+}
+
+/* Stop the workers (after the store went idle) and close the store. */
+static void t_close_quietly(bool must_be_idle)
+{
+	if (ts.store == NULL)
+		return;
+	if (ts.workers[0] != NULL) {
+		for (unsigned n = 0; !t_idle() && n < T_MAX_TURNS; n++)
+			t_turn();
+		if (must_be_idle)
+			cr_assert(t_idle(), "the store never became idle");
+		for (uint32_t i = 0; i < ts.nworkers; i++)
+			queue_close(ts.queues[i]);
+		/* Closes the writer queued on the ring still have to run. */
+		for (unsigned n = 0; n < 100; n++) {
+			bool busy = false;
+			for (uint32_t i = 0; i < ts.nworkers; i++) {
+				t_submit(i);
+				busy |= t_inflight(i) > 0;
+			}
+			if (!busy)
+				break;
+			for (uint32_t i = 0; i < ts.nworkers; i++) {
+				struct __kernel_timespec timeout = {.tv_sec = 1};
+				struct io_uring_cqe *cqe;
+				if (t_inflight(i) > 0)
+					io_uring_wait_cqe_timeout(&ts.workers[i]->ring, &cqe,
+								  &timeout);
+				t_reap(i);
+			}
+		}
+		for (uint32_t i = 0; i < ts.nworkers; i++) {
+			xmsg_drain(&ts.workers[i]->inbox);
+			io_uring_queue_exit(&ts.workers[i]->ring);
+			free(ts.workers[i]);
+			ts.workers[i] = NULL;
+			ts.queues[i] = NULL;
+		}
+	}
+	queue_store_close(ts.store);
+	ts.store = NULL;
+}
+
+static void t_close(void)
+{
+	t_close_quietly(true);
+}
+
+/* What a restarted ferryd would do: recover the spool (no workers yet). */
+static void t_reopen(void)
+{
+	t_close();
+	t_open();
+}
+
+static int t_remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	remove(path);
+	return 0;
+}
+
+static void t_remove_tree(const char *path)
+{
+	if (path[0] != '\0')
+		nftw(path, t_remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void t_suite_init(void)
+{
+	memset(&ts, 0, sizeof(ts));
+	snprintf(ts.spool, sizeof(ts.spool), "/tmp/ferry-test-store-XXXXXX");
+	cr_assert_not_null(mkdtemp(ts.spool));
+	t_scratch[0] = '\0';
+	t_config_defaults();
+	char err[256];
+	if (worker_probe_io_uring(err, sizeof(err)) != 0)
+		cr_skip_test("%s", err);
+}
+
+static void t_suite_fini(void)
+{
+	t_close_quietly(false);
+	for (size_t i = 0; i < sizeof(t_allocs) / sizeof(t_allocs[0]); i++) {
+		free(t_allocs[i]);
+		t_allocs[i] = NULL;
+	}
+	buf_release(&t_out);
+	t_remove_tree(ts.spool);
+	t_remove_tree(t_scratch);
+}
+
+TestSuite(store, .init = t_suite_init, .fini = t_suite_fini, .timeout = 120);
+
+/* ---- a session, as the store sees it -------------------------------------- */
+
+struct t_client {
+	struct queue_client qc;
+	struct queue_message *m;
+	char id[QUEUE_ID_LEN + 1];
+	int committed; /* committed() calls */
+	int status;    /* of the last one */
+	int resumed;
+	bool inside;     /* a queue_message_* call for this client is running */
+	int from_inside; /* callbacks made from inside such a call */
+};
+
+static void t_on_committed(struct queue_client *qc, int status)
+{
+	struct t_client *c = (struct t_client *)qc;
+	c->committed++;
+	c->status = status;
+	if (c->inside)
+		c->from_inside++;
+}
+
+static void t_on_resume(struct queue_client *qc)
+{
+	struct t_client *c = (struct t_client *)qc;
+	c->resumed++;
+	if (c->inside)
+		c->from_inside++;
+}
+
+static void t_client_init(struct t_client *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->qc.committed = t_on_committed;
+	c->qc.resume = t_on_resume;
+}
+
+static const struct queue_param t_params[] = {{"BODY=8BITMIME", 13}, {"SIZE=1000", 9}};
+
+static int t_begin_on(struct queue *q, struct t_client *c, const char *sender,
+		      const char *const *rcpts, unsigned nrcpts)
+{
+	struct queue_recipient r[8];
+	cr_assert_leq(nrcpts, 8u);
+	for (unsigned i = 0; i < nrcpts; i++)
+		r[i] = (struct queue_recipient){rcpts[i], strlen(rcpts[i])};
+	struct queue_envelope env = {
+		.sender = sender,
+		.sender_len = strlen(sender),
+		.recipients = r,
+		.nrecipients = nrcpts,
+		.params = t_params,
+		.nparams = 2,
+		.client_address = "192.0.2.1",
+		.helo = "client.example",
+	};
+	clock_gettime(CLOCK_REALTIME, &env.arrival);
+	c->inside = true;
+	int rc = queue_message_begin(q, &c->qc, &env, &c->m);
+	c->inside = false;
+	if (rc == 0)
+		snprintf(c->id, sizeof(c->id), "%s", queue_message_id(c->m));
+	return rc;
+}
+
+static int t_begin(struct t_client *c, const char *rcpt)
+{
+	const char *rcpts[] = {rcpt};
+	return t_begin_on(ts.queues[0], c, "alice@client.example", rcpts, 1);
+}
+
+/* Stream a body the way a session does: `piece` octets at a time, pausing
+ * (pumping the loop) whenever the store says 1 until it calls resume().
+ * Returns how often it paused, or the negative errno write() gave. */
+static int t_write(struct t_client *c, const uint8_t *data, size_t len, size_t piece)
+{
+	int pauses = 0;
+	for (size_t at = 0; at < len;) {
+		size_t n = len - at < piece ? len - at : piece;
+		c->inside = true;
+		int r = queue_message_write(c->m, data + at, n);
+		c->inside = false;
+		if (r < 0)
+			return r;
+		at += n;
+		if (r == 1) {
+			pauses++;
+			int before = c->resumed;
+			for (unsigned k = 0; c->resumed == before; k++) {
+				cr_assert_lt(k, T_MAX_TURNS, "resume() never came");
+				t_turn();
+			}
+		}
+	}
+	return pauses;
+}
+
+static void t_commit(struct t_client *c)
+{
+	c->inside = true;
+	queue_message_commit(c->m);
+	c->inside = false;
+	cr_assert_eq(c->committed, 0, "committed() called from inside queue_message_commit");
+}
+
+static void t_pump_until_committed(struct t_client *c, unsigned n)
+{
+	for (unsigned k = 0;; k++) {
+		bool all = true;
+		for (unsigned i = 0; i < n; i++)
+			all &= c[i].committed > 0;
+		if (all)
+			break;
+		cr_assert_lt(k, T_MAX_TURNS, "committed() never came");
+		t_turn();
+	}
+	for (unsigned i = 0; i < n; i++) {
+		cr_assert_eq(c[i].committed, 1, "committed() called %d times", c[i].committed);
+		cr_assert_eq(c[i].from_inside, 0, "a callback came from inside a queue call");
+	}
+}
+
+/* Deterministic bytes, all 256 values, different per seed. */
+static void t_fill(uint8_t *p, size_t len, uint64_t seed)
+{
+	uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
+	for (size_t i = 0; i < len; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		p[i] = (uint8_t)x;
+	}
+}
+
+static uint8_t *t_body(size_t len, uint64_t seed)
+{
+	uint8_t *p = t_alloc(len);
+	t_fill(p, len, seed);
+	return p;
+}
+
+/* Begin, write and commit (no pumping): `c` must then be pumped. */
+static void t_send(struct t_client *c, const char *rcpt, const uint8_t *body, size_t len)
+{
+	t_client_init(c);
+	int r = t_begin(c, rcpt);
+	cr_assert_eq(r, 0, "begin: %s", strerror(-r));
+	r = t_write(c, body, len, 16384);
+	cr_assert_geq(r, 0, "write: %s", strerror(-r));
+	t_commit(c);
+}
+
+/* ---- what a restarted ferryd serves --------------------------------------- */
+
+/* queue_report_message on whichever queue owns the id. */
+static bool t_report_message(const char *id, struct buf *out)
+{
+	for (uint32_t i = 0; i < queue_store_workers(ts.store); i++)
+		if (queue_report_message(queue_store_queue(ts.store, i), id, out) == 1)
+			return true;
+	return false;
+}
+
+static bool t_present(const char *id)
+{
+	t_out.start = t_out.end = 0;
+	return t_report_message(id, &t_out);
+}
+
+/* The report of a message, NUL-terminated (in t_out). */
+static const char *t_report(const char *id)
+{
+	t_out.start = t_out.end = 0;
+	cr_assert(t_report_message(id, &t_out), "message %s is gone after the restart", id);
+	cr_assert_eq(buf_append(&t_out, "", 1), 0);
+	return buf_head(&t_out);
+}
+
+/* The ids queued for `domain`, one per recipient line. */
+static unsigned t_domain_ids(const char *domain, char ids[][QUEUE_ID_LEN + 1], unsigned max)
+{
+	unsigned n = 0;
+	for (uint32_t i = 0; i < queue_store_workers(ts.store); i++) {
+		struct buf out = {0};
+		queue_report_domain(queue_store_queue(ts.store, i), domain, strlen(domain), &out);
+		cr_assert_eq(buf_append(&out, "", 1), 0);
+		for (const char *line = buf_head(&out); *line != '\0';) {
+			const char *end = strchr(line, '\n');
+			cr_assert_not_null(end);
+			cr_assert_lt(n, max);
+			cr_assert_eq(line[QUEUE_ID_LEN], ' ', "bad line: %.*s", (int)(end - line),
+				     line);
+			memcpy(ids[n], line, QUEUE_ID_LEN);
+			ids[n][QUEUE_ID_LEN] = '\0';
+			n++;
+			line = end + 1;
+		}
+		buf_release(&out);
+	}
+	return n;
+}
+
+static bool t_ids_contain(char ids[][QUEUE_ID_LEN + 1], unsigned n, const char *id)
+{
+	for (unsigned i = 0; i < n; i++)
+		if (strcmp(ids[i], id) == 0)
+			return true;
+	return false;
+}
+
+/* A line "key value" of a report, value copied out. */
+static bool t_report_field(const char *report, const char *key, char *out, size_t size)
+{
+	size_t klen = strlen(key);
+	for (const char *p = report; p != NULL && *p != '\0';) {
+		const char *end = strchr(p, '\n');
+		size_t len = end ? (size_t)(end - p) : strlen(p);
+		if (len > klen && strncmp(p, key, klen) == 0 && p[klen] == ' ') {
+			snprintf(out, size, "%.*s", (int)(len - klen - 1), p + klen + 1);
+			return true;
+		}
+		p = end ? end + 1 : NULL;
+	}
+	return false;
+}
+
+/* Read the body back through the "body SEGMENT OFFSET LEN" lines, exactly
+ * as ferryctl does, and compare it byte for byte. */
+static void t_expect_body(const char *spool, const char *report, const uint8_t *body, size_t len)
+{
+	size_t at = 0;
+	unsigned lines = 0;
+	for (const char *p = report; *p != '\0';) {
+		const char *end = strchr(p, '\n');
+		cr_assert_not_null(end);
+		char seg[64];
+		unsigned long long off;
+		unsigned n;
+		if (strncmp(p, "body ", 5) == 0) {
+			cr_assert_eq(sscanf(p, "body %63s %llu %u", seg, &off, &n), 3,
+				     "bad line %.*s", (int)(end - p), p);
+			cr_assert_leq(at + n, len, "more body than was sent");
+			char path[512];
+			snprintf(path, sizeof(path), "%s/segments/%s", spool, seg);
+			int fd = open(path, O_RDONLY | O_CLOEXEC);
+			cr_assert_geq(fd, 0, "open %s: %s", path, strerror(errno));
+			static uint8_t got[RECORD_MAX_PAYLOAD];
+			cr_assert_leq(n, sizeof(got));
+			ssize_t r = pread(fd, got, n, (off_t)off);
+			close(fd);
+			cr_assert_eq(r, (ssize_t)n, "short read of %s", path);
+			cr_assert_eq(memcmp(got, body + at, n), 0,
+				     "body bytes %zu..%zu differ (%s at %llu)", at, at + n, seg,
+				     off);
+			at += n;
+			lines++;
+		}
+		p = end + 1;
+	}
+	cr_assert_eq(at, len, "body read back: %zu of %zu bytes", at, len);
+	cr_assert(len == 0 || lines > 0, "no body lines in the report");
+}
+
+static void t_expect_message(const char *id, const char *sender, const char *const *rcpts,
+			     unsigned nrcpts, const uint8_t *body, size_t len)
+{
+	const char *report = t_report(id);
+	char value[600];
+	cr_assert(t_report_field(report, "sender", value, sizeof(value)));
+	cr_assert_str_eq(value, sender[0] ? sender : "<>");
+	cr_assert(t_report_field(report, "size", value, sizeof(value)));
+	cr_assert_eq(strtoull(value, NULL, 10), len, "size %s, sent %zu", value, len);
+	cr_assert(t_report_field(report, "client", value, sizeof(value)));
+	cr_assert_str_eq(value, "192.0.2.1");
+	cr_assert(t_report_field(report, "helo", value, sizeof(value)));
+	cr_assert_str_eq(value, "client.example");
+	/* Parameters as log_quote renders them ('=' is escaped by quoting). */
+	cr_assert_not_null(strstr(report, "\nparam \"BODY=8BITMIME\"\nparam \"SIZE=1000\"\n"), "%s",
+			   report);
+	const char *p = report;
+	for (unsigned i = 0; i < nrcpts; i++) {
+		char want[300];
+		snprintf(want, sizeof(want), "\nrcpt %s\n", rcpts[i]);
+		p = strstr(p, want);
+		cr_assert_not_null(p, "recipient %s missing or out of order:\n%s", rcpts[i],
+				   report);
+		p++;
+	}
+	t_expect_body(ts.spool, report, body, len);
+}
+
+/* ---- looking at segment files ---------------------------------------------- */
+
+static unsigned t_count_files(const char *dir)
+{
+	DIR *d = opendir(dir);
+	if (d == NULL)
+		return 0;
+	unsigned n = 0;
+	for (struct dirent *e; (e = readdir(d)) != NULL;)
+		n += strstr(e->d_name, ".seg") != NULL;
+	closedir(d);
+	return n;
+}
+
+static unsigned t_segments(void)
+{
+	char path[256];
+	snprintf(path, sizeof(path), "%s/segments", ts.spool);
+	return t_count_files(path);
+}
+
+static bool t_exists(const char *dir, const char *sub, const char *name)
+{
+	char path[512];
+	snprintf(path, sizeof(path), "%s/%s/%s", dir, sub, name);
+	return access(path, F_OK) == 0;
+}
+
+static uint8_t *t_read_file(const char *path, size_t *len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	cr_assert_geq(fd, 0, "open %s: %s", path, strerror(errno));
+	struct stat st;
+	cr_assert_eq(fstat(fd, &st), 0);
+	uint8_t *p = t_alloc((size_t)st.st_size);
+	ssize_t r = pread(fd, p, (size_t)st.st_size, 0);
+	close(fd);
+	cr_assert_eq(r, st.st_size);
+	*len = (size_t)st.st_size;
+	return p;
+}
+
+struct t_record {
+	size_t off;
+	size_t checked_end; /* end of the bytes the checksum covers */
+	size_t end;         /* with padding */
+	int type;
+	char id[QUEUE_ID_LEN + 1];
+};
+
+/* Frame the records of a segment image; returns their count, *used_end
+ * where the valid ones stop. */
+static size_t t_records(const uint8_t *data, size_t size, struct t_record *out, size_t max,
+			size_t *used_end)
+{
+	uint64_t salt = 0;
+	if (size >= RECORD_HEADER_SIZE)
+		memcpy(&salt, data + 8, sizeof(salt));
+	size_t off = 0, n = 0;
+	struct record_view v;
+	while (off < size && record_frame(data + off, size - off, salt, &v) == RECORD_OK) {
+		if (out != NULL && n < max) {
+			out[n] = (struct t_record){.off = off,
+						   .checked_end =
+							   off + RECORD_HEADER_SIZE + v.length,
+						   .end = off + v.size,
+						   .type = (int)v.type};
+			if (v.type != RECORD_SEGMENT && v.length >= RECORD_ID_LEN)
+				memcpy(out[n].id, v.payload, RECORD_ID_LEN);
+		}
+		n++;
+		off += v.size;
+	}
+	*used_end = off;
+	return n;
+}
+
+static size_t t_used_end(const char *path)
+{
+	size_t len, end;
+	uint8_t *data = t_read_file(path, &len);
+	t_records(data, len, NULL, 0, &end);
+	t_release(data);
+	return end;
+}
+
+static bool t_is_crockford(const char *id)
+{
+	static const char alphabet[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+	if (strlen(id) != QUEUE_ID_LEN)
+		return false;
+	for (const char *p = id; *p != '\0'; p++)
+		if (strchr(alphabet, *p) == NULL)
+			return false;
+	return true;
+}
+
+/* ---- 1. commit, callback, restart ------------------------------------------ */
+
+Test(store, committed_only_after_the_sync_and_whole_after_restart)
+{
+	t_open();
+	t_start_workers();
+	static const char *const rcpts_a[] = {"bob@dest.example", "carol@other.example"};
+	static const char *const rcpts_b[] = {"dave@dest.example"};
+	static const char text[] = "Subject: hello\r\n\r\nHello, Bob.\r\n";
+	size_t big_len = 200000 + 17; /* four BODY chunks, the last one short */
+	uint8_t *big = t_body(big_len, 1);
+
+	static struct t_client c[2];
+	t_client_init(&c[0]);
+	t_client_init(&c[1]);
+	cr_assert_eq(t_begin_on(ts.queues[0], &c[0], "alice@client.example", rcpts_a, 2), 0);
+	cr_assert_eq(t_begin_on(ts.queues[0], &c[1], "", rcpts_b, 1), 0);
+	cr_assert(t_is_crockford(c[0].id), "queue id %s is not 16 Crockford base32 characters",
+		  c[0].id);
+	cr_assert(t_is_crockford(c[1].id), "queue id %s is not 16 Crockford base32 characters",
+		  c[1].id);
+	cr_assert_str_neq(c[0].id, c[1].id);
+	cr_assert_geq(t_write(&c[0], (const uint8_t *)text, sizeof(text) - 1, 7), 0);
+	cr_assert_geq(t_write(&c[1], big, big_len, 50000), 0);
+	t_commit(&c[0]);
+	t_commit(&c[1]);
+	unsigned syncs_before = ts.datasyncs;
+	t_pump_until_committed(c, 2);
+	cr_assert_eq(c[0].status, 0);
+	cr_assert_eq(c[1].status, 0);
+	cr_assert_gt(ts.datasyncs, syncs_before, "committed(0) before any fdatasync");
+	/* ferryctl's view of the running ferryd already has them whole. */
+	t_expect_message(c[1].id, "", rcpts_b, 1, big, big_len);
+
+	t_reopen();
+	struct queue_store_summary sum;
+	queue_store_summary(ts.store, &sum);
+	cr_expect_eq(sum.messages, 2);
+	cr_expect_eq(sum.recipients, 3);
+	cr_expect_eq(sum.torn, 0);
+	cr_expect_eq(sum.corrupt, 0);
+	t_expect_message(c[0].id, "alice@client.example", rcpts_a, 2, (const uint8_t *)text,
+			 sizeof(text) - 1);
+	t_expect_message(c[1].id, "", rcpts_b, 1, big, big_len);
+	char ids[8][QUEUE_ID_LEN + 1];
+	cr_assert_eq(t_domain_ids("dest.example", ids, 8), 2);
+	cr_assert(t_ids_contain(ids, 2, c[0].id) && t_ids_contain(ids, 2, c[1].id));
+	cr_assert_eq(t_domain_ids("OTHER.example", ids, 8), 1);
+	cr_assert_str_eq(ids[0], c[0].id);
+
+	t_start_workers();
+	static struct t_client d;
+	t_send(&d, "erin@dest.example", (const uint8_t *)"x\r\n", 3);
+	t_pump_until_committed(&d, 1);
+	cr_assert_eq(d.status, 0);
+	cr_assert(t_is_crockford(d.id));
+	cr_assert(strcmp(d.id, c[0].id) != 0 && strcmp(d.id, c[1].id) != 0);
+}
+
+/* ---- 2. group commit --------------------------------------------------------- */
+
+Test(store, group_commit_acknowledges_200_messages_with_one_sync)
+{
+	ts.cfg.batch_cap = 1u << 20;
+	t_open();
+	t_start_workers();
+	enum { N = 200 };
+	static struct t_client c[N], first;
+	uint8_t body[300];
+	/* The segment's first batch also syncs the directory (a third
+	 * completion); the 200 come after it. */
+	t_fill(body, sizeof(body), 99);
+	t_send(&first, "bob@dest.example", body, 10);
+	t_pump_until_committed(&first, 1);
+	unsigned syncs = ts.datasyncs;
+	for (unsigned i = 0; i < N; i++) {
+		t_fill(body, sizeof(body), i);
+		t_send(&c[i], "bob@dest.example", body, 100 + i % 200);
+	}
+	unsigned turns = ts.turns;
+	t_pump_until_committed(c, N);
+	for (unsigned i = 0; i < N; i++) {
+		cr_assert_eq(c[i].status, 0, "message %u: %d", i, c[i].status);
+		/* 200 ids cover every value of the last character. */
+		cr_assert(t_is_crockford(c[i].id),
+			  "queue id %s is not 16 Crockford base32 characters", c[i].id);
+		/* Ids sort by arrival (as ferryctl lists them). */
+		if (i > 0)
+			cr_assert_gt(strcmp(c[i].id, c[i - 1].id), 0, "%s after %s", c[i].id,
+				     c[i - 1].id);
+	}
+	/* One write and one fdatasync for all 200: acknowledged within the two
+	 * turns that see their completions. */
+	cr_expect_eq(ts.datasyncs - syncs, 1, "%u fdatasyncs for 200 messages",
+		     ts.datasyncs - syncs);
+	cr_expect_leq(ts.turns - turns, 2, "%u turns to acknowledge 200 messages",
+		      ts.turns - turns);
+
+	t_reopen();
+	struct queue_store_summary sum;
+	queue_store_summary(ts.store, &sum);
+	cr_assert_eq(sum.messages, N + 1);
+	static char ids[N + 2][QUEUE_ID_LEN + 1];
+	cr_assert_eq(t_domain_ids("dest.example", ids, N + 2), N + 1);
+	for (unsigned i = 0; i < N; i++) {
+		cr_assert(t_ids_contain(ids, N + 1, c[i].id), "message %u (%s) lost", i, c[i].id);
+		for (unsigned k = 0; k < i; k++)
+			cr_assert_str_neq(c[i].id, c[k].id, "queue id repeated");
+	}
+	t_fill(body, sizeof(body), 123);
+	static const char *const rcpt[] = {"bob@dest.example"};
+	t_expect_message(c[123].id, "alice@client.example", rcpt, 1, body, 100 + 123);
+}
+
+Test(store, one_batch_in_flight_while_the_next_gathers)
+{
+	ts.cfg.batch_cap = 1u << 20;
+	t_open();
+	t_start_workers();
+	enum { N = 100 };
+	static struct t_client c[2 * N];
+	uint8_t body[200];
+	t_fill(body, sizeof(body), 7);
+	for (unsigned i = 0; i < N; i++)
+		t_send(&c[i], "bob@dest.example", body, sizeof(body));
+	/* The first batch goes out; while it is in flight, 100 more gather. */
+	queue_flush(ts.queues[0]);
+	t_submit(0);
+	for (unsigned i = N; i < 2 * N; i++)
+		t_send(&c[i], "bob@dest.example", body, sizeof(body));
+	t_pump_until_committed(c, 2 * N);
+	for (unsigned i = 0; i < 2 * N; i++)
+		cr_assert_eq(c[i].status, 0);
+	cr_expect_eq(ts.datasyncs, 2, "%u fdatasyncs for two batches", ts.datasyncs);
+	t_reopen();
+	struct queue_store_summary sum;
+	queue_store_summary(ts.store, &sum);
+	cr_assert_eq(sum.messages, 2 * N);
+}
+
+Test(store, two_workers_index_each_others_recipients)
+{
+	ts.cfg.workers = 2;
+	t_open();
+	t_start_workers();
+	enum { N = 40 };
+	static struct t_client c[N];
+	char rcpt[N][64];
+	for (unsigned i = 0; i < N; i++) {
+		snprintf(rcpt[i], sizeof(rcpt[i]), "user@d%u.example", i % 10);
+		const char *r[] = {rcpt[i]};
+		t_client_init(&c[i]);
+		cr_assert_eq(t_begin_on(ts.queues[i % 2], &c[i], "alice@client.example", r, 1), 0);
+		cr_assert_geq(t_write(&c[i], (const uint8_t *)"hi\r\n", 4, 4), 0);
+		t_commit(&c[i]);
+	}
+	t_pump_until_committed(c, N);
+	t_pump_idle();
+	/* Live: every recipient is visible in its shard, whichever worker
+	 * wrote the message. */
+	static char ids[N + 1][QUEUE_ID_LEN + 1];
+	unsigned total = 0;
+	for (unsigned d = 0; d < 10; d++) {
+		char domain[32];
+		snprintf(domain, sizeof(domain), "d%u.example", d);
+		unsigned n = t_domain_ids(domain, ids, N + 1);
+		cr_assert_eq(n, N / 10, "%s: %u recipients", domain, n);
+		for (unsigned i = d; i < N; i += 10)
+			cr_assert(t_ids_contain(ids, n, c[i].id));
+		total += n;
+	}
+	cr_assert_eq(total, N);
+	t_reopen();
+	struct queue_store_summary sum;
+	queue_store_summary(ts.store, &sum);
+	cr_assert_eq(sum.messages, N);
+	for (unsigned i = 0; i < N; i++)
+		cr_assert(t_present(c[i].id), "message %u (%s) lost", i, c[i].id);
+}
+
+/* Under load the submission queue fills with other sessions' requests.
+ * The write of a batch and the fdatasync linked to it (and the directory's
+ * fsync after a new segment's first batch) must still go to the kernel in
+ * one submission: a link does not carry across two, and an unlinked sync
+ * may run before the write it is meant to make durable. */
+Test(store, a_full_submission_queue_never_splits_a_write_from_its_sync)
+{
+	t_open();
+	t_start_workers();
+	struct io_uring *ring = &ts.workers[0]->ring;
+	static const unsigned room[] = {1, 2, 1, 0, 2}; /* free SQEs left before the flush */
+	static struct t_client c[5];
+	for (unsigned round = 0; round < 5; round++) {
+		t_send(&c[round], "bob@dest.example", (const uint8_t *)"hi\r\n", 4);
+		while (io_uring_sq_space_left(ring) > room[round]) {
+			struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+			cr_assert_not_null(sqe);
+			io_uring_prep_nop(sqe);
+			io_uring_sqe_set_data(sqe, NULL);
+		}
+		queue_flush(ts.queues[0]);
+		unsigned syncs = 0;
+		for (unsigned k = ring->sq.sqe_head; k != ring->sq.sqe_tail; k++) {
+			const struct io_uring_sqe *sqe = &ring->sq.sqes[k & ring->sq.ring_mask];
+			if (sqe->opcode != IORING_OP_FSYNC)
+				continue;
+			syncs++;
+			cr_assert_neq(k, ring->sq.sqe_head,
+				      "round %u: a sync waits for the next submission, its write "
+				      "went in the last one",
+				      round);
+			const struct io_uring_sqe *prev =
+				&ring->sq.sqes[(k - 1) & ring->sq.ring_mask];
+			cr_assert((prev->opcode == IORING_OP_WRITE ||
+				   prev->opcode == IORING_OP_FSYNC) &&
+					  (prev->flags & IOSQE_IO_LINK),
+				  "round %u: a sync not linked to the write before it", round);
+		}
+		cr_assert_geq(syncs, 1, "round %u: no sync prepared", round);
+		t_pump_until_committed(&c[round], 1);
+		cr_assert_eq(c[round].status, 0);
+	}
+	t_reopen();
+	for (unsigned i = 0; i < 5; i++)
+		cr_assert(t_present(c[i].id));
+}
+
+/* An operator lowers the number of workers: the messages a worker that no
+ * longer runs wrote are still served, bodies and all. */
+Test(store, fewer_workers_after_a_restart_still_serve_every_message)
+{
+	ts.cfg.workers = 2;
+	t_open();
+	t_start_workers();
+	enum { N = 10 };
+	static struct t_client c[N];
+	uint8_t *body = t_body(70000, 17);
+	static const char *const rcpt[] = {"bob@dest.example"};
+	for (unsigned i = 0; i < N; i++) {
+		t_client_init(&c[i]);
+		cr_assert_eq(t_begin_on(ts.queues[i % 2], &c[i], "alice@client.example", rcpt, 1),
+			     0);
+		cr_assert_geq(t_write(&c[i], body, 70000, 70000), 0);
+		t_commit(&c[i]);
+	}
+	t_pump_until_committed(c, N);
+	t_close();
+	ts.cfg.workers = 1;
+	t_open();
+	for (unsigned i = 0; i < N; i++)
+		t_expect_message(c[i].id, "alice@client.example", rcpt, 1, body, 70000);
+	t_start_workers();
+	static struct t_client next;
+	t_send(&next, "bob@dest.example", body, 100);
+	t_pump_until_committed(&next, 1);
+	cr_assert_eq(next.status, 0);
+	t_reopen();
+	for (unsigned i = 0; i < N; i++)
+		t_expect_message(c[i].id, "alice@client.example", rcpt, 1, body, 70000);
+	t_expect_message(next.id, "alice@client.example", rcpt, 1, body, 100);
+}
+
+/* ---- 3. abort and detach ----------------------------------------------------- */
+
+Test(store, aborted_never_returns_detached_does)
+{
+	t_open();
+	t_start_workers();
+	size_t len = 150000;
+	uint8_t *body = t_body(len, 3);
+	static struct t_client aborted, detached, kept;
+
+	/* Its envelope and body chunks reach the disk before it is aborted. */
+	t_client_init(&aborted);
+	cr_assert_eq(t_begin(&aborted, "bob@dest.example"), 0);
+	cr_assert_geq(t_write(&aborted, body, len, len), 0);
+	for (unsigned i = 0; i < 10; i++)
+		t_turn();
+	aborted.inside = true;
+	queue_message_abort(aborted.m);
+	aborted.inside = false;
+
+	t_send(&detached, "bob@dest.example", body, 1000);
+	queue_message_detach(detached.m);
+	t_send(&kept, "bob@dest.example", body, 2000);
+	t_pump_until_committed(&kept, 1);
+	t_pump_idle();
+	cr_assert_eq(aborted.committed, 0, "an aborted message got committed()");
+	cr_assert_eq(detached.committed, 0, "a detached message got committed()");
+	cr_assert_eq(kept.status, 0);
+
+	t_reopen();
+	static const char *const rcpt[] = {"bob@dest.example"};
+	cr_assert_not(t_present(aborted.id), "the aborted message came back");
+	t_expect_message(detached.id, "alice@client.example", rcpt, 1, body, 1000);
+	t_expect_message(kept.id, "alice@client.example", rcpt, 1, body, 2000);
+	struct queue_store_summary sum;
+	queue_store_summary(ts.store, &sum);
+	cr_assert_eq(sum.messages, 2);
+}
+
+/* ---- 4. backpressure --------------------------------------------------------- */
+
+Test(store, backpressure_pauses_and_resumes_a_5_mib_body)
+{
+	ts.cfg.batch_cap = 64u << 10;
+	t_open();
+	t_start_workers();
+	size_t len = 5u << 20;
+	uint8_t *body = t_body(len, 4);
+	static struct t_client c;
+	t_client_init(&c);
+	cr_assert_eq(t_begin(&c, "bob@dest.example"), 0);
+	int pauses = t_write(&c, body, len, 32768);
+	cr_assert_gt(pauses, 0, "write() never asked the session to pause");
+	cr_assert_eq(c.resumed, pauses, "%d pauses, %d resumes", pauses, c.resumed);
+	t_commit(&c);
+	t_pump_until_committed(&c, 1);
+	cr_assert_eq(c.status, 0);
+
+	t_reopen();
+	static const char *const rcpt[] = {"bob@dest.example"};
+	t_expect_message(c.id, "alice@client.example", rcpt, 1, body, len);
+}
+
+/* ---- 5. sync failure -------------------------------------------------------- */
+
+Test(store, failed_sync_fails_its_batch_and_writing_moves_on)
+{
+#ifndef FERRY_FAULT_POINTS
+	cr_skip_test("needs a build with fault points (Debug or Sanitize)");
+#endif
+	setenv("FERRY_FAULT_FSYNC", "1", 1);
+	t_open();
+	t_start_workers();
+	uint8_t body[5000];
+	t_fill(body, sizeof(body), 5);
+	static struct t_client failed[3], streaming, ok;
+	for (unsigned i = 0; i < 3; i++)
+		t_send(&failed[i], "bob@dest.example", body, sizeof(body));
+	/* Streaming when the sync fails: its envelope was in that batch. */
+	t_client_init(&streaming);
+	cr_assert_eq(t_begin(&streaming, "bob@dest.example"), 0);
+	t_pump_until_committed(failed, 3);
+	for (unsigned i = 0; i < 3; i++)
+		cr_assert_eq(failed[i].status, -EIO, "message %u: %d (the session says 451 4.3.0)",
+			     i, failed[i].status);
+	int r = t_write(&streaming, body, 100, 100);
+	if (r >= 0)
+		t_commit(&streaming);
+	else
+		cr_assert_eq(r, -EIO);
+
+	t_send(&ok, "bob@dest.example", body, sizeof(body));
+	t_pump_until_committed(&ok, 1);
+	if (r >= 0) {
+		t_pump_until_committed(&streaming, 1);
+		cr_assert_eq(streaming.status, -EIO, "a message begun in the failed segment: %d",
+			     streaming.status);
+	} else {
+		queue_message_abort(streaming.m);
+	}
+	cr_assert_eq(ok.status, 0, "the next batch: %d", ok.status);
+	cr_assert(t_exists(ts.spool, "segments", "w000-000000000002.seg"),
+		  "writing did not move to a new segment");
+
+	t_reopen();
+	struct queue_store_summary sum;
+	queue_store_summary(ts.store, &sum);
+	cr_assert_eq(sum.messages, 1, "%llu messages after the restart",
+		     (unsigned long long)sum.messages);
+	static const char *const rcpt[] = {"bob@dest.example"};
+	t_expect_message(ok.id, "alice@client.example", rcpt, 1, body, sizeof(body));
+	for (unsigned i = 0; i < 3; i++)
+		cr_assert_not(t_present(failed[i].id), "message %u got 451 but came back", i);
+	cr_assert_not(t_present(streaming.id));
+}
+
+/*
+ * A message whose first records went to a segment that rolled, and whose
+ * COMMIT went to the next segment: when the old segment's last batch fails
+ * its sync, the message lost its envelope, so it must not get a 250 even
+ * though the batch holding its COMMIT syncs fine.
+ */
+Test(store, failed_sync_fails_a_message_that_continued_in_the_next_segment)
+{
+#ifndef FERRY_FAULT_POINTS
+	cr_skip_test("needs a build with fault points (Debug or Sanitize)");
+#endif
+	setenv("FERRY_FAULT_FSYNC", "1", 1);
+	ts.cfg.segment_size = 128u << 10;
+	ts.cfg.batch_cap = 1u << 20;
+	t_open();
+	t_start_workers();
+	size_t len = 128u << 10; /* chunk 0 in segment 1, chunk 1 in segment 2 */
+	uint8_t *body = t_body(len, 6);
+	static struct t_client spanning, later;
+	t_client_init(&spanning);
+	cr_assert_eq(t_begin(&spanning, "bob@dest.example"), 0);
+	cr_assert_geq(t_write(&spanning, body, len, len), 0);
+	t_commit(&spanning);
+	t_send(&later, "bob@dest.example", body, 1000); /* all in segment 2 */
+	t_pump_until_committed(&spanning, 1);
+	t_pump_until_committed(&later, 1);
+	cr_assert_eq(spanning.status, -EIO, "got %d: a 250 for a message whose envelope was lost",
+		     spanning.status);
+	cr_assert_eq(later.status, 0);
+	t_reopen();
+	cr_assert_not(t_present(spanning.id), "a message that got 451 came back");
+	static const char *const rcpt[] = {"bob@dest.example"};
+	t_expect_message(later.id, "alice@client.example", rcpt, 1, body, 1000);
+}
+
+/*
+ * The sync of a segment's second batch fails. What the first batch held
+ * is durable and stays; every message with a record in the failed batch
+ * gets 451 — including one whose COMMIT went on to the next segment — and
+ * the messages that lost nothing carry on in the new segment. After the
+ * restart, exactly the messages that got a 250 are there.
+ */
+Test(store, failed_sync_later_in_a_segment_fails_exactly_what_it_lost)
+{
+#ifndef FERRY_FAULT_POINTS
+	cr_skip_test("needs a build with fault points (Debug or Sanitize)");
+#endif
+	setenv("FERRY_FAULT_FSYNC", "2", 1);
+	ts.cfg.segment_size = 128u << 10;
+	ts.cfg.batch_cap = 1u << 20;
+	t_open();
+	t_start_workers();
+	size_t len = 70000; /* a 64 KiB BODY record, the rest at commit */
+	uint8_t *body = t_body(len, 13);
+	static struct t_client a, s, t, b, c;
+
+	/* Batch 1 (synced): A whole; the envelopes of S, T and C. */
+	t_send(&a, "bob@dest.example", body, 500);
+	t_client_init(&s);
+	t_client_init(&t);
+	t_client_init(&c);
+	cr_assert_eq(t_begin(&s, "bob@dest.example"), 0);
+	cr_assert_eq(t_begin(&t, "bob@dest.example"), 0);
+	cr_assert_eq(t_begin(&c, "bob@dest.example"), 0);
+	t_pump_until_committed(&a, 1);
+	cr_assert_eq(a.status, 0);
+
+	/* Batch 2 (its sync fails): T's first chunk, B's envelope. Then B's
+	 * chunk rolls to segment 2, where the rest of B, S and C go. */
+	cr_assert_geq(t_write(&t, body, len, len), 0);
+	t_client_init(&b);
+	cr_assert_eq(t_begin(&b, "bob@dest.example"), 0);
+	cr_assert_geq(t_write(&b, body, len, len), 0);
+	t_commit(&b);
+	cr_assert(t_exists(ts.spool, "segments", "w000-000000000002.seg"));
+	cr_assert_geq(t_write(&s, body, 1000, 1000), 0);
+	t_commit(&s);
+	cr_assert_geq(t_write(&c, body, len, len), 0);
+	t_commit(&c);
+	static struct t_client *const waiting[] = {&b, &s, &c};
+	for (unsigned i = 0; i < 3; i++)
+		t_pump_until_committed(waiting[i], 1);
+	cr_assert_eq(b.status, -EIO, "B lost its envelope but got %d", b.status);
+	cr_assert_eq(s.status, 0, "S lost nothing but got %d", s.status);
+	cr_assert_eq(c.status, 0, "C lost nothing but got %d", c.status);
+	int r = t_write(&t, body, 10, 10);
+	if (r >= 0) {
+		t_commit(&t);
+		t_pump_until_committed(&t, 1);
+		cr_assert_eq(t.status, -EIO, "T lost a chunk but got %d", t.status);
+	} else {
+		cr_assert_eq(r, -EIO);
+		queue_message_abort(t.m);
+	}
+
+	t_reopen();
+	static const char *const rcpt[] = {"bob@dest.example"};
+	t_expect_message(a.id, "alice@client.example", rcpt, 1, body, 500);
+	t_expect_message(s.id, "alice@client.example", rcpt, 1, body, 1000);
+	t_expect_message(c.id, "alice@client.example", rcpt, 1, body, len);
+	cr_assert_not(t_present(b.id), "B got 451 but came back");
+	cr_assert_not(t_present(t.id), "T was never acknowledged but came back");
+	struct queue_store_summary sum;
+	queue_store_summary(ts.store, &sum);
+	cr_assert_eq(sum.messages, 3);
+}
+
+/* A session paused by backpressure whose message then loses its records to
+ * a failed sync still gets resume(): it reads on, its next write() fails,
+ * and it can answer 451 instead of waiting for its DATA timeout. */
+Test(store, paused_message_failed_by_a_sync_error_is_resumed)
+{
+#ifndef FERRY_FAULT_POINTS
+	cr_skip_test("needs a build with fault points (Debug or Sanitize)");
+#endif
+	setenv("FERRY_FAULT_FSYNC", "1", 1);
+	ts.cfg.batch_cap = 64u << 10;
+	t_open();
+	t_start_workers();
+	size_t len = 1u << 20;
+	uint8_t *body = t_body(len, 16);
+	static struct t_client p;
+	t_client_init(&p);
+	cr_assert_eq(t_begin(&p, "bob@dest.example"), 0);
+	int r = t_write(&p, body, len, 16384);
+	cr_assert_eq(r, -EIO, "write() after the failed sync: %d", r);
+	cr_assert_gt(p.resumed, 0);
+	queue_message_abort(p.m);
+	t_pump_idle();
+	t_reopen();
+	cr_assert_not(t_present(p.id));
+}
+
+/* ---- 6. torn tail at every byte ---------------------------------------------- */
+
+static void t_write_file(const char *path, const uint8_t *data, size_t len)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+	cr_assert_geq(fd, 0, "create %s: %s", path, strerror(errno));
+	ssize_t r = write(fd, data, len);
+	close(fd);
+	cr_assert_eq(r, (ssize_t)len);
+}
+
+Test(store, torn_tail_at_every_byte_loses_nothing_acknowledged)
+{
+	ts.cfg.segment_size = 64u << 10;
+	ts.cfg.batch_cap = 1u << 20;
+	t_open();
+	t_start_workers();
+	const char *const rcpt[] = {"bob@dest.example"};
+	uint8_t body[400];
+	t_fill(body, sizeof(body), 8);
+
+	enum { NA = 3, NB = 4 };
+	static struct t_client a[NA], b[NB];
+	for (unsigned i = 0; i < NA; i++)
+		t_send(&a[i], rcpt[0], body, 50 + 40 * i);
+	t_pump_until_committed(a, NA);
+	char seg[256];
+	snprintf(seg, sizeof(seg), "%s/segments/w000-000000000001.seg", ts.spool);
+	size_t end_a = t_used_end(seg);
+
+	/* B: one message whole, two interleaved (committed in reverse), one
+	 * with an empty body. */
+	size_t blen[NB] = {120, 77, 301, 0};
+	t_send(&b[0], rcpt[0], body, blen[0]);
+	t_client_init(&b[1]);
+	t_client_init(&b[2]);
+	cr_assert_eq(t_begin(&b[1], rcpt[0]), 0);
+	cr_assert_eq(t_begin(&b[2], rcpt[0]), 0);
+	cr_assert_geq(t_write(&b[1], body, blen[1], 30), 0);
+	cr_assert_geq(t_write(&b[2], body, blen[2], 300), 0);
+	t_commit(&b[2]);
+	t_commit(&b[1]);
+	t_send(&b[3], rcpt[0], body, blen[3]);
+	t_pump_until_committed(b, NB);
+	for (unsigned i = 0; i < NB; i++)
+		cr_assert_eq(b[i].status, 0);
+	t_close();
+	cr_assert_eq(t_segments(), 1);
+
+	size_t seg_size;
+	uint8_t *orig = t_read_file(seg, &seg_size);
+	static struct t_record recs[256];
+	size_t end_b;
+	size_t nrecs = t_records(orig, seg_size, recs, 256, &end_b);
+	cr_assert_lt(end_a, end_b);
+	/* B's records and which message each COMMIT completes. */
+	size_t first_b = 0;
+	while (first_b < nrecs && recs[first_b].off < end_a)
+		first_b++;
+	cr_assert_eq(recs[first_b].off, end_a, "A's last batch does not end on a record");
+	/* B went out as one batch: one BATCH record, its last. */
+	unsigned batches_in_b = 0;
+	for (size_t k = first_b; k < nrecs; k++)
+		batches_in_b += recs[k].type == RECORD_BATCH;
+	cr_assert_eq(batches_in_b, 1, "B was written as %u batches", batches_in_b);
+	cr_assert_eq(recs[nrecs - 1].type, RECORD_BATCH);
+	int commit_of[NB];
+	for (unsigned i = 0; i < NB; i++) {
+		commit_of[i] = -1;
+		for (size_t k = first_b; k < nrecs; k++)
+			if (recs[k].type == RECORD_COMMIT &&
+			    memcmp(recs[k].id, b[i].id, QUEUE_ID_LEN) == 0)
+				commit_of[i] = (int)k;
+		cr_assert_geq(commit_of[i], 0, "no COMMIT for B message %u", i);
+	}
+
+	snprintf(t_scratch, sizeof(t_scratch), "%s-scratch", ts.spool);
+	char scratch_seg[256], scratch_segments[256];
+	snprintf(scratch_segments, sizeof(scratch_segments), "%s/segments", t_scratch);
+	snprintf(scratch_seg, sizeof(scratch_seg), "%s/w000-000000000001.seg", scratch_segments);
+	unsigned tried = 0, torn_seen = 0;
+	for (size_t o = end_a; o <= end_b; o++) {
+		/* Every byte of B's range is tried: a copy of the spool whose
+		 * segment was cut at o and zero-filled back to its size. */
+		t_remove_tree(t_scratch);
+		cr_assert_eq(mkdir(t_scratch, 0750), 0);
+		cr_assert_eq(mkdir(scratch_segments, 0750), 0);
+		t_write_file(scratch_seg, orig, seg_size);
+		int fd = open(scratch_seg, O_RDWR | O_CLOEXEC);
+		cr_assert_geq(fd, 0);
+		cr_assert_eq(ftruncate(fd, (off_t)o), 0);
+		cr_assert_eq(ftruncate(fd, (off_t)seg_size), 0);
+		close(fd);
+
+		/* What the cut destroyed: the first record of B whose checksummed
+		 * bytes it changed. Records before it are intact. */
+		size_t damaged = nrecs;
+		for (size_t k = first_b; k < nrecs && damaged == nrecs; k++) {
+			size_t from = o > recs[k].off ? o : recs[k].off;
+			for (size_t i = from; i < recs[k].checked_end; i++)
+				if (orig[i] != 0) {
+					damaged = k;
+					break;
+				}
+		}
+		/* B is one batch, ended by its BATCH record: it is kept whole
+		 * when the cut changed none of its checksummed bytes, and
+		 * dropped whole otherwise (its sync never completed). What is
+		 * left of it then is a torn tail, unless the cut left nothing
+		 * but zeros after A. */
+		bool intact = damaged == nrecs;
+		bool torn = false;
+		if (!intact)
+			for (size_t i = end_a; i < o; i++)
+				torn |= orig[i] != 0;
+
+		t_open_into(t_scratch);
+		struct queue_store_summary sum;
+		queue_store_summary(ts.store, &sum);
+		cr_assert_eq(sum.corrupt, 0, "cut at %zu judged corrupt", o);
+		cr_assert_eq(sum.torn, torn ? 1 : 0, "cut at %zu (B is %zu..%zu): torn=%llu", o,
+			     end_a, end_b, (unsigned long long)sum.torn);
+		torn_seen += torn;
+		static char ids[NA + NB + 1][QUEUE_ID_LEN + 1];
+		unsigned n = t_domain_ids("dest.example", ids, NA + NB + 1);
+		unsigned expected = NA;
+		for (unsigned i = 0; i < NA; i++)
+			cr_assert(t_ids_contain(ids, n, a[i].id), "cut at %zu lost A message %u", o,
+				  i);
+		for (unsigned i = 0; i < NB; i++) {
+			bool want = intact;
+			expected += want;
+			cr_assert_eq(t_ids_contain(ids, n, b[i].id), want,
+				     "cut at %zu: B message %u (COMMIT ends at %zu) %s", o, i,
+				     recs[commit_of[i]].end, want ? "lost" : "came back");
+			if (want)
+				t_expect_body(t_scratch, t_report(b[i].id), body, blen[i]);
+		}
+		cr_assert_eq(n, expected, "cut at %zu: %u recipients, %u expected (duplicates?)", o,
+			     n, expected);
+		cr_assert_eq(sum.messages, expected);
+		queue_store_close(ts.store);
+		ts.store = NULL;
+		tried++;
+	}
+	cr_assert_gt(torn_seen, (end_b - end_a) / 2, "only %u of %u cuts judged torn", torn_seen,
+		     tried);
+	(void)commit_of;
+}
+
+/* ---- 7. corruption ----------------------------------------------------------- */
+
+Test(store, corrupt_segment_is_quarantined_and_the_rest_served)
+{
+	ts.cfg.segment_size = 128u << 10;
+	ts.cfg.batch_cap = 64u << 10;
+	t_open();
+	t_start_workers();
+	enum { N = 60 };
+	static struct t_client c[N];
+	size_t len = 6000;
+	uint8_t *body = t_body(len, 7);
+	for (unsigned i = 0; i < N; i += 5) {
+		for (unsigned k = i; k < i + 5; k++)
+			t_send(&c[k], "bob@dest.example", body, len);
+		t_pump_until_committed(&c[i], 5);
+	}
+	for (unsigned i = 0; i < N; i++)
+		cr_assert_eq(c[i].status, 0);
+	t_close();
+	cr_assert_geq(t_segments(), 3, "only %u segments", t_segments());
+
+	/* Flip one bit in a BODY record in the middle of segment 2. */
+	char seg[256];
+	snprintf(seg, sizeof(seg), "%s/segments/w000-000000000002.seg", ts.spool);
+	size_t size, used;
+	uint8_t *data = t_read_file(seg, &size);
+	static struct t_record recs[512];
+	size_t nrecs = t_records(data, size, recs, 512, &used);
+	cr_assert_lt(nrecs, 512);
+	size_t victim = nrecs;
+	for (size_t k = nrecs / 2; k + 1 < nrecs; k++)
+		if (recs[k].type == RECORD_BODY) {
+			victim = k;
+			break;
+		}
+	cr_assert_lt(victim, nrecs);
+	size_t at = (recs[victim].off + recs[victim].checked_end) / 2;
+	int fd = open(seg, O_RDWR | O_CLOEXEC);
+	cr_assert_geq(fd, 0);
+	uint8_t byte = data[at] ^ 0x10;
+	cr_assert_eq(pwrite(fd, &byte, 1, (off_t)at), 1);
+	close(fd);
+
+	t_open();
+	struct queue_store_summary sum;
+	queue_store_summary(ts.store, &sum);
+	cr_assert_eq(sum.corrupt, 1);
+	cr_assert(t_exists(ts.spool, "quarantine", "w000-000000000002.seg"));
+	cr_assert_not(t_exists(ts.spool, "segments", "w000-000000000002.seg"));
+	static const char *const rcpt[] = {"bob@dest.example"};
+	unsigned present = 0;
+	for (unsigned i = 0; i < N; i++) {
+		bool in_seg2 = false;
+		for (size_t k = 0; k < nrecs; k++)
+			in_seg2 |= memcmp(recs[k].id, c[i].id, QUEUE_ID_LEN) == 0;
+		if (in_seg2) {
+			cr_assert_not(t_present(c[i].id), "message %u from the bad segment served",
+				      i);
+		} else {
+			t_expect_message(c[i].id, "alice@client.example", rcpt, 1, body, len);
+			present++;
+		}
+	}
+	cr_assert_gt(present, N / 3);
+	cr_assert_eq(sum.messages, present);
+
+	/* ferryd goes on serving: new mail is taken and kept. */
+	t_start_workers();
+	static struct t_client next;
+	t_send(&next, "bob@dest.example", body, 100);
+	t_pump_until_committed(&next, 1);
+	cr_assert_eq(next.status, 0);
+	t_reopen();
+	t_expect_message(next.id, "alice@client.example", rcpt, 1, body, 100);
+	queue_store_summary(ts.store, &sum);
+	cr_assert_eq(sum.corrupt, 0, "the quarantined segment was read again");
+}
+
+/* A damaged length that points past the end of the file looks like a
+ * record cut short, but good records follow it: corruption, not a torn
+ * tail to cut (which would throw acknowledged messages away). */
+Test(store, damaged_length_past_the_end_is_corruption_not_a_torn_tail)
+{
+	ts.cfg.segment_size = 128u << 10;
+	ts.cfg.batch_cap = 64u << 10;
+	t_open();
+	t_start_workers();
+	enum { N = 15 };
+	static struct t_client c[N];
+	uint8_t *body = t_body(6000, 14);
+	for (unsigned i = 0; i < N; i++) {
+		t_send(&c[i], "bob@dest.example", body, 6000);
+		t_pump_until_committed(&c[i], 1);
+	}
+	t_close();
+	cr_assert_eq(t_segments(), 1);
+	char seg[256];
+	snprintf(seg, sizeof(seg), "%s/segments/w000-000000000001.seg", ts.spool);
+	size_t size, used;
+	uint8_t *data = t_read_file(seg, &size);
+	static struct t_record recs[256];
+	size_t nrecs = t_records(data, size, recs, 256, &used);
+	/* The ENVELOPE of the last message but two. */
+	size_t victim = nrecs;
+	for (size_t k = nrecs; k > 0; k--)
+		if (recs[k - 1].type == RECORD_ENVELOPE &&
+		    memcmp(recs[k - 1].id, c[N - 3].id, QUEUE_ID_LEN) == 0)
+			victim = k - 1;
+	cr_assert_lt(victim, nrecs);
+	uint32_t length = (uint32_t)(size - recs[victim].off); /* one byte too long */
+	uint8_t le[4] = {(uint8_t)length, (uint8_t)(length >> 8), (uint8_t)(length >> 16),
+			 (uint8_t)(length >> 24)};
+	int fd = open(seg, O_RDWR | O_CLOEXEC);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(pwrite(fd, le, 4, (off_t)recs[victim].off), 4);
+	close(fd);
+
+	t_open();
+	struct queue_store_summary sum;
+	queue_store_summary(ts.store, &sum);
+	cr_assert_eq(sum.torn, 0, "judged a torn tail: the messages after it were cut off");
+	cr_assert_eq(sum.corrupt, 1);
+	cr_assert(t_exists(ts.spool, "quarantine", "w000-000000000001.seg"));
+	struct stat st;
+	char moved[256];
+	snprintf(moved, sizeof(moved), "%s/quarantine/w000-000000000001.seg", ts.spool);
+	cr_assert_eq(stat(moved, &st), 0);
+	cr_assert_eq((size_t)st.st_size, size, "the quarantined segment was cut");
+}
+
+/* A segment quarantined once keeps its copy when a later segment of the
+ * same name (its sequence number came back) is quarantined too. */
+Test(store, quarantine_never_overwrites_an_earlier_segment)
+{
+	char seg[256], first[256], second[300];
+	snprintf(seg, sizeof(seg), "%s/segments/w000-000000000001.seg", ts.spool);
+	snprintf(first, sizeof(first), "%s/quarantine/w000-000000000001.seg", ts.spool);
+	uint8_t *body = t_body(6000, 15);
+	for (unsigned round = 0; round < 2; round++) {
+		t_open();
+		t_start_workers();
+		static struct t_client c[6];
+		for (unsigned i = 0; i < 6; i++) {
+			t_send(&c[i], "bob@dest.example", body, 6000);
+			t_pump_until_committed(&c[i], 1);
+		}
+		t_close();
+		size_t size, used;
+		uint8_t *data = t_read_file(seg, &size);
+		static struct t_record recs[64];
+		size_t nrecs = t_records(data, size, recs, 64, &used);
+		size_t at = (recs[nrecs / 2].off + recs[nrecs / 2].checked_end) / 2;
+		uint8_t byte = data[at] ^ 1;
+		t_release(data);
+		int fd = open(seg, O_RDWR | O_CLOEXEC);
+		cr_assert_geq(fd, 0);
+		cr_assert_eq(pwrite(fd, &byte, 1, (off_t)at), 1);
+		close(fd);
+		t_open(); /* quarantines it; nothing is written, so sequence 1 comes back */
+		struct queue_store_summary sum;
+		queue_store_summary(ts.store, &sum);
+		cr_assert_eq(sum.corrupt, 1);
+		t_close();
+	}
+	char quarantine[256];
+	snprintf(quarantine, sizeof(quarantine), "%s/quarantine", ts.spool);
+	cr_assert_eq(t_count_files(quarantine), 2, "%u files in quarantine/",
+		     t_count_files(quarantine));
+	snprintf(second, sizeof(second), "%s.1", first);
+	cr_assert_eq(access(first, F_OK), 0);
+	cr_assert_eq(access(second, F_OK), 0);
+}
+
+/* Files in segments/ that only look like segments (a backup copy under a
+ * near-miss name) are not read: their messages would come back twice. */
+Test(store, near_miss_names_in_segments_are_left_alone)
+{
+	t_open();
+	t_start_workers();
+	static struct t_client c;
+	t_send(&c, "bob@dest.example", (const uint8_t *)"hi\r\n", 4);
+	t_pump_until_committed(&c, 1);
+	t_close();
+	char seg[256], copy[256];
+	snprintf(seg, sizeof(seg), "%s/segments/w000-000000000001.seg", ts.spool);
+	size_t size;
+	uint8_t *data = t_read_file(seg, &size);
+	static const char *const names[] = {"w 00-000000000001.seg", "w+00-000000000001.seg",
+					    "w00-0000000000001.seg"};
+	for (unsigned i = 0; i < 3; i++) {
+		snprintf(copy, sizeof(copy), "%s/segments/%s", ts.spool, names[i]);
+		t_write_file(copy, data, size);
+	}
+	t_open();
+	struct queue_store_summary sum;
+	queue_store_summary(ts.store, &sum);
+	cr_assert_eq(sum.messages, 1, "%llu messages from one", (unsigned long long)sum.messages);
+	char ids[4][QUEUE_ID_LEN + 1];
+	cr_assert_eq(t_domain_ids("dest.example", ids, 4), 1);
+	for (unsigned i = 0; i < 3; i++) {
+		struct stat st;
+		snprintf(copy, sizeof(copy), "%s/segments/%s", ts.spool, names[i]);
+		cr_assert_eq(stat(copy, &st), 0, "%s was removed", names[i]);
+		cr_assert_eq((size_t)st.st_size, size, "%s was changed", names[i]);
+	}
+}
+
+/* ---- 8. limits --------------------------------------------------------------- */
+
+Test(store, max_bytes_refuses_new_mail_and_keeps_the_old)
+{
+	ts.cfg.segment_size = 128u << 10;
+	ts.cfg.batch_cap = 64u << 10;
+	ts.cfg.max_bytes = 2 * ts.cfg.segment_size;
+	t_open();
+	t_start_workers();
+	size_t len = 20000;
+	uint8_t *body = t_body(len, 8);
+	static struct t_client c[40];
+	unsigned acked = 0;
+	int refusal = 0;
+	for (unsigned i = 0; i < 40 && refusal == 0; i++) {
+		t_client_init(&c[i]);
+		int r = t_begin(&c[i], "bob@dest.example");
+		if (r != 0) {
+			refusal = r;
+			break;
+		}
+		r = t_write(&c[i], body, len, 16384);
+		if (r < 0) {
+			refusal = r;
+			queue_message_abort(c[i].m);
+			break;
+		}
+		t_commit(&c[i]);
+		t_pump_until_committed(&c[i], 1);
+		if (c[i].status != 0)
+			refusal = c[i].status;
+		else
+			acked++;
+	}
+	cr_assert_eq(refusal, -ENOSPC, "refused with %d (the session says 452 4.3.1)", refusal);
+	cr_assert_geq(acked, 6, "only %u messages taken", acked);
+	cr_assert_eq(queue_check_space(ts.queues[0], 0), -ENOSPC);
+	t_reopen();
+	struct queue_store_summary sum;
+	queue_store_summary(ts.store, &sum);
+	cr_assert_eq(sum.messages, acked);
+	static const char *const rcpt[] = {"bob@dest.example"};
+	for (unsigned i = 0; i < acked; i++)
+		t_expect_message(c[i].id, "alice@client.example", rcpt, 1, body, len);
+}
+
+Test(store, max_bytes_refuses_a_message_that_needs_a_third_segment)
+{
+	ts.cfg.segment_size = 128u << 10;
+	ts.cfg.batch_cap = 64u << 10;
+	ts.cfg.max_bytes = 2 * ts.cfg.segment_size;
+	t_open();
+	t_start_workers();
+	size_t len = 300u << 10;
+	uint8_t *body = t_body(len, 9);
+	static struct t_client c, small;
+	t_send(&small, "bob@dest.example", body, 1000);
+	t_pump_until_committed(&small, 1);
+	cr_assert_eq(small.status, 0);
+	t_client_init(&c);
+	cr_assert_eq(t_begin(&c, "bob@dest.example"), 0);
+	int r = t_write(&c, body, len, 65536);
+	if (r >= 0) {
+		t_commit(&c);
+		t_pump_until_committed(&c, 1);
+		cr_assert_eq(c.status, -ENOSPC);
+	} else {
+		cr_assert_eq(r, -ENOSPC, "write: %d", r);
+		queue_message_abort(c.m);
+	}
+	t_pump_idle();
+	t_reopen();
+	cr_assert(t_present(small.id));
+	cr_assert_not(t_present(c.id));
+}
+
+Test(store, max_messages_refuses_the_sixth)
+{
+	ts.cfg.max_messages = 5;
+	t_open();
+	t_start_workers();
+	static struct t_client c[7];
+	for (unsigned i = 0; i < 4; i++)
+		t_send(&c[i], "bob@dest.example", (const uint8_t *)"hi\r\n", 4);
+	t_pump_until_committed(c, 4);
+	/* Two begun while there is room for one. */
+	t_client_init(&c[4]);
+	t_client_init(&c[5]);
+	cr_assert_eq(t_begin(&c[4], "bob@dest.example"), 0);
+	cr_assert_eq(t_begin(&c[5], "bob@dest.example"), 0);
+	t_commit(&c[4]);
+	t_pump_until_committed(&c[4], 1);
+	cr_assert_eq(c[4].status, 0);
+	t_pump_quiet();
+	cr_assert_eq(queue_check_space(ts.queues[0], 0), -ENOSPC);
+	t_client_init(&c[6]);
+	cr_assert_eq(t_begin(&c[6], "bob@dest.example"), -ENOSPC);
+	t_commit(&c[5]); /* asserts the refusal does not come from inside */
+	t_pump_until_committed(&c[5], 1);
+	cr_assert_eq(c[5].status, -ENOSPC);
+	t_reopen();
+	struct queue_store_summary sum;
+	queue_store_summary(ts.store, &sum);
+	cr_assert_eq(sum.messages, 5);
+	cr_assert_not(t_present(c[5].id));
+}
+
+Test(store, max_messages_counts_commits_still_in_flight)
+{
+	ts.cfg.max_messages = 5;
+	t_open();
+	t_start_workers();
+	static struct t_client c[6];
+	/* Six sessions reach end of DATA in the same loop turn. */
+	for (unsigned i = 0; i < 6; i++) {
+		t_client_init(&c[i]);
+		cr_assert_eq(t_begin(&c[i], "bob@dest.example"), 0);
+		cr_assert_eq(t_write(&c[i], (const uint8_t *)"hi\r\n", 4, 4), 0);
+	}
+	for (unsigned i = 0; i < 6; i++)
+		t_commit(&c[i]);
+	t_pump_until_committed(c, 6);
+	unsigned ok = 0, refused = 0;
+	for (unsigned i = 0; i < 6; i++) {
+		ok += c[i].status == 0;
+		refused += c[i].status == -ENOSPC;
+	}
+	cr_assert_eq(ok, 5, "%u of 6 messages taken with max_messages = 5", ok);
+	cr_assert_eq(refused, 1);
+	t_reopen();
+	struct queue_store_summary sum;
+	queue_store_summary(ts.store, &sum);
+	cr_assert_eq(sum.messages, 5);
+}
+
+/* ---- 9. one ferryd per spool ------------------------------------------------- */
+
+Test(store, second_open_of_a_spool_fails_naming_it)
+{
+	t_open();
+	struct queue_store *second = NULL;
+	char err[512] = "";
+	int r = queue_store_open(&second, &ts.cfg, err, sizeof(err));
+	cr_assert_lt(r, 0, "a second store opened the same spool");
+	cr_assert_null(second);
+	cr_assert_not_null(strstr(err, ts.spool), "the error does not name the spool: %s", err);
+	t_close();
+	t_open(); /* the lock went with the first store */
+}
+
+/* ---- 10. reclaiming segments ------------------------------------------------- */
+
+Test(store, segment_of_aborted_messages_is_deleted_when_rolled)
+{
+	ts.cfg.segment_size = 256u << 10;
+	ts.cfg.batch_cap = 64u << 10;
+	t_open();
+	t_start_workers();
+	size_t len = 70000; /* one 64 KiB BODY record written before the abort */
+	uint8_t *body = t_body(len, 10);
+	static struct t_client dead[4], live;
+	/* Three fill most of segment 1; the fourth's body rolls to segment 2,
+	 * where the live message then goes whole. */
+	for (unsigned i = 0; i < 4; i++) {
+		t_client_init(&dead[i]);
+		cr_assert_eq(t_begin(&dead[i], "bob@dest.example"), 0);
+		cr_assert_geq(t_write(&dead[i], body, len, len), 0);
+		if (i < 3)
+			cr_assert(t_exists(ts.spool, "segments", "w000-000000000001.seg"));
+		queue_message_abort(dead[i].m);
+	}
+	cr_assert(t_exists(ts.spool, "segments", "w000-000000000002.seg"));
+	t_send(&live, "bob@dest.example", body, len);
+	t_pump_until_committed(&live, 1);
+	t_pump_idle();
+	cr_assert_eq(live.status, 0);
+	cr_assert_not(t_exists(ts.spool, "segments", "w000-000000000001.seg"),
+		      "a closed segment with nothing in it was kept");
+	t_reopen();
+	static const char *const rcpt[] = {"bob@dest.example"};
+	t_expect_message(live.id, "alice@client.example", rcpt, 1, body, len);
+}
+
+Test(store, segment_of_aborted_messages_is_deleted_at_restart)
+{
+	t_open();
+	t_start_workers();
+	uint8_t body[3000];
+	t_fill(body, sizeof(body), 11);
+	static struct t_client dead;
+	t_client_init(&dead);
+	cr_assert_eq(t_begin(&dead, "bob@dest.example"), 0);
+	cr_assert_geq(t_write(&dead, body, sizeof(body), 1000), 0);
+	for (unsigned i = 0; i < 5; i++)
+		t_turn();
+	queue_message_abort(dead.m);
+	t_pump_idle();
+	t_reopen();
+	cr_assert_eq(t_segments(), 0, "%u segments left with nothing in them", t_segments());
+	struct queue_store_summary sum;
+	queue_store_summary(ts.store, &sum);
+	cr_assert_eq(sum.messages, 0);
+}
+
+/* A segment whose only message continues into the next one is not empty:
+ * deleting it when it rolls would take the message's envelope away. */
+Test(store, segment_holding_a_message_still_streaming_is_kept)
+{
+	ts.cfg.segment_size = 128u << 10;
+	ts.cfg.batch_cap = 64u << 10;
+	t_open();
+	t_start_workers();
+	size_t len = 200000;
+	uint8_t *body = t_body(len, 12);
+	static struct t_client c;
+	t_client_init(&c);
+	cr_assert_eq(t_begin(&c, "bob@dest.example"), 0);
+	cr_assert_geq(t_write(&c, body, len, 16384), 0);
+	for (unsigned i = 0; i < 10; i++)
+		t_turn(); /* segment 1 rolled and all its batches finished */
+	t_commit(&c);
+	t_pump_until_committed(&c, 1);
+	cr_assert_eq(c.status, 0);
+	t_reopen();
+	static const char *const rcpt[] = {"bob@dest.example"};
+	t_expect_message(c.id, "alice@client.example", rcpt, 1, body, len);
+}
+
+/* ---- batch boundaries: torn last batch vs. lost acknowledged data ------------ */
+
+/* Three acknowledged batches, then the image of each case is made by hand. */
+static size_t t_three_batches(struct t_client *c, unsigned n, uint8_t **image, size_t *size,
+			      struct t_record *recs, size_t max, size_t *nrecs, char *seg,
+			      size_t seg_len)
+{
+	ts.cfg.segment_size = 1u << 20;
+	ts.cfg.batch_cap = 1u << 20;
+	t_open();
+	t_start_workers();
+	uint8_t *body = t_body(3000, 3);
+	for (unsigned i = 0; i < n; i += n / 3) {
+		for (unsigned k = i; k < i + n / 3; k++)
+			t_send(&c[k], "bob@dest.example", body, 3000);
+		t_pump_until_committed(&c[i], n / 3);
+	}
+	t_close();
+	snprintf(seg, seg_len, "%s/segments/w000-000000000001.seg", ts.spool);
+	size_t used;
+	*image = t_read_file(seg, size);
+	*nrecs = t_records(*image, *size, recs, max, &used);
+	unsigned batches = 0;
+	for (size_t k = 0; k < *nrecs; k++)
+		batches += recs[k].type == RECORD_BATCH;
+	cr_assert_eq(batches, 3, "%u batches", batches);
+	return used;
+}
+
+static void t_zero_range(const char *path, size_t from, size_t to)
+{
+	int fd = open(path, O_RDWR | O_CLOEXEC);
+	cr_assert_geq(fd, 0);
+	static const uint8_t zeros[8192];
+	for (size_t at = from; at < to;) {
+		size_t n = to - at < sizeof(zeros) ? to - at : sizeof(zeros);
+		cr_assert_eq(pwrite(fd, zeros, n, (off_t)at), (ssize_t)n);
+		at += n;
+	}
+	close(fd);
+}
+
+/* Pages of the last batch landed out of order (its BATCH record did, a
+ * middle page did not): its sync never completed, so it is a torn tail,
+ * and the two batches before it are served. */
+Test(store, torn_last_batch_with_a_hole_is_torn_not_corrupt)
+{
+	enum { N = 9 };
+	static struct t_client c[N];
+	static struct t_record recs[256];
+	uint8_t *image;
+	size_t size, nrecs;
+	char seg[256];
+	t_three_batches(c, N, &image, &size, recs, 256, &nrecs, seg, sizeof(seg));
+	size_t second_end = 0, batches = 0;
+	for (size_t k = 0; k < nrecs; k++)
+		if (recs[k].type == RECORD_BATCH && ++batches == 2)
+			second_end = recs[k].end;
+	/* A hole in the middle of the third batch, its BATCH record intact. */
+	size_t last_start = second_end, last_end = recs[nrecs - 1].end;
+	t_zero_range(seg, last_start + (last_end - last_start) / 3,
+		     last_start + (last_end - last_start) / 2);
+	t_open();
+	struct queue_store_summary sum;
+	queue_store_summary(ts.store, &sum);
+	cr_assert_eq(sum.corrupt, 0, "a torn last batch was judged corruption");
+	cr_assert_eq(sum.torn, 1);
+	for (unsigned i = 0; i < N; i++)
+		cr_assert_eq(t_present(c[i].id), i < 2 * N / 3, "message %u", i);
+}
+
+/* A hole in an acknowledged batch with a whole batch after it is a lost
+ * write, not a torn tail: quarantine, never cut. */
+Test(store, lost_write_in_an_acknowledged_batch_is_corruption)
+{
+	enum { N = 9 };
+	static struct t_client c[N];
+	static struct t_record recs[256];
+	uint8_t *image;
+	size_t size, nrecs;
+	char seg[256];
+	t_three_batches(c, N, &image, &size, recs, 256, &nrecs, seg, sizeof(seg));
+	size_t first_end = 0;
+	for (size_t k = 0; k < nrecs && first_end == 0; k++)
+		if (recs[k].type == RECORD_BATCH)
+			first_end = recs[k].end;
+	t_zero_range(seg, first_end / 2, first_end / 2 + 4096);
+	t_open();
+	struct queue_store_summary sum;
+	queue_store_summary(ts.store, &sum);
+	cr_assert_eq(sum.corrupt, 1);
+	cr_assert_eq(sum.torn, 0);
+	cr_assert(t_exists(ts.spool, "quarantine", "w000-000000000001.seg"));
+}
