@@ -24,7 +24,8 @@ static inline size_t buf_len(const struct buf *b)
 
 static inline const char *buf_head(const struct buf *b)
 {
-	return b->data + b->start;
+	/* A buffer never written to has no storage: NULL + 0 is undefined. */
+	return b->data != NULL ? b->data + b->start : b->data;
 }
 
 /* Returns 0 or -ENOMEM. */

@@ -16,6 +16,7 @@ static void conn_recv_complete(struct worker_op *op, const struct io_uring_cqe *
 static void conn_send_complete(struct worker_op *op, const struct io_uring_cqe *cqe);
 static void conn_timer_fire(struct timer *t);
 static void conn_session_wake(struct smtp_session *s);
+static void conn_timer_tighten(struct conn *c);
 
 static const struct smtp_session_hooks conn_session_hooks = {.wake = conn_session_wake};
 
@@ -217,6 +218,7 @@ static void conn_recv_complete(struct worker_op *op, const struct io_uring_cqe *
 				}
 			} else {
 				conn_input(c, worker_recv_buffer(w, bid), (size_t)cqe->res);
+				conn_timer_tighten(c);
 			}
 		}
 		/* The buffer goes back in this same turn, whatever happened. */
@@ -251,6 +253,7 @@ static void conn_session_wake(struct smtp_session *s)
 		return;
 	c->last_activity_ms = conn_worker(c)->now_ms;
 	conn_feed_held(c);
+	conn_timer_tighten(c);
 	conn_flush(c);
 }
 
@@ -260,6 +263,25 @@ static uint64_t conn_timeout_ms(const struct conn *c)
 {
 	const struct config *cfg = conn_config(c);
 	return smtp_session_in_data(&c->session) ? cfg->data_timeout_ms : cfg->idle_timeout_ms;
+}
+
+/*
+ * The lazy timer fires at the deadline of the timeout that applied when it
+ * was armed. A session that has just entered DATA may be under a shorter
+ * one now (data_timeout below idle_timeout): bring the timer forward to
+ * that deadline, never back, so a stalled body is cut off on time. Only
+ * that transition re-arms; plain activity still touches nothing.
+ */
+static void conn_timer_tighten(struct conn *c)
+{
+	if (c->closing || !c->greeted || !timer_armed(&c->timer))
+		return;
+	struct worker *w = conn_worker(c);
+	uint64_t deadline = c->last_activity_ms + conn_timeout_ms(c);
+	if ((deadline + TIMER_TICK_MS - 1) / TIMER_TICK_MS >= c->timer.expires_tick)
+		return;
+	timer_arm(&w->timers, &c->timer, w->now_ms,
+		  deadline > w->now_ms ? deadline - w->now_ms : 0);
 }
 
 static void conn_timer_fire(struct timer *t)

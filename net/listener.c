@@ -105,6 +105,13 @@ void listener_close(struct listener *l)
 		io_uring_prep_cancel(sqe, &l->accept_op, 0);
 		worker_sqe_set_op(sqe, NULL);
 	}
+	/* Stop listening now. close() alone leaves the socket listening for
+	 * as long as the in-flight accept holds it (until the cancel runs,
+	 * or after exit until the kernel tears the ring down): meanwhile the
+	 * kernel would still complete handshakes that nobody will answer,
+	 * and a ferryd started right after this one could share the port
+	 * with it. shutdown() ends LISTEN at once; clients are refused. */
+	shutdown(l->fd, SHUT_RDWR);
 	close(l->fd);
 	l->fd = -1;
 }

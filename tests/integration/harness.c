@@ -1,7 +1,6 @@
 #include "tests/integration/harness.h"
 
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -12,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -19,6 +19,10 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "core/log.h"
+#include "queue/recover.h"
+#include "queue/segment.h"
 
 /* ---- time -------------------------------------------------------------------- */
 
@@ -57,11 +61,17 @@ int harness_write_file(const char *path, const char *text)
 	return r;
 }
 
-static char *harness_read_file(const char *path, size_t *len)
+/* The file from byte `from` on, NUL-terminated, malloc'd; NULL if it
+ * cannot be read. */
+static char *harness_read_file_from(const char *path, size_t from, size_t *len)
 {
 	FILE *f = fopen(path, "r");
 	if (f == NULL)
 		return NULL;
+	if (from > 0 && fseeko(f, (off_t)from, SEEK_SET) != 0) {
+		fclose(f);
+		return NULL;
+	}
 	size_t cap = 4096, n = 0;
 	char *data = malloc(cap);
 	while (data != NULL) {
@@ -157,9 +167,15 @@ int harness_free_port(void)
 
 /* ---- instances ----------------------------------------------------------------- */
 
-/* The last spool file read; freed by the next read or by cleanup, so a
- * failed assertion between the two leaks nothing. */
-static char *harness_spool_file;
+/* The last spool view, body and log handed out; freed by the next call or
+ * by cleanup, so a failed assertion between the two leaks nothing. */
+static struct harness_spool harness_last_spool;
+static char *harness_last_body;
+static char *harness_last_log;
+
+/* Programs started by harness_spawn() and not yet reaped. */
+#define HARNESS_MAX_SPAWNED 16
+static pid_t harness_spawned[HARNESS_MAX_SPAWNED];
 
 #define HARNESS_MAX_INSTANCES 16
 static struct ferry_instance *harness_instances[HARNESS_MAX_INSTANCES];
@@ -220,10 +236,16 @@ int harness_setup(struct ferry_instance *fi, const char *extra)
 
 void harness_dump_log(const struct ferry_instance *fi)
 {
-	char *log = harness_read_file(fi->log, NULL);
+	/* The end tells what went wrong (a sanitizer's report is last); a
+	 * load test's log can be far too long to print whole. */
+	enum { TAIL = 64 * 1024 };
+	size_t size = harness_log_size(fi);
+	size_t from = size > TAIL ? size - TAIL : 0;
+	char *log = harness_read_file_from(fi->log, from, NULL);
 	if (log == NULL)
 		return;
-	fprintf(stderr, "---- %s ----\n%s---- end of log ----\n", fi->log, log);
+	fprintf(stderr, "---- %s%s ----\n%s---- end of log ----\n", fi->log,
+		from > 0 ? " (its last 64 KiB)" : "", log);
 	free(log);
 }
 
@@ -273,11 +295,42 @@ static bool harness_port_accepts(int port, int timeout_ms)
 	return true;
 }
 
+/* Has the ferryd started when the log was `from` bytes long said that it
+ * listens? (Its log is appended to across restarts.) */
+static bool harness_log_says_listening(const struct ferry_instance *fi, off_t from)
+{
+	int fd = open(fi->log, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	char text[16384];
+	bool found = false;
+	for (off_t at = from; !found;) {
+		/* Overlap reads so a line split between two is still seen. */
+		ssize_t n = pread(fd, text, sizeof(text) - 1, at);
+		if (n <= 0)
+			break;
+		text[n] = '\0';
+		found = strstr(text, ": listening on ") != NULL;
+		if (n < (ssize_t)sizeof(text) - 1)
+			break;
+		at += n - 256;
+	}
+	close(fd);
+	return found;
+}
+
 int harness_start(struct ferry_instance *fi, int timeout_ms)
+{
+	return harness_start_env(fi, timeout_ms, NULL);
+}
+
+int harness_start_env(struct ferry_instance *fi, int timeout_ms, const char *const *env)
 {
 	char path[PATH_MAX];
 	harness_ferryd_path(path, sizeof(path));
 	harness_register(fi);
+	struct stat log_st;
+	off_t log_start = stat(fi->log, &log_st) == 0 ? log_st.st_size : 0;
 	pid_t parent = getpid();
 	pid_t pid = fork();
 	if (pid < 0)
@@ -298,6 +351,8 @@ int harness_start(struct ferry_instance *fi, int timeout_ms)
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
 		signal(SIGPIPE, SIG_DFL);
+		for (const char *const *e = env; e != NULL && *e != NULL; e++)
+			putenv((char *)*e);
 		execl(path, "ferryd", "-c", fi->config, (char *)NULL);
 		dprintf(STDERR_FILENO, "harness: cannot run %s: %s\n", path, strerror(errno));
 		_exit(127);
@@ -306,7 +361,11 @@ int harness_start(struct ferry_instance *fi, int timeout_ms)
 	fi->exit_status = 0;
 	int64_t deadline = harness_now_ms() + timeout_ms;
 	for (int attempt = 0; attempt < 100000; attempt++) {
-		if (harness_port_accepts(fi->port, 200))
+		/* Ready when this ferryd says it listens and the port answers:
+		 * the port alone may still be answered, for a moment, by the
+		 * socket of a ferryd that just died (kill -9) on it. */
+		if (harness_log_says_listening(fi, log_start) &&
+		    harness_port_accepts(fi->port, 200))
 			return 0;
 		int status;
 		if (waitpid(pid, &status, WNOHANG) == pid) {
@@ -340,6 +399,26 @@ int harness_wait_exit(struct ferry_instance *fi, int timeout_ms)
 	return harness_reap(fi, timeout_ms);
 }
 
+int harness_crash(struct ferry_instance *fi, int timeout_ms)
+{
+	if (fi->pid <= 0)
+		return 0;
+	kill(fi->pid, SIGKILL);
+	int64_t deadline = harness_now_ms() + timeout_ms;
+	for (;;) {
+		int status;
+		pid_t r = waitpid(fi->pid, &status, WNOHANG);
+		if (r == fi->pid || (r < 0 && errno != EINTR)) {
+			fi->pid = 0;
+			fi->exit_status = r == fi->pid ? harness_exit_code(status) : -1;
+			return 0;
+		}
+		if (harness_now_ms() >= deadline)
+			return -1;
+		harness_sleep_ms(5);
+	}
+}
+
 void harness_cleanup(struct ferry_instance *fi)
 {
 	if (fi->pid > 0) {
@@ -358,8 +437,20 @@ void harness_cleanup(struct ferry_instance *fi)
 
 void harness_cleanup_all(void)
 {
-	free(harness_spool_file);
-	harness_spool_file = NULL;
+	harness_spool_free(&harness_last_spool);
+	free(harness_last_body);
+	harness_last_body = NULL;
+	free(harness_last_log);
+	harness_last_log = NULL;
+	for (int i = 0; i < HARNESS_MAX_SPAWNED; i++) {
+		if (harness_spawned[i] <= 0)
+			continue;
+		kill(harness_spawned[i], SIGKILL);
+		int status;
+		while (waitpid(harness_spawned[i], &status, 0) < 0 && errno == EINTR)
+			;
+		harness_spawned[i] = 0;
+	}
 	for (int i = 0; i < HARNESS_MAX_INSTANCES; i++)
 		if (harness_instances[i] != NULL)
 			harness_cleanup(harness_instances[i]);
@@ -367,20 +458,224 @@ void harness_cleanup_all(void)
 
 /* ---- the spool ---------------------------------------------------------------- */
 
+/* The body's place in the segments, as recovery found it. */
+struct harness_extent {
+	uint64_t sequence, offset;
+	uint32_t len;
+};
+
+struct harness_spool_reader {
+	struct harness_spool *sp;
+	size_t cap;
+};
+
+static char *harness_strndup(const char *s, size_t len)
+{
+	char *copy = malloc(len + 1);
+	if (copy != NULL) {
+		memcpy(copy, s, len);
+		copy[len] = '\0';
+	}
+	return copy;
+}
+
+static void harness_spool_message_free(struct harness_spool_message *m)
+{
+	free(m->sender);
+	free(m->client);
+	free(m->helo);
+	for (unsigned i = 0; m->rcpts != NULL && i < m->nrcpts; i++)
+		free(m->rcpts[i]);
+	free(m->rcpts);
+	free(m->extents);
+	memset(m, 0, sizeof(*m));
+}
+
+/* Recovery's pointers go into mappings it unmaps later: copy everything. */
+static int harness_spool_on_message(void *arg, const struct recover_message *rm)
+{
+	struct harness_spool_reader *rd = arg;
+	struct harness_spool *sp = rd->sp;
+	if (sp->count == rd->cap) {
+		size_t cap = rd->cap ? rd->cap * 2 : 256;
+		struct harness_spool_message *more = realloc(sp->messages, cap * sizeof(*more));
+		if (more == NULL)
+			return -ENOMEM;
+		sp->messages = more;
+		rd->cap = cap;
+	}
+	const struct record_envelope *env = rm->envelope;
+	struct harness_spool_message *m = &sp->messages[sp->count];
+	memset(m, 0, sizeof(*m));
+	memcpy(m->id, env->id, RECORD_ID_LEN);
+	m->id[RECORD_ID_LEN] = '\0';
+	m->worker = rm->worker;
+	m->body_len = rm->body_len;
+	m->sender = harness_strndup(env->sender.data, env->sender.len);
+	m->client = harness_strndup(env->client.data, env->client.len);
+	m->helo = harness_strndup(env->helo.data, env->helo.len);
+	m->nrcpts = env->nrecipients;
+	m->rcpts = calloc(env->nrecipients + 1u, sizeof(*m->rcpts));
+	struct harness_extent *extents = calloc(rm->nextents + 1u, sizeof(*extents));
+	m->extents = extents;
+	bool ok = m->sender != NULL && m->client != NULL && m->helo != NULL && m->rcpts != NULL &&
+		  extents != NULL;
+	for (unsigned i = 0; ok && i < m->nrcpts; i++) {
+		const struct record_string *r = &rm->strings[env->nparams + i];
+		m->rcpts[i] = harness_strndup(r->data, r->len);
+		ok = m->rcpts[i] != NULL;
+	}
+	for (uint32_t i = 0; ok && i < rm->nextents; i++)
+		extents[i] = (struct harness_extent){rm->extents[i].sequence, rm->extents[i].offset,
+						     rm->extents[i].len};
+	m->nextents = rm->nextents;
+	if (!ok) {
+		harness_spool_message_free(m);
+		return -ENOMEM;
+	}
+	sp->count++;
+	return 0;
+}
+
+static void harness_spool_on_segment(void *arg, const struct recover_segment *seg)
+{
+	struct harness_spool *sp = ((struct harness_spool_reader *)arg)->sp;
+	sp->segments++;
+	sp->torn += seg->verdict == RECOVER_TORN;
+	sp->corrupt += seg->verdict == RECOVER_CORRUPT;
+	sp->unreadable += seg->verdict == RECOVER_UNREADABLE;
+}
+
+static int harness_spool_compare(const void *a, const void *b)
+{
+	return strcasecmp(((const struct harness_spool_message *)a)->id,
+			  ((const struct harness_spool_message *)b)->id);
+}
+
+int harness_spool_read(const char *spool_dir, struct harness_spool *sp)
+{
+	memset(sp, 0, sizeof(*sp));
+	snprintf(sp->segments_dir, sizeof(sp->segments_dir), "%s/segments", spool_dir);
+	int dir_fd = open(sp->segments_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dir_fd < 0)
+		return -errno;
+	/* Recovery logs what it judges (a torn tail is normal while ferryd
+	 * writes); ferryd's own log says it for real. Keep errors only. */
+	log_setup(LOG_LEVEL_ERROR, LOG_TO_STDERR);
+	struct harness_spool_reader rd = {.sp = sp};
+	struct recover_hooks hooks = {
+		.arg = &rd,
+		.message = harness_spool_on_message,
+		.segment = harness_spool_on_segment,
+	};
+	struct recover_stats stats;
+	int r = recover_spool(dir_fd, -1, true, &hooks, &stats);
+	close(dir_fd);
+	if (r != 0) {
+		harness_spool_free(sp);
+		return r;
+	}
+	if (sp->count > 1)
+		qsort(sp->messages, sp->count, sizeof(*sp->messages), harness_spool_compare);
+	return 0;
+}
+
+void harness_spool_free(struct harness_spool *sp)
+{
+	for (size_t i = 0; sp->messages != NULL && i < sp->count; i++)
+		harness_spool_message_free(&sp->messages[i]);
+	free(sp->messages);
+	memset(sp, 0, sizeof(*sp));
+}
+
+const struct harness_spool_message *harness_spool_find(const struct harness_spool *sp,
+						       const char *id)
+{
+	size_t lo = 0, hi = sp->count;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (strcasecmp(sp->messages[mid].id, id) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < sp->count && strcasecmp(sp->messages[lo].id, id) == 0 ? &sp->messages[lo]
+									  : NULL;
+}
+
+size_t harness_spool_copies(const struct harness_spool *sp, const char *id)
+{
+	const struct harness_spool_message *m = harness_spool_find(sp, id);
+	size_t n = 0;
+	while (m != NULL && m < sp->messages + sp->count && strcasecmp(m->id, id) == 0) {
+		n++;
+		m++;
+	}
+	return n;
+}
+
+char *harness_spool_body(const struct harness_spool *sp, const struct harness_spool_message *m,
+			 size_t *len)
+{
+	int dir_fd = open(sp->segments_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dir_fd < 0)
+		return NULL;
+	char *body = malloc(m->body_len + 1);
+	const struct harness_extent *extents = m->extents;
+	uint64_t done = 0;
+	int fd = -1;
+	uint64_t open_sequence = 0;
+	for (uint32_t i = 0; body != NULL && i < m->nextents; i++) {
+		const struct harness_extent *e = &extents[i];
+		if (fd < 0 || e->sequence != open_sequence) {
+			char name[SEGMENT_NAME_MAX];
+			segment_name(name, m->worker, e->sequence);
+			if (fd >= 0)
+				close(fd);
+			fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC);
+			open_sequence = e->sequence;
+		}
+		if (fd < 0 || done + e->len > m->body_len ||
+		    pread(fd, body + done, e->len, (off_t)e->offset) != (ssize_t)e->len) {
+			free(body);
+			body = NULL;
+			break;
+		}
+		done += e->len;
+	}
+	if (fd >= 0)
+		close(fd);
+	close(dir_fd);
+	if (body != NULL && done != m->body_len) {
+		free(body);
+		body = NULL;
+	}
+	if (body == NULL)
+		return NULL;
+	body[done] = '\0';
+	if (len != NULL)
+		*len = (size_t)done;
+	return body;
+}
+
+/* Read fi's spool into the harness's view; an absent segments directory
+ * is an empty spool. */
+static int harness_read_instance_spool(const struct ferry_instance *fi)
+{
+	harness_spool_free(&harness_last_spool);
+	int r = harness_spool_read(fi->spool, &harness_last_spool);
+	return r == -ENOENT ? 0 : r;
+}
+
+const struct harness_spool *harness_spool_view(const struct ferry_instance *fi)
+{
+	return harness_read_instance_spool(fi) == 0 ? &harness_last_spool : NULL;
+}
+
 int harness_count_spool(const struct ferry_instance *fi)
 {
-	char path[PATH_MAX + 16];
-	snprintf(path, sizeof(path), "%s/messages", fi->spool);
-	DIR *d = opendir(path);
-	if (d == NULL)
-		return -errno;
-	int n = 0;
-	struct dirent *e;
-	while ((e = readdir(d)) != NULL)
-		if (e->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n;
+	int r = harness_read_instance_spool(fi);
+	return r < 0 ? r : (int)harness_last_spool.count;
 }
 
 int harness_wait_spool_count(const struct ferry_instance *fi, int want, int timeout_ms)
@@ -396,27 +691,58 @@ int harness_wait_spool_count(const struct ferry_instance *fi, int want, int time
 
 int harness_spool_ids(const struct ferry_instance *fi, char (*ids)[32], int max)
 {
-	char path[PATH_MAX + 16];
-	snprintf(path, sizeof(path), "%s/messages", fi->spool);
-	DIR *d = opendir(path);
-	if (d == NULL)
-		return -errno;
-	int n = 0;
-	struct dirent *e;
-	while (n < max && (e = readdir(d)) != NULL)
-		if (e->d_name[0] != '.')
-			snprintf(ids[n++], sizeof(ids[0]), "%s", e->d_name);
-	closedir(d);
-	return n;
+	int r = harness_read_instance_spool(fi);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < harness_last_spool.count && i < (size_t)max; i++)
+		snprintf(ids[i], sizeof(ids[i]), "%s", harness_last_spool.messages[i].id);
+	return (int)harness_last_spool.count;
 }
 
-const char *harness_read_spool_file(const struct ferry_instance *fi, const char *id, size_t *len)
+const struct harness_spool_message *harness_spool_message(const struct ferry_instance *fi,
+							  const char *id, const char **body,
+							  size_t *body_len)
 {
-	char path[PATH_MAX + 64];
-	snprintf(path, sizeof(path), "%s/messages/%s", fi->spool, id);
-	free(harness_spool_file);
-	harness_spool_file = harness_read_file(path, len);
-	return harness_spool_file;
+	free(harness_last_body);
+	harness_last_body = NULL;
+	if (harness_read_instance_spool(fi) != 0)
+		return NULL;
+	const struct harness_spool_message *m = harness_spool_find(&harness_last_spool, id);
+	if (m == NULL)
+		return NULL;
+	harness_last_body = harness_spool_body(&harness_last_spool, m, body_len);
+	if (harness_last_body == NULL)
+		return NULL;
+	if (body != NULL)
+		*body = harness_last_body;
+	return m;
+}
+
+const char *harness_log(const struct ferry_instance *fi)
+{
+	return harness_log_since(fi, 0);
+}
+
+const char *harness_log_since(const struct ferry_instance *fi, size_t offset)
+{
+	free(harness_last_log);
+	harness_last_log = harness_read_file_from(fi->log, offset, NULL);
+	return harness_last_log != NULL ? harness_last_log : "";
+}
+
+size_t harness_log_size(const struct ferry_instance *fi)
+{
+	struct stat st;
+	return stat(fi->log, &st) == 0 ? (size_t)st.st_size : 0;
+}
+
+int harness_log_count(const struct ferry_instance *fi, const char *text)
+{
+	const char *log = harness_log(fi);
+	int n = 0;
+	for (const char *p = strstr(log, text); p != NULL; p = strstr(p + 1, text))
+		n++;
+	return n;
 }
 
 /* ---- running other programs --------------------------------------------------- */
@@ -531,6 +857,61 @@ int harness_run(char *const argv[], char *out, size_t out_size, char *err, size_
 	return harness_exit_code(status);
 }
 
+/* ---- programs in the background ---------------------------------------------- */
+
+pid_t harness_spawn(char *const argv[], const char *out_path)
+{
+	int slot = -1;
+	for (int i = 0; i < HARNESS_MAX_SPAWNED && slot < 0; i++)
+		if (harness_spawned[i] <= 0)
+			slot = i;
+	if (slot < 0)
+		return -1;
+	pid_t parent = getpid();
+	pid_t pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(127);
+		int out = open(out_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+		int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		if (out < 0 || null < 0)
+			_exit(127);
+		dup2(null, STDIN_FILENO);
+		dup2(out, STDOUT_FILENO);
+		dup2(out, STDERR_FILENO);
+		sigset_t none;
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		signal(SIGPIPE, SIG_DFL);
+		execvp(argv[0], argv);
+		dprintf(STDERR_FILENO, "harness: cannot run %s: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	harness_spawned[slot] = pid;
+	return pid;
+}
+
+int harness_wait_pid(pid_t pid, int timeout_ms)
+{
+	int64_t deadline = harness_now_ms() + timeout_ms;
+	for (;;) {
+		int status;
+		pid_t r = waitpid(pid, &status, WNOHANG);
+		if (r == pid || (r < 0 && errno != EINTR)) {
+			for (int i = 0; i < HARNESS_MAX_SPAWNED; i++)
+				if (harness_spawned[i] == pid)
+					harness_spawned[i] = 0;
+			return r == pid ? harness_exit_code(status) : -1;
+		}
+		if (harness_now_ms() >= deadline)
+			return -1;
+		harness_sleep_ms(5);
+	}
+}
+
 /* ---- SMTP replies ---------------------------------------------------------------- */
 
 static bool harness_reply_line_ok(const char *line, size_t len)
@@ -618,6 +999,14 @@ int smtp_client_connect(struct smtp_client *c, int port, int timeout_ms)
 				r = -soerr;
 		}
 	}
+	/* Nothing listening, and the kernel picked the port itself as our
+	 * ephemeral one: TCP's simultaneous open connects the socket to
+	 * itself. That is no server (it made a stopped ferryd look started). */
+	struct sockaddr_in local;
+	socklen_t local_len = sizeof(local);
+	if (r == 0 && getsockname(c->fd, (struct sockaddr *)&local, &local_len) == 0 &&
+	    local.sin_port == sa.sin_port && local.sin_addr.s_addr == sa.sin_addr.s_addr)
+		r = -ECONNREFUSED;
 	if (r != 0) {
 		close(c->fd);
 		c->fd = -1;

@@ -9,9 +9,12 @@
  *
  * Invariants: every wait in here has a deadline and every loop a bound, so
  * a hung daemon fails a test instead of hanging the suite; only loopback
- * addresses are used; a ferryd started here dies with the test process
- * (PR_SET_PDEATHSIG) and harness_cleanup_all() kills (-9) whatever is
- * still running and removes the temporary directories.
+ * addresses are used; a ferryd (or any program) started here dies with the
+ * test process (PR_SET_PDEATHSIG) and harness_cleanup_all() kills (-9)
+ * whatever is still running and removes the temporary directories.
+ *
+ * The spool is read back with the store's own recovery code, read-only
+ * (harness_spool_read), so a test sees exactly what a restart would see.
  */
 #ifndef FERRY_TESTS_HARNESS_H
 #define FERRY_TESTS_HARNESS_H
@@ -43,11 +46,22 @@ struct ferry_instance {
 int harness_setup(struct ferry_instance *fi, const char *extra);
 
 /*
- * Start ferryd -c <config> and wait (at most timeout_ms) until it accepts a
- * connection on its port. Returns 0, or -1 if it exited or never listened
- * (its log is copied to stderr then).
+ * Start ferryd -c <config> and wait (at most timeout_ms) until it says in
+ * its log that it listens and accepts a connection on its port. Returns 0,
+ * or -1 if it exited or never listened (its log is copied to stderr then).
  */
 int harness_start(struct ferry_instance *fi, int timeout_ms);
+
+/*
+ * As harness_start, with `env` (NULL-terminated "NAME=value" strings, or
+ * NULL) added to the environment ferryd inherits, e.g. a fault point:
+ * {"FERRY_FAULT_FSYNC=2", NULL}.
+ */
+int harness_start_env(struct ferry_instance *fi, int timeout_ms, const char *const *env);
+
+/* kill -9 ferryd (a crash) and reap it; its log is not copied. Returns 0
+ * once it is gone, -1 if it could not be reaped in timeout_ms. */
+int harness_crash(struct ferry_instance *fi, int timeout_ms);
 
 /*
  * Send SIGTERM and wait at most timeout_ms for ferryd to exit. Returns its
@@ -63,28 +77,97 @@ int harness_wait_exit(struct ferry_instance *fi, int timeout_ms);
 /* kill -9 ferryd if it still runs, reap it, remove the temporary directory. */
 void harness_cleanup(struct ferry_instance *fi);
 
-/* The same for every instance set up since the last call (a test's fini). */
+/* The same for every instance set up since the last call, and kill -9 every
+ * program harness_spawn() started (a test's fini). */
 void harness_cleanup_all(void);
 
-/* Copy ferryd's log to stderr (diagnosis of a failed test). */
+/* Copy ferryd's log (its last 64 KiB) to stderr (diagnosis of a failed
+ * test). */
 void harness_dump_log(const struct ferry_instance *fi);
 
-/* Entries in <spool>/messages (dot files excluded), or -errno. */
+/* ---- the spool, read back as ferryd reads it at start ----------------------- */
+
+/*
+ * The spool is read with queue/recover.h in read-only mode (nothing is cut
+ * or moved, so it is safe while ferryd runs, as `ferryctl --spool` is): a
+ * message is in the spool exactly when recovery would bring it back, i.e.
+ * its COMMIT record is there and agrees with its body.
+ */
+struct harness_spool_message {
+	char id[32];
+	char *sender; /* "" for the null sender */
+	char *client, *helo;
+	char **rcpts;
+	unsigned nrcpts;
+	uint32_t worker;   /* the writer, as named in its segment files */
+	uint64_t body_len; /* octets, as its COMMIT record counts them */
+	void *extents;     /* where the body lies (the harness's business) */
+	uint32_t nextents;
+};
+
+struct harness_spool {
+	struct harness_spool_message *messages; /* sorted by id; ids may repeat */
+	size_t count;
+	unsigned segments, torn, corrupt, unreadable;
+	char segments_dir[PATH_MAX]; /* <spool>/segments */
+};
+
+/*
+ * Read <spool_dir>/segments into sp (sp->messages sorted by id). Returns 0
+ * or -errno (-ENOENT: no segments directory yet, i.e. an empty spool that
+ * ferryd never opened). Free it with harness_spool_free().
+ */
+int harness_spool_read(const char *spool_dir, struct harness_spool *sp);
+void harness_spool_free(struct harness_spool *sp);
+
+/* The first message with this id (case-insensitive), or NULL. */
+const struct harness_spool_message *harness_spool_find(const struct harness_spool *sp,
+						       const char *id);
+
+/* How many messages in sp carry this id (more than 1 is a bug). */
+size_t harness_spool_copies(const struct harness_spool *sp, const char *id);
+
+/* A message's body read from its segments, malloc'd and NUL-terminated
+ * (*len gets its length); NULL if it cannot be read whole. */
+char *harness_spool_body(const struct harness_spool *sp, const struct harness_spool_message *m,
+			 size_t *len);
+
+/* fi's spool read now (empty when ferryd never created it); NULL on an
+ * error. Belongs to the harness: valid until the next spool call or
+ * harness_cleanup_all(). */
+const struct harness_spool *harness_spool_view(const struct ferry_instance *fi);
+
+/* Messages in fi's spool (0 when ferryd never created it), or -errno. */
 int harness_count_spool(const struct ferry_instance *fi);
 
-/* Wait at most timeout_ms for the spool to hold `want` entries (a refused
- * message's file may go a moment after its client saw the close). Returns
+/* Wait at most timeout_ms for the spool to hold `want` messages. Returns
  * the count at the end. */
 int harness_wait_spool_count(const struct ferry_instance *fi, int want, int timeout_ms);
 
-/* The names in <spool>/messages (dot files excluded), at most max of them,
- * into ids. Returns how many, or -errno. */
+/* The queue ids in fi's spool, at most max of them, into ids. Returns how
+ * many there are in all (may exceed max), or -errno. */
 int harness_spool_ids(const struct ferry_instance *fi, char (*ids)[32], int max);
 
-/* Read <spool>/messages/<id>, NUL-terminated; NULL if it cannot be read.
- * The buffer belongs to the harness: valid until the next call or
- * harness_cleanup_all(). *len gets the length when len is not NULL. */
-const char *harness_read_spool_file(const struct ferry_instance *fi, const char *id, size_t *len);
+/*
+ * The message with this id in fi's spool, its body read too (NUL-terminated,
+ * *body_len its length when not NULL); NULL if it is not there. Both belong
+ * to the harness: valid until the next spool call or harness_cleanup_all().
+ */
+const struct harness_spool_message *harness_spool_message(const struct ferry_instance *fi,
+							  const char *id, const char **body,
+							  size_t *body_len);
+
+/* ferryd's log so far, NUL-terminated ("" if none). Belongs to the harness:
+ * valid until the next log call or harness_cleanup_all(). */
+const char *harness_log(const struct ferry_instance *fi);
+
+/* The same from byte `offset` on (a harness_log_size() taken earlier: what
+ * was logged since), for logs too long to read again and again. */
+const char *harness_log_since(const struct ferry_instance *fi, size_t offset);
+size_t harness_log_size(const struct ferry_instance *fi);
+
+/* Occurrences of `text` in ferryd's log. */
+int harness_log_count(const struct ferry_instance *fi, const char *text);
 
 /* ---- small process and file helpers --------------------------------------- */
 
@@ -115,6 +198,17 @@ void harness_sleep_ms(int ms);
  */
 int harness_run(char *const argv[], char *out, size_t out_size, char *err, size_t err_size,
 		int timeout_ms);
+
+/*
+ * Start argv[0] (looked up in PATH) in the background, stdin from /dev/null,
+ * stdout and stderr appended to out_path. It dies with the test process and
+ * is killed by harness_cleanup_all(). Returns its pid, or -1.
+ */
+pid_t harness_spawn(char *const argv[], const char *out_path);
+
+/* Wait at most timeout_ms for a spawned process to exit; returns its exit
+ * code, 128+signal, or -1 if it still runs. */
+int harness_wait_pid(pid_t pid, int timeout_ms);
 
 /* ---- a tiny blocking SMTP client ------------------------------------------- */
 

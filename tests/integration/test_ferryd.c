@@ -2,8 +2,9 @@
  * End-to-end tests: a real ferryd (from $FERRY_BUILD_DIR) on a loopback
  * port, spooling into a temporary directory, driven by our own SMTP
  * client, by swaks and by Python's smtplib. Each test asserts what a
- * client or an operator would see: reply codes and words, files in the
- * spool, ferryd's exit status and messages.
+ * client or an operator would see: reply codes and words, the messages in
+ * the spool (read back as a restart would read them), ferryd's exit status
+ * and messages.
  *
  * ferryd runs under the sanitizers in the test build, so "exits 0" also
  * means "no leak, no memory error".
@@ -106,29 +107,39 @@ static const char *find_line(const char *text, const char *line)
 	return NULL;
 }
 
-/* A spool file is acknowledged only with its trailer: check it, and that it
- * counts the body octets exactly. Returns the body (inside file). */
-static const char *check_spool_file(const char *file, size_t len, const char *id)
+struct spooled {
+	const struct harness_spool_message *message;
+	const char *body; /* NUL-terminated */
+	size_t len;
+};
+
+/*
+ * The message `id` is in the spool as a restart would find it (its COMMIT
+ * record there and agreeing with its body), exactly once, with the
+ * envelope the client gave (NULL: not checked). What is returned belongs
+ * to the harness: valid until the next spool call.
+ */
+static struct spooled check_spooled(const struct ferry_instance *fi, const char *id,
+				    const char *sender, const char *rcpt)
 {
-	static const char trailer_prefix[] = "\nferry-commit ";
-	const size_t trailer_len = sizeof(trailer_prefix) - 1 + 20 + 1;
-	char want[64];
-	cr_assert(strncmp(file, "ferry-spool 1\n", 14) == 0, "not a spool file:\n%.2000s", file);
-	snprintf(want, sizeof(want), "id %s", id);
-	cr_assert_not_null(find_line(file, want), "no '%s' line in:\n%.2000s", want, file);
-	const char *body = strstr(file, "\nbody\n");
-	cr_assert_not_null(body, "no body marker in:\n%.2000s", file);
-	body += strlen("\nbody\n");
-	cr_assert_geq(len, (size_t)(body - file) + trailer_len, "file too short:\n%.2000s", file);
-	const char *trailer = file + len - trailer_len;
-	cr_assert(strncmp(trailer, trailer_prefix, sizeof(trailer_prefix) - 1) == 0 &&
-			  file[len - 1] == '\n',
-		  "the file does not end with the commit trailer:\n%.2000s", file);
-	unsigned long long counted = strtoull(trailer + sizeof(trailer_prefix) - 1, NULL, 10);
-	cr_assert_eq(counted, (unsigned long long)(trailer - body),
-		     "trailer counts %llu body octets, the file holds %llu", counted,
-		     (unsigned long long)(trailer - body));
-	return body;
+	const struct harness_spool *sp = harness_spool_view(fi);
+	cr_assert_not_null(sp, "cannot read the spool %s", fi->spool);
+	size_t copies = harness_spool_copies(sp, id);
+	cr_assert_eq(copies, 1, "queue id %s is %zu times in the spool %s", id, copies, fi->spool);
+	const char *body;
+	size_t body_len;
+	const struct harness_spool_message *m = harness_spool_message(fi, id, &body, &body_len);
+	cr_assert_not_null(m, "the body of %s cannot be read from the spool", id);
+	cr_assert_str_eq(m->id, id);
+	cr_assert_eq(body_len, m->body_len, "%s: %zu body octets read, its commit counts %llu", id,
+		     body_len, (unsigned long long)m->body_len);
+	if (sender != NULL)
+		cr_assert_str_eq(m->sender, sender, "%s: sender", id);
+	if (rcpt != NULL) {
+		cr_assert_eq(m->nrcpts, 1, "%s: %u recipients", id, m->nrcpts);
+		cr_assert_str_eq(m->rcpts[0], rcpt, "%s: recipient", id);
+	}
+	return (struct spooled){m, body, body_len};
 }
 
 /* ---- 1. pipelining --------------------------------------------------------------- */
@@ -167,15 +178,12 @@ Test(ferryd, pipelined_transaction_is_answered_in_order_and_spooled)
 	cr_assert(smtp_client_wait_closed(&c, IO_MS), "no close after QUIT");
 	smtp_client_close(&c);
 
-	/* 250 means durable: the file is complete now, before any shutdown. */
-	size_t len;
-	const char *file = harness_read_spool_file(&fi, id, &len);
-	cr_assert_not_null(file, "no spool file %s/messages/%s", fi.spool, id);
-	cr_assert_not_null(find_line(file, "sender alice@client.example"), "%s", file);
-	cr_assert_not_null(find_line(file, "rcpt bob@relay.example"), "%s", file);
-	cr_assert_not_null(find_line(file, "helo client.example"), "%s", file);
-	cr_assert_not_null(find_line(file, "client 127.0.0.1"), "%s", file);
-	const char *body = check_spool_file(file, len, id);
+	/* 250 means durable: the message is in the spool now, before any
+	 * shutdown, as a restart after a crash would find it. */
+	struct spooled sp = check_spooled(&fi, id, "alice@client.example", "bob@relay.example");
+	cr_assert_str_eq(sp.message->helo, "client.example");
+	cr_assert_str_eq(sp.message->client, "127.0.0.1");
+	const char *body = sp.body;
 	static const char received[] = "Received: from client.example ([127.0.0.1])\r\n";
 	cr_assert(strncmp(body, received, sizeof(received) - 1) == 0,
 		  "the body does not start with a Received header:\n%s", body);
@@ -185,9 +193,8 @@ Test(ferryd, pipelined_transaction_is_answered_in_order_and_spooled)
 	static const char sent[] = "\r\n\r\nfirst line\r\n"
 				   ".a line that starts with a dot\r\n"
 				   "last line\r\n";
-	const char *end = file + len - (sizeof("\nferry-commit ") - 1 + 20 + 1);
-	cr_assert(end - body >= (long)sizeof(sent) - 1 &&
-			  memcmp(end - (sizeof(sent) - 1), sent, sizeof(sent) - 1) == 0,
+	cr_assert(sp.len >= sizeof(sent) - 1 &&
+			  memcmp(body + sp.len - (sizeof(sent) - 1), sent, sizeof(sent) - 1) == 0,
 		  "the body is not stored as sent, with dot-stuffing undone:\n%s", body);
 	cr_assert_eq(harness_count_spool(&fi), 1);
 	stop_ferryd_cleanly(&fi);
@@ -224,7 +231,7 @@ Test(ferryd, client_that_ends_its_input_early_still_gets_every_reply)
 	expect_reply(&c, 221, NULL, "QUIT");
 	cr_assert(smtp_client_wait_closed(&c, IO_MS), "not closed after QUIT and EOF");
 	smtp_client_close(&c);
-	cr_assert_not_null(harness_read_spool_file(&fi, id, NULL), "no spool file %s", id);
+	check_spooled(&fi, id, "a@client.example", "b@relay.example");
 
 	/* EOF in the middle of a body: answered up to there, nothing kept. */
 	connect_greeted(&c, &fi);
@@ -235,8 +242,10 @@ Test(ferryd, client_that_ends_its_input_early_still_gets_every_reply)
 	cr_assert_eq(smtp_client_read_reply(&c, &r), SMTP_REPLY_CLOSED,
 		     "a body cut short by EOF got '%s'", r.text);
 	smtp_client_close(&c);
-	cr_assert_eq(harness_wait_spool_count(&fi, 1, 5000), 1, "a message cut short was kept");
+	/* Once ferryd has finished with everything, only the first is kept. */
 	stop_ferryd_cleanly(&fi);
+	cr_assert_eq(harness_count_spool(&fi), 1, "a message cut short was kept");
+	check_spooled(&fi, id, "a@client.example", "b@relay.example");
 }
 
 /* ---- 2. many sessions at once ------------------------------------------------------- */
@@ -267,12 +276,21 @@ Test(ferryd, a_thousand_concurrent_sessions_are_all_queued, .timeout = 150)
 	qsort(ids, SESSIONS, sizeof(ids[0]), compare_ids);
 	for (unsigned i = 1; i < SESSIONS; i++)
 		cr_assert_str_neq(ids[i - 1], ids[i], "queue id %s given twice", ids[i]);
-	cr_assert_eq(harness_count_spool(&fi), SESSIONS);
+	/* Every one of them is in the spool, once, while ferryd runs. */
+	const struct harness_spool *sp = harness_spool_view(&fi);
+	cr_assert_not_null(sp, "cannot read the spool");
+	cr_assert_eq(sp->count, SESSIONS, "the spool holds %zu messages, %d were queued", sp->count,
+		     SESSIONS);
+	for (unsigned i = 0; i < SESSIONS; i++)
+		cr_assert_eq(harness_spool_copies(sp, ids[i]), 1,
+			     "queue id %s is %zu times in the spool", ids[i],
+			     harness_spool_copies(sp, ids[i]));
 	for (unsigned i = 0; i < SESSIONS; i += 97) {
-		size_t len;
-		const char *file = harness_read_spool_file(&fi, ids[i], &len);
-		cr_assert_not_null(file, "no spool file for %s", ids[i]);
-		check_spool_file(file, len, ids[i]);
+		const char *body =
+			check_spooled(&fi, ids[i], "many@client.example", "inbox@relay.example")
+				.body;
+		cr_assert_not_null(strstr(body, "\r\n\r\nHello from a concurrent session.\r\n"),
+				   "%s: body %s", ids[i], body);
 	}
 	stop_ferryd_cleanly(&fi);
 }
@@ -296,10 +314,7 @@ Test(ferryd, swaks_sends_a_message)
 	cr_assert_not_null(queued, "swaks output has no 'queued as':\n%s", out);
 	char id[32];
 	cr_assert_eq(sscanf(queued, "queued as %31s", id), 1);
-	size_t len;
-	const char *file = harness_read_spool_file(&fi, id, &len);
-	cr_assert_not_null(file, "no spool file %s", id);
-	const char *body = check_spool_file(file, len, id);
+	const char *body = check_spooled(&fi, id, "a@client.example", "b@relay.example").body;
 	cr_assert_not_null(strstr(body, "Hello from swaks"), "%s", body);
 	cr_assert_eq(harness_count_spool(&fi), 1);
 	stop_ferryd_cleanly(&fi);
@@ -345,11 +360,8 @@ Test(ferryd, python_smtplib_sends_a_message)
 	cr_assert_eq(status, 0, "python3 exited %d\n%s\n%s", status, out, err);
 	cr_assert_not_null(strstr(out, "sent"), "%s", out);
 	char ids[2][32];
-	cr_assert_eq(harness_spool_ids(&fi, ids, 2), 1, "not exactly one file in the spool");
-	size_t len;
-	const char *file = harness_read_spool_file(&fi, ids[0], &len);
-	cr_assert_not_null(file);
-	const char *body = check_spool_file(file, len, ids[0]);
+	cr_assert_eq(harness_spool_ids(&fi, ids, 2), 1, "not exactly one message in the spool");
+	const char *body = check_spooled(&fi, ids[0], "a@client.example", "b@relay.example").body;
 	cr_assert_not_null(strstr(body, "Hello from smtplib\r\n"), "%s", body);
 	stop_ferryd_cleanly(&fi);
 }
@@ -399,10 +411,8 @@ Test(ferryd, sigterm_closes_idle_sessions_and_lets_a_transaction_finish)
 	cr_assert_eq(status, 0, "ferryd exited with %d", status);
 	cr_assert_lt(took, 20000, "ferryd took %lld ms, the whole shutdown deadline",
 		     (long long)took);
-	size_t len;
-	const char *file = harness_read_spool_file(&fi, id, &len);
-	cr_assert_not_null(file, "the message queued during shutdown is not in the spool");
-	check_spool_file(file, len, id);
+	const char *body = check_spooled(&fi, id, "a@client.example", "b@relay.example").body;
+	cr_assert_not_null(strstr(body, "\r\n\r\nsent during shutdown\r\n"), "%s", body);
 	cr_assert_eq(harness_count_spool(&fi), 1);
 }
 
@@ -592,6 +602,32 @@ Test(ferryd, idle_session_times_out)
 	stop_ferryd_cleanly(&fi);
 }
 
+Test(ferryd, stalled_body_times_out_after_the_data_timeout)
+{
+	/* The DATA timeout is the shorter one here: it must not wait for the
+	 * idle timeout to come round first. */
+	struct ferry_instance fi;
+	start_ferryd(&fi, "[limits]\nidle_timeout = 60s\ndata_timeout = 1s\n");
+	struct smtp_client c;
+	connect_greeted(&c, &fi);
+	open_transaction(&c, "a@client.example", "b@relay.example");
+	expect_command(&c, "DATA", 354, NULL);
+	cr_assert_eq(smtp_client_send_str(&c, "Subject: stalled\r\n\r\nhalf a bo"), 0);
+	int64_t t0 = harness_now_ms();
+	struct smtp_reply r;
+	int code = smtp_client_read_reply(&c, &r);
+	int64_t waited = harness_now_ms() - t0;
+	cr_assert_eq(code, 421, "stalled body got '%s' after %lld ms", r.text, (long long)waited);
+	cr_assert_not_null(strstr(r.text, "4.4.2"), "stalled body got '%s'", r.text);
+	cr_assert_geq(waited, 900, "timed out after %lld ms of a 1 s timeout", (long long)waited);
+	cr_assert_leq(waited, 6000, "timed out only after %lld ms of a 1 s DATA timeout",
+		      (long long)waited);
+	cr_assert(smtp_client_wait_closed(&c, IO_MS), "timed-out session not closed");
+	smtp_client_close(&c);
+	stop_ferryd_cleanly(&fi);
+	cr_assert_eq(harness_count_spool(&fi), 0, "a body cut off by a timeout was kept");
+}
+
 Test(ferryd, overlong_command_line_is_refused_and_the_session_goes_on)
 {
 	struct ferry_instance fi;
@@ -741,6 +777,64 @@ Test(ferryd, listen_address_in_use_is_reported)
 	stop_ferryd_cleanly(&fi);
 }
 
+Test(ferryd, client_served_the_moment_ferryd_listens_gets_its_message_queued)
+{
+	/* Many workers, so some start well after the first one listens; the
+	 * recipients' domains spread over every worker's shards. A session
+	 * must never hand the store a recipient for a worker not yet there. */
+	enum { ROUNDS = 3, DOMAINS = 16 };
+	struct ferry_instance fi;
+	cr_assert_eq(harness_setup(&fi, NULL), 0);
+	char text[2 * PATH_MAX];
+	snprintf(text, sizeof(text),
+		 "[server]\nlisten = 127.0.0.1:%d\nhostname = relay.test\nworkers = 16\n"
+		 "[spool]\ndirectory = %s\n",
+		 fi.port, fi.spool);
+	cr_assert_eq(harness_write_file(fi.config, text), 0);
+	char ferryd[PATH_MAX];
+	harness_ferryd_path(ferryd, sizeof(ferryd));
+	char *argv[] = {ferryd, "-c", fi.config, NULL};
+	char envelope[4096];
+	size_t len = (size_t)snprintf(envelope, sizeof(envelope),
+				      "EHLO client.example\r\nMAIL FROM:<a@client.example>\r\n");
+	for (int d = 0; d < DOMAINS; d++)
+		len += (size_t)snprintf(envelope + len, sizeof(envelope) - len,
+					"RCPT TO:<r@d%d.example>\r\n", d);
+	snprintf(envelope + len, sizeof(envelope) - len, "DATA\r\n");
+	for (int round = 0; round < ROUNDS; round++) {
+		pid_t pid = harness_spawn(argv, fi.log);
+		cr_assert_gt(pid, 0);
+		/* Connect as soon as anything listens: no wait for start-up. */
+		struct smtp_client c;
+		bool connected = false;
+		int64_t deadline = harness_now_ms() + START_MS;
+		while (!connected && harness_now_ms() < deadline) {
+			connected = smtp_client_connect(&c, fi.port, IO_MS) == 0;
+			if (!connected)
+				harness_sleep_ms(1);
+		}
+		cr_assert(connected, "round %d: ferryd never listened", round);
+		cr_assert_eq(smtp_client_send_str(&c, envelope), 0);
+		expect_reply(&c, 220, NULL, "greeting");
+		expect_reply(&c, 250, NULL, "EHLO");
+		expect_reply(&c, 250, "2.1.0", "MAIL");
+		for (int d = 0; d < DOMAINS; d++)
+			expect_reply(&c, 250, "2.1.5", "RCPT");
+		expect_reply(&c, 354, NULL, "DATA");
+		char id[32];
+		send_body_queued(
+			&c, "Subject: early\r\n\r\nsent the moment ferryd listened\r\n.\r\n", id);
+		expect_command(&c, "QUIT", 221, NULL);
+		smtp_client_close(&c);
+		kill(pid, SIGTERM);
+		int status = harness_wait_pid(pid, STOP_MS);
+		if (status != 0)
+			harness_dump_log(&fi);
+		cr_assert_eq(status, 0, "round %d: ferryd exited %d after SIGTERM", round, status);
+		cr_assert_eq(harness_count_spool(&fi), round + 1);
+	}
+}
+
 Test(ferryd, unusable_spool_is_reported)
 {
 	struct ferry_instance fi;
@@ -793,9 +887,10 @@ Test(ferryd, smuggled_end_of_data_is_refused_whole)
 	expect_command(&c, "RCPT TO:<victim@relay.example>", 503, "5.5.1");
 	expect_command(&c, "QUIT", 221, NULL);
 	smtp_client_close(&c);
-	cr_assert_eq(harness_wait_spool_count(&fi, 0, 5000), 0,
-		     "a refused message is in the spool");
+	/* Neither the innocent part nor the smuggled one: checked once
+	 * ferryd has finished with everything. */
 	stop_ferryd_cleanly(&fi);
+	cr_assert_eq(harness_count_spool(&fi), 0, "a refused message is in the spool");
 }
 
 /* ---- streaming a large body ------------------------------------------------------------ */
@@ -832,13 +927,9 @@ Test(ferryd, large_message_is_streamed_to_the_spool_whole, .timeout = 120)
 	expect_command(&c, "QUIT", 221, NULL);
 	smtp_client_close(&c);
 
-	size_t file_len;
-	const char *file = harness_read_spool_file(&fi, id, &file_len);
-	cr_assert_not_null(file, "no spool file %s", id);
-	const char *stored = check_spool_file(file, file_len, id);
-	const char *end = file + file_len - (sizeof("\nferry-commit ") - 1 + 20 + 1);
-	cr_assert_geq((size_t)(end - stored), text_len);
-	cr_assert(memcmp(end - text_len, body + text_start, text_len) == 0,
+	struct spooled stored = check_spooled(&fi, id, "a@client.example", "b@relay.example");
+	cr_assert_geq(stored.len, text_len);
+	cr_assert(memcmp(stored.body + stored.len - text_len, body + text_start, text_len) == 0,
 		  "the stored body differs from the one sent");
 	stop_ferryd_cleanly(&fi);
 }
