@@ -691,7 +691,8 @@ static struct smtp_session *smtp_session_of(struct queue_client *client)
 static void smtp_queue_committed(struct queue_client *client, int status)
 {
 	struct smtp_session *s = smtp_session_of(client);
-	/* s->message is already freed: only the id copied at begin remains. */
+	/* After this callback the message is the store's alone (queue.h):
+	 * use the id copied at begin. */
 	const char *id = s->queue_id;
 	char from[300];
 	if (status == 0) {
@@ -714,7 +715,7 @@ static void smtp_queue_committed(struct queue_client *client, int status)
 		else
 			smtp_reply(s, "451 4.3.0 Error: queue file write error");
 	}
-	s->message = NULL; /* the store is done with it */
+	s->message = NULL; /* the store's from now on */
 	s->messages++;
 	s->waiting = false;
 	if (s->state != SMTP_STATE_CLOSED)

@@ -58,12 +58,14 @@ struct queue_envelope {
 
 /* Set by the session, called by the store on the worker's loop. */
 struct queue_client {
-	/* The body buffered in the store dropped below its low-water mark
-	 * after queue_message_write() returned 1: input may resume. */
+	/* After queue_message_write() returned 1: the writer's backlog
+	 * drained (or the message failed), so input may resume. */
 	void (*resume)(struct queue_client *client);
 	/* The message is durable (status 0) or could not be made durable
 	 * (negative errno: -ENOSPC for a spool limit, else a write or sync
-	 * failure). The queue_message lives until this call returns. */
+	 * failure). The handle stays valid until this call returns; after
+	 * it the session must not touch it (a stored message is the store's,
+	 * a failed one is freed). */
 	void (*committed)(struct queue_client *client, int status);
 };
 
