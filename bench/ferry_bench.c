@@ -101,6 +101,7 @@ struct bench_options {
 	const char *from;
 	const char *to;
 	const char *ids_path;
+	unsigned long long rate; /* messages/s offered in total; 0: as fast as replies allow */
 };
 
 enum long_option {
@@ -115,6 +116,7 @@ enum long_option {
 	OPT_REPLY_DELAY,
 	OPT_PID,
 	OPT_HOLD,
+	OPT_RATE,
 };
 
 static const struct option load_long_options[] = {
@@ -129,6 +131,7 @@ static const struct option load_long_options[] = {
 	{"to", required_argument, NULL, OPT_TO},
 	{"rcpts", required_argument, NULL, OPT_RCPTS},
 	{"ids", required_argument, NULL, OPT_IDS},
+	{"rate", required_argument, NULL, OPT_RATE},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -178,6 +181,11 @@ static void usage_print(FILE *f)
 	      "      --rcpts N         N recipients per message: the --to address with 1..N\n"
 	      "                        appended to its local part (default 1)\n"
 	      "      --ids FILE        write the queue id of each accepted message to FILE\n"
+	      "      --rate N          offer N messages/s in total, on a fixed schedule (message "
+	      "k\n"
+	      "                        starts at k/N s; a session late for its slot sends at "
+	      "once);\n"
+	      "                        measures latency at a given load rather than at saturation\n"
 	      "      --json            print one JSON object instead of the summary\n"
 	      "\n"
 	      "sink options:\n"
@@ -326,6 +334,11 @@ static bool options_apply(struct bench_options *o, int opt, const char *arg)
 		if (!option_number("--timeout", arg, 1, MAX_SECONDS, &v))
 			return false;
 		o->timeout_s = (unsigned)v;
+		return true;
+	case OPT_RATE:
+		if (!option_number("--rate", arg, 1, 10000000, &v))
+			return false;
+		o->rate = v;
 		return true;
 	case OPT_JSON:
 		o->json = true;
@@ -842,6 +855,7 @@ enum client_state {
 	CLIENT_QUIT,
 	CLIENT_CLOSING, /* shut down, waiting for in-flight operations to complete */
 	CLIENT_BACKOFF, /* closed, timer running before the next connect */
+	CLIENT_PACED,   /* --rate: a claimed message waits for its start time */
 	CLIENT_DONE,
 };
 
@@ -857,7 +871,9 @@ struct client_run {
 	size_t data_offset;
 	uint64_t deadline_ns;
 	FILE *ids;
-	atomic_llong budget; /* messages not yet claimed by any session */
+	atomic_llong budget;  /* messages not yet claimed by any session */
+	atomic_llong claimed; /* --rate: message k is due at start_ns + k / rate */
+	uint64_t start_ns;
 	atomic_bool timed_out;
 	struct sample_set latency;
 	struct sample_set connect;
@@ -1220,6 +1236,8 @@ static bool client_claim_message(struct client_thread *t)
 	return atomic_fetch_sub_explicit(&t->run->budget, 1, memory_order_relaxed) > 0;
 }
 
+static void client_send_message(struct client_session *s);
+
 static void client_next_message(struct client_session *s)
 {
 	struct client_run *run = s->thread->run;
@@ -1229,6 +1247,28 @@ static void client_next_message(struct client_session *s)
 		client_write_text(s, "QUIT\r\n");
 		return;
 	}
+	if (run->opt->rate != 0) {
+		long long k = atomic_fetch_add(&run->claimed, 1);
+		uint64_t due = run->start_ns + (uint64_t)((double)k * 1e9 / (double)run->opt->rate);
+		uint64_t now = now_ns();
+		if (due > now) {
+			struct io_uring_sqe *sqe = client_sqe(s->thread);
+			s->backoff.tv_sec = (long long)((due - now) / 1000000000u);
+			s->backoff.tv_nsec = (long long)((due - now) % 1000000000u);
+			io_uring_prep_timeout(sqe, &s->backoff, 0, 0);
+			io_uring_sqe_set_data64(sqe, op_tag(s, OP_TIMER));
+			s->inflight++;
+			s->state = CLIENT_PACED;
+			return;
+		}
+	}
+	client_send_message(s);
+}
+
+static void client_send_message(struct client_session *s)
+{
+	struct client_run *run = s->thread->run;
+
 	s->thread->stats.sent++;
 	s->in_message = true;
 	s->message_failed = false;
@@ -1498,6 +1538,15 @@ static void client_on_connect(struct client_session *s, int res)
 
 static void client_on_timer(struct client_session *s)
 {
+	if (s->state == CLIENT_PACED) {
+		if (stopping()) {
+			s->state = CLIENT_QUIT; /* claimed, never sent: not counted */
+			client_write_text(s, "QUIT\r\n");
+			return;
+		}
+		client_send_message(s);
+		return;
+	}
 	if (stopping()) {
 		s->state = CLIENT_DONE;
 		s->thread->active--;
@@ -1693,6 +1742,8 @@ static int client_run_init(struct client_run *run, const struct bench_options *o
 	memset(run, 0, sizeof *run);
 	run->opt = o;
 	atomic_init(&run->budget, o->mode == MODE_LOAD ? (long long)o->messages : 0);
+	atomic_init(&run->claimed, 0);
+	run->start_ns = now_ns();
 	atomic_init(&run->timed_out, false);
 	for (unsigned i = 0; i < 4; i++)
 		atomic_init(&run->reported_errnos[i], 0);
@@ -1809,6 +1860,8 @@ static void load_print_human(const struct load_report *r)
 	       plural(o->rcpts));
 	printf("  time       %.3f s, %.1f msgs/s, %.1f MB written\n", r->seconds, r->msgs_per_sec,
 	       st->bytes / 1e6);
+	if (o->rate != 0)
+		printf("  offered    %llu msgs/s (--rate)\n", o->rate);
 	latency_print_human(stdout, "latency", &r->latency, "final dot to reply");
 	latency_print_human(stdout, "connect", &r->connect, "connect to 220 banner");
 	printf("  failures  ");

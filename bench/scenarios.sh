@@ -4,7 +4,10 @@
 # fresh spool on the same disk as the checkout, runs ferry-bench against it,
 # and stops it. Loopback only; every run is bounded by ferry-bench --timeout.
 #
-#   bench/scenarios.sh [accept|scale|idle|fsync|all]
+#   bench/scenarios.sh [accept|latency|scale|idle|restart|fsync|all]
+#
+# restart fills the spool with 1,000,000 messages (about 1.4 GB of disk),
+# so it is not part of `all`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -64,7 +67,8 @@ PY
 
 bench() {
 	echo "\$ ferry-bench $*"
-	"$build/ferry-bench" "$@" --timeout 120 "127.0.0.1:$port"
+	"$build/ferry-bench" "$@" --timeout 120 "127.0.0.1:$port" ||
+		echo "(ferry-bench: some messages failed, exit status $?)"
 }
 
 machine
@@ -73,6 +77,12 @@ case $what in accept | all)
 	start_ferryd
 	bench -c 100 -n 20000 -s 1024
 	bench -c 100 -n 20000 -s 1024 --no-pipelining
+	stop_ferryd
+	;;
+esac
+case $what in latency | all)
+	start_ferryd
+	bench -c 100 -n 100000 -s 1024 --rate 10000
 	stop_ferryd
 	;;
 esac
@@ -86,5 +96,34 @@ case $what in idle | all)
 	start_ferryd # fresh: resident memory only grows
 	"$build/ferry-bench" idle -c 10000 --pid "$pid" "127.0.0.1:$port"
 	stop_ferryd
+	;;
+esac
+case $what in restart)
+	start_ferryd
+	bench -c 100 -n 1000000 -s 1024
+	stop_ferryd
+	# Time from exec to accepting connections, with the whole queue rebuilt:
+	# once with the segments in the page cache, once cold (when allowed).
+	for cache in warm cold; do
+		if [[ $cache == cold ]]; then
+			sync
+			echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || {
+				echo "restart (cold): cannot drop the page cache here, skipped"
+				break
+			}
+		fi
+		t0=$(date +%s%N)
+		"$build/ferryd" -c "$work/ferry.conf" 2>"$work/ferryd.log" &
+		pid=$!
+		until (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; do
+			sleep 0.01
+			kill -0 "$pid" 2>/dev/null || { cat "$work/ferryd.log" >&2; exit 1; }
+		done
+		t1=$(date +%s%N)
+		echo "restart ($cache page cache): accepting connections $(((t1 - t0) / 1000000)) ms after exec"
+		grep 'listening on' "$work/ferryd.log" || true
+		stop_ferryd
+	done
+	echo "spool: $(du -sh "$work/spool/segments" | cut -f1) in $(ls "$work/spool/segments" | wc -l) segments"
 	;;
 esac
