@@ -122,6 +122,14 @@ void commit_writer_close(struct commit_writer *cw)
 		free(b);
 	}
 	if (cw->current != NULL) {
+		/* A segment is never appended to after a stop: give back the
+		 * preallocated rest. Only zeros are cut. */
+		if (!cw->current->poisoned &&
+		    ftruncate(cw->current->fd, (off_t)cw->current->end) != 0)
+			log_event(LOG_LEVEL_WARN,
+				  "event=segment_trim_failed worker=%u sequence=%llu error=\"%s\"",
+				  cw->cfg.worker_index, (unsigned long long)cw->current->sequence,
+				  strerror(errno));
 		close(cw->current->fd);
 		free(cw->current);
 	}
@@ -434,6 +442,14 @@ bool commit_over_cap(struct commit_writer *cw)
 bool commit_idle(const struct commit_writer *cw)
 {
 	return !cw->inflight && (cw->head == NULL || buf_len(&cw->head->data) == 0);
+}
+
+uint64_t commit_room(const struct commit_writer *cw)
+{
+	const struct commit_segment *seg = cw->current;
+	if (seg == NULL || seg->closed || seg->end + RECORD_BATCH_SIZE >= seg->size)
+		return 0;
+	return seg->size - seg->end - RECORD_BATCH_SIZE;
 }
 
 uint64_t commit_current_sequence(const struct commit_writer *cw)

@@ -105,6 +105,9 @@ bool commit_over_cap(struct commit_writer *cw);
 /* No batch gathering, waiting or in flight. */
 bool commit_idle(const struct commit_writer *cw);
 
+/* Bytes still free for records in the current segment (0 if none). */
+uint64_t commit_room(const struct commit_writer *cw);
+
 /* The sequence of the segment records go to now (0 before the first). */
 uint64_t commit_current_sequence(const struct commit_writer *cw);
 

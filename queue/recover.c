@@ -470,8 +470,16 @@ int recover_spool(int dir_fd, int quarantine_fd, bool read_only, const struct re
 				  "event=torn_tail segment=%s offset=%llu note=\"an unacknowledged "
 				  "last batch was cut off\"",
 				  f->name, (unsigned long long)seg.end);
-			if (!read_only && ftruncate(fd, (off_t)seg.end) == 0)
+			if (!read_only && ftruncate(fd, (off_t)seg.end) == 0) {
 				fdatasync(fd);
+				seg.file_size = seg.end;
+			}
+		} else if (seg.verdict == RECOVER_CLEAN && !read_only && seg.file_size > seg.end &&
+			   seg.end > 0) {
+			/* Never appended to again: give back the preallocated rest
+			 * (only zeros are cut, so nothing is judged differently). */
+			if (ftruncate(fd, (off_t)seg.end) == 0)
+				seg.file_size = seg.end;
 		} else if (seg.verdict == RECOVER_CORRUPT) {
 			stats->corrupt++;
 			log_event(

@@ -46,6 +46,7 @@
 
 #define STORE_BODY_CHUNK    65536 /* body bytes per BODY record */
 #define STORE_FREE_CHECK_MS 1000  /* statvfs at most this often per worker */
+#define STORE_ROOM_MARGIN   65536 /* envelope and a typical body, when SIZE is not given */
 
 enum store_message_state {
 	STORE_STREAMING = 0, /* body arriving */
@@ -596,8 +597,14 @@ int queue_check_space(struct queue *q, uint64_t size)
 	struct queue_store *st = q->store;
 	if (st->cfg.max_messages != 0 && atomic_load(&st->messages) >= st->cfg.max_messages)
 		return -ENOSPC;
-	if (st->cfg.max_bytes != 0 && atomic_load(&st->bytes) + size >= st->cfg.max_bytes)
-		return -ENOSPC;
+	if (st->cfg.max_bytes != 0) {
+		/* Full when the message fits neither in what is left of the
+		 * writer's segment nor in a new segment under the limit. */
+		uint64_t need = size + STORE_ROOM_MARGIN;
+		bool can_grow = atomic_load(&st->bytes) + st->cfg.segment_size <= st->cfg.max_bytes;
+		if (!can_grow && (q->writer == NULL || commit_room(q->writer) < need))
+			return -ENOSPC;
+	}
 	if (st->cfg.min_free_bytes != 0) {
 		uint64_t now = q->worker != NULL ? q->worker->now_ms : worker_clock_ms();
 		if (now - q->free_checked_ms >= STORE_FREE_CHECK_MS || q->free_checked_ms == 0) {
@@ -958,8 +965,7 @@ static void store_recover_segment(void *arg, const struct recover_segment *seg)
 		return; /* moved aside or untouched: not ours to count or delete */
 	if (seg->worker != q->index)
 		return; /* written by a worker number that no longer exists: left */
-	struct store_segment *s = store_segment_add(
-		q, seg->sequence, seg->verdict == RECOVER_TORN ? seg->end : seg->file_size);
+	struct store_segment *s = store_segment_add(q, seg->sequence, seg->file_size);
 	if (s != NULL)
 		s->closed = true; /* never appended to again */
 	st->summary.segments++;
