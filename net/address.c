@@ -75,7 +75,7 @@ static size_t address_utf8_sequence_length(const unsigned char *s, size_t left)
 	return length;
 }
 
-static bool address_ascii_equal_nocase(const char *a, const char *b, size_t len)
+bool address_ascii_equal_nocase(const char *a, const char *b, size_t len)
 {
 	for (size_t i = 0; i < len; i++) {
 		unsigned char ca = (unsigned char)a[i];

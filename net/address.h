@@ -58,6 +58,11 @@ bool address_domain_valid(const char *domain, size_t len, bool allow_utf8);
  * relays honour and that turns a relay domain into an open relay. */
 bool address_local_has_routing(const struct mailbox *m);
 
+/* ASCII case-insensitive equality of two len-byte strings, locale-free
+ * (unlike strncasecmp): a verdict must not change with the locale, and
+ * UTF-8 bytes compare as they are. */
+bool address_ascii_equal_nocase(const char *a, const char *b, size_t len);
+
 /* Copy a domain lower-cased (ASCII only) into dst of dst_size bytes, NUL
  * terminated. Returns the length, or -1 if it does not fit. */
 int address_domain_lower(char *dst, size_t dst_size, const char *domain, size_t len);

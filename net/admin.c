@@ -23,6 +23,7 @@
 #include "core/worker.h"
 #include "core/xmsg.h"
 #include "queue/queue.h"
+#include "queue/reader.h"
 #include "queue/segment.h"
 
 #define ADMIN_SOCKET_TEMP  ADMIN_SOCKET_NAME ".new"
@@ -194,23 +195,6 @@ static struct admin_request *admin_ask_workers(struct admin *a, enum admin_comma
 
 /* ---- show: the header section from the segment files ------------------------ */
 
-/* Where the header section in data[0..len) ends: the offset just past its
- * last header line (0 when the body starts with the empty line), or -1 if
- * the empty line that ends it is not there. */
-static long admin_headers_end(const char *data, size_t len)
-{
-	if (len >= 1 && (data[0] == '\n' || (len >= 2 && data[0] == '\r' && data[1] == '\n')))
-		return 0;
-	for (size_t i = 0; i + 1 < len; i++) {
-		if (data[i] != '\n')
-			continue;
-		if (data[i + 1] == '\n' ||
-		    (i + 2 < len && data[i + 1] == '\r' && data[i + 2] == '\n'))
-			return (long)i + 1;
-	}
-	return -1;
-}
-
 /*
  * Append the message's header section to out, reading the extents named by
  * the envelope's "body SEGMENT OFFSET LEN" lines. Returns 0, or -errno with
@@ -219,84 +203,33 @@ static long admin_headers_end(const char *data, size_t len)
 static int admin_read_headers(struct admin *a, const char *envelope, size_t envelope_len,
 			      struct buf *out, char *why, size_t why_size)
 {
-	struct buf head = {0};
-	int fd = -1, r = 0;
-	char open_name[SEGMENT_NAME_MAX] = "";
-	long end = -1;
+	enum { ADMIN_EXTENTS_MAX = 64 }; /* enough to hold ADMIN_HEADERS_MAX */
+	struct reader_extent extents[ADMIN_EXTENTS_MAX];
+	char names[ADMIN_EXTENTS_MAX][SEGMENT_NAME_MAX + 1];
+	size_t n = 0;
 	const char *p = envelope, *stop = envelope + envelope_len;
-	while (p < stop && end < 0 && buf_len(&head) < ADMIN_HEADERS_MAX) {
+	while (p < stop && n < ADMIN_EXTENTS_MAX) {
 		const char *nl = memchr(p, '\n', (size_t)(stop - p));
 		const char *line = p;
 		size_t line_len = nl != NULL ? (size_t)(nl - p) : (size_t)(stop - p);
 		p = nl != NULL ? nl + 1 : stop;
-		char name[SEGMENT_NAME_MAX + 1];
-		unsigned long long offset, len;
 		char text[128];
 		if (line_len < 5 || memcmp(line, "body ", 5) != 0 || line_len >= sizeof(text))
 			continue;
 		memcpy(text, line, line_len);
 		text[line_len] = '\0';
+		unsigned long long offset, len;
 		uint32_t worker;
 		uint64_t sequence;
-		if (sscanf(text, "body %32s %llu %llu", name, &offset, &len) != 3 ||
-		    !segment_parse_name(name, &worker, &sequence)) {
+		if (sscanf(text, "body %32s %llu %llu", names[n], &offset, &len) != 3 ||
+		    !segment_parse_name(names[n], &worker, &sequence)) {
 			snprintf(why, why_size, "bad body line from the store: %s", text);
-			r = -EINVAL;
-			break;
+			return -EINVAL;
 		}
-		if (strcmp(name, open_name) != 0) {
-			if (fd >= 0)
-				close(fd);
-			fd = openat(a->segments_fd, name, O_RDONLY | O_CLOEXEC);
-			if (fd < 0) {
-				r = -errno;
-				snprintf(why, why_size, "cannot open segments/%s: %s", name,
-					 strerror(errno));
-				break;
-			}
-			snprintf(open_name, sizeof(open_name), "%s", name);
-		}
-		size_t want = ADMIN_HEADERS_MAX - buf_len(&head);
-		if (len < want)
-			want = (size_t)len;
-		if (want == 0)
-			continue;
-		char *dst = buf_extend(&head, want);
-		if (dst == NULL) {
-			r = -ENOMEM;
-			snprintf(why, why_size, "out of memory");
-			break;
-		}
-		size_t got = 0;
-		while (got < want) {
-			ssize_t k = pread(fd, dst + got, want - got, (off_t)(offset + got));
-			if (k < 0 && errno == EINTR)
-				continue;
-			if (k <= 0) {
-				r = k < 0 ? -errno : -EIO;
-				snprintf(why, why_size, "reading segments/%s: %s", name,
-					 k < 0 ? strerror(errno) : "the file ends early");
-				break;
-			}
-			got += (size_t)k;
-		}
-		if (r != 0)
-			break;
-		/* Rescanned whole: the empty line may straddle two extents. A
-		 * message of headers only ends with its body. */
-		end = admin_headers_end(buf_head(&head), buf_len(&head));
+		extents[n] = (struct reader_extent){names[n], offset, len};
+		n++;
 	}
-	if (fd >= 0)
-		close(fd);
-	if (r == 0) {
-		size_t keep = end >= 0 ? (size_t)end : buf_len(&head);
-		if (buf_append(out, buf_head(&head), keep) != 0) {
-			r = -ENOMEM;
-			snprintf(why, why_size, "out of memory");
-		}
-	}
-	buf_release(&head);
-	return r;
+	return reader_headers(a->segments_fd, extents, n, ADMIN_HEADERS_MAX, out, why, why_size);
 }
 
 /* ---- requests and answers ------------------------------------------------------ */

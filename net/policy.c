@@ -186,24 +186,6 @@ bool policy_client_trusted(const struct policy *p, const struct sockaddr *client
 	return false;
 }
 
-/* ASCII only and locale-free, unlike strncasecmp(): the verdict must not
- * change with the locale, and UTF-8 labels compare as plain bytes. */
-static bool policy_ascii_equal_nocase(const char *a, const char *b, size_t len)
-{
-	for (size_t i = 0; i < len; i++) {
-		unsigned char ca = (unsigned char)a[i];
-		unsigned char cb = (unsigned char)b[i];
-
-		if (ca >= 'A' && ca <= 'Z')
-			ca = (unsigned char)(ca - 'A' + 'a');
-		if (cb >= 'A' && cb <= 'Z')
-			cb = (unsigned char)(cb - 'A' + 'a');
-		if (ca != cb)
-			return false;
-	}
-	return true;
-}
-
 bool policy_is_relay_domain(const struct policy *p, const char *domain, size_t len)
 {
 	if (p == NULL || domain == NULL || len == 0)
@@ -219,9 +201,9 @@ bool policy_is_relay_domain(const struct policy *p, const char *domain, size_t l
 			 * "badexample.com" cannot end in ".example.com"; demanding
 			 * a longer domain keeps the parent itself out. */
 			if (len > entry_len &&
-			    policy_ascii_equal_nocase(domain + len - entry_len, entry, entry_len))
+			    address_ascii_equal_nocase(domain + len - entry_len, entry, entry_len))
 				return true;
-		} else if (len == entry_len && policy_ascii_equal_nocase(domain, entry, len)) {
+		} else if (len == entry_len && address_ascii_equal_nocase(domain, entry, len)) {
 			return true;
 		}
 	}

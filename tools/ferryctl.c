@@ -36,6 +36,7 @@
 #include "core/log.h"
 #include "queue/queue.h"
 #include "queue/record.h"
+#include "queue/reader.h"
 #include "queue/recover.h"
 #include "queue/segment.h"
 
@@ -45,6 +46,7 @@
 
 #define CTL_SOCKET_NAME "ferryctl.sock" /* net/admin.h's ADMIN_SOCKET_NAME */
 #define CTL_TIMEOUT_S   20              /* each send and receive; ferryd waits 5 s for workers */
+#define CTL_EXTENTS_MAX 64              /* body chunks read for the headers, at most */
 #define CTL_HEADERS_MAX 65536           /* as ferryd's ADMIN_HEADERS_MAX */
 #define CTL_QUOTED      600             /* log_quote()d addresses, as the store's */
 #define CTL_MAX_FIELDS  8
@@ -932,63 +934,15 @@ static void off_report_domain(struct off_spool *sp, const char *domain, struct b
 static int off_read_headers(int segments_fd, const struct off_message *m, struct buf *out,
 			    char *why, size_t why_size)
 {
-	struct buf head = {0};
-	int r = 0;
-	long end = -1;
-	for (uint32_t i = 0; i < m->nextents && end < 0 && buf_len(&head) < CTL_HEADERS_MAX; i++) {
-		const struct recover_extent *x = &m->extents[i];
-		char name[SEGMENT_NAME_MAX];
-		segment_name(name, m->worker, x->sequence);
-		int fd = openat(segments_fd, name, O_RDONLY | O_CLOEXEC);
-		if (fd < 0) {
-			r = -errno;
-			snprintf(why, why_size, "cannot open segments/%s: %s", name,
-				 strerror(errno));
-			break;
-		}
-		size_t want = CTL_HEADERS_MAX - buf_len(&head);
-		if (x->len < want)
-			want = x->len;
-		if (want == 0) {
-			close(fd);
-			continue;
-		}
-		char *dst = buf_extend(&head, want);
-		size_t got = 0;
-		while (dst != NULL && got < want) {
-			ssize_t k = pread(fd, dst + got, want - got, (off_t)(x->offset + got));
-			if (k < 0 && errno == EINTR)
-				continue;
-			if (k <= 0) {
-				r = k < 0 ? -errno : -EIO;
-				snprintf(why, why_size, "reading segments/%s: %s", name,
-					 k < 0 ? strerror(errno) : "the file ends early");
-				break;
-			}
-			got += (size_t)k;
-		}
-		close(fd);
-		if (dst == NULL) {
-			r = -ENOMEM;
-			snprintf(why, why_size, "out of memory");
-		}
-		if (r != 0)
-			break;
-		/* The header section ends at the first empty line (which may
-		 * straddle two chunks: rescan). */
-		const char *d = buf_head(&head);
-		size_t len = buf_len(&head);
-		if (len >= 1 && (d[0] == '\n' || (len >= 2 && d[0] == '\r' && d[1] == '\n')))
-			end = 0;
-		for (size_t k = 0; end < 0 && k + 1 < len; k++)
-			if (d[k] == '\n' && (d[k + 1] == '\n' ||
-					     (k + 2 < len && d[k + 1] == '\r' && d[k + 2] == '\n')))
-				end = (long)k + 1;
+	uint32_t n = m->nextents < CTL_EXTENTS_MAX ? m->nextents : CTL_EXTENTS_MAX;
+	struct reader_extent extents[CTL_EXTENTS_MAX];
+	char names[CTL_EXTENTS_MAX][SEGMENT_NAME_MAX];
+	for (uint32_t i = 0; i < n; i++) {
+		segment_name(names[i], m->worker, m->extents[i].sequence);
+		extents[i] =
+			(struct reader_extent){names[i], m->extents[i].offset, m->extents[i].len};
 	}
-	if (r == 0)
-		buf_append(out, buf_head(&head), end >= 0 ? (size_t)end : buf_len(&head));
-	buf_release(&head);
-	return r;
+	return reader_headers(segments_fd, extents, n, CTL_HEADERS_MAX, out, why, why_size);
 }
 
 /* show: the admin protocol's answer body for one message; 0 if not found. */
