@@ -21,6 +21,7 @@ struct commit_segment {
 	unsigned batches; /* batches for it not yet finished */
 	bool closed;      /* no more records go here */
 	bool poisoned;
+	bool dir_synced; /* a batch with the directory fsync has completed */
 };
 
 struct commit_batch {
@@ -30,7 +31,7 @@ struct commit_batch {
 	uint64_t offset; /* file offset of data[0] */
 	struct buf data;
 	struct commit_waiter *waiters, **waiters_tail;
-	bool sync_dir; /* first batch of a new segment: make its name durable */
+	bool sync_dir; /* set at submission until the segment's name is durable */
 	bool sealed;   /* ends with its BATCH record; takes no more records */
 	bool submitted;
 	unsigned ops_pending;
@@ -181,7 +182,7 @@ static int commit_roll(struct commit_writer *cw, int *error)
 	return 0;
 }
 
-static struct commit_batch *commit_new_batch(struct commit_writer *cw, bool sync_dir)
+static struct commit_batch *commit_new_batch(struct commit_writer *cw)
 {
 	struct commit_batch *b = cw->spare;
 	if (b != NULL) {
@@ -199,7 +200,6 @@ static struct commit_batch *commit_new_batch(struct commit_writer *cw, bool sync
 	b->segment = cw->current;
 	b->offset = cw->current->end;
 	b->waiters_tail = &b->waiters;
-	b->sync_dir = sync_dir;
 	b->write_op.complete = commit_write_done;
 	b->sync_op.complete = commit_sync_done;
 	b->dir_op.complete = commit_dir_done;
@@ -241,17 +241,22 @@ uint8_t *commit_reserve(struct commit_writer *cw, size_t size, uint64_t *salt,
 		*error = -EFBIG;
 		return NULL;
 	}
+	/* Seal the gathering batch first when it takes no more: its BATCH
+	 * record moves the segment's end, which the room check must see. */
+	struct commit_batch *b = cw->tail;
+	bool fresh = b == NULL || b->submitted || b->sealed || cw->current == NULL ||
+		     cw->current->closed || b->segment != cw->current ||
+		     (buf_len(&b->data) > 0 && buf_len(&b->data) + size > cw->cfg.batch_cap);
 	bool roll = cw->current == NULL || cw->current->closed ||
 		    cw->current->end + size + RECORD_BATCH_SIZE > cw->current->size;
-	struct commit_batch *b = cw->tail;
-	bool fresh = roll || b == NULL || b->submitted || b->sealed || b->segment != cw->current ||
-		     (buf_len(&b->data) > 0 && buf_len(&b->data) + size > cw->cfg.batch_cap);
-	if (fresh && b != NULL && !b->submitted)
+	if ((fresh || roll) && b != NULL && !b->submitted)
 		commit_seal(cw, b);
+	if (!roll && cw->current->end + size + RECORD_BATCH_SIZE > cw->current->size)
+		roll = true; /* the seal took the room */
 	if (roll && commit_roll(cw, error) != 0)
 		return NULL;
-	if (fresh) {
-		b = commit_new_batch(cw, roll);
+	if (fresh || roll) {
+		b = commit_new_batch(cw);
 		if (b == NULL) {
 			*error = -ENOMEM;
 			return NULL;
@@ -308,6 +313,9 @@ void commit_flush(struct commit_writer *cw)
 	 * submits by itself when the ring is full, which would leave the sync
 	 * free to run before the write it must follow. So make room for the
 	 * whole chain first, or leave the batch for the next turn. */
+	/* A new segment's name is durable only once the directory is synced:
+	 * the first batch that completes with it settles that. */
+	b->sync_dir = !b->segment->dir_synced;
 	unsigned ops = b->sync_dir ? 3 : 2;
 	if (io_uring_sq_space_left(&w->ring) < ops) {
 		io_uring_submit(&w->ring);
@@ -420,6 +428,8 @@ static void commit_op_done(struct commit_batch *b, const struct io_uring_cqe *cq
 	} else {
 		cw->batches_done++;
 		cw->bytes_done += buf_len(&b->data);
+		if (b->sync_dir)
+			b->segment->dir_synced = true;
 	}
 	commit_notify(b, status);
 	commit_retire(cw, b);
@@ -441,7 +451,8 @@ bool commit_over_cap(struct commit_writer *cw)
 
 bool commit_idle(const struct commit_writer *cw)
 {
-	return !cw->inflight && (cw->head == NULL || buf_len(&cw->head->data) == 0);
+	return !cw->inflight &&
+	       (cw->head == NULL || (cw->head == cw->tail && buf_len(&cw->head->data) == 0));
 }
 
 uint64_t commit_room(const struct commit_writer *cw)

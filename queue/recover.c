@@ -148,15 +148,49 @@ static bool recover_find_after(const uint8_t *data, size_t size, size_t from, ui
  * the file, is the torn last batch whose pages landed out of order: its
  * sync never completed.
  */
-static bool recover_is_corrupt(const uint8_t *data, size_t size, size_t bad, uint64_t salt)
+static bool recover_is_corrupt(const uint8_t *data, size_t size, size_t good_end, size_t bad,
+			       uint64_t salt)
 {
 	size_t at, end, more_at, more_end;
 	uint64_t start, unused;
 	if (!recover_find_after(data, size, bad, salt, true, &at, &end, &start))
 		return false;
-	if (start > bad)
+	/* The torn last batch can only begin where the last whole one ended. */
+	if (start != good_end)
 		return true;
 	return recover_find_after(data, size, end - 1, salt, false, &more_at, &more_end, &unused);
+}
+
+/*
+ * Only a writer's newest data can be a torn batch: a later segment of the
+ * same writer holding a whole batch means this one's last batch was synced
+ * before it (one batch in flight at a time), so damage here is corruption.
+ */
+static bool recover_later_has_batch(int dir_fd, const struct segment_file *files, int n, int i)
+{
+	for (int k = i + 1; k < n && files[k].worker == files[i].worker; k++) {
+		int fd = openat(dir_fd, files[k].name, O_RDONLY | O_CLOEXEC);
+		struct stat st;
+		if (fd < 0)
+			continue;
+		bool found = false;
+		if (fstat(fd, &st) == 0 && st.st_size >= RECORD_HEADER_SIZE) {
+			void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+			if (p != MAP_FAILED) {
+				uint64_t salt;
+				size_t at, end;
+				uint64_t start;
+				memcpy(&salt, (const uint8_t *)p + 8, sizeof(salt));
+				found = recover_find_after(p, (size_t)st.st_size, 0, salt, true,
+							   &at, &end, &start);
+				munmap(p, (size_t)st.st_size);
+			}
+		}
+		close(fd);
+		if (found)
+			return true;
+	}
+	return false;
 }
 
 static bool recover_nonzero_after(const uint8_t *data, size_t size, size_t from)
@@ -325,7 +359,7 @@ static void recover_judge(const struct recover_map *map, struct recover_segment 
 		return;
 	}
 	seg->end = good_end;
-	if (st != RECORD_OK && recover_is_corrupt(data, size, off, salt))
+	if (st != RECORD_OK && recover_is_corrupt(data, size, good_end, off, salt))
 		/* A bad record, or zeros (a lost write), with a whole later batch
 		 * after it: cutting here would throw acknowledged data away. */
 		seg->verdict = RECOVER_CORRUPT;
@@ -458,6 +492,9 @@ int recover_spool(int dir_fd, int quarantine_fd, bool read_only, const struct re
 		uint64_t salt = 0;
 		if (maps[i].data != NULL) {
 			recover_judge(&maps[i], &seg, &salt);
+			if (seg.verdict == RECOVER_TORN &&
+			    recover_later_has_batch(dir_fd, files, n, i))
+				seg.verdict = RECOVER_CORRUPT;
 			if (seg.verdict != RECOVER_CORRUPT)
 				status = recover_segment_records(sc, &maps[i], &seg, salt);
 		} else {

@@ -158,7 +158,9 @@ int segment_create(int dir_fd, uint32_t worker, uint64_t sequence, uint64_t size
 	};
 	uint8_t header[64];
 	size_t n = record_encode_segment(header, sizeof(header), *salt, &seg);
-	if (n == 0 || pwrite(fd, header, n, 0) != (ssize_t)n) {
+	/* The header is synced on its own, once per segment: recovery must
+	 * always find the salt of a segment that holds anything. */
+	if (n == 0 || pwrite(fd, header, n, 0) != (ssize_t)n || fdatasync(fd) != 0) {
 		int e = n == 0 ? -EINVAL : -errno;
 		unlinkat(dir_fd, name, 0);
 		close(fd);

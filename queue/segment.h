@@ -49,8 +49,8 @@ int segment_list(int dir_fd, struct segment_file **out);
 
 /*
  * Create a new segment: O_EXCL, preallocated to `size` bytes, the header
- * record (with a fresh random salt) written at offset 0 but NOT synced: the
- * caller's first batch syncs the file and then the directory. Returns the
+ * record (with a fresh random salt) written at offset 0 and synced; the
+ * caller's first batch syncs the directory that names the file. Returns the
  * fd, with *salt and *data_offset (where the next record goes) set, or
  * -errno.
  */

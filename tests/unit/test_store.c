@@ -1887,3 +1887,48 @@ Test(store, lost_write_in_an_acknowledged_batch_is_corruption)
 	cr_assert_eq(sum.torn, 0);
 	cr_assert(t_exists(ts.spool, "quarantine", "w000-000000000001.seg"));
 }
+
+/* Damage in the last batch of a segment the writer had moved past is not a
+ * torn tail (that batch was synced before the next segment got any): the
+ * segment is quarantined, never cut. */
+Test(store, damaged_last_batch_of_an_older_segment_is_corruption)
+{
+	ts.cfg.segment_size = 128u << 10;
+	ts.cfg.batch_cap = 64u << 10;
+	t_open();
+	t_start_workers();
+	enum { N = 40 };
+	static struct t_client c[N];
+	size_t len = 6000;
+	uint8_t *body = t_body(len, 5);
+	for (unsigned i = 0; i < N; i += 4) {
+		for (unsigned k = i; k < i + 4; k++)
+			t_send(&c[k], "bob@dest.example", body, len);
+		t_pump_until_committed(&c[i], 4);
+	}
+	t_close();
+	cr_assert_geq(t_segments(), 2, "only %u segments", t_segments());
+
+	char seg[256];
+	snprintf(seg, sizeof(seg), "%s/segments/w000-000000000001.seg", ts.spool);
+	size_t size, used;
+	uint8_t *data = t_read_file(seg, &size);
+	static struct t_record recs[512];
+	size_t nrecs = t_records(data, size, recs, 512, &used);
+	cr_assert_eq(recs[nrecs - 1].type, RECORD_BATCH);
+	/* A bit in the last batch, before its BATCH record. */
+	size_t victim = nrecs - 2;
+	size_t at = (recs[victim].off + recs[victim].checked_end) / 2;
+	int fd = open(seg, O_RDWR | O_CLOEXEC);
+	cr_assert_geq(fd, 0);
+	uint8_t byte = data[at] ^ 0x04;
+	cr_assert_eq(pwrite(fd, &byte, 1, (off_t)at), 1);
+	close(fd);
+
+	t_open();
+	struct queue_store_summary sum;
+	queue_store_summary(ts.store, &sum);
+	cr_assert_eq(sum.corrupt, 1, "judged torn and cut: acknowledged mail would be lost");
+	cr_assert_eq(sum.torn, 0);
+	cr_assert(t_exists(ts.spool, "quarantine", "w000-000000000001.seg"));
+}
