@@ -420,6 +420,28 @@ Test(recovery, kill_9_under_load_loses_nothing_acknowledged, .timeout = 900)
 
 /* ---- 2. a full spool ---------------------------------------------------------------- */
 
+/*
+ * Send 1 KiB messages until the spool is full: every reply is a 250 (its id
+ * appended to ids[*accepted]) until one 452 4.3.1, at whatever stage.
+ * Returns false if `max` ids were taken without reaching it.
+ */
+static bool fill_spool(struct smtp_client *c, char (*ids)[32], unsigned max, unsigned *accepted,
+		       struct send_result *res)
+{
+	for (unsigned i = 0; *accepted < max; i++) {
+		send_one(c, res);
+		if (res->stage == AT_END && res->reply.code == 250) {
+			snprintf(ids[(*accepted)++], 32, "%s", res->id);
+			continue;
+		}
+		cr_assert(reply_is(&res->reply, 452, "4.3.1"),
+			  "message %u: %s got '%s', expected 452 4.3.1 once the spool is full", i,
+			  stage_names[res->stage], res->reply.text);
+		return true;
+	}
+	return false;
+}
+
 Test(recovery, full_spool_refuses_with_452_and_keeps_what_it_took, .timeout = 300)
 {
 	enum { MAX_MESSAGES = 20000 }; /* 8 MB of spool holds far fewer */
@@ -431,18 +453,7 @@ Test(recovery, full_spool_refuses_with_452_and_keeps_what_it_took, .timeout = 30
 	connect_greeted(&c, &fi);
 	expect_command(&c, "EHLO client.example", 250, NULL);
 	static struct send_result res;
-	bool full = false;
-	for (unsigned i = 0; i < MAX_MESSAGES && !full; i++) {
-		send_one(&c, &res);
-		if (res.stage == AT_END && res.reply.code == 250) {
-			snprintf(ids[accepted++], sizeof(ids[0]), "%s", res.id);
-			continue;
-		}
-		cr_assert(reply_is(&res.reply, 452, "4.3.1"),
-			  "message %u: %s got '%s', expected 452 4.3.1 once the spool is full", i,
-			  stage_names[res.stage], res.reply.text);
-		full = true;
-	}
+	bool full = fill_spool(&c, ids, MAX_MESSAGES, &accepted, &res);
 	cr_assert(full, "%u messages of 1 KiB were accepted into an 8 MB spool", accepted);
 	cr_assert_gt(accepted, 0, "the first message was refused: '%s'", res.reply.text);
 	fprintf(stderr, "recovery: the 8M spool took %u messages; then %s got '%s'\n", accepted,
@@ -469,18 +480,7 @@ Test(recovery, full_spool_refuses_with_452_and_keeps_what_it_took, .timeout = 30
 	unsigned first = accepted;
 	connect_greeted(&c, &fi);
 	expect_command(&c, "EHLO client.example", 250, NULL);
-	full = false;
-	for (unsigned i = 0; accepted < MAX_MESSAGES && !full; i++) {
-		send_one(&c, &res);
-		if (res.stage == AT_END && res.reply.code == 250) {
-			snprintf(ids[accepted++], sizeof(ids[0]), "%s", res.id);
-			continue;
-		}
-		cr_assert(reply_is(&res.reply, 452, "4.3.1"),
-			  "after the restart, message %u: %s got '%s', expected 452 4.3.1", i,
-			  stage_names[res.stage], res.reply.text);
-		full = true;
-	}
+	full = fill_spool(&c, ids, MAX_MESSAGES, &accepted, &res);
 	cr_assert(full, "the restarted ferryd never filled up");
 	cr_assert_lt(accepted - first, first, "the restart took as much again as the empty spool");
 	expect_command(&c, "RSET", 250, NULL);
