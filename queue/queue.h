@@ -158,6 +158,39 @@ void queue_flush(struct queue *q);
  * shutdown waits for this to reach 0. */
 unsigned queue_pending(const struct queue *q);
 
+/* ---- recipients, for delivery -------------------------------------------- */
+
+/* A queued recipient; it belongs to the worker owning its domain's shard. */
+struct queue_rcpt;
+
+enum queue_outcome {
+	QUEUE_DELIVERED = 0, /* the next hop took it (2xx) */
+	QUEUE_FAILED,        /* refused for good (5xx, or too old): bounced */
+};
+
+/*
+ * On the worker owning `domain`'s shard: move up to max ready recipients
+ * of the domain to in flight and hand them out, oldest first. Returns how
+ * many (0 also when q does not own that shard).
+ */
+size_t queue_take_ready(struct queue *q, const char *domain, size_t len, struct queue_rcpt **out,
+			size_t max);
+
+const char *queue_rcpt_address(const struct queue_rcpt *r, size_t *len);
+const char *queue_rcpt_message_id(const struct queue_rcpt *r);
+
+/*
+ * On the same worker: the recipient's delivery ended for good. It leaves
+ * the index; its message's owner appends its outcome to the spool (a
+ * cross-worker message when the owner is another worker); when the
+ * message's last recipient has ended, the owner appends MESSAGE_DONE and
+ * the message is dead space: segments in which nothing lives any more are
+ * deleted once closed. Outcomes are not waited for on disk: after a crash
+ * a recipient may be delivered again (at least once, never lost).
+ */
+void queue_rcpt_finish(struct queue *q, struct queue_rcpt *r, enum queue_outcome outcome,
+		       const char *reason);
+
 /* ---- operator views (ferryctl) ------------------------------------------- */
 
 struct buf;

@@ -34,6 +34,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <xxhash.h>
+
 #include "core/buf.h"
 #include "core/log.h"
 #include "core/worker.h"
@@ -68,6 +70,7 @@ struct store_rcpt {
 	uint16_t len;
 	uint16_t domain_offset;
 	uint16_t index;
+	bool finished; /* delivered or failed for good (owner's view) */
 	uint32_t shard;
 };
 
@@ -101,8 +104,9 @@ struct queue_message {
 	struct queue_message *failed_next; /* failed before its sync: reported soon */
 
 	uint32_t nrcpt;
-	uint32_t remaining;             /* recipients not finished (owner) */
-	struct queue_message *all_next; /* every stored message of the owner */
+	uint32_t remaining;                        /* recipients not finished (owner) */
+	struct queue_message *all_next, *all_prev; /* every stored message of the owner */
+	bool done;                                 /* recovery found its MESSAGE_DONE */
 	struct store_rcpt rcpts[];
 };
 
@@ -161,6 +165,10 @@ struct queue_store {
 	atomic_uint_fast64_t messages; /* stored or committing, not done */
 	atomic_uint xfers_in_flight;
 	struct queue_store_summary summary;
+	/* During recovery only: stored messages by id, for the state records
+	 * that name them (open addressing, power-of-two capacity). */
+	struct queue_message **by_id;
+	size_t by_id_cap, by_id_count;
 };
 
 /* ---- segments a worker owns ------------------------------------------- */
@@ -325,6 +333,26 @@ static void store_message_drop(struct queue *q, struct queue_message *m)
 	store_message_free(m);
 }
 
+static void store_stored_link(struct queue *q, struct queue_message *m)
+{
+	m->all_prev = NULL;
+	m->all_next = q->stored;
+	if (q->stored != NULL)
+		q->stored->all_prev = m;
+	q->stored = m;
+}
+
+static void store_stored_unlink(struct queue *q, struct queue_message *m)
+{
+	if (m->all_prev != NULL)
+		m->all_prev->all_next = m->all_next;
+	else
+		q->stored = m->all_next;
+	if (m->all_next != NULL)
+		m->all_next->all_prev = m->all_prev;
+	m->all_next = m->all_prev = NULL;
+}
+
 static int store_message_add_extent(struct queue_message *m, struct commit_location loc,
 				    uint32_t len)
 {
@@ -401,6 +429,8 @@ static void store_index_message(struct queue *q, struct queue_message *m)
 	struct queue_store *st = q->store;
 	for (uint32_t i = 0; i < m->nrcpt; i++) {
 		struct store_rcpt *r = &m->rcpts[i];
+		if (r->finished)
+			continue; /* recovery found its outcome */
 		r->shard = store_shard_of(st, r);
 		uint32_t owner = st->shards[r->shard].owner;
 		if (owner == q->index || q->worker == NULL) {
@@ -639,22 +669,33 @@ static void store_make_id(struct queue *q, char id[QUEUE_ID_LEN + 1])
 }
 
 /* Reserve and encode one record; notes the segment in m. */
-static uint8_t *store_reserve(struct queue *q, struct queue_message *m, size_t size, uint64_t *salt,
-			      struct commit_location *loc)
+/* Reserve one record for m in q's writer and count m in the segments it
+ * now reaches. NULL with *error set when no room can be had. */
+static uint8_t *store_reserve_for(struct queue *q, struct queue_message *m, size_t size,
+				  uint64_t *salt, struct commit_location *loc, int *error)
 {
-	int error = 0;
-	uint8_t *p = commit_reserve(q->writer, size, salt, loc, &error);
-	if (p == NULL) {
-		m->state = STORE_FAILED;
-		m->error = error;
+	uint8_t *p = commit_reserve(q->writer, size, salt, loc, error);
+	if (p == NULL)
 		return NULL;
-	}
 	if (m->first_sequence == 0) {
 		m->first_sequence = m->last_sequence = loc->sequence;
 		store_segments_hold_range(q, m, loc->sequence, loc->sequence, +1);
 	} else if (loc->sequence > m->last_sequence) {
 		store_segments_hold_range(q, m, m->last_sequence + 1, loc->sequence, +1);
 		m->last_sequence = loc->sequence;
+	}
+	return p;
+}
+
+/* The same for a message being received: failing to reserve fails it. */
+static uint8_t *store_reserve(struct queue *q, struct queue_message *m, size_t size, uint64_t *salt,
+			      struct commit_location *loc)
+{
+	int error = 0;
+	uint8_t *p = store_reserve_for(q, m, size, salt, loc, &error);
+	if (p == NULL) {
+		m->state = STORE_FAILED;
+		m->error = error;
 	}
 	return p;
 }
@@ -787,8 +828,7 @@ static void store_committed(struct commit_waiter *w, int status)
 		/* Its segments already count it (store_reserve), and so does
 		 * store->messages (queue_message_commit). */
 		m->state = STORE_STORED;
-		m->all_next = q->stored;
-		q->stored = m;
+		store_stored_link(q, m);
 		store_index_message(q, m);
 		if (client != NULL)
 			client->committed(client, 0);
@@ -903,7 +943,144 @@ void queue_message_detach(struct queue_message *m)
 	m->client = NULL;
 }
 
+/* ---- finishing recipients ---------------------------------------------- */
+
+/* A recipient's outcome, from its shard's worker to its message's owner. */
+struct store_done_msg {
+	struct xmsg link;
+	struct store_rcpt *rcpt;
+	enum queue_outcome outcome;
+	char reason[256];
+};
+
+/* The message's last recipient ended: it is dead space from now on. */
+static void store_message_done(struct queue *q, struct queue_message *m)
+{
+	struct record_id rid;
+	memcpy(rid.id, m->id, RECORD_ID_LEN);
+	size_t size = record_size(RECORD_ID_LEN);
+	uint64_t salt;
+	struct commit_location loc;
+	int error = 0;
+	uint8_t *p = store_reserve_for(q, m, size, &salt, &loc, &error);
+	if (p != NULL)
+		record_encode_id(p, size, salt, RECORD_MESSAGE_DONE, &rid);
+	else
+		log_event(LOG_LEVEL_WARN,
+			  "event=message_done_unrecorded queue_id=%s error=\"%s\" note=\"its "
+			  "recipients' outcomes are recorded; it is dropped at the next start\"",
+			  m->id, strerror(-error));
+	log_event(LOG_LEVEL_INFO, "event=message_done queue_id=%s nrcpt=%u", m->id, m->nrcpt);
+	store_stored_unlink(q, m);
+	/* Its segments may go now: whatever a crash leaves of it can only be
+	 * its own records, and those without the rest no longer make a
+	 * message (or make one whose every recipient is recorded as ended). */
+	store_message_drop(q, m);
+}
+
+/* On the owner: record one recipient's outcome; the message ends with its
+ * last recipient. */
+static void store_rcpt_done(struct queue *q, struct store_rcpt *r, enum queue_outcome outcome,
+			    const char *reason)
+{
+	struct queue_message *m = r->message;
+	if (r->finished)
+		return;
+	r->finished = true;
+	struct record_rcpt_state rs = {
+		.recipient = r->index,
+		.time_ms = (int64_t)time(NULL) * 1000,
+		.reason = {reason, (uint16_t)strnlen(reason, 255)},
+	};
+	memcpy(rs.id, m->id, RECORD_ID_LEN);
+	enum record_type type =
+		outcome == QUEUE_DELIVERED ? RECORD_RCPT_DELIVERED : RECORD_RCPT_FAILED;
+	size_t size = record_size(RECORD_ID_LEN + 14 + 2 + rs.reason.len);
+	uint64_t salt;
+	struct commit_location loc;
+	int error = 0;
+	uint8_t *p = store_reserve_for(q, m, size, &salt, &loc, &error);
+	if (p != NULL)
+		record_encode_rcpt_state(p, size, salt, type, &rs);
+	else
+		/* At worst it is tried again after a restart: at least once. */
+		log_event(LOG_LEVEL_WARN,
+			  "event=outcome_unrecorded queue_id=%s rcpt=%u error=\"%s\"", m->id,
+			  r->index, strerror(-error));
+	if (--m->remaining == 0)
+		store_message_done(q, m);
+}
+
+static void store_done_handle(struct xmsg *msg)
+{
+	struct store_done_msg *d = (struct store_done_msg *)msg;
+	struct queue *owner = d->rcpt->message->queue;
+	/* The message may be freed inside: its last recipient ends it. */
+	store_rcpt_done(owner, d->rcpt, d->outcome, d->reason);
+	atomic_fetch_sub(&owner->store->xfers_in_flight, 1);
+	free(d);
+}
+
+size_t queue_take_ready(struct queue *q, const char *domain, size_t len, struct queue_rcpt **out,
+			size_t max)
+{
+	struct queue_store *st = q->store;
+	uint32_t shard = index_shard_for(index_domain_hash(domain, len), st->nshards);
+	if (st->shards[shard].owner != q->index)
+		return 0;
+	struct index_destination *d = index_find(&st->shards[shard].index, domain, len);
+	size_t n = 0;
+	while (d != NULL && n < max) {
+		struct index_entry *e = index_first(d, INDEX_READY);
+		if (e == NULL)
+			break;
+		index_move(e, INDEX_INFLIGHT, 0);
+		out[n++] = (struct queue_rcpt *)e;
+	}
+	return n;
+}
+
+const char *queue_rcpt_address(const struct queue_rcpt *qr, size_t *len)
+{
+	const struct store_rcpt *r = (const struct store_rcpt *)qr;
+	*len = r->len;
+	return r->address;
+}
+
+const char *queue_rcpt_message_id(const struct queue_rcpt *qr)
+{
+	return ((const struct store_rcpt *)qr)->message->id;
+}
+
+void queue_rcpt_finish(struct queue *q, struct queue_rcpt *qr, enum queue_outcome outcome,
+		       const char *reason)
+{
+	struct store_rcpt *r = (struct store_rcpt *)qr;
+	struct queue_store *st = q->store;
+	index_remove(&st->shards[r->shard].index, &r->entry);
+	struct queue *owner = r->message->queue;
+	if (owner == q || owner->worker == NULL) {
+		store_rcpt_done(owner, r, outcome, reason != NULL ? reason : "");
+		return;
+	}
+	struct store_done_msg *d = calloc(1, sizeof(*d));
+	if (d == NULL) {
+		log_event(LOG_LEVEL_ERROR,
+			  "event=outcome_lost queue_id=%s rcpt=%u note=\"out of "
+			  "memory; tried again after a restart\"",
+			  r->message->id, r->index);
+		return;
+	}
+	d->rcpt = r;
+	d->outcome = outcome;
+	snprintf(d->reason, sizeof(d->reason), "%s", reason != NULL ? reason : "");
+	atomic_fetch_add(&st->xfers_in_flight, 1);
+	worker_send(owner->worker, &d->link, store_done_handle);
+}
+
 /* ---- recovery into the store ------------------------------------------- */
+
+static int store_by_id_add(struct queue_store *st, struct queue_message *m);
 
 static int store_recover_message(void *arg, const struct recover_message *rm)
 {
@@ -949,9 +1126,8 @@ static int store_recover_message(void *arg, const struct recover_message *rm)
 				rm->extents[i].sequence, rm->extents[i].offset, rm->extents[i].len};
 		m->nextents = m->extents_cap = rm->nextents;
 	}
-	m->all_next = q->stored;
-	q->stored = m;
-	return 0;
+	store_stored_link(q, m);
+	return store_by_id_add(st, m);
 }
 
 static void store_recover_segment(void *arg, const struct recover_segment *seg)
@@ -972,16 +1148,84 @@ static void store_recover_segment(void *arg, const struct recover_segment *seg)
 	st->summary.torn += seg->verdict == RECOVER_TORN;
 }
 
-/* Drop a message that recovery found finished (MESSAGE_DONE). */
+static size_t store_by_id_slot(const struct queue_store *st, const char *id)
+{
+	return (size_t)XXH3_64bits(id, RECORD_ID_LEN) & (st->by_id_cap - 1);
+}
+
+static int store_by_id_add(struct queue_store *st, struct queue_message *m)
+{
+	if ((st->by_id_count + 1) * 2 > st->by_id_cap) {
+		size_t cap = st->by_id_cap ? st->by_id_cap * 2 : 4096;
+		struct queue_message **slots = calloc(cap, sizeof(*slots));
+		if (slots == NULL)
+			return -ENOMEM;
+		struct queue_message **old = st->by_id;
+		size_t old_cap = st->by_id_cap;
+		st->by_id = slots;
+		st->by_id_cap = cap;
+		for (size_t i = 0; i < old_cap; i++) {
+			if (old[i] == NULL)
+				continue;
+			size_t k = store_by_id_slot(st, old[i]->id);
+			while (slots[k] != NULL)
+				k = (k + 1) & (cap - 1);
+			slots[k] = old[i];
+		}
+		free(old);
+	}
+	size_t k = store_by_id_slot(st, m->id);
+	while (st->by_id[k] != NULL)
+		k = (k + 1) & (st->by_id_cap - 1);
+	st->by_id[k] = m;
+	st->by_id_count++;
+	return 0;
+}
+
+static struct queue_message *store_by_id_find(const struct queue_store *st, const char *id)
+{
+	if (st->by_id_cap == 0)
+		return NULL;
+	for (size_t k = store_by_id_slot(st, id);; k = (k + 1) & (st->by_id_cap - 1)) {
+		struct queue_message *m = st->by_id[k];
+		if (m == NULL || memcmp(m->id, id, RECORD_ID_LEN) == 0)
+			return m;
+	}
+}
+
+/* A state record pins its segment as long as its message lives. */
+static void store_recover_extend(struct queue_message *m, uint32_t worker, uint64_t sequence)
+{
+	if (worker == m->writer && sequence > m->last_sequence)
+		m->last_sequence = sequence;
+}
+
+static int store_recover_state(void *arg, enum record_type type, const struct record_rcpt_state *rs,
+			       uint32_t worker, uint64_t sequence)
+{
+	struct queue_store *st = arg;
+	struct queue_message *m = store_by_id_find(st, rs->id);
+	if (m == NULL || rs->recipient >= m->nrcpt)
+		return 0; /* its message is gone (done, or never committed) */
+	store_recover_extend(m, worker, sequence);
+	struct store_rcpt *r = &m->rcpts[rs->recipient];
+	if ((type == RECORD_RCPT_DELIVERED || type == RECORD_RCPT_FAILED) && !r->finished) {
+		r->finished = true;
+		m->remaining--;
+	}
+	return 0;
+}
+
+/* Recovery found a message finished (MESSAGE_DONE): it is not served. */
 static int store_recover_done(void *arg, const struct record_id *id, uint32_t worker,
 			      uint64_t sequence)
 {
-	(void)arg;
-	(void)id;
-	(void)worker;
-	(void)sequence;
-	/* Delivery does not exist yet, so nothing writes MESSAGE_DONE; when it
-	 * does, recovery will drop the message here. */
+	struct queue_store *st = arg;
+	struct queue_message *m = store_by_id_find(st, id->id);
+	if (m != NULL) {
+		m->done = true;
+		store_recover_extend(m, worker, sequence);
+	}
 	return 0;
 }
 
@@ -1075,6 +1319,7 @@ int queue_store_open(struct queue_store **out, const struct queue_store_config *
 		.arg = st,
 		.message = store_recover_message,
 		.message_done = store_recover_done,
+		.rcpt_state = store_recover_state,
 		.segment = store_recover_segment,
 	};
 	struct recover_stats stats;
@@ -1087,15 +1332,26 @@ int queue_store_open(struct queue_store **out, const struct queue_store_config *
 	/* Count what lives where, index it, and drop segments nothing uses. */
 	for (uint32_t w = 0; w < st->cfg.workers; w++) {
 		struct queue *q = &st->queues[w];
-		for (struct queue_message *m = q->stored; m != NULL; m = m->all_next) {
+		for (struct queue_message *m = q->stored, *next; m != NULL; m = next) {
+			next = m->all_next;
+			if (m->done || m->remaining == 0) {
+				/* Finished before the restart: dead space. */
+				store_stored_unlink(q, m);
+				store_message_free(m);
+				continue;
+			}
 			store_segments_hold(q, m, +1);
+			m->counted = true;
 			store_index_message(q, m);
-			st->summary.recipients += m->nrcpt;
+			st->summary.recipients += m->remaining;
 			st->summary.messages++;
 		}
 		for (size_t i = q->nsegments; i > 0; i--)
 			store_segment_maybe_delete(q, &q->segments[i - 1]);
 	}
+	free(st->by_id); /* state records only come from disk at start */
+	st->by_id = NULL;
+	st->by_id_cap = st->by_id_count = 0;
 	atomic_store(&st->messages, st->summary.messages);
 	st->summary.corrupt = stats.corrupt;
 	st->summary.bytes = stats.bytes;
@@ -1141,6 +1397,7 @@ void queue_store_close(struct queue_store *st)
 		close(st->quarantine_fd);
 	if (st->lock_fd >= 0)
 		close(st->lock_fd);
+	free(st->by_id);
 	free(st->shards);
 	free(st->queues);
 	free(st->spool_dir);

@@ -1932,3 +1932,81 @@ Test(store, damaged_last_batch_of_an_older_segment_is_corruption)
 	cr_assert_eq(sum.torn, 0);
 	cr_assert(t_exists(ts.spool, "quarantine", "w000-000000000001.seg"));
 }
+
+/* ---- recipients that end: outcomes, done messages, reclaimed segments ------ */
+
+/* Take every ready recipient of `domain` on whichever worker owns its
+ * shard and finish it; returns how many. */
+static unsigned t_finish_domain(const char *domain, enum queue_outcome outcome, unsigned max)
+{
+	unsigned total = 0;
+	for (uint32_t w = 0; w < ts.nworkers; w++) {
+		struct queue_rcpt *r[64];
+		size_t n;
+		while (total < max &&
+		       (n = queue_take_ready(ts.queues[w], domain, strlen(domain), r,
+					     max - total < 64 ? max - total : 64)) > 0) {
+			for (size_t i = 0; i < n; i++) {
+				size_t len;
+				const char *addr = queue_rcpt_address(r[i], &len);
+				cr_assert(len > strlen(domain) &&
+					  strcmp(addr + len - strlen(domain), domain) == 0);
+				queue_rcpt_finish(ts.queues[w], r[i], outcome, "250 2.0.0 ok");
+			}
+			total += (unsigned)n;
+		}
+	}
+	return total;
+}
+
+/* Every recipient delivered: the messages are gone from the queue, do not
+ * come back after a restart, and the segments they filled are deleted. */
+Test(store, finished_messages_are_dead_space_and_their_segments_go)
+{
+	ts.cfg.workers = 2;
+	ts.cfg.segment_size = 1u << 20;
+	t_open();
+	t_start_workers();
+	enum { N = 60 };
+	static struct t_client c[N];
+	uint8_t *body = t_body(100000, 9); /* 60 x 100 KB: several segments */
+	for (unsigned i = 0; i < N; i++) {
+		const char *r[] = {i % 2 ? "bob@one.example" : "carol@two.example",
+				   "dave@three.example"};
+		t_client_init(&c[i]);
+		cr_assert_eq(t_begin_on(ts.queues[i % 2], &c[i], "alice@client.example", r, 2), 0);
+		cr_assert_geq(t_write(&c[i], body, 100000, 16384), 0);
+		t_commit(&c[i]);
+		t_pump_until_committed(&c[i], 1);
+	}
+	t_pump_idle();
+	unsigned before = t_segments();
+	cr_assert_geq(before, 3, "only %u segments", before);
+
+	/* Half the recipients first: every message still has one left. */
+	cr_assert_eq(t_finish_domain("three.example", QUEUE_DELIVERED, 1000), N);
+	t_pump_idle();
+	for (unsigned i = 0; i < N; i++)
+		cr_assert(t_present(c[i].id), "message %u went with a recipient left", i);
+	t_reopen();
+	t_start_workers();
+	struct queue_store_summary sum;
+	queue_store_summary(ts.store, &sum);
+	cr_assert_eq(sum.messages, N);
+	cr_assert_eq(sum.recipients, N, "delivered recipients came back after a restart");
+	static char ids[N + 1][QUEUE_ID_LEN + 1];
+	cr_assert_eq(t_domain_ids("three.example", ids, N + 1), 0);
+
+	/* Then the rest, one domain delivered, one failed for good. */
+	cr_assert_eq(t_finish_domain("one.example", QUEUE_DELIVERED, 1000), N / 2);
+	cr_assert_eq(t_finish_domain("two.example", QUEUE_FAILED, 1000), N / 2);
+	t_pump_idle();
+	for (unsigned i = 0; i < N; i++)
+		cr_assert_not(t_present(c[i].id), "message %u still queued", i);
+	t_reopen();
+	queue_store_summary(ts.store, &sum);
+	cr_assert_eq(sum.messages, 0, "finished messages came back after a restart");
+	/* Closed segments held nothing live: only each writer's newest
+	 * (with the outcome records) may remain. */
+	cr_assert_leq(t_segments(), ts.nworkers, "%u segments left of %u", t_segments(), before);
+}
