@@ -158,6 +158,8 @@ static int commit_roll(struct commit_writer *cw, int *error)
 	}
 	struct commit_segment *seg = calloc(1, sizeof(*seg));
 	if (seg == NULL) {
+		if (cw->hooks.grow_failed != NULL)
+			cw->hooks.grow_failed(cw->hooks.arg, cw->cfg.segment_size);
 		*error = -ENOMEM;
 		return -1;
 	}
@@ -170,6 +172,8 @@ static int commit_roll(struct commit_writer *cw, int *error)
 			  "error=\"%s\"",
 			  cw->cfg.worker_index, (unsigned long long)sequence, strerror(-fd));
 		free(seg);
+		if (cw->hooks.grow_failed != NULL)
+			cw->hooks.grow_failed(cw->hooks.arg, cw->cfg.segment_size);
 		*error = fd;
 		return -1;
 	}

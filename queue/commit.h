@@ -57,8 +57,11 @@ struct commit_hooks {
 	/* A segment was closed for good (rolled or poisoned) and all its
 	 * batches finished: the store may delete it once nothing lives in it. */
 	void (*on_segment_closed)(void *arg, uint64_t sequence);
-	/* May a new segment of `size` bytes be created? 0 or -ENOSPC. */
+	/* May a new segment of `size` bytes be created? 0 (and the bytes are
+	 * reserved: on_segment_created or grow_failed follows) or -ENOSPC. */
 	int (*may_grow)(void *arg, uint64_t size);
+	/* The segment reserved by may_grow could not be created after all. */
+	void (*grow_failed)(void *arg, uint64_t size);
 	/* A new segment was created (bytes preallocated). */
 	void (*on_segment_created)(void *arg, uint64_t sequence, uint64_t size);
 };

@@ -186,7 +186,9 @@ static struct store_segment *store_segment_find(struct queue *q, uint64_t sequen
 	return lo < q->nsegments && q->segments[lo].sequence == sequence ? &q->segments[lo] : NULL;
 }
 
-static struct store_segment *store_segment_add(struct queue *q, uint64_t sequence, uint64_t bytes)
+/* `reserved`: its bytes were counted already (store_may_grow). */
+static struct store_segment *store_segment_add(struct queue *q, uint64_t sequence, uint64_t bytes,
+					       bool reserved)
 {
 	struct store_segment *found = store_segment_find(q, sequence);
 	if (found != NULL)
@@ -205,7 +207,8 @@ static struct store_segment *store_segment_add(struct queue *q, uint64_t sequenc
 	memmove(&q->segments[at + 1], &q->segments[at], (q->nsegments - at) * sizeof(*q->segments));
 	q->segments[at] = (struct store_segment){.sequence = sequence, .bytes = bytes};
 	q->nsegments++;
-	atomic_fetch_add(&q->store->bytes, bytes);
+	if (!reserved)
+		atomic_fetch_add(&q->store->bytes, bytes);
 	return &q->segments[at];
 }
 
@@ -530,15 +533,26 @@ static int store_may_grow(void *arg, uint64_t size)
 {
 	struct queue *q = arg;
 	struct queue_store *st = q->store;
-	if (st->cfg.max_bytes != 0 && atomic_load(&st->bytes) + size > st->cfg.max_bytes)
-		return -ENOSPC;
 	if (st->cfg.min_free_bytes != 0) {
 		struct statvfs sv;
 		if (statvfs(st->spool_dir, &sv) == 0 &&
 		    (uint64_t)sv.f_bavail * sv.f_frsize < st->cfg.min_free_bytes + size)
 			return -ENOSPC;
 	}
+	/* Reserve the bytes in the same step as the check: two workers
+	 * rolling at once must not both fit under max_bytes. */
+	uint_fast64_t cur = atomic_load(&st->bytes);
+	do {
+		if (st->cfg.max_bytes != 0 && cur + size > st->cfg.max_bytes)
+			return -ENOSPC;
+	} while (!atomic_compare_exchange_weak(&st->bytes, &cur, cur + size));
 	return 0;
+}
+
+static void store_grow_failed(void *arg, uint64_t size)
+{
+	struct queue *q = arg;
+	atomic_fetch_sub(&q->store->bytes, size);
 }
 
 static void store_on_segment_created(void *arg, uint64_t sequence, uint64_t size)
@@ -546,9 +560,11 @@ static void store_on_segment_created(void *arg, uint64_t sequence, uint64_t size
 	struct queue *q = arg;
 	if (sequence >= q->next_sequence) /* a later queue_open continues from here */
 		q->next_sequence = sequence + 1;
-	if (store_segment_add(q, sequence, size) == NULL)
+	if (store_segment_add(q, sequence, size, true) == NULL) {
+		atomic_fetch_sub(&q->store->bytes, size); /* not counted after all */
 		log_event(LOG_LEVEL_ERROR, "event=segment_accounting_failed sequence=%llu",
 			  (unsigned long long)sequence);
+	}
 }
 
 static void store_on_segment_closed(void *arg, uint64_t sequence)
@@ -583,6 +599,7 @@ int queue_open(struct queue **out, struct worker *w, struct queue_store *store, 
 		.on_segment_closed = store_on_segment_closed,
 		.on_segment_created = store_on_segment_created,
 		.may_grow = store_may_grow,
+		.grow_failed = store_grow_failed,
 	};
 	int r = commit_writer_open(&q->writer, w, &cc, &hooks);
 	if (r != 0)
@@ -1141,7 +1158,7 @@ static void store_recover_segment(void *arg, const struct recover_segment *seg)
 		return; /* moved aside or untouched: not ours to count or delete */
 	if (seg->worker != q->index)
 		return; /* written by a worker number that no longer exists: left */
-	struct store_segment *s = store_segment_add(q, seg->sequence, seg->file_size);
+	struct store_segment *s = store_segment_add(q, seg->sequence, seg->file_size, false);
 	if (s != NULL)
 		s->closed = true; /* never appended to again */
 	st->summary.segments++;
