@@ -18,6 +18,7 @@ enum config_type {
 	CONFIG_UINT,     /* uint32_t or unsigned */
 	CONFIG_DURATION, /* uint32_t milliseconds */
 	CONFIG_SIZE,     /* uint64_t octets */
+	CONFIG_COUNT,    /* uint64_t, a plain number */
 	CONFIG_LIST,     /* struct config_list */
 	CONFIG_LISTEN,   /* the listen array */
 	CONFIG_LOG_LEVEL,
@@ -71,7 +72,7 @@ static const struct config_key config_keys[] = {
 	KEY("spool", segment_size, CONFIG_SIZE, segment_size, 4u << 20, (uint64_t)1 << 32),
 	KEY("spool", group_commit_bytes, CONFIG_SIZE, group_commit_bytes, 64u << 10, 64u << 20),
 	KEY("spool", max_size, CONFIG_SIZE, spool_max_size, 0, UINT64_MAX),
-	KEY("spool", max_messages, CONFIG_SIZE, spool_max_messages, 0, UINT64_MAX),
+	KEY("spool", max_messages, CONFIG_COUNT, spool_max_messages, 0, UINT64_MAX),
 	KEY("spool", min_free_disk, CONFIG_SIZE, spool_min_free, 0, UINT64_MAX),
 	KEY("spool", shards, CONFIG_UINT, shards, 0, 65536),
 	KEY("log", level, CONFIG_LOG_LEVEL, log_level, 0, 0),
@@ -362,6 +363,17 @@ static void config_set(struct config_parse_state *st, const struct config_key *k
 		}
 		v64 = v32;
 		break;
+	case CONFIG_COUNT: {
+		char *end;
+		errno = 0;
+		unsigned long long v = strtoull(value, &end, 10);
+		if (!isdigit((unsigned char)value[0]) || *end != '\0' || errno != 0) {
+			config_fail(st, line, k->name, "not a whole number: '%s'", value);
+			return;
+		}
+		v64 = v;
+		break;
+	}
 	case CONFIG_SIZE:
 		if (config_parse_size(value, &v64) != 0) {
 			config_fail(st, line, k->name, "not a size (e.g. 10485760, 10M): '%s'",
@@ -425,7 +437,7 @@ static void config_set(struct config_parse_state *st, const struct config_key *k
 		config_fail(st, line, k->name, range, value);
 		return;
 	}
-	if (k->type == CONFIG_SIZE)
+	if (k->type == CONFIG_SIZE || k->type == CONFIG_COUNT)
 		*(uint64_t *)field = v64;
 	else
 		*(uint32_t *)field = (uint32_t)v64;
@@ -615,6 +627,7 @@ void config_print(const struct config *cfg, FILE *out)
 			config_print_duration(out, *(const uint32_t *)field);
 			break;
 		case CONFIG_SIZE:
+		case CONFIG_COUNT:
 			fprintf(out, "%llu\n", (unsigned long long)*(const uint64_t *)field);
 			break;
 		case CONFIG_LIST: {

@@ -35,10 +35,11 @@ void log_thread_buffered(bool on);
 void log_flush(void);
 
 /*
- * Render untrusted text as a log value: printable ASCII is kept, anything
- * else (and '"', '\\', space, '=') is escaped, and the result is quoted
- * when needed. Writes at most dst_size bytes (NUL included), truncating
- * long values with "...". Returns dst.
+ * Render untrusted text as a log value: printable ASCII is kept, '"' and
+ * '\\' are backslash-escaped, control and 8-bit bytes become \xNN, and
+ * the value is put in double quotes when it is empty or holds a space, a
+ * '=', a '"', a '\\' or a byte that was escaped. Writes at most dst_size
+ * bytes (NUL included), truncating long values with "...". Returns dst.
  */
 char *log_quote(char *dst, size_t dst_size, const char *src, size_t len);
 

@@ -166,3 +166,18 @@ Test(config, duration_and_size_parsers)
 	cr_assert_eq(size, 1073741824);
 	cr_assert_neq(config_parse_size("1.5M", &size), 0);
 }
+
+Test(config, counts_take_no_size_suffix)
+{
+	cr_assert_eq(config_load_string(&cfg, "[spool]\nmax_messages = 50000\n", "c.conf", err,
+					sizeof(err)),
+		     0, "%s", err);
+	cr_assert_eq(cfg.spool_max_messages, 50000);
+	config_free(&cfg);
+	config_defaults(&cfg);
+	cr_assert_neq(config_load_string(&cfg, "[spool]\nmax_messages = 10K\n", "c.conf", err,
+					 sizeof(err)),
+		      0, "10K messages was taken as a count");
+	cr_assert(strstr(err, "c.conf:2:") != NULL && strstr(err, "max_messages") != NULL, "%s",
+		  err);
+}
