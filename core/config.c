@@ -344,7 +344,8 @@ static void config_set(struct config_parse_state *st, const struct config_key *k
 		}
 		memcpy(field, value, strlen(value) + 1);
 		return;
-	case CONFIG_UINT: {
+	case CONFIG_UINT:
+	case CONFIG_COUNT: {
 		char *end;
 		errno = 0;
 		unsigned long long v = strtoull(value, &end, 10);
@@ -363,17 +364,6 @@ static void config_set(struct config_parse_state *st, const struct config_key *k
 		}
 		v64 = v32;
 		break;
-	case CONFIG_COUNT: {
-		char *end;
-		errno = 0;
-		unsigned long long v = strtoull(value, &end, 10);
-		if (!isdigit((unsigned char)value[0]) || *end != '\0' || errno != 0) {
-			config_fail(st, line, k->name, "not a whole number: '%s'", value);
-			return;
-		}
-		v64 = v;
-		break;
-	}
 	case CONFIG_SIZE:
 		if (config_parse_size(value, &v64) != 0) {
 			config_fail(st, line, k->name, "not a size (e.g. 10485760, 10M): '%s'",

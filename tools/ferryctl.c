@@ -229,6 +229,22 @@ static int ctl_destination_cmp(const void *a, const void *b)
 		      ((const struct ctl_destination *)b)->domain);
 }
 
+/* Room for one more of n rows of `size` bytes in *rows (cap of them). */
+static bool ctl_grow(void **rows, size_t *cap, size_t n, size_t size)
+{
+	if (n < *cap)
+		return true;
+	size_t more_cap = *cap ? *cap * 2 : 64;
+	void *more = realloc(*rows, more_cap * size);
+	if (more == NULL) {
+		fprintf(stderr, "ferryctl: out of memory\n");
+		return false;
+	}
+	*rows = more;
+	*cap = more_cap;
+	return true;
+}
+
 static int ctl_print_queue(char *body, char *end, int64_t now_ms, FILE *out)
 {
 	static const char *const titles[5] = {"MESSAGES", "READY", "DEFERRED", "HELD", "INFLIGHT"};
@@ -251,15 +267,9 @@ static int ctl_print_queue(char *body, char *end, int64_t now_ms, FILE *out)
 			status = CTL_ERROR;
 			continue;
 		}
-		if (n == cap) {
-			cap = cap ? cap * 2 : 64;
-			struct ctl_destination *more = realloc(rows, cap * sizeof(*rows));
-			if (more == NULL) {
-				free(rows);
-				fprintf(stderr, "ferryctl: out of memory\n");
-				return CTL_ERROR;
-			}
-			rows = more;
+		if (!ctl_grow((void **)&rows, &cap, n, sizeof(*rows))) {
+			free(rows);
+			return CTL_ERROR;
 		}
 		rows[n++] = d;
 	}
@@ -340,15 +350,9 @@ static int ctl_print_list(const char *domain, char *body, char *end, int64_t now
 		r.state = f[1];
 		r.sender = f[5];
 		r.address = f[6];
-		if (n == cap) {
-			cap = cap ? cap * 2 : 64;
-			struct ctl_recipient *more = realloc(rows, cap * sizeof(*rows));
-			if (more == NULL) {
-				free(rows);
-				fprintf(stderr, "ferryctl: out of memory\n");
-				return CTL_ERROR;
-			}
-			rows = more;
+		if (!ctl_grow((void **)&rows, &cap, n, sizeof(*rows))) {
+			free(rows);
+			return CTL_ERROR;
 		}
 		rows[n++] = r;
 	}

@@ -26,16 +26,9 @@
 #include <xxhash.h>
 
 #include "queue/record.h"
+#include "tests/fuzz/fuzz_common.h"
 
 #define FUZZ_SALT 0x5eedf00dcafe1234ull
-
-#define FUZZ_CHECK(cond)                                                                           \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);   \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
 
 static struct record_string fuzz_strings[RECORD_MAX_STRINGS];
 

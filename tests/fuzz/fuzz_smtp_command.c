@@ -16,34 +16,9 @@
 #include <string.h>
 
 #include "net/smtp_parse.h"
-
-#define FUZZ_CHECK(cond)                                                                           \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);   \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
+#include "tests/fuzz/fuzz_common.h"
 
 #define FUZZ_LINE_CAP_MAX 512
-
-static uint64_t fuzz_rng_next(uint64_t *state)
-{
-	uint64_t x = *state;
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	*state = x;
-	return x;
-}
-
-static uint64_t fuzz_seed(const uint8_t *data, size_t size)
-{
-	uint64_t h = 0xcbf29ce484222325ull;
-	for (size_t i = 0; i < size; i++)
-		h = (h ^ data[i]) * 0x100000001b3ull;
-	return h ? h : 1;
-}
 
 /* ---- model line reader -------------------------------------------------- */
 
