@@ -46,7 +46,8 @@
 #include "queue/recover.h"
 #include "queue/segment.h"
 
-#define STORE_BODY_CHUNK    65536 /* body bytes per BODY record */
+#define STORE_BODY_CHUNK    65536 /* body bytes per BODY record, at most */
+#define STORE_BODY_DIRECT   8192  /* a write this big skips the pending buffer */
 #define STORE_FREE_CHECK_MS 1000  /* statvfs at most this often per worker */
 #define STORE_ROOM_MARGIN   65536 /* envelope and a typical body, when SIZE is not given */
 
@@ -790,12 +791,13 @@ const char *queue_message_id(const struct queue_message *m)
 }
 
 /* Move `len` pending body bytes into one BODY record. */
-static int store_emit_body(struct queue_message *m, size_t len)
+/* One BODY record of data[0..len), encoded straight into the batch. */
+static int store_emit_body(struct queue_message *m, const void *data, size_t len)
 {
 	struct queue *q = m->queue;
 	struct record_body body = {
 		.chunk = m->nchunks,
-		.data = (const uint8_t *)buf_head(&m->pending),
+		.data = data,
 		.len = (uint32_t)len,
 	};
 	memcpy(body.id, m->id, RECORD_ID_LEN);
@@ -813,7 +815,21 @@ static int store_emit_body(struct queue_message *m, size_t len)
 	}
 	m->nchunks++;
 	m->body_len += len;
-	buf_consume(&m->pending, len);
+	return 0;
+}
+
+/* BODY records for what is pending, in chunks of at most max bytes while
+ * at least `min` bytes are pending. */
+static int store_emit_pending(struct queue_message *m, size_t min)
+{
+	while (buf_len(&m->pending) >= min && buf_len(&m->pending) > 0) {
+		size_t n = buf_len(&m->pending);
+		if (n > STORE_BODY_CHUNK)
+			n = STORE_BODY_CHUNK;
+		if (store_emit_body(m, buf_head(&m->pending), n) != 0)
+			return m->error;
+		buf_consume(&m->pending, n);
+	}
 	return 0;
 }
 
@@ -821,11 +837,26 @@ int queue_message_write(struct queue_message *m, const void *data, size_t len)
 {
 	if (m->state == STORE_FAILED)
 		return m->error;
-	if (buf_append(&m->pending, data, len) != 0)
-		return -ENOMEM;
-	while (buf_len(&m->pending) >= STORE_BODY_CHUNK)
-		if (store_emit_body(m, STORE_BODY_CHUNK) != 0)
+	if (len >= STORE_BODY_DIRECT) {
+		/* A large piece goes from the caller's buffer straight into the
+		 * batch, one copy rather than two; what was pending before it
+		 * (the Received header, small pieces) goes first as its own. */
+		if (store_emit_pending(m, 1) != 0)
 			return m->error;
+		const char *p = data;
+		while (len >= STORE_BODY_DIRECT) {
+			size_t n = len < STORE_BODY_CHUNK ? len : STORE_BODY_CHUNK;
+			if (store_emit_body(m, p, n) != 0)
+				return m->error;
+			p += n;
+			len -= n;
+		}
+		data = p;
+	}
+	if (len > 0 && buf_append(&m->pending, data, len) != 0)
+		return -ENOMEM;
+	if (store_emit_pending(m, STORE_BODY_CHUNK) != 0)
+		return m->error;
 	if (commit_over_cap(m->queue->writer)) {
 		m->paused = true;
 		return 1;
@@ -924,7 +955,7 @@ void queue_message_commit(struct queue_message *m)
 		store_fail_later(m);
 		return;
 	}
-	if (buf_len(&m->pending) > 0 && store_emit_body(m, buf_len(&m->pending)) != 0) {
+	if (store_emit_pending(m, 1) != 0) {
 		store_fail_later(m);
 		return;
 	}
