@@ -75,6 +75,7 @@ static const struct config_key config_keys[] = {
 	KEY("spool", max_messages, CONFIG_COUNT, spool_max_messages, 0, UINT64_MAX),
 	KEY("spool", min_free_disk, CONFIG_SIZE, spool_min_free, 0, UINT64_MAX),
 	KEY("spool", shards, CONFIG_UINT, shards, 0, 65536),
+	KEY("spool", compact_threshold, CONFIG_UINT, spool_compact_threshold, 0, 100),
 	KEY("log", level, CONFIG_LOG_LEVEL, log_level, 0, 0),
 	KEY("log", destination, CONFIG_LOG_DESTINATION, log_destination, 0, 0),
 };
@@ -135,6 +136,7 @@ void config_defaults(struct config *cfg)
 	cfg->segment_size = 64u << 20;
 	cfg->group_commit_bytes = 1u << 20;
 	cfg->spool_min_free = 100u << 20;
+	cfg->spool_compact_threshold = 50;
 	cfg->log_level = LOG_LEVEL_INFO;
 	cfg->log_destination = LOG_TO_STDERR;
 }

@@ -81,7 +81,8 @@ struct config {
 	uint64_t spool_max_size;     /* 0: no limit */
 	uint64_t spool_max_messages; /* 0: no limit */
 	uint64_t spool_min_free;
-	uint32_t shards; /* 0: 8 per worker */
+	uint32_t shards;                  /* 0: 8 per worker */
+	uint32_t spool_compact_threshold; /* percent; 0: never compact */
 
 	/* [log] */
 	int log_level;       /* enum log_level */

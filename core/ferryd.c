@@ -122,6 +122,7 @@ int main(int argc, char **argv)
 		.max_bytes = cfg.spool_max_size,
 		.max_messages = cfg.spool_max_messages,
 		.min_free_bytes = cfg.spool_min_free,
+		.compact_threshold = cfg.spool_compact_threshold,
 	};
 	if (queue_store_open(&store, &qcfg, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ferryd: spool: %s\n", err);

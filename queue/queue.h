@@ -82,6 +82,9 @@ struct queue_store_config {
 	uint64_t max_bytes;      /* spool size limit (segment files); 0: none */
 	uint64_t max_messages;   /* queued messages limit; 0: none */
 	uint64_t min_free_bytes; /* refuse new mail below this much free disk */
+	/* Compact a closed segment whose live messages weigh less than this
+	 * percentage of it (0: never; see "Compaction" below). */
+	uint32_t compact_threshold;
 };
 
 /*
@@ -190,6 +193,45 @@ const char *queue_rcpt_message_id(const struct queue_rcpt *r);
  */
 void queue_rcpt_finish(struct queue *q, struct queue_rcpt *r, enum queue_outcome outcome,
 		       const char *reason);
+
+/* ---- compaction ------------------------------------------------------------ */
+
+/*
+ * A closed segment in which nothing lives is deleted. One that is mostly
+ * dead (its live messages weigh less than compact_threshold percent of
+ * it) is compacted by its worker, between other work, one bounded job at
+ * a time (about one group-commit batch of messages):
+ *
+ *   read the live messages' bodies (io_uring reads of the old segment)
+ *   -> append a copy of each (envelope, body, commit, the outcomes of
+ *      recipients already ended) to the worker's current segment
+ *   -> once that batch is durable, the message is switched to its copy
+ *      and no longer counts in the old segment, which goes when empty.
+ *
+ * Until the switch the old copy is the message; a crash in between leaves
+ * both on disk and recovery keeps one (outcomes merged). A message that
+ * ends while its copy is being made ends normally; its copy is dead space.
+ *
+ * Segments are also deleted in an order that keeps outcomes: a segment
+ * holding outcomes or MESSAGE_DONE of a message goes only after the
+ * segments holding that message's data (else a restart would find the
+ * message without its outcomes and deliver it again).
+ *
+ * Body extents named by queue_report_message() are valid when reported;
+ * a compaction may move them later (a reader that finds the file gone
+ * asks again).
+ */
+struct queue_compaction_stats {
+	uint64_t jobs;     /* copy jobs finished */
+	uint64_t messages; /* messages switched to a copy */
+	uint64_t bytes;    /* body bytes copied for them */
+	uint64_t failed;   /* copies that did not become durable (retried later) */
+	uint64_t deleted;  /* segment files deleted, compacted or not */
+	uint64_t running;  /* 1 while a job is in flight */
+};
+
+/* On q's worker. */
+void queue_compaction_stats(const struct queue *q, struct queue_compaction_stats *out);
 
 /* ---- operator views (ferryctl) ------------------------------------------- */
 

@@ -15,10 +15,12 @@
  *    (configuration, shard table) and the few shared counters of the space
  *    limits (atomics, touched once per message).
  *
- * Space: each worker counts, per segment it owns, the messages living in
- * it — stored ones, and ones still being received or committed, from
- * their first record on. A closed segment in which nothing lives is
- * deleted.
+ * Space: each worker counts, per segment it owns, the messages whose data
+ * (envelope, body, commit) lies in it — stored ones, and ones still being
+ * received or committed, from their first record on. A closed segment in
+ * which nothing lives is deleted once the older segments its outcome
+ * records depend on are gone (store_segment_depend); a mostly-dead one is
+ * compacted first (store_compact_*).
  */
 #include "queue/queue.h"
 
@@ -72,6 +74,7 @@ struct store_rcpt {
 	uint16_t domain_offset;
 	uint16_t index;
 	bool finished; /* delivered or failed for good (owner's view) */
+	bool failed;   /* ... and it failed (a copy repeats the outcome) */
 	uint32_t shard;
 };
 
@@ -90,6 +93,9 @@ struct queue_message {
 	 * message is reserved in it (or lies between two that are), so no
 	 * segment is deleted under a message still being received. */
 	uint64_t first_sequence, last_sequence;
+	/* The oldest segment in which an earlier copy of it (compaction,
+	 * below) may still lie: records of its state must outlive that. */
+	uint64_t origin_sequence;
 	struct commit_location envelope, commit; /* where those records went */
 	char *text;                              /* sender, client, helo, params, rcpts */
 	uint16_t sender_len;
@@ -108,14 +114,29 @@ struct queue_message {
 	uint32_t remaining;                        /* recipients not finished (owner) */
 	struct queue_message *all_next, *all_prev; /* every stored message of the owner */
 	bool done;                                 /* recovery found its MESSAGE_DONE */
+	/* Stored messages of the owner's own writer are listed in the
+	 * segment of their first record, for compaction to find. */
+	struct queue_message *seg_next, *seg_prev;
+	bool seg_listed;
+	uint64_t weight; /* bytes it counts for in its segments' live_bytes */
+	bool compacting; /* a copy is being made: freed by the copy's end */
+	bool dropped;    /* finished while compacting: free when it ends */
 	struct store_rcpt rcpts[];
 };
 
 struct store_segment {
 	uint64_t sequence;
-	uint64_t bytes; /* file size counted against max_bytes */
-	uint64_t live;  /* messages (stored or being received) with records here */
-	bool closed;    /* the writer is done with it */
+	uint64_t bytes;      /* file size counted against max_bytes */
+	uint64_t live;       /* messages (stored or being received) with data here */
+	uint64_t live_bytes; /* what the stored ones among them weigh */
+	uint64_t placed;     /* the stored ones (store_message_place) */
+	/* Records here give the outcomes of messages whose data lies in
+	 * [after_lo, after_hi] (0: none): delete this one only after those. */
+	uint64_t after_lo, after_hi;
+	struct queue_message *messages; /* stored ones whose first record is here */
+	bool closed;                    /* the writer is done with it */
+	bool pinned;                    /* never deleted (see store_reserve_state) */
+	bool no_compact;                /* nothing here could be moved; until live changes */
 };
 
 /* Recipients for another worker's shards, gathered during one loop turn. */
@@ -152,6 +173,12 @@ struct queue {
 	struct queue_message *failed;
 	struct worker_op failed_op;
 	bool failed_armed;
+	/* Compaction (one copy job at a time) and what it did. */
+	struct store_compaction *compaction;
+	bool compact_dirty; /* a segment closed or lost a message: look again */
+	uint64_t compact_retry_ms;
+	uint64_t max_span; /* most segments one stored message's data spans, less 1 */
+	struct queue_compaction_stats compact_stats;
 };
 
 struct queue_store {
@@ -170,11 +197,56 @@ struct queue_store {
 	 * that name them (open addressing, power-of-two capacity). */
 	struct queue_message **by_id;
 	size_t by_id_cap, by_id_count;
+	/* During recovery: the segment being read must outlive [lo, hi] of
+	 * its writer (store_segment_depend), known once it is added. */
+	struct {
+		uint32_t worker;
+		uint64_t sequence, lo, hi;
+	} scan_depend;
+};
+
+/* A compaction job (see "compaction" below). */
+#define STORE_COMPACT_MAX_MESSAGES 256
+#define STORE_COMPACT_MAX_FILES    8
+#define STORE_COMPACT_RETRY_MS     1000
+
+struct store_copy {
+	struct queue_message *m;
+	size_t body_at;      /* its body in job->data */
+	uint64_t saved_last; /* m->last_sequence before the copy's records */
+	struct commit_location envelope, commit;
+	struct store_extent *extents;
+	uint32_t nextents;
+	int error;
+	bool written; /* all its records are reserved */
+};
+
+struct store_read {
+	struct worker_op op;
+	struct store_compaction *job;
+	uint32_t copy;
+	uint32_t len;
+};
+
+struct store_compaction {
+	struct queue *q;
+	uint64_t victim;
+	bool busy;
+	struct store_copy *copies;
+	uint32_t ncopies, copies_cap;
+	struct store_read *reads;
+	uint32_t nreads, reads_cap, reads_left;
+	uint8_t *data;
+	size_t data_cap;
+	int fds[STORE_COMPACT_MAX_FILES];
+	uint64_t fd_sequences[STORE_COMPACT_MAX_FILES];
+	uint32_t nfds;
+	struct commit_waiter waiter;
 };
 
 /* ---- segments a worker owns ------------------------------------------- */
 
-static struct store_segment *store_segment_find(struct queue *q, uint64_t sequence)
+static size_t store_segment_lower_bound(const struct queue *q, uint64_t sequence)
 {
 	size_t lo = 0, hi = q->nsegments;
 	while (lo < hi) {
@@ -184,7 +256,13 @@ static struct store_segment *store_segment_find(struct queue *q, uint64_t sequen
 		else
 			hi = mid;
 	}
-	return lo < q->nsegments && q->segments[lo].sequence == sequence ? &q->segments[lo] : NULL;
+	return lo;
+}
+
+static struct store_segment *store_segment_find(struct queue *q, uint64_t sequence)
+{
+	size_t at = store_segment_lower_bound(q, sequence);
+	return at < q->nsegments && q->segments[at].sequence == sequence ? &q->segments[at] : NULL;
 }
 
 /* `reserved`: its bytes were counted already (store_may_grow). */
@@ -202,9 +280,7 @@ static struct store_segment *store_segment_add(struct queue *q, uint64_t sequenc
 		q->segments = more;
 		q->segments_cap = cap;
 	}
-	size_t at = q->nsegments;
-	while (at > 0 && q->segments[at - 1].sequence > sequence)
-		at--;
+	size_t at = store_segment_lower_bound(q, sequence);
 	memmove(&q->segments[at + 1], &q->segments[at], (q->nsegments - at) * sizeof(*q->segments));
 	q->segments[at] = (struct store_segment){.sequence = sequence, .bytes = bytes};
 	q->nsegments++;
@@ -213,24 +289,82 @@ static struct store_segment *store_segment_add(struct queue *q, uint64_t sequenc
 	return &q->segments[at];
 }
 
-/* Delete a closed segment in which nothing lives any more. */
-static void store_segment_maybe_delete(struct queue *q, struct store_segment *seg)
+/*
+ * Records of state (a recipient's outcome, MESSAGE_DONE) in `sequence`
+ * speak of a message whose data lies in segments [lo, hi] of the same
+ * writer: this segment must outlive those. Deleted first, it would leave
+ * the message whole on disk without its outcomes, and a restart would
+ * deliver it again.
+ */
+static void store_segment_depend(struct queue *q, uint64_t sequence, uint64_t lo, uint64_t hi)
 {
-	if (!seg->closed || seg->live > 0)
+	if (lo == 0)
 		return;
+	if (hi >= sequence)
+		hi = sequence - 1;
+	if (lo > hi)
+		return;
+	struct store_segment *seg = store_segment_find(q, sequence);
+	if (seg == NULL)
+		return;
+	if (seg->after_lo == 0 || lo < seg->after_lo)
+		seg->after_lo = lo;
+	if (hi > seg->after_hi)
+		seg->after_hi = hi;
+}
+
+static bool store_segment_deletable(const struct queue *q, const struct store_segment *seg)
+{
+	if (!seg->closed || seg->live > 0 || seg->pinned)
+		return false;
+	if (seg->after_lo == 0)
+		return true;
+	size_t at = store_segment_lower_bound(q, seg->after_lo);
+	return at >= q->nsegments || q->segments[at].sequence > seg->after_hi;
+}
+
+/* Unlink the file of segments[at] and forget it; false if it stays. */
+static bool store_segment_delete_at(struct queue *q, size_t at)
+{
+	struct store_segment *seg = &q->segments[at];
 	char name[SEGMENT_NAME_MAX];
 	segment_name(name, q->index, seg->sequence);
 	if (unlinkat(q->store->dir_fd, name, 0) != 0 && errno != ENOENT) {
 		log_event(LOG_LEVEL_ERROR, "event=segment_delete_failed segment=%s error=\"%s\"",
 			  name, strerror(errno));
-		return;
+		seg->pinned = true; /* not tried again on every change */
+		return false;
 	}
 	log_event(LOG_LEVEL_DEBUG, "event=segment_deleted segment=%s", name);
+	q->compact_stats.deleted++;
 	atomic_fetch_sub(&q->store->bytes, seg->bytes);
-	size_t at = (size_t)(seg - q->segments);
 	memmove(&q->segments[at], &q->segments[at + 1],
 		(q->nsegments - at - 1) * sizeof(*q->segments));
 	q->nsegments--;
+	return true;
+}
+
+/* Delete every deletable segment from index `from` on. Dependencies point
+ * to earlier segments only, so one pass in sequence order sees each
+ * segment after everything it waited for. */
+static void store_segments_collect(struct queue *q, size_t from)
+{
+	for (size_t i = from; i < q->nsegments;) {
+		if (store_segment_deletable(q, &q->segments[i]) && store_segment_delete_at(q, i))
+			continue;
+		i++;
+	}
+}
+
+/* Delete a segment in which nothing lives any more, and whatever waited
+ * for it. */
+static void store_segment_maybe_delete(struct queue *q, struct store_segment *seg)
+{
+	if (!store_segment_deletable(q, seg))
+		return;
+	size_t at = (size_t)(seg - q->segments);
+	if (store_segment_delete_at(q, at))
+		store_segments_collect(q, at);
 }
 
 /* Count m in (or out of) the segments in [first, last]. Only the writer's
@@ -246,8 +380,11 @@ static void store_segments_hold_range(struct queue *q, const struct queue_messag
 		if (seg == NULL)
 			continue;
 		seg->live = (uint64_t)((int64_t)seg->live + delta);
-		if (delta < 0)
+		seg->no_compact = false;
+		if (delta < 0) {
+			q->compact_dirty = true;
 			store_segment_maybe_delete(q, seg);
+		}
 	}
 }
 
@@ -327,13 +464,19 @@ static void store_message_free(struct queue_message *m)
 	free(m);
 }
 
-/* A message that will never be stored: out of its segments (which may go
- * now) and the count, then freed. */
+/* A message that will never be stored, or is finished: out of its
+ * segments (which may go now) and the count, then freed — unless a copy
+ * of it is being made, whose end frees it. */
 static void store_message_drop(struct queue *q, struct queue_message *m)
 {
 	if (m->counted)
 		atomic_fetch_sub(&q->store->messages, 1);
+	m->counted = false;
 	store_segments_hold(q, m, -1);
+	if (m->compacting) {
+		m->dropped = true;
+		return;
+	}
 	store_message_free(m);
 }
 
@@ -355,6 +498,61 @@ static void store_stored_unlink(struct queue *q, struct queue_message *m)
 	if (m->all_next != NULL)
 		m->all_next->all_prev = m->all_prev;
 	m->all_next = m->all_prev = NULL;
+}
+
+/*
+ * A stored message of the owner's own writer takes its place in its
+ * segments: listed in the segment of its first record (where compaction
+ * looks for it) and weighed in the live bytes of each segment it spans.
+ */
+static void store_message_place(struct queue *q, struct queue_message *m)
+{
+	if (m->writer != q->index || m->first_sequence == 0 || m->seg_listed)
+		return;
+	m->weight = m->body_len + 512; /* its envelope, record headers: roughly */
+	for (uint64_t s = m->first_sequence; s <= m->last_sequence; s++) {
+		struct store_segment *seg = store_segment_find(q, s);
+		if (seg != NULL) {
+			seg->live_bytes += m->weight;
+			seg->placed++;
+		}
+	}
+	struct store_segment *seg = store_segment_find(q, m->first_sequence);
+	if (seg == NULL)
+		return;
+	m->seg_prev = NULL;
+	m->seg_next = seg->messages;
+	if (seg->messages != NULL)
+		seg->messages->seg_prev = m;
+	seg->messages = m;
+	m->seg_listed = true;
+	if (m->last_sequence - m->first_sequence > q->max_span)
+		q->max_span = m->last_sequence - m->first_sequence;
+}
+
+static void store_message_unplace(struct queue *q, struct queue_message *m)
+{
+	if (!m->seg_listed)
+		return;
+	for (uint64_t s = m->first_sequence; s <= m->last_sequence; s++) {
+		struct store_segment *seg = store_segment_find(q, s);
+		if (seg != NULL) {
+			seg->live_bytes -= m->weight;
+			seg->placed--;
+		}
+	}
+	/* Its first segment exists: m holds it. */
+	if (m->seg_prev != NULL) {
+		m->seg_prev->seg_next = m->seg_next;
+	} else {
+		struct store_segment *seg = store_segment_find(q, m->first_sequence);
+		if (seg != NULL)
+			seg->messages = m->seg_next;
+	}
+	if (m->seg_next != NULL)
+		m->seg_next->seg_prev = m->seg_prev;
+	m->seg_next = m->seg_prev = NULL;
+	m->seg_listed = false;
 }
 
 static int store_message_add_extent(struct queue_message *m, struct commit_location loc,
@@ -575,6 +773,7 @@ static void store_on_segment_closed(void *arg, uint64_t sequence)
 	if (seg == NULL)
 		return;
 	seg->closed = true;
+	q->compact_dirty = true;
 	store_segment_maybe_delete(q, seg);
 }
 
@@ -616,10 +815,9 @@ void queue_close(struct queue *q)
 	commit_writer_close(q->writer);
 	q->writer = NULL;
 	/* The writer's last segment is finished with: deletable if empty. */
-	for (size_t i = q->nsegments; i > 0; i--) {
-		q->segments[i - 1].closed = true;
-		store_segment_maybe_delete(q, &q->segments[i - 1]);
-	}
+	for (size_t i = 0; i < q->nsegments; i++)
+		q->segments[i].closed = true;
+	store_segments_collect(q, 0);
 	q->worker = NULL;
 }
 
@@ -631,12 +829,16 @@ unsigned queue_pending(const struct queue *q)
 	for (uint32_t w = 0; q->outbox != NULL && w < q->store->cfg.workers; w++)
 		unsent += q->outbox[w] != NULL;
 	return q->pending + unsent + atomic_load(&q->store->xfers_in_flight) +
-	       (q->writer != NULL && !commit_idle(q->writer));
+	       (q->writer != NULL && !commit_idle(q->writer)) +
+	       (q->compaction != NULL && q->compaction->busy);
 }
+
+static void store_compact_maybe_start(struct queue *q);
 
 void queue_flush(struct queue *q)
 {
 	store_send_outbox(q);
+	store_compact_maybe_start(q);
 	commit_flush(q->writer);
 }
 
@@ -686,9 +888,8 @@ static void store_make_id(struct queue *q, char id[QUEUE_ID_LEN + 1])
 	id[QUEUE_ID_LEN] = '\0';
 }
 
-/* Reserve and encode one record; notes the segment in m. */
-/* Reserve one record for m in q's writer and count m in the segments it
- * now reaches. NULL with *error set when no room can be had. */
+/* Reserve one record of m's data (envelope, body, commit) in q's writer and count m in the segments
+ * it now reaches. NULL with *error set when no room can be had. */
 static uint8_t *store_reserve_for(struct queue *q, struct queue_message *m, size_t size,
 				  uint64_t *salt, struct commit_location *loc, int *error)
 {
@@ -701,6 +902,35 @@ static uint8_t *store_reserve_for(struct queue *q, struct queue_message *m, size
 	} else if (loc->sequence > m->last_sequence) {
 		store_segments_hold_range(q, m, m->last_sequence + 1, loc->sequence, +1);
 		m->last_sequence = loc->sequence;
+	}
+	return p;
+}
+
+/*
+ * Reserve a record of m's state (an outcome, MESSAGE_DONE). It does not
+ * widen m's own segments; instead the segment it lands in must outlive
+ * m's data (store_segment_depend). A message from another writer's files
+ * (a worker number that no longer runs) cannot be ordered that way: the
+ * segment is kept for good.
+ */
+static uint8_t *store_reserve_state(struct queue *q, struct queue_message *m, size_t size,
+				    uint64_t *salt, struct commit_location *loc, int *error)
+{
+	uint8_t *p = commit_reserve(q->writer, size, salt, loc, error);
+	if (p == NULL)
+		return NULL;
+	if (m->writer == q->index) {
+		/* Older copies whose segments are all gone no longer matter. */
+		if (m->origin_sequence < m->first_sequence) {
+			size_t at = store_segment_lower_bound(q, m->origin_sequence);
+			if (at >= q->nsegments || q->segments[at].sequence >= m->first_sequence)
+				m->origin_sequence = m->first_sequence;
+		}
+		store_segment_depend(q, loc->sequence, m->origin_sequence, m->last_sequence);
+	} else {
+		struct store_segment *seg = store_segment_find(q, loc->sequence);
+		if (seg != NULL)
+			seg->pinned = true;
 	}
 	return p;
 }
@@ -876,7 +1106,9 @@ static void store_committed(struct commit_waiter *w, int status)
 		/* Its segments already count it (store_reserve), and so does
 		 * store->messages (queue_message_commit). */
 		m->state = STORE_STORED;
+		m->origin_sequence = m->first_sequence;
 		store_stored_link(q, m);
+		store_message_place(q, m);
 		store_index_message(q, m);
 		if (client != NULL)
 			client->committed(client, 0);
@@ -1010,7 +1242,7 @@ static void store_message_done(struct queue *q, struct queue_message *m)
 	uint64_t salt;
 	struct commit_location loc;
 	int error = 0;
-	uint8_t *p = store_reserve_for(q, m, size, &salt, &loc, &error);
+	uint8_t *p = store_reserve_state(q, m, size, &salt, &loc, &error);
 	if (p != NULL)
 		record_encode_id(p, size, salt, RECORD_MESSAGE_DONE, &rid);
 	else
@@ -1019,10 +1251,11 @@ static void store_message_done(struct queue *q, struct queue_message *m)
 			  "recipients' outcomes are recorded; it is dropped at the next start\"",
 			  m->id, strerror(-error));
 	log_event(LOG_LEVEL_INFO, "event=message_done queue_id=%s nrcpt=%u", m->id, m->nrcpt);
+	store_message_unplace(q, m);
 	store_stored_unlink(q, m);
-	/* Its segments may go now: whatever a crash leaves of it can only be
-	 * its own records, and those without the rest no longer make a
-	 * message (or make one whose every recipient is recorded as ended). */
+	/* Its segments may go now. The segment holding MESSAGE_DONE (or, when
+	 * that could not be written, its outcomes) stays until they have:
+	 * store_reserve_state made it depend on them. */
 	store_message_drop(q, m);
 }
 
@@ -1035,6 +1268,7 @@ static void store_rcpt_done(struct queue *q, struct store_rcpt *r, enum queue_ou
 	if (r->finished)
 		return;
 	r->finished = true;
+	r->failed = outcome == QUEUE_FAILED;
 	struct record_rcpt_state rs = {
 		.recipient = r->index,
 		.time_ms = (int64_t)time(NULL) * 1000,
@@ -1047,7 +1281,7 @@ static void store_rcpt_done(struct queue *q, struct store_rcpt *r, enum queue_ou
 	uint64_t salt;
 	struct commit_location loc;
 	int error = 0;
-	uint8_t *p = store_reserve_for(q, m, size, &salt, &loc, &error);
+	uint8_t *p = store_reserve_state(q, m, size, &salt, &loc, &error);
 	if (p != NULL)
 		record_encode_rcpt_state(p, size, salt, type, &rs);
 	else
@@ -1126,14 +1360,472 @@ void queue_rcpt_finish(struct queue *q, struct queue_rcpt *qr, enum queue_outcom
 	worker_send(owner->worker, &d->link, store_done_handle);
 }
 
+/* ---- compaction ----------------------------------------------------------- */
+
+/*
+ * One job at a time per worker (queue.h, "Compaction"): the live messages
+ * of the most-dead segment below the threshold, up to a batch's worth of
+ * body bytes, are read back with io_uring reads, written again as one run
+ * of records each, and switched to their copy once it is durable.
+ */
+static void store_compact_close_files(struct store_compaction *job)
+{
+	for (uint32_t i = 0; i < job->nfds; i++)
+		close(job->fds[i]);
+	job->nfds = 0;
+}
+
+static void store_compaction_free(struct store_compaction *job)
+{
+	if (job == NULL)
+		return;
+	store_compact_close_files(job);
+	for (uint32_t i = 0; i < job->ncopies; i++)
+		free(job->copies[i].extents);
+	free(job->copies);
+	free(job->reads);
+	free(job->data);
+	free(job);
+}
+
+/* A read-only fd of one of q's segments, opened once per job. */
+static int store_compact_fd(struct store_compaction *job, uint64_t sequence)
+{
+	for (uint32_t i = 0; i < job->nfds; i++)
+		if (job->fd_sequences[i] == sequence)
+			return job->fds[i];
+	if (job->nfds == STORE_COMPACT_MAX_FILES)
+		return -EMFILE;
+	char name[SEGMENT_NAME_MAX];
+	segment_name(name, job->q->index, sequence);
+	int fd = openat(job->q->store->dir_fd, name, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		int e = errno;
+		log_event(LOG_LEVEL_ERROR, "event=compaction_open_failed segment=%s error=\"%s\"",
+			  name, strerror(e));
+		return -e;
+	}
+	job->fds[job->nfds] = fd;
+	job->fd_sequences[job->nfds++] = sequence;
+	return fd;
+}
+
+/* The closed segment with the least live weight for its size, below the
+ * threshold; NULL when none is worth a copy. */
+static struct store_segment *store_compact_victim(struct queue *q)
+{
+	unsigned __int128 pct = q->store->cfg.compact_threshold;
+	struct store_segment *best = NULL;
+	for (size_t i = 0; i < q->nsegments; i++) {
+		struct store_segment *seg = &q->segments[i];
+		if (!seg->closed || seg->live == 0 || seg->no_compact || seg->bytes == 0)
+			continue;
+		/* A message still being received or committed here weighs
+		 * nothing yet, and cannot move: wait until it settles. */
+		if (seg->live > seg->placed)
+			continue;
+		if ((unsigned __int128)seg->live_bytes * 100 >= seg->bytes * pct)
+			continue;
+		if (best == NULL || (unsigned __int128)seg->live_bytes * best->bytes <
+					    (unsigned __int128)best->live_bytes * seg->bytes)
+			best = seg;
+	}
+	return best;
+}
+
+/* The stored messages whose data spans the victim, up to one batch of
+ * body bytes (at least one message, whatever its size). */
+static int store_compact_gather(struct store_compaction *job, struct queue *q, uint64_t victim)
+{
+	uint64_t from = victim > q->max_span ? victim - q->max_span : 1;
+	size_t bytes = 0, cap = q->store->cfg.batch_cap;
+	job->ncopies = 0;
+	for (size_t i = store_segment_lower_bound(q, from);
+	     i < q->nsegments && q->segments[i].sequence <= victim; i++) {
+		for (struct queue_message *m = q->segments[i].messages; m != NULL;
+		     m = m->seg_next) {
+			if (m->last_sequence < victim || m->state != STORE_STORED || m->compacting)
+				continue;
+			if (job->ncopies == STORE_COMPACT_MAX_MESSAGES ||
+			    (job->ncopies > 0 && bytes + m->body_len > cap))
+				return 0;
+			if (job->ncopies == job->copies_cap) {
+				uint32_t more_cap = job->copies_cap ? job->copies_cap * 2 : 16;
+				struct store_copy *more =
+					realloc(job->copies, more_cap * sizeof(*more));
+				if (more == NULL)
+					return -ENOMEM;
+				job->copies = more;
+				job->copies_cap = more_cap;
+			}
+			job->copies[job->ncopies++] = (struct store_copy){.m = m, .body_at = bytes};
+			bytes += m->body_len;
+		}
+	}
+	return 0;
+}
+
+/* Append a copy of c->m: envelope, body, commit, then the outcomes of
+ * its ended recipients, as one run of records. */
+static int store_compact_encode(struct queue *q, struct store_copy *c, const uint8_t *body)
+{
+	struct queue_message *m = c->m;
+	/* Its strings, as stored: sender, client, helo, params, recipients. */
+	const char *client = m->text + m->sender_len + 1;
+	const char *helo = client + strlen(client) + 1;
+	const char *p = helo + strlen(helo) + 1;
+	size_t nparams = 0;
+	for (const char *q2 = p; q2 < m->rcpts[0].address; q2 += strlen(q2) + 1)
+		nparams++;
+	struct record_string rs[nparams + m->nrcpt];
+	for (size_t i = 0; i < nparams; i++, p += strlen(p) + 1)
+		rs[i] = (struct record_string){p, (uint16_t)strlen(p)};
+	for (uint32_t i = 0; i < m->nrcpt; i++)
+		rs[nparams + i] = (struct record_string){m->rcpts[i].address, m->rcpts[i].len};
+	struct record_envelope env = {
+		.arrival_ms = m->arrival_ms,
+		.client = {client, (uint16_t)strlen(client)},
+		.helo = {helo, (uint16_t)strlen(helo)},
+		.sender = {m->text, m->sender_len},
+		.nparams = (uint16_t)nparams,
+		.nrecipients = (uint16_t)m->nrcpt,
+	};
+	memcpy(env.id, m->id, RECORD_ID_LEN);
+	size_t size = record_size(record_envelope_payload_size(&env, rs));
+	uint64_t salt;
+	int error = 0;
+	uint8_t *rec = store_reserve_for(q, m, size, &salt, &c->envelope, &error);
+	if (rec == NULL)
+		return error;
+	record_encode_envelope(rec, size, salt, &env, rs);
+
+	uint32_t nchunks = (uint32_t)((m->body_len + STORE_BODY_CHUNK - 1) / STORE_BODY_CHUNK);
+	c->extents = nchunks ? malloc(nchunks * sizeof(*c->extents)) : NULL;
+	if (nchunks > 0 && c->extents == NULL)
+		return -ENOMEM;
+	for (uint64_t at = 0; at < m->body_len; c->nextents++) {
+		size_t n = m->body_len - at < STORE_BODY_CHUNK ? (size_t)(m->body_len - at)
+							       : STORE_BODY_CHUNK;
+		struct record_body rb = {
+			.chunk = c->nextents, .data = body + at, .len = (uint32_t)n};
+		memcpy(rb.id, m->id, RECORD_ID_LEN);
+		size = record_size(RECORD_ID_LEN + 4 + n);
+		struct commit_location loc;
+		if ((rec = store_reserve_for(q, m, size, &salt, &loc, &error)) == NULL)
+			return error;
+		record_encode_body(rec, size, salt, &rb);
+		c->extents[c->nextents] = (struct store_extent){
+			loc.sequence, loc.offset + RECORD_HEADER_SIZE + RECORD_ID_LEN + 4,
+			(uint32_t)n};
+		at += n;
+	}
+
+	struct record_commit rc = {.body_len = m->body_len, .nchunks = c->nextents};
+	memcpy(rc.id, m->id, RECORD_ID_LEN);
+	size = record_size(RECORD_ID_LEN + 12);
+	if ((rec = store_reserve_for(q, m, size, &salt, &c->commit, &error)) == NULL)
+		return error;
+	record_encode_commit(rec, size, salt, &rc);
+
+	for (uint32_t i = 0; i < m->nrcpt; i++) {
+		const struct store_rcpt *r = &m->rcpts[i];
+		if (!r->finished)
+			continue;
+		struct record_rcpt_state st = {
+			.recipient = r->index,
+			.time_ms = (int64_t)time(NULL) * 1000,
+			.reason = {"", 0},
+		};
+		memcpy(st.id, m->id, RECORD_ID_LEN);
+		size = record_size(RECORD_ID_LEN + 14 + 2);
+		struct commit_location loc;
+		if ((rec = store_reserve_state(q, m, size, &salt, &loc, &error)) == NULL)
+			return error;
+		record_encode_rcpt_state(rec, size, salt,
+					 r->failed ? RECORD_RCPT_FAILED : RECORD_RCPT_DELIVERED,
+					 &st);
+	}
+	return 0;
+}
+
+/* The copy is durable: the message is its copy from now on, and the
+ * segments before the copy no longer count it. */
+static void store_compact_switch(struct queue *q, struct store_copy *c)
+{
+	struct queue_message *m = c->m;
+	uint64_t old_first = m->first_sequence;
+	free(m->extents);
+	m->extents = c->extents;
+	c->extents = NULL;
+	m->nextents = m->extents_cap = m->nchunks = c->nextents;
+	m->envelope = c->envelope;
+	m->commit = c->commit;
+	m->first_sequence = c->envelope.sequence;
+	store_message_place(q, m);
+	store_segments_hold_range(q, m, old_first, m->first_sequence - 1, -1);
+}
+
+static void store_compact_committed(struct commit_waiter *w, int status)
+{
+	struct store_compaction *job =
+		(struct store_compaction *)((char *)w - offsetof(struct store_compaction, waiter));
+	struct queue *q = job->q;
+	uint64_t moved = 0, bytes = 0, failed = 0;
+	for (uint32_t i = 0; i < job->ncopies; i++) {
+		struct store_copy *c = &job->copies[i];
+		struct queue_message *m = c->m;
+		m->compacting = false;
+		if (m->dropped) {
+			/* It ended meanwhile: its holds are gone, its copy is
+			 * dead space behind its MESSAGE_DONE. */
+			store_message_free(m);
+		} else if (c->written && status == 0) {
+			store_compact_switch(q, c);
+			moved++;
+			bytes += m->body_len;
+		} else {
+			/* The old copy stays the message; what the copy reached
+			 * beyond it no longer counts it. */
+			if (m->last_sequence > c->saved_last) {
+				store_segments_hold_range(q, m, c->saved_last + 1, m->last_sequence,
+							  -1);
+				m->last_sequence = c->saved_last;
+			}
+			store_message_place(q, m);
+			failed++;
+		}
+		free(c->extents);
+		c->extents = NULL;
+	}
+	char name[SEGMENT_NAME_MAX];
+	segment_name(name, q->index, job->victim);
+	if (failed > 0) {
+		log_event(LOG_LEVEL_WARN,
+			  "event=compaction_failed segment=%s messages=%llu error=\"%s\" "
+			  "note=\"the messages stay where they are; tried again later\"",
+			  name, (unsigned long long)failed, strerror(status < 0 ? -status : EIO));
+		q->compact_retry_ms = (q->worker != NULL ? q->worker->now_ms : worker_clock_ms()) +
+				      STORE_COMPACT_RETRY_MS;
+	}
+	if (moved > 0)
+		log_event(LOG_LEVEL_INFO,
+			  "event=segment_compacted segment=%s messages=%llu bytes=%llu", name,
+			  (unsigned long long)moved, (unsigned long long)bytes);
+	q->compact_stats.jobs++;
+	q->compact_stats.messages += moved;
+	q->compact_stats.bytes += bytes;
+	q->compact_stats.failed += failed;
+	job->ncopies = 0;
+	job->busy = false;
+	q->compact_dirty = true;
+}
+
+/* Every read is back: write the copies, then wait for their sync. */
+static void store_compact_write(struct store_compaction *job)
+{
+	struct queue *q = job->q;
+	store_compact_close_files(job);
+	bool stop = q->writer == NULL;
+	uint32_t written = 0;
+	int first_error = 0;
+	for (uint32_t i = 0; i < job->ncopies; i++) {
+		struct store_copy *c = &job->copies[i];
+		if (c->m->dropped || c->error != 0)
+			continue;
+		if (stop) {
+			c->error = -ECANCELED;
+			continue;
+		}
+		c->saved_last = c->m->last_sequence;
+		int r = store_compact_encode(q, c, job->data + c->body_at);
+		if (r != 0) {
+			/* Records reserved so far make no message without their
+			 * COMMIT; the rest waits for the next job. */
+			c->error = r;
+			first_error = first_error ? first_error : r;
+			stop = true;
+			continue;
+		}
+		c->written = true;
+		written++;
+	}
+	job->waiter.done = store_compact_committed;
+	if (written > 0)
+		commit_wait(q->writer, &job->waiter);
+	else
+		store_compact_committed(&job->waiter, first_error ? first_error : -ECANCELED);
+}
+
+static void store_compact_read_done(struct worker_op *op, const struct io_uring_cqe *cqe)
+{
+	struct store_read *rd = (struct store_read *)((char *)op - offsetof(struct store_read, op));
+	struct store_compaction *job = rd->job;
+	if (cqe->res != (int)rd->len && job->copies[rd->copy].error == 0)
+		job->copies[rd->copy].error = cqe->res < 0 ? cqe->res : -EIO;
+	if (--job->reads_left == 0)
+		store_compact_write(job);
+}
+
+/* Queue the reads of every copy's body; returns how many. */
+static uint32_t store_compact_read(struct store_compaction *job, size_t total)
+{
+	uint32_t nreads = 0;
+	for (uint32_t i = 0; i < job->ncopies; i++)
+		nreads += job->copies[i].m->nextents;
+	if (nreads > job->reads_cap) {
+		struct store_read *more = realloc(job->reads, nreads * sizeof(*more));
+		if (more == NULL)
+			return UINT32_MAX;
+		job->reads = more;
+		job->reads_cap = nreads;
+	}
+	if (total > job->data_cap) {
+		uint8_t *more = realloc(job->data, total);
+		if (more == NULL)
+			return UINT32_MAX;
+		job->data = more;
+		job->data_cap = total;
+	}
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < job->ncopies; i++) {
+		struct store_copy *c = &job->copies[i];
+		size_t at = c->body_at;
+		for (uint32_t k = 0; k < c->m->nextents; k++) {
+			const struct store_extent *e = &c->m->extents[k];
+			int fd = store_compact_fd(job, e->sequence);
+			if (fd < 0) {
+				c->error = fd;
+				break;
+			}
+			struct store_read *rd = &job->reads[n++];
+			*rd = (struct store_read){.op.complete = store_compact_read_done,
+						  .job = job,
+						  .copy = i,
+						  .len = e->len};
+			struct io_uring_sqe *sqe = worker_sqe(job->q->worker);
+			io_uring_prep_read(sqe, fd, job->data + at, e->len, e->offset);
+			worker_sqe_set_op(sqe, &rd->op);
+			at += e->len;
+		}
+	}
+	return n;
+}
+
+/* Loop turn: start a job if one is due and none runs. */
+static void store_compact_maybe_start(struct queue *q)
+{
+	struct queue_store *st = q->store;
+	if (st->cfg.compact_threshold == 0 || !q->compact_dirty || q->writer == NULL ||
+	    q->worker == NULL || q->worker->shutting_down)
+		return;
+	struct store_compaction *job = q->compaction;
+	if (job != NULL && job->busy)
+		return;
+	if (q->worker->now_ms < q->compact_retry_ms || commit_over_cap(q->writer))
+		return; /* later: the writer has work enough */
+	struct store_segment *victim = store_compact_victim(q);
+	if (victim == NULL) {
+		q->compact_dirty = false;
+		return;
+	}
+	if (job == NULL) {
+		job = q->compaction = calloc(1, sizeof(*job));
+		if (job == NULL)
+			return;
+		job->q = q;
+	}
+	job->victim = victim->sequence;
+	if (store_compact_gather(job, q, job->victim) != 0 || job->ncopies == 0) {
+		/* Nothing there can move now (being received, or being
+		 * copied): look again once its count changes. */
+		victim->no_compact = job->ncopies == 0;
+		job->ncopies = 0;
+		return;
+	}
+	size_t total = 0;
+	for (uint32_t i = 0; i < job->ncopies; i++) {
+		struct queue_message *m = job->copies[i].m;
+		m->compacting = true;
+		/* Out of its segments' lists and weights until it settles:
+		 * the copy's records widen its range meanwhile. */
+		store_message_unplace(q, m);
+		total += m->body_len;
+	}
+	job->busy = true;
+	job->reads_left = store_compact_read(job, total);
+	if (job->reads_left == UINT32_MAX) {
+		job->reads_left = 0;
+		for (uint32_t i = 0; i < job->ncopies; i++)
+			job->copies[i].error = -ENOMEM;
+	}
+	if (job->reads_left == 0)
+		store_compact_write(job);
+}
+
+void queue_compaction_stats(const struct queue *q, struct queue_compaction_stats *out)
+{
+	*out = q->compact_stats;
+	out->running = q->compaction != NULL && q->compaction->busy;
+}
+
 /* ---- recovery into the store ------------------------------------------- */
 
 static int store_by_id_add(struct queue_store *st, struct queue_message *m);
+
+static struct queue_message *store_by_id_find(const struct queue_store *st, const char *id);
+
+static int store_extents_from(struct queue_message *m, const struct recover_message *rm)
+{
+	struct store_extent *extents = NULL;
+	if (rm->nextents > 0) {
+		extents = malloc(rm->nextents * sizeof(*extents));
+		if (extents == NULL)
+			return -ENOMEM;
+		for (uint32_t i = 0; i < rm->nextents; i++)
+			extents[i] = (struct store_extent){
+				rm->extents[i].sequence, rm->extents[i].offset, rm->extents[i].len};
+	}
+	free(m->extents);
+	m->extents = extents;
+	m->nextents = m->extents_cap = rm->nextents;
+	m->nchunks = rm->nextents;
+	m->body_len = rm->body_len;
+	m->writer = rm->worker;
+	m->first_sequence = rm->first_sequence;
+	m->last_sequence = rm->last_sequence;
+	m->envelope = (struct commit_location){rm->envelope_sequence, rm->envelope_offset};
+	return 0;
+}
+
+/*
+ * A second copy of a message already read: compaction copied it forward
+ * and the process stopped before the old segment was deleted. Both hold
+ * the same envelope and body; outcomes read so far stay (they only ever
+ * end recipients, so the union is right whichever copy they followed).
+ * The copy kept is the later one of the same writer, or the one in a
+ * writer that still runs.
+ */
+static int store_recover_duplicate(struct queue_store *st, struct queue_message *m,
+				   const struct recover_message *rm)
+{
+	uint32_t home = rm->worker % st->cfg.workers;
+	bool take = rm->worker == m->writer || (rm->worker == home && m->writer != home);
+	if (!take)
+		return 0;
+	uint64_t origin = m->writer == rm->worker ? m->origin_sequence : rm->first_sequence;
+	int r = store_extents_from(m, rm);
+	if (r == 0)
+		m->origin_sequence = origin < rm->first_sequence ? origin : rm->first_sequence;
+	return r;
+}
 
 static int store_recover_message(void *arg, const struct recover_message *rm)
 {
 	struct queue_store *st = arg;
 	const struct record_envelope *env = rm->envelope;
+	struct queue_message *dup = store_by_id_find(st, env->id);
+	if (dup != NULL)
+		return store_recover_duplicate(st, dup, rm);
 	size_t nstrings = 3 + (size_t)env->nparams + env->nrecipients;
 	const char *strings[nstrings];
 	size_t lens[nstrings];
@@ -1159,21 +1851,11 @@ static int store_recover_message(void *arg, const struct recover_message *rm)
 	m->counted = true;
 	m->sender_len = env->sender.len;
 	m->arrival_ms = env->arrival_ms;
-	m->body_len = rm->body_len;
-	m->nchunks = rm->nextents;
-	m->first_sequence = rm->first_sequence;
-	m->last_sequence = rm->last_sequence;
-	if (rm->nextents > 0) {
-		m->extents = malloc(rm->nextents * sizeof(*m->extents));
-		if (m->extents == NULL) {
-			store_message_free(m);
-			return -ENOMEM;
-		}
-		for (uint32_t i = 0; i < rm->nextents; i++)
-			m->extents[i] = (struct store_extent){
-				rm->extents[i].sequence, rm->extents[i].offset, rm->extents[i].len};
-		m->nextents = m->extents_cap = rm->nextents;
+	if (store_extents_from(m, rm) != 0) {
+		store_message_free(m);
+		return -ENOMEM;
 	}
+	m->origin_sequence = m->first_sequence;
 	store_stored_link(q, m);
 	return store_by_id_add(st, m);
 }
@@ -1192,6 +1874,10 @@ static void store_recover_segment(void *arg, const struct recover_segment *seg)
 	struct store_segment *s = store_segment_add(q, seg->sequence, seg->file_size, false);
 	if (s != NULL)
 		s->closed = true; /* never appended to again */
+	if (st->scan_depend.worker == seg->worker && st->scan_depend.sequence == seg->sequence) {
+		store_segment_depend(q, seg->sequence, st->scan_depend.lo, st->scan_depend.hi);
+		st->scan_depend.sequence = 0;
+	}
 	st->summary.segments++;
 	st->summary.torn += seg->verdict == RECOVER_TORN;
 }
@@ -1241,11 +1927,25 @@ static struct queue_message *store_by_id_find(const struct queue_store *st, cons
 	}
 }
 
-/* A state record pins its segment as long as its message lives. */
-static void store_recover_extend(struct queue_message *m, uint32_t worker, uint64_t sequence)
+/*
+ * A state record read in (worker, sequence): that segment must outlive
+ * m's data, as at run time (store_reserve_state). The segment is added
+ * once all its records are read, so the range waits here until then.
+ */
+static void store_recover_depend(struct queue_store *st, const struct queue_message *m,
+				 uint32_t worker, uint64_t sequence)
 {
-	if (worker == m->writer && sequence > m->last_sequence)
-		m->last_sequence = sequence;
+	if (worker != m->writer)
+		return; /* another writer's files are never deleted */
+	if (st->scan_depend.worker != worker || st->scan_depend.sequence != sequence) {
+		st->scan_depend.worker = worker;
+		st->scan_depend.sequence = sequence;
+		st->scan_depend.lo = st->scan_depend.hi = 0;
+	}
+	if (st->scan_depend.lo == 0 || m->origin_sequence < st->scan_depend.lo)
+		st->scan_depend.lo = m->origin_sequence;
+	if (m->last_sequence > st->scan_depend.hi)
+		st->scan_depend.hi = m->last_sequence;
 }
 
 static int store_recover_state(void *arg, enum record_type type, const struct record_rcpt_state *rs,
@@ -1255,10 +1955,11 @@ static int store_recover_state(void *arg, enum record_type type, const struct re
 	struct queue_message *m = store_by_id_find(st, rs->id);
 	if (m == NULL || rs->recipient >= m->nrcpt)
 		return 0; /* its message is gone (done, or never committed) */
-	store_recover_extend(m, worker, sequence);
+	store_recover_depend(st, m, worker, sequence);
 	struct store_rcpt *r = &m->rcpts[rs->recipient];
 	if ((type == RECORD_RCPT_DELIVERED || type == RECORD_RCPT_FAILED) && !r->finished) {
 		r->finished = true;
+		r->failed = type == RECORD_RCPT_FAILED;
 		m->remaining--;
 	}
 	return 0;
@@ -1272,7 +1973,7 @@ static int store_recover_done(void *arg, const struct record_id *id, uint32_t wo
 	struct queue_message *m = store_by_id_find(st, id->id);
 	if (m != NULL) {
 		m->done = true;
-		store_recover_extend(m, worker, sequence);
+		store_recover_depend(st, m, worker, sequence);
 	}
 	return 0;
 }
@@ -1389,13 +2090,14 @@ int queue_store_open(struct queue_store **out, const struct queue_store_config *
 				continue;
 			}
 			store_segments_hold(q, m, +1);
+			store_message_place(q, m);
 			m->counted = true;
 			store_index_message(q, m);
 			st->summary.recipients += m->remaining;
 			st->summary.messages++;
 		}
-		for (size_t i = q->nsegments; i > 0; i--)
-			store_segment_maybe_delete(q, &q->segments[i - 1]);
+		store_segments_collect(q, 0);
+		q->compact_dirty = true;
 	}
 	free(st->by_id); /* state records only come from disk at start */
 	st->by_id = NULL;
@@ -1438,6 +2140,7 @@ void queue_store_close(struct queue_store *st)
 			free(q->outbox[k]);
 		free(q->outbox);
 		free(q->segments);
+		store_compaction_free(q->compaction);
 	}
 	if (st->dir_fd >= 0)
 		close(st->dir_fd);

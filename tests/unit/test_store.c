@@ -205,10 +205,17 @@ static void t_pump_quiet(void)
 	}
 }
 
+/* Until nothing is pending, and one more turn starts nothing new (a
+ * flush may start a compaction job, as the worker's next turn would). */
 static void t_pump_idle(void)
 {
-	for (unsigned n = 0; !t_idle(); n++) {
+	for (unsigned n = 0;; n++) {
 		cr_assert_lt(n, T_MAX_TURNS, "the store never became idle");
+		if (t_idle()) {
+			t_turn();
+			if (t_idle())
+				return;
+		}
 		t_turn();
 	}
 }
@@ -2009,4 +2016,260 @@ Test(store, finished_messages_are_dead_space_and_their_segments_go)
 	/* Closed segments held nothing live: only each writer's newest
 	 * (with the outcome records) may remain. */
 	cr_assert_leq(t_segments(), ts.nworkers, "%u segments left of %u", t_segments(), before);
+}
+
+/* ---- compaction ------------------------------------------------------------- */
+
+static struct queue_compaction_stats t_compaction(void)
+{
+	struct queue_compaction_stats sum = {0};
+	for (uint32_t w = 0; w < ts.nworkers; w++) {
+		struct queue_compaction_stats s;
+		queue_compaction_stats(ts.queues[w], &s);
+		sum.jobs += s.jobs;
+		sum.messages += s.messages;
+		sum.bytes += s.bytes;
+		sum.failed += s.failed;
+		sum.deleted += s.deleted;
+		sum.running += s.running;
+	}
+	return sum;
+}
+
+static bool t_segment_exists(uint64_t sequence)
+{
+	char name[64];
+	snprintf(name, sizeof(name), "w000-%012llu.seg", (unsigned long long)sequence);
+	return t_exists(ts.spool, "segments", name);
+}
+
+enum { T_SPREAD = 40, T_KEEP_EVERY = 8, T_SPREAD_BODY = 60000 };
+
+/* T_SPREAD messages of 60 KB over 1 MiB segments (three of them); every
+ * 8th also goes to keep.example, every one to gone.example. */
+static void t_spread(struct t_client *c, const uint8_t *body)
+{
+	for (unsigned i = 0; i < T_SPREAD; i++) {
+		const char *keep[] = {"kim@keep.example", "gus@gone.example"};
+		const char *gone[] = {"gus@gone.example"};
+		t_client_init(&c[i]);
+		bool kept = i % T_KEEP_EVERY == 0;
+		cr_assert_eq(t_begin_on(ts.queues[0], &c[i], "alice@client.example",
+					kept ? keep : gone, kept ? 2 : 1),
+			     0);
+		cr_assert_geq(t_write(&c[i], body, T_SPREAD_BODY, 16384), 0);
+		t_commit(&c[i]);
+		t_pump_until_committed(&c[i], 1);
+	}
+	t_pump_idle();
+}
+
+static void t_expect_kept(struct t_client *c, const uint8_t *body)
+{
+	static const char *const rcpts[] = {"kim@keep.example", "gus@gone.example"};
+	for (unsigned i = 0; i < T_SPREAD; i++) {
+		if (i % T_KEEP_EVERY == 0)
+			t_expect_message(c[i].id, "alice@client.example", rcpts, 2, body,
+					 T_SPREAD_BODY);
+		else
+			cr_assert_not(t_present(c[i].id), "finished message %u came back", i);
+	}
+	static char ids[T_SPREAD + 1][QUEUE_ID_LEN + 1];
+	unsigned n = t_domain_ids("keep.example", ids, T_SPREAD + 1);
+	cr_assert_eq(n, T_SPREAD / T_KEEP_EVERY, "%u recipients queued for keep.example", n);
+	for (unsigned i = 0; i < n; i++)
+		for (unsigned k = i + 1; k < n; k++)
+			cr_assert_str_neq(ids[i], ids[k], "%s is queued twice", ids[i]);
+	cr_assert_eq(t_domain_ids("gone.example", ids, T_SPREAD + 1), 0,
+		     "a delivered recipient is queued again");
+}
+
+/*
+ * Segments left mostly dead by delivered mail are compacted: their live
+ * messages are copied forward and the old files deleted. The copies are
+ * the messages byte for byte, with the outcomes of recipients already
+ * delivered, before and after a restart.
+ */
+Test(store, mostly_dead_segments_are_compacted_and_their_live_mail_kept)
+{
+	ts.cfg.segment_size = 1u << 20;
+	ts.cfg.compact_threshold = 50;
+	t_open();
+	t_start_workers();
+	static struct t_client c[T_SPREAD];
+	uint8_t *body = t_body(T_SPREAD_BODY, 31);
+	t_spread(c, body);
+	cr_assert(t_segment_exists(1) && t_segment_exists(2) && t_segment_exists(3));
+	cr_assert_eq(t_compaction().jobs, 0, "compacted while every message was live");
+
+	cr_assert_eq(t_finish_domain("gone.example", QUEUE_DELIVERED, 1000), T_SPREAD);
+	t_pump_idle();
+	struct queue_compaction_stats cs = t_compaction();
+	cr_assert_geq(cs.messages, 4, "only %llu messages moved", (unsigned long long)cs.messages);
+	cr_assert_eq(cs.failed, 0);
+	cr_assert_not(t_segment_exists(1), "segment 1 (mostly dead) is still there");
+	cr_assert_not(t_segment_exists(2), "segment 2 (mostly dead) is still there");
+	t_expect_kept(c, body);
+
+	t_reopen();
+	struct queue_store_summary sum;
+	queue_store_summary(ts.store, &sum);
+	cr_assert_eq(sum.messages, T_SPREAD / T_KEEP_EVERY);
+	cr_assert_eq(sum.recipients, T_SPREAD / T_KEEP_EVERY,
+		     "a recipient delivered before the copy came back after the restart");
+	t_expect_kept(c, body);
+}
+
+/*
+ * A crash after the copies were synced and before the old segment was
+ * deleted leaves both on disk: recovery serves each message once, with
+ * its outcomes, and the old segment goes.
+ */
+Test(store, crash_between_copy_and_delete_serves_each_message_once)
+{
+	ts.cfg.segment_size = 1u << 20;
+	ts.cfg.compact_threshold = 50;
+	t_open();
+	t_start_workers();
+	static struct t_client c[T_SPREAD];
+	uint8_t *body = t_body(T_SPREAD_BODY, 32);
+	t_spread(c, body);
+	char path[256];
+	snprintf(path, sizeof(path), "%s/segments/w000-000000000001.seg", ts.spool);
+	size_t old_len;
+	uint8_t *old = t_read_file(path, &old_len);
+
+	cr_assert_eq(t_finish_domain("gone.example", QUEUE_DELIVERED, 1000), T_SPREAD);
+	t_pump_idle();
+	cr_assert_not(t_segment_exists(1));
+	t_close();
+	t_write_file(path, old, old_len); /* as if the unlink never happened */
+
+	t_open();
+	struct queue_store_summary sum;
+	queue_store_summary(ts.store, &sum);
+	cr_assert_eq(sum.messages, T_SPREAD / T_KEEP_EVERY, "%llu messages",
+		     (unsigned long long)sum.messages);
+	cr_assert_eq(sum.recipients, T_SPREAD / T_KEEP_EVERY, "%llu recipients",
+		     (unsigned long long)sum.recipients);
+	t_expect_kept(c, body);
+	cr_assert_not(t_segment_exists(1), "the old copy's segment was kept after recovery");
+}
+
+/*
+ * The MESSAGE_DONE of a message lands in a later segment than its data.
+ * When everything in that later segment is finished, it must still wait
+ * for the older one (kept alive by another message): deleted first, a
+ * restart would find the message without its outcomes and deliver it
+ * again. (Compaction off, so only the deletion order is at work.)
+ */
+Test(store, outcomes_outlive_the_segment_holding_their_message)
+{
+	ts.cfg.segment_size = 1u << 20;
+	t_open();
+	t_start_workers();
+	uint8_t *body = t_body(100000, 33);
+	static struct t_client early[11], later[12];
+	/* Segment 1: one message that stays, ten that will be delivered (the
+	 * last of them rolls the writer to segment 2). */
+	for (unsigned i = 0; i < 11; i++) {
+		t_send(&early[i], i == 0 ? "kim@keep.example" : "gus@gone.example", body, 100000);
+		t_pump_until_committed(&early[i], 1);
+	}
+	t_pump_idle();
+	cr_assert(t_segment_exists(2), "the writer never rolled to segment 2");
+	cr_assert_eq(t_finish_domain("gone.example", QUEUE_DELIVERED, 1000), 10);
+	t_pump_idle();
+	/* Their outcomes went to segment 2; fill it, roll, and finish what
+	 * filled it, so that nothing lives in segment 2 any more. */
+	for (unsigned i = 0; i < 12; i++) {
+		t_send(&later[i], "fay@fill.example", body, 100000);
+		t_pump_until_committed(&later[i], 1);
+	}
+	t_pump_idle();
+	cr_assert(t_segment_exists(3), "the writer never rolled past segment 2");
+	cr_assert_eq(t_finish_domain("fill.example", QUEUE_DELIVERED, 1000), 12);
+	t_pump_idle();
+	cr_assert(t_segment_exists(1), "segment 1 holds a live message");
+	cr_assert(t_segment_exists(2),
+		  "segment 2 was deleted while segment 1 still holds the messages it ends");
+
+	t_reopen();
+	struct queue_store_summary sum;
+	queue_store_summary(ts.store, &sum);
+	cr_assert_eq(sum.messages, 1, "%llu messages after the restart (delivered ones came back)",
+		     (unsigned long long)sum.messages);
+	cr_assert(t_present(early[0].id));
+	for (unsigned i = 1; i < 11; i++)
+		cr_assert_not(t_present(early[i].id), "delivered message %u came back", i);
+}
+
+/* A message whose last recipient ends while its copy is being made ends
+ * normally: gone now, gone after a restart, nothing touched twice. */
+Test(store, message_finished_while_its_copy_is_made_ends_cleanly)
+{
+	ts.cfg.segment_size = 1u << 20;
+	ts.cfg.compact_threshold = 50;
+	t_open();
+	t_start_workers();
+	static struct t_client c[T_SPREAD];
+	uint8_t *body = t_body(T_SPREAD_BODY, 34);
+	t_spread(c, body);
+	cr_assert_eq(t_finish_domain("gone.example", QUEUE_DELIVERED, 1000), T_SPREAD);
+	/* One flush writes the outcomes and starts a copy job (its reads
+	 * queued); the kept messages end before any read is back. */
+	queue_flush(ts.queues[0]);
+	cr_assert_eq(t_compaction().running, 1, "no copy job started");
+	cr_assert_eq(t_finish_domain("keep.example", QUEUE_FAILED, 1000), T_SPREAD / T_KEEP_EVERY);
+	t_pump_idle();
+	cr_assert_eq(t_compaction().running, 0);
+	for (unsigned i = 0; i < T_SPREAD; i++)
+		cr_assert_not(t_present(c[i].id), "message %u is still queued", i);
+	t_reopen();
+	struct queue_store_summary sum;
+	queue_store_summary(ts.store, &sum);
+	cr_assert_eq(sum.messages, 0, "%llu finished messages came back",
+		     (unsigned long long)sum.messages);
+}
+
+/* The sync of a copy fails: the messages stay where they were, readable,
+ * and a later job moves them. */
+Test(store, failed_sync_of_a_copy_keeps_the_original)
+{
+#ifndef FERRY_FAULT_POINTS
+	cr_skip_test("needs a build with fault points (Debug or Sanitize)");
+#endif
+	ts.cfg.segment_size = 1u << 20;
+	ts.cfg.compact_threshold = 50;
+	t_open();
+	t_start_workers();
+	static struct t_client c[T_SPREAD];
+	uint8_t *body = t_body(T_SPREAD_BODY, 35);
+	t_spread(c, body);
+	cr_assert_eq(t_finish_domain("gone.example", QUEUE_DELIVERED, 1000), T_SPREAD);
+	/* The outcomes' batch is the next sync, the first copy's the one
+	 * after: that one fails. */
+	char which[32];
+	snprintf(which, sizeof(which), "%u", ts.datasyncs + 2);
+	setenv("FERRY_FAULT_FSYNC", which, 1);
+	for (unsigned n = 0; t_compaction().failed == 0; n++) {
+		cr_assert_lt(n, T_MAX_TURNS, "the copy's sync never failed");
+		t_turn();
+	}
+	unsetenv("FERRY_FAULT_FSYNC");
+	t_expect_kept(c, body);
+	/* Retried after a pause (a second), then done. */
+	for (unsigned n = 0; t_segment_exists(1) || t_segment_exists(2); n++) {
+		cr_assert_lt(n, 400, "the old segments were never compacted after the failure");
+		usleep(10000);
+		t_turn();
+	}
+	t_pump_idle();
+	t_expect_kept(c, body);
+	t_reopen();
+	struct queue_store_summary sum;
+	queue_store_summary(ts.store, &sum);
+	cr_assert_eq(sum.messages, T_SPREAD / T_KEEP_EVERY);
+	cr_assert_eq(sum.recipients, T_SPREAD / T_KEEP_EVERY);
+	t_expect_kept(c, body);
 }
