@@ -308,35 +308,51 @@ static const char *admin_answer(struct admin *a, char *line, struct buf *answer)
 	}
 
 	const char *why;
-	struct admin_request *req =
-		admin_ask_workers(a, command, arg != NULL ? arg : "", arg_len, &why);
+	struct admin_request *req;
+	struct admin_part *shown = NULL;
+	struct buf headers = {0};
+	char why_headers[256];
+	int headers_status = 0;
+	/* A show's body extents are read here, after the worker answered; a
+	 * compaction may have moved the message in between (its old segment
+	 * is gone): then ask once more. */
+	for (int attempt = 0;; attempt++) {
+		req = admin_ask_workers(a, command, arg != NULL ? arg : "", arg_len, &why);
+		if (req == NULL || command != ADMIN_SHOW)
+			break;
+		shown = NULL;
+		for (uint32_t i = 0; i < req->nparts && shown == NULL; i++)
+			if (req->parts[i].found)
+				shown = &req->parts[i];
+		if (shown == NULL)
+			break;
+		headers.start = headers.end = 0;
+		headers_status = admin_read_headers(a, buf_head(&shown->out), buf_len(&shown->out),
+						    &headers, why_headers, sizeof(why_headers));
+		if (headers_status != -ENOENT || attempt > 0)
+			break;
+		admin_request_release(req, false);
+	}
 	if (req == NULL) {
 		buf_printf(answer, "error: %s\n", why);
 		return admin_command_names[command];
 	}
-	struct admin_part *shown = NULL;
-	for (uint32_t i = 0; i < req->nparts && shown == NULL; i++)
-		if (req->parts[i].found)
-			shown = &req->parts[i];
 	if (command == ADMIN_SHOW && shown == NULL) {
 		buf_printf(answer, "error: no message %s in the queue\n", arg);
 	} else if (command == ADMIN_SHOW) {
-		struct buf headers = {0};
-		char why_headers[256];
 		buf_printf(answer, "ok\n");
 		buf_append(answer, buf_head(&shown->out), buf_len(&shown->out));
-		if (admin_read_headers(a, buf_head(&shown->out), buf_len(&shown->out), &headers,
-				       why_headers, sizeof(why_headers)) != 0)
+		if (headers_status != 0)
 			buf_printf(answer, "headers-error %s\n", why_headers);
 		buf_printf(answer, "\n");
 		buf_append(answer, buf_head(&headers), buf_len(&headers));
-		buf_release(&headers);
 	} else {
 		buf_printf(answer, "ok\n");
 		for (uint32_t i = 0; i < req->nparts; i++)
 			buf_append(answer, buf_head(&req->parts[i].out),
 				   buf_len(&req->parts[i].out));
 	}
+	buf_release(&headers);
 	admin_request_release(req, false);
 	return admin_command_names[command];
 }

@@ -467,6 +467,13 @@ int recover_spool(int dir_fd, int quarantine_fd, bool read_only, const struct re
 			.worker = f->worker, .sequence = f->sequence, .name = f->name};
 		int fd = openat(dir_fd, f->name, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
 		struct stat stbuf;
+		if (fd < 0 && errno == ENOENT && read_only) {
+			/* A running ferryd deleted it since the listing (its
+			 * messages finished, or were compacted into a segment
+			 * the listing may not name): the view would miss them. */
+			status = -ESTALE;
+			break;
+		}
 		if (fd < 0 || fstat(fd, &stbuf) != 0) {
 			log_event(LOG_LEVEL_ERROR,
 				  "event=segment_unreadable segment=%s error=\"%s\"", f->name,

@@ -80,6 +80,14 @@ struct recover_stats {
 /*
  * Scan every segment in dir_fd (<spool>/segments), quarantining into
  * quarantine_fd unless read_only. Returns 0 or the first hook error.
+ *
+ * Read-only readers may look at the spool of a running ferryd. A listed
+ * segment that is gone when opened makes it -ESTALE: ferryd deleted it
+ * meanwhile, possibly after compacting its messages into a segment the
+ * listing does not name; read again from scratch. They may also find a
+ * message twice (compaction copied it and has not yet deleted the old
+ * segment): the two copies hold the same envelope and body, and outcomes
+ * apply to the message by id, whichever copy is kept.
  */
 int recover_spool(int dir_fd, int quarantine_fd, bool read_only, const struct recover_hooks *hooks,
 		  struct recover_stats *stats);

@@ -613,6 +613,7 @@ struct off_message {
 	struct recover_extent *extents;
 	uint32_t nextents;
 	bool done;
+	size_t order; /* read order: of two copies, the later is kept */
 };
 
 /* A state change: applied once every message is known (the record of a
@@ -722,6 +723,7 @@ static int off_on_message(void *arg, const struct recover_message *rm)
 		sp->messages = more;
 		sp->messages_cap = cap;
 	}
+	m->order = sp->nmessages;
 	sp->messages[sp->nmessages++] = m;
 	return 0;
 fail:
@@ -788,6 +790,35 @@ static int off_message_cmp(const void *a, const void *b)
 	return strcmp((*(struct off_message *const *)a)->id, (*(struct off_message *const *)b)->id);
 }
 
+/* By id, then read order. */
+static int off_message_order_cmp(const void *a, const void *b)
+{
+	const struct off_message *x = *(struct off_message *const *)a;
+	const struct off_message *y = *(struct off_message *const *)b;
+	int c = strcmp(x->id, y->id);
+	return c != 0 ? c : (x->order > y->order) - (x->order < y->order);
+}
+
+/*
+ * Compaction copies a message forward and deletes the old segment once
+ * the copy is synced: between the two (or after a crash there) both
+ * copies are on disk. They hold the same envelope and body; show the
+ * later one, once. Outcomes apply by id to whichever is kept.
+ */
+static void off_drop_duplicates(struct off_spool *sp)
+{
+	size_t kept = 0;
+	for (size_t i = 0; i < sp->nmessages; i++) {
+		if (i + 1 < sp->nmessages &&
+		    strcmp(sp->messages[i]->id, sp->messages[i + 1]->id) == 0) {
+			off_message_free(sp->messages[i]);
+			continue;
+		}
+		sp->messages[kept++] = sp->messages[i];
+	}
+	sp->nmessages = kept;
+}
+
 static struct off_message *off_find(struct off_spool *sp, const char *id)
 {
 	struct off_message key, *k = &key;
@@ -846,8 +877,17 @@ static int off_read_spool(const char *dir, struct off_spool *sp, int *segments_f
 	};
 	struct recover_stats stats;
 	/* Read-only: nothing is cut or quarantined; a running ferryd's spool
-	 * is left exactly as it is. */
-	int r = recover_spool(*segments_fd, -1, true, &hooks, &stats);
+	 * is left exactly as it is. A segment it deleted under the scan makes
+	 * the view stale (recover.h): read again. */
+	int r;
+	for (int attempt = 0;; attempt++) {
+		r = recover_spool(*segments_fd, -1, true, &hooks, &stats);
+		if (r != -ESTALE || attempt == 20)
+			break;
+		off_spool_free(sp);
+		memset(sp, 0, sizeof(*sp));
+		usleep(10000);
+	}
 	if (r != 0) {
 		fprintf(stderr, "ferryctl: reading %s: %s\n", path,
 			sp->out_of_memory ? "out of memory" : strerror(-r));
@@ -859,7 +899,8 @@ static int off_read_spool(const char *dir, struct off_spool *sp, int *segments_f
 			"writing it, or it crashed): nothing there was acknowledged\n",
 			sp->torn, sp->torn == 1 ? "" : "s", sp->torn == 1 ? "s" : "");
 	if (sp->nmessages > 0)
-		qsort(sp->messages, sp->nmessages, sizeof(*sp->messages), off_message_cmp);
+		qsort(sp->messages, sp->nmessages, sizeof(*sp->messages), off_message_order_cmp);
+	off_drop_duplicates(sp);
 	off_apply_changes(sp);
 	return CTL_OK;
 }

@@ -509,6 +509,7 @@ static int harness_spool_on_message(void *arg, const struct recover_message *rm)
 	memset(m, 0, sizeof(*m));
 	memcpy(m->id, env->id, RECORD_ID_LEN);
 	m->id[RECORD_ID_LEN] = '\0';
+	m->order = sp->count;
 	m->worker = rm->worker;
 	m->body_len = rm->body_len;
 	m->sender = harness_strndup(env->sender.data, env->sender.len);
@@ -546,10 +547,28 @@ static void harness_spool_on_segment(void *arg, const struct recover_segment *se
 	sp->unreadable += seg->verdict == RECOVER_UNREADABLE;
 }
 
+/* By id, then read order. */
 static int harness_spool_compare(const void *a, const void *b)
 {
-	return strcasecmp(((const struct harness_spool_message *)a)->id,
-			  ((const struct harness_spool_message *)b)->id);
+	const struct harness_spool_message *x = a, *y = b;
+	int c = strcasecmp(x->id, y->id);
+	return c != 0 ? c : (x->order > y->order) - (x->order < y->order);
+}
+
+/* Keep the later of two copies of an id (sorted already). */
+static void harness_spool_fold(struct harness_spool *sp)
+{
+	size_t kept = 0;
+	for (size_t i = 0; i < sp->count; i++) {
+		if (i + 1 < sp->count &&
+		    strcasecmp(sp->messages[i].id, sp->messages[i + 1].id) == 0) {
+			harness_spool_message_free(&sp->messages[i]);
+			sp->duplicates++;
+			continue;
+		}
+		sp->messages[kept++] = sp->messages[i];
+	}
+	sp->count = kept;
 }
 
 int harness_spool_read(const char *spool_dir, struct harness_spool *sp)
@@ -562,14 +581,24 @@ int harness_spool_read(const char *spool_dir, struct harness_spool *sp)
 	/* Recovery logs what it judges (a torn tail is normal while ferryd
 	 * writes); ferryd's own log says it for real. Keep errors only. */
 	log_setup(LOG_LEVEL_ERROR, LOG_TO_STDERR);
-	struct harness_spool_reader rd = {.sp = sp};
-	struct recover_hooks hooks = {
-		.arg = &rd,
-		.message = harness_spool_on_message,
-		.segment = harness_spool_on_segment,
-	};
-	struct recover_stats stats;
-	int r = recover_spool(dir_fd, -1, true, &hooks, &stats);
+	int r;
+	/* A running ferryd may delete a segment under the scan (recover.h):
+	 * read again from scratch. */
+	for (int attempt = 0;; attempt++) {
+		struct harness_spool_reader rd = {.sp = sp};
+		struct recover_hooks hooks = {
+			.arg = &rd,
+			.message = harness_spool_on_message,
+			.segment = harness_spool_on_segment,
+		};
+		struct recover_stats stats;
+		r = recover_spool(dir_fd, -1, true, &hooks, &stats);
+		if (r != -ESTALE || attempt == 50)
+			break;
+		harness_spool_free(sp);
+		snprintf(sp->segments_dir, sizeof(sp->segments_dir), "%s/segments", spool_dir);
+		usleep(10000);
+	}
 	close(dir_fd);
 	if (r != 0) {
 		harness_spool_free(sp);
@@ -577,6 +606,7 @@ int harness_spool_read(const char *spool_dir, struct harness_spool *sp)
 	}
 	if (sp->count > 1)
 		qsort(sp->messages, sp->count, sizeof(*sp->messages), harness_spool_compare);
+	harness_spool_fold(sp);
 	return 0;
 }
 

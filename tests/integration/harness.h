@@ -103,11 +103,16 @@ struct harness_spool_message {
 	uint64_t body_len; /* octets, as its COMMIT record counts them */
 	void *extents;     /* where the body lies (the harness's business) */
 	uint32_t nextents;
+	size_t order; /* read order (of two copies, the later is kept) */
 };
 
 struct harness_spool {
-	struct harness_spool_message *messages; /* sorted by id; ids may repeat */
+	struct harness_spool_message *messages; /* sorted by id, each id once */
 	size_t count;
+	/* Second copies folded away (the later copy is kept): compaction
+	 * copies a message forward and deletes the old segment afterwards,
+	 * so a spool may hold both for a while (recover.h). */
+	size_t duplicates;
 	unsigned segments, torn, corrupt, unreadable;
 	char segments_dir[PATH_MAX]; /* <spool>/segments */
 };
@@ -124,7 +129,7 @@ void harness_spool_free(struct harness_spool *sp);
 const struct harness_spool_message *harness_spool_find(const struct harness_spool *sp,
 						       const char *id);
 
-/* How many messages in sp carry this id (more than 1 is a bug). */
+/* How many messages in sp carry this id: 0 or 1 (copies are folded). */
 size_t harness_spool_copies(const struct harness_spool *sp, const char *id);
 
 /* A message's body read from its segments, malloc'd and NUL-terminated

@@ -376,9 +376,10 @@ Test(recovery, kill_9_under_load_loses_nothing_acknowledged, .timeout = 900)
 	cr_assert_eq((long long)sp.count, recovered,
 		     "the last start recovered %lld messages, the spool holds %zu", recovered,
 		     sp.count);
-	for (size_t i = 1; i < sp.count; i++)
-		cr_assert(strcasecmp(sp.messages[i - 1].id, sp.messages[i].id) != 0,
-			  "queue id %s is twice in the spool", sp.messages[i].id);
+	/* Only compaction writes a message twice, and it copies only messages
+	 * some of whose recipients ended, which nothing here does: a second
+	 * copy would be a writer bug. */
+	cr_assert_eq(sp.duplicates, 0, "%zu queue ids are twice in the spool", sp.duplicates);
 
 	cr_assert_gt(acked.count, 0);
 	qsort(acked.ids, acked.count, sizeof(acked.ids[0]), compare_ids);
