@@ -115,9 +115,13 @@ int queue_open(struct queue **out, struct worker *w, struct queue_store *store, 
 void queue_close(struct queue *q);
 
 /*
- * May a new message of about `size` octets (0: unknown) be taken now?
- * 0, or -ENOSPC when a spool limit (max_bytes, max_messages,
- * min_free_bytes) is reached: the session answers 452 4.3.1.
+ * May a new message of about `size` octets (0: unknown, taken as 64 KiB)
+ * be taken now? It must fit in what is left of the writer's segment, or
+ * in as many new segments as it needs while they stay under max_bytes and
+ * leave min_free_bytes free on the disk (checked at most once a second);
+ * and max_messages must not be reached. 0, or -ENOSPC: the session
+ * answers 452 4.3.1. (A body larger than it announced is still refused
+ * at end of DATA when no segment can be had.)
  */
 int queue_check_space(struct queue *q, uint64_t size);
 

@@ -166,7 +166,7 @@ struct queue {
 	size_t nsegments, segments_cap;
 	struct store_xfer **outbox; /* per target worker, this turn */
 	uint64_t free_checked_ms;
-	bool low_on_disk;
+	uint64_t free_bytes; /* on the spool's file system, as last seen */
 	/* Messages that failed without a sync to wait for (a limit, a lost
 	 * segment): their committed() comes from a no-op's completion, on the
 	 * loop, never from inside queue_message_commit(). */
@@ -842,29 +842,49 @@ void queue_flush(struct queue *q)
 	commit_flush(q->writer);
 }
 
+/*
+ * Bytes of new segment files the writer would create for a message of
+ * `size` octets (0: unknown, a typical one): none when it fits in what is
+ * left of its current segment, else as many whole segments as it needs
+ * (a message may span several).
+ */
+static uint64_t store_growth_for(const struct queue *q, uint64_t size)
+{
+	uint64_t segment_size = q->store->cfg.segment_size;
+	/* Record headers add 44 octets per 64 KiB chunk: under 1/64. */
+	uint64_t need = size + size / 64 + STORE_ROOM_MARGIN;
+	uint64_t room = q->writer != NULL ? commit_room(q->writer) : 0;
+	if (need <= room)
+		return 0;
+	uint64_t usable = segment_size > 2 * 4096 ? segment_size - 4096 : segment_size;
+	return (need - room + usable - 1) / usable * segment_size;
+}
+
 int queue_check_space(struct queue *q, uint64_t size)
 {
 	struct queue_store *st = q->store;
 	if (st->cfg.max_messages != 0 && atomic_load(&st->messages) >= st->cfg.max_messages)
 		return -ENOSPC;
-	if (st->cfg.max_bytes != 0) {
-		/* Full when the message fits neither in what is left of the
-		 * writer's segment nor in a new segment under the limit. */
-		uint64_t need = size + STORE_ROOM_MARGIN;
-		bool can_grow = atomic_load(&st->bytes) + st->cfg.segment_size <= st->cfg.max_bytes;
-		if (!can_grow && (q->writer == NULL || commit_room(q->writer) < need))
-			return -ENOSPC;
-	}
+	uint64_t growth = store_growth_for(q, size);
+	/* Full when the message fits neither in what is left of the writer's
+	 * segment nor in the new segments it would need under the limit. */
+	if (st->cfg.max_bytes != 0 && growth > 0 &&
+	    atomic_load(&st->bytes) + growth > st->cfg.max_bytes)
+		return -ENOSPC;
 	if (st->cfg.min_free_bytes != 0) {
 		uint64_t now = q->worker != NULL ? q->worker->now_ms : worker_clock_ms();
 		if (now - q->free_checked_ms >= STORE_FREE_CHECK_MS || q->free_checked_ms == 0) {
 			struct statvfs sv;
 			q->free_checked_ms = now;
 			if (statvfs(st->spool_dir, &sv) == 0)
-				q->low_on_disk = (uint64_t)sv.f_bavail * sv.f_frsize <
-						 st->cfg.min_free_bytes + size;
+				q->free_bytes = (uint64_t)sv.f_bavail * sv.f_frsize;
+			else
+				q->free_bytes = UINT64_MAX; /* unknown: the writer checks again */
 		}
-		if (q->low_on_disk)
+		/* Below the floor nothing new is taken; above it, a message
+		 * must leave the floor intact after the segments it needs. */
+		if (q->free_bytes < st->cfg.min_free_bytes ||
+		    q->free_bytes - st->cfg.min_free_bytes < growth)
 			return -ENOSPC;
 	}
 	return 0;

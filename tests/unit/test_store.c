@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -2272,4 +2273,53 @@ Test(store, failed_sync_of_a_copy_keeps_the_original)
 	cr_assert_eq(sum.messages, T_SPREAD / T_KEEP_EVERY);
 	cr_assert_eq(sum.recipients, T_SPREAD / T_KEEP_EVERY);
 	t_expect_kept(c, body);
+}
+
+/* ---- space checks ahead of the body ------------------------------------------ */
+
+/* A SIZE= that needs two more segments is refused at MAIL when only one
+ * more fits under max_size; one that fits in the current segment is not. */
+Test(store, check_space_counts_every_segment_a_large_message_needs)
+{
+	ts.cfg.segment_size = 128u << 10;
+	ts.cfg.max_bytes = 2 * ts.cfg.segment_size;
+	t_open();
+	t_start_workers();
+	uint8_t *body = t_body(1000, 40);
+	static struct t_client small;
+	t_send(&small, "bob@dest.example", body, 1000);
+	t_pump_until_committed(&small, 1);
+	cr_assert_eq(small.status, 0);
+	struct queue *q = ts.queues[0];
+	cr_assert_eq(queue_check_space(q, 1000), 0, "1000 octets fit in the current segment");
+	cr_assert_eq(queue_check_space(q, 100u << 10), 0, "100 KiB fits in one more segment");
+	cr_assert_eq(queue_check_space(q, 300u << 10), -ENOSPC,
+		     "300 KiB needs three segments; two fit under max_size");
+}
+
+/* min_free_disk: a message that fits in the preallocated rest of the
+ * current segment takes no disk, so it is taken while the disk is above
+ * the floor; one that needs new segments must leave the floor intact. */
+Test(store, check_space_against_min_free_counts_only_new_segments)
+{
+	ts.cfg.segment_size = 64u << 20;
+	struct statvfs sv;
+	cr_assert_eq(statvfs("/tmp", &sv), 0);
+	uint64_t free_now = (uint64_t)sv.f_bavail * sv.f_frsize;
+	if (free_now < (256u << 20))
+		cr_skip_test("needs 256 MiB free in /tmp, has %llu", (unsigned long long)free_now);
+	/* After the first 64 MiB segment: 16 MiB above the floor. */
+	ts.cfg.min_free_bytes = free_now - (64u << 20) - (16u << 20);
+	t_open();
+	t_start_workers();
+	uint8_t *body = t_body(1000, 41);
+	static struct t_client small;
+	t_send(&small, "bob@dest.example", body, 1000);
+	t_pump_until_committed(&small, 1);
+	cr_assert_eq(small.status, 0);
+	struct queue *q = ts.queues[0];
+	cr_assert_eq(queue_check_space(q, 32u << 20), 0,
+		     "32 MiB fits in the current segment: it takes no disk");
+	cr_assert_eq(queue_check_space(q, 200u << 20), -ENOSPC,
+		     "200 MiB needs three new 64 MiB segments, 16 MiB are above the floor");
 }
