@@ -428,6 +428,15 @@ static int recover_segment_records(struct recover_scan *sc, const struct recover
 	return 0;
 }
 
+/* Writers from the highest number down, each in sequence order. */
+static int recover_order(const void *a, const void *b)
+{
+	const struct segment_file *x = a, *y = b;
+	if (x->worker != y->worker)
+		return x->worker < y->worker ? 1 : -1;
+	return (x->sequence > y->sequence) - (x->sequence < y->sequence);
+}
+
 int recover_spool(int dir_fd, int quarantine_fd, bool read_only, const struct recover_hooks *hooks,
 		  struct recover_stats *stats)
 {
@@ -436,6 +445,13 @@ int recover_spool(int dir_fd, int quarantine_fd, bool read_only, const struct re
 	int n = segment_list(dir_fd, &files);
 	if (n < 0)
 		return n;
+	/* Outcomes of a message are written by its owner. That is its own
+	 * writer, except after a restart with fewer workers: then writer w's
+	 * messages belong to w % workers, always a lower number. Reading the
+	 * highest writers first, every message is known before any outcome
+	 * record that names it. */
+	if (n > 1)
+		qsort(files, (size_t)n, sizeof(*files), recover_order);
 	struct recover_scan *sc = calloc(1, sizeof(*sc));
 	struct recover_map *maps = calloc(n > 0 ? (size_t)n : 1, sizeof(*maps));
 	if (sc == NULL || maps == NULL) {

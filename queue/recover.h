@@ -3,8 +3,11 @@
  * offline mode), verify every record, and hand the committed messages and
  * state changes to the caller, which rebuilds its index.
  *
- * Each writer's segments are read in sequence order; a message may begin in
- * one segment and commit in the next. A message exists only if its COMMIT
+ * Each writer's segments are read in sequence order, writers from the
+ * highest number down (outcome records of a message are written by its
+ * writer or, after a restart with fewer workers, by a lower-numbered
+ * one: so a message is always read before the records that name it); a
+ * message may begin in one segment and commit in the next. A message exists only if its COMMIT
  * record is there and agrees with the BODY chunks seen (count and length).
  *
  * Where a segment stops making sense, the rest is judged:

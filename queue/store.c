@@ -135,8 +135,28 @@ struct store_segment {
 	uint64_t after_lo, after_hi;
 	struct queue_message *messages; /* stored ones whose first record is here */
 	bool closed;                    /* the writer is done with it */
-	bool pinned;                    /* never deleted (see store_reserve_state) */
+	bool pinned;                    /* never deleted (its unlink failed) */
+	bool orphan_pinned;             /* outcomes of orphans (below): kept while any lives */
 	bool no_compact;                /* nothing here could be moved; until live changes */
+};
+
+/*
+ * Orphans: messages in the segments of a writer number that no longer
+ * runs (ferryd restarted with fewer workers). Worker w % workers owns
+ * them; their files are never written again and go all at once when the
+ * last of that writer's messages is finished. Their outcomes are written
+ * to the owner's own segments, which must outlive those files: they are
+ * kept while any orphan of the owner lives.
+ */
+struct store_orphan_segment {
+	uint64_t sequence, bytes;
+};
+
+struct store_orphan_writer {
+	uint32_t writer;
+	uint64_t live; /* its messages not finished */
+	struct store_orphan_segment *segments;
+	size_t nsegments, cap;
 };
 
 /* Recipients for another worker's shards, gathered during one loop turn. */
@@ -179,6 +199,9 @@ struct queue {
 	uint64_t compact_retry_ms;
 	uint64_t max_span; /* most segments one stored message's data spans, less 1 */
 	struct queue_compaction_stats compact_stats;
+	struct store_orphan_writer *orphans;
+	size_t norphans;
+	uint64_t orphans_live; /* across them */
 };
 
 struct queue_store {
@@ -202,6 +225,7 @@ struct queue_store {
 	struct {
 		uint32_t worker;
 		uint64_t sequence, lo, hi;
+		bool orphan; /* outcomes of another writer's message: keep */
 	} scan_depend;
 };
 
@@ -315,7 +339,7 @@ static void store_segment_depend(struct queue *q, uint64_t sequence, uint64_t lo
 
 static bool store_segment_deletable(const struct queue *q, const struct store_segment *seg)
 {
-	if (!seg->closed || seg->live > 0 || seg->pinned)
+	if (!seg->closed || seg->live > 0 || seg->pinned || seg->orphan_pinned)
 		return false;
 	if (seg->after_lo == 0)
 		return true;
@@ -391,6 +415,80 @@ static void store_segments_hold_range(struct queue *q, const struct queue_messag
 static void store_segments_hold(struct queue *q, const struct queue_message *m, int delta)
 {
 	store_segments_hold_range(q, m, m->first_sequence, m->last_sequence, delta);
+}
+
+static struct store_orphan_writer *store_orphan_writer(struct queue *q, uint32_t writer, bool add)
+{
+	for (size_t i = 0; i < q->norphans; i++)
+		if (q->orphans[i].writer == writer)
+			return &q->orphans[i];
+	if (!add)
+		return NULL;
+	struct store_orphan_writer *more = realloc(q->orphans, (q->norphans + 1) * sizeof(*more));
+	if (more == NULL)
+		return NULL;
+	q->orphans = more;
+	q->orphans[q->norphans] = (struct store_orphan_writer){.writer = writer};
+	return &q->orphans[q->norphans++];
+}
+
+/* Every message of an orphan writer is finished: delete its files. */
+static void store_orphan_writer_delete(struct queue *q, struct store_orphan_writer *ow)
+{
+	size_t kept = 0;
+	for (size_t i = 0; i < ow->nsegments; i++) {
+		char name[SEGMENT_NAME_MAX];
+		segment_name(name, ow->writer, ow->segments[i].sequence);
+		if (unlinkat(q->store->dir_fd, name, 0) != 0 && errno != ENOENT) {
+			log_event(LOG_LEVEL_ERROR,
+				  "event=segment_delete_failed segment=%s error=\"%s\"", name,
+				  strerror(errno));
+			ow->segments[kept++] = ow->segments[i];
+			continue;
+		}
+		atomic_fetch_sub(&q->store->bytes, ow->segments[i].bytes);
+		q->compact_stats.deleted++;
+	}
+	if (ow->nsegments > kept)
+		log_event(LOG_LEVEL_INFO,
+			  "event=orphan_segments_deleted writer=%u segments=%zu note=\"every "
+			  "message of a worker number no longer running is finished\"",
+			  ow->writer, ow->nsegments - kept);
+	ow->nsegments = kept;
+}
+
+/* When no orphan of q lives and their files are gone, q's segments that
+ * hold their outcomes need not wait any more. */
+static void store_orphans_settle(struct queue *q)
+{
+	if (q->orphans_live > 0)
+		return;
+	for (size_t i = 0; i < q->norphans; i++) {
+		if (q->orphans[i].live == 0 && q->orphans[i].nsegments > 0)
+			store_orphan_writer_delete(q, &q->orphans[i]);
+		if (q->orphans[i].nsegments > 0)
+			return;
+	}
+	bool any = false;
+	for (size_t i = 0; i < q->nsegments; i++) {
+		any |= q->segments[i].orphan_pinned;
+		q->segments[i].orphan_pinned = false;
+	}
+	if (any)
+		store_segments_collect(q, 0);
+}
+
+/* An orphan message finished. */
+static void store_orphan_done(struct queue *q, const struct queue_message *m)
+{
+	struct store_orphan_writer *ow = store_orphan_writer(q, m->writer, false);
+	if (ow == NULL || ow->live == 0)
+		return;
+	ow->live--;
+	q->orphans_live--;
+	if (ow->live == 0)
+		store_orphan_writer_delete(q, ow);
+	store_orphans_settle(q);
 }
 
 /* ---- messages ---------------------------------------------------------- */
@@ -950,7 +1048,7 @@ static uint8_t *store_reserve_state(struct queue *q, struct queue_message *m, si
 	} else {
 		struct store_segment *seg = store_segment_find(q, loc->sequence);
 		if (seg != NULL)
-			seg->pinned = true;
+			seg->orphan_pinned = true;
 	}
 	return p;
 }
@@ -1273,6 +1371,8 @@ static void store_message_done(struct queue *q, struct queue_message *m)
 	log_event(LOG_LEVEL_INFO, "event=message_done queue_id=%s nrcpt=%u", m->id, m->nrcpt);
 	store_message_unplace(q, m);
 	store_stored_unlink(q, m);
+	if (m->writer != q->index)
+		store_orphan_done(q, m);
 	/* Its segments may go now. The segment holding MESSAGE_DONE (or, when
 	 * that could not be written, its outcomes) stays until they have:
 	 * store_reserve_state made it depend on them. */
@@ -1889,13 +1989,35 @@ static void store_recover_segment(void *arg, const struct recover_segment *seg)
 		q->next_sequence = seg->sequence + 1;
 	if (seg->verdict == RECOVER_CORRUPT || seg->verdict == RECOVER_UNREADABLE)
 		return; /* moved aside or untouched: not ours to count or delete */
-	if (seg->worker != q->index)
-		return; /* written by a worker number that no longer exists: left */
+	if (seg->worker != q->index) {
+		/* Written by a worker number that no longer runs: q owns its
+		 * messages, and the file until they are all finished. */
+		struct store_orphan_writer *ow = store_orphan_writer(q, seg->worker, true);
+		if (ow == NULL)
+			return;
+		if (ow->nsegments == ow->cap) {
+			size_t cap = ow->cap ? ow->cap * 2 : 8;
+			struct store_orphan_segment *more =
+				realloc(ow->segments, cap * sizeof(*more));
+			if (more == NULL)
+				return; /* never deleted then: a leak, not a loss */
+			ow->segments = more;
+			ow->cap = cap;
+		}
+		ow->segments[ow->nsegments++] =
+			(struct store_orphan_segment){seg->sequence, seg->file_size};
+		atomic_fetch_add(&st->bytes, seg->file_size);
+		st->summary.segments++;
+		st->summary.torn += seg->verdict == RECOVER_TORN;
+		return;
+	}
 	struct store_segment *s = store_segment_add(q, seg->sequence, seg->file_size, false);
 	if (s != NULL)
 		s->closed = true; /* never appended to again */
 	if (st->scan_depend.worker == seg->worker && st->scan_depend.sequence == seg->sequence) {
 		store_segment_depend(q, seg->sequence, st->scan_depend.lo, st->scan_depend.hi);
+		if (s != NULL && st->scan_depend.orphan)
+			s->orphan_pinned = true;
 		st->scan_depend.sequence = 0;
 	}
 	st->summary.segments++;
@@ -1955,12 +2077,17 @@ static struct queue_message *store_by_id_find(const struct queue_store *st, cons
 static void store_recover_depend(struct queue_store *st, const struct queue_message *m,
 				 uint32_t worker, uint64_t sequence)
 {
-	if (worker != m->writer)
-		return; /* another writer's files are never deleted */
 	if (st->scan_depend.worker != worker || st->scan_depend.sequence != sequence) {
 		st->scan_depend.worker = worker;
 		st->scan_depend.sequence = sequence;
 		st->scan_depend.lo = st->scan_depend.hi = 0;
+		st->scan_depend.orphan = false;
+	}
+	if (worker != m->writer) {
+		/* The message's data is in another writer's files (see
+		 * orphans): this segment is kept while orphans live. */
+		st->scan_depend.orphan = true;
+		return;
 	}
 	if (st->scan_depend.lo == 0 || m->origin_sequence < st->scan_depend.lo)
 		st->scan_depend.lo = m->origin_sequence;
@@ -2111,11 +2238,23 @@ int queue_store_open(struct queue_store **out, const struct queue_store_config *
 			}
 			store_segments_hold(q, m, +1);
 			store_message_place(q, m);
+			if (m->writer != q->index) {
+				struct store_orphan_writer *ow =
+					store_orphan_writer(q, m->writer, true);
+				if (ow != NULL) {
+					ow->live++;
+					q->orphans_live++;
+				}
+			}
 			m->counted = true;
 			store_index_message(q, m);
 			st->summary.recipients += m->remaining;
 			st->summary.messages++;
 		}
+		for (size_t i = 0; i < q->norphans; i++)
+			if (q->orphans[i].live == 0)
+				store_orphan_writer_delete(q, &q->orphans[i]);
+		store_orphans_settle(q);
 		store_segments_collect(q, 0);
 		q->compact_dirty = true;
 	}
@@ -2161,6 +2300,9 @@ void queue_store_close(struct queue_store *st)
 		free(q->outbox);
 		free(q->segments);
 		store_compaction_free(q->compaction);
+		for (size_t i = 0; i < q->norphans; i++)
+			free(q->orphans[i].segments);
+		free(q->orphans);
 	}
 	if (st->dir_fd >= 0)
 		close(st->dir_fd);

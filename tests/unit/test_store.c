@@ -2323,3 +2323,72 @@ Test(store, check_space_against_min_free_counts_only_new_segments)
 	cr_assert_eq(queue_check_space(q, 200u << 20), -ENOSPC,
 		     "200 MiB needs three new 64 MiB segments, 16 MiB are above the floor");
 }
+
+/* ---- a worker number that no longer runs ------------------------------------ */
+
+static unsigned t_segments_of(unsigned worker)
+{
+	char path[256], prefix[8];
+	snprintf(path, sizeof(path), "%s/segments", ts.spool);
+	snprintf(prefix, sizeof(prefix), "w%03u-", worker);
+	DIR *d = opendir(path);
+	cr_assert_not_null(d);
+	unsigned n = 0;
+	for (struct dirent *e; (e = readdir(d)) != NULL;)
+		n += strncmp(e->d_name, prefix, 5) == 0;
+	closedir(d);
+	return n;
+}
+
+/*
+ * After a restart with fewer workers, the segments of the worker number
+ * that no longer runs are deleted once all their messages are finished;
+ * the outcome records written meanwhile (in the remaining worker's
+ * segments) keep those messages from coming back until then.
+ */
+Test(store, segments_of_a_worker_no_longer_running_go_when_their_mail_is_done)
+{
+	ts.cfg.workers = 2;
+	ts.cfg.segment_size = 1u << 20;
+	t_open();
+	t_start_workers();
+	enum { N = 12 };
+	static struct t_client c[N];
+	uint8_t *body = t_body(200000, 18);
+	for (unsigned i = 0; i < N; i++) {
+		const char *rcpt[] = {i < N / 2 ? "ann@first.example" : "bo@second.example"};
+		t_client_init(&c[i]);
+		cr_assert_eq(t_begin_on(ts.queues[1], &c[i], "alice@client.example", rcpt, 1), 0);
+		cr_assert_geq(t_write(&c[i], body, 200000, 65536), 0);
+		t_commit(&c[i]);
+		t_pump_until_committed(&c[i], 1);
+	}
+	t_close();
+	cr_assert_geq(t_segments_of(1), 2, "worker 1 wrote %u segments", t_segments_of(1));
+	ts.cfg.workers = 1;
+	t_open();
+	t_start_workers();
+	/* Half of worker 1's mail delivered: its files stay, and the
+	 * delivered half does not come back. */
+	cr_assert_eq(t_finish_domain("first.example", QUEUE_DELIVERED, 100), N / 2);
+	t_pump_idle();
+	cr_assert_geq(t_segments_of(1), 1, "deleted while messages in it are queued");
+	t_reopen();
+	t_start_workers();
+	struct queue_store_summary sum;
+	queue_store_summary(ts.store, &sum);
+	cr_assert_eq(sum.messages, N / 2, "%llu messages after the restart",
+		     (unsigned long long)sum.messages);
+	static const char *const rest[] = {"bo@second.example"};
+	for (unsigned i = N / 2; i < N; i++)
+		t_expect_message(c[i].id, "alice@client.example", rest, 1, body, 200000);
+	/* The rest: worker 1's files go, and nothing comes back. */
+	cr_assert_eq(t_finish_domain("second.example", QUEUE_DELIVERED, 100), N / 2);
+	t_pump_idle();
+	cr_assert_eq(t_segments_of(1), 0, "%u segments of worker 1 left", t_segments_of(1));
+	t_reopen();
+	queue_store_summary(ts.store, &sum);
+	cr_assert_eq(sum.messages, 0, "%llu finished messages came back",
+		     (unsigned long long)sum.messages);
+	cr_assert_leq(t_segments_of(0), 1, "%u segments of worker 0 left", t_segments_of(0));
+}
