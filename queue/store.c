@@ -239,9 +239,10 @@ struct store_copy {
 	size_t body_at;      /* its body in job->data */
 	uint64_t saved_last; /* m->last_sequence before the copy's records */
 	struct commit_location envelope, commit;
+	struct commit_location last; /* its last record so far (0: none yet) */
 	struct store_extent *extents;
 	uint32_t nextents;
-	int error;
+	int error;    /* it cannot be trusted: read failed, or a sync lost part of it */
 	bool written; /* all its records are reserved */
 };
 
@@ -607,6 +608,9 @@ static void store_message_place(struct queue *q, struct queue_message *m)
 {
 	if (m->writer != q->index || m->first_sequence == 0 || m->seg_listed)
 		return;
+	struct store_segment *first = store_segment_find(q, m->first_sequence);
+	if (first == NULL)
+		return;                /* not accounted (out of memory at its creation) */
 	m->weight = m->body_len + 512; /* its envelope, record headers: roughly */
 	for (uint64_t s = m->first_sequence; s <= m->last_sequence; s++) {
 		struct store_segment *seg = store_segment_find(q, s);
@@ -615,14 +619,12 @@ static void store_message_place(struct queue *q, struct queue_message *m)
 			seg->placed++;
 		}
 	}
-	struct store_segment *seg = store_segment_find(q, m->first_sequence);
-	if (seg == NULL)
-		return;
+	first = store_segment_find(q, m->first_sequence); /* the array does not move here */
 	m->seg_prev = NULL;
-	m->seg_next = seg->messages;
-	if (seg->messages != NULL)
-		seg->messages->seg_prev = m;
-	seg->messages = m;
+	m->seg_next = first->messages;
+	if (first->messages != NULL)
+		first->messages->seg_prev = m;
+	first->messages = m;
 	m->seg_listed = true;
 	if (m->last_sequence - m->first_sequence > q->max_span)
 		q->max_span = m->last_sequence - m->first_sequence;
@@ -787,6 +789,8 @@ static bool store_message_lost(const struct queue_message *m, uint64_t sequence,
 	       m->commit.offset >= good_end;
 }
 
+static void store_compact_on_poison(struct queue *q, uint64_t sequence, uint64_t good_end);
+
 static void store_on_poison(void *arg, uint64_t sequence, uint64_t good_end)
 {
 	struct queue *q = arg;
@@ -806,6 +810,7 @@ static void store_on_poison(void *arg, uint64_t sequence, uint64_t good_end)
 			m->error = -EIO;
 		}
 	}
+	store_compact_on_poison(q, sequence, good_end);
 }
 
 static void store_on_drain(void *arg)
@@ -1618,6 +1623,7 @@ static int store_compact_encode(struct queue *q, struct store_copy *c, const uin
 	if (rec == NULL)
 		return error;
 	record_encode_envelope(rec, size, salt, &env, rs);
+	c->last = c->envelope;
 
 	uint32_t nchunks = (uint32_t)((m->body_len + STORE_BODY_CHUNK - 1) / STORE_BODY_CHUNK);
 	c->extents = nchunks ? malloc(nchunks * sizeof(*c->extents)) : NULL;
@@ -1634,6 +1640,7 @@ static int store_compact_encode(struct queue *q, struct store_copy *c, const uin
 		if ((rec = store_reserve_for(q, m, size, &salt, &loc, &error)) == NULL)
 			return error;
 		record_encode_body(rec, size, salt, &rb);
+		c->last = loc;
 		c->extents[c->nextents] = (struct store_extent){
 			loc.sequence, loc.offset + RECORD_HEADER_SIZE + RECORD_ID_LEN + 4,
 			(uint32_t)n};
@@ -1646,6 +1653,7 @@ static int store_compact_encode(struct queue *q, struct store_copy *c, const uin
 	if ((rec = store_reserve_for(q, m, size, &salt, &c->commit, &error)) == NULL)
 		return error;
 	record_encode_commit(rec, size, salt, &rc);
+	c->last = c->commit;
 
 	for (uint32_t i = 0; i < m->nrcpt; i++) {
 		const struct store_rcpt *r = &m->rcpts[i];
@@ -1664,6 +1672,7 @@ static int store_compact_encode(struct queue *q, struct store_copy *c, const uin
 		record_encode_rcpt_state(rec, size, salt,
 					 r->failed ? RECORD_RCPT_FAILED : RECORD_RCPT_DELIVERED,
 					 &st);
+		c->last = loc;
 	}
 	return 0;
 }
@@ -1699,7 +1708,7 @@ static void store_compact_committed(struct commit_waiter *w, int status)
 			/* It ended meanwhile: its holds are gone, its copy is
 			 * dead space behind its MESSAGE_DONE. */
 			store_message_free(m);
-		} else if (c->written && status == 0) {
+		} else if (c->written && status == 0 && c->error == 0) {
 			store_compact_switch(q, c);
 			moved++;
 			bytes += m->body_len;
@@ -1740,6 +1749,28 @@ static void store_compact_committed(struct commit_waiter *w, int status)
 	q->compact_dirty = true;
 }
 
+/*
+ * A batch of `sequence` failed: a copy with a record there at or past
+ * good_end lost it, even when its last batch (the one the job waits for,
+ * in the next segment) syncs fine. Its records run contiguously from its
+ * envelope to c->last; one that went on past `sequence` had its tail in
+ * it, which may or may not have been durable: failed too (retried later).
+ */
+static void store_compact_on_poison(struct queue *q, uint64_t sequence, uint64_t good_end)
+{
+	struct store_compaction *job = q->compaction;
+	if (job == NULL || !job->busy)
+		return;
+	for (uint32_t i = 0; i < job->ncopies; i++) {
+		struct store_copy *c = &job->copies[i];
+		if (c->last.sequence == 0 || sequence < c->envelope.sequence ||
+		    sequence > c->last.sequence)
+			continue;
+		if (c->last.sequence > sequence || c->last.offset >= good_end)
+			c->error = -EIO;
+	}
+}
+
 /* Every read is back: write the copies, then wait for their sync. */
 static void store_compact_write(struct store_compaction *job)
 {
@@ -1756,7 +1787,6 @@ static void store_compact_write(struct store_compaction *job)
 			c->error = -ECANCELED;
 			continue;
 		}
-		c->saved_last = c->m->last_sequence;
 		int r = store_compact_encode(q, c, job->data + c->body_at);
 		if (r != 0) {
 			/* Records reserved so far make no message without their
@@ -1866,6 +1896,9 @@ static void store_compact_maybe_start(struct queue *q)
 	for (uint32_t i = 0; i < job->ncopies; i++) {
 		struct queue_message *m = job->copies[i].m;
 		m->compacting = true;
+		/* Where its range ends now: whatever happens to the copy, the
+		 * job's end gives back exactly what the copy added. */
+		job->copies[i].saved_last = m->last_sequence;
 		/* Out of its segments' lists and weights until it settles:
 		 * the copy's records widen its range meanwhile. */
 		store_message_unplace(q, m);
@@ -1928,10 +1961,13 @@ static int store_extents_from(struct queue_message *m, const struct recover_mess
 static int store_recover_duplicate(struct queue_store *st, struct queue_message *m,
 				   const struct recover_message *rm)
 {
-	uint32_t home = rm->worker % st->cfg.workers;
-	bool take = rm->worker == m->writer || (rm->worker == home && m->writer != home);
+	/* A copy in a writer that still runs beats one in a writer that does
+	 * not; between two of the same writer, the later one. */
+	bool take = rm->worker == m->writer ||
+		    (m->writer >= st->cfg.workers && rm->worker < st->cfg.workers);
 	if (!take)
 		return 0;
+	m->queue = &st->queues[rm->worker % st->cfg.workers];
 	uint64_t origin = m->writer == rm->worker ? m->origin_sequence : rm->first_sequence;
 	int r = store_extents_from(m, rm);
 	if (r == 0)
