@@ -138,6 +138,7 @@ struct store_segment {
 	bool pinned;                    /* never deleted (its unlink failed) */
 	bool orphan_pinned;             /* outcomes of orphans (below): kept while any lives */
 	bool no_compact;                /* nothing here could be moved; until live changes */
+	bool deleting;                  /* its unlink is on the ring */
 };
 
 /*
@@ -201,7 +202,17 @@ struct queue {
 	struct queue_compaction_stats compact_stats;
 	struct store_orphan_writer *orphans;
 	size_t norphans;
-	uint64_t orphans_live; /* across them */
+	uint64_t orphans_live;      /* across them */
+	unsigned unlinks_in_flight; /* segment deletions on the ring */
+};
+
+/* A segment deletion on the ring: unlinking a large preallocated file
+ * takes tens of milliseconds in the file system, too long for the loop. */
+struct store_unlink {
+	struct worker_op op;
+	struct queue *q;
+	uint64_t sequence;
+	char name[SEGMENT_NAME_MAX];
 };
 
 struct queue_store {
@@ -340,7 +351,7 @@ static void store_segment_depend(struct queue *q, uint64_t sequence, uint64_t lo
 
 static bool store_segment_deletable(const struct queue *q, const struct store_segment *seg)
 {
-	if (!seg->closed || seg->live > 0 || seg->pinned || seg->orphan_pinned)
+	if (!seg->closed || seg->live > 0 || seg->pinned || seg->orphan_pinned || seg->deleting)
 		return false;
 	if (seg->after_lo == 0)
 		return true;
@@ -348,24 +359,88 @@ static bool store_segment_deletable(const struct queue *q, const struct store_se
 	return at >= q->nsegments || q->segments[at].sequence > seg->after_hi;
 }
 
-/* Unlink the file of segments[at] and forget it; false if it stays. */
-static bool store_segment_delete_at(struct queue *q, size_t at)
+/* The file of segments[at] is gone: forget it. */
+static void store_segment_forget(struct queue *q, size_t at)
 {
 	struct store_segment *seg = &q->segments[at];
 	char name[SEGMENT_NAME_MAX];
 	segment_name(name, q->index, seg->sequence);
-	if (unlinkat(q->store->dir_fd, name, 0) != 0 && errno != ENOENT) {
-		log_event(LOG_LEVEL_ERROR, "event=segment_delete_failed segment=%s error=\"%s\"",
-			  name, strerror(errno));
-		seg->pinned = true; /* not tried again on every change */
-		return false;
-	}
 	log_event(LOG_LEVEL_DEBUG, "event=segment_deleted segment=%s", name);
 	q->compact_stats.deleted++;
 	atomic_fetch_sub(&q->store->bytes, seg->bytes);
 	memmove(&q->segments[at], &q->segments[at + 1],
 		(q->nsegments - at - 1) * sizeof(*q->segments));
 	q->nsegments--;
+}
+
+static void store_segment_unlink_failed(struct queue *q, uint64_t sequence, int error)
+{
+	char name[SEGMENT_NAME_MAX];
+	segment_name(name, q->index, sequence);
+	log_event(LOG_LEVEL_ERROR, "event=segment_delete_failed segment=%s error=\"%s\"", name,
+		  strerror(error));
+	struct store_segment *seg = store_segment_find(q, sequence);
+	if (seg != NULL) {
+		seg->deleting = false;
+		seg->pinned = true; /* not tried again on every change */
+	}
+}
+
+static void store_segments_collect(struct queue *q, size_t from);
+
+static void store_segment_unlinked(struct worker_op *op, const struct io_uring_cqe *cqe)
+{
+	struct store_unlink *u = (struct store_unlink *)op;
+	struct queue *q = u->q;
+	int res = cqe->res;
+	if (res == -EINVAL || res == -EOPNOTSUPP) /* a kernel without the op */
+		res = unlinkat(q->store->dir_fd, u->name, 0) == 0 ? 0 : -errno;
+	q->unlinks_in_flight--;
+	if (res != 0 && res != -ENOENT) {
+		store_segment_unlink_failed(q, u->sequence, -res);
+	} else {
+		struct store_segment *seg = store_segment_find(q, u->sequence);
+		if (seg != NULL) {
+			size_t at = (size_t)(seg - q->segments);
+			store_segment_forget(q, at);
+			/* Only now may what waited for it go. */
+			store_segments_collect(q, at);
+		}
+	}
+	free(u);
+}
+
+/*
+ * Delete the file of segments[at]. On a running worker the unlink goes to
+ * the ring and the segment stays listed (so what depends on it keeps
+ * waiting) until it completes: returns false. At start-up and close it is
+ * done here: true when the segment is gone.
+ */
+static bool store_segment_delete_at(struct queue *q, size_t at)
+{
+	struct store_segment *seg = &q->segments[at];
+	struct store_unlink *u = NULL;
+	if (q->worker != NULL && q->writer != NULL)
+		u = calloc(1, sizeof(*u));
+	if (u != NULL) {
+		u->op.complete = store_segment_unlinked;
+		u->q = q;
+		u->sequence = seg->sequence;
+		segment_name(u->name, q->index, seg->sequence);
+		seg->deleting = true;
+		q->unlinks_in_flight++;
+		struct io_uring_sqe *sqe = worker_sqe(q->worker);
+		io_uring_prep_unlinkat(sqe, q->store->dir_fd, u->name, 0);
+		worker_sqe_set_op(sqe, &u->op);
+		return false;
+	}
+	char name[SEGMENT_NAME_MAX];
+	segment_name(name, q->index, seg->sequence);
+	if (unlinkat(q->store->dir_fd, name, 0) != 0 && errno != ENOENT) {
+		store_segment_unlink_failed(q, seg->sequence, errno);
+		return false;
+	}
+	store_segment_forget(q, at);
 	return true;
 }
 
@@ -933,7 +1008,7 @@ unsigned queue_pending(const struct queue *q)
 		unsent += q->outbox[w] != NULL;
 	return q->pending + unsent + atomic_load(&q->store->xfers_in_flight) +
 	       (q->writer != NULL && !commit_idle(q->writer)) +
-	       (q->compaction != NULL && q->compaction->busy);
+	       (q->compaction != NULL && q->compaction->busy) + q->unlinks_in_flight;
 }
 
 static void store_compact_maybe_start(struct queue *q);
