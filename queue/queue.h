@@ -204,7 +204,7 @@ void queue_rcpt_finish(struct queue *q, struct queue_rcpt *r, enum queue_outcome
  * A closed segment in which nothing lives is deleted. One that is mostly
  * dead (its live messages weigh less than compact_threshold percent of
  * it) is compacted by its worker, between other work, one bounded job at
- * a time (about one group-commit batch of messages):
+ * a time (at most 256 KiB of bodies, or one larger message):
  *
  *   read the live messages' bodies (io_uring reads of the old segment)
  *   -> append a copy of each (envelope, body, commit, the outcomes of

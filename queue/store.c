@@ -244,6 +244,7 @@ struct queue_store {
 #define STORE_COMPACT_MAX_MESSAGES 256
 #define STORE_COMPACT_MAX_FILES    8
 #define STORE_COMPACT_RETRY_MS     1000
+#define STORE_COMPACT_JOB_BYTES    (256u << 10) /* bodies per job (or one larger message) */
 
 struct store_copy {
 	struct queue_message *m;
@@ -1564,9 +1565,10 @@ void queue_rcpt_finish(struct queue *q, struct queue_rcpt *qr, enum queue_outcom
 
 /*
  * One job at a time per worker (queue.h, "Compaction"): the live messages
- * of the most-dead segment below the threshold, up to a batch's worth of
- * body bytes, are read back with io_uring reads, written again as one run
- * of records each, and switched to their copy once it is durable.
+ * of the most-dead segment below the threshold, up to 256 KiB of body
+ * bytes (what a job costs the loop: its page-cached reads complete inside
+ * the submit, its copies are encoded in one completion), are read back with io_uring reads, written
+ * again as one run of records each, and switched to their copy once it is durable.
  */
 static void store_compact_close_files(struct store_compaction *job)
 {
@@ -1633,12 +1635,14 @@ static struct store_segment *store_compact_victim(struct queue *q)
 	return best;
 }
 
-/* The stored messages whose data spans the victim, up to one batch of
+/* The stored messages whose data spans the victim, up to a job's worth of
  * body bytes (at least one message, whatever its size). */
 static int store_compact_gather(struct store_compaction *job, struct queue *q, uint64_t victim)
 {
 	uint64_t from = victim > q->max_span ? victim - q->max_span : 1;
-	size_t bytes = 0, cap = q->store->cfg.batch_cap;
+	size_t bytes = 0, cap = q->store->cfg.batch_cap < STORE_COMPACT_JOB_BYTES
+					? q->store->cfg.batch_cap
+					: STORE_COMPACT_JOB_BYTES;
 	job->ncopies = 0;
 	for (size_t i = store_segment_lower_bound(q, from);
 	     i < q->nsegments && q->segments[i].sequence <= victim; i++) {
