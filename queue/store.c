@@ -887,6 +887,13 @@ static void store_on_poison(void *arg, uint64_t sequence, uint64_t good_end)
 		}
 	}
 	store_compact_on_poison(q, sequence, good_end);
+	/* The writer cut the file back to good_end: it holds that much now
+	 * (for max_size, and for compaction's measure of how dead it is). */
+	struct store_segment *seg = store_segment_find(q, sequence);
+	if (seg != NULL && seg->bytes > good_end) {
+		atomic_fetch_sub(&q->store->bytes, seg->bytes - good_end);
+		seg->bytes = good_end;
+	}
 }
 
 static void store_on_drain(void *arg)

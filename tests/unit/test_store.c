@@ -2618,3 +2618,47 @@ Test(store, outcomes_of_a_copied_message_outlive_its_old_copy)
 	queue_store_summary(ts.store, &sum);
 	cr_assert_eq(sum.messages, T_SPREAD / T_KEEP_EVERY - 1);
 }
+
+/* A segment cut back after a failed sync counts for what it holds, not
+ * for its preallocated size: max_size leaves room for the segments that
+ * replace it. */
+Test(store, segment_cut_after_a_failed_sync_counts_for_its_cut_size)
+{
+#ifndef FERRY_FAULT_POINTS
+	cr_skip_test("needs a build with fault points (Debug or Sanitize)");
+#endif
+	ts.cfg.segment_size = 128u << 10;
+	ts.cfg.batch_cap = 64u << 10;
+	ts.cfg.max_bytes = 2 * ts.cfg.segment_size + (32u << 10);
+	setenv("FERRY_FAULT_FSYNC", "2", 1);
+	t_open();
+	t_start_workers();
+	uint8_t *body = t_body(20000, 47);
+	static struct t_client kept, lost, c[40];
+	t_send(&kept, "bob@dest.example", body, 20000);
+	t_pump_until_committed(&kept, 1);
+	cr_assert_eq(kept.status, 0);
+	t_send(&lost, "bob@dest.example", body, 20000);
+	t_pump_until_committed(&lost, 1);
+	cr_assert_eq(lost.status, -EIO, "the second batch's sync did not fail");
+	unsetenv("FERRY_FAULT_FSYNC");
+	/* Segment 1 is cut to its first message (which keeps it): two more
+	 * segments fit. */
+	unsigned acked = 0;
+	for (unsigned i = 0; i < 40; i++) {
+		t_client_init(&c[i]);
+		if (t_begin(&c[i], "bob@dest.example") != 0)
+			break;
+		if (t_write(&c[i], body, 20000, 16384) < 0) {
+			queue_message_abort(c[i].m);
+			break;
+		}
+		t_commit(&c[i]);
+		t_pump_until_committed(&c[i], 1);
+		if (c[i].status != 0)
+			break;
+		acked++;
+	}
+	cr_assert(t_segment_exists(3), "no third segment: the cut one still counts in full");
+	cr_assert_geq(acked, 9, "only %u messages taken after the failed sync", acked);
+}
