@@ -393,7 +393,8 @@ static void commit_poison(struct commit_writer *cw, struct commit_segment *seg, 
 	 * found at recovery: cut the file back to what was durable, so no
 	 * message that got 451 comes back to life. Best effort: if the disk
 	 * refuses even this, it is failing and an operator must look. */
-	if (ftruncate(seg->fd, (off_t)good_end) != 0 || fdatasync(seg->fd) != 0)
+	bool cut = ftruncate(seg->fd, (off_t)good_end) == 0;
+	if (!cut || fdatasync(seg->fd) != 0)
 		log_event(LOG_LEVEL_ERROR,
 			  "event=segment_truncate_failed worker=%u sequence=%llu error=\"%s\"",
 			  cw->cfg.worker_index, (unsigned long long)seg->sequence, strerror(errno));
@@ -402,7 +403,7 @@ static void commit_poison(struct commit_writer *cw, struct commit_segment *seg, 
 		  "not yet acknowledged get 451; writing moves to a new segment\"",
 		  cw->cfg.worker_index, (unsigned long long)seg->sequence, strerror(-status));
 	if (cw->hooks.on_poison != NULL)
-		cw->hooks.on_poison(cw->hooks.arg, seg->sequence, good_end);
+		cw->hooks.on_poison(cw->hooks.arg, seg->sequence, good_end, cut);
 	/* Later batches for the same segment will never be trusted either. */
 	for (struct commit_batch *b = cw->head, *next; b != NULL; b = next) {
 		next = b->next;

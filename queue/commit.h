@@ -49,9 +49,10 @@ struct commit_waiter {
 struct commit_hooks {
 	void *arg;
 	/* A segment failed: records reserved in it at or past good_end were
-	 * not durable and are lost (the file is cut back to good_end); those
-	 * before it were durable already and stay. */
-	void (*on_poison)(void *arg, uint64_t sequence, uint64_t good_end);
+	 * not durable and are lost (the file is cut back to good_end: `cut`,
+	 * unless even that failed); those before it were durable already and
+	 * stay. */
+	void (*on_poison)(void *arg, uint64_t sequence, uint64_t good_end, bool cut);
 	/* The backlog fell below the cap again (after commit_over_cap()). */
 	void (*on_drain)(void *arg);
 	/* A segment was closed for good (rolled or poisoned) and all its

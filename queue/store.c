@@ -133,10 +133,13 @@ struct store_segment {
 	/* Records here give the outcomes of messages whose data lies in
 	 * [after_lo, after_hi] (0: none): delete this one only after those. */
 	uint64_t after_lo, after_hi;
+	/* Records here give outcomes of messages in other writers' files
+	 * (see orphans below): delete this one only after those. */
+	struct store_cross_dep *cross;
+	uint32_t ncross;
 	struct queue_message *messages; /* stored ones whose first record is here */
 	bool closed;                    /* the writer is done with it */
 	bool pinned;                    /* never deleted (its unlink failed) */
-	bool orphan_pinned;             /* outcomes of orphans (below): kept while any lives */
 	bool no_compact;                /* nothing here could be moved; until live changes */
 	bool deleting;                  /* its unlink is on the ring */
 };
@@ -145,12 +148,26 @@ struct store_segment {
  * Orphans: messages in the segments of a writer number that no longer
  * runs (ferryd restarted with fewer workers). Worker w % workers owns
  * them; their files are never written again and go all at once when the
- * last of that writer's messages is finished. Their outcomes are written
- * to the owner's own segments, which must outlive those files: they are
- * kept while any orphan of the owner lives.
+ * last of that writer's messages is finished.
+ *
+ * Their outcomes are written to the owner's own segments: records about
+ * a message in another writer's files. Such a segment must outlive that
+ * writer's segments holding the message (up to `hi`), whichever queue
+ * owns them now, in this run or a later one with more or fewer workers:
+ * it waits until the oldest segment of that writer still on disk
+ * (queue_store.writer_floor, published by whichever queue holds the
+ * writer's files) is past `hi`.
  */
+struct store_cross_dep {
+	uint32_t writer;
+	uint64_t hi;
+};
+
 struct store_orphan_segment {
 	uint64_t sequence, bytes;
+	struct store_cross_dep *cross; /* as in store_segment */
+	uint32_t ncross;
+	bool deleting;
 };
 
 struct store_orphan_writer {
@@ -159,6 +176,9 @@ struct store_orphan_writer {
 	struct store_orphan_segment *segments;
 	size_t nsegments, cap;
 };
+
+#define STORE_MAX_WRITERS    1000 /* segment names carry 3 digits */
+#define STORE_CROSS_CHECK_MS 1000 /* another queue's deletions: look again */
 
 /* Recipients for another worker's shards, gathered during one loop turn. */
 struct store_xfer {
@@ -202,8 +222,11 @@ struct queue {
 	struct queue_compaction_stats compact_stats;
 	struct store_orphan_writer *orphans;
 	size_t norphans;
-	uint64_t orphans_live;      /* across them */
 	unsigned unlinks_in_flight; /* segment deletions on the ring */
+	/* A segment or orphan file waits for another writer's files, which
+	 * another queue deletes: look again now and then. */
+	bool cross_waiting;
+	uint64_t cross_check_ms;
 };
 
 /* A segment deletion on the ring: unlinking a large preallocated file
@@ -211,6 +234,7 @@ struct queue {
 struct store_unlink {
 	struct worker_op op;
 	struct queue *q;
+	uint32_t writer; /* q->index, or an orphan writer's */
 	uint64_t sequence;
 	char name[SEGMENT_NAME_MAX];
 };
@@ -226,6 +250,9 @@ struct queue_store {
 	atomic_uint_fast64_t bytes;    /* segment files on disk */
 	atomic_uint_fast64_t messages; /* stored or committing, not done */
 	atomic_uint xfers_in_flight;
+	/* Per writer number: the oldest of its segments still on disk
+	 * (UINT64_MAX: none), published by the queue holding its files. */
+	atomic_uint_fast64_t writer_floor[STORE_MAX_WRITERS];
 	struct queue_store_summary summary;
 	/* During recovery only: stored messages by id, for the state records
 	 * that name them (open addressing, power-of-two capacity). */
@@ -236,7 +263,8 @@ struct queue_store {
 	struct {
 		uint32_t worker;
 		uint64_t sequence, lo, hi;
-		bool orphan; /* outcomes of another writer's message: keep */
+		struct store_cross_dep *cross; /* outcomes of other writers' messages */
+		uint32_t ncross;
 	} scan_depend;
 };
 
@@ -302,6 +330,44 @@ static struct store_segment *store_segment_find(struct queue *q, uint64_t sequen
 	return at < q->nsegments && q->segments[at].sequence == sequence ? &q->segments[at] : NULL;
 }
 
+/* Publish the oldest segment of q's own writer still on disk. */
+static void store_floor_own(struct queue *q)
+{
+	if (q->index < STORE_MAX_WRITERS)
+		atomic_store(&q->store->writer_floor[q->index],
+			     q->nsegments > 0 ? q->segments[0].sequence : UINT64_MAX);
+}
+
+/* Note that records here speak of a message of `writer` whose data ends
+ * in its segment `hi`. */
+static int store_cross_add(struct store_cross_dep **deps, uint32_t *n, uint32_t writer, uint64_t hi)
+{
+	for (uint32_t i = 0; i < *n; i++) {
+		if ((*deps)[i].writer == writer) {
+			if (hi > (*deps)[i].hi)
+				(*deps)[i].hi = hi;
+			return 0;
+		}
+	}
+	struct store_cross_dep *more = realloc(*deps, (*n + 1) * sizeof(*more));
+	if (more == NULL)
+		return -ENOMEM;
+	*deps = more;
+	more[(*n)++] = (struct store_cross_dep){writer, hi};
+	return 0;
+}
+
+/* Every writer named is gone past `hi` (or altogether). */
+static bool store_cross_satisfied(struct queue_store *st, const struct store_cross_dep *deps,
+				  uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++)
+		if (deps[i].writer < STORE_MAX_WRITERS &&
+		    atomic_load(&st->writer_floor[deps[i].writer]) <= deps[i].hi)
+			return false;
+	return true;
+}
+
 /* `reserved`: its bytes were counted already (store_may_grow). */
 static struct store_segment *store_segment_add(struct queue *q, uint64_t sequence, uint64_t bytes,
 					       bool reserved)
@@ -323,6 +389,7 @@ static struct store_segment *store_segment_add(struct queue *q, uint64_t sequenc
 	q->nsegments++;
 	if (!reserved)
 		atomic_fetch_add(&q->store->bytes, bytes);
+	store_floor_own(q);
 	return &q->segments[at];
 }
 
@@ -350,10 +417,14 @@ static void store_segment_depend(struct queue *q, uint64_t sequence, uint64_t lo
 		seg->after_hi = hi;
 }
 
-static bool store_segment_deletable(const struct queue *q, const struct store_segment *seg)
+static bool store_segment_deletable(struct queue *q, const struct store_segment *seg)
 {
-	if (!seg->closed || seg->live > 0 || seg->pinned || seg->orphan_pinned || seg->deleting)
+	if (!seg->closed || seg->live > 0 || seg->pinned || seg->deleting)
 		return false;
+	if (seg->ncross > 0 && !store_cross_satisfied(q->store, seg->cross, seg->ncross)) {
+		q->cross_waiting = true;
+		return false;
+	}
 	if (seg->after_lo == 0)
 		return true;
 	size_t at = store_segment_lower_bound(q, seg->after_lo);
@@ -369,9 +440,11 @@ static void store_segment_forget(struct queue *q, size_t at)
 	log_event(LOG_LEVEL_DEBUG, "event=segment_deleted segment=%s", name);
 	q->compact_stats.deleted++;
 	atomic_fetch_sub(&q->store->bytes, seg->bytes);
+	free(seg->cross);
 	memmove(&q->segments[at], &q->segments[at + 1],
 		(q->nsegments - at - 1) * sizeof(*q->segments));
 	q->nsegments--;
+	store_floor_own(q);
 }
 
 static void store_segment_unlink_failed(struct queue *q, uint64_t sequence, int error)
@@ -389,6 +462,29 @@ static void store_segment_unlink_failed(struct queue *q, uint64_t sequence, int 
 
 static void store_segments_collect(struct queue *q, size_t from);
 
+static void store_orphan_unlinked(struct queue *q, uint32_t writer, uint64_t sequence, int res);
+
+/* A file of q's writer or of an orphan writer is gone (0, -ENOENT), or
+ * could not be deleted. */
+static void store_unlinked(struct queue *q, uint32_t writer, uint64_t sequence, int res)
+{
+	if (writer != q->index) {
+		store_orphan_unlinked(q, writer, sequence, res);
+		return;
+	}
+	if (res != 0 && res != -ENOENT) {
+		store_segment_unlink_failed(q, sequence, -res);
+		return;
+	}
+	struct store_segment *seg = store_segment_find(q, sequence);
+	if (seg != NULL) {
+		size_t at = (size_t)(seg - q->segments);
+		store_segment_forget(q, at);
+		/* Only now may what waited for it go. */
+		store_segments_collect(q, at);
+	}
+}
+
 static void store_segment_unlinked(struct worker_op *op, const struct io_uring_cqe *cqe)
 {
 	struct store_unlink *u = (struct store_unlink *)op;
@@ -397,18 +493,33 @@ static void store_segment_unlinked(struct worker_op *op, const struct io_uring_c
 	if (res == -EINVAL || res == -EOPNOTSUPP) /* a kernel without the op */
 		res = unlinkat(q->store->dir_fd, u->name, 0) == 0 ? 0 : -errno;
 	q->unlinks_in_flight--;
-	if (res != 0 && res != -ENOENT) {
-		store_segment_unlink_failed(q, u->sequence, -res);
-	} else {
-		struct store_segment *seg = store_segment_find(q, u->sequence);
-		if (seg != NULL) {
-			size_t at = (size_t)(seg - q->segments);
-			store_segment_forget(q, at);
-			/* Only now may what waited for it go. */
-			store_segments_collect(q, at);
-		}
-	}
+	store_unlinked(q, u->writer, u->sequence, res);
 	free(u);
+}
+
+/* Delete a segment file of `writer` (q's own or an orphan's): on the ring
+ * when q's worker runs, else here. Its bookkeeping follows the unlink. */
+static void store_unlink_file(struct queue *q, uint32_t writer, uint64_t sequence)
+{
+	struct store_unlink *u = NULL;
+	if (q->worker != NULL && q->writer != NULL)
+		u = calloc(1, sizeof(*u));
+	if (u == NULL) {
+		char name[SEGMENT_NAME_MAX];
+		segment_name(name, writer, sequence);
+		store_unlinked(q, writer, sequence,
+			       unlinkat(q->store->dir_fd, name, 0) == 0 ? 0 : -errno);
+		return;
+	}
+	u->op.complete = store_segment_unlinked;
+	u->q = q;
+	u->writer = writer;
+	u->sequence = sequence;
+	segment_name(u->name, writer, sequence);
+	q->unlinks_in_flight++;
+	struct io_uring_sqe *sqe = worker_sqe(q->worker);
+	io_uring_prep_unlinkat(sqe, q->store->dir_fd, u->name, 0);
+	worker_sqe_set_op(sqe, &u->op);
 }
 
 /*
@@ -420,19 +531,9 @@ static void store_segment_unlinked(struct worker_op *op, const struct io_uring_c
 static bool store_segment_delete_at(struct queue *q, size_t at)
 {
 	struct store_segment *seg = &q->segments[at];
-	struct store_unlink *u = NULL;
-	if (q->worker != NULL && q->writer != NULL)
-		u = calloc(1, sizeof(*u));
-	if (u != NULL) {
-		u->op.complete = store_segment_unlinked;
-		u->q = q;
-		u->sequence = seg->sequence;
-		segment_name(u->name, q->index, seg->sequence);
+	if (q->worker != NULL && q->writer != NULL) {
 		seg->deleting = true;
-		q->unlinks_in_flight++;
-		struct io_uring_sqe *sqe = worker_sqe(q->worker);
-		io_uring_prep_unlinkat(sqe, q->store->dir_fd, u->name, 0);
-		worker_sqe_set_op(sqe, &u->op);
+		store_unlink_file(q, q->index, seg->sequence);
 		return false;
 	}
 	char name[SEGMENT_NAME_MAX];
@@ -509,50 +610,78 @@ static struct store_orphan_writer *store_orphan_writer(struct queue *q, uint32_t
 	return &q->orphans[q->norphans++];
 }
 
-/* Every message of an orphan writer is finished: delete its files. */
-static void store_orphan_writer_delete(struct queue *q, struct store_orphan_writer *ow)
+/* Publish the oldest file of an orphan writer still on disk. */
+static void store_floor_orphan(struct queue *q, const struct store_orphan_writer *ow)
 {
-	size_t kept = 0;
-	for (size_t i = 0; i < ow->nsegments; i++) {
-		char name[SEGMENT_NAME_MAX];
-		segment_name(name, ow->writer, ow->segments[i].sequence);
-		if (unlinkat(q->store->dir_fd, name, 0) != 0 && errno != ENOENT) {
-			log_event(LOG_LEVEL_ERROR,
-				  "event=segment_delete_failed segment=%s error=\"%s\"", name,
-				  strerror(errno));
-			ow->segments[kept++] = ow->segments[i];
-			continue;
-		}
-		atomic_fetch_sub(&q->store->bytes, ow->segments[i].bytes);
-		q->compact_stats.deleted++;
-	}
-	if (ow->nsegments > kept)
-		log_event(LOG_LEVEL_INFO,
-			  "event=orphan_segments_deleted writer=%u segments=%zu note=\"every "
-			  "message of a worker number no longer running is finished\"",
-			  ow->writer, ow->nsegments - kept);
-	ow->nsegments = kept;
+	uint64_t floor = UINT64_MAX;
+	for (size_t i = 0; i < ow->nsegments; i++)
+		if (ow->segments[i].sequence < floor)
+			floor = ow->segments[i].sequence;
+	if (ow->writer < STORE_MAX_WRITERS)
+		atomic_store(&q->store->writer_floor[ow->writer], floor);
 }
 
-/* When no orphan of q lives and their files are gone, q's segments that
- * hold their outcomes need not wait any more. */
-static void store_orphans_settle(struct queue *q)
+/* An orphan file is gone (res 0 or -ENOENT) or could not be deleted. */
+static void store_orphan_unlinked(struct queue *q, uint32_t writer, uint64_t sequence, int res)
 {
-	if (q->orphans_live > 0)
+	struct store_orphan_writer *ow = store_orphan_writer(q, writer, false);
+	if (ow == NULL)
 		return;
-	for (size_t i = 0; i < q->norphans; i++) {
-		if (q->orphans[i].live == 0 && q->orphans[i].nsegments > 0)
-			store_orphan_writer_delete(q, &q->orphans[i]);
-		if (q->orphans[i].nsegments > 0)
+	for (size_t i = 0; i < ow->nsegments; i++) {
+		struct store_orphan_segment *os = &ow->segments[i];
+		if (os->sequence != sequence)
+			continue;
+		char name[SEGMENT_NAME_MAX];
+		segment_name(name, writer, sequence);
+		if (res != 0 && res != -ENOENT) {
+			/* Left on disk: never tried again, a leak but no loss. */
+			log_event(LOG_LEVEL_ERROR,
+				  "event=segment_delete_failed segment=%s error=\"%s\"", name,
+				  strerror(-res));
 			return;
+		}
+		log_event(LOG_LEVEL_DEBUG, "event=segment_deleted segment=%s", name);
+		atomic_fetch_sub(&q->store->bytes, os->bytes);
+		q->compact_stats.deleted++;
+		free(os->cross);
+		ow->segments[i] = ow->segments[--ow->nsegments];
+		store_floor_orphan(q, ow);
+		if (ow->nsegments == 0)
+			log_event(LOG_LEVEL_INFO,
+				  "event=orphan_segments_deleted writer=%u note=\"every message of "
+				  "a worker number no longer running is finished\"",
+				  writer);
+		return;
 	}
-	bool any = false;
-	for (size_t i = 0; i < q->nsegments; i++) {
-		any |= q->segments[i].orphan_pinned;
-		q->segments[i].orphan_pinned = false;
+}
+
+static void store_unlink_file(struct queue *q, uint32_t writer, uint64_t sequence);
+
+/*
+ * Every message of an orphan writer is finished: delete its files, once
+ * the outcomes they hold of yet other writers' messages (it owned them
+ * in an earlier run) are no longer needed.
+ */
+static void store_orphan_writer_collect(struct queue *q, struct store_orphan_writer *ow)
+{
+	if (ow->live > 0)
+		return;
+	for (size_t i = 0; i < ow->nsegments; i++) {
+		const struct store_orphan_segment *os = &ow->segments[i];
+		if (os->ncross > 0 && !store_cross_satisfied(q->store, os->cross, os->ncross)) {
+			q->cross_waiting = true;
+			return;
+		}
 	}
-	if (any)
-		store_segments_collect(q, 0);
+	/* From the end: one deleted at once (at start-up, at close) is
+	 * swapped out without moving those not yet seen. */
+	for (size_t i = ow->nsegments; i > 0; i--) {
+		struct store_orphan_segment *os = &ow->segments[i - 1];
+		if (os->deleting)
+			continue;
+		os->deleting = true;
+		store_unlink_file(q, ow->writer, os->sequence);
+	}
 }
 
 /* An orphan message finished. */
@@ -561,11 +690,20 @@ static void store_orphan_done(struct queue *q, const struct queue_message *m)
 	struct store_orphan_writer *ow = store_orphan_writer(q, m->writer, false);
 	if (ow == NULL || ow->live == 0)
 		return;
-	ow->live--;
-	q->orphans_live--;
-	if (ow->live == 0)
-		store_orphan_writer_delete(q, ow);
-	store_orphans_settle(q);
+	if (--ow->live == 0)
+		store_orphan_writer_collect(q, ow);
+}
+
+/* Now and then, what waits for other queues' deletions looks again. */
+static void store_cross_recheck(struct queue *q)
+{
+	if (!q->cross_waiting || q->worker == NULL || q->worker->now_ms < q->cross_check_ms)
+		return;
+	q->cross_check_ms = q->worker->now_ms + STORE_CROSS_CHECK_MS;
+	q->cross_waiting = false; /* set again by whatever still waits */
+	store_segments_collect(q, 0);
+	for (size_t i = 0; i < q->norphans; i++)
+		store_orphan_writer_collect(q, &q->orphans[i]);
 }
 
 /* ---- messages ---------------------------------------------------------- */
@@ -867,7 +1005,7 @@ static bool store_message_lost(const struct queue_message *m, uint64_t sequence,
 
 static void store_compact_on_poison(struct queue *q, uint64_t sequence, uint64_t good_end);
 
-static void store_on_poison(void *arg, uint64_t sequence, uint64_t good_end)
+static void store_on_poison(void *arg, uint64_t sequence, uint64_t good_end, bool cut)
 {
 	struct queue *q = arg;
 	/*
@@ -890,7 +1028,7 @@ static void store_on_poison(void *arg, uint64_t sequence, uint64_t good_end)
 	/* The writer cut the file back to good_end: it holds that much now
 	 * (for max_size, and for compaction's measure of how dead it is). */
 	struct store_segment *seg = store_segment_find(q, sequence);
-	if (seg != NULL && seg->bytes > good_end) {
+	if (cut && seg != NULL && seg->bytes > good_end) {
 		atomic_fetch_sub(&q->store->bytes, seg->bytes - good_end);
 		seg->bytes = good_end;
 	}
@@ -1024,6 +1162,7 @@ static void store_compact_maybe_start(struct queue *q);
 void queue_flush(struct queue *q)
 {
 	store_send_outbox(q);
+	store_cross_recheck(q);
 	store_compact_maybe_start(q);
 	commit_flush(q->writer);
 }
@@ -1135,8 +1274,9 @@ static uint8_t *store_reserve_state(struct queue *q, struct queue_message *m, si
 		store_segment_depend(q, loc->sequence, m->origin_sequence, m->last_sequence);
 	} else {
 		struct store_segment *seg = store_segment_find(q, loc->sequence);
-		if (seg != NULL)
-			seg->orphan_pinned = true;
+		if (seg != NULL &&
+		    store_cross_add(&seg->cross, &seg->ncross, m->writer, m->last_sequence) != 0)
+			seg->pinned = true; /* cannot say what it waits for: keep it */
 	}
 	return p;
 }
@@ -2109,8 +2249,23 @@ static void store_recover_segment(void *arg, const struct recover_segment *seg)
 	/* Sequence numbers continue past anything on disk, in any verdict. */
 	if (seg->worker < st->cfg.workers && seg->sequence >= q->next_sequence)
 		q->next_sequence = seg->sequence + 1;
-	if (seg->verdict == RECOVER_CORRUPT || seg->verdict == RECOVER_UNREADABLE)
+	/* What its records wait for (store_recover_depend), if anything. */
+	struct store_cross_dep *cross = NULL;
+	uint32_t ncross = 0;
+	uint64_t after_lo = 0, after_hi = 0;
+	if (st->scan_depend.worker == seg->worker && st->scan_depend.sequence == seg->sequence) {
+		cross = st->scan_depend.cross;
+		ncross = st->scan_depend.ncross;
+		after_lo = st->scan_depend.lo;
+		after_hi = st->scan_depend.hi;
+		st->scan_depend.cross = NULL;
+		st->scan_depend.ncross = 0;
+		st->scan_depend.sequence = 0;
+	}
+	if (seg->verdict == RECOVER_CORRUPT || seg->verdict == RECOVER_UNREADABLE) {
+		free(cross);
 		return; /* moved aside or untouched: not ours to count or delete */
+	}
 	if (seg->worker != q->index) {
 		/* Written by a worker number that no longer runs: q owns its
 		 * messages, and the file until they are all finished. */
@@ -2121,27 +2276,36 @@ static void store_recover_segment(void *arg, const struct recover_segment *seg)
 			size_t cap = ow->cap ? ow->cap * 2 : 8;
 			struct store_orphan_segment *more =
 				realloc(ow->segments, cap * sizeof(*more));
-			if (more == NULL)
+			if (more == NULL) {
+				free(cross);
 				return; /* never deleted then: a leak, not a loss */
+			}
 			ow->segments = more;
 			ow->cap = cap;
 		}
-		ow->segments[ow->nsegments++] =
-			(struct store_orphan_segment){seg->sequence, seg->file_size};
+		/* Its own outcomes go with it; those of other writers' messages
+		 * (from a run in which it owned them) make it wait. */
+		ow->segments[ow->nsegments++] = (struct store_orphan_segment){
+			.sequence = seg->sequence,
+			.bytes = seg->file_size,
+			.cross = cross,
+			.ncross = ncross,
+		};
+		store_floor_orphan(q, ow);
 		atomic_fetch_add(&st->bytes, seg->file_size);
 		st->summary.segments++;
 		st->summary.torn += seg->verdict == RECOVER_TORN;
 		return;
 	}
 	struct store_segment *s = store_segment_add(q, seg->sequence, seg->file_size, false);
-	if (s != NULL)
-		s->closed = true; /* never appended to again */
-	if (st->scan_depend.worker == seg->worker && st->scan_depend.sequence == seg->sequence) {
-		store_segment_depend(q, seg->sequence, st->scan_depend.lo, st->scan_depend.hi);
-		if (s != NULL && st->scan_depend.orphan)
-			s->orphan_pinned = true;
-		st->scan_depend.sequence = 0;
+	if (s == NULL) {
+		free(cross);
+		return;
 	}
+	s->closed = true; /* never appended to again */
+	s->cross = cross;
+	s->ncross = ncross;
+	store_segment_depend(q, seg->sequence, after_lo, after_hi);
 	st->summary.segments++;
 	st->summary.torn += seg->verdict == RECOVER_TORN;
 }
@@ -2196,25 +2360,29 @@ static struct queue_message *store_by_id_find(const struct queue_store *st, cons
  * m's data, as at run time (store_reserve_state). The segment is added
  * once all its records are read, so the range waits here until then.
  */
-static void store_recover_depend(struct queue_store *st, const struct queue_message *m,
-				 uint32_t worker, uint64_t sequence)
+static int store_recover_depend(struct queue_store *st, const struct queue_message *m,
+				uint32_t worker, uint64_t sequence)
 {
 	if (st->scan_depend.worker != worker || st->scan_depend.sequence != sequence) {
 		st->scan_depend.worker = worker;
 		st->scan_depend.sequence = sequence;
 		st->scan_depend.lo = st->scan_depend.hi = 0;
-		st->scan_depend.orphan = false;
+		free(st->scan_depend.cross);
+		st->scan_depend.cross = NULL;
+		st->scan_depend.ncross = 0;
 	}
 	if (worker != m->writer) {
 		/* The message's data is in another writer's files (see
-		 * orphans): this segment is kept while orphans live. */
-		st->scan_depend.orphan = true;
-		return;
+		 * orphans): this segment waits for those. Out of memory, it
+		 * would wait for nothing: refuse to start instead. */
+		return store_cross_add(&st->scan_depend.cross, &st->scan_depend.ncross, m->writer,
+				       m->last_sequence);
 	}
 	if (st->scan_depend.lo == 0 || m->origin_sequence < st->scan_depend.lo)
 		st->scan_depend.lo = m->origin_sequence;
 	if (m->last_sequence > st->scan_depend.hi)
 		st->scan_depend.hi = m->last_sequence;
+	return 0;
 }
 
 static int store_recover_state(void *arg, enum record_type type, const struct record_rcpt_state *rs,
@@ -2224,7 +2392,9 @@ static int store_recover_state(void *arg, enum record_type type, const struct re
 	struct queue_message *m = store_by_id_find(st, rs->id);
 	if (m == NULL || rs->recipient >= m->nrcpt)
 		return 0; /* its message is gone (done, or never committed) */
-	store_recover_depend(st, m, worker, sequence);
+	int r0 = store_recover_depend(st, m, worker, sequence);
+	if (r0 != 0)
+		return r0;
 	struct store_rcpt *r = &m->rcpts[rs->recipient];
 	if ((type == RECORD_RCPT_DELIVERED || type == RECORD_RCPT_FAILED) && !r->finished) {
 		r->finished = true;
@@ -2240,11 +2410,10 @@ static int store_recover_done(void *arg, const struct record_id *id, uint32_t wo
 {
 	struct queue_store *st = arg;
 	struct queue_message *m = store_by_id_find(st, id->id);
-	if (m != NULL) {
-		m->done = true;
-		store_recover_depend(st, m, worker, sequence);
-	}
-	return 0;
+	if (m == NULL)
+		return 0;
+	m->done = true;
+	return store_recover_depend(st, m, worker, sequence);
 }
 
 int queue_store_open(struct queue_store **out, const struct queue_store_config *cfg, char *err,
@@ -2269,6 +2438,8 @@ int queue_store_open(struct queue_store **out, const struct queue_store_config *
 	int r = -ENOMEM;
 	if (st->spool_dir == NULL || st->shards == NULL || st->queues == NULL)
 		goto fail;
+	for (uint32_t i = 0; i < STORE_MAX_WRITERS; i++)
+		atomic_init(&st->writer_floor[i], UINT64_MAX);
 	for (uint32_t i = 0; i < shards; i++) {
 		st->shards[i].owner = i % st->cfg.workers;
 		if ((r = index_shard_init(&st->shards[i].index)) != 0)
@@ -2363,22 +2534,25 @@ int queue_store_open(struct queue_store **out, const struct queue_store_config *
 			if (m->writer != q->index) {
 				struct store_orphan_writer *ow =
 					store_orphan_writer(q, m->writer, true);
-				if (ow != NULL) {
+				if (ow != NULL)
 					ow->live++;
-					q->orphans_live++;
-				}
 			}
 			m->counted = true;
 			store_index_message(q, m);
 			st->summary.recipients += m->remaining;
 			st->summary.messages++;
 		}
-		for (size_t i = 0; i < q->norphans; i++)
-			if (q->orphans[i].live == 0)
-				store_orphan_writer_delete(q, &q->orphans[i]);
-		store_orphans_settle(q);
-		store_segments_collect(q, 0);
 		q->compact_dirty = true;
+	}
+	/* Drop what nothing needs. Twice: a segment of one queue may wait for
+	 * files another queue deletes in the first pass. */
+	for (int pass = 0; pass < 2; pass++) {
+		for (uint32_t w = 0; w < st->cfg.workers; w++) {
+			struct queue *q = &st->queues[w];
+			for (size_t i = 0; i < q->norphans; i++)
+				store_orphan_writer_collect(q, &q->orphans[i]);
+			store_segments_collect(q, 0);
+		}
 	}
 	free(st->by_id); /* state records only come from disk at start */
 	st->by_id = NULL;
@@ -2420,10 +2594,15 @@ void queue_store_close(struct queue_store *st)
 		for (uint32_t k = 0; q->outbox != NULL && k < st->cfg.workers; k++)
 			free(q->outbox[k]);
 		free(q->outbox);
+		for (size_t i = 0; i < q->nsegments; i++)
+			free(q->segments[i].cross);
 		free(q->segments);
 		store_compaction_free(q->compaction);
-		for (size_t i = 0; i < q->norphans; i++)
+		for (size_t i = 0; i < q->norphans; i++) {
+			for (size_t k = 0; k < q->orphans[i].nsegments; k++)
+				free(q->orphans[i].segments[k].cross);
 			free(q->orphans[i].segments);
+		}
 		free(q->orphans);
 	}
 	if (st->dir_fd >= 0)
@@ -2433,6 +2612,7 @@ void queue_store_close(struct queue_store *st)
 	if (st->lock_fd >= 0)
 		close(st->lock_fd);
 	free(st->by_id);
+	free(st->scan_depend.cross);
 	free(st->shards);
 	free(st->queues);
 	free(st->spool_dir);

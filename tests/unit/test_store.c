@@ -31,7 +31,7 @@
 #include "queue/queue.h"
 #include "queue/record.h"
 
-#define T_MAX_WORKERS 2
+#define T_MAX_WORKERS 4
 #define T_MAX_TURNS   4000 /* bound on any pump loop */
 #define T_WAIT_SEC    10   /* bound on one wait for a completion */
 
@@ -2661,4 +2661,101 @@ Test(store, segment_cut_after_a_failed_sync_counts_for_its_cut_size)
 	}
 	cr_assert(t_segment_exists(3), "no third segment: the cut one still counts in full");
 	cr_assert_geq(acked, 9, "only %u messages taken after the failed sync", acked);
+}
+
+/* Store M on worker `on` of `workers`, for ann@first.example and
+ * bo@second.example. */
+static void t_store_pair_on(uint32_t workers, uint32_t on, struct t_client *m)
+{
+	ts.cfg.workers = workers;
+	t_open();
+	t_start_workers();
+	uint8_t *body = t_body(5000, 48);
+	const char *r[] = {"ann@first.example", "bo@second.example"};
+	t_client_init(m);
+	cr_assert_eq(t_begin_on(ts.queues[on], m, "alice@client.example", r, 2), 0);
+	cr_assert_geq(t_write(m, body, 5000, 5000), 0);
+	t_commit(m);
+	t_pump_until_committed(m, 1);
+	cr_assert_eq(m->status, 0);
+	t_close();
+	t_release(body);
+}
+
+static uint64_t t_recipients_after_restart(uint32_t workers)
+{
+	ts.cfg.workers = workers;
+	t_open();
+	struct queue_store_summary sum;
+	queue_store_summary(ts.store, &sum);
+	t_close();
+	return sum.recipients;
+}
+
+/*
+ * 2 workers, then 1, then 2 again: the outcome recorded while worker 0
+ * owned worker 1's message lies in worker 0's files, and must stay there
+ * as long as worker 1's files hold the message, whoever owns it now.
+ */
+Test(store, outcome_written_for_another_writer_survives_its_return)
+{
+	static struct t_client m;
+	t_store_pair_on(2, 1, &m);
+	ts.cfg.workers = 1;
+	t_open();
+	t_start_workers();
+	cr_assert_eq(t_finish_domain("first.example", QUEUE_DELIVERED, 10), 1);
+	t_pump_idle();
+	t_close();
+	ts.cfg.workers = 2;
+	t_open();
+	t_start_workers();
+	t_pump_idle();
+	t_close();
+	cr_assert_eq(t_recipients_after_restart(2), 1, "the delivered recipient came back");
+}
+
+/*
+ * 4 workers, then 2, then 1: worker 1 owned worker 3's message and
+ * recorded an outcome for it in its own files; once worker 1 no longer
+ * runs either, its files must not go (when its own mail is done) while
+ * worker 3's files still hold that message.
+ */
+Test(store, files_of_a_retired_writer_keep_outcomes_of_an_older_one)
+{
+	static struct t_client m, x;
+	t_store_pair_on(4, 3, &m);
+	ts.cfg.workers = 2;
+	t_open();
+	t_start_workers();
+	uint8_t *body = t_body(5000, 49);
+	const char *r[] = {"cy@third.example"};
+	t_client_init(&x);
+	cr_assert_eq(t_begin_on(ts.queues[1], &x, "alice@client.example", r, 1), 0);
+	cr_assert_geq(t_write(&x, body, 5000, 5000), 0);
+	t_commit(&x);
+	t_pump_until_committed(&x, 1);
+	cr_assert_eq(t_finish_domain("first.example", QUEUE_DELIVERED, 10), 1);
+	t_pump_idle();
+	t_close();
+	ts.cfg.workers = 1;
+	t_open();
+	t_start_workers();
+	cr_assert_eq(t_finish_domain("third.example", QUEUE_DELIVERED, 10), 1);
+	t_pump_idle();
+	t_close();
+	cr_assert_eq(t_recipients_after_restart(1), 1, "the delivered recipient came back");
+	/* And once the message is done, every retired writer's files go. */
+	t_open();
+	t_start_workers();
+	cr_assert_eq(t_finish_domain("second.example", QUEUE_DELIVERED, 10), 1);
+	t_pump_idle();
+	for (unsigned n = 0; n < 200 && (t_segments_of(1) > 0 || t_segments_of(3) > 0); n++) {
+		usleep(10000); /* what waits on another writer looks again each second */
+		t_turn();
+	}
+	cr_assert_eq(t_segments_of(3), 0, "%u segments of worker 3 left", t_segments_of(3));
+	cr_assert_eq(t_segments_of(1), 0, "%u segments of worker 1 left", t_segments_of(1));
+	t_close();
+	cr_assert_eq(t_recipients_after_restart(1), 0);
 }
