@@ -428,6 +428,39 @@ static int recover_segment_records(struct recover_scan *sc, const struct recover
 	return 0;
 }
 
+/*
+ * Some listed segments vanished under a read-only scan. Copies of their
+ * messages, if any, were written (and synced) before the delete, into a
+ * newer segment of the same writer: read after the vanished one, so
+ * seen, unless that segment was created after the listing. Then the view
+ * misses them: the caller reads again.
+ */
+static bool recover_listing_stale(int dir_fd, const struct segment_file *files, int n)
+{
+	bool any = false;
+	for (int i = 0; i < n && !any; i++)
+		any = files[i].vanished;
+	if (!any)
+		return false;
+	struct segment_file *now;
+	int m = segment_list(dir_fd, &now);
+	if (m < 0)
+		return true;
+	bool stale = false;
+	for (int i = 0; i < n && !stale; i++) {
+		if (!files[i].vanished)
+			continue;
+		uint64_t newest = 0; /* of this writer, in the listing read */
+		for (int k = 0; k < n; k++)
+			if (files[k].worker == files[i].worker && files[k].sequence > newest)
+				newest = files[k].sequence;
+		for (int k = 0; k < m && !stale; k++)
+			stale = now[k].worker == files[i].worker && now[k].sequence > newest;
+	}
+	free(now);
+	return stale;
+}
+
 /* Writers from the highest number down, each in sequence order. */
 static int recover_order(const void *a, const void *b)
 {
@@ -484,11 +517,12 @@ int recover_spool(int dir_fd, int quarantine_fd, bool read_only, const struct re
 		int fd = openat(dir_fd, f->name, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
 		struct stat stbuf;
 		if (fd < 0 && errno == ENOENT && read_only) {
-			/* A running ferryd deleted it since the listing (its
-			 * messages finished, or were compacted into a segment
-			 * the listing may not name): the view would miss them. */
-			status = -ESTALE;
-			break;
+			/* A running ferryd deleted it since the listing: its
+			 * messages finished, or were copied forward into a
+			 * newer segment of the same writer (before the delete).
+			 * Skipped; checked once the listing is read. */
+			f->vanished = true;
+			continue;
 		}
 		if (fd < 0 || fstat(fd, &stbuf) != 0) {
 			log_event(LOG_LEVEL_ERROR,
@@ -559,6 +593,8 @@ int recover_spool(int dir_fd, int quarantine_fd, bool read_only, const struct re
 			hooks->segment(hooks->arg, &seg);
 	}
 	recover_table_clear(&sc->pending, stats);
+	if (status == 0 && read_only && recover_listing_stale(dir_fd, files, n))
+		status = -ESTALE;
 	for (int k = 0; k < n; k++)
 		if (maps[k].data != NULL)
 			munmap(maps[k].data, maps[k].size);

@@ -85,9 +85,10 @@ struct recover_stats {
  * quarantine_fd unless read_only. Returns 0 or the first hook error.
  *
  * Read-only readers may look at the spool of a running ferryd. A listed
- * segment that is gone when opened makes it -ESTALE: ferryd deleted it
- * meanwhile, possibly after compacting its messages into a segment the
- * listing does not name; read again from scratch. They may also find a
+ * segment that is gone when opened is skipped: ferryd deleted it (its
+ * messages finished, or copied into a newer segment of the same writer).
+ * If that writer has a segment newer than the listing named, the copies
+ * may be there, unseen: -ESTALE, read again from scratch. They may also find a
  * message twice (compaction copied it and has not yet deleted the old
  * segment): the two copies hold the same envelope and body, and outcomes
  * apply to the message by id, whichever copy is kept.

@@ -107,6 +107,7 @@ int segment_list(int dir_fd, struct segment_file **out)
 		}
 		list[n].worker = worker;
 		list[n].sequence = seq;
+		list[n].vanished = false;
 		snprintf(list[n].name, sizeof(list[n].name), "%s", e->d_name);
 		n++;
 	}

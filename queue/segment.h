@@ -30,6 +30,7 @@ struct segment_file {
 	uint32_t worker;
 	uint64_t sequence;
 	char name[SEGMENT_NAME_MAX]; /* relative to <spool>/segments */
+	bool vanished;               /* for readers: gone when opened */
 };
 
 /* Create <spool>/segments and <spool>/quarantine if missing; returns an fd

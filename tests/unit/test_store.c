@@ -30,6 +30,7 @@
 #include "core/worker.h"
 #include "queue/queue.h"
 #include "queue/record.h"
+#include "queue/recover.h"
 
 #define T_MAX_WORKERS 4
 #define T_MAX_TURNS   4000 /* bound on any pump loop */
@@ -2758,4 +2759,86 @@ Test(store, files_of_a_retired_writer_keep_outcomes_of_an_older_one)
 	cr_assert_eq(t_segments_of(1), 0, "%u segments of worker 1 left", t_segments_of(1));
 	t_close();
 	cr_assert_eq(t_recipients_after_restart(1), 0);
+}
+
+/* ---- readers of a running ferryd's spool -------------------------------------- */
+
+struct t_reader {
+	unsigned messages, segments;
+	bool create_newer; /* also make a segment newer than the listing */
+};
+
+static int t_reader_message(void *arg, const struct recover_message *m)
+{
+	(void)m;
+	((struct t_reader *)arg)->messages++;
+	return 0;
+}
+
+/* After the first segment, delete the second, as a running ferryd may. */
+static void t_reader_segment(void *arg, const struct recover_segment *seg)
+{
+	struct t_reader *rd = arg;
+	if (rd->segments++ != 0)
+		return;
+	char path[256];
+	snprintf(path, sizeof(path), "%s/segments/w000-%012llu.seg", ts.spool,
+		 (unsigned long long)seg->sequence + 1);
+	cr_assert_eq(unlink(path), 0, "unlink %s: %s", path, strerror(errno));
+	if (rd->create_newer) {
+		snprintf(path, sizeof(path), "%s/segments/w000-000000000099.seg", ts.spool);
+		int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		cr_assert_geq(fd, 0);
+		close(fd);
+	}
+}
+
+static int t_read_spool(struct t_reader *rd)
+{
+	char path[256];
+	snprintf(path, sizeof(path), "%s/segments", ts.spool);
+	int dir_fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	cr_assert_geq(dir_fd, 0);
+	struct recover_hooks hooks = {
+		.arg = rd, .message = t_reader_message, .segment = t_reader_segment};
+	struct recover_stats stats;
+	int r = recover_spool(dir_fd, -1, true, &hooks, &stats);
+	close(dir_fd);
+	return r;
+}
+
+/* Three segments of messages, each message wholly in one segment. */
+static void t_three_segments(void)
+{
+	ts.cfg.segment_size = 1u << 20;
+	t_open();
+	t_start_workers();
+	uint8_t *body = t_body(300000, 50);
+	static struct t_client c[9];
+	for (unsigned i = 0; i < 9; i++) {
+		t_send(&c[i], "bob@dest.example", body, 300000);
+		t_pump_until_committed(&c[i], 1);
+	}
+	t_close();
+	cr_assert(t_segment_exists(3));
+}
+
+/* A segment deleted under a read-only scan is skipped; with no newer
+ * segment than the listing named, the view is complete. */
+Test(store, reader_skips_a_segment_deleted_under_it)
+{
+	t_three_segments();
+	struct t_reader rd = {0};
+	cr_assert_eq(t_read_spool(&rd), 0);
+	cr_assert_eq(rd.segments, 2, "read %u segments", rd.segments);
+	cr_assert_gt(rd.messages, 0);
+}
+
+/* ... but when the writer has a segment newer than the listing, copies
+ * may be in it: the reader is told to read again. */
+Test(store, reader_is_told_to_read_again_when_newer_segments_appeared)
+{
+	t_three_segments();
+	struct t_reader rd = {.create_newer = true};
+	cr_assert_eq(t_read_spool(&rd), -ESTALE);
 }
