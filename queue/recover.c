@@ -428,12 +428,25 @@ static int recover_segment_records(struct recover_scan *sc, const struct recover
 	return 0;
 }
 
+/* As segment_list sorts: by writer, then sequence. */
+static int recover_listed_cmp(const void *a, const void *b)
+{
+	const struct segment_file *x = a, *y = b;
+	if (x->worker != y->worker)
+		return x->worker < y->worker ? -1 : 1;
+	return (x->sequence > y->sequence) - (x->sequence < y->sequence);
+}
+
 /*
- * Some listed segments vanished under a read-only scan. Copies of their
- * messages, if any, were written (and synced) before the delete, into a
- * newer segment of the same writer: read after the vanished one, so
- * seen, unless that segment was created after the listing. Then the view
- * misses them: the caller reads again.
+ * Some listed segments vanished under a read-only scan. The view may
+ * then be wrong in two ways, and the caller reads again:
+ *  - copies of their messages were written (and synced) before the
+ *    delete into a newer segment of the same writer, read after the
+ *    vanished one unless that segment was created after the listing;
+ *  - a vanished segment held outcomes of a message read earlier in the
+ *    scan. It is deleted only after that message's data segments, so one
+ *    of the segments already read is gone too.
+ * A vanished segment of finished mail alone leaves the view right.
  */
 static bool recover_listing_stale(int dir_fd, const struct segment_file *files, int n)
 {
@@ -448,8 +461,11 @@ static bool recover_listing_stale(int dir_fd, const struct segment_file *files, 
 		return true;
 	bool stale = false;
 	for (int i = 0; i < n && !stale; i++) {
-		if (!files[i].vanished)
+		if (!files[i].vanished) {
+			stale = m == 0 || bsearch(&files[i], now, (size_t)m, sizeof(*now),
+						  recover_listed_cmp) == NULL;
 			continue;
+		}
 		uint64_t newest = 0; /* of this writer, in the listing read */
 		for (int k = 0; k < n; k++)
 			if (files[k].worker == files[i].worker && files[k].sequence > newest)

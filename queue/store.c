@@ -175,6 +175,7 @@ struct store_orphan_writer {
 	uint64_t live; /* its messages not finished */
 	struct store_orphan_segment *segments;
 	size_t nsegments, cap;
+	bool stuck; /* a file could not be deleted: the newer ones stay */
 };
 
 #define STORE_MAX_WRITERS    1000 /* segment names carry 3 digits */
@@ -227,6 +228,7 @@ struct queue {
 	 * another queue deletes: look again now and then. */
 	bool cross_waiting;
 	uint64_t cross_check_ms;
+	struct timer cross_timer; /* wakes an idle worker for that */
 };
 
 /* A segment deletion on the ring: unlinking a large preallocated file
@@ -254,6 +256,7 @@ struct queue_store {
 	 * (UINT64_MAX: none), published by the queue holding its files. */
 	atomic_uint_fast64_t writer_floor[STORE_MAX_WRITERS];
 	struct queue_store_summary summary;
+	bool recover_incomplete; /* a segment could not be accounted (memory) */
 	/* During recovery only: stored messages by id, for the state records
 	 * that name them (open addressing, power-of-two capacity). */
 	struct queue_message **by_id;
@@ -463,6 +466,8 @@ static void store_segment_unlink_failed(struct queue *q, uint64_t sequence, int 
 static void store_segments_collect(struct queue *q, size_t from);
 
 static void store_orphan_unlinked(struct queue *q, uint32_t writer, uint64_t sequence, int res);
+static struct store_orphan_writer *store_orphan_writer(struct queue *q, uint32_t writer, bool add);
+static void store_orphan_writer_collect(struct queue *q, struct store_orphan_writer *ow);
 
 /* A file of q's writer or of an orphan writer is gone (0, -ENOENT), or
  * could not be deleted. */
@@ -494,6 +499,12 @@ static void store_segment_unlinked(struct worker_op *op, const struct io_uring_c
 		res = unlinkat(q->store->dir_fd, u->name, 0) == 0 ? 0 : -errno;
 	q->unlinks_in_flight--;
 	store_unlinked(q, u->writer, u->sequence, res);
+	if (u->writer != q->index) {
+		/* The next file of that retired writer, oldest first. */
+		struct store_orphan_writer *ow = store_orphan_writer(q, u->writer, false);
+		if (ow != NULL)
+			store_orphan_writer_collect(q, ow);
+	}
 	free(u);
 }
 
@@ -634,10 +645,14 @@ static void store_orphan_unlinked(struct queue *q, uint32_t writer, uint64_t seq
 		char name[SEGMENT_NAME_MAX];
 		segment_name(name, writer, sequence);
 		if (res != 0 && res != -ENOENT) {
-			/* Left on disk: never tried again, a leak but no loss. */
+			/* Left on disk with every newer file of its writer (see
+			 * store_orphan_writer_collect): a leak, not a return of
+			 * finished mail. Not tried again until a restart. */
 			log_event(LOG_LEVEL_ERROR,
 				  "event=segment_delete_failed segment=%s error=\"%s\"", name,
 				  strerror(-res));
+			os->deleting = false;
+			ow->stuck = true;
 			return;
 		}
 		log_event(LOG_LEVEL_DEBUG, "event=segment_deleted segment=%s", name);
@@ -673,14 +688,26 @@ static void store_orphan_writer_collect(struct queue *q, struct store_orphan_wri
 			return;
 		}
 	}
-	/* From the end: one deleted at once (at start-up, at close) is
-	 * swapped out without moving those not yet seen. */
-	for (size_t i = ow->nsegments; i > 0; i--) {
-		struct store_orphan_segment *os = &ow->segments[i - 1];
-		if (os->deleting)
-			continue;
-		os->deleting = true;
-		store_unlink_file(q, ow->writer, os->sequence);
+	/*
+	 * Oldest first, one at a time, stopping at a failure: a newer file
+	 * may hold the outcomes or MESSAGE_DONE of a message whose data is in
+	 * an older one, so it must never be the one left behind by a crash
+	 * or a failed unlink. On the ring, the next one starts when this one
+	 * completes (store_segment_unlinked); here (start-up, close) the loop
+	 * goes on.
+	 */
+	while (ow->nsegments > 0 && !ow->stuck) {
+		struct store_orphan_segment *oldest = &ow->segments[0];
+		for (size_t i = 1; i < ow->nsegments; i++)
+			if (ow->segments[i].sequence < oldest->sequence)
+				oldest = &ow->segments[i];
+		if (oldest->deleting)
+			return; /* on the ring */
+		oldest->deleting = true;
+		size_t before = ow->nsegments;
+		store_unlink_file(q, ow->writer, oldest->sequence);
+		if (ow->nsegments == before)
+			return; /* on the ring, or stuck */
 	}
 }
 
@@ -695,6 +722,26 @@ static void store_orphan_done(struct queue *q, const struct queue_message *m)
 }
 
 /* Now and then, what waits for other queues' deletions looks again. */
+static void store_cross_recheck(struct queue *q);
+
+static void store_cross_timer_fired(struct timer *t)
+{
+	struct queue *q = (struct queue *)((char *)t - offsetof(struct queue, cross_timer));
+	q->cross_check_ms = 0;
+	store_cross_recheck(q);
+}
+
+/* While something waits, an idle worker still looks again each second
+ * (its loop sleeps until a timer is due). */
+static void store_cross_arm(struct queue *q)
+{
+	if (!q->cross_waiting || q->worker == NULL || timer_armed(&q->cross_timer))
+		return;
+	if (q->cross_timer.fire == NULL)
+		timer_init(&q->cross_timer, store_cross_timer_fired);
+	timer_arm(&q->worker->timers, &q->cross_timer, q->worker->now_ms, STORE_CROSS_CHECK_MS);
+}
+
 static void store_cross_recheck(struct queue *q)
 {
 	if (!q->cross_waiting || q->worker == NULL || q->worker->now_ms < q->cross_check_ms)
@@ -1136,6 +1183,8 @@ void queue_close(struct queue *q)
 {
 	if (q == NULL)
 		return;
+	if (q->worker != NULL && timer_armed(&q->cross_timer))
+		timer_cancel(&q->worker->timers, &q->cross_timer);
 	commit_writer_close(q->writer);
 	q->writer = NULL;
 	/* The writer's last segment is finished with: deletable if empty. */
@@ -1163,6 +1212,7 @@ void queue_flush(struct queue *q)
 {
 	store_send_outbox(q);
 	store_cross_recheck(q);
+	store_cross_arm(q);
 	store_compact_maybe_start(q);
 	commit_flush(q->writer);
 }
@@ -2270,15 +2320,21 @@ static void store_recover_segment(void *arg, const struct recover_segment *seg)
 		/* Written by a worker number that no longer runs: q owns its
 		 * messages, and the file until they are all finished. */
 		struct store_orphan_writer *ow = store_orphan_writer(q, seg->worker, true);
-		if (ow == NULL)
+		if (ow == NULL) {
+			/* Unaccounted, its writer's floor would be wrong: an
+			 * outcome waiting on it could go first. */
+			st->recover_incomplete = true;
+			free(cross);
 			return;
+		}
 		if (ow->nsegments == ow->cap) {
 			size_t cap = ow->cap ? ow->cap * 2 : 8;
 			struct store_orphan_segment *more =
 				realloc(ow->segments, cap * sizeof(*more));
 			if (more == NULL) {
+				st->recover_incomplete = true;
 				free(cross);
-				return; /* never deleted then: a leak, not a loss */
+				return;
 			}
 			ow->segments = more;
 			ow->cap = cap;
@@ -2299,6 +2355,7 @@ static void store_recover_segment(void *arg, const struct recover_segment *seg)
 	}
 	struct store_segment *s = store_segment_add(q, seg->sequence, seg->file_size, false);
 	if (s == NULL) {
+		st->recover_incomplete = true;
 		free(cross);
 		return;
 	}
@@ -2513,6 +2570,8 @@ int queue_store_open(struct queue_store **out, const struct queue_store_config *
 	};
 	struct recover_stats stats;
 	r = recover_spool(st->dir_fd, st->quarantine_fd, false, &hooks, &stats);
+	if (r == 0 && st->recover_incomplete)
+		r = -ENOMEM;
 	if (r != 0) {
 		snprintf(err, err_size, "recovering the spool %s: %s", cfg->spool_dir,
 			 strerror(-r));

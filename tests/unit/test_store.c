@@ -20,6 +20,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -2766,6 +2768,7 @@ Test(store, files_of_a_retired_writer_keep_outcomes_of_an_older_one)
 struct t_reader {
 	unsigned messages, segments;
 	bool create_newer; /* also make a segment newer than the listing */
+	bool delete_read;  /* also delete the segment just read */
 };
 
 static int t_reader_message(void *arg, const struct recover_message *m)
@@ -2785,6 +2788,10 @@ static void t_reader_segment(void *arg, const struct recover_segment *seg)
 	snprintf(path, sizeof(path), "%s/segments/w000-%012llu.seg", ts.spool,
 		 (unsigned long long)seg->sequence + 1);
 	cr_assert_eq(unlink(path), 0, "unlink %s: %s", path, strerror(errno));
+	if (rd->delete_read) {
+		snprintf(path, sizeof(path), "%s/segments/%s", ts.spool, seg->name);
+		cr_assert_eq(unlink(path), 0, "unlink %s: %s", path, strerror(errno));
+	}
 	if (rd->create_newer) {
 		snprintf(path, sizeof(path), "%s/segments/w000-000000000099.seg", ts.spool);
 		int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
@@ -2840,5 +2847,72 @@ Test(store, reader_is_told_to_read_again_when_newer_segments_appeared)
 {
 	t_three_segments();
 	struct t_reader rd = {.create_newer = true};
+	cr_assert_eq(t_read_spool(&rd), -ESTALE);
+}
+
+/* Make a file undeletable (or deletable again), as a failing disk or an
+ * operator's chattr +i would; false where the file system cannot. */
+static bool t_set_immutable(const char *path, bool on)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	int flags = 0;
+	bool ok = ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0;
+	if (ok) {
+		flags = on ? flags | FS_IMMUTABLE_FL : flags & ~FS_IMMUTABLE_FL;
+		ok = ioctl(fd, FS_IOC_SETFLAGS, &flags) == 0;
+	}
+	close(fd);
+	return ok;
+}
+
+/*
+ * A retired worker's files go oldest first, one at a time, and stop at
+ * one that cannot be deleted: a newer file may hold MESSAGE_DONE of a
+ * message in an older one, which must never be left without it.
+ */
+Test(store, files_of_a_retired_writer_go_oldest_first)
+{
+	ts.cfg.workers = 2;
+	ts.cfg.segment_size = 1u << 20;
+	t_open();
+	t_start_workers();
+	enum { N = 12 };
+	static struct t_client c[N];
+	uint8_t *body = t_body(200000, 51);
+	static const char *const rcpt[] = {"bo@second.example"};
+	for (unsigned i = 0; i < N; i++) {
+		t_client_init(&c[i]);
+		cr_assert_eq(t_begin_on(ts.queues[1], &c[i], "alice@client.example", rcpt, 1), 0);
+		cr_assert_geq(t_write(&c[i], body, 200000, 65536), 0);
+		t_commit(&c[i]);
+		t_pump_until_committed(&c[i], 1);
+	}
+	t_close();
+	cr_assert_geq(t_segments_of(1), 3);
+	ts.cfg.workers = 1;
+	t_open();
+	t_start_workers();
+	char oldest[256];
+	snprintf(oldest, sizeof(oldest), "%s/segments/w001-000000000001.seg", ts.spool);
+	if (!t_set_immutable(oldest, true))
+		cr_skip_test("cannot make a file immutable here (needs root and ext4 or the like)");
+	cr_assert_eq(t_finish_domain("second.example", QUEUE_DELIVERED, 100), N);
+	t_pump_idle();
+	unsigned left = t_segments_of(1);
+	bool newest_kept = t_exists(ts.spool, "segments", "w001-000000000002.seg");
+	t_set_immutable(oldest, false);
+	cr_assert(newest_kept && left >= 3,
+		  "a newer file of worker 1 went while the oldest could not (%u left)", left);
+}
+
+/* ... and when a segment it already read is gone too: the vanished one
+ * may have held outcomes of messages read from it (it is deleted only
+ * after them), so the view could show finished mail as queued. */
+Test(store, reader_is_told_to_read_again_when_a_segment_it_read_went)
+{
+	t_three_segments();
+	struct t_reader rd = {.delete_read = true};
 	cr_assert_eq(t_read_spool(&rd), -ESTALE);
 }
