@@ -2344,6 +2344,29 @@ static unsigned t_segments_of(unsigned worker)
 	return n;
 }
 
+/* With 2 workers and 1 MiB segments, store n messages of 200 KB on
+ * worker 1 (three segments' worth for 12): the first half for `first`,
+ * the rest for `rest`. Then stop. */
+static void t_store_on_worker_1_of_2(struct t_client *c, unsigned n, const char *first,
+				     const char *rest)
+{
+	ts.cfg.workers = 2;
+	ts.cfg.segment_size = 1u << 20;
+	t_open();
+	t_start_workers();
+	uint8_t *body = t_body(200000, 18);
+	for (unsigned i = 0; i < n; i++) {
+		const char *rcpt[] = {i < n / 2 ? first : rest};
+		t_client_init(&c[i]);
+		cr_assert_eq(t_begin_on(ts.queues[1], &c[i], "alice@client.example", rcpt, 1), 0);
+		cr_assert_geq(t_write(&c[i], body, 200000, 65536), 0);
+		t_commit(&c[i]);
+		t_pump_until_committed(&c[i], 1);
+	}
+	t_close();
+	t_release(body);
+}
+
 /*
  * After a restart with fewer workers, the segments of the worker number
  * that no longer runs are deleted once all their messages are finished;
@@ -2352,22 +2375,10 @@ static unsigned t_segments_of(unsigned worker)
  */
 Test(store, segments_of_a_worker_no_longer_running_go_when_their_mail_is_done)
 {
-	ts.cfg.workers = 2;
-	ts.cfg.segment_size = 1u << 20;
-	t_open();
-	t_start_workers();
 	enum { N = 12 };
 	static struct t_client c[N];
-	uint8_t *body = t_body(200000, 18);
-	for (unsigned i = 0; i < N; i++) {
-		const char *rcpt[] = {i < N / 2 ? "ann@first.example" : "bo@second.example"};
-		t_client_init(&c[i]);
-		cr_assert_eq(t_begin_on(ts.queues[1], &c[i], "alice@client.example", rcpt, 1), 0);
-		cr_assert_geq(t_write(&c[i], body, 200000, 65536), 0);
-		t_commit(&c[i]);
-		t_pump_until_committed(&c[i], 1);
-	}
-	t_close();
+	t_store_on_worker_1_of_2(c, N, "ann@first.example", "bo@second.example");
+	uint8_t *body = t_body(200000, 18); /* the same bytes */
 	cr_assert_geq(t_segments_of(1), 2, "worker 1 wrote %u segments", t_segments_of(1));
 	ts.cfg.workers = 1;
 	t_open();
@@ -2874,22 +2885,9 @@ static bool t_set_immutable(const char *path, bool on)
  */
 Test(store, files_of_a_retired_writer_go_oldest_first)
 {
-	ts.cfg.workers = 2;
-	ts.cfg.segment_size = 1u << 20;
-	t_open();
-	t_start_workers();
 	enum { N = 12 };
 	static struct t_client c[N];
-	uint8_t *body = t_body(200000, 51);
-	static const char *const rcpt[] = {"bo@second.example"};
-	for (unsigned i = 0; i < N; i++) {
-		t_client_init(&c[i]);
-		cr_assert_eq(t_begin_on(ts.queues[1], &c[i], "alice@client.example", rcpt, 1), 0);
-		cr_assert_geq(t_write(&c[i], body, 200000, 65536), 0);
-		t_commit(&c[i]);
-		t_pump_until_committed(&c[i], 1);
-	}
-	t_close();
+	t_store_on_worker_1_of_2(c, N, "bo@second.example", "bo@second.example");
 	cr_assert_geq(t_segments_of(1), 3);
 	ts.cfg.workers = 1;
 	t_open();
