@@ -133,20 +133,8 @@ static unsigned compact_bench_inflight(const struct compact_bench *b)
 
 static void compact_bench_reap(struct compact_bench *b)
 {
-	struct worker *w = b->worker;
-	/* The store times its retries by the loop's clock. */
-	w->now_ms = worker_clock_ms();
-	unsigned head, seen = 0;
-	struct io_uring_cqe *cqe;
-	io_uring_for_each_cqe(&w->ring, head, cqe)
-	{
-		struct worker_op *op = io_uring_cqe_get_data(cqe);
-		seen++;
-		if (op != NULL)
-			op->complete(op, cqe);
-	}
-	io_uring_cq_advance(&w->ring, seen);
-	b->reaped += seen;
+	/* Also the loop's clock, by which the store times its retries. */
+	b->reaped += worker_complete(b->worker);
 }
 
 /* One loop turn: flush (the store's group commit and its chance to start

@@ -198,6 +198,22 @@ void worker_exit(struct worker *w)
 	w->exit_requested = true;
 }
 
+unsigned worker_complete(struct worker *w)
+{
+	w->now_ms = worker_clock_ms();
+	unsigned head, seen = 0;
+	struct io_uring_cqe *cqe;
+	io_uring_for_each_cqe(&w->ring, head, cqe)
+	{
+		struct worker_op *op = io_uring_cqe_get_data(cqe);
+		seen++;
+		if (op != NULL)
+			op->complete(op, cqe);
+	}
+	io_uring_cq_advance(&w->ring, seen);
+	return seen;
+}
+
 static void worker_loop(struct worker *w)
 {
 	while (!w->exit_requested) {
@@ -219,17 +235,7 @@ static void worker_loop(struct worker *w)
 		if (r < 0 && r != -ETIME && r != -EINTR && r != -EAGAIN && r != -EBUSY)
 			log_event(LOG_LEVEL_ERROR, "event=ring_error worker=%u error=\"%s\"",
 				  w->index, strerror(-r));
-		w->now_ms = worker_clock_ms();
-
-		unsigned head, seen = 0;
-		io_uring_for_each_cqe(&w->ring, head, cqe)
-		{
-			struct worker_op *op = io_uring_cqe_get_data(cqe);
-			seen++;
-			if (op != NULL)
-				op->complete(op, cqe);
-		}
-		io_uring_cq_advance(&w->ring, seen);
+		worker_complete(w);
 		timer_wheel_advance(&w->timers, w->now_ms);
 	}
 }

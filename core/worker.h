@@ -130,6 +130,13 @@ static inline void worker_sqe_set_op(struct io_uring_sqe *sqe, struct worker_op 
 	io_uring_sqe_set_data(sqe, op);
 }
 
+/*
+ * The loop's completion step: update now_ms, run complete() of every CQE
+ * that is there, and return how many there were. Also for tests and
+ * benchmarks that drive a worker's ring with a loop of their own.
+ */
+unsigned worker_complete(struct worker *w);
+
 /* The provided buffer a recv completion chose. */
 char *worker_recv_buffer(struct worker *w, uint16_t bid);
 void worker_recv_buffer_return(struct worker *w, uint16_t bid);

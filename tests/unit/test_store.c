@@ -147,19 +147,7 @@ static unsigned t_inflight(uint32_t i)
 
 static void t_reap(uint32_t i)
 {
-	struct worker *w = ts.workers[i];
-	w->now_ms = worker_clock_ms();
-	unsigned head, seen = 0;
-	struct io_uring_cqe *cqe;
-	io_uring_for_each_cqe(&w->ring, head, cqe)
-	{
-		struct worker_op *op = io_uring_cqe_get_data(cqe);
-		seen++;
-		if (op != NULL)
-			op->complete(op, cqe);
-	}
-	io_uring_cq_advance(&w->ring, seen);
-	ts.reaped[i] += seen;
+	ts.reaped[i] += worker_complete(ts.workers[i]);
 }
 
 /* One loop turn on every worker: flush, submit, wait (bounded) until some
