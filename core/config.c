@@ -147,7 +147,16 @@ void config_free(struct config *cfg)
 	config_list_clear(&cfg->trusted_networks);
 }
 
-int config_parse_duration_ms(const char *text, uint32_t *out_ms)
+/* A unit suffix and what it multiplies by ("" is the bare number). */
+struct config_unit {
+	const char *suffix;
+	uint64_t scale;
+};
+
+/* A whole number followed by one of `units` (compared ignoring case), no
+ * larger than `max` once scaled. */
+static int config_parse_scaled(const char *text, const struct config_unit *units, uint64_t max,
+			       uint64_t *out)
 {
 	char *end;
 	errno = 0;
@@ -156,47 +165,51 @@ int config_parse_duration_ms(const char *text, uint32_t *out_ms)
 	unsigned long long v = strtoull(text, &end, 10);
 	if (errno != 0)
 		return -EINVAL;
-	unsigned long long scale;
-	if (*end == '\0' || strcmp(end, "s") == 0)
-		scale = 1000;
-	else if (strcmp(end, "ms") == 0)
-		scale = 1;
-	else if (strcmp(end, "m") == 0 || strcmp(end, "min") == 0)
-		scale = 60000;
-	else if (strcmp(end, "h") == 0)
-		scale = 3600000;
-	else
-		return -EINVAL;
-	if (v > UINT32_MAX / scale)
-		return -EINVAL;
-	*out_ms = (uint32_t)(v * scale);
-	return 0;
+	for (const struct config_unit *u = units; u->suffix != NULL; u++) {
+		if (strcasecmp(end, u->suffix) != 0)
+			continue;
+		if (v > max / u->scale)
+			return -EINVAL;
+		*out = v * u->scale;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+int config_parse_duration_ms(const char *text, uint32_t *out_ms)
+{
+	static const struct config_unit units[] = {
+		{"", 1000},     {"s", 1000},    {"ms", 1}, {"m", 60000},
+		{"min", 60000}, {"h", 3600000}, {NULL, 0},
+	};
+	uint64_t v;
+	int r = config_parse_scaled(text, units, UINT32_MAX, &v);
+	if (r == 0)
+		*out_ms = (uint32_t)v;
+	return r;
 }
 
 int config_parse_size(const char *text, uint64_t *out)
 {
-	char *end;
-	errno = 0;
-	if (!isdigit((unsigned char)text[0]))
-		return -EINVAL;
-	unsigned long long v = strtoull(text, &end, 10);
-	if (errno != 0)
-		return -EINVAL;
-	uint64_t scale;
-	if (*end == '\0' || strcasecmp(end, "b") == 0)
-		scale = 1;
-	else if (strcasecmp(end, "k") == 0 || strcasecmp(end, "kib") == 0)
-		scale = 1024;
-	else if (strcasecmp(end, "m") == 0 || strcasecmp(end, "mib") == 0)
-		scale = 1024 * 1024;
-	else if (strcasecmp(end, "g") == 0 || strcasecmp(end, "gib") == 0)
-		scale = 1024 * 1024 * 1024;
-	else
-		return -EINVAL;
-	if (v > UINT64_MAX / scale)
-		return -EINVAL;
-	*out = v * scale;
-	return 0;
+	static const struct config_unit units[] = {
+		{"", 1},
+		{"b", 1},
+		{"k", 1024},
+		{"kib", 1024},
+		{"m", 1024 * 1024},
+		{"mib", 1024 * 1024},
+		{"g", 1024 * 1024 * 1024},
+		{"gib", 1024 * 1024 * 1024},
+		{NULL, 0},
+	};
+	return config_parse_scaled(text, units, UINT64_MAX, out);
+}
+
+/* A plain count: a whole number, no unit. */
+static int config_parse_count(const char *text, uint64_t *out)
+{
+	static const struct config_unit units[] = {{"", 1}, {NULL, 0}};
+	return config_parse_scaled(text, units, UINT64_MAX, out);
 }
 
 int config_parse_listen(const char *text, struct config_listen *out)
@@ -347,17 +360,12 @@ static void config_set(struct config_parse_state *st, const struct config_key *k
 		memcpy(field, value, strlen(value) + 1);
 		return;
 	case CONFIG_UINT:
-	case CONFIG_COUNT: {
-		char *end;
-		errno = 0;
-		unsigned long long v = strtoull(value, &end, 10);
-		if (!isdigit((unsigned char)value[0]) || *end != '\0' || errno != 0) {
+	case CONFIG_COUNT:
+		if (config_parse_count(value, &v64) != 0) {
 			config_fail(st, line, k->name, "not a whole number: '%s'", value);
 			return;
 		}
-		v64 = v;
 		break;
-	}
 	case CONFIG_DURATION:
 		if (config_parse_duration_ms(value, &v32) != 0) {
 			config_fail(st, line, k->name,
