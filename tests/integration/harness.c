@@ -114,12 +114,12 @@ static void harness_rm_rf(const char *dir)
 		nftw(dir, harness_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-const char *harness_ferryd_path(char *out, size_t size)
+const char *harness_build_path(const char *program, char *out, size_t size)
 {
 	const char *build = getenv("FERRY_BUILD_DIR");
 	if (build == NULL || build[0] == '\0')
 		build = "./build";
-	snprintf(out, size, "%s/ferryd", build);
+	snprintf(out, size, "%s/%s", build, program);
 	return out;
 }
 

@@ -176,8 +176,15 @@ int harness_log_count(const struct ferry_instance *fi, const char *text);
 
 /* ---- small process and file helpers --------------------------------------- */
 
-/* The ferryd executable: $FERRY_BUILD_DIR/ferryd, default ./build/ferryd. */
-const char *harness_ferryd_path(char *out, size_t size);
+/* A program of the build: $FERRY_BUILD_DIR/<program>, default
+ * ./build/<program>. */
+const char *harness_build_path(const char *program, char *out, size_t size);
+
+/* The ferryd executable. */
+static inline const char *harness_ferryd_path(char *out, size_t size)
+{
+	return harness_build_path("ferryd", out, size);
+}
 
 /* Write text to path (created or truncated). Returns 0 or -errno. */
 int harness_write_file(const char *path, const char *text);

@@ -17,13 +17,13 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "tests/integration/harness.h"
-
 #define START_MS 20000 /* ferryd up and accepting */
 #define IO_MS    15000 /* one SMTP reply */
 #define STOP_MS  20000 /* SIGTERM to exit */
 #define CTL_MS   30000 /* one ferryctl run */
 #define OUT_SIZE 65536
+
+#include "tests/integration/checks.h"
 
 static void suite_fini(void)
 {
@@ -41,41 +41,11 @@ struct sent {
 	char id[3][32]; /* queue ids of the three messages, in sending order */
 };
 
-static void socket_path(const struct ferry_instance *fi, char *out, size_t size)
-{
-	snprintf(out, size, "%s/ferryctl.sock", fi->spool);
-}
-
-/* The admin socket appears just after the SMTP port: wait for it. */
-static void wait_admin_socket(const struct ferry_instance *fi)
-{
-	char path[PATH_MAX + 32];
-	socket_path(fi, path, sizeof(path));
-	int64_t deadline = harness_now_ms() + START_MS;
-	struct stat st;
-	while (stat(path, &st) != 0 && harness_now_ms() < deadline)
-		harness_sleep_ms(20);
-	cr_assert_eq(stat(path, &st), 0, "no admin socket %s after %d ms", path, START_MS);
-}
-
 static void start_ferryd(struct ferry_instance *fi)
 {
 	cr_assert_eq(harness_setup(fi, relay_extra), 0, "cannot set up a temporary directory");
 	cr_assert_eq(harness_start(fi, START_MS), 0, "ferryd did not start (see its log above)");
 	wait_admin_socket(fi);
-}
-
-static void stop_ferryd_cleanly(struct ferry_instance *fi)
-{
-	int status = harness_stop(fi, STOP_MS);
-	cr_assert_eq(status, 0, "ferryd exited with status %d after SIGTERM (log above)", status);
-}
-
-static void expect_command(struct smtp_client *c, const char *line, int code)
-{
-	struct smtp_reply r;
-	int got = smtp_client_command(c, line, &r);
-	cr_assert_eq(got, code, "'%s' got '%s', expected %d", line, r.text, code);
 }
 
 /* One transaction to `rcpts` (NULL-terminated); the queue id goes to id. */
@@ -87,13 +57,13 @@ static void send_message(const struct ferry_instance *fi, const char *const *rcp
 	char line[512];
 	cr_assert_eq(smtp_client_connect(&c, fi->port, IO_MS), 0, "cannot connect to ferryd");
 	cr_assert_eq(smtp_client_read_reply(&c, &r), 220, "greeting: %s", r.text);
-	expect_command(&c, "EHLO client.example", 250);
-	expect_command(&c, "MAIL FROM:<alice@client.example>", 250);
+	expect_command(&c, "EHLO client.example", 250, NULL);
+	expect_command(&c, "MAIL FROM:<alice@client.example>", 250, NULL);
 	for (const char *const *p = rcpts; *p != NULL; p++) {
 		snprintf(line, sizeof(line), "RCPT TO:<%s>", *p);
-		expect_command(&c, line, 250);
+		expect_command(&c, line, 250, NULL);
 	}
-	expect_command(&c, "DATA", 354);
+	expect_command(&c, "DATA", 354, NULL);
 	snprintf(line, sizeof(line),
 		 "From: alice@client.example\r\n"
 		 "Subject: %s\r\n"
@@ -104,7 +74,7 @@ static void send_message(const struct ferry_instance *fi, const char *const *rcp
 	cr_assert_eq(smtp_client_send_str(&c, line), 0, "cannot send the body");
 	cr_assert_eq(smtp_client_read_reply(&c, &r), 250, "end of DATA: %s", r.text);
 	cr_assert(smtp_reply_queue_id(&r, id, 32), "no queue id in '%s'", r.text);
-	expect_command(&c, "QUIT", 221);
+	expect_command(&c, "QUIT", 221, NULL);
 	smtp_client_close(&c);
 }
 
@@ -121,21 +91,18 @@ static void send_three(const struct ferry_instance *fi, struct sent *s)
 	send_message(fi, third, "third of three", s->id[2]);
 }
 
-static const char *ferryctl_path(void)
-{
-	static char path[PATH_MAX];
-	const char *build = getenv("FERRY_BUILD_DIR");
-	snprintf(path, sizeof(path), "%s/ferryctl", build != NULL && *build ? build : "./build");
-	return path;
-}
-
 /* Run ferryctl with up to 4 arguments (NULL-terminated); returns its exit
  * status, stdout and stderr in out/err. */
 static int run_ferryctl(char *out, char *err, const char *a1, const char *a2, const char *a3,
 			const char *a4)
 {
-	char *argv[] = {
-		(char *)ferryctl_path(), (char *)a1, (char *)a2, (char *)a3, (char *)a4, NULL};
+	char ctl[PATH_MAX];
+	char *argv[] = {(char *)harness_build_path("ferryctl", ctl, sizeof(ctl)),
+			(char *)a1,
+			(char *)a2,
+			(char *)a3,
+			(char *)a4,
+			NULL};
 	out[0] = err[0] = '\0';
 	return harness_run(argv, out, OUT_SIZE, err, OUT_SIZE, CTL_MS);
 }
@@ -223,7 +190,7 @@ Test(ferryctl, queue_counts_recipients_per_domain)
 	cr_expect_null(strstr(out, "offline"), "an online view says offline:\n%s", out);
 	/* --socket reaches the same ferryd. */
 	char sock[PATH_MAX + 32];
-	socket_path(&fi, sock, sizeof(sock));
+	admin_socket_path(&fi, sock, sizeof(sock));
 	rc = run_ferryctl(out, err, "--socket", sock, "queue", NULL);
 	cr_assert_eq(rc, 0, "ferryctl --socket queue exited %d: %s", rc, err);
 	expect_three_queued(out);
@@ -328,7 +295,7 @@ static void raw_request(const struct ferry_instance *fi, const char *request, ch
 			size_t size)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	socket_path(fi, sa.sun_path, sizeof(sa.sun_path));
+	admin_socket_path(fi, sa.sun_path, sizeof(sa.sun_path));
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	cr_assert_geq(fd, 0);
 	struct timeval tv = {.tv_sec = 15};
@@ -353,7 +320,7 @@ Test(ferryctl, admin_socket_is_0660_and_speaks_the_protocol)
 	static char out[OUT_SIZE];
 	start_ferryd(&fi);
 	char path[PATH_MAX + 32];
-	socket_path(&fi, path, sizeof(path));
+	admin_socket_path(&fi, path, sizeof(path));
 	struct stat st;
 	cr_assert_eq(stat(path, &st), 0);
 	cr_expect(S_ISSOCK(st.st_mode), "%s is not a socket", path);

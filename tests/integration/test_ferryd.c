@@ -21,11 +21,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "tests/integration/harness.h"
-
 #define START_MS 20000 /* ferryd up and accepting */
 #define IO_MS    15000 /* one reply */
 #define STOP_MS  20000 /* SIGTERM to exit, nothing in flight */
+
+#include "tests/integration/checks.h"
 
 static void suite_fini(void)
 {
@@ -40,29 +40,6 @@ static void start_ferryd(struct ferry_instance *fi, const char *extra)
 {
 	cr_assert_eq(harness_setup(fi, extra), 0, "cannot set up a temporary directory");
 	cr_assert_eq(harness_start(fi, START_MS), 0, "ferryd did not start (see its log above)");
-}
-
-static void stop_ferryd_cleanly(struct ferry_instance *fi)
-{
-	int status = harness_stop(fi, STOP_MS);
-	cr_assert_eq(status, 0, "ferryd exited with status %d after SIGTERM (log above)", status);
-}
-
-static void connect_greeted(struct smtp_client *c, const struct ferry_instance *fi)
-{
-	struct smtp_reply r;
-	cr_assert_eq(smtp_client_connect(c, fi->port, IO_MS), 0, "cannot connect to ferryd");
-	cr_assert_eq(smtp_client_read_reply(c, &r), 220, "greeting: %s", r.text);
-}
-
-static void expect_command(struct smtp_client *c, const char *line, int code, const char *enhanced)
-{
-	struct smtp_reply r;
-	int got = smtp_client_command(c, line, &r);
-	cr_assert_eq(got, code, "'%s' got '%s', expected %d", line, r.text, code);
-	if (enhanced != NULL)
-		cr_assert(strncmp(r.text + 4, enhanced, strlen(enhanced)) == 0,
-			  "'%s' got '%s', expected %d %s", line, r.text, code, enhanced);
 }
 
 static void expect_reply(struct smtp_client *c, int code, const char *enhanced, const char *what)
@@ -249,11 +226,6 @@ Test(ferryd, client_that_ends_its_input_early_still_gets_every_reply)
 }
 
 /* ---- 2. many sessions at once ------------------------------------------------------- */
-
-static int compare_ids(const void *a, const void *b)
-{
-	return strcmp((const char *)a, (const char *)b);
-}
 
 Test(ferryd, a_thousand_concurrent_sessions_are_all_queued, .timeout = 150)
 {

@@ -30,12 +30,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "tests/integration/harness.h"
-
 #define START_MS 30000 /* ferryd up (recovery included) and accepting */
 #define IO_MS    15000 /* one reply */
 #define STOP_MS  30000 /* SIGTERM to exit */
-#define CTL_MS   30000 /* one ferryctl run */
+
+#include "tests/integration/checks.h"
+#define CTL_MS 30000 /* one ferryctl run */
 
 /* cr_assert, and ferryd's log on stderr when it fails (the sanitizers' or
  * ferryd's own word on what went wrong). */
@@ -55,13 +55,6 @@ TestSuite(recovery, .fini = suite_fini, .timeout = 300);
 
 /* ---- helpers ---------------------------------------------------------------------- */
 
-static const char *build_path(const char *program, char *out, size_t size)
-{
-	const char *build = getenv("FERRY_BUILD_DIR");
-	snprintf(out, size, "%s/%s", build != NULL && *build ? build : "./build", program);
-	return out;
-}
-
 static void start_ferryd(struct ferry_instance *fi, const char *extra, const char *const *env)
 {
 	cr_assert_eq(harness_setup(fi, extra), 0, "cannot set up a temporary directory");
@@ -72,37 +65,6 @@ static void start_ferryd(struct ferry_instance *fi, const char *extra, const cha
 static void restart_ferryd(struct ferry_instance *fi)
 {
 	cr_assert_eq(harness_start(fi, START_MS), 0, "ferryd did not restart (see its log above)");
-}
-
-static void stop_ferryd_cleanly(struct ferry_instance *fi)
-{
-	int status = harness_stop(fi, STOP_MS);
-	cr_assert_eq(status, 0, "ferryd exited with status %d after SIGTERM (log above)", status);
-}
-
-static void connect_greeted(struct smtp_client *c, const struct ferry_instance *fi)
-{
-	struct smtp_reply r;
-	cr_assert_eq(smtp_client_connect(c, fi->port, IO_MS), 0, "cannot connect to ferryd");
-	cr_assert_eq(smtp_client_read_reply(c, &r), 220, "greeting: %s", r.text);
-}
-
-static bool reply_is(const struct smtp_reply *r, int code, const char *enhanced)
-{
-	size_t n = strlen(enhanced);
-	return r->code == code && strlen(r->text) >= 4 + n &&
-	       strncmp(r->text + 4, enhanced, n) == 0 &&
-	       (r->text[4 + n] == ' ' || r->text[4 + n] == '\0');
-}
-
-static void expect_command(struct smtp_client *c, const char *line, int code, const char *enhanced)
-{
-	struct smtp_reply r;
-	int got = smtp_client_command(c, line, &r);
-	cr_assert_eq(got, code, "'%s' got '%s', expected %d", line, r.text, code);
-	if (enhanced != NULL)
-		cr_assert(reply_is(&r, code, enhanced), "'%s' got '%s', expected %d %s", line,
-			  r.text, code, enhanced);
 }
 
 /* About 1 KiB of message: headers, text lines of 78 octets, the final dot. */
@@ -157,11 +119,6 @@ static void send_one(struct smtp_client *c, struct send_result *res)
 	if (smtp_client_read_reply(c, &res->reply) == 250)
 		cr_assert(smtp_reply_queue_id(&res->reply, res->id, sizeof(res->id)),
 			  "no queue id in '%s'", res->reply.text);
-}
-
-static int compare_ids(const void *a, const void *b)
-{
-	return strcasecmp((const char *)a, (const char *)b);
 }
 
 /* The value of `key=` in the last line of log holding `event`, or -1. */
@@ -293,7 +250,7 @@ Test(recovery, kill_9_under_load_loses_nothing_acknowledged, .timeout = 900)
 		     "max_commands_per_session = 100000000\n",
 		     NULL);
 	char bench[PATH_MAX], target[64];
-	build_path("ferry-bench", bench, sizeof(bench));
+	harness_build_path("ferry-bench", bench, sizeof(bench));
 	snprintf(target, sizeof(target), "127.0.0.1:%d", fi.port);
 
 	static struct id_list acked;
@@ -720,18 +677,6 @@ Test(recovery, message_larger_than_a_segment_survives_a_restart, .timeout = 120)
 
 /* ---- 5. a clean restart keeps the queue ---------------------------------------------- */
 
-/* The admin socket appears just after the SMTP port: wait for it. */
-static void wait_admin_socket(const struct ferry_instance *fi)
-{
-	char path[PATH_MAX + 32];
-	snprintf(path, sizeof(path), "%s/ferryctl.sock", fi->spool);
-	int64_t deadline = harness_now_ms() + START_MS;
-	struct stat st;
-	while (stat(path, &st) != 0 && harness_now_ms() < deadline)
-		harness_sleep_ms(20);
-	cr_assert_eq(stat(path, &st), 0, "no admin socket %s after %d ms", path, START_MS);
-}
-
 Test(recovery, restart_keeps_the_queue)
 {
 	enum { MESSAGES = 100 };
@@ -755,7 +700,7 @@ Test(recovery, restart_keeps_the_queue)
 	restart_ferryd(&fi);
 	wait_admin_socket(&fi);
 	char ferryctl[PATH_MAX];
-	build_path("ferryctl", ferryctl, sizeof(ferryctl));
+	harness_build_path("ferryctl", ferryctl, sizeof(ferryctl));
 	char *argv[] = {ferryctl, "-c", fi.config, "queue", NULL};
 	static char out[65536], err[65536];
 	int rc = harness_run(argv, out, sizeof(out), err, sizeof(err), CTL_MS);
