@@ -319,6 +319,43 @@ static bool harness_log_says_listening(const struct ferry_instance *fi, off_t fr
 	return found;
 }
 
+/*
+ * Fork and exec argv[0] (PATH searched) with stdin from /dev/null and
+ * stdout, stderr to out_fd, err_fd (closed here in the parent), env added
+ * to the environment. The child dies with this process (a crashed or
+ * timed-out test leaves nothing running). Returns its pid or -1.
+ */
+static pid_t harness_fork_exec(char *const argv[], int out_fd, int err_fd, const char *const *env)
+{
+	pid_t parent = getpid();
+	pid_t pid = fork();
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(127);
+		int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		if (null < 0 || out_fd < 0 || err_fd < 0)
+			_exit(127);
+		dup2(null, STDIN_FILENO);
+		dup2(out_fd, STDOUT_FILENO);
+		dup2(err_fd, STDERR_FILENO);
+		sigset_t none;
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		signal(SIGPIPE, SIG_DFL);
+		for (const char *const *e = env; e != NULL && *e != NULL; e++)
+			putenv((char *)*e);
+		execvp(argv[0], argv);
+		dprintf(STDERR_FILENO, "harness: cannot run %s: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	if (out_fd >= 0)
+		close(out_fd);
+	if (err_fd >= 0 && err_fd != out_fd)
+		close(err_fd);
+	return pid;
+}
+
 int harness_start(struct ferry_instance *fi, int timeout_ms)
 {
 	return harness_start_env(fi, timeout_ms, NULL);
@@ -331,32 +368,11 @@ int harness_start_env(struct ferry_instance *fi, int timeout_ms, const char *con
 	harness_register(fi);
 	struct stat log_st;
 	off_t log_start = stat(fi->log, &log_st) == 0 ? log_st.st_size : 0;
-	pid_t parent = getpid();
-	pid_t pid = fork();
+	int log = open(fi->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	char *argv[] = {path, "-c", fi->config, NULL};
+	pid_t pid = harness_fork_exec(argv, log, log, env);
 	if (pid < 0)
 		return -1;
-	if (pid == 0) {
-		/* ferryd must not outlive a test that crashed or timed out. */
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(127);
-		int log = open(fi->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-		int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
-		if (log < 0 || null < 0)
-			_exit(127);
-		dup2(null, STDIN_FILENO);
-		dup2(log, STDOUT_FILENO);
-		dup2(log, STDERR_FILENO);
-		sigset_t none;
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
-		signal(SIGPIPE, SIG_DFL);
-		for (const char *const *e = env; e != NULL && *e != NULL; e++)
-			putenv((char *)*e);
-		execl(path, "ferryd", "-c", fi->config, (char *)NULL);
-		dprintf(STDERR_FILENO, "harness: cannot run %s: %s\n", path, strerror(errno));
-		_exit(127);
-	}
 	fi->pid = pid;
 	fi->exit_status = 0;
 	int64_t deadline = harness_now_ms() + timeout_ms;
@@ -788,27 +804,7 @@ int harness_run(char *const argv[], char *out, size_t out_size, char *err, size_
 		close(out_pipe[1]);
 		return -1;
 	}
-	pid_t parent = getpid();
-	pid_t pid = fork();
-	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(127);
-		int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
-		if (null >= 0)
-			dup2(null, STDIN_FILENO);
-		dup2(out_pipe[1], STDOUT_FILENO);
-		dup2(err_pipe[1], STDERR_FILENO);
-		sigset_t none;
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
-		signal(SIGPIPE, SIG_DFL);
-		execvp(argv[0], argv);
-		dprintf(STDERR_FILENO, "harness: cannot run %s: %s\n", argv[0], strerror(errno));
-		_exit(127);
-	}
-	close(out_pipe[1]);
-	close(err_pipe[1]);
+	pid_t pid = harness_fork_exec(argv, out_pipe[1], err_pipe[1], NULL);
 	if (pid < 0) {
 		close(out_pipe[0]);
 		close(err_pipe[0]);
@@ -897,29 +893,10 @@ pid_t harness_spawn(char *const argv[], const char *out_path)
 			slot = i;
 	if (slot < 0)
 		return -1;
-	pid_t parent = getpid();
-	pid_t pid = fork();
+	int out = open(out_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	pid_t pid = harness_fork_exec(argv, out, out, NULL);
 	if (pid < 0)
 		return -1;
-	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(127);
-		int out = open(out_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-		int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
-		if (out < 0 || null < 0)
-			_exit(127);
-		dup2(null, STDIN_FILENO);
-		dup2(out, STDOUT_FILENO);
-		dup2(out, STDERR_FILENO);
-		sigset_t none;
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
-		signal(SIGPIPE, SIG_DFL);
-		execvp(argv[0], argv);
-		dprintf(STDERR_FILENO, "harness: cannot run %s: %s\n", argv[0], strerror(errno));
-		_exit(127);
-	}
 	harness_spawned[slot] = pid;
 	return pid;
 }
