@@ -156,15 +156,19 @@ static void conn_recv_arm(struct conn *c)
 	c->recv_armed = true;
 }
 
-/* Feed what the session can take; keep the rest in `held`. */
-static void conn_input(struct conn *c, const char *data, size_t len)
+/* Feed what the session can take; keep the rest in `held`. -ENOMEM when
+ * the rest could not be kept: bytes of the client's stream are lost, so
+ * the connection must end (nothing in it was acknowledged yet). */
+static int conn_input(struct conn *c, const char *data, size_t len)
 {
 	if (buf_len(&c->held) > 0 || c->session.waiting) {
-		buf_append(&c->held, data, len);
+		if (buf_append(&c->held, data, len) != 0)
+			return -ENOMEM;
 	} else {
 		size_t used = smtp_session_feed(&c->session, data, len);
-		if (used < len && c->session.state != SMTP_STATE_CLOSED)
-			buf_append(&c->held, data + used, len - used);
+		if (used < len && c->session.state != SMTP_STATE_CLOSED &&
+		    buf_append(&c->held, data + used, len - used) != 0)
+			return -ENOMEM;
 	}
 	if (buf_len(&c->held) > CONN_HELD_MAX && !c->recv_paused) {
 		/* The client talks faster than the store takes it: stop reading
@@ -176,6 +180,7 @@ static void conn_input(struct conn *c, const char *data, size_t len)
 			worker_sqe_set_op(sqe, NULL);
 		}
 	}
+	return 0;
 }
 
 /* Work through held input after the session was woken. */
@@ -204,6 +209,7 @@ static void conn_recv_complete(struct worker_op *op, const struct io_uring_cqe *
 	struct worker *w = conn_worker(c);
 	if (!(cqe->flags & IORING_CQE_F_MORE))
 		c->recv_armed = false;
+	bool lost = false;
 	if (cqe->flags & IORING_CQE_F_BUFFER) {
 		uint16_t bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
 		if (cqe->res > 0 && !c->closing) {
@@ -216,13 +222,22 @@ static void conn_recv_complete(struct worker_op *op, const struct io_uring_cqe *
 						  "event=early_talker session=%s client=%s",
 						  c->session.id, c->peer_text);
 				}
+			} else if (conn_input(c, worker_recv_buffer(w, bid), (size_t)cqe->res) != 0) {
+				lost = true;
 			} else {
-				conn_input(c, worker_recv_buffer(w, bid), (size_t)cqe->res);
 				conn_timer_tighten(c);
 			}
 		}
 		/* The buffer goes back in this same turn, whatever happened. */
 		worker_recv_buffer_return(w, bid);
+	}
+	if (lost) {
+		log_event(LOG_LEVEL_ERROR,
+			  "event=input_lost session=%s client=%s note=\"out of memory holding "
+			  "input; connection closed, nothing in it was acknowledged\"",
+			  c->session.id, c->peer_text);
+		conn_close(c); /* may free c */
+		return;
 	}
 	if (c->closing) {
 		conn_maybe_free(c);
