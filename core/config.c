@@ -59,7 +59,7 @@ static const struct config_key config_keys[] = {
 	    100000000),
 	KEY("limits", max_messages_per_session, CONFIG_UINT, max_messages_per_session, 1,
 	    100000000),
-	KEY("limits", max_recipients, CONFIG_UINT, max_recipients, 1, 100000),
+	KEY("limits", max_recipients, CONFIG_UINT, max_recipients, 1, CONFIG_MAX_RECIPIENTS),
 	KEY("limits", max_errors, CONFIG_UINT, max_errors, 1, 100000),
 	KEY("limits", max_command_line, CONFIG_UINT, max_command_line, 512, 65536),
 	KEY("limits", max_text_line, CONFIG_UINT, max_text_line, 1000, 1048576),

@@ -45,6 +45,10 @@ struct config_listen {
 	socklen_t addr_len;
 };
 
+/* The largest max_recipients: what one stored envelope can hold, with
+ * room for the MAIL parameters (net/ and queue/ check they agree). */
+#define CONFIG_MAX_RECIPIENTS 2000
+
 struct config {
 	char source[512]; /* file name, or "(built-in defaults)" */
 
@@ -62,7 +66,7 @@ struct config {
 	uint32_t max_connections_per_client;
 	uint32_t max_commands_per_session;
 	uint32_t max_messages_per_session;
-	uint32_t max_recipients;
+	uint32_t max_recipients; /* at most CONFIG_MAX_RECIPIENTS */
 	uint32_t max_errors;
 	uint32_t max_command_line; /* octets, CRLF included (RFC 5321: 512) */
 	uint32_t max_text_line;    /* octets, CRLF included (RFC 5321: 1000) */

@@ -14,6 +14,9 @@
 #include "net/listener.h"
 #include "queue/queue.h"
 
+_Static_assert(CONFIG_MAX_RECIPIENTS + SMTP_MAX_PARAMS <= QUEUE_MAX_ENVELOPE_ITEMS,
+	       "every envelope the configuration allows can be stored");
+
 /* ---- per-client connection counts ----------------------------------------
  * Shared by all workers, so guarded by a mutex; taken once at accept and
  * once at close, never per command. Chained buckets keyed by the address. */

@@ -117,6 +117,7 @@ static void smtp_transaction_reset(struct smtp_session *s)
 	s->smtputf8 = false;
 	s->body_bytes = 0;
 	s->queue_id[0] = '\0';
+	s->store_error = 0;
 	if (s->recipients_cap > 64) { /* a huge transaction once: give it back */
 		free(s->recipients);
 		s->recipients = NULL;
@@ -430,6 +431,15 @@ static int smtp_write_received(struct smtp_session *s)
 	return r < 0 ? r : 0;
 }
 
+/* The reply when the store cannot keep a message: a spool limit is a 452
+ * (the client may try again later, elsewhere), anything else a 451. */
+static const char *smtp_store_error_reply(int error)
+{
+	if (error == -ENOSPC || error == -EDQUOT)
+		return "452 4.3.1 Error: insufficient system storage, try again later";
+	return "451 4.3.0 Error: queue file write error";
+}
+
 static void smtp_handle_data(struct smtp_session *s, const struct smtp_command *cmd)
 {
 	if (cmd->arg_len != 0) {
@@ -469,13 +479,9 @@ static void smtp_handle_data(struct smtp_session *s, const struct smtp_command *
 	}
 	if (r != 0) {
 		s->waiting = false;
-		log_event(LOG_LEVEL_ERROR, "event=queue_error session=%s error=\"%s\"", s->id,
-			  strerror(-r));
-		if (r == -ENOSPC || r == -EDQUOT)
-			smtp_reply(s, "452 4.3.1 Error: insufficient system storage, try again "
-				      "later");
-		else
-			smtp_reply(s, "451 4.3.0 Error: queue file write error");
+		log_event(LOG_LEVEL_ERROR, "event=queue_error session=%s queue_id=%s error=\"%s\"",
+			  s->id, s->message != NULL ? s->queue_id : "-", strerror(-r));
+		smtp_reply(s, "%s", smtp_store_error_reply(r));
 		smtp_transaction_reset(s);
 		return;
 	}
@@ -632,7 +638,7 @@ static void smtp_data_finish(struct smtp_session *s)
 			 s->settings->max_text_line);
 		refusal = text;
 	} else if (s->message == NULL) {
-		refusal = "451 4.3.0 Error: queue file write error";
+		refusal = smtp_store_error_reply(s->store_error);
 	}
 	if (refusal != NULL) {
 		s->state = SMTP_STATE_HELO;
@@ -661,10 +667,11 @@ static size_t smtp_data_feed(struct smtp_session *s, const char *data, size_t le
 			int r = queue_message_write(s->message, chunk, produced);
 			if (r < 0) {
 				log_event(LOG_LEVEL_ERROR,
-					  "event=queue_error session=%s error=\"%s\"", s->id,
-					  strerror(-r));
+					  "event=queue_error session=%s queue_id=%s error=\"%s\"",
+					  s->id, s->queue_id, strerror(-r));
 				queue_message_abort(s->message);
-				s->message = NULL; /* keep reading to the end, then 451 */
+				s->message = NULL; /* read to the end, then 452 or 451 */
+				s->store_error = r;
 			} else if (r == 1) {
 				s->waiting = true;
 			}
@@ -709,11 +716,7 @@ static void smtp_queue_committed(struct queue_client *client, int status)
 			  "event=commit_failed session=%s queue_id=%s error=\"%s\"", s->id, id,
 			  strerror(-status));
 		s->state = SMTP_STATE_HELO;
-		if (status == -ENOSPC || status == -EDQUOT)
-			smtp_reply(s, "452 4.3.1 Error: insufficient system storage, try again "
-				      "later");
-		else
-			smtp_reply(s, "451 4.3.0 Error: queue file write error");
+		smtp_reply(s, "%s", smtp_store_error_reply(status));
 	}
 	s->message = NULL; /* the store's from now on */
 	s->messages++;

@@ -104,6 +104,7 @@ struct smtp_session {
 	/* The message's queue id, kept here because the store frees the
 	 * queue_message before it calls committed(). */
 	char queue_id[QUEUE_ID_LEN + 1];
+	int store_error; /* why the store gave up on the message mid-body */
 	struct queue_client queue_client;
 	uint64_t body_bytes; /* decoded body octets handed to the store */
 

@@ -30,6 +30,9 @@ struct worker;
 struct queue;
 struct queue_message;
 
+/* Recipients plus MAIL parameters one message may carry. */
+#define QUEUE_MAX_ENVELOPE_ITEMS 2040
+
 /* Queue ids: 16 characters of Crockford base32, unique across workers and
  * restarts (time, worker number and a counter). */
 #define QUEUE_ID_LEN 16

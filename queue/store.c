@@ -48,6 +48,8 @@
 #include "queue/recover.h"
 #include "queue/segment.h"
 
+_Static_assert(QUEUE_MAX_ENVELOPE_ITEMS <= RECORD_MAX_STRINGS, "an envelope record holds them all");
+
 #define STORE_BODY_CHUNK    65536 /* body bytes per BODY record, at most */
 #define STORE_BODY_DIRECT   8192  /* a write this big skips the pending buffer */
 #define STORE_FREE_CHECK_MS 1000  /* statvfs at most this often per worker */
@@ -1347,7 +1349,7 @@ static uint8_t *store_reserve(struct queue *q, struct queue_message *m, size_t s
 int queue_message_begin(struct queue *q, struct queue_client *client,
 			const struct queue_envelope *env, struct queue_message **out)
 {
-	if (env->nrecipients == 0 || env->nrecipients + env->nparams > RECORD_MAX_STRINGS - 3)
+	if (env->nrecipients == 0 || env->nrecipients + env->nparams > QUEUE_MAX_ENVELOPE_ITEMS)
 		return -EINVAL;
 	int r = queue_check_space(q, 0);
 	if (r != 0)

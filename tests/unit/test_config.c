@@ -91,6 +91,7 @@ Test(config, bad_values_are_refused)
 		"[limits]\nidle_timeout = 5 minutes\n",
 		"[limits]\nmax_message_size = 10Q\n",
 		"[limits]\nmax_command_line = 100\n",
+		"[limits]\nmax_recipients = 3000\n", /* more than one envelope holds */
 		"[log]\nlevel = loud\n",
 		"[log]\ndestination = file\n",
 		"[server]\nhostname = a\nhostname = b\n",

@@ -1332,6 +1332,24 @@ Test(session, queue_write_fails_mid_body)
 	expect("NOOP\r\n", OK);
 }
 
+/* A spool limit reached mid-body is a 452, as at MAIL or RCPT: the client
+ * may try again later; a 451 would send the postmaster to the disk. */
+Test(session, spool_full_mid_body_is_452)
+{
+	to_rcpt(UNTRUSTED);
+	expect("DATA\r\n", GO_AHEAD);
+	fake_queue_write_result_at(1, -ENOSPC);
+	expect("first part\r\n", "");
+	cr_assert_str_eq(fake_queue_state(0), "aborted");
+	expect("more\r\n.\r\n", NO_SPACE);
+	cr_assert_eq(session.state, SMTP_STATE_HELO);
+	/* The next transaction starts clean: a failure of its own is a 451. */
+	to_rcpt(UNTRUSTED);
+	expect("DATA\r\n", GO_AHEAD);
+	fake_queue_write_result_at(1, -EIO);
+	expect("x\r\n.\r\n", WRITE_ERROR);
+}
+
 Test(session, received_header_write_fails)
 {
 	to_rcpt(UNTRUSTED);
