@@ -51,7 +51,6 @@
 _Static_assert(QUEUE_MAX_ENVELOPE_ITEMS <= RECORD_MAX_STRINGS, "an envelope record holds them all");
 
 #define STORE_BODY_CHUNK    65536 /* body bytes per BODY record, at most */
-#define STORE_BODY_DIRECT   8192  /* a write this big skips the pending buffer */
 #define STORE_FREE_CHECK_MS 1000  /* statvfs at most this often per worker */
 #define STORE_ROOM_MARGIN   65536 /* envelope and a typical body, when SIZE is not given */
 
@@ -1465,22 +1464,9 @@ int queue_message_write(struct queue_message *m, const void *data, size_t len)
 {
 	if (m->state == STORE_FAILED)
 		return m->error;
-	if (len >= STORE_BODY_DIRECT) {
-		/* A large piece goes from the caller's buffer straight into the
-		 * batch, one copy rather than two; what was pending before it
-		 * (the Received header, small pieces) goes first as its own. */
-		if (store_emit_pending(m, 1) != 0)
-			return m->error;
-		const char *p = data;
-		while (len >= STORE_BODY_DIRECT) {
-			size_t n = len < STORE_BODY_CHUNK ? len : STORE_BODY_CHUNK;
-			if (store_emit_body(m, p, n) != 0)
-				return m->error;
-			p += n;
-			len -= n;
-		}
-		data = p;
-	}
+	/* Gathered into whole 64 KiB BODY records: a session hands over one
+	 * receive buffer's worth at a time, and records (and the extents
+	 * kept in memory for each) that small would cost more than a copy. */
 	if (len > 0 && buf_append(&m->pending, data, len) != 0)
 		return -ENOMEM;
 	if (store_emit_pending(m, STORE_BODY_CHUNK) != 0)

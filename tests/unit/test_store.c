@@ -2902,3 +2902,28 @@ Test(store, reader_is_told_to_read_again_when_a_segment_it_read_went)
 	struct t_reader rd = {.delete_read = true};
 	cr_assert_eq(t_read_spool(&rd), -ESTALE);
 }
+
+/* A session hands over one 8 KiB receive buffer at a time: the body is
+ * still stored as 64 KiB records (each costs a header on disk and an
+ * extent in memory for as long as the message is queued). */
+Test(store, body_in_8k_pieces_is_stored_in_64k_records)
+{
+	t_open();
+	t_start_workers();
+	size_t len = 640u << 10;
+	uint8_t *body = t_body(len, 52);
+	static struct t_client c;
+	t_client_init(&c);
+	cr_assert_eq(t_begin(&c, "bob@dest.example"), 0);
+	cr_assert_geq(t_write(&c, body, len, 8192), 0);
+	t_commit(&c);
+	t_pump_until_committed(&c, 1);
+	cr_assert_eq(c.status, 0);
+	const char *report = t_report(c.id);
+	unsigned records = 0;
+	for (const char *p = report; (p = strstr(p, "\nbody ")) != NULL; p++)
+		records++;
+	cr_assert_eq(records, 10, "%u BODY records for 640 KiB", records);
+	static const char *const rcpt[] = {"bob@dest.example"};
+	t_expect_message(c.id, "alice@client.example", rcpt, 1, body, len);
+}
