@@ -1,6 +1,7 @@
 #include "core/log.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -28,7 +29,7 @@ void log_setup(enum log_level level, enum log_destination dest)
 		openlog("ferryd", LOG_PID | LOG_NDELAY, LOG_MAIL);
 }
 
-bool log_enabled(enum log_level level)
+static bool log_enabled(enum log_level level)
 {
 	return level <= log_max_level;
 }
@@ -61,7 +62,7 @@ void log_thread_buffered(bool on)
 	log_buffered = on;
 }
 
-void log_event_v(enum log_level level, const char *fmt, va_list ap)
+static void log_event_v(enum log_level level, const char *fmt, va_list ap)
 {
 	if (!log_enabled(level))
 		return;

@@ -14,7 +14,6 @@
 #ifndef FERRY_CORE_LOG_H
 #define FERRY_CORE_LOG_H
 
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -25,10 +24,7 @@ enum log_destination { LOG_TO_STDERR = 0, LOG_TO_SYSLOG };
 /* Called once at start, before threads exist. */
 void log_setup(enum log_level level, enum log_destination dest);
 
-bool log_enabled(enum log_level level);
-
 void log_event(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void log_event_v(enum log_level level, const char *fmt, va_list ap);
 
 /* This thread buffers lines until log_flush() (worker threads). */
 void log_thread_buffered(bool on);

@@ -15,18 +15,11 @@
 #define WORKER_SQ_ENTRIES 4096
 #define WORKER_CQ_ENTRIES 32768
 
-static _Thread_local struct worker *worker_self;
-
 uint64_t worker_clock_ms(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-struct worker *worker_current(void)
-{
-	return worker_self;
 }
 
 static const char *worker_io_uring_advice(int e)
@@ -270,7 +263,6 @@ static void worker_report_started(struct worker *w, int status)
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
-	worker_self = w;
 	if (w->cpu >= 0) {
 		cpu_set_t set;
 		CPU_ZERO(&set);

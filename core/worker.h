@@ -144,9 +144,6 @@ void worker_recv_buffer_return(struct worker *w, uint16_t bid);
 /* Send a cross-worker message to w (any thread). */
 int worker_send(struct worker *w, struct xmsg *msg, xmsg_fn *handle);
 
-/* The worker running on this thread, or NULL. */
-struct worker *worker_current(void);
-
 uint64_t worker_clock_ms(void);
 
 #endif

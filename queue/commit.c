@@ -50,7 +50,6 @@ struct commit_writer {
 	bool paused_producers; /* commit_over_cap() was true: on_drain owed */
 	size_t backlog;        /* bytes reserved, not yet durable */
 	uint64_t next_sequence;
-	uint64_t batches_done, bytes_done;
 };
 
 static void commit_op_done(struct commit_batch *b, const struct io_uring_cqe *cqe, bool is_write);
@@ -431,8 +430,6 @@ static void commit_op_done(struct commit_batch *b, const struct io_uring_cqe *cq
 	if (status != 0) {
 		commit_poison(cw, b->segment, b->offset, status);
 	} else {
-		cw->batches_done++;
-		cw->bytes_done += buf_len(&b->data);
 		if (b->sync_dir)
 			b->segment->dir_synced = true;
 	}
@@ -466,15 +463,4 @@ uint64_t commit_room(const struct commit_writer *cw)
 	if (seg == NULL || seg->closed || seg->end + RECORD_BATCH_SIZE >= seg->size)
 		return 0;
 	return seg->size - seg->end - RECORD_BATCH_SIZE;
-}
-
-uint64_t commit_current_sequence(const struct commit_writer *cw)
-{
-	return cw->current != NULL ? cw->current->sequence : 0;
-}
-
-void commit_stats(const struct commit_writer *cw, uint64_t *batches, uint64_t *bytes)
-{
-	*batches = cw->batches_done;
-	*bytes = cw->bytes_done;
 }

@@ -112,10 +112,4 @@ bool commit_idle(const struct commit_writer *cw);
 /* Bytes still free for records in the current segment (0 if none). */
 uint64_t commit_room(const struct commit_writer *cw);
 
-/* The sequence of the segment records go to now (0 before the first). */
-uint64_t commit_current_sequence(const struct commit_writer *cw);
-
-/* Batches written and synced so far, and records' bytes in them. */
-void commit_stats(const struct commit_writer *cw, uint64_t *batches, uint64_t *bytes);
-
 #endif

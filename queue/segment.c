@@ -118,7 +118,8 @@ int segment_list(int dir_fd, struct segment_file **out)
 	return (int)n;
 }
 
-uint64_t segment_new_salt(void)
+/* A random 64-bit salt (getrandom). Never 0. */
+static uint64_t segment_new_salt(void)
 {
 	uint64_t salt = 0;
 	while (salt == 0) {

@@ -62,7 +62,4 @@ int segment_create(int dir_fd, uint32_t worker, uint64_t sequence, uint64_t size
  * its own name, or "<name>.N" when an earlier one already has it. */
 int segment_quarantine(int dir_fd, int quarantine_fd, const char *name);
 
-/* A random 64-bit salt (getrandom). Never 0. */
-uint64_t segment_new_salt(void);
-
 #endif
