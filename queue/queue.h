@@ -56,7 +56,7 @@ struct queue_envelope {
 	unsigned nparams;
 	const char *client_address; /* "192.0.2.1" */
 	const char *helo;           /* name given in HELO/EHLO */
-	struct timespec arrival;
+	struct timespec arrival;    /* CLOCK_REALTIME; the queue id is made from it */
 };
 
 /* Set by the session, called by the store on the worker's loop. */

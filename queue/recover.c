@@ -110,7 +110,6 @@ struct recover_map {
 	size_t size;
 };
 
-/* Is there any valid record of this segment past `from`? (corruption test) */
 /*
  * The first good record of this segment past `from` (of type BATCH only,
  * if batch_only): its offset, and for a BATCH the start it names. False if
@@ -428,15 +427,6 @@ static int recover_segment_records(struct recover_scan *sc, const struct recover
 	return 0;
 }
 
-/* As segment_list sorts: by writer, then sequence. */
-static int recover_listed_cmp(const void *a, const void *b)
-{
-	const struct segment_file *x = a, *y = b;
-	if (x->worker != y->worker)
-		return x->worker < y->worker ? -1 : 1;
-	return (x->sequence > y->sequence) - (x->sequence < y->sequence);
-}
-
 /*
  * Some listed segments vanished under a read-only scan. The view may
  * then be wrong in two ways, and the caller reads again:
@@ -463,7 +453,7 @@ static bool recover_listing_stale(int dir_fd, const struct segment_file *files, 
 	for (int i = 0; i < n && !stale; i++) {
 		if (!files[i].vanished) {
 			stale = m == 0 || bsearch(&files[i], now, (size_t)m, sizeof(*now),
-						  recover_listed_cmp) == NULL;
+						  segment_file_compare) == NULL;
 			continue;
 		}
 		uint64_t newest = 0; /* of this writer, in the listing read */

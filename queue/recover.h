@@ -11,15 +11,16 @@
  * record is there and agrees with the BODY chunks seen (count and length).
  *
  * Where a segment stops making sense, the rest is judged:
- *  - torn tail: the bad spot is zeros, or a record that is incomplete or
- *    fails its checksum with nothing valid after it — the writer died
- *    inside its last batch, whose sync never completed, so nothing there
- *    was acknowledged. (Zeros followed by valid records are judged torn
- *    too: pages of that last batch that landed out of order.) The tail is
- *    cut off (ftruncate) and logged.
- *  - corruption: a bad or incomplete record followed by good ones. The
- *    segment is moved to <spool>/quarantine/ and logged loudly; its
- *    messages are not served; every other segment is.
+ *  - torn tail: past the last whole batch (its BATCH record frames) there
+ *    is no later whole batch — the writer died inside its last batch,
+ *    whose sync never completed, so nothing there was acknowledged,
+ *    whatever lies there (zeros, a partial record, pages out of order).
+ *    The tail is cut off (ftruncate) and logged.
+ *  - corruption: a bad spot (a bad or incomplete record, or zeros)
+ *    followed by a later whole batch, here or in a later segment of the
+ *    writer: acknowledged data was damaged. The segment is moved to
+ *    <spool>/quarantine/ and logged loudly; its messages are not served;
+ *    every other segment is.
  * In read-only mode nothing is cut or moved; the verdicts are reported.
  */
 #ifndef FERRY_QUEUE_RECOVER_H

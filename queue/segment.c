@@ -66,7 +66,7 @@ bool segment_parse_name(const char *name, uint32_t *worker, uint64_t *sequence)
 	return true;
 }
 
-static int segment_compare(const void *a, const void *b)
+int segment_file_compare(const void *a, const void *b)
 {
 	const struct segment_file *x = a, *y = b;
 	if (x->worker != y->worker)
@@ -113,7 +113,7 @@ int segment_list(int dir_fd, struct segment_file **out)
 	}
 	closedir(d);
 	if (n > 0)
-		qsort(list, n, sizeof(*list), segment_compare);
+		qsort(list, n, sizeof(*list), segment_file_compare);
 	*out = list;
 	return (int)n;
 }

@@ -42,6 +42,9 @@ void segment_name(char out[SEGMENT_NAME_MAX], uint32_t worker, uint64_t sequence
 /* Parse a segment file name; false if it is not one. */
 bool segment_parse_name(const char *name, uint32_t *worker, uint64_t *sequence);
 
+/* qsort/bsearch order of struct segment_file: by worker, then sequence. */
+int segment_file_compare(const void *a, const void *b);
+
 /*
  * List the segment files in dir_fd, sorted by (worker, sequence). *out is
  * malloc'd; returns the count or -errno.

@@ -1008,7 +1008,10 @@ static void store_index_message(struct queue *q, struct queue_message *m)
 				realloc(x, sizeof(*x) + cap * sizeof(x->rcpts[0]));
 			if (more == NULL) {
 				log_event(LOG_LEVEL_ERROR,
-					  "event=index_transfer_failed queue_id=%s", m->id);
+					  "event=index_transfer_failed queue_id=%s rcpt=%u "
+					  "note=\"out of memory; the recipient stays on disk "
+					  "and returns at the next start\"",
+					  m->id, r->index);
 				continue;
 			}
 			if (x == NULL)
@@ -1267,14 +1270,14 @@ int queue_check_space(struct queue *q, uint64_t size)
 }
 
 /* 80 bits -> 16 Crockford base32 characters: seconds (34 bits), micro-
- * seconds (20), worker (8), counter (18). Sorts by arrival time. */
-static void store_make_id(struct queue *q, char id[QUEUE_ID_LEN + 1])
+ * seconds (20) of the arrival, worker (8), counter (18). Sorts by arrival
+ * time. */
+static void store_make_id(struct queue *q, const struct timespec *arrival,
+			  char id[QUEUE_ID_LEN + 1])
 {
 	static const char alphabet[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"; /* in ASCII order */
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	uint64_t hi = ((uint64_t)ts.tv_sec & ((UINT64_C(1) << 34) - 1)) << 20 |
-		      (uint64_t)(ts.tv_nsec / 1000);
+	uint64_t hi = ((uint64_t)arrival->tv_sec & ((UINT64_C(1) << 34) - 1)) << 20 |
+		      (uint64_t)(arrival->tv_nsec / 1000);
 	uint32_t lo = (q->index & 0xff) << 18 | (q->id_counter++ & 0x3ffff);
 	unsigned __int128 v = ((unsigned __int128)hi << 26) | lo;
 	for (int i = QUEUE_ID_LEN - 1; i >= 0; i--) {
@@ -1381,7 +1384,7 @@ int queue_message_begin(struct queue *q, struct queue_client *client,
 	m->client = client;
 	m->sender_len = (uint16_t)env->sender_len;
 	m->arrival_ms = (int64_t)env->arrival.tv_sec * 1000 + env->arrival.tv_nsec / 1000000;
-	store_make_id(q, m->id);
+	store_make_id(q, &env->arrival, m->id);
 
 	struct record_string rs[nstrings - 3];
 	for (size_t i = 3; i < nstrings; i++)
@@ -1417,7 +1420,6 @@ const char *queue_message_id(const struct queue_message *m)
 	return m->id;
 }
 
-/* Move `len` pending body bytes into one BODY record. */
 /* One BODY record of data[0..len), encoded straight into the batch. */
 static int store_emit_body(struct queue_message *m, const void *data, size_t len)
 {
