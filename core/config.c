@@ -85,10 +85,14 @@ static int config_list_add(struct config_list *list, const char *value, unsigned
 {
 	if (list->count >= CONFIG_MAX_LIST)
 		return -E2BIG;
-	struct config_item *items = realloc(list->items, (list->count + 1) * sizeof(*items));
-	if (items == NULL)
-		return -ENOMEM;
-	list->items = items;
+	if ((list->count & (list->count - 1)) == 0) { /* 0, 1, 2, 4 ...: grow by doubling */
+		size_t cap = list->count ? list->count * 2 : 1;
+		struct config_item *more = realloc(list->items, cap * sizeof(*more));
+		if (more == NULL)
+			return -ENOMEM;
+		list->items = more;
+	}
+	struct config_item *items = list->items;
 	char *copy = strdup(value);
 	if (copy == NULL)
 		return -ENOMEM;
@@ -111,7 +115,14 @@ void config_defaults(struct config *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
 	snprintf(cfg->source, sizeof(cfg->source), "(built-in defaults)");
-	if (gethostname(cfg->hostname, sizeof(cfg->hostname) - 1) != 0 || cfg->hostname[0] == '\0')
+	/* The machine's name, unless it is no host name (net/server checks
+	 * the key; a default must not stop ferryd from starting). */
+	if (gethostname(cfg->hostname, sizeof(cfg->hostname) - 1) != 0 ||
+	    cfg->hostname[0] == '\0' ||
+	    strspn(cfg->hostname,
+		   "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") !=
+		    strlen(cfg->hostname) ||
+	    cfg->hostname[0] == '.' || cfg->hostname[0] == '-')
 		snprintf(cfg->hostname, sizeof(cfg->hostname), "localhost");
 	cfg->workers = 0;
 	config_parse_listen("127.0.0.1:2525", &cfg->listen[0]);
@@ -388,8 +399,14 @@ static void config_set(struct config_parse_state *st, const struct config_key *k
 			list->from_file = true;
 		}
 		struct config_list_adder a = {list, (unsigned)line};
-		if (config_split_list(value, config_add_list_word, &a) != 0)
-			config_fail(st, line, k->name, "too many or too long values: '%s'", value);
+		int r = config_split_list(value, config_add_list_word, &a);
+		if (r == -E2BIG)
+			config_fail(st, line, k->name,
+				    "more than " CONFIG_MAX_LIST_TEXT
+				    " values (the limit of a list)%s",
+				    "");
+		else if (r != 0)
+			config_fail(st, line, k->name, "out of memory%s", "");
 		return;
 	}
 	case CONFIG_LISTEN: {

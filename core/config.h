@@ -24,9 +24,10 @@
 #include <stdio.h>
 #include <sys/socket.h>
 
-#define CONFIG_MAX_LISTEN   16
-#define CONFIG_MAX_LIST     4096
-#define CONFIG_HOSTNAME_MAX 255
+#define CONFIG_MAX_LISTEN    16
+#define CONFIG_MAX_LIST      4096
+#define CONFIG_MAX_LIST_TEXT "4096"
+#define CONFIG_HOSTNAME_MAX  255
 
 struct config_item {
 	char *value;

@@ -363,6 +363,15 @@ int net_server_create(struct net_server **out, const struct config *cfg, char *e
 			return -ENOMEM;
 		}
 	}
+	/* It goes into every greeting and reply: a typo (or a '#' comment
+	 * after it, which is part of the value) must not. */
+	if (!address_domain_valid(cfg->hostname, strlen(cfg->hostname), false)) {
+		snprintf(err, err_size,
+			 "%s: key 'hostname': not a host name (e.g. mx1.isp.example): '%s'",
+			 cfg->source, cfg->hostname);
+		net_server_destroy(srv);
+		return -EINVAL;
+	}
 	srv->policy.trusted = srv->networks;
 	srv->policy.ntrusted = nnet;
 	srv->policy.relay_domains = (const char *const *)srv->domains;

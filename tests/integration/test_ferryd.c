@@ -689,6 +689,14 @@ Test(ferryd, check_config_names_file_line_and_key)
 	cr_assert_not_null(strstr(res.err, "trusted_networks"), "stderr does not name the key: %s",
 			   res.err);
 
+	/* A host name with a comment after it (part of the value). */
+	snprintf(path, sizeof(path), "%s/bad-hostname.conf", fi.dir);
+	cr_assert_eq(harness_write_file(path, "[server]\nhostname = mx1.example # primary\n"), 0);
+	check_config(path, &res);
+	cr_assert_neq(res.status, 0, "a bad host name was accepted:\n%s", res.out);
+	cr_assert_not_null(strstr(res.err, "hostname"), "stderr does not name the key: %s",
+			   res.err);
+
 	/* A good file: exit 0 and the effective configuration. */
 	snprintf(path, sizeof(path), "%s/good.conf", fi.dir);
 	cr_assert_eq(harness_write_file(path, "[server]\n"
