@@ -222,7 +222,8 @@ static void conn_recv_complete(struct worker_op *op, const struct io_uring_cqe *
 						  "event=early_talker session=%s client=%s",
 						  c->session.id, c->peer_text);
 				}
-			} else if (conn_input(c, worker_recv_buffer(w, bid), (size_t)cqe->res) != 0) {
+			} else if (conn_input(c, worker_recv_buffer(w, bid), (size_t)cqe->res) !=
+				   0) {
 				lost = true;
 			} else {
 				conn_timer_tighten(c);
@@ -386,6 +387,9 @@ struct conn *conn_accept(struct net_worker *owner, int fd, const struct sockaddr
 	log_event(LOG_LEVEL_INFO, "event=connect session=%s client=%s trusted=%d", id, c->peer_text,
 		  c->session.client_trusted);
 	if (refusal != NULL) {
+		log_event(LOG_LEVEL_INFO,
+			  "event=connection_refused session=%s client=%s reply=\"%s\"", id,
+			  c->peer_text, refusal);
 		c->greeted = true;
 		smtp_session_refuse(&c->session, refusal);
 		conn_flush(c);

@@ -138,9 +138,6 @@ void net_worker_accept(struct net_worker *nw, int fd)
 				  "later";
 		}
 	}
-	if (refusal != NULL)
-		log_event(LOG_LEVEL_INFO, "event=connection_refused reason=limit reply=\"%s\"",
-			  refusal);
 	conn_accept(nw, fd, (struct sockaddr *)&peer, peer_len, refusal, counted, slot);
 }
 

@@ -841,10 +841,16 @@ static void off_apply_changes(struct off_spool *sp)
 		if (c->type == RECORD_MESSAGE_DONE) {
 			m->done = true;
 		} else if (c->recipient < m->nrcpts) {
+			/* As ferryd's recovery: an ended recipient stays ended,
+			 * whatever record comes after (a compaction copy repeats
+			 * outcomes). */
 			struct off_rcpt *r = &m->rcpts[c->recipient];
+			if (r->finished)
+				continue;
 			r->finished = c->type != RECORD_RCPT_DEFERRED;
 			r->deferred = c->type == RECORD_RCPT_DEFERRED;
-			r->attempts = c->attempts;
+			if (c->attempts > r->attempts)
+				r->attempts = c->attempts;
 		}
 	}
 }
@@ -1008,11 +1014,9 @@ static int off_report_message(struct off_spool *sp, int segments_fd, const char 
 	for (uint32_t i = 0; i < m->nparams; i++)
 		buf_printf(out, "param %s\n",
 			   log_quote(quoted, sizeof(quoted), m->params[i], m->param_lens[i]));
-	for (uint32_t i = 0; i < m->nrcpts; i++)
-		if (!m->rcpts[i].finished)
-			buf_printf(out, "rcpt %s\n",
-				   log_quote(quoted, sizeof(quoted), m->rcpts[i].address,
-					     m->rcpts[i].len));
+	for (uint32_t i = 0; i < m->nrcpts; i++) /* every one, as ferryd answers */
+		buf_printf(out, "rcpt %s\n",
+			   log_quote(quoted, sizeof(quoted), m->rcpts[i].address, m->rcpts[i].len));
 	for (uint32_t i = 0; i < m->nextents; i++) {
 		char name[SEGMENT_NAME_MAX];
 		segment_name(name, m->worker, m->extents[i].sequence);
@@ -1029,6 +1033,10 @@ static int off_report_message(struct off_spool *sp, int segments_fd, const char 
 	return 1;
 }
 
+/* Segments the offline view had to leave out (corrupt, unreadable): the
+ * answer is printed, but ferryctl exits 1. */
+static unsigned off_left_out;
+
 /* The same answer ferryd would give ("ok\n..." or "error: ...\n"). */
 static int off_answer(const char *dir, enum ctl_command command, const char *arg,
 		      struct buf *answer)
@@ -1036,6 +1044,7 @@ static int off_answer(const char *dir, enum ctl_command command, const char *arg
 	struct off_spool sp = {0};
 	int segments_fd = -1;
 	int status = off_read_spool(dir, &sp, &segments_fd);
+	off_left_out = sp.corrupt + sp.unreadable;
 	if (status == CTL_OK) {
 		struct buf body = {0};
 		int found = 1;
@@ -1236,6 +1245,11 @@ int main(int argc, char **argv)
 	if (fflush(stdout) != 0 || ferror(stdout)) {
 		fprintf(stderr, "ferryctl: writing the output: %s\n", strerror(errno));
 		return CTL_ERROR;
+	}
+	if (status == CTL_OK && off_left_out > 0) {
+		fprintf(stderr, "ferryctl: %u segment%s left out of this view (see above)\n",
+			off_left_out, off_left_out == 1 ? " was" : "s were");
+		status = CTL_ERROR;
 	}
 	return status;
 }

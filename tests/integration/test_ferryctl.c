@@ -403,6 +403,18 @@ Test(ferryctl, offline_view_matches_while_running_and_after_stop)
 	cr_expect_eq(rc, 1, "unknown id offline: exit %d", rc);
 	cr_expect_not_null(strstr(err, "no message 0000000000000000 in the queue"), "%s", err);
 
+	/* A segment that cannot be read: the view is printed without it, and
+	 * the exit status says it is incomplete. */
+	char bad[PATH_MAX + 64];
+	snprintf(bad, sizeof(bad), "%s/segments/w000-000000000999.seg", fi.spool);
+	cr_assert_eq(mkdir(bad, 0700), 0, "mkdir %s", bad);
+	rc = run_ferryctl(out, err, "--spool", fi.spool, "queue", NULL);
+	cr_expect_eq(rc, 1, "offline queue with an unreadable segment: exit %d", rc);
+	expect_three_queued(out);
+	cr_expect_not_null(strstr(err, "w000-000000000999.seg could not be read"), "%s", err);
+	cr_expect_not_null(strstr(err, "left out of this view"), "%s", err);
+	rmdir(bad);
+
 	char missing[PATH_MAX + 16];
 	snprintf(missing, sizeof(missing), "%s/nowhere", fi.dir);
 	rc = run_ferryctl(out, err, "--spool", missing, "queue", NULL);
