@@ -64,12 +64,7 @@
 
 #define RECORD_SEGMENT_PAYLOAD         24
 #define RECORD_ENVELOPE_FIXED          28
-#define RECORD_BODY_FIXED              20
-#define RECORD_COMMIT_PAYLOAD          28
-#define RECORD_RCPT_FIXED              30
-#define RECORD_ID_PAYLOAD              RECORD_ID_LEN
 #define RECORD_BATCH_PAYLOAD           8
-#define RECORD_STRING_PREFIX           2
 #define RECORD_ENVELOPE_HEADER_STRINGS 3 /* client, helo, sender */
 
 /*

@@ -68,6 +68,37 @@ static inline size_t record_size(size_t payload_len)
 	return (RECORD_HEADER_SIZE + payload_len + RECORD_ALIGN - 1) & ~(size_t)(RECORD_ALIGN - 1);
 }
 
+/* Payload layouts of the fixed-size parts (see the encoders). */
+#define RECORD_STRING_PREFIX  2                    /* u16 length before a string */
+#define RECORD_BODY_FIXED     (RECORD_ID_LEN + 4)  /* id, chunk; then the data */
+#define RECORD_COMMIT_PAYLOAD (RECORD_ID_LEN + 12) /* id, body length, chunks */
+#define RECORD_RCPT_FIXED     (RECORD_ID_LEN + 14) /* id, rcpt, attempts, time; reason */
+#define RECORD_ID_PAYLOAD     RECORD_ID_LEN        /* MESSAGE_DONE, ABORT */
+
+/* Where a BODY record's data begins, from the start of the record. */
+#define RECORD_BODY_DATA_OFFSET (RECORD_HEADER_SIZE + RECORD_BODY_FIXED)
+
+/* Whole-record sizes, to reserve room before encoding. */
+static inline size_t record_body_size(size_t data_len)
+{
+	return record_size(RECORD_BODY_FIXED + data_len);
+}
+
+static inline size_t record_commit_size(void)
+{
+	return record_size(RECORD_COMMIT_PAYLOAD);
+}
+
+static inline size_t record_rcpt_state_size(size_t reason_len)
+{
+	return record_size(RECORD_RCPT_FIXED + RECORD_STRING_PREFIX + reason_len);
+}
+
+static inline size_t record_id_size(void)
+{
+	return record_size(RECORD_ID_PAYLOAD);
+}
+
 /* ---- payloads, decoded ----------------------------------------------------- */
 
 struct record_string {

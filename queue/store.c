@@ -88,7 +88,6 @@ struct queue_message {
 	bool counted; /* in store->messages (from commit on) */
 	int64_t arrival_ms;
 	uint64_t body_len;
-	uint32_t nchunks;
 	/* The owner's segments from its first record to its last: each one
 	 * counts the message in its `live` from the moment a record of the
 	 * message is reserved in it (or lies between two that are), so no
@@ -930,7 +929,7 @@ static int store_message_add_extent(struct queue_message *m, struct commit_locat
 	}
 	m->extents[m->nextents++] = (struct store_extent){
 		.sequence = loc.sequence,
-		.offset = loc.offset + RECORD_HEADER_SIZE + RECORD_ID_LEN + 4,
+		.offset = loc.offset + RECORD_BODY_DATA_OFFSET,
 		.len = len,
 	};
 	return 0;
@@ -1101,18 +1100,33 @@ static void store_on_drain(void *arg)
 	}
 }
 
+/*
+ * Free space on the spool's file system, as the last look saw it (at most
+ * STORE_FREE_CHECK_MS old), or looked at now when `fresh` (before a new
+ * segment takes its share). UINT64_MAX when it cannot be known.
+ */
+static uint64_t store_free_bytes(struct queue *q, bool fresh)
+{
+	uint64_t now = q->worker != NULL ? q->worker->now_ms : worker_clock_ms();
+	if (fresh || q->free_checked_ms == 0 || now - q->free_checked_ms >= STORE_FREE_CHECK_MS) {
+		struct statvfs sv;
+		q->free_checked_ms = now;
+		q->free_bytes = fstatvfs(q->store->dir_fd, &sv) == 0
+					? (uint64_t)sv.f_bavail * sv.f_frsize
+					: UINT64_MAX;
+	}
+	return q->free_bytes;
+}
+
 /* A new segment would add its whole size to the spool: refuse one that
  * would cross max_bytes or eat into min_free_bytes. */
 static int store_may_grow(void *arg, uint64_t size)
 {
 	struct queue *q = arg;
 	struct queue_store *st = q->store;
-	if (st->cfg.min_free_bytes != 0) {
-		struct statvfs sv;
-		if (statvfs(st->spool_dir, &sv) == 0 &&
-		    (uint64_t)sv.f_bavail * sv.f_frsize < st->cfg.min_free_bytes + size)
-			return -ENOSPC;
-	}
+	if (st->cfg.min_free_bytes != 0 &&
+	    store_free_bytes(q, true) < st->cfg.min_free_bytes + size)
+		return -ENOSPC;
 	/* Reserve the bytes in the same step as the check: two workers
 	 * rolling at once must not both fit under max_bytes. */
 	uint_fast64_t cur = atomic_load(&st->bytes);
@@ -1251,15 +1265,7 @@ int queue_check_space(struct queue *q, uint64_t size)
 	    atomic_load(&st->bytes) + growth > st->cfg.max_bytes)
 		return -ENOSPC;
 	if (st->cfg.min_free_bytes != 0) {
-		uint64_t now = q->worker != NULL ? q->worker->now_ms : worker_clock_ms();
-		if (now - q->free_checked_ms >= STORE_FREE_CHECK_MS || q->free_checked_ms == 0) {
-			struct statvfs sv;
-			q->free_checked_ms = now;
-			if (statvfs(st->spool_dir, &sv) == 0)
-				q->free_bytes = (uint64_t)sv.f_bavail * sv.f_frsize;
-			else
-				q->free_bytes = UINT64_MAX; /* unknown: the writer checks again */
-		}
+		store_free_bytes(q, false);
 		/* Below the floor nothing new is taken; above it, a message
 		 * must leave the floor intact after the segments it needs. */
 		if (q->free_bytes < st->cfg.min_free_bytes ||
@@ -1425,12 +1431,12 @@ static int store_emit_body(struct queue_message *m, const void *data, size_t len
 {
 	struct queue *q = m->queue;
 	struct record_body body = {
-		.chunk = m->nchunks,
+		.chunk = m->nextents, /* one extent per BODY record */
 		.data = data,
 		.len = (uint32_t)len,
 	};
 	memcpy(body.id, m->id, RECORD_ID_LEN);
-	size_t size = record_size(RECORD_ID_LEN + 4 + len);
+	size_t size = record_body_size(len);
 	uint64_t salt;
 	struct commit_location loc;
 	uint8_t *p = store_reserve(q, m, size, &salt, &loc);
@@ -1442,7 +1448,6 @@ static int store_emit_body(struct queue_message *m, const void *data, size_t len
 		m->error = -ENOMEM;
 		return -ENOMEM;
 	}
-	m->nchunks++;
 	m->body_len += len;
 	return 0;
 }
@@ -1577,9 +1582,9 @@ void queue_message_commit(struct queue_message *m)
 		store_fail_later(m);
 		return;
 	}
-	struct record_commit c = {.body_len = m->body_len, .nchunks = m->nchunks};
+	struct record_commit c = {.body_len = m->body_len, .nchunks = m->nextents};
 	memcpy(c.id, m->id, RECORD_ID_LEN);
-	size_t size = record_size(RECORD_ID_LEN + 12);
+	size_t size = record_commit_size();
 	uint64_t salt;
 	struct commit_location loc;
 	uint8_t *p = store_reserve(q, m, size, &salt, &loc);
@@ -1624,7 +1629,7 @@ static void store_message_done(struct queue *q, struct queue_message *m)
 {
 	struct record_id rid;
 	memcpy(rid.id, m->id, RECORD_ID_LEN);
-	size_t size = record_size(RECORD_ID_LEN);
+	size_t size = record_id_size();
 	uint64_t salt;
 	struct commit_location loc;
 	int error = 0;
@@ -1665,7 +1670,7 @@ static void store_rcpt_done(struct queue *q, struct store_rcpt *r, enum queue_ou
 	memcpy(rs.id, m->id, RECORD_ID_LEN);
 	enum record_type type =
 		outcome == QUEUE_DELIVERED ? RECORD_RCPT_DELIVERED : RECORD_RCPT_FAILED;
-	size_t size = record_size(RECORD_ID_LEN + 14 + 2 + rs.reason.len);
+	size_t size = record_rcpt_state_size(rs.reason.len);
 	uint64_t salt;
 	struct commit_location loc;
 	int error = 0;
@@ -1901,21 +1906,20 @@ static int store_compact_encode(struct queue *q, struct store_copy *c, const uin
 		struct record_body rb = {
 			.chunk = c->nextents, .data = body + at, .len = (uint32_t)n};
 		memcpy(rb.id, m->id, RECORD_ID_LEN);
-		size = record_size(RECORD_ID_LEN + 4 + n);
+		size = record_body_size(n);
 		struct commit_location loc;
 		if ((rec = store_reserve_for(q, m, size, &salt, &loc, &error)) == NULL)
 			return error;
 		record_encode_body(rec, size, salt, &rb);
 		c->last = loc;
 		c->extents[c->nextents] = (struct store_extent){
-			loc.sequence, loc.offset + RECORD_HEADER_SIZE + RECORD_ID_LEN + 4,
-			(uint32_t)n};
+			loc.sequence, loc.offset + RECORD_BODY_DATA_OFFSET, (uint32_t)n};
 		at += n;
 	}
 
 	struct record_commit rc = {.body_len = m->body_len, .nchunks = c->nextents};
 	memcpy(rc.id, m->id, RECORD_ID_LEN);
-	size = record_size(RECORD_ID_LEN + 12);
+	size = record_commit_size();
 	if ((rec = store_reserve_for(q, m, size, &salt, &c->commit, &error)) == NULL)
 		return error;
 	record_encode_commit(rec, size, salt, &rc);
@@ -1931,7 +1935,7 @@ static int store_compact_encode(struct queue *q, struct store_copy *c, const uin
 			.reason = {"", 0},
 		};
 		memcpy(st.id, m->id, RECORD_ID_LEN);
-		size = record_size(RECORD_ID_LEN + 14 + 2);
+		size = record_rcpt_state_size(0);
 		struct commit_location loc;
 		if ((rec = store_reserve_state(q, m, size, &salt, &loc, &error)) == NULL)
 			return error;
@@ -1952,7 +1956,7 @@ static void store_compact_switch(struct queue *q, struct store_copy *c)
 	free(m->extents);
 	m->extents = c->extents;
 	c->extents = NULL;
-	m->nextents = m->extents_cap = m->nchunks = c->nextents;
+	m->nextents = m->extents_cap = c->nextents;
 	m->envelope = c->envelope;
 	m->commit = c->commit;
 	m->first_sequence = c->envelope.sequence;
@@ -2207,7 +2211,6 @@ static int store_extents_from(struct queue_message *m, const struct recover_mess
 	free(m->extents);
 	m->extents = extents;
 	m->nextents = m->extents_cap = rm->nextents;
-	m->nchunks = rm->nextents;
 	m->body_len = rm->body_len;
 	m->writer = rm->worker;
 	m->first_sequence = rm->first_sequence;
