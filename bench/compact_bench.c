@@ -34,6 +34,7 @@
 
 #include "core/buf.h"
 #include "core/log.h"
+#include "core/config.h"
 #include "core/worker.h"
 #include "queue/queue.h"
 
@@ -430,30 +431,19 @@ static void compact_bench_usage(FILE *f)
 		   "  --messages N          messages to store (default 20000)\n"
 		   "  --size BYTES          body size (default 4096)\n"
 		   "  --keep PERCENT        share of messages left live (default 20)\n"
-		   "  --segment-size BYTES  segment file size, K/M/G suffix allowed (default 64M)\n"
+		   "  --segment-size BYTES  segment file size, K/M/G suffix allowed, 4M..4G as\n"
+		   "                        ferryd takes it (default 64M)\n"
 		   "  --threshold PERCENT   compact_threshold (default 50)\n");
 }
 
-/* A count with an optional K, M or G (binary) suffix. */
+/* A number, with K/M/G as ferryd's configuration takes sizes, in
+ * [min, max]. */
 static int compact_bench_parse_size(const char *text, uint64_t min, uint64_t max, uint64_t *out)
 {
-	char *end;
-	errno = 0;
-	unsigned long long v = strtoull(text, &end, 10);
-	if (errno != 0 || end == text || text[0] == '-')
+	uint64_t v;
+	if (config_parse_size(text, &v) != 0 || v < min || v > max)
 		return -EINVAL;
-	unsigned shift = 0;
-	if (*end == 'k' || *end == 'K')
-		shift = 10;
-	else if (*end == 'm' || *end == 'M')
-		shift = 20;
-	else if (*end == 'g' || *end == 'G')
-		shift = 30;
-	if (shift != 0)
-		end++;
-	if (*end != '\0' || v > (max >> shift) || (v << shift) < min)
-		return -EINVAL;
-	*out = (uint64_t)v << shift;
+	*out = v;
 	return 0;
 }
 
@@ -496,7 +486,8 @@ static int compact_bench_parse_options(int argc, char **argv, struct compact_ben
 			opt->keep = (uint32_t)v;
 			break;
 		case 'S':
-			r = compact_bench_parse_size(optarg, 1u << 20, UINT64_C(1) << 40,
+			/* What ferryd accepts for [spool] segment_size. */
+			r = compact_bench_parse_size(optarg, 4u << 20, UINT64_C(4) << 30,
 						     &opt->segment_size);
 			break;
 		case 't':

@@ -12,6 +12,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 what=${1:-all}
+case $what in
+accept | latency | scale | idle | restart | fsync | all) ;;
+*)
+	echo "usage: bench/scenarios.sh [accept|latency|scale|idle|restart|fsync|all]" >&2
+	exit 2
+	;;
+esac
 port=${FERRY_BENCH_PORT:-2599}
 build=${FERRY_BUILD_DIR:-build}
 work=$(mktemp -d "$PWD/.bench-XXXXXX")
@@ -115,10 +122,13 @@ case $what in restart)
 		t0=$(date +%s%N)
 		"$build/ferryd" -c "$work/ferry.conf" 2>"$work/ferryd.log" &
 		pid=$!
-		until (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; do
+		# Bounded: 60 s, six times the restart target.
+		for ((tries = 0; tries < 6000; tries++)); do
+			(exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break
 			sleep 0.01
 			kill -0 "$pid" 2>/dev/null || { cat "$work/ferryd.log" >&2; exit 1; }
 		done
+		((tries < 6000)) || { echo "ferryd did not accept within 60 s" >&2; exit 1; }
 		t1=$(date +%s%N)
 		echo "restart ($cache page cache): accepting connections $(((t1 - t0) / 1000000)) ms after exec"
 		grep 'listening on' "$work/ferryd.log" || true

@@ -149,7 +149,7 @@ static void harness_loopback(struct sockaddr_in *sa, int port)
 	sa->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 }
 
-int harness_free_port(void)
+static int harness_free_port(void)
 {
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
@@ -722,17 +722,6 @@ int harness_count_spool(const struct ferry_instance *fi)
 {
 	int r = harness_read_instance_spool(fi);
 	return r < 0 ? r : (int)harness_last_spool.count;
-}
-
-int harness_wait_spool_count(const struct ferry_instance *fi, int want, int timeout_ms)
-{
-	int64_t deadline = harness_now_ms() + timeout_ms;
-	int n = harness_count_spool(fi);
-	for (int polls = 0; polls < 100000 && n != want && harness_now_ms() < deadline; polls++) {
-		harness_sleep_ms(10);
-		n = harness_count_spool(fi);
-	}
-	return n;
 }
 
 int harness_spool_ids(const struct ferry_instance *fi, char (*ids)[32], int max)

@@ -145,10 +145,6 @@ const struct harness_spool *harness_spool_view(const struct ferry_instance *fi);
 /* Messages in fi's spool (0 when ferryd never created it), or -errno. */
 int harness_count_spool(const struct ferry_instance *fi);
 
-/* Wait at most timeout_ms for the spool to hold `want` messages. Returns
- * the count at the end. */
-int harness_wait_spool_count(const struct ferry_instance *fi, int want, int timeout_ms);
-
 /* The queue ids in fi's spool, at most max of them, into ids. Returns how
  * many there are in all (may exceed max), or -errno. */
 int harness_spool_ids(const struct ferry_instance *fi, char (*ids)[32], int max);
@@ -188,9 +184,6 @@ static inline const char *harness_ferryd_path(char *out, size_t size)
 
 /* Write text to path (created or truncated). Returns 0 or -errno. */
 int harness_write_file(const char *path, const char *text);
-
-/* A free loopback TCP port: bind 127.0.0.1:0, read the port back, close. */
-int harness_free_port(void);
 
 /* Raise RLIMIT_NOFILE to at least `want` (capped by the hard limit). Returns
  * the soft limit now in force. */
