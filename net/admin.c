@@ -234,26 +234,6 @@ static int admin_read_headers(struct admin *a, const char *envelope, size_t enve
 
 /* ---- requests and answers ------------------------------------------------------ */
 
-static bool admin_domain_ok(const char *s, size_t len)
-{
-	if (len == 0 || len > 255)
-		return false;
-	for (size_t i = 0; i < len; i++)
-		if (!isalnum((unsigned char)s[i]) && strchr("-._[]:", s[i]) == NULL)
-			return false;
-	return true;
-}
-
-static bool admin_queue_id_ok(const char *s, size_t len)
-{
-	if (len != QUEUE_ID_LEN)
-		return false;
-	for (size_t i = 0; i < len; i++)
-		if (!isalnum((unsigned char)s[i]))
-			return false;
-	return true;
-}
-
 /* Answer one request line (printable, no line end) into answer. Returns
  * the command's name for the log, or "invalid". */
 static const char *admin_answer(struct admin *a, char *line, struct buf *answer)

@@ -37,12 +37,40 @@
 #ifndef FERRY_NET_ADMIN_H
 #define FERRY_NET_ADMIN_H
 
+#include <ctype.h>
+#include <stdbool.h>
 #include <stddef.h>
+#include <string.h>
+
+#include "queue/queue.h"
 
 #define ADMIN_SOCKET_NAME "ferryctl.sock"
 #define ADMIN_SOCKET_MODE 0660
 #define ADMIN_REQUEST_MAX 512
 #define ADMIN_HEADERS_MAX 65536
+
+/* Arguments the protocol takes, checked the same way by ferryd and by
+ * ferryctl (which asks offline too): a domain (letters, digits, "-._",
+ * and "[]:" for address literals) and a queue id. */
+static inline bool admin_domain_ok(const char *s, size_t len)
+{
+	if (len == 0 || len > 255)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!isalnum((unsigned char)s[i]) && strchr("-._[]:", s[i]) == NULL)
+			return false;
+	return true;
+}
+
+static inline bool admin_queue_id_ok(const char *s, size_t len)
+{
+	if (len != QUEUE_ID_LEN)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!isalnum((unsigned char)s[i]))
+			return false;
+	return true;
+}
 
 struct admin;
 struct queue_store;

@@ -34,6 +34,7 @@
 #include "core/buf.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "net/admin.h"
 #include "queue/queue.h"
 #include "queue/record.h"
 #include "queue/reader.h"
@@ -44,11 +45,9 @@
 #define CTL_ERROR 1
 #define CTL_USAGE 2
 
-#define CTL_SOCKET_NAME "ferryctl.sock" /* net/admin.h's ADMIN_SOCKET_NAME */
-#define CTL_TIMEOUT_S   20              /* each send and receive; ferryd waits 5 s for workers */
-#define CTL_EXTENTS_MAX 64              /* body chunks read for the headers, at most */
-#define CTL_HEADERS_MAX 65536           /* as ferryd's ADMIN_HEADERS_MAX */
-#define CTL_QUOTED      600             /* log_quote()d addresses, as the store's */
+#define CTL_TIMEOUT_S   20  /* each send and receive; ferryd waits 5 s for workers */
+#define CTL_EXTENTS_MAX 64  /* body chunks read for the headers, at most */
+#define CTL_QUOTED      600 /* log_quote()d addresses, as the store's */
 #define CTL_MAX_FIELDS  8
 
 enum ctl_command { CTL_QUEUE, CTL_LIST, CTL_SHOW };
@@ -993,7 +992,7 @@ static int off_read_headers(int segments_fd, const struct off_message *m, struct
 		extents[i] =
 			(struct reader_extent){names[i], m->extents[i].offset, m->extents[i].len};
 	}
-	return reader_headers(segments_fd, extents, n, CTL_HEADERS_MAX, out, why, why_size);
+	return reader_headers(segments_fd, extents, n, ADMIN_HEADERS_MAX, out, why, why_size);
 }
 
 /* show: the admin protocol's answer body for one message; 0 if not found. */
@@ -1077,11 +1076,8 @@ static bool ctl_argument_ok(enum ctl_command command, char *arg)
 {
 	size_t len = strlen(arg);
 	bool domain = command == CTL_LIST;
-	if (domain ? len == 0 || len > 255 : len != QUEUE_ID_LEN)
+	if (domain ? !admin_domain_ok(arg, len) : !admin_queue_id_ok(arg, len))
 		return false;
-	for (const char *p = arg; *p != '\0'; p++)
-		if (!isalnum((unsigned char)*p) && (!domain || strchr("-._[]:", *p) == NULL))
-			return false;
 	/* Domains are kept lower-cased; queue ids are upper-case base32. */
 	for (char *p = arg; *p != '\0'; p++)
 		*p = (char)(domain ? tolower((unsigned char)*p) : toupper((unsigned char)*p));
@@ -1190,12 +1186,12 @@ int main(int argc, char **argv)
 				config_free(&cfg);
 				return CTL_ERROR;
 			}
-			snprintf(where, sizeof(where), "%s/%s", cfg.spool_dir, CTL_SOCKET_NAME);
+			snprintf(where, sizeof(where), "%s/%s", cfg.spool_dir, ADMIN_SOCKET_NAME);
 			config_free(&cfg);
 		} else {
 			snprintf(where, sizeof(where), "%s", socket_path);
 		}
-		char request[512];
+		char request[ADMIN_REQUEST_MAX];
 		snprintf(request, sizeof(request), "%s%s%s\n", ctl_command_names[command],
 			 arg ? " " : "", arg ? arg : "");
 		status = ctl_ask(where, request, &answer);
