@@ -348,7 +348,11 @@ static bool options_apply(struct bench_options *o, int opt, const char *arg)
 		return option_address("--from", arg);
 	case OPT_TO:
 		o->to = arg;
-		return *arg && option_address("--to", arg);
+		if (*arg == '\0') {
+			fprintf(stderr, BENCH_NAME ": --to: a recipient address is needed\n");
+			return false;
+		}
+		return option_address("--to", arg);
 	case OPT_RCPTS:
 		if (!option_number("--rcpts", arg, 1, MAX_RCPTS, &v))
 			return false;
@@ -445,7 +449,13 @@ static int options_parse(int argc, char **argv, struct bench_options *o)
 	const char *target = optind < argc       ? argv[optind]
 			     : mode == MODE_SINK ? DEFAULT_SINK_LISTEN
 						 : DEFAULT_LOAD_TARGET;
-	if (target_parse(target, &o->target) < 0) {
+	int tr = target_parse(target, &o->target);
+	if (tr == -EADDRNOTAVAIL) {
+		usage_error("cannot use address '%s': the host does not resolve, or the port is "
+			    "not a number",
+			    target);
+		return -1;
+	} else if (tr < 0) {
 		usage_error("cannot use address '%s': expected HOST:PORT or [IPv6]:PORT", target);
 		return -1;
 	}
