@@ -72,7 +72,7 @@ void buf_consume(struct buf *b, size_t len)
 {
 	b->start += len;
 	if (b->start >= b->end)
-		b->start = b->end = 0;
+		buf_clear(b);
 }
 
 void buf_release(struct buf *b)

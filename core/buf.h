@@ -40,6 +40,12 @@ void *buf_extend(struct buf *b, size_t len);
 /* Drop len bytes from the front; an emptied buffer rewinds to offset 0. */
 void buf_consume(struct buf *b, size_t len);
 
+/* Empty, keeping the storage for what comes next. */
+static inline void buf_clear(struct buf *b)
+{
+	b->start = b->end = 0;
+}
+
 /* Free the storage (the buffer must be empty or its content unwanted). */
 void buf_release(struct buf *b);
 

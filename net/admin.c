@@ -306,7 +306,7 @@ static const char *admin_answer(struct admin *a, char *line, struct buf *answer)
 				shown = &req->parts[i];
 		if (shown == NULL)
 			break;
-		headers.start = headers.end = 0;
+		buf_clear(&headers);
 		headers_status = admin_read_headers(a, buf_head(&shown->out), buf_len(&shown->out),
 						    &headers, why_headers, sizeof(why_headers));
 		if (headers_status != -ENOENT || attempt > 0)

@@ -103,11 +103,6 @@ void net_server_release(struct net_server *srv, bool counted, uint32_t client_sl
 		atomic_fetch_sub(&srv->connections, 1);
 }
 
-unsigned net_server_connections(const struct net_server *srv)
-{
-	return atomic_load(&srv->connections);
-}
-
 /* ---- accept ------------------------------------------------------------------ */
 
 void net_worker_accept(struct net_worker *nw, int fd)

@@ -102,7 +102,4 @@ void *net_server_worker_state(unsigned index, void *srv);
  */
 void net_server_open(struct worker_group *g);
 
-/* Connections currently open, all workers together. */
-unsigned net_server_connections(const struct net_server *srv);
-
 #endif

@@ -109,7 +109,7 @@ static void smtp_transaction_reset(struct smtp_session *s)
 		queue_message_abort(s->message);
 		s->message = NULL;
 	}
-	s->envelope_text.start = s->envelope_text.end = 0;
+	buf_clear(&s->envelope_text);
 	s->sender_len = 0;
 	s->nparams = 0;
 	s->nrecipients = 0;

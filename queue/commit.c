@@ -193,7 +193,7 @@ static struct commit_batch *commit_new_batch(struct commit_writer *cw)
 		struct buf keep = b->data;
 		memset(b, 0, sizeof(*b));
 		b->data = keep;
-		b->data.start = b->data.end = 0;
+		buf_clear(&b->data);
 	} else {
 		b = calloc(1, sizeof(*b));
 		if (b == NULL)

@@ -473,14 +473,14 @@ static bool t_report_message(const char *id, struct buf *out)
 
 static bool t_present(const char *id)
 {
-	t_out.start = t_out.end = 0;
+	buf_clear(&t_out);
 	return t_report_message(id, &t_out);
 }
 
 /* The report of a message, NUL-terminated (in t_out). */
 static const char *t_report(const char *id)
 {
-	t_out.start = t_out.end = 0;
+	buf_clear(&t_out);
 	cr_assert(t_report_message(id, &t_out), "message %s is gone after the restart", id);
 	cr_assert_eq(buf_append(&t_out, "", 1), 0);
 	return buf_head(&t_out);
