@@ -267,6 +267,15 @@ static void t_reopen(void)
 	t_open();
 }
 
+/* A restart, and what recovery found. */
+static struct queue_store_summary t_restart(void)
+{
+	t_reopen();
+	struct queue_store_summary sum;
+	queue_store_summary(ts.store, &sum);
+	return sum;
+}
+
 static int t_remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
 	(void)sb;
@@ -730,9 +739,7 @@ Test(store, committed_only_after_the_sync_and_whole_after_restart)
 	/* ferryctl's view of the running ferryd already has them whole. */
 	t_expect_message(c[1].id, "", rcpts_b, 1, big, big_len);
 
-	t_reopen();
-	struct queue_store_summary sum;
-	queue_store_summary(ts.store, &sum);
+	struct queue_store_summary sum = t_restart();
 	cr_expect_eq(sum.messages, 2);
 	cr_expect_eq(sum.recipients, 3);
 	cr_expect_eq(sum.torn, 0);
@@ -794,9 +801,7 @@ Test(store, group_commit_acknowledges_200_messages_with_one_sync)
 	cr_expect_leq(ts.turns - turns, 2, "%u turns to acknowledge 200 messages",
 		      ts.turns - turns);
 
-	t_reopen();
-	struct queue_store_summary sum;
-	queue_store_summary(ts.store, &sum);
+	struct queue_store_summary sum = t_restart();
 	cr_assert_eq(sum.messages, N + 1);
 	static char ids[N + 2][QUEUE_ID_LEN + 1];
 	cr_assert_eq(t_domain_ids("dest.example", ids, N + 2), N + 1);
@@ -830,9 +835,7 @@ Test(store, one_batch_in_flight_while_the_next_gathers)
 	for (unsigned i = 0; i < 2 * N; i++)
 		cr_assert_eq(c[i].status, 0);
 	cr_expect_eq(ts.datasyncs, 2, "%u fdatasyncs for two batches", ts.datasyncs);
-	t_reopen();
-	struct queue_store_summary sum;
-	queue_store_summary(ts.store, &sum);
+	struct queue_store_summary sum = t_restart();
 	cr_assert_eq(sum.messages, 2 * N);
 }
 
@@ -868,9 +871,7 @@ Test(store, two_workers_index_each_others_recipients)
 		total += n;
 	}
 	cr_assert_eq(total, N);
-	t_reopen();
-	struct queue_store_summary sum;
-	queue_store_summary(ts.store, &sum);
+	struct queue_store_summary sum = t_restart();
 	cr_assert_eq(sum.messages, N);
 	for (unsigned i = 0; i < N; i++)
 		cr_assert(t_present(c[i].id), "message %u (%s) lost", i, c[i].id);
@@ -1062,9 +1063,7 @@ Test(store, failed_sync_fails_its_batch_and_writing_moves_on)
 	cr_assert(t_exists(ts.spool, "segments", "w000-000000000002.seg"),
 		  "writing did not move to a new segment");
 
-	t_reopen();
-	struct queue_store_summary sum;
-	queue_store_summary(ts.store, &sum);
+	struct queue_store_summary sum = t_restart();
 	cr_assert_eq(sum.messages, 1, "%llu messages after the restart",
 		     (unsigned long long)sum.messages);
 	static const char *const rcpt[] = {"bob@dest.example"};
@@ -1602,9 +1601,7 @@ Test(store, max_bytes_refuses_new_mail_and_keeps_the_old)
 	cr_assert_eq(refusal, -ENOSPC, "refused with %d (the session says 452 4.3.1)", refusal);
 	cr_assert_geq(acked, 6, "only %u messages taken", acked);
 	cr_assert_eq(queue_check_space(ts.queues[0], 0), -ENOSPC);
-	t_reopen();
-	struct queue_store_summary sum;
-	queue_store_summary(ts.store, &sum);
+	struct queue_store_summary sum = t_restart();
 	cr_assert_eq(sum.messages, acked);
 	static const char *const rcpt[] = {"bob@dest.example"};
 	for (unsigned i = 0; i < acked; i++)
@@ -1665,9 +1662,7 @@ Test(store, max_messages_refuses_the_sixth)
 	t_commit(&c[5]); /* asserts the refusal does not come from inside */
 	t_pump_until_committed(&c[5], 1);
 	cr_assert_eq(c[5].status, -ENOSPC);
-	t_reopen();
-	struct queue_store_summary sum;
-	queue_store_summary(ts.store, &sum);
+	struct queue_store_summary sum = t_restart();
 	cr_assert_eq(sum.messages, 5);
 	cr_assert_not(t_present(c[5].id));
 }
@@ -1694,9 +1689,7 @@ Test(store, max_messages_counts_commits_still_in_flight)
 	}
 	cr_assert_eq(ok, 5, "%u of 6 messages taken with max_messages = 5", ok);
 	cr_assert_eq(refused, 1);
-	t_reopen();
-	struct queue_store_summary sum;
-	queue_store_summary(ts.store, &sum);
+	struct queue_store_summary sum = t_restart();
 	cr_assert_eq(sum.messages, 5);
 }
 
@@ -2003,8 +1996,7 @@ Test(store, finished_messages_are_dead_space_and_their_segments_go)
 	t_pump_idle();
 	for (unsigned i = 0; i < N; i++)
 		cr_assert_not(t_present(c[i].id), "message %u still queued", i);
-	t_reopen();
-	queue_store_summary(ts.store, &sum);
+	sum = t_restart();
 	cr_assert_eq(sum.messages, 0, "finished messages came back after a restart");
 	/* Closed segments held nothing live: only each writer's newest
 	 * (with the outcome records) may remain. */
@@ -2104,9 +2096,7 @@ Test(store, mostly_dead_segments_are_compacted_and_their_live_mail_kept)
 	cr_assert_not(t_segment_exists(2), "segment 2 (mostly dead) is still there");
 	t_expect_kept(c, body);
 
-	t_reopen();
-	struct queue_store_summary sum;
-	queue_store_summary(ts.store, &sum);
+	struct queue_store_summary sum = t_restart();
 	cr_assert_eq(sum.messages, T_SPREAD / T_KEEP_EVERY);
 	cr_assert_eq(sum.recipients, T_SPREAD / T_KEEP_EVERY,
 		     "a recipient delivered before the copy came back after the restart");
@@ -2187,9 +2177,7 @@ Test(store, outcomes_outlive_the_segment_holding_their_message)
 	cr_assert(t_segment_exists(2),
 		  "segment 2 was deleted while segment 1 still holds the messages it ends");
 
-	t_reopen();
-	struct queue_store_summary sum;
-	queue_store_summary(ts.store, &sum);
+	struct queue_store_summary sum = t_restart();
 	cr_assert_eq(sum.messages, 1, "%llu messages after the restart (delivered ones came back)",
 		     (unsigned long long)sum.messages);
 	cr_assert(t_present(early[0].id));
@@ -2218,9 +2206,7 @@ Test(store, message_finished_while_its_copy_is_made_ends_cleanly)
 	cr_assert_eq(t_compaction().running, 0);
 	for (unsigned i = 0; i < T_SPREAD; i++)
 		cr_assert_not(t_present(c[i].id), "message %u is still queued", i);
-	t_reopen();
-	struct queue_store_summary sum;
-	queue_store_summary(ts.store, &sum);
+	struct queue_store_summary sum = t_restart();
 	cr_assert_eq(sum.messages, 0, "%llu finished messages came back",
 		     (unsigned long long)sum.messages);
 }
@@ -2259,9 +2245,7 @@ Test(store, failed_sync_of_a_copy_keeps_the_original)
 	}
 	t_pump_idle();
 	t_expect_kept(c, body);
-	t_reopen();
-	struct queue_store_summary sum;
-	queue_store_summary(ts.store, &sum);
+	struct queue_store_summary sum = t_restart();
 	cr_assert_eq(sum.messages, T_SPREAD / T_KEEP_EVERY);
 	cr_assert_eq(sum.recipients, T_SPREAD / T_KEEP_EVERY);
 	t_expect_kept(c, body);
@@ -2389,8 +2373,7 @@ Test(store, segments_of_a_worker_no_longer_running_go_when_their_mail_is_done)
 	cr_assert_eq(t_finish_domain("second.example", QUEUE_DELIVERED, 100), N / 2);
 	t_pump_idle();
 	cr_assert_eq(t_segments_of(1), 0, "%u segments of worker 1 left", t_segments_of(1));
-	t_reopen();
-	queue_store_summary(ts.store, &sum);
+	sum = t_restart();
 	cr_assert_eq(sum.messages, 0, "%llu finished messages came back",
 		     (unsigned long long)sum.messages);
 	cr_assert_leq(t_segments_of(0), 1, "%u segments of worker 0 left", t_segments_of(0));
@@ -2434,9 +2417,7 @@ Test(store, copy_that_cannot_read_its_source_leaves_everything_in_place)
 	cr_assert(t_segment_exists(1) && t_segment_exists(2),
 		  "a segment holding queued mail was deleted after a failed copy");
 	t_expect_kept(c, body);
-	t_reopen();
-	struct queue_store_summary sum;
-	queue_store_summary(ts.store, &sum);
+	struct queue_store_summary sum = t_restart();
 	cr_assert_eq(sum.messages, T_SPREAD / T_KEEP_EVERY, "%llu messages after the restart",
 		     (unsigned long long)sum.messages);
 	t_expect_kept(c, body);
@@ -2504,9 +2485,7 @@ Test(store, copy_whose_first_half_failed_its_sync_is_not_used)
 		      (unsigned long long)cs.messages);
 	t_pump_idle();
 	t_expect_kept(c, body);
-	t_reopen();
-	struct queue_store_summary sum;
-	queue_store_summary(ts.store, &sum);
+	struct queue_store_summary sum = t_restart();
 	cr_assert_eq(sum.messages, T_SPREAD / T_KEEP_EVERY + 1, "%llu messages after the restart",
 		     (unsigned long long)sum.messages);
 	t_expect_kept(c, body);
@@ -2535,9 +2514,7 @@ Test(store, outcomes_outlive_their_message_across_restarts)
 	 * messages it ends. */
 	t_reopen();
 	cr_assert(t_segment_exists(2), "segment 2 was deleted at the restart");
-	t_reopen();
-	struct queue_store_summary sum;
-	queue_store_summary(ts.store, &sum);
+	struct queue_store_summary sum = t_restart();
 	cr_assert_eq(sum.messages, 1, "%llu messages after two restarts (delivered ones came back)",
 		     (unsigned long long)sum.messages);
 }
