@@ -1,3 +1,4 @@
+#include "core/array.h"
 #include "core/config.h"
 
 #include <arpa/inet.h>
@@ -85,13 +86,8 @@ static int config_list_add(struct config_list *list, const char *value, unsigned
 {
 	if (list->count >= CONFIG_MAX_LIST)
 		return -E2BIG;
-	if ((list->count & (list->count - 1)) == 0) { /* 0, 1, 2, 4 ...: grow by doubling */
-		size_t cap = list->count ? list->count * 2 : 1;
-		struct config_item *more = realloc(list->items, cap * sizeof(*more));
-		if (more == NULL)
-			return -ENOMEM;
-		list->items = more;
-	}
+	if (array_reserve(list->items, list->cap, list->count + 1) != 0)
+		return -ENOMEM;
 	struct config_item *items = list->items;
 	char *copy = strdup(value);
 	if (copy == NULL)

@@ -36,7 +36,7 @@ struct config_item {
 
 struct config_list {
 	struct config_item *items;
-	size_t count;
+	size_t count, cap;
 	bool from_file; /* the file has replaced the default already */
 };
 

@@ -17,34 +17,30 @@ void timer_wheel_init(struct timer_wheel *w, uint64_t now_ms)
 {
 	w->tick = now_ms / TIMER_TICK_MS;
 	w->count = 0;
-	for (size_t i = 0; i < TIMER_SLOTS; i++) {
-		w->slots[i].next = &w->slots[i];
-		w->slots[i].prev = &w->slots[i];
-	}
+	for (size_t i = 0; i < TIMER_SLOTS; i++)
+		list_init(&w->slots[i]);
 	for (size_t i = 0; i < TIMER_SLOTS / 64; i++)
 		w->occupied[i] = 0;
 }
 
 void timer_init(struct timer *t, timer_fn *fire)
 {
-	t->next = t->prev = NULL;
+	list_node_init(&t->link);
 	t->expires_tick = 0;
 	t->fire = fire;
 }
 
 bool timer_armed(const struct timer *t)
 {
-	return t->prev != NULL;
+	return list_linked(&t->link);
 }
 
 static void timer_unlink(struct timer_wheel *w, struct timer *t)
 {
-	t->prev->next = t->next;
-	t->next->prev = t->prev;
+	list_remove(&t->link);
 	size_t slot = t->expires_tick & TIMER_MASK;
-	if (w->slots[slot].next == &w->slots[slot])
+	if (list_empty(&w->slots[slot]))
 		timer_slot_set(w, slot, false);
-	t->next = t->prev = NULL;
 	w->count--;
 }
 
@@ -62,35 +58,29 @@ void timer_arm(struct timer_wheel *w, struct timer *t, uint64_t now_ms, uint64_t
 	if (tick <= w->tick)
 		tick = w->tick + 1;
 	t->expires_tick = tick;
-	struct timer *head = &w->slots[tick & TIMER_MASK];
-	t->next = head;
-	t->prev = head->prev;
-	head->prev->next = t;
-	head->prev = t;
+	list_insert_tail(&w->slots[tick & TIMER_MASK], &t->link);
 	timer_slot_set(w, tick & TIMER_MASK, true);
 	w->count++;
 }
 
 static void timer_run_slot(struct timer_wheel *w, uint64_t tick)
 {
-	struct timer *head = &w->slots[tick & TIMER_MASK];
+	struct list_node *head = &w->slots[tick & TIMER_MASK];
 	/* Detach the due timers first: callbacks may re-arm into this slot. */
-	struct timer due = {.next = &due, .prev = &due};
-	for (struct timer *t = head->next, *next; t != head; t = next) {
-		next = t->next;
+	struct list_node due;
+	list_init(&due);
+	struct timer *t, *next;
+	list_for_each_entry_safe(t, next, head, link)
+	{
 		if (t->expires_tick > tick)
 			continue; /* a later round */
 		timer_unlink(w, t);
-		t->next = &due;
-		t->prev = due.prev;
-		due.prev->next = t;
-		due.prev = t;
+		list_insert_tail(&due, &t->link);
 	}
-	while (due.next != &due) {
-		struct timer *t = due.next;
-		due.next = t->next;
-		t->next->prev = &due;
-		t->next = t->prev = NULL;
+	struct list_node *first;
+	while ((first = list_first(&due)) != NULL) {
+		list_remove(first);
+		t = container_of(first, struct timer, link);
 		t->fire(t);
 	}
 }

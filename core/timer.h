@@ -17,6 +17,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "core/list.h"
+
 #define TIMER_TICK_MS 20
 #define TIMER_SLOTS   4096 /* power of two; span = 81.92 s */
 
@@ -24,7 +26,7 @@ struct timer;
 typedef void timer_fn(struct timer *t);
 
 struct timer {
-	struct timer *next, *prev; /* NULL prev: not armed */
+	struct list_node link; /* in its slot; unlinked: not armed */
 	uint64_t expires_tick;
 	timer_fn *fire;
 };
@@ -32,7 +34,7 @@ struct timer {
 struct timer_wheel {
 	uint64_t tick; /* last tick processed */
 	uint64_t count;
-	struct timer slots[TIMER_SLOTS]; /* list heads */
+	struct list_node slots[TIMER_SLOTS];
 	uint64_t occupied[TIMER_SLOTS / 64];
 };
 

@@ -1,3 +1,4 @@
+#include "core/list.h"
 #include "core/worker.h"
 
 #include <errno.h>
@@ -175,7 +176,7 @@ static void worker_wake_arm(struct worker *w)
 
 static void worker_wake_complete(struct worker_op *op, const struct io_uring_cqe *cqe)
 {
-	struct worker *w = (struct worker *)((char *)op - offsetof(struct worker, wake_op));
+	struct worker *w = container_of(op, struct worker, wake_op);
 	(void)cqe;
 	xmsg_drain(&w->inbox);
 	if (!w->exit_requested)
@@ -313,7 +314,7 @@ static void *worker_main(void *arg)
 
 static void worker_shutdown_handle(struct xmsg *msg)
 {
-	struct worker *w = (struct worker *)((char *)msg - offsetof(struct worker, shutdown_msg));
+	struct worker *w = container_of(msg, struct worker, shutdown_msg);
 	if (w->shutting_down)
 		return;
 	w->shutting_down = true;

@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/list.h"
 #include "core/buf.h"
 #include "core/log.h"
 #include "core/worker.h"
@@ -106,7 +107,7 @@ static void admin_request_release(struct admin_request *req, bool answered)
 static void admin_part_run(struct xmsg *msg)
 {
 	struct admin_part *part =
-		(struct admin_part *)((char *)msg - offsetof(struct admin_part, link));
+		container_of(msg, struct admin_part, link);
 	struct admin_request *req = part->request;
 	pthread_mutex_lock(&req->lock);
 	bool wanted = !req->abandoned;

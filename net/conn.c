@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/list.h"
 #include "core/log.h"
 #include "net/server.h"
 
@@ -264,7 +265,7 @@ static void conn_recv_complete(struct worker_op *op, const struct io_uring_cqe *
 
 static void conn_session_wake(struct smtp_session *s)
 {
-	struct conn *c = (struct conn *)((char *)s - offsetof(struct conn, session));
+	struct conn *c = container_of(s, struct conn, session);
 	if (c->closing)
 		return;
 	c->last_activity_ms = conn_worker(c)->now_ms;

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/list.h"
 #include "core/log.h"
 #include "net/server.h"
 
@@ -17,7 +18,7 @@ static void listener_accepted(struct worker_op *op, const struct io_uring_cqe *c
 static void listener_retry(struct timer *t)
 {
 	struct listener *l =
-		(struct listener *)((char *)t - offsetof(struct listener, retry_timer));
+		container_of(t, struct listener, retry_timer);
 	listener_arm(l);
 }
 
@@ -118,7 +119,7 @@ void listener_close(struct listener *l)
 
 static void listener_accepted(struct worker_op *op, const struct io_uring_cqe *cqe)
 {
-	struct listener *l = (struct listener *)((char *)op - offsetof(struct listener, accept_op));
+	struct listener *l = container_of(op, struct listener, accept_op);
 	if (!(cqe->flags & IORING_CQE_F_MORE))
 		l->armed = false;
 	if (cqe->res >= 0) {

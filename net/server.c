@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/list.h"
 #include "core/log.h"
 #include "net/address.h"
 #include "net/conn.h"
@@ -219,7 +220,7 @@ static void net_worker_before_wait(struct worker *w)
 static void net_worker_deadline(struct timer *t)
 {
 	struct net_worker *nw =
-		(struct net_worker *)((char *)t - offsetof(struct net_worker, shutdown_timer));
+		container_of(t, struct net_worker, shutdown_timer);
 	nw->shutdown_deadline_passed = true;
 	for (struct conn *c = nw->conns, *next; c != NULL; c = next) {
 		next = c->next;
@@ -233,7 +234,7 @@ static void net_worker_deadline(struct timer *t)
 static void net_worker_shutdown_tick(struct timer *t)
 {
 	struct net_worker *nw =
-		(struct net_worker *)((char *)t - offsetof(struct net_worker, shutdown_tick));
+		container_of(t, struct net_worker, shutdown_tick);
 	timer_arm(&nw->worker->timers, t, nw->worker->now_ms, 50);
 }
 
@@ -272,7 +273,7 @@ static void net_worker_stop(struct worker *w)
 static void net_worker_open(struct xmsg *msg)
 {
 	struct net_worker *nw =
-		(struct net_worker *)((char *)msg - offsetof(struct net_worker, open_msg));
+		container_of(msg, struct net_worker, open_msg);
 	for (unsigned i = 0; i < nw->nlisteners; i++)
 		listener_arm(&nw->listeners[i]); /* not once closed by a shutdown */
 }

@@ -8,6 +8,8 @@
 #include <strings.h>
 #include <time.h>
 
+#include "core/array.h"
+#include "core/list.h"
 #include "core/log.h"
 #include "net/address.h"
 
@@ -374,15 +376,9 @@ static void smtp_handle_rcpt(struct smtp_session *s, const struct smtp_command *
 		smtp_reply(s, "554 5.7.1 <%.*s>: Relay access denied", (int)len, mb.local);
 		return;
 	}
-	if (s->nrecipients == s->recipients_cap) {
-		uint32_t cap = s->recipients_cap ? s->recipients_cap * 2 : 8;
-		struct smtp_recipient_span *more = realloc(s->recipients, cap * sizeof(*more));
-		if (more == NULL) {
-			smtp_reply(s, "452 4.3.0 Error: out of memory, try again later");
-			return;
-		}
-		s->recipients = more;
-		s->recipients_cap = cap;
+	if (array_reserve(s->recipients, s->recipients_cap, (size_t)s->nrecipients + 1) != 0) {
+		smtp_reply(s, "452 4.3.0 Error: out of memory, try again later");
+		return;
 	}
 	if (smtp_envelope_add(s, mb.local, len, &s->recipients[s->nrecipients]) != 0) {
 		smtp_reply(s, "452 4.3.0 Error: out of memory, try again later");
@@ -691,8 +687,7 @@ static size_t smtp_data_feed(struct smtp_session *s, const char *data, size_t le
 
 static struct smtp_session *smtp_session_of(struct queue_client *client)
 {
-	return (struct smtp_session *)((char *)client -
-				       offsetof(struct smtp_session, queue_client));
+	return container_of(client, struct smtp_session, queue_client);
 }
 
 static void smtp_queue_committed(struct queue_client *client, int status)

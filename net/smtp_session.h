@@ -97,7 +97,8 @@ struct smtp_session {
 	uint32_t nparams;
 	struct smtp_recipient_span params[SMTP_MAX_PARAMS];
 	struct smtp_recipient_span *recipients;
-	uint32_t nrecipients, recipients_cap;
+	uint32_t nrecipients;
+	size_t recipients_cap;
 	uint64_t declared_size;
 	bool smtputf8;
 	struct queue_message *message;

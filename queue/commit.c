@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/list.h"
 #include "core/buf.h"
 #include "core/fault.h"
 #include "core/log.h"
@@ -57,14 +58,14 @@ static void commit_op_done(struct commit_batch *b, const struct io_uring_cqe *cq
 static void commit_write_done(struct worker_op *op, const struct io_uring_cqe *cqe)
 {
 	commit_op_done(
-		(struct commit_batch *)((char *)op - offsetof(struct commit_batch, write_op)), cqe,
+		container_of(op, struct commit_batch, write_op), cqe,
 		true);
 }
 
 static void commit_sync_done(struct worker_op *op, const struct io_uring_cqe *cqe)
 {
 	struct commit_batch *b =
-		(struct commit_batch *)((char *)op - offsetof(struct commit_batch, sync_op));
+		container_of(op, struct commit_batch, sync_op);
 	/* Test builds can make a sync fail like a dying disk would. */
 	if (cqe->res == 0 && fault_fire(FAULT_FSYNC)) {
 		struct io_uring_cqe fake = *cqe;
@@ -77,7 +78,7 @@ static void commit_sync_done(struct worker_op *op, const struct io_uring_cqe *cq
 
 static void commit_dir_done(struct worker_op *op, const struct io_uring_cqe *cqe)
 {
-	commit_op_done((struct commit_batch *)((char *)op - offsetof(struct commit_batch, dir_op)),
+	commit_op_done(container_of(op, struct commit_batch, dir_op),
 		       cqe, false);
 }
 

@@ -78,28 +78,6 @@ static uint64_t index_entries_of(const struct index_destination *d)
 	return total;
 }
 
-/* ---- lists: circular, the head embedded in the destination -------------- */
-
-static void index_list_init(struct index_entry *head)
-{
-	head->prev = head->next = head;
-}
-
-static void index_list_append(struct index_entry *head, struct index_entry *e)
-{
-	e->prev = head->prev;
-	e->next = head;
-	head->prev->next = e;
-	head->prev = e;
-}
-
-static void index_list_unlink(struct index_entry *e)
-{
-	e->prev->next = e->next;
-	e->next->prev = e->prev;
-	e->prev = e->next = NULL;
-}
-
 /* ---- DEFERRED: binary min-heap by due_ms; count[DEFERRED] is its size ---- */
 
 /* heap_slot is rewritten at every store into the array: it is what lets
@@ -219,12 +197,12 @@ static void index_attach(struct index_destination *d, struct index_entry *e, enu
 {
 	e->state = (uint8_t)st;
 	if (st == INDEX_DEFERRED) {
-		e->prev = e->next = NULL;
+		list_node_init(&e->link);
 		e->due_ms = due_ms;
 		index_heap_push(d, e);
 	} else {
 		e->heap_slot = UINT32_MAX;
-		index_list_append(&d->lists[st], e);
+		list_insert_tail(&d->lists[st], &e->link);
 		d->count[st]++;
 	}
 }
@@ -234,7 +212,7 @@ static void index_detach(struct index_destination *d, struct index_entry *e)
 	if (e->state == INDEX_DEFERRED) {
 		index_heap_delete(d, e);
 	} else {
-		index_list_unlink(e);
+		list_remove(&e->link);
 		d->count[e->state]--;
 	}
 }
@@ -325,7 +303,7 @@ static struct index_destination *index_destination_new(const char *lower, size_t
 	d->len = (uint16_t)len;
 	d->hash = hash;
 	for (int st = 0; st < INDEX_NSTATES; st++)
-		index_list_init(&d->lists[st]);
+		list_init(&d->lists[st]);
 	if (index_heap_reserve(d, 1) < 0) {
 		free(d);
 		return NULL;
@@ -405,6 +383,7 @@ int index_insert(struct index_shard *s, const char *domain, size_t len, struct i
 
 	e->dest = d;
 	e->due_ms = 0;
+	list_node_init(&e->link); /* the caller's memory: not on any list (index.h) */
 	index_attach(d, e, st, due_ms);
 	s->entries++;
 	return 0;
@@ -451,15 +430,16 @@ struct index_entry *index_first(const struct index_destination *d, enum index_st
 {
 	if (st == INDEX_DEFERRED)
 		return d->count[INDEX_DEFERRED] ? d->heap[0] : NULL;
-	const struct index_entry *head = &d->lists[st];
-	return head->next != head ? head->next : NULL;
+	struct list_node *first = list_first(&d->lists[st]);
+	return first != NULL ? container_of(first, struct index_entry, link) : NULL;
 }
 
 struct index_entry *index_next(const struct index_entry *e)
 {
 	if (e->state == INDEX_DEFERRED)
 		return NULL;
-	return e->next != &e->dest->lists[e->state] ? e->next : NULL;
+	struct list_node *next = list_next(&e->dest->lists[e->state], &e->link);
+	return next != NULL ? container_of(next, struct index_entry, link) : NULL;
 }
 
 uint64_t index_next_due(const struct index_destination *d)
@@ -483,19 +463,14 @@ unsigned index_release_due(struct index_destination *d, uint64_t now_ms)
 unsigned index_flush(struct index_destination *d)
 {
 	unsigned moved = index_release_due(d, UINT64_MAX);
-	struct index_entry *held = &d->lists[INDEX_HELD];
+	struct list_node *held = &d->lists[INDEX_HELD];
 
-	if (held->next == held)
+	if (list_empty(held))
 		return moved;
-	for (struct index_entry *e = held->next; e != held; e = e->next)
-		e->state = INDEX_READY;
-	/* Splice the whole HELD list onto READY's tail, order kept. */
-	struct index_entry *ready = &d->lists[INDEX_READY];
-	held->next->prev = ready->prev;
-	ready->prev->next = held->next;
-	held->prev->next = ready;
-	ready->prev = held->prev;
-	index_list_init(held);
+	struct index_entry *e;
+	list_for_each_entry(e, held, link) e->state = INDEX_READY;
+	/* The whole HELD list onto READY's tail, order kept. */
+	list_splice_tail(&d->lists[INDEX_READY], held);
 	moved += d->count[INDEX_HELD];
 	d->count[INDEX_READY] += d->count[INDEX_HELD];
 	d->count[INDEX_HELD] = 0;

@@ -29,6 +29,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/list.h"
+
 #define INDEX_DOMAIN_MAX 255
 
 enum index_state { INDEX_READY = 0, INDEX_DEFERRED, INDEX_HELD, INDEX_INFLIGHT, INDEX_NSTATES };
@@ -38,7 +40,7 @@ struct index_destination;
 /* Embedded in the store's recipient; opaque to it but for `state`,
  * `due_ms` and `dest`. */
 struct index_entry {
-	struct index_entry *prev, *next; /* list links (READY, HELD, INFLIGHT) */
+	struct list_node link; /* in its state's list (READY, HELD, INFLIGHT) */
 	struct index_destination *dest;
 	uint64_t due_ms;    /* DEFERRED: when to try again */
 	uint32_t heap_slot; /* DEFERRED: position in the heap */
@@ -50,7 +52,7 @@ struct index_destination {
 	uint16_t len;
 	uint64_t hash;
 	uint32_t count[INDEX_NSTATES];
-	struct index_entry lists[INDEX_NSTATES]; /* list heads; DEFERRED's unused */
+	struct list_node lists[INDEX_NSTATES]; /* DEFERRED's unused */
 	struct index_entry **heap;               /* DEFERRED, by due_ms */
 	uint32_t heap_cap;
 };

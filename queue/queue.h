@@ -37,6 +37,15 @@ struct queue_message;
  * restarts (time, worker number and a counter). */
 #define QUEUE_ID_LEN 16
 
+/* Where a run of a message's body lies on disk: in segment `sequence` of
+ * the message's writer (the file segment_name(writer, sequence) names),
+ * `len` bytes at `offset`. One BODY record's data is one extent. */
+struct queue_extent {
+	uint64_t sequence;
+	uint64_t offset;
+	uint32_t len;
+};
+
 struct queue_param {
 	const char *text; /* one ESMTP parameter as received, e.g. "BODY=8BITMIME" */
 	size_t len;

@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "core/array.h"
 #include "core/log.h"
 #include "queue/segment.h"
 
@@ -19,8 +20,9 @@ struct recover_pending {
 	struct record_envelope envelope;
 	struct record_string *strings;
 	uint64_t envelope_sequence, envelope_offset;
-	struct recover_extent *extents;
-	uint32_t nextents, extents_cap;
+	struct queue_extent *extents;
+	uint32_t nextents;
+	size_t extents_cap;
 	uint64_t body_len;
 	uint64_t first_sequence, last_sequence;
 };
@@ -252,15 +254,9 @@ static int recover_on_body(struct recover_scan *sc, const struct record_view *v,
 	struct recover_pending *p = recover_find(&sc->pending, body.id);
 	if (p == NULL || body.chunk != p->nextents)
 		return 0; /* a chunk of a message begun before a crash: dead */
-	if (p->nextents == p->extents_cap) {
-		uint32_t cap = p->extents_cap ? p->extents_cap * 2 : 2;
-		struct recover_extent *more = realloc(p->extents, cap * sizeof(*more));
-		if (more == NULL)
-			return -ENOMEM;
-		p->extents = more;
-		p->extents_cap = cap;
-	}
-	p->extents[p->nextents++] = (struct recover_extent){
+	if (array_reserve(p->extents, p->extents_cap, (size_t)p->nextents + 1) != 0)
+		return -ENOMEM;
+	p->extents[p->nextents++] = (struct queue_extent){
 		.sequence = sequence,
 		.offset = payload_offset + (uint64_t)(body.data - v->payload),
 		.len = body.len,

@@ -29,20 +29,15 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "queue/queue.h"
 #include "queue/record.h"
-
-struct recover_extent {
-	uint64_t sequence; /* segment of the writer */
-	uint64_t offset;   /* of the body bytes in the file */
-	uint32_t len;
-};
 
 struct recover_message {
 	uint32_t worker; /* the writer, as named in the segment file */
 	const struct record_envelope *envelope;
 	const struct record_string *strings; /* params, then recipients */
 	uint64_t envelope_sequence, envelope_offset;
-	const struct recover_extent *extents;
+	const struct queue_extent *extents;
 	uint32_t nextents;
 	uint64_t body_len;
 	uint64_t first_sequence, last_sequence; /* segments holding its records */

@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/array.h"
 #include "queue/record.h"
 
 static int segment_mkdir_at(const char *path)
@@ -95,15 +96,10 @@ int segment_list(int dir_fd, struct segment_file **out)
 		uint64_t seq;
 		if (!segment_parse_name(e->d_name, &worker, &seq))
 			continue;
-		if (n == cap) {
-			cap = cap ? cap * 2 : 64;
-			struct segment_file *more = realloc(list, cap * sizeof(*more));
-			if (more == NULL) {
-				free(list);
-				closedir(d);
-				return -ENOMEM;
-			}
-			list = more;
+		if (array_reserve(list, cap, n + 1) != 0) {
+			free(list);
+			closedir(d);
+			return -ENOMEM;
 		}
 		list[n].worker = worker;
 		list[n].sequence = seq;

@@ -61,12 +61,6 @@ enum store_message_state {
 	STORE_FAILED,        /* lost to a poisoned segment; commit will fail */
 };
 
-struct store_extent {
-	uint64_t sequence; /* the owner's segment */
-	uint64_t offset;   /* of the bytes in the file */
-	uint32_t len;
-};
-
 struct store_rcpt {
 	struct index_entry entry; /* touched only by the shard's owner */
 	struct queue_message *message;
@@ -99,7 +93,7 @@ struct queue_message {
 	struct commit_location envelope, commit; /* where those records went */
 	char *text;                              /* sender, client, helo, params, rcpts */
 	uint16_t sender_len;
-	struct store_extent *extents;
+	struct queue_extent *extents;
 	uint32_t nextents, extents_cap;
 
 	/* while it is being received */
@@ -283,7 +277,7 @@ struct store_copy {
 	uint64_t saved_last; /* m->last_sequence before the copy's records */
 	struct commit_location envelope, commit;
 	struct commit_location last; /* its last record so far (0: none yet) */
-	struct store_extent *extents;
+	struct queue_extent *extents;
 	uint32_t nextents;
 	int error;    /* it cannot be trusted: read failed, or a sync lost part of it */
 	bool written; /* all its records are reserved */
@@ -921,13 +915,13 @@ static int store_message_add_extent(struct queue_message *m, struct commit_locat
 {
 	if (m->nextents == m->extents_cap) {
 		uint32_t cap = m->extents_cap ? m->extents_cap * 2 : 1;
-		struct store_extent *more = realloc(m->extents, cap * sizeof(*more));
+		struct queue_extent *more = realloc(m->extents, cap * sizeof(*more));
 		if (more == NULL)
 			return -ENOMEM;
 		m->extents = more;
 		m->extents_cap = cap;
 	}
-	m->extents[m->nextents++] = (struct store_extent){
+	m->extents[m->nextents++] = (struct queue_extent){
 		.sequence = loc.sequence,
 		.offset = loc.offset + RECORD_BODY_DATA_OFFSET,
 		.len = len,
@@ -1912,7 +1906,7 @@ static int store_compact_encode(struct queue *q, struct store_copy *c, const uin
 			return error;
 		record_encode_body(rec, size, salt, &rb);
 		c->last = loc;
-		c->extents[c->nextents] = (struct store_extent){
+		c->extents[c->nextents] = (struct queue_extent){
 			loc.sequence, loc.offset + RECORD_BODY_DATA_OFFSET, (uint32_t)n};
 		at += n;
 	}
@@ -2111,7 +2105,7 @@ static uint32_t store_compact_read(struct store_compaction *job, size_t total)
 		struct store_copy *c = &job->copies[i];
 		size_t at = c->body_at;
 		for (uint32_t k = 0; k < c->m->nextents; k++) {
-			const struct store_extent *e = &c->m->extents[k];
+			const struct queue_extent *e = &c->m->extents[k];
 			int fd = store_compact_fd(job, e->sequence);
 			if (fd < 0) {
 				c->error = fd;
@@ -2197,16 +2191,14 @@ static int store_by_id_add(struct queue_store *st, struct queue_message *m);
 
 static struct queue_message *store_by_id_find(const struct queue_store *st, const char *id);
 
-static int store_extents_from(struct queue_message *m, const struct recover_message *rm)
+static int queue_extents_from(struct queue_message *m, const struct recover_message *rm)
 {
-	struct store_extent *extents = NULL;
+	struct queue_extent *extents = NULL;
 	if (rm->nextents > 0) {
 		extents = malloc(rm->nextents * sizeof(*extents));
 		if (extents == NULL)
 			return -ENOMEM;
-		for (uint32_t i = 0; i < rm->nextents; i++)
-			extents[i] = (struct store_extent){
-				rm->extents[i].sequence, rm->extents[i].offset, rm->extents[i].len};
+		memcpy(extents, rm->extents, rm->nextents * sizeof(*extents));
 	}
 	free(m->extents);
 	m->extents = extents;
@@ -2238,7 +2230,7 @@ static int store_recover_duplicate(struct queue_store *st, struct queue_message 
 		return 0;
 	m->queue = &st->queues[rm->worker % st->cfg.workers];
 	uint64_t origin = m->writer == rm->worker ? m->origin_sequence : rm->first_sequence;
-	int r = store_extents_from(m, rm);
+	int r = queue_extents_from(m, rm);
 	if (r == 0)
 		m->origin_sequence = origin < rm->first_sequence ? origin : rm->first_sequence;
 	return r;
@@ -2276,7 +2268,7 @@ static int store_recover_message(void *arg, const struct recover_message *rm)
 	m->counted = true;
 	m->sender_len = env->sender.len;
 	m->arrival_ms = env->arrival_ms;
-	if (store_extents_from(m, rm) != 0) {
+	if (queue_extents_from(m, rm) != 0) {
 		store_message_free(m);
 		return -ENOMEM;
 	}

@@ -609,7 +609,7 @@ struct off_message {
 	uint16_t *param_lens;
 	uint32_t nparams, nrcpts;
 	struct off_rcpt *rcpts;
-	struct recover_extent *extents;
+	struct queue_extent *extents;
 	uint32_t nextents;
 	bool done;
 	size_t order; /* read order: of two copies, the later is kept */

@@ -106,10 +106,11 @@ static void test_check_destination(const struct index_destination *d)
 		total += d->count[st];
 		if (st == INDEX_DEFERRED)
 			continue;
-		const struct index_entry *head = &d->lists[st];
+		const struct list_node *head = &d->lists[st];
 		uint32_t n = 0;
-		for (const struct index_entry *e = head->next; e != head; e = e->next) {
-			cr_assert_eq(e->next->prev, e, "%s: broken list %d", d->domain, st);
+		for (const struct list_node *node = head->next; node != head; node = node->next) {
+			const struct index_entry *e = container_of(node, struct index_entry, link);
+			cr_assert_eq(node->next->prev, node, "%s: broken list %d", d->domain, st);
 			cr_assert_eq(e->state, st, "%s: entry in list %d says %d", d->domain, st,
 				     e->state);
 			cr_assert_eq(e->dest, d);
@@ -452,10 +453,11 @@ Test(index, heap_order_after_many_moves)
 	uint64_t last = 0;
 	uint32_t released = 0;
 	for (uint64_t now = 0; now < 100000 + 1000; now += 1000) {
-		struct index_entry *tail = d->lists[INDEX_READY].prev;
+		struct list_node *tail = d->lists[INDEX_READY].prev;
 		unsigned n = index_release_due(d, now);
-		struct index_entry *it = tail->next;
-		for (unsigned i = 0; i < n; i++, it = it->next) {
+		struct list_node *node = tail->next;
+		for (unsigned i = 0; i < n; i++, node = node->next) {
+			const struct index_entry *it = container_of(node, struct index_entry, link);
 			cr_assert(it->due_ms >= last && it->due_ms <= now,
 				  "due %lu after %lu, now %lu", (unsigned long)it->due_ms,
 				  (unsigned long)last, (unsigned long)now);
@@ -846,13 +848,14 @@ static uint32_t model_mark(struct model *m, int dom, enum index_state st, uint64
 
 /* The `n` entries starting at `it` in READY must be exactly the marked
  * DEFERRED ones in due order (ties in any order: the heap is not stable). */
-static struct index_entry *model_take_released(struct model *m, int dom, struct index_entry *it,
-					       uint32_t n, uint32_t step)
+static struct list_node *model_take_released(struct model *m, int dom, struct list_node *it,
+					     uint32_t n, uint32_t step)
 {
 	uint64_t last = 0;
 
 	for (uint32_t k = 0; k < n; k++, it = it->next) {
-		struct model_rcpt *r = (struct model_rcpt *)it;
+		struct model_rcpt *r =
+			(struct model_rcpt *)container_of(it, struct index_entry, link);
 		cr_assert(r->marked && r->domain == dom && r->st == INDEX_DEFERRED,
 			  "step %u: released an entry that was not due", step);
 		cr_assert(r->due >= last, "step %u: released out of due order", step);
@@ -875,7 +878,7 @@ static void model_release_due(struct model *m, int dom, uint32_t step)
 		cr_assert_eq(due, 0);
 		return;
 	}
-	struct index_entry *tail = d->lists[INDEX_READY].prev;
+	struct list_node *tail = d->lists[INDEX_READY].prev;
 	cr_assert_eq(index_release_due(d, m->now), due, "step %u", step);
 	model_take_released(m, dom, tail->next, due, step);
 }
@@ -895,11 +898,11 @@ static void model_flush(struct model *m, int dom, uint32_t step)
 	}
 	qsort(held, nheld, sizeof(held[0]), model_by_seq);
 
-	struct index_entry *tail = d->lists[INDEX_READY].prev;
+	struct list_node *tail = d->lists[INDEX_READY].prev;
 	cr_assert_eq(index_flush(d), deferred + nheld, "step %u", step);
-	struct index_entry *it = model_take_released(m, dom, tail->next, deferred, step);
+	struct list_node *it = model_take_released(m, dom, tail->next, deferred, step);
 	for (size_t k = 0; k < nheld; k++, it = it->next) {
-		cr_assert_eq(it, &held[k]->e, "step %u: HELD order lost in flush", step);
+		cr_assert_eq(it, &held[k]->e.link, "step %u: HELD order lost in flush", step);
 		held[k]->st = INDEX_READY;
 		held[k]->seq = ++m->seq;
 	}
