@@ -4,9 +4,9 @@
  *
  * ferryd has no delivery yet, so nothing can make mail dead under ferryd's
  * own load; this drives the real store (queue/store.c on a real io_uring
- * and a real spool) with a hand-made single-worker loop, the way
- * tests/unit/test_store.c does and core/worker.c would: queue_flush, one
- * submit and wait, every completion dispatched, the inbox drained.
+ * and a real spool) on one worker of its own, turning the worker's real
+ * loop (worker_turn: the store's service, submit, completions, timers)
+ * from here, as tests/unit/test_store.c does.
  *
  *   phase 1  store N messages of one recipient each; every (100/keep)-th
  *            goes to keep.example, the rest to gone.example, so the kept
@@ -38,10 +38,9 @@
 #include "core/worker.h"
 #include "queue/queue.h"
 
-#define COMPACT_BENCH_RING_ENTRIES 1024
-#define COMPACT_BENCH_WAIT_SEC     10       /* bound on one wait for a completion */
-#define COMPACT_BENCH_MAX_TURNS    10000000 /* bound on every loop, with the clock */
-#define COMPACT_BENCH_TIME_LIMIT   120.0    /* seconds per phase */
+#define COMPACT_BENCH_WAIT_SEC   10       /* bound on one wait for a completion */
+#define COMPACT_BENCH_MAX_TURNS  10000000 /* bound on every loop, with the clock */
+#define COMPACT_BENCH_TIME_LIMIT 120.0    /* seconds per phase */
 /* Messages committing at once: what many sessions give one worker. */
 #define COMPACT_BENCH_WINDOW 256
 /* Body bytes per write, about what one recv hands a session. */
@@ -74,7 +73,6 @@ struct compact_bench {
 	struct queue_store *store;
 	struct worker *worker;
 	struct queue *queue;
-	unsigned reaped; /* CQEs seen; every SQE the store prepares gives one */
 	uint64_t turns;
 	double deadline; /* of the current phase, in compact_bench_now() seconds */
 	/* The longest turn's own work (not its wait for completions): how
@@ -101,64 +99,39 @@ static double compact_bench_now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* ---- the hand-made worker loop ------------------------------------------ */
+/* ---- the worker's real loop turn, driven here ----------------------------- */
 
 static int compact_bench_worker_start(struct compact_bench *b)
 {
-	struct worker *w = calloc(1, sizeof(*w));
-	if (w == NULL)
+	static struct worker_services services;
+	worker_services_add(&services, &queue_service, b->store);
+	b->worker = calloc(1, sizeof(*b->worker));
+	if (b->worker == NULL)
 		return -ENOMEM;
-	w->index = 0;
-	w->cpu = -1;
-	w->wake_fd = -1;
-	int r = io_uring_queue_init(COMPACT_BENCH_RING_ENTRIES, &w->ring, 0);
+	int r = worker_init(b->worker, 0, &services);
 	if (r != 0) {
-		free(w);
-		fprintf(stderr, "ferry-bench-compact: io_uring_queue_init: %s\n", strerror(-r));
+		fprintf(stderr, "ferry-bench-compact: %s\n", b->worker->error);
+		free(b->worker);
+		b->worker = NULL;
 		return r;
 	}
-	w->now_ms = worker_clock_ms();
-	timer_wheel_init(&w->timers, w->now_ms);
-	xmsg_inbox_init(&w->inbox, -1);
-	b->worker = w;
-	r = queue_open(&b->queue, w, b->store, 0);
-	if (r != 0)
-		fprintf(stderr, "ferry-bench-compact: queue_open: %s\n", strerror(-r));
-	return r;
+	b->queue = queue_store_queue(b->store, 0);
+	return 0;
 }
 
-static unsigned compact_bench_inflight(const struct compact_bench *b)
-{
-	return b->worker->ring.sq.sqe_tail - b->reaped;
-}
-
-static void compact_bench_reap(struct compact_bench *b)
-{
-	/* Also the loop's clock, by which the store times its retries. */
-	b->reaped += worker_complete(b->worker);
-}
-
-/* One loop turn: flush (the store's group commit and its chance to start
- * a compaction job), submit, wait if something is in flight, dispatch,
- * drain the inbox. -ETIMEDOUT once a bound is passed. */
+/* One loop turn (the store's group commit and its chance to start a
+ * compaction job, submit, completions, timers), timed without its wait:
+ * the turn runs without waiting, and when it found nothing to do the
+ * bench waits for a completion apart. -ETIMEDOUT once a bound is passed. */
 static int compact_bench_turn(struct compact_bench *b)
 {
-	struct io_uring *ring = &b->worker->ring;
 	double start = compact_bench_now();
-	queue_flush(b->queue);
-	io_uring_submit(ring);
-	double waited = compact_bench_now();
-	if (io_uring_cq_ready(ring) == 0 && compact_bench_inflight(b) > 0) {
-		struct __kernel_timespec timeout = {.tv_sec = COMPACT_BENCH_WAIT_SEC};
-		struct io_uring_cqe *cqe;
-		io_uring_wait_cqe_timeout(ring, &cqe, &timeout);
-	}
-	double woke = compact_bench_now();
-	compact_bench_reap(b);
-	xmsg_drain(&b->worker->inbox);
-	double busy = (waited - start) + (compact_bench_now() - woke);
+	unsigned done = worker_turn(b->worker, 0);
+	double busy = compact_bench_now() - start;
 	if (busy > b->busy_max)
 		b->busy_max = busy;
+	if (done == 0 && queue_pending(b->queue) > 0)
+		worker_wait(b->worker, COMPACT_BENCH_WAIT_SEC * 1000);
 	b->turns++;
 	if (b->turns >= COMPACT_BENCH_MAX_TURNS || compact_bench_now() > b->deadline) {
 		fprintf(stderr,
@@ -172,7 +145,7 @@ static int compact_bench_turn(struct compact_bench *b)
 
 static bool compact_bench_idle(const struct compact_bench *b)
 {
-	return queue_pending(b->queue) == 0 && compact_bench_inflight(b) == 0;
+	return queue_pending(b->queue) == 0;
 }
 
 static void compact_bench_phase(struct compact_bench *b)
@@ -182,32 +155,20 @@ static void compact_bench_phase(struct compact_bench *b)
 	b->deadline = compact_bench_now() + COMPACT_BENCH_TIME_LIMIT;
 }
 
-/* Close the queue once the store is idle, let the writer's queued closes
- * run, then close the store. */
+/* Wind the worker down as ferryd would (drain until idle), then stop it;
+ * the store closes after. */
 static void compact_bench_worker_stop(struct compact_bench *b)
 {
 	if (b->worker == NULL)
 		return;
-	if (b->queue != NULL) {
-		compact_bench_phase(b);
-		while (!compact_bench_idle(b) && compact_bench_turn(b) == 0)
-			;
-		queue_close(b->queue);
-		b->queue = NULL;
-	}
-	for (unsigned n = 0; n < 100; n++) {
-		io_uring_submit(&b->worker->ring);
-		if (compact_bench_inflight(b) == 0)
-			break;
-		struct __kernel_timespec timeout = {.tv_sec = 1};
-		struct io_uring_cqe *cqe;
-		io_uring_wait_cqe_timeout(&b->worker->ring, &cqe, &timeout);
-		compact_bench_reap(b);
-	}
-	xmsg_drain(&b->worker->inbox);
-	io_uring_queue_exit(&b->worker->ring);
+	compact_bench_phase(b);
+	worker_shutdown(b->worker);
+	while (!worker_idle(b->worker) && compact_bench_turn(b) == 0)
+		;
+	worker_fini(b->worker);
 	free(b->worker);
 	b->worker = NULL;
+	b->queue = NULL;
 }
 
 /* ---- phase 1: storing the messages -------------------------------------- */

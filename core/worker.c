@@ -1,4 +1,3 @@
-#include "core/list.h"
 #include "core/worker.h"
 
 #include <errno.h>
@@ -11,10 +10,24 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/list.h"
 #include "core/log.h"
 
-#define WORKER_SQ_ENTRIES 4096
-#define WORKER_CQ_ENTRIES 32768
+#define WORKER_SQ_ENTRIES    4096
+#define WORKER_CQ_ENTRIES    32768
+#define WORKER_DRAIN_TICK_MS 50   /* shutdown: how often a drained worker looks again */
+#define WORKER_SETTLE_MS     1000 /* after the services stopped: their last requests */
+
+int worker_services_add(struct worker_services *set, const struct worker_service *service,
+			void *arg)
+{
+	if (set->count == WORKER_MAX_SERVICES)
+		return -E2BIG;
+	set->entries[set->count].service = service;
+	set->entries[set->count].arg = arg;
+	set->count++;
+	return 0;
+}
 
 uint64_t worker_clock_ms(void)
 {
@@ -159,7 +172,7 @@ void worker_recv_buffer_return(struct worker *w, uint16_t bid)
 	io_uring_buf_ring_advance(w->recv_ring, 1);
 }
 
-struct io_uring_sqe *worker_sqe(struct worker *w)
+static struct io_uring_sqe *worker_sqe_uncounted(struct worker *w)
 {
 	struct io_uring_sqe *sqe;
 	while ((sqe = io_uring_get_sqe(&w->ring)) == NULL)
@@ -167,9 +180,23 @@ struct io_uring_sqe *worker_sqe(struct worker *w)
 	return sqe;
 }
 
+struct io_uring_sqe *worker_sqe(struct worker *w)
+{
+	w->in_flight++;
+	return worker_sqe_uncounted(w);
+}
+
+bool worker_sqes(struct worker *w, unsigned n)
+{
+	if (io_uring_sq_space_left(&w->ring) >= n)
+		return true;
+	io_uring_submit(&w->ring);
+	return io_uring_sq_space_left(&w->ring) >= n;
+}
+
 static void worker_wake_arm(struct worker *w)
 {
-	struct io_uring_sqe *sqe = worker_sqe(w);
+	struct io_uring_sqe *sqe = worker_sqe_uncounted(w);
 	io_uring_prep_read(sqe, w->wake_fd, &w->wake_value, sizeof(w->wake_value), 0);
 	worker_sqe_set_op(sqe, &w->wake_op);
 }
@@ -193,7 +220,7 @@ void worker_exit(struct worker *w)
 	w->exit_requested = true;
 }
 
-unsigned worker_complete(struct worker *w)
+static unsigned worker_complete(struct worker *w)
 {
 	w->now_ms = worker_clock_ms();
 	unsigned head, seen = 0;
@@ -202,6 +229,8 @@ unsigned worker_complete(struct worker *w)
 	{
 		struct worker_op *op = io_uring_cqe_get_data(cqe);
 		seen++;
+		if (op != &w->wake_op && !(cqe->flags & IORING_CQE_F_MORE))
+			w->in_flight--;
 		if (op != NULL)
 			op->complete(op, cqe);
 	}
@@ -209,34 +238,181 @@ unsigned worker_complete(struct worker *w)
 	return seen;
 }
 
+/* ---- services ------------------------------------------------------------ */
+
+static const struct worker_service *worker_service_at(const struct worker *w, unsigned i)
+{
+	return w->services->entries[i].service;
+}
+
+/* Start every service in registration order; on a failure, stop the ones
+ * that started (reverse order). */
+static int worker_services_start(struct worker *w)
+{
+	for (unsigned i = 0; i < w->services->count; i++) {
+		const struct worker_service *s = worker_service_at(w, i);
+		int r = s->start(w, w->services->entries[i].arg, &w->service_state[i]);
+		if (r != 0) {
+			if (w->error[0] == '\0')
+				snprintf(w->error, sizeof(w->error), "worker %u: %s: %s", w->index,
+					 s->name, strerror(-r));
+			return r;
+		}
+		w->services_started = i + 1;
+	}
+	return 0;
+}
+
+static void worker_services_ready(struct worker *w)
+{
+	for (unsigned i = 0; i < w->services_started; i++)
+		if (worker_service_at(w, i)->ready != NULL)
+			worker_service_at(w, i)->ready(w, w->service_state[i]);
+}
+
+static void worker_services_stop(struct worker *w)
+{
+	while (w->services_started > 0) {
+		unsigned i = --w->services_started;
+		if (worker_service_at(w, i)->stop != NULL)
+			worker_service_at(w, i)->stop(w, w->service_state[i]);
+		w->service_state[i] = NULL;
+	}
+}
+
+bool worker_idle(struct worker *w)
+{
+	for (unsigned i = w->services_started; i-- > 0;) {
+		const struct worker_service *s = worker_service_at(w, i);
+		if (s->idle != NULL && !s->idle(w, w->service_state[i]))
+			return false;
+	}
+	return true;
+}
+
+/* While winding down, wake the loop now and then: a drained worker waits
+ * for the others, and nothing else would wake it. */
+static void worker_drain_tick(struct timer *t)
+{
+	struct worker *w = container_of(t, struct worker, drain_timer);
+	timer_arm(&w->timers, t, w->now_ms, WORKER_DRAIN_TICK_MS);
+}
+
+void worker_shutdown(struct worker *w)
+{
+	if (w->shutting_down)
+		return;
+	w->shutting_down = true;
+	for (unsigned i = w->services_started; i-- > 0;)
+		if (worker_service_at(w, i)->drain != NULL)
+			worker_service_at(w, i)->drain(w, w->service_state[i]);
+	timer_init(&w->drain_timer, worker_drain_tick);
+	timer_arm(&w->timers, &w->drain_timer, w->now_ms, WORKER_DRAIN_TICK_MS);
+}
+
+/*
+ * A draining worker whose services are all idle counts itself drained,
+ * for good (nothing new starts on it); all leave once every worker is
+ * drained and each is still idle (nothing is on its way between them).
+ */
+static void worker_shutdown_step(struct worker *w)
+{
+	if (!w->shutting_down || !worker_idle(w))
+		return;
+	if (w->group == NULL) {
+		worker_exit(w);
+		return;
+	}
+	if (!w->drained) {
+		w->drained = true;
+		atomic_fetch_add(&w->group->drained, 1);
+	}
+	if (atomic_load(&w->group->drained) == w->group->count)
+		worker_exit(w);
+}
+
+/* ---- the loop ---------------------------------------------------------------- */
+
+unsigned worker_turn(struct worker *w, int64_t max_wait_ms)
+{
+	for (unsigned i = w->services_started; i-- > 0;)
+		if (worker_service_at(w, i)->before_wait != NULL)
+			worker_service_at(w, i)->before_wait(w, w->service_state[i]);
+	log_flush();
+	w->now_ms = worker_clock_ms();
+	int64_t wait_ms = timer_wheel_next_ms(&w->timers, w->now_ms);
+	if (max_wait_ms >= 0 && (wait_ms < 0 || wait_ms > max_wait_ms))
+		wait_ms = max_wait_ms;
+	struct io_uring_cqe *cqe;
+	int r;
+	if (wait_ms == 0) {
+		r = io_uring_submit(&w->ring);
+	} else if (wait_ms > 0) {
+		struct __kernel_timespec ts = {.tv_sec = wait_ms / 1000,
+					       .tv_nsec = (wait_ms % 1000) * 1000000};
+		r = io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &ts, NULL);
+	} else {
+		r = io_uring_submit_and_wait(&w->ring, 1);
+	}
+	if (r < 0 && r != -ETIME && r != -EINTR && r != -EAGAIN && r != -EBUSY)
+		log_event(LOG_LEVEL_ERROR, "event=ring_error worker=%u error=\"%s\"", w->index,
+			  strerror(-r));
+	unsigned seen = worker_complete(w);
+	timer_wheel_advance(&w->timers, w->now_ms);
+	return seen;
+}
+
+void worker_wait(struct worker *w, int64_t max_wait_ms)
+{
+	if (io_uring_cq_ready(&w->ring) > 0)
+		return;
+	struct __kernel_timespec ts = {.tv_sec = max_wait_ms / 1000,
+				       .tv_nsec = (max_wait_ms % 1000) * 1000000};
+	struct io_uring_cqe *cqe;
+	io_uring_wait_cqe_timeout(&w->ring, &cqe, &ts);
+}
+
 static void worker_loop(struct worker *w)
 {
 	while (!w->exit_requested) {
-		w->hooks->before_wait(w);
-		log_flush();
-		if (w->exit_requested)
-			break;
-		w->now_ms = worker_clock_ms();
-		int64_t wait_ms = timer_wheel_next_ms(&w->timers, w->now_ms);
+		worker_turn(w, -1);
+		worker_shutdown_step(w);
+	}
+	log_flush();
+}
+
+/* ---- birth and death ------------------------------------------------------- */
+
+/*
+ * After the services stopped: what their stop queued (the closes of
+ * spool files) still goes to the kernel, and is waited for, briefly.
+ * Completions are only counted: whoever issued them is gone.
+ */
+static void worker_settle(struct worker *w)
+{
+	if (w->ring.ring_fd < 0)
+		return;
+	io_uring_submit(&w->ring);
+	uint64_t deadline = worker_clock_ms() + WORKER_SETTLE_MS;
+	while (w->in_flight > 0 && worker_clock_ms() < deadline) {
+		struct __kernel_timespec ts = {.tv_nsec = 10 * 1000000};
 		struct io_uring_cqe *cqe;
-		int r;
-		if (wait_ms >= 0) {
-			struct __kernel_timespec ts = {.tv_sec = wait_ms / 1000,
-						       .tv_nsec = (wait_ms % 1000) * 1000000};
-			r = io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &ts, NULL);
-		} else {
-			r = io_uring_submit_and_wait(&w->ring, 1);
+		io_uring_wait_cqe_timeout(&w->ring, &cqe, &ts);
+		unsigned head, seen = 0;
+		io_uring_for_each_cqe(&w->ring, head, cqe)
+		{
+			seen++;
+			if (io_uring_cqe_get_data(cqe) != &w->wake_op &&
+			    !(cqe->flags & IORING_CQE_F_MORE))
+				w->in_flight--;
 		}
-		if (r < 0 && r != -ETIME && r != -EINTR && r != -EAGAIN && r != -EBUSY)
-			log_event(LOG_LEVEL_ERROR, "event=ring_error worker=%u error=\"%s\"",
-				  w->index, strerror(-r));
-		worker_complete(w);
-		timer_wheel_advance(&w->timers, w->now_ms);
+		io_uring_cq_advance(&w->ring, seen);
 	}
 }
 
 static void worker_cleanup(struct worker *w)
 {
+	worker_settle(w);
 	if (w->recv_ring != NULL) {
 		io_uring_unregister_buf_ring(&w->ring, WORKER_RECV_GROUP);
 		munmap(w->recv_ring, WORKER_RECV_BUFFERS * sizeof(struct io_uring_buf));
@@ -247,9 +423,60 @@ static void worker_cleanup(struct worker *w)
 	w->recv_buffers = NULL;
 	if (w->ring.ring_fd > 0)
 		io_uring_queue_exit(&w->ring);
+	w->ring.ring_fd = -1;
 	if (w->wake_fd >= 0)
 		close(w->wake_fd);
 	w->wake_fd = -1;
+}
+
+/* The ring, the receive buffers, the wake-up, then the services. */
+static int worker_setup(struct worker *w)
+{
+	w->now_ms = worker_clock_ms();
+	timer_wheel_init(&w->timers, w->now_ms);
+	int r = worker_ring_init(w);
+	if (r == 0)
+		r = worker_recv_ring_init(w);
+	if (r == 0) {
+		w->wake_fd = eventfd(0, EFD_CLOEXEC);
+		if (w->wake_fd < 0) {
+			r = -errno;
+			snprintf(w->error, sizeof(w->error), "worker %u: eventfd: %s", w->index,
+				 strerror(errno));
+		}
+	}
+	if (r == 0) {
+		xmsg_inbox_init(&w->inbox, w->wake_fd);
+		w->wake_op.complete = worker_wake_complete;
+		worker_wake_arm(w);
+		r = worker_services_start(w);
+	}
+	return r;
+}
+
+int worker_init(struct worker *w, unsigned index, const struct worker_services *services)
+{
+	memset(w, 0, sizeof(*w));
+	w->index = index;
+	w->cpu = -1;
+	w->wake_fd = -1;
+	w->ring.ring_fd = -1;
+	w->services = services;
+	int r = worker_setup(w);
+	if (r != 0) {
+		worker_services_stop(w);
+		worker_cleanup(w);
+		return r;
+	}
+	worker_services_ready(w);
+	return 0;
+}
+
+void worker_fini(struct worker *w)
+{
+	worker_services_stop(w);
+	log_flush();
+	worker_cleanup(w);
 }
 
 static void worker_report_started(struct worker *w, int status)
@@ -277,48 +504,28 @@ static void *worker_main(void *arg)
 	snprintf(name, sizeof(name), "ferry-w%u", w->index);
 	pthread_setname_np(pthread_self(), name);
 
-	w->now_ms = worker_clock_ms();
-	timer_wheel_init(&w->timers, w->now_ms);
-	int r = worker_ring_init(w);
-	if (r == 0)
-		r = worker_recv_ring_init(w);
-	if (r == 0) {
-		w->wake_fd = eventfd(0, EFD_CLOEXEC);
-		if (w->wake_fd < 0) {
-			r = -errno;
-			snprintf(w->error, sizeof(w->error), "worker %u: eventfd: %s", w->index,
-				 strerror(errno));
-		}
-	}
-	if (r == 0) {
-		xmsg_inbox_init(&w->inbox, w->wake_fd);
-		w->wake_op.complete = worker_wake_complete;
-		worker_wake_arm(w);
-		r = w->hooks->start(w);
-	}
+	int r = worker_setup(w);
+	if (r != 0) /* it has nothing to wind down: the others must not wait for it */
+		atomic_fetch_add(&w->group->drained, 1);
 	worker_report_started(w, r);
-	if (r != 0) {
-		/* The upper layer's state, and whatever start built before it
-		 * failed, would otherwise leak. */
-		w->hooks->stop(w);
-		worker_cleanup(w);
-		return NULL;
+	if (r == 0) {
+		log_thread_buffered(true);
+		worker_loop(w);
+		log_thread_buffered(false);
 	}
-	log_thread_buffered(true);
-	worker_loop(w);
-	w->hooks->stop(w);
-	log_thread_buffered(false);
+	worker_services_stop(w);
 	worker_cleanup(w);
 	return NULL;
 }
 
+static void worker_ready_handle(struct xmsg *msg)
+{
+	worker_services_ready(container_of(msg, struct worker, ready_msg));
+}
+
 static void worker_shutdown_handle(struct xmsg *msg)
 {
-	struct worker *w = container_of(msg, struct worker, shutdown_msg);
-	if (w->shutting_down)
-		return;
-	w->shutting_down = true;
-	w->hooks->shutdown(w);
+	worker_shutdown(container_of(msg, struct worker, shutdown_msg));
 }
 
 void worker_group_shutdown(struct worker_group *g)
@@ -338,9 +545,8 @@ void worker_group_join(struct worker_group *g)
 	pthread_cond_destroy(&g->cond);
 }
 
-int worker_group_start(struct worker_group *g, unsigned count, const struct worker_hooks *hooks,
-		       void *(*user_for)(unsigned index, void *arg), void *arg, char *err,
-		       size_t err_size)
+int worker_group_start(struct worker_group *g, unsigned count,
+		       const struct worker_services *services, char *err, size_t err_size)
 {
 	memset(g, 0, sizeof(*g));
 	g->workers = calloc(count, sizeof(*g->workers));
@@ -350,6 +556,7 @@ int worker_group_start(struct worker_group *g, unsigned count, const struct work
 	}
 	pthread_mutex_init(&g->lock, NULL);
 	pthread_cond_init(&g->cond, NULL);
+	atomic_init(&g->drained, 0);
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	unsigned spawned = 0;
 	int status = 0;
@@ -358,9 +565,9 @@ int worker_group_start(struct worker_group *g, unsigned count, const struct work
 		w->index = i;
 		w->cpu = (long)count <= ncpu ? (int)i : -1;
 		w->wake_fd = -1;
-		w->hooks = hooks;
+		w->ring.ring_fd = -1;
+		w->services = services;
 		w->group = g;
-		w->user = user_for(i, arg);
 		int r = pthread_create(&w->thread, NULL, worker_main, w);
 		if (r != 0) {
 			snprintf(err, err_size, "cannot start worker thread %u: %s", i,
@@ -388,6 +595,11 @@ int worker_group_start(struct worker_group *g, unsigned count, const struct work
 				worker_send(&g->workers[i], &g->workers[i].shutdown_msg,
 					    worker_shutdown_handle);
 		worker_group_join(g);
+		return status;
 	}
-	return status;
+	/* Every worker has started every service: work that crosses workers
+	 * (a recipient handed to another shard) has somewhere to go. */
+	for (unsigned i = 0; i < g->count; i++)
+		worker_send(&g->workers[i], &g->workers[i].ready_msg, worker_ready_handle);
+	return 0;
 }

@@ -1,19 +1,40 @@
 /*
- * worker — one thread, pinned to one core, with its own io_uring.
+ * worker — one thread, pinned to one core, with its own io_uring, running
+ * the services that the layers register on it.
  *
- * Everything a worker owns (its sessions, listeners, spool writer, timers)
- * is touched only by its thread. The loop turn is:
+ * Services. Each layer owns its per-worker life as a struct
+ * worker_service: the store (its spool writer and shards), inbound SMTP
+ * (listeners and sessions), later outbound delivery and metrics. None
+ * runs another's. They are registered once, in layer order (lowest
+ * first), in a struct worker_services shared by every worker of a group,
+ * and run in a fixed order:
  *
- *     hooks->before_wait()   gather work that must leave this turn
- *                            (output flushes, the store's batched syncs)
- *     submit and wait        one io_uring_enter for everything, bounded
- *                            by the timer wheel's next due slot
- *     completions           each CQE's user_data is a struct worker_op
- *                            whose complete() runs here
- *     timers, inbox          due timers fire; cross-worker messages run
+ *     start         registration order: a service may use the ones below
+ *                   it (inbound SMTP uses the worker's queue)
+ *     ready         registration order, once EVERY worker has started:
+ *                   work that reaches other workers may begin
+ *     before_wait   every loop turn, reverse order: upper layers gather
+ *                   work, then lower ones submit what was gathered (the
+ *                   store's group commit goes last)
+ *     drain         SIGTERM, reverse order: stop taking new work
+ *     idle          while draining: nothing of the service's own left
+ *     stop          after the loop, reverse order, only for services
+ *                   whose start succeeded
  *
- * Only this loop submits to the ring; other layers prepare SQEs through
- * worker_sqe() and learn of completions through their worker_op.
+ * The loop turn is: before_wait of every service; one submit-and-wait,
+ * bounded by the timer wheel's next due slot; each CQE's complete(); due
+ * timers. Cross-worker messages (xmsg) arrive through an eventfd read on
+ * the ring and run during the completions.
+ *
+ * Only this loop submits to the ring (worker.c alone calls
+ * io_uring_submit*): services prepare SQEs with worker_sqe(), or
+ * worker_sqes() for a chain that must reach the kernel in one
+ * submission, and learn of completions through their worker_op.
+ *
+ * Shutdown: workers leave their loops together, once every worker has
+ * drained and every service of every worker is idle: a worker with nothing
+ * of its own left may still be sent work by another (the store's
+ * recipients for the shards it owns).
  *
  * Receives use one provided-buffer ring per worker: a recv completion names
  * a buffer that its owner must copy or parse at once and hand back with
@@ -25,6 +46,7 @@
 
 #include <liburing.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -40,20 +62,40 @@ struct worker_op {
 	worker_op_fn *complete;
 };
 
-struct worker_hooks {
-	/* On the worker thread once its ring exists: open listeners, the
-	 * queue. Nonzero fails start-up with w->error set. */
-	int (*start)(struct worker *w);
-	/* Every loop turn before the worker sleeps. */
-	void (*before_wait)(struct worker *w);
-	/* SIGTERM/SIGINT: stop accepting, wind down; call worker_exit()
-	 * when nothing is left. */
-	void (*shutdown)(struct worker *w);
-	/* On the worker thread after the loop ended, or after start-up failed
-	 * (start may have run partly, or not at all): free what start made
-	 * and the upper-layer state in w->user (which may be NULL). */
-	void (*stop)(struct worker *w);
+struct worker_service {
+	const char *name;
+	/* On the worker thread once its ring exists: make the per-worker
+	 * state (*state) from the registration's arg. 0, or -errno with
+	 * w->error set. */
+	int (*start)(struct worker *w, void *arg, void **state);
+	/* Optional: every worker of the group has started. */
+	void (*ready)(struct worker *w, void *state);
+	/* Optional: every loop turn, before the worker sleeps. */
+	void (*before_wait)(struct worker *w, void *state);
+	/* Optional: SIGTERM/SIGINT: stop taking new work, wind down. */
+	void (*drain)(struct worker *w, void *state);
+	/* Optional (NULL: always idle): while draining, true once nothing of
+	 * this service's own is left in flight on this worker. */
+	bool (*idle)(struct worker *w, void *state);
+	/* After the loop (or a failed start of a later service): free
+	 * what start made. */
+	void (*stop)(struct worker *w, void *state);
 };
+
+#define WORKER_MAX_SERVICES 8
+
+/* The services every worker of a group runs, in registration order. */
+struct worker_services {
+	struct {
+		const struct worker_service *service;
+		void *arg;
+	} entries[WORKER_MAX_SERVICES];
+	unsigned count;
+};
+
+/* Register a service (lowest layer first). 0, or -E2BIG when full. */
+int worker_services_add(struct worker_services *set, const struct worker_service *service,
+			void *arg);
 
 #define WORKER_RECV_BUFFER_SIZE 8192
 #define WORKER_RECV_BUFFERS     512 /* power of two */
@@ -73,17 +115,26 @@ struct worker {
 	uint64_t wake_value;
 	struct worker_op wake_op;
 	struct xmsg shutdown_msg;
+	struct xmsg ready_msg;
 
 	struct io_uring_buf_ring *recv_ring;
 	char *recv_buffers;
 
-	const struct worker_hooks *hooks;
-	void *user; /* the upper layers' per-worker state */
+	const struct worker_services *services;
+	void *service_state[WORKER_MAX_SERVICES];
+	unsigned services_started;
+
+	/* Requests handed out by worker_sqe() whose last completion has not
+	 * come yet (the loop's own wake-up read not counted). */
+	uint64_t in_flight;
+
 	bool exit_requested;
 	bool shutting_down;
+	bool drained;             /* counted in group->drained */
+	struct timer drain_timer; /* while shutting down: look again */
 
 	/* start-up hand-shake with the main thread */
-	struct worker_group *group;
+	struct worker_group *group; /* NULL for a worker made by worker_init */
 	int start_status;
 	char error[512];
 };
@@ -93,7 +144,8 @@ struct worker_group {
 	unsigned count;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	unsigned started; /* workers that finished start (ok or not) */
+	unsigned started;    /* workers that finished start (ok or not) */
+	atomic_uint drained; /* shutdown: workers with nothing of their own left */
 };
 
 /*
@@ -103,20 +155,50 @@ struct worker_group {
 int worker_probe_io_uring(char *err, size_t err_size);
 
 /*
- * Start `count` workers (pinned to CPUs 0..count-1 when there are that many)
- * and wait until each has run hooks->start. On failure the started ones are
- * stopped and the first error is copied to err. `user_for` gives each
- * worker its upper-layer state before it starts.
+ * Start `count` workers running `services` (pinned to CPUs when there are
+ * that many) and wait until each has started every service; then tell
+ * each that all are ready. On failure the started ones are stopped and
+ * the first error is copied to err.
  */
-int worker_group_start(struct worker_group *g, unsigned count, const struct worker_hooks *hooks,
-		       void *(*user_for)(unsigned index, void *arg), void *arg, char *err,
-		       size_t err_size);
+int worker_group_start(struct worker_group *g, unsigned count,
+		       const struct worker_services *services, char *err, size_t err_size);
 
-/* Ask every worker to wind down (hooks->shutdown on its own thread). */
+/* Ask every worker to wind down (each service's drain, on its thread). */
 void worker_group_shutdown(struct worker_group *g);
 
 /* Wait for every worker thread to end; frees the group's workers. */
 void worker_group_join(struct worker_group *g);
+
+/*
+ * A worker on the calling thread, without a group (tests, benchmarks that
+ * drive the real loop turn themselves): its ring, receive buffers and
+ * wake-up, then every service started (and ready at once). 0, or -errno
+ * with w->error set (w is then cleaned up). Undo with worker_fini().
+ */
+int worker_init(struct worker *w, unsigned index, const struct worker_services *services);
+void worker_fini(struct worker *w);
+
+/*
+ * One loop turn: every service's before_wait, flush this thread's log,
+ * submit and wait (at most max_wait_ms, -1: until a completion or the
+ * next timer), run the completions, fire due timers. Returns how many
+ * completions ran.
+ */
+unsigned worker_turn(struct worker *w, int64_t max_wait_ms);
+
+/*
+ * Sleep until a completion is ready on w's ring or max_wait_ms pass,
+ * running and submitting nothing: for tests and benchmarks that drive
+ * several workers from one thread (wait on the one with work in flight),
+ * or time a turn's work apart from its wait (worker_turn(w, 0), then this).
+ */
+void worker_wait(struct worker *w, int64_t max_wait_ms);
+
+/* Begin the wind-down on this worker (what SIGTERM does): drain. */
+void worker_shutdown(struct worker *w);
+
+/* True while draining once every service of this worker is idle. */
+bool worker_idle(struct worker *w);
 
 /* On the worker: leave the loop at the end of this turn. */
 void worker_exit(struct worker *w);
@@ -125,17 +207,19 @@ void worker_exit(struct worker *w);
  * NULL: it waits for room if it must. */
 struct io_uring_sqe *worker_sqe(struct worker *w);
 
+/*
+ * Room for n SQEs that must reach the kernel in ONE submission (a linked
+ * chain: a link does not carry over from one submission to the next).
+ * Submits what is queued first if that makes room. True when the next n
+ * worker_sqe() calls will not submit; false when even an empty queue has
+ * no room (try in a later turn).
+ */
+bool worker_sqes(struct worker *w, unsigned n);
+
 static inline void worker_sqe_set_op(struct io_uring_sqe *sqe, struct worker_op *op)
 {
 	io_uring_sqe_set_data(sqe, op);
 }
-
-/*
- * The loop's completion step: update now_ms, run complete() of every CQE
- * that is there, and return how many there were. Also for tests and
- * benchmarks that drive a worker's ring with a loop of their own.
- */
-unsigned worker_complete(struct worker *w);
 
 /* The provided buffer a recv completion chose. */
 char *worker_recv_buffer(struct worker *w, uint16_t bid);

@@ -158,69 +158,52 @@ void net_worker_conn_removed(struct net_worker *nw, struct conn *c)
 	nw->nconns--;
 }
 
-/* ---- worker hooks ---------------------------------------------------------- */
+/* ---- the inbound service on each worker ------------------------------------ */
 
-static int net_worker_start(struct worker *w)
+static int net_inbound_start(struct worker *w, void *arg, void **state)
 {
-	struct net_worker *nw = w->user;
-	if (nw == NULL) {
-		snprintf(w->error, sizeof(w->error), "worker %u: out of memory", w->index);
-		return -ENOMEM;
-	}
-	struct net_server *srv = nw->server;
+	struct net_server *srv = arg;
 	const struct config *cfg = srv->cfg;
+	struct net_worker *nw = calloc(1, sizeof(*nw));
+	if (nw == NULL)
+		return -ENOMEM;
+	*state = nw;
+	nw->server = srv;
 	nw->worker = w;
-	int r = queue_open(&nw->queue, w, srv->store, w->index);
-	if (r != 0) {
-		snprintf(w->error, sizeof(w->error), "worker %u: cannot open its spool writer: %s",
-			 w->index, strerror(-r));
-		return r;
+	nw->index = w->index;
+	nw->queue = queue_store_queue(srv->store, w->index);
+	if (nw->queue == NULL || queue_worker(nw->queue) != w) {
+		snprintf(w->error, sizeof(w->error),
+			 "worker %u: inbound SMTP needs the store's service started first",
+			 w->index);
+		return -EINVAL;
 	}
 	nw->listeners = calloc(cfg->nlisten, sizeof(*nw->listeners));
-	if (nw->listeners == NULL) {
-		snprintf(w->error, sizeof(w->error), "worker %u: out of memory", w->index);
+	if (nw->listeners == NULL)
 		return -ENOMEM;
-	}
 	for (unsigned i = 0; i < cfg->nlisten; i++) {
-		r = listener_open(&nw->listeners[i], nw, &cfg->listen[i], (int)cfg->listen_backlog,
-				  w->error, sizeof(w->error));
+		int r = listener_open(&nw->listeners[i], nw, &cfg->listen[i],
+				      (int)cfg->listen_backlog, w->error, sizeof(w->error));
 		if (r != 0)
 			return r;
 		nw->nlisteners++;
-		/* Armed by net_server_open(), once every worker runs. */
 	}
 	return 0;
 }
 
-static void net_worker_before_wait(struct worker *w)
+/* Every worker runs its part of the store: sessions may start. Until now
+ * the sockets listened (clients waited in the backlog). */
+static void net_inbound_ready(struct worker *w, void *state)
 {
-	struct net_worker *nw = w->user;
-	queue_flush(nw->queue);
-	if (!w->shutting_down)
-		return;
-	/*
-	 * Done with its own sessions and commits, a worker may still be sent
-	 * recipients for its shards by one that is not (a transaction that
-	 * finishes during shutdown): were it gone, that transfer would go to
-	 * a worker that no longer exists. So it only counts itself drained,
-	 * for good (no new session comes, so nothing of its own starts), and
-	 * all leave once every worker is drained and nothing is in transit.
-	 * The shutdown tick wakes each to see the count.
-	 */
-	struct net_server *srv = nw->server;
-	if (!nw->drained && nw->nconns == 0 && queue_pending(nw->queue) == 0) {
-		nw->drained = true;
-		atomic_fetch_add(&srv->workers_drained, 1);
-	}
-	if (nw->drained && atomic_load(&srv->workers_drained) == w->group->count &&
-	    queue_pending(nw->queue) == 0)
-		worker_exit(w);
+	struct net_worker *nw = state;
+	(void)w;
+	for (unsigned i = 0; i < nw->nlisteners; i++)
+		listener_arm(&nw->listeners[i]); /* not once closed by a shutdown */
 }
 
-static void net_worker_deadline(struct timer *t)
+static void net_inbound_deadline(struct timer *t)
 {
-	struct net_worker *nw =
-		container_of(t, struct net_worker, shutdown_timer);
+	struct net_worker *nw = container_of(t, struct net_worker, shutdown_timer);
 	nw->shutdown_deadline_passed = true;
 	for (struct conn *c = nw->conns, *next; c != NULL; c = next) {
 		next = c->next;
@@ -228,19 +211,9 @@ static void net_worker_deadline(struct timer *t)
 	}
 }
 
-/* While winding down, wake the loop now and then: a worker waits for
- * transfers between workers and for the others to drain, and nothing else
- * would wake it. */
-static void net_worker_shutdown_tick(struct timer *t)
+static void net_inbound_drain(struct worker *w, void *state)
 {
-	struct net_worker *nw =
-		container_of(t, struct net_worker, shutdown_tick);
-	timer_arm(&nw->worker->timers, t, nw->worker->now_ms, 50);
-}
-
-static void net_worker_shutdown(struct worker *w)
-{
-	struct net_worker *nw = w->user;
+	struct net_worker *nw = state;
 	for (unsigned i = 0; i < nw->nlisteners; i++)
 		listener_close(&nw->listeners[i]);
 	log_event(LOG_LEVEL_INFO, "event=shutdown worker=%u sessions=%u", w->index, nw->nconns);
@@ -248,61 +221,38 @@ static void net_worker_shutdown(struct worker *w)
 		next = c->next;
 		conn_shutdown(c);
 	}
-	timer_init(&nw->shutdown_timer, net_worker_deadline);
+	timer_init(&nw->shutdown_timer, net_inbound_deadline);
 	timer_arm(&w->timers, &nw->shutdown_timer, w->now_ms, nw->server->cfg->shutdown_timeout_ms);
-	timer_init(&nw->shutdown_tick, net_worker_shutdown_tick);
-	timer_arm(&w->timers, &nw->shutdown_tick, w->now_ms, 50);
 }
 
-static void net_worker_stop(struct worker *w)
+static bool net_inbound_idle(struct worker *w, void *state)
 {
-	struct net_worker *nw = w->user;
+	struct net_worker *nw = state;
+	(void)w;
+	return nw->nconns == 0;
+}
+
+static void net_inbound_stop(struct worker *w, void *state)
+{
+	struct net_worker *nw = state;
 	if (nw == NULL)
 		return;
 	for (unsigned i = 0; i < nw->nlisteners; i++)
 		listener_close(&nw->listeners[i]);
+	if (timer_armed(&nw->shutdown_timer))
+		timer_cancel(&w->timers, &nw->shutdown_timer);
 	free(nw->listeners);
-	nw->listeners = NULL;
-	if (nw->queue != NULL)
-		queue_close(nw->queue);
-	nw->queue = NULL;
 	free(nw);
-	w->user = NULL;
 }
 
-static void net_worker_open(struct xmsg *msg)
-{
-	struct net_worker *nw =
-		container_of(msg, struct net_worker, open_msg);
-	for (unsigned i = 0; i < nw->nlisteners; i++)
-		listener_arm(&nw->listeners[i]); /* not once closed by a shutdown */
-}
-
-void net_server_open(struct worker_group *g)
-{
-	for (unsigned i = 0; i < g->count; i++) {
-		struct net_worker *nw = g->workers[i].user;
-		worker_send(&g->workers[i], &nw->open_msg, net_worker_open);
-	}
-}
-
-const struct worker_hooks net_server_worker_hooks = {
-	.start = net_worker_start,
-	.before_wait = net_worker_before_wait,
-	.shutdown = net_worker_shutdown,
-	.stop = net_worker_stop,
+const struct worker_service net_inbound_service = {
+	.name = "smtp-inbound",
+	.start = net_inbound_start,
+	.ready = net_inbound_ready,
+	.drain = net_inbound_drain,
+	.idle = net_inbound_idle,
+	.stop = net_inbound_stop,
 };
-
-void *net_server_worker_state(unsigned index, void *arg)
-{
-	struct net_server *srv = arg;
-	struct net_worker *nw = calloc(1, sizeof(*nw));
-	if (nw == NULL)
-		return NULL;
-	nw->server = srv;
-	nw->index = index;
-	return nw;
-}
 
 /* ---- the server ------------------------------------------------------------ */
 
@@ -381,7 +331,6 @@ int net_server_create(struct net_server **out, const struct config *cfg, char *e
 		.policy = &srv->policy,
 	};
 	atomic_init(&srv->connections, 0);
-	atomic_init(&srv->workers_drained, 0);
 	*out = srv;
 	return 0;
 }

@@ -8,13 +8,17 @@
  * connections in total and per client address must hold across workers.
  * They are touched once per connection, never per command or message.
  *
- * Shutdown: listeners close at once; idle sessions get 421 and close;
- * sessions inside a transaction may finish it until shutdown_timeout, then
- * they are closed too (a message already handed to the store still becomes
- * durable, it is only its 250 that a late client misses). Workers leave
- * their loops together, once none has a session or a commit in flight and
- * no recipient is on its way between them: a worker with nothing of its
- * own left may still be sent recipients for the shards it owns.
+ * On each worker it runs as a worker service (net_inbound_service,
+ * registered after the store's: its sessions write to the worker's
+ * queue). Listeners bind at start and accept once every worker is ready,
+ * so no session can hand the store a recipient for a worker that is not
+ * running yet.
+ *
+ * Shutdown (the service's drain): listeners close at once; idle sessions
+ * get 421 and close; sessions inside a transaction may finish it until
+ * shutdown_timeout, then they are closed too (a message already handed to
+ * the store still becomes durable, it is only its 250 that a late client
+ * misses). The service is idle once its worker has no session left.
  */
 #ifndef FERRY_NET_SERVER_H
 #define FERRY_NET_SERVER_H
@@ -48,7 +52,6 @@ struct net_server {
 	char **domains;
 
 	atomic_uint connections;
-	atomic_uint workers_drained; /* shutdown: workers with nothing of their own left */
 	pthread_mutex_t clients_lock;
 	struct net_client_count **clients; /* hash buckets */
 	uint32_t clients_mask;
@@ -66,10 +69,7 @@ struct net_worker {
 	unsigned nconns;
 	uint64_t sessions_started;
 	struct timer shutdown_timer;
-	struct timer shutdown_tick;
-	struct xmsg open_msg; /* net_server_open() */
 	bool shutdown_deadline_passed;
-	bool drained; /* counted in server->workers_drained */
 };
 
 /* A connection ends (or could not even be set up): give back its place in
@@ -90,16 +90,8 @@ int net_server_create(struct net_server **out, const struct config *cfg, char *e
 		      size_t err_size);
 void net_server_destroy(struct net_server *srv);
 
-/* The worker hooks and per-worker state for worker_group_start(). */
-extern const struct worker_hooks net_server_worker_hooks;
-void *net_server_worker_state(unsigned index, void *srv);
-
-/*
- * Once worker_group_start() has returned (every worker has opened its part
- * of the store): let the workers accept. Until then their sockets listen
- * (clients wait in the backlog) but nothing is accepted, so no session can
- * hand the store a recipient for a worker that is not running yet.
- */
-void net_server_open(struct worker_group *g);
+/* Inbound SMTP on each worker; register it with the struct net_server
+ * (whose store is set) as its argument, after queue_service. */
+extern const struct worker_service net_inbound_service;
 
 #endif

@@ -57,15 +57,12 @@ static void commit_op_done(struct commit_batch *b, const struct io_uring_cqe *cq
 
 static void commit_write_done(struct worker_op *op, const struct io_uring_cqe *cqe)
 {
-	commit_op_done(
-		container_of(op, struct commit_batch, write_op), cqe,
-		true);
+	commit_op_done(container_of(op, struct commit_batch, write_op), cqe, true);
 }
 
 static void commit_sync_done(struct worker_op *op, const struct io_uring_cqe *cqe)
 {
-	struct commit_batch *b =
-		container_of(op, struct commit_batch, sync_op);
+	struct commit_batch *b = container_of(op, struct commit_batch, sync_op);
 	/* Test builds can make a sync fail like a dying disk would. */
 	if (cqe->res == 0 && fault_fire(FAULT_FSYNC)) {
 		struct io_uring_cqe fake = *cqe;
@@ -78,8 +75,7 @@ static void commit_sync_done(struct worker_op *op, const struct io_uring_cqe *cq
 
 static void commit_dir_done(struct worker_op *op, const struct io_uring_cqe *cqe)
 {
-	commit_op_done(container_of(op, struct commit_batch, dir_op),
-		       cqe, false);
+	commit_op_done(container_of(op, struct commit_batch, dir_op), cqe, false);
 }
 
 int commit_writer_open(struct commit_writer **out, struct worker *w,
@@ -316,16 +312,14 @@ void commit_flush(struct commit_writer *cw)
 	 * not carry over from one submission to the next, and worker_sqe()
 	 * submits by itself when the ring is full, which would leave the sync
 	 * free to run before the write it must follow. So make room for the
-	 * whole chain first, or leave the batch for the next turn. */
+	 * whole chain first (worker_sqes), or leave the batch for the next
+	 * turn. */
 	/* A new segment's name is durable only once the directory is synced:
 	 * the first batch that completes with it settles that. */
 	b->sync_dir = !b->segment->dir_synced;
 	unsigned ops = b->sync_dir ? 3 : 2;
-	if (io_uring_sq_space_left(&w->ring) < ops) {
-		io_uring_submit(&w->ring);
-		if (io_uring_sq_space_left(&w->ring) < ops)
-			return;
-	}
+	if (!worker_sqes(w, ops))
+		return;
 	commit_seal(cw, b);
 	b->submitted = true;
 	cw->inflight = true;

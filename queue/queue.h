@@ -120,6 +120,16 @@ void queue_store_summary(const struct queue_store *store, struct queue_store_sum
 /* ---- one worker's queue ------------------------------------------------- */
 
 /*
+ * The store's life on each worker, as a worker service (core/worker.h):
+ * register it with the store as its argument, below every layer that
+ * uses the store. start binds worker w to its queue (queue_open), every
+ * turn submits what the turn gathered (queue_flush), a draining worker is
+ * idle once queue_pending() is 0, stop closes it (queue_close).
+ */
+struct worker_service;
+extern const struct worker_service queue_service;
+
+/*
  * Bind worker `index`'s part of the store to the worker whose ring carries
  * its I/O (called on that worker's thread). Returns 0 or -errno.
  */

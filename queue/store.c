@@ -1206,6 +1206,45 @@ void queue_close(struct queue *q)
 	q->worker = NULL;
 }
 
+static int store_service_start(struct worker *w, void *arg, void **state)
+{
+	struct queue *q;
+	int r = queue_open(&q, w, arg, w->index);
+	if (r != 0) {
+		snprintf(w->error, sizeof(w->error), "worker %u: cannot open its spool writer: %s",
+			 w->index, strerror(-r));
+		return r;
+	}
+	*state = q;
+	return 0;
+}
+
+static void store_service_before_wait(struct worker *w, void *state)
+{
+	(void)w;
+	queue_flush(state);
+}
+
+static bool store_service_idle(struct worker *w, void *state)
+{
+	(void)w;
+	return queue_pending(state) == 0;
+}
+
+static void store_service_stop(struct worker *w, void *state)
+{
+	(void)w;
+	queue_close(state);
+}
+
+const struct worker_service queue_service = {
+	.name = "store",
+	.start = store_service_start,
+	.before_wait = store_service_before_wait,
+	.idle = store_service_idle,
+	.stop = store_service_stop,
+};
+
 unsigned queue_pending(const struct queue *q)
 {
 	/* Cross-worker transfers count too: a worker must not leave while

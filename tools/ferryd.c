@@ -1,8 +1,9 @@
 /*
  * ferryd — the relay daemon: reads the config, checks that io_uring works,
- * starts one worker per core running the inbound SMTP server, and waits
- * for SIGTERM/SIGINT to wind them down. It is the one place that wires the
- * layers together (core -> queue -> net).
+ * recovers the spool, starts one worker per core running the services of
+ * the layers (the store, inbound SMTP), and waits for SIGTERM/SIGINT to
+ * wind them down. Like every program under tools/, it is a place that
+ * wires the layers together (core -> queue -> net).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -148,14 +149,15 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &signals, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
+	/* Each layer's life on every worker, lowest layer first. */
+	static struct worker_services services;
+	worker_services_add(&services, &queue_service, store);
+	worker_services_add(&services, &net_inbound_service, srv);
 	struct worker_group group;
-	if (worker_group_start(&group, cfg.workers, &net_server_worker_hooks,
-			       net_server_worker_state, srv, err, sizeof(err)) != 0) {
+	if (worker_group_start(&group, cfg.workers, &services, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ferryd: %s\n", err);
 		goto out;
 	}
-	/* Every worker has its part of the store now: sessions may start. */
-	net_server_open(&group);
 	for (unsigned i = 0; i < cfg.nlisten; i++)
 		log_event(LOG_LEVEL_INFO, "event=listening address=%s workers=%u spool=%s",
 			  cfg.listen[i].text, cfg.workers, cfg.spool_dir);
