@@ -18,14 +18,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/array.h"
 #include "core/list.h"
 #include "core/buf.h"
 #include "core/log.h"
 #include "core/worker.h"
 #include "core/xmsg.h"
 #include "queue/queue.h"
-#include "queue/reader.h"
-#include "queue/segment.h"
+#include "queue/spool_view.h"
 
 #define ADMIN_SOCKET_TEMP  ADMIN_SOCKET_NAME ".new"
 #define ADMIN_READ_MS      5000  /* for the request line */
@@ -106,8 +106,7 @@ static void admin_request_release(struct admin_request *req, bool answered)
 /* On the worker that owns part->queue. */
 static void admin_part_run(struct xmsg *msg)
 {
-	struct admin_part *part =
-		container_of(msg, struct admin_part, link);
+	struct admin_part *part = container_of(msg, struct admin_part, link);
 	struct admin_request *req = part->request;
 	pthread_mutex_lock(&req->lock);
 	bool wanted = !req->abandoned;
@@ -198,18 +197,21 @@ static struct admin_request *admin_ask_workers(struct admin *a, enum admin_comma
 
 /*
  * Append the message's header section to out, reading the extents named by
- * the envelope's "body SEGMENT OFFSET LEN" lines. Returns 0, or -errno with
- * why set.
+ * the envelope's "body SEGMENT OFFSET LEN" lines, as many as
+ * ADMIN_HEADERS_MAX needs. Returns 0, SPOOL_VIEW_MOVED (a segment named is
+ * gone: compaction moved the message since the worker answered), or -errno,
+ * with why set.
  */
 static int admin_read_headers(struct admin *a, const char *envelope, size_t envelope_len,
 			      struct buf *out, char *why, size_t why_size)
 {
-	enum { ADMIN_EXTENTS_MAX = 64 }; /* enough to hold ADMIN_HEADERS_MAX */
-	struct reader_extent extents[ADMIN_EXTENTS_MAX];
-	char names[ADMIN_EXTENTS_MAX][SEGMENT_NAME_MAX + 1];
-	size_t n = 0;
+	struct queue_extent *extents = NULL;
+	size_t n = 0, cap = 0;
+	uint64_t covered = 0;
+	uint32_t writer = 0;
+	int r = 0;
 	const char *p = envelope, *stop = envelope + envelope_len;
-	while (p < stop && n < ADMIN_EXTENTS_MAX) {
+	while (p < stop && covered < ADMIN_HEADERS_MAX) {
 		const char *nl = memchr(p, '\n', (size_t)(stop - p));
 		const char *line = p;
 		size_t line_len = nl != NULL ? (size_t)(nl - p) : (size_t)(stop - p);
@@ -219,18 +221,32 @@ static int admin_read_headers(struct admin *a, const char *envelope, size_t enve
 			continue;
 		memcpy(text, line, line_len);
 		text[line_len] = '\0';
+		char name[SPOOL_VIEW_SEGMENT_NAME_MAX + 1];
 		unsigned long long offset, len;
-		uint32_t worker;
+		uint32_t line_writer;
 		uint64_t sequence;
-		if (sscanf(text, "body %32s %llu %llu", names[n], &offset, &len) != 3 ||
-		    !segment_parse_name(names[n], &worker, &sequence)) {
+		/* One message's body lies in one writer's segments. */
+		if (sscanf(text, "body %32s %llu %llu", name, &offset, &len) != 3 ||
+		    !spool_view_parse_segment_name(name, &line_writer, &sequence) ||
+		    len > UINT32_MAX || (n > 0 && line_writer != writer)) {
 			snprintf(why, why_size, "bad body line from the store: %s", text);
-			return -EINVAL;
+			r = -EINVAL;
+			break;
 		}
-		extents[n] = (struct reader_extent){names[n], offset, len};
-		n++;
+		if (array_reserve(extents, cap, n + 1) != 0) {
+			snprintf(why, why_size, "out of memory");
+			r = -ENOMEM;
+			break;
+		}
+		extents[n++] = (struct queue_extent){sequence, offset, (uint32_t)len};
+		writer = line_writer;
+		covered += len;
 	}
-	return reader_headers(a->segments_fd, extents, n, ADMIN_HEADERS_MAX, out, why, why_size);
+	if (r == 0)
+		r = spool_view_read_headers(a->segments_fd, writer, extents, n, ADMIN_HEADERS_MAX,
+					    out, why, why_size);
+	free(extents);
+	return r;
 }
 
 /* ---- requests and answers ------------------------------------------------------ */
@@ -310,7 +326,7 @@ static const char *admin_answer(struct admin *a, char *line, struct buf *answer)
 		buf_clear(&headers);
 		headers_status = admin_read_headers(a, buf_head(&shown->out), buf_len(&shown->out),
 						    &headers, why_headers, sizeof(why_headers));
-		if (headers_status != -ENOENT || attempt > 0)
+		if (headers_status != SPOOL_VIEW_MOVED || attempt > 0)
 			break;
 		admin_request_release(req, false);
 	}

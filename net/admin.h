@@ -8,7 +8,9 @@
  * the store's report function (queue.h, "operator views") on that worker's
  * own thread into a buffer of the request, and waits, bounded, for all of
  * them. A request outlives a wait that timed out (reference counted), since
- * a late worker still writes into it.
+ * a late worker still writes into it. A show's header section is read by
+ * the admin thread itself, from the body extents the worker named, with
+ * the spool view's blocking reads (queue/spool_view.h), never on a worker.
  *
  * Wire protocol (text, one connection per request; docs/operations.md):
  *

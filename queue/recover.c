@@ -10,6 +10,7 @@
 #include <xxhash.h>
 
 #include "core/array.h"
+#include "core/check.h"
 #include "core/log.h"
 #include "queue/segment.h"
 
@@ -604,4 +605,29 @@ int recover_spool(int dir_fd, int quarantine_fd, bool read_only, const struct re
 	free(files);
 	free(sc);
 	return status;
+}
+
+bool recover_copy_replaces(const struct recover_place *kept, const struct recover_place *copy)
+{
+	if (copy->writer != kept->writer)
+		return copy->writer < kept->writer;
+	if (copy->sequence != kept->sequence)
+		return copy->sequence > kept->sequence;
+	return copy->offset > kept->offset;
+}
+
+bool recover_rcpt_apply(struct recover_rcpt *r, enum record_type type, uint32_t attempts)
+{
+	CHECK(type == RECORD_RCPT_DELIVERED || type == RECORD_RCPT_DEFERRED ||
+	      type == RECORD_RCPT_FAILED);
+	if (recover_rcpt_ended(r->state))
+		return false;
+	if (attempts > r->attempts)
+		r->attempts = attempts;
+	if (type == RECORD_RCPT_DEFERRED) {
+		r->state = RECOVER_RCPT_DEFERRED;
+		return false;
+	}
+	r->state = type == RECORD_RCPT_DELIVERED ? RECOVER_RCPT_DELIVERED : RECOVER_RCPT_FAILED;
+	return true;
 }

@@ -5,9 +5,9 @@
  *
  * Online (the default) it asks a running ferryd over <spool>/ferryctl.sock
  * (protocol: net/admin.h, docs/operations.md). Offline (--spool DIR) it
- * reads the spool's segment files itself, read-only (recover.h with
- * nothing cut or moved), so it works on a stopped ferryd's spool, on a
- * copy, and beside a running ferryd.
+ * reads the spool's segment files itself through the spool view
+ * (queue/spool_view.h: read-only, nothing cut or moved), so it works on a
+ * stopped ferryd's spool, on a copy, and beside a running ferryd.
  *
  * Both ways produce the same text body (the admin protocol's), and one
  * formatter turns it into the tables an operator reads, so the two views
@@ -36,19 +36,15 @@
 #include "core/log.h"
 #include "net/admin.h"
 #include "queue/queue.h"
-#include "queue/record.h"
-#include "queue/reader.h"
-#include "queue/recover.h"
-#include "queue/segment.h"
+#include "queue/spool_view.h"
 
 #define CTL_OK    0
 #define CTL_ERROR 1
 #define CTL_USAGE 2
 
-#define CTL_TIMEOUT_S   20  /* each send and receive; ferryd waits 5 s for workers */
-#define CTL_EXTENTS_MAX 64  /* body chunks read for the headers, at most */
-#define CTL_QUOTED      600 /* log_quote()d addresses, as the store's */
-#define CTL_MAX_FIELDS  8
+#define CTL_TIMEOUT_S  20  /* each send and receive; ferryd waits 5 s for workers */
+#define CTL_QUOTED     600 /* log_quote()d addresses, as the store's */
+#define CTL_MAX_FIELDS 8
 
 enum ctl_command { CTL_QUEUE, CTL_LIST, CTL_SHOW };
 
@@ -411,7 +407,7 @@ static int ctl_print_show(char *body, char *end, int64_t now_ms, FILE *out)
 	char *cursor = body, *line;
 	int status = CTL_OK;
 	bool params = false, rcpts = false;
-	char last_segment[SEGMENT_NAME_MAX + 1] = "";
+	char last_segment[SPOOL_VIEW_SEGMENT_NAME_MAX + 1] = "";
 	char stored[512] = "";
 	unsigned chunks = 0;
 	while ((line = ctl_next_line(&cursor, end)) != NULL && *line != '\0') {
@@ -466,7 +462,7 @@ static int ctl_print_show(char *body, char *end, int64_t now_ms, FILE *out)
 			fprintf(out, "%s%s\n", rcpts ? "             " : "recipients:  ", value);
 			rcpts = true;
 		} else if (strcmp(line, "body") == 0) {
-			char name[SEGMENT_NAME_MAX + 1];
+			char name[SPOOL_VIEW_SEGMENT_NAME_MAX + 1];
 			if (sscanf(value, "%32s", name) == 1 && strcmp(name, last_segment) != 0) {
 				size_t used = strlen(stored);
 				snprintf(stored + used, sizeof(stored) - used, "%s%s",
@@ -588,332 +584,49 @@ static int ctl_ask(const char *path, const char *request, struct buf *answer)
 	return CTL_OK;
 }
 
-/* ---- offline: read the segments ---------------------------------------------------- */
+/* ---- offline: the spool view ------------------------------------------------------- */
 
-struct off_rcpt {
-	char *address; /* as received */
-	char *domain;  /* lower-cased */
-	uint16_t len;
-	bool deferred, finished;
-	uint32_t attempts;
-};
-
-struct off_message {
-	char id[QUEUE_ID_LEN + 1];
-	uint32_t worker;
-	int64_t arrival_ms;
-	uint64_t size;
-	char *sender, *client, *helo;
-	uint16_t sender_len, client_len, helo_len;
-	char **params;
-	uint16_t *param_lens;
-	uint32_t nparams, nrcpts;
-	struct off_rcpt *rcpts;
-	struct queue_extent *extents;
-	uint32_t nextents;
-	bool done;
-	size_t order; /* read order: of two copies, the later is kept */
-};
-
-/* A state change: applied once every message is known (the record of a
- * change may be in another writer's segments, read before the message's). */
-struct off_change {
-	char id[RECORD_ID_LEN];
-	enum record_type type;
-	uint16_t recipient;
-	uint32_t attempts;
-};
-
-struct off_spool {
-	struct off_message **messages;
-	size_t nmessages, messages_cap;
-	struct off_change *changes;
-	size_t nchanges, changes_cap;
-	bool out_of_memory;
-	unsigned torn, corrupt, unreadable;
-};
-
-static char *off_strdup(const char *s, size_t len)
+/* Read dir's spool view. CTL_OK, or CTL_ERROR (said). */
+static int off_open(const char *dir, struct spool_view **out)
 {
-	char *copy = malloc(len + 1);
-	if (copy != NULL) {
-		memcpy(copy, s, len);
-		copy[len] = '\0';
+	char err[PATH_MAX + 256];
+	int r = spool_view_open(out, dir, err, sizeof(err));
+	if (r == 0)
+		return CTL_OK;
+	fprintf(stderr, "ferryctl: %s%s\n", err, r == -ENOENT ? " (is it a ferry spool?)" : "");
+	return CTL_ERROR;
+}
+
+/* What the view left out, and what it found torn, said on stderr. */
+static void off_say_verdicts(const struct spool_view *v)
+{
+	for (unsigned i = 0; i < v->corrupt + v->unreadable; i++) {
+		const struct spool_view_segment *s = &v->left_out[i];
+		if (s->corrupt)
+			fprintf(stderr,
+				"ferryctl: warning: segment %s is corrupt after offset %llu; its "
+				"messages are not shown\n",
+				s->name, (unsigned long long)s->end);
+		else
+			fprintf(stderr, "ferryctl: warning: segment %s could not be read\n",
+				s->name);
 	}
-	return copy;
-}
-
-static void off_message_free(struct off_message *m)
-{
-	if (m == NULL)
-		return;
-	free(m->sender);
-	free(m->client);
-	free(m->helo);
-	for (uint32_t i = 0; m->params != NULL && i < m->nparams; i++)
-		free(m->params[i]);
-	free(m->params);
-	free(m->param_lens);
-	for (uint32_t i = 0; m->rcpts != NULL && i < m->nrcpts; i++) {
-		free(m->rcpts[i].address);
-		free(m->rcpts[i].domain);
-	}
-	free(m->rcpts);
-	free(m->extents);
-	free(m);
-}
-
-/* The hook sees pointers into mappings that recovery unmaps later: copy. */
-static int off_on_message(void *arg, const struct recover_message *rm)
-{
-	struct off_spool *sp = arg;
-	const struct record_envelope *env = rm->envelope;
-	struct off_message *m = calloc(1, sizeof(*m));
-	if (m == NULL)
-		goto fail;
-	memcpy(m->id, env->id, RECORD_ID_LEN);
-	m->worker = rm->worker;
-	m->arrival_ms = env->arrival_ms;
-	m->size = rm->body_len;
-	m->sender = off_strdup(env->sender.data, env->sender.len);
-	m->client = off_strdup(env->client.data, env->client.len);
-	m->helo = off_strdup(env->helo.data, env->helo.len);
-	m->sender_len = env->sender.len;
-	m->client_len = env->client.len;
-	m->helo_len = env->helo.len;
-	m->nparams = env->nparams;
-	m->nrcpts = env->nrecipients;
-	m->params = calloc(env->nparams + 1u, sizeof(*m->params));
-	m->param_lens = calloc(env->nparams + 1u, sizeof(*m->param_lens));
-	m->rcpts = calloc(env->nrecipients + 1u, sizeof(*m->rcpts));
-	m->extents = malloc((rm->nextents + 1u) * sizeof(*m->extents));
-	if (m->sender == NULL || m->client == NULL || m->helo == NULL || m->params == NULL ||
-	    m->param_lens == NULL || m->rcpts == NULL || m->extents == NULL)
-		goto fail;
-	for (uint32_t i = 0; i < m->nparams; i++) {
-		m->params[i] = off_strdup(rm->strings[i].data, rm->strings[i].len);
-		m->param_lens[i] = rm->strings[i].len;
-		if (m->params[i] == NULL)
-			goto fail;
-	}
-	for (uint32_t i = 0; i < m->nrcpts; i++) {
-		const struct record_string *s = &rm->strings[m->nparams + i];
-		struct off_rcpt *r = &m->rcpts[i];
-		size_t at = s->len;
-		while (at > 0 && s->data[at - 1] != '@')
-			at--;
-		/* As the store: the domain follows the last '@' (none: empty). */
-		size_t domain_at = at > 0 ? at : s->len;
-		r->address = off_strdup(s->data, s->len);
-		r->domain = off_strdup(s->data + domain_at, s->len - domain_at);
-		r->len = s->len;
-		if (r->address == NULL || r->domain == NULL)
-			goto fail;
-		for (char *p = r->domain; *p != '\0'; p++)
-			*p = (char)tolower((unsigned char)*p);
-	}
-	memcpy(m->extents, rm->extents, rm->nextents * sizeof(*m->extents));
-	m->nextents = rm->nextents;
-	if (sp->nmessages == sp->messages_cap) {
-		size_t cap = sp->messages_cap ? sp->messages_cap * 2 : 256;
-		struct off_message **more = realloc(sp->messages, cap * sizeof(*more));
-		if (more == NULL)
-			goto fail;
-		sp->messages = more;
-		sp->messages_cap = cap;
-	}
-	m->order = sp->nmessages;
-	sp->messages[sp->nmessages++] = m;
-	return 0;
-fail:
-	off_message_free(m);
-	sp->out_of_memory = true;
-	return -ENOMEM;
-}
-
-static int off_add_change(struct off_spool *sp, const char *id, enum record_type type,
-			  uint16_t recipient, uint32_t attempts)
-{
-	if (sp->nchanges == sp->changes_cap) {
-		size_t cap = sp->changes_cap ? sp->changes_cap * 2 : 256;
-		struct off_change *more = realloc(sp->changes, cap * sizeof(*more));
-		if (more == NULL) {
-			sp->out_of_memory = true;
-			return -ENOMEM;
-		}
-		sp->changes = more;
-		sp->changes_cap = cap;
-	}
-	struct off_change *c = &sp->changes[sp->nchanges++];
-	memcpy(c->id, id, RECORD_ID_LEN);
-	c->type = type;
-	c->recipient = recipient;
-	c->attempts = attempts;
-	return 0;
-}
-
-static int off_on_rcpt_state(void *arg, enum record_type type, const struct record_rcpt_state *st,
-			     uint32_t worker, uint64_t sequence)
-{
-	(void)worker;
-	(void)sequence;
-	return off_add_change(arg, st->id, type, st->recipient, st->attempts);
-}
-
-static int off_on_done(void *arg, const struct record_id *id, uint32_t worker, uint64_t sequence)
-{
-	(void)worker;
-	(void)sequence;
-	return off_add_change(arg, id->id, RECORD_MESSAGE_DONE, 0, 0);
-}
-
-static void off_on_segment(void *arg, const struct recover_segment *seg)
-{
-	struct off_spool *sp = arg;
-	if (seg->verdict == RECOVER_TORN) {
-		sp->torn++;
-	} else if (seg->verdict == RECOVER_CORRUPT) {
-		sp->corrupt++;
-		fprintf(stderr,
-			"ferryctl: warning: segment %s is corrupt after offset %llu; its messages "
-			"are not shown\n",
-			seg->name, (unsigned long long)seg->end);
-	} else if (seg->verdict == RECOVER_UNREADABLE) {
-		sp->unreadable++;
-		fprintf(stderr, "ferryctl: warning: segment %s could not be read\n", seg->name);
-	}
-}
-
-static int off_message_cmp(const void *a, const void *b)
-{
-	return strcmp((*(struct off_message *const *)a)->id, (*(struct off_message *const *)b)->id);
-}
-
-/* By id, then read order. */
-static int off_message_order_cmp(const void *a, const void *b)
-{
-	const struct off_message *x = *(struct off_message *const *)a;
-	const struct off_message *y = *(struct off_message *const *)b;
-	int c = strcmp(x->id, y->id);
-	return c != 0 ? c : (x->order > y->order) - (x->order < y->order);
-}
-
-/*
- * Compaction copies a message forward and deletes the old segment once
- * the copy is synced: between the two (or after a crash there) both
- * copies are on disk. They hold the same envelope and body; show the
- * later one, once. Outcomes apply by id to whichever is kept.
- */
-static void off_drop_duplicates(struct off_spool *sp)
-{
-	size_t kept = 0;
-	for (size_t i = 0; i < sp->nmessages; i++) {
-		if (i + 1 < sp->nmessages &&
-		    strcmp(sp->messages[i]->id, sp->messages[i + 1]->id) == 0) {
-			off_message_free(sp->messages[i]);
-			continue;
-		}
-		sp->messages[kept++] = sp->messages[i];
-	}
-	sp->nmessages = kept;
-}
-
-static struct off_message *off_find(struct off_spool *sp, const char *id)
-{
-	struct off_message key, *k = &key;
-	snprintf(key.id, sizeof(key.id), "%s", id);
-	struct off_message **found =
-		bsearch(&k, sp->messages, sp->nmessages, sizeof(*sp->messages), off_message_cmp);
-	return found != NULL ? *found : NULL;
-}
-
-static void off_apply_changes(struct off_spool *sp)
-{
-	for (size_t i = 0; i < sp->nchanges; i++) {
-		const struct off_change *c = &sp->changes[i];
-		char id[QUEUE_ID_LEN + 1];
-		memcpy(id, c->id, RECORD_ID_LEN);
-		id[QUEUE_ID_LEN] = '\0';
-		struct off_message *m = off_find(sp, id);
-		if (m == NULL)
-			continue;
-		if (c->type == RECORD_MESSAGE_DONE) {
-			m->done = true;
-		} else if (c->recipient < m->nrcpts) {
-			/* As ferryd's recovery: an ended recipient stays ended,
-			 * whatever record comes after (a compaction copy repeats
-			 * outcomes). */
-			struct off_rcpt *r = &m->rcpts[c->recipient];
-			if (r->finished)
-				continue;
-			r->finished = c->type != RECORD_RCPT_DEFERRED;
-			r->deferred = c->type == RECORD_RCPT_DEFERRED;
-			if (c->attempts > r->attempts)
-				r->attempts = c->attempts;
-		}
-	}
-}
-
-static void off_spool_free(struct off_spool *sp)
-{
-	for (size_t i = 0; i < sp->nmessages; i++)
-		off_message_free(sp->messages[i]);
-	free(sp->messages);
-	free(sp->changes);
-}
-
-/* Read every segment of <dir>/segments. CTL_OK, or CTL_ERROR (said). */
-static int off_read_spool(const char *dir, struct off_spool *sp, int *segments_fd)
-{
-	char path[PATH_MAX];
-	snprintf(path, sizeof(path), "%s/segments", dir);
-	*segments_fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (*segments_fd < 0) {
-		fprintf(stderr, "ferryctl: cannot open %s: %s%s\n", path, strerror(errno),
-			errno == ENOENT ? " (is it a ferry spool?)" : "");
-		return CTL_ERROR;
-	}
-	struct recover_hooks hooks = {
-		.arg = sp,
-		.message = off_on_message,
-		.rcpt_state = off_on_rcpt_state,
-		.message_done = off_on_done,
-		.segment = off_on_segment,
-	};
-	struct recover_stats stats;
-	/* Read-only: nothing is cut or quarantined; a running ferryd's spool
-	 * is left exactly as it is. A segment it deleted under the scan makes
-	 * the view stale (recover.h): read again. */
-	int r;
-	for (int attempt = 0;; attempt++) {
-		r = recover_spool(*segments_fd, -1, true, &hooks, &stats);
-		if (r != -ESTALE || attempt == 20)
-			break;
-		off_spool_free(sp);
-		memset(sp, 0, sizeof(*sp));
-		usleep(10000);
-	}
-	if (r != 0) {
-		fprintf(stderr, "ferryctl: reading %s: %s\n", path,
-			sp->out_of_memory ? "out of memory" : strerror(-r));
-		return CTL_ERROR;
-	}
-	if (sp->torn > 0)
+	if (v->torn > 0)
 		fprintf(stderr,
 			"ferryctl: note: %u segment%s end%s in an incomplete batch (ferryd is "
 			"writing it, or it crashed): nothing there was acknowledged\n",
-			sp->torn, sp->torn == 1 ? "" : "s", sp->torn == 1 ? "s" : "");
-	if (sp->nmessages > 0)
-		qsort(sp->messages, sp->nmessages, sizeof(*sp->messages), off_message_order_cmp);
-	off_drop_duplicates(sp);
-	off_apply_changes(sp);
-	return CTL_OK;
+			v->torn, v->torn == 1 ? "" : "s", v->torn == 1 ? "s" : "");
+}
+
+static bool off_rcpt_queued(const struct spool_view_rcpt *r)
+{
+	return r->state == SPOOL_VIEW_QUEUED || r->state == SPOOL_VIEW_DEFERRED;
 }
 
 struct off_entry {
 	const char *domain;
-	const struct off_message *message;
-	const struct off_rcpt *rcpt;
+	const struct spool_view_message *message;
+	const struct spool_view_rcpt *rcpt;
 };
 
 static int off_entry_cmp(const void *a, const void *b)
@@ -922,19 +635,19 @@ static int off_entry_cmp(const void *a, const void *b)
 }
 
 /* queue: the admin protocol's lines, one per destination. */
-static int off_report_destinations(struct off_spool *sp, struct buf *out)
+static int off_report_destinations(const struct spool_view *v, struct buf *out)
 {
 	size_t n = 0, cap = 0;
-	for (size_t i = 0; i < sp->nmessages; i++)
-		if (!sp->messages[i]->done)
-			cap += sp->messages[i]->nrcpts;
+	for (size_t i = 0; i < v->count; i++)
+		if (!v->messages[i].done)
+			cap += v->messages[i].nrcpts;
 	struct off_entry *all = malloc((cap + 1) * sizeof(*all));
 	if (all == NULL)
 		return -ENOMEM;
-	for (size_t i = 0; i < sp->nmessages; i++) {
-		const struct off_message *m = sp->messages[i];
-		for (uint32_t k = 0; !m->done && k < m->nrcpts; k++)
-			if (!m->rcpts[k].finished)
+	for (size_t i = 0; i < v->count; i++) {
+		const struct spool_view_message *m = &v->messages[i];
+		for (unsigned k = 0; !m->done && k < m->nrcpts; k++)
+			if (off_rcpt_queued(&m->rcpts[k]))
 				all[n++] = (struct off_entry){m->rcpts[k].domain, m, &m->rcpts[k]};
 	}
 	if (n > 0)
@@ -944,8 +657,9 @@ static int off_report_destinations(struct off_spool *sp, struct buf *out)
 		unsigned long long ready = 0, deferred = 0;
 		long long oldest = 0;
 		for (; j < n && strcmp(all[j].domain, all[i].domain) == 0; j++) {
-			ready += !all[j].rcpt->deferred;
-			deferred += all[j].rcpt->deferred;
+			bool is_deferred = all[j].rcpt->state == SPOOL_VIEW_DEFERRED;
+			ready += !is_deferred;
+			deferred += is_deferred;
 			if (oldest == 0 || all[j].message->arrival_ms < oldest)
 				oldest = all[j].message->arrival_ms;
 		}
@@ -957,14 +671,14 @@ static int off_report_destinations(struct off_spool *sp, struct buf *out)
 	return 0;
 }
 
-static void off_report_domain(struct off_spool *sp, const char *domain, struct buf *out)
+static void off_report_domain(const struct spool_view *v, const char *domain, struct buf *out)
 {
 	char sender[CTL_QUOTED], rcpt[CTL_QUOTED];
-	for (size_t i = 0; i < sp->nmessages; i++) {
-		const struct off_message *m = sp->messages[i];
-		for (uint32_t k = 0; !m->done && k < m->nrcpts; k++) {
-			const struct off_rcpt *r = &m->rcpts[k];
-			if (r->finished || strcmp(r->domain, domain) != 0)
+	for (size_t i = 0; i < v->count; i++) {
+		const struct spool_view_message *m = &v->messages[i];
+		for (unsigned k = 0; !m->done && k < m->nrcpts; k++) {
+			const struct spool_view_rcpt *r = &m->rcpts[k];
+			if (!off_rcpt_queued(r) || strcmp(r->domain, domain) != 0)
 				continue;
 			if (m->sender_len == 0)
 				snprintf(sender, sizeof(sender), "<>");
@@ -972,59 +686,57 @@ static void off_report_domain(struct off_spool *sp, const char *domain, struct b
 				log_quote(sender, sizeof(sender), m->sender, m->sender_len);
 			log_quote(rcpt, sizeof(rcpt), r->address, r->len);
 			buf_printf(out, "%s %s %u %lld %llu %s %s\n", m->id,
-				   r->deferred ? "deferred" : "ready", r->attempts,
-				   (long long)m->arrival_ms, (unsigned long long)m->size, sender,
-				   rcpt);
+				   r->state == SPOOL_VIEW_DEFERRED ? "deferred" : "ready",
+				   r->attempts, (long long)m->arrival_ms,
+				   (unsigned long long)m->body_len, sender, rcpt);
 		}
 	}
 }
 
-/* The header section of m, from its body extents in segments_fd.
- * Returns 0, or -errno with why set. */
-static int off_read_headers(int segments_fd, const struct off_message *m, struct buf *out,
-			    char *why, size_t why_size)
-{
-	uint32_t n = m->nextents < CTL_EXTENTS_MAX ? m->nextents : CTL_EXTENTS_MAX;
-	struct reader_extent extents[CTL_EXTENTS_MAX];
-	char names[CTL_EXTENTS_MAX][SEGMENT_NAME_MAX];
-	for (uint32_t i = 0; i < n; i++) {
-		segment_name(names[i], m->worker, m->extents[i].sequence);
-		extents[i] =
-			(struct reader_extent){names[i], m->extents[i].offset, m->extents[i].len};
-	}
-	return reader_headers(segments_fd, extents, n, ADMIN_HEADERS_MAX, out, why, why_size);
-}
+/* off_report_message: the message's body moved since the view was taken. */
+#define OFF_MOVED 2
 
-/* show: the admin protocol's answer body for one message; 0 if not found. */
-static int off_report_message(struct off_spool *sp, int segments_fd, const char *id,
+/*
+ * show: the admin protocol's answer body for one message. 1, or 0 if it
+ * is not there, or OFF_MOVED (only when `moved_ok` is false, with nothing
+ * appended) when compaction moved it under the reader: read the view
+ * again.
+ */
+static int off_report_message(const struct spool_view *v, const char *id, bool moved_ok,
 			      struct buf *out)
 {
-	const struct off_message *m = off_find(sp, id);
+	const struct spool_view_message *m = spool_view_find(v, id);
 	if (m == NULL || m->done)
 		return 0;
+	struct buf headers = {0};
+	char why[256];
+	int r = spool_view_read_headers(v->segments_fd, m->writer, m->extents, m->nextents,
+					ADMIN_HEADERS_MAX, &headers, why, sizeof(why));
+	if (r == SPOOL_VIEW_MOVED && !moved_ok) {
+		buf_release(&headers);
+		return OFF_MOVED;
+	}
 	char quoted[CTL_QUOTED];
 	buf_printf(out, "id %s\narrival %lld\nsize %llu\n", m->id, (long long)m->arrival_ms,
-		   (unsigned long long)m->size);
+		   (unsigned long long)m->body_len);
 	buf_printf(out, "client %s\n", log_quote(quoted, sizeof(quoted), m->client, m->client_len));
 	buf_printf(out, "helo %s\n", log_quote(quoted, sizeof(quoted), m->helo, m->helo_len));
 	buf_printf(out, "sender %s\n",
 		   m->sender_len ? log_quote(quoted, sizeof(quoted), m->sender, m->sender_len)
 				 : "<>");
-	for (uint32_t i = 0; i < m->nparams; i++)
+	for (unsigned i = 0; i < m->nparams; i++)
 		buf_printf(out, "param %s\n",
-			   log_quote(quoted, sizeof(quoted), m->params[i], m->param_lens[i]));
-	for (uint32_t i = 0; i < m->nrcpts; i++) /* every one, as ferryd answers */
+			   log_quote(quoted, sizeof(quoted), m->params[i].text, m->params[i].len));
+	for (unsigned i = 0; i < m->nrcpts; i++) /* every one, as ferryd answers */
 		buf_printf(out, "rcpt %s\n",
 			   log_quote(quoted, sizeof(quoted), m->rcpts[i].address, m->rcpts[i].len));
 	for (uint32_t i = 0; i < m->nextents; i++) {
-		char name[SEGMENT_NAME_MAX];
-		segment_name(name, m->worker, m->extents[i].sequence);
+		char name[SPOOL_VIEW_SEGMENT_NAME_MAX];
+		spool_view_segment_name(name, m->writer, m->extents[i].sequence);
 		buf_printf(out, "body %s %llu %u\n", name, (unsigned long long)m->extents[i].offset,
 			   m->extents[i].len);
 	}
-	struct buf headers = {0};
-	char why[256];
-	if (off_read_headers(segments_fd, m, &headers, why, sizeof(why)) != 0)
+	if (r != 0)
 		buf_printf(out, "headers-error %s\n", why);
 	buf_printf(out, "\n");
 	buf_append(out, buf_head(&headers), buf_len(&headers));
@@ -1040,33 +752,42 @@ static unsigned off_left_out;
 static int off_answer(const char *dir, enum ctl_command command, const char *arg,
 		      struct buf *answer)
 {
-	struct off_spool sp = {0};
-	int segments_fd = -1;
-	int status = off_read_spool(dir, &sp, &segments_fd);
-	off_left_out = sp.corrupt + sp.unreadable;
-	if (status == CTL_OK) {
-		struct buf body = {0};
-		int found = 1;
-		if (command == CTL_QUEUE)
-			found = off_report_destinations(&sp, &body) == 0 ? 1 : -1;
-		else if (command == CTL_LIST)
-			off_report_domain(&sp, arg, &body);
-		else
-			found = off_report_message(&sp, segments_fd, arg, &body);
-		if (found > 0) {
-			buf_printf(answer, "ok\n");
-			buf_append(answer, buf_head(&body), buf_len(&body));
-		} else if (found == 0) {
-			buf_printf(answer, "error: no message %s in the queue\n", arg);
-		} else {
-			buf_printf(answer, "error: out of memory\n");
+	struct spool_view *v = NULL;
+	struct buf body = {0};
+	int found = 1;
+	/* A show reads the headers after the view was taken; a compaction
+	 * may have moved the message in between: then read the view once
+	 * more, as ferryd is asked once more online. */
+	for (int attempt = 0;; attempt++) {
+		spool_view_close(v);
+		v = NULL;
+		if (off_open(dir, &v) != CTL_OK) {
+			buf_release(&body);
+			return CTL_ERROR;
 		}
-		buf_release(&body);
+		buf_clear(&body);
+		if (command == CTL_QUEUE)
+			found = off_report_destinations(v, &body) == 0 ? 1 : -1;
+		else if (command == CTL_LIST)
+			off_report_domain(v, arg, &body);
+		else
+			found = off_report_message(v, arg, attempt > 0, &body);
+		if (found != OFF_MOVED)
+			break;
 	}
-	if (segments_fd >= 0)
-		close(segments_fd);
-	off_spool_free(&sp);
-	return status;
+	off_say_verdicts(v);
+	off_left_out = v->corrupt + v->unreadable;
+	if (found > 0) {
+		buf_printf(answer, "ok\n");
+		buf_append(answer, buf_head(&body), buf_len(&body));
+	} else if (found == 0) {
+		buf_printf(answer, "error: no message %s in the queue\n", arg);
+	} else {
+		buf_printf(answer, "error: out of memory\n");
+	}
+	buf_release(&body);
+	spool_view_close(v);
+	return CTL_OK;
 }
 
 /* ---- main ----------------------------------------------------------------------- */

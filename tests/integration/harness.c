@@ -20,9 +20,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/buf.h"
 #include "core/log.h"
-#include "queue/recover.h"
-#include "queue/segment.h"
+#include "queue/spool_view.h"
 
 /* ---- time -------------------------------------------------------------------- */
 
@@ -169,7 +169,9 @@ static int harness_free_port(void)
 
 /* The last spool view, body and log handed out; freed by the next call or
  * by cleanup, so a failed assertion between the two leaks nothing. */
-static struct harness_spool harness_last_spool;
+static struct spool_view *harness_last_spool;
+/* What a spool ferryd never created holds: nothing. */
+static const struct spool_view harness_no_spool = {.segments_fd = -1};
 static char *harness_last_body;
 static char *harness_last_log;
 
@@ -453,7 +455,8 @@ void harness_cleanup(struct ferry_instance *fi)
 
 void harness_cleanup_all(void)
 {
-	harness_spool_free(&harness_last_spool);
+	spool_view_close(harness_last_spool);
+	harness_last_spool = NULL;
 	free(harness_last_body);
 	harness_last_body = NULL;
 	free(harness_last_log);
@@ -474,254 +477,82 @@ void harness_cleanup_all(void)
 
 /* ---- the spool ---------------------------------------------------------------- */
 
-/* The body's place in the segments, as recovery found it. */
-struct harness_extent {
-	uint64_t sequence, offset;
-	uint32_t len;
-};
-
-struct harness_spool_reader {
-	struct harness_spool *sp;
-	size_t cap;
-};
-
-static char *harness_strndup(const char *s, size_t len)
+int harness_spool_read(const char *spool_dir, struct spool_view **out)
 {
-	char *copy = malloc(len + 1);
-	if (copy != NULL) {
-		memcpy(copy, s, len);
-		copy[len] = '\0';
-	}
-	return copy;
-}
-
-static void harness_spool_message_free(struct harness_spool_message *m)
-{
-	free(m->sender);
-	free(m->client);
-	free(m->helo);
-	for (unsigned i = 0; m->rcpts != NULL && i < m->nrcpts; i++)
-		free(m->rcpts[i]);
-	free(m->rcpts);
-	free(m->extents);
-	memset(m, 0, sizeof(*m));
-}
-
-/* Recovery's pointers go into mappings it unmaps later: copy everything. */
-static int harness_spool_on_message(void *arg, const struct recover_message *rm)
-{
-	struct harness_spool_reader *rd = arg;
-	struct harness_spool *sp = rd->sp;
-	if (sp->count == rd->cap) {
-		size_t cap = rd->cap ? rd->cap * 2 : 256;
-		struct harness_spool_message *more = realloc(sp->messages, cap * sizeof(*more));
-		if (more == NULL)
-			return -ENOMEM;
-		sp->messages = more;
-		rd->cap = cap;
-	}
-	const struct record_envelope *env = rm->envelope;
-	struct harness_spool_message *m = &sp->messages[sp->count];
-	memset(m, 0, sizeof(*m));
-	memcpy(m->id, env->id, RECORD_ID_LEN);
-	m->id[RECORD_ID_LEN] = '\0';
-	m->order = sp->count;
-	m->worker = rm->worker;
-	m->body_len = rm->body_len;
-	m->sender = harness_strndup(env->sender.data, env->sender.len);
-	m->client = harness_strndup(env->client.data, env->client.len);
-	m->helo = harness_strndup(env->helo.data, env->helo.len);
-	m->nrcpts = env->nrecipients;
-	m->rcpts = calloc(env->nrecipients + 1u, sizeof(*m->rcpts));
-	struct harness_extent *extents = calloc(rm->nextents + 1u, sizeof(*extents));
-	m->extents = extents;
-	bool ok = m->sender != NULL && m->client != NULL && m->helo != NULL && m->rcpts != NULL &&
-		  extents != NULL;
-	for (unsigned i = 0; ok && i < m->nrcpts; i++) {
-		const struct record_string *r = &rm->strings[env->nparams + i];
-		m->rcpts[i] = harness_strndup(r->data, r->len);
-		ok = m->rcpts[i] != NULL;
-	}
-	for (uint32_t i = 0; ok && i < rm->nextents; i++)
-		extents[i] = (struct harness_extent){rm->extents[i].sequence, rm->extents[i].offset,
-						     rm->extents[i].len};
-	m->nextents = rm->nextents;
-	if (!ok) {
-		harness_spool_message_free(m);
-		return -ENOMEM;
-	}
-	sp->count++;
-	return 0;
-}
-
-static void harness_spool_on_segment(void *arg, const struct recover_segment *seg)
-{
-	struct harness_spool *sp = ((struct harness_spool_reader *)arg)->sp;
-	sp->segments++;
-	sp->torn += seg->verdict == RECOVER_TORN;
-	sp->corrupt += seg->verdict == RECOVER_CORRUPT;
-	sp->unreadable += seg->verdict == RECOVER_UNREADABLE;
-}
-
-/* By id, then read order. */
-static int harness_spool_compare(const void *a, const void *b)
-{
-	const struct harness_spool_message *x = a, *y = b;
-	int c = strcasecmp(x->id, y->id);
-	return c != 0 ? c : (x->order > y->order) - (x->order < y->order);
-}
-
-/* Keep the later of two copies of an id (sorted already). */
-static void harness_spool_fold(struct harness_spool *sp)
-{
-	size_t kept = 0;
-	for (size_t i = 0; i < sp->count; i++) {
-		if (i + 1 < sp->count &&
-		    strcasecmp(sp->messages[i].id, sp->messages[i + 1].id) == 0) {
-			harness_spool_message_free(&sp->messages[i]);
-			sp->duplicates++;
-			continue;
-		}
-		sp->messages[kept++] = sp->messages[i];
-	}
-	sp->count = kept;
-}
-
-int harness_spool_read(const char *spool_dir, struct harness_spool *sp)
-{
-	memset(sp, 0, sizeof(*sp));
-	snprintf(sp->segments_dir, sizeof(sp->segments_dir), "%s/segments", spool_dir);
-	int dir_fd = open(sp->segments_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dir_fd < 0)
-		return -errno;
 	/* Recovery logs what it judges (a torn tail is normal while ferryd
 	 * writes); ferryd's own log says it for real. Keep errors only. */
 	log_setup(LOG_LEVEL_ERROR, LOG_TO_STDERR);
-	int r;
-	/* A running ferryd may delete a segment under the scan (recover.h):
-	 * read again from scratch. */
-	for (int attempt = 0;; attempt++) {
-		struct harness_spool_reader rd = {.sp = sp};
-		struct recover_hooks hooks = {
-			.arg = &rd,
-			.message = harness_spool_on_message,
-			.segment = harness_spool_on_segment,
-		};
-		struct recover_stats stats;
-		r = recover_spool(dir_fd, -1, true, &hooks, &stats);
-		if (r != -ESTALE || attempt == 50)
-			break;
-		harness_spool_free(sp);
-		snprintf(sp->segments_dir, sizeof(sp->segments_dir), "%s/segments", spool_dir);
-		usleep(10000);
-	}
-	close(dir_fd);
+	char err[PATH_MAX + 256];
+	int r = spool_view_open(out, spool_dir, err, sizeof(err));
+	if (r != 0 && r != -ENOENT)
+		fprintf(stderr, "harness: %s\n", err);
+	return r;
+}
+
+void harness_spool_free(struct spool_view *sp)
+{
+	spool_view_close(sp);
+}
+
+size_t harness_spool_copies(const struct spool_view *sp, const char *id)
+{
+	return spool_view_find(sp, id) != NULL ? 1 : 0;
+}
+
+/* m's body, malloc'd and NUL-terminated, into *body; 0, SPOOL_VIEW_MOVED or
+ * -errno. */
+static int harness_read_body(const struct spool_view *sp, const struct spool_view_message *m,
+			     char **body, size_t *len)
+{
+	struct buf b = {0};
+	char why[256];
+	int r = spool_view_read_body(sp->segments_fd, m->writer, m->extents, m->nextents, &b, why,
+				     sizeof(why));
+	if (r == 0 && buf_len(&b) != m->body_len)
+		r = -EIO;
+	if (r == 0 && buf_append(&b, "", 1) != 0)
+		r = -ENOMEM;
 	if (r != 0) {
-		harness_spool_free(sp);
+		buf_release(&b);
 		return r;
 	}
-	if (sp->count > 1)
-		qsort(sp->messages, sp->count, sizeof(*sp->messages), harness_spool_compare);
-	harness_spool_fold(sp);
+	/* Never consumed from: the bytes start at the storage. */
+	*body = b.data;
+	if (len != NULL)
+		*len = (size_t)m->body_len;
 	return 0;
 }
 
-void harness_spool_free(struct harness_spool *sp)
-{
-	for (size_t i = 0; sp->messages != NULL && i < sp->count; i++)
-		harness_spool_message_free(&sp->messages[i]);
-	free(sp->messages);
-	memset(sp, 0, sizeof(*sp));
-}
-
-const struct harness_spool_message *harness_spool_find(const struct harness_spool *sp,
-						       const char *id)
-{
-	size_t lo = 0, hi = sp->count;
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		if (strcasecmp(sp->messages[mid].id, id) < 0)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo < sp->count && strcasecmp(sp->messages[lo].id, id) == 0 ? &sp->messages[lo]
-									  : NULL;
-}
-
-size_t harness_spool_copies(const struct harness_spool *sp, const char *id)
-{
-	const struct harness_spool_message *m = harness_spool_find(sp, id);
-	size_t n = 0;
-	while (m != NULL && m < sp->messages + sp->count && strcasecmp(m->id, id) == 0) {
-		n++;
-		m++;
-	}
-	return n;
-}
-
-char *harness_spool_body(const struct harness_spool *sp, const struct harness_spool_message *m,
+char *harness_spool_body(const struct spool_view *sp, const struct spool_view_message *m,
 			 size_t *len)
 {
-	int dir_fd = open(sp->segments_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dir_fd < 0)
-		return NULL;
-	char *body = malloc(m->body_len + 1);
-	const struct harness_extent *extents = m->extents;
-	uint64_t done = 0;
-	int fd = -1;
-	uint64_t open_sequence = 0;
-	for (uint32_t i = 0; body != NULL && i < m->nextents; i++) {
-		const struct harness_extent *e = &extents[i];
-		if (fd < 0 || e->sequence != open_sequence) {
-			char name[SEGMENT_NAME_MAX];
-			segment_name(name, m->worker, e->sequence);
-			if (fd >= 0)
-				close(fd);
-			fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC);
-			open_sequence = e->sequence;
-		}
-		if (fd < 0 || done + e->len > m->body_len ||
-		    pread(fd, body + done, e->len, (off_t)e->offset) != (ssize_t)e->len) {
-			free(body);
-			body = NULL;
-			break;
-		}
-		done += e->len;
-	}
-	if (fd >= 0)
-		close(fd);
-	close(dir_fd);
-	if (body != NULL && done != m->body_len) {
-		free(body);
-		body = NULL;
-	}
-	if (body == NULL)
-		return NULL;
-	body[done] = '\0';
-	if (len != NULL)
-		*len = (size_t)done;
-	return body;
+	char *body = NULL;
+	return harness_read_body(sp, m, &body, len) == 0 ? body : NULL;
 }
 
-/* Read fi's spool into the harness's view; an absent segments directory
- * is an empty spool. */
+/* Read fi's spool into the harness's view (left NULL when ferryd never
+ * created the spool). */
 static int harness_read_instance_spool(const struct ferry_instance *fi)
 {
-	harness_spool_free(&harness_last_spool);
+	spool_view_close(harness_last_spool);
+	harness_last_spool = NULL;
 	int r = harness_spool_read(fi->spool, &harness_last_spool);
 	return r == -ENOENT ? 0 : r;
 }
 
-const struct harness_spool *harness_spool_view(const struct ferry_instance *fi)
+const struct spool_view *harness_spool_view(const struct ferry_instance *fi)
 {
-	return harness_read_instance_spool(fi) == 0 ? &harness_last_spool : NULL;
+	if (harness_read_instance_spool(fi) != 0)
+		return NULL;
+	return harness_last_spool != NULL ? harness_last_spool : &harness_no_spool;
 }
 
 int harness_count_spool(const struct ferry_instance *fi)
 {
 	int r = harness_read_instance_spool(fi);
-	return r < 0 ? r : (int)harness_last_spool.count;
+	if (r < 0)
+		return r;
+	return harness_last_spool != NULL ? (int)harness_last_spool->count : 0;
 }
 
 int harness_spool_ids(const struct ferry_instance *fi, char (*ids)[32], int max)
@@ -729,28 +560,36 @@ int harness_spool_ids(const struct ferry_instance *fi, char (*ids)[32], int max)
 	int r = harness_read_instance_spool(fi);
 	if (r < 0)
 		return r;
-	for (size_t i = 0; i < harness_last_spool.count && i < (size_t)max; i++)
-		snprintf(ids[i], sizeof(ids[i]), "%s", harness_last_spool.messages[i].id);
-	return (int)harness_last_spool.count;
+	const struct spool_view *sp =
+		harness_last_spool != NULL ? harness_last_spool : &harness_no_spool;
+	for (size_t i = 0; i < sp->count && i < (size_t)max; i++)
+		snprintf(ids[i], sizeof(ids[i]), "%s", sp->messages[i].id);
+	return (int)sp->count;
 }
 
-const struct harness_spool_message *harness_spool_message(const struct ferry_instance *fi,
-							  const char *id, const char **body,
-							  size_t *body_len)
+const struct spool_view_message *harness_spool_message(const struct ferry_instance *fi,
+						       const char *id, const char **body,
+						       size_t *body_len)
 {
 	free(harness_last_body);
 	harness_last_body = NULL;
-	if (harness_read_instance_spool(fi) != 0)
-		return NULL;
-	const struct harness_spool_message *m = harness_spool_find(&harness_last_spool, id);
-	if (m == NULL)
-		return NULL;
-	harness_last_body = harness_spool_body(&harness_last_spool, m, body_len);
-	if (harness_last_body == NULL)
-		return NULL;
-	if (body != NULL)
-		*body = harness_last_body;
-	return m;
+	/* Compaction may move the message between the view and the body
+	 * read: then read the view again. */
+	for (int attempt = 0; attempt < 3; attempt++) {
+		const struct spool_view *sp = harness_spool_view(fi);
+		const struct spool_view_message *m = sp != NULL ? spool_view_find(sp, id) : NULL;
+		if (m == NULL)
+			return NULL;
+		int r = harness_read_body(sp, m, &harness_last_body, body_len);
+		if (r == SPOOL_VIEW_MOVED)
+			continue;
+		if (r != 0)
+			return NULL;
+		if (body != NULL)
+			*body = harness_last_body;
+		return m;
+	}
+	return NULL;
 }
 
 const char *harness_log(const struct ferry_instance *fi)

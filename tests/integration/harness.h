@@ -13,8 +13,9 @@
  * test process (PR_SET_PDEATHSIG) and harness_cleanup_all() kills (-9)
  * whatever is still running and removes the temporary directories.
  *
- * The spool is read back with the store's own recovery code, read-only
- * (harness_spool_read), so a test sees exactly what a restart would see.
+ * The spool is read back through the spool view, with the store's own
+ * recovery code and rules, read-only (harness_spool_read), so a test sees
+ * exactly what a restart would see.
  */
 #ifndef FERRY_TESTS_HARNESS_H
 #define FERRY_TESTS_HARNESS_H
@@ -24,6 +25,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+
+#include "queue/spool_view.h"
 
 /* ---- one ferryd ---------------------------------------------------------- */
 
@@ -88,59 +91,36 @@ void harness_dump_log(const struct ferry_instance *fi);
 /* ---- the spool, read back as ferryd reads it at start ----------------------- */
 
 /*
- * The spool is read with queue/recover.h in read-only mode (nothing is cut
- * or moved, so it is safe while ferryd runs, as `ferryctl --spool` is): a
- * message is in the spool exactly when recovery would bring it back, i.e.
- * its COMMIT record is there and agrees with its body.
+ * The spool is read through the spool view (queue/spool_view.h): read-only
+ * (nothing is cut or moved, so it is safe while ferryd runs, as `ferryctl
+ * --spool` is), with the store's own rules. A message is in the spool
+ * exactly when recovery would bring it back, i.e. its COMMIT record is
+ * there and agrees with its body; each id once (a copy compaction left
+ * behind is folded, counted in duplicates); finished messages included,
+ * marked done.
  */
-struct harness_spool_message {
-	char id[32];
-	char *sender; /* "" for the null sender */
-	char *client, *helo;
-	char **rcpts;
-	unsigned nrcpts;
-	uint32_t worker;   /* the writer, as named in its segment files */
-	uint64_t body_len; /* octets, as its COMMIT record counts them */
-	void *extents;     /* where the body lies (the harness's business) */
-	uint32_t nextents;
-	size_t order; /* read order (of two copies, the later is kept) */
-};
-
-struct harness_spool {
-	struct harness_spool_message *messages; /* sorted by id, each id once */
-	size_t count;
-	/* Second copies folded away (the later copy is kept): compaction
-	 * copies a message forward and deletes the old segment afterwards,
-	 * so a spool may hold both for a while (recover.h). */
-	size_t duplicates;
-	unsigned segments, torn, corrupt, unreadable;
-	char segments_dir[PATH_MAX]; /* <spool>/segments */
-};
 
 /*
- * Read <spool_dir>/segments into sp (sp->messages sorted by id). Returns 0
+ * Read <spool_dir>/segments into *out (messages sorted by id). Returns 0
  * or -errno (-ENOENT: no segments directory yet, i.e. an empty spool that
  * ferryd never opened). Free it with harness_spool_free().
  */
-int harness_spool_read(const char *spool_dir, struct harness_spool *sp);
-void harness_spool_free(struct harness_spool *sp);
+int harness_spool_read(const char *spool_dir, struct spool_view **out);
+void harness_spool_free(struct spool_view *sp);
 
-/* The first message with this id (case-insensitive), or NULL. */
-const struct harness_spool_message *harness_spool_find(const struct harness_spool *sp,
-						       const char *id);
-
-/* How many messages in sp carry this id: 0 or 1 (copies are folded). */
-size_t harness_spool_copies(const struct harness_spool *sp, const char *id);
+/* How many messages in sp carry this id (any case): 0 or 1 (copies are
+ * folded). */
+size_t harness_spool_copies(const struct spool_view *sp, const char *id);
 
 /* A message's body read from its segments, malloc'd and NUL-terminated
  * (*len gets its length); NULL if it cannot be read whole. */
-char *harness_spool_body(const struct harness_spool *sp, const struct harness_spool_message *m,
+char *harness_spool_body(const struct spool_view *sp, const struct spool_view_message *m,
 			 size_t *len);
 
 /* fi's spool read now (empty when ferryd never created it); NULL on an
  * error. Belongs to the harness: valid until the next spool call or
  * harness_cleanup_all(). */
-const struct harness_spool *harness_spool_view(const struct ferry_instance *fi);
+const struct spool_view *harness_spool_view(const struct ferry_instance *fi);
 
 /* Messages in fi's spool (0 when ferryd never created it), or -errno. */
 int harness_count_spool(const struct ferry_instance *fi);
@@ -151,12 +131,13 @@ int harness_spool_ids(const struct ferry_instance *fi, char (*ids)[32], int max)
 
 /*
  * The message with this id in fi's spool, its body read too (NUL-terminated,
- * *body_len its length when not NULL); NULL if it is not there. Both belong
+ * *body_len its length when not NULL); NULL if it is not there (a body
+ * that compaction moves under the read is looked for again). Both belong
  * to the harness: valid until the next spool call or harness_cleanup_all().
  */
-const struct harness_spool_message *harness_spool_message(const struct ferry_instance *fi,
-							  const char *id, const char **body,
-							  size_t *body_len);
+const struct spool_view_message *harness_spool_message(const struct ferry_instance *fi,
+						       const char *id, const char **body,
+						       size_t *body_len);
 
 /* ferryd's log so far, NUL-terminated ("" if none). Belongs to the harness:
  * valid until the next log call or harness_cleanup_all(). */

@@ -85,7 +85,7 @@ static const char *find_line(const char *text, const char *line)
 }
 
 struct spooled {
-	const struct harness_spool_message *message;
+	const struct spool_view_message *message;
 	const char *body; /* NUL-terminated */
 	size_t len;
 };
@@ -99,13 +99,13 @@ struct spooled {
 static struct spooled check_spooled(const struct ferry_instance *fi, const char *id,
 				    const char *sender, const char *rcpt)
 {
-	const struct harness_spool *sp = harness_spool_view(fi);
+	const struct spool_view *sp = harness_spool_view(fi);
 	cr_assert_not_null(sp, "cannot read the spool %s", fi->spool);
 	size_t copies = harness_spool_copies(sp, id);
 	cr_assert_eq(copies, 1, "queue id %s is %zu times in the spool %s", id, copies, fi->spool);
 	const char *body;
 	size_t body_len;
-	const struct harness_spool_message *m = harness_spool_message(fi, id, &body, &body_len);
+	const struct spool_view_message *m = harness_spool_message(fi, id, &body, &body_len);
 	cr_assert_not_null(m, "the body of %s cannot be read from the spool", id);
 	cr_assert_str_eq(m->id, id);
 	cr_assert_eq(body_len, m->body_len, "%s: %zu body octets read, its commit counts %llu", id,
@@ -114,7 +114,7 @@ static struct spooled check_spooled(const struct ferry_instance *fi, const char 
 		cr_assert_str_eq(m->sender, sender, "%s: sender", id);
 	if (rcpt != NULL) {
 		cr_assert_eq(m->nrcpts, 1, "%s: %u recipients", id, m->nrcpts);
-		cr_assert_str_eq(m->rcpts[0], rcpt, "%s: recipient", id);
+		cr_assert_str_eq(m->rcpts[0].address, rcpt, "%s: recipient", id);
 	}
 	return (struct spooled){m, body, body_len};
 }
@@ -249,7 +249,7 @@ Test(ferryd, a_thousand_concurrent_sessions_are_all_queued, .timeout = 150)
 	for (unsigned i = 1; i < SESSIONS; i++)
 		cr_assert_str_neq(ids[i - 1], ids[i], "queue id %s given twice", ids[i]);
 	/* Every one of them is in the spool, once, while ferryd runs. */
-	const struct harness_spool *sp = harness_spool_view(&fi);
+	const struct spool_view *sp = harness_spool_view(&fi);
 	cr_assert_not_null(sp, "cannot read the spool");
 	cr_assert_eq(sp->count, SESSIONS, "the spool holds %zu messages, %d were queued", sp->count,
 		     SESSIONS);

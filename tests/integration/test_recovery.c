@@ -14,9 +14,10 @@
  * The kill -9 test draws its timings from a PRNG whose seed it prints;
  * FERRY_TEST_SEED=<seed> repeats them.
  *
- * The spool is read back with the store's own recovery code, read-only
- * (harness_spool_read), as a restart would read it. A ferryd stopped with
- * SIGTERM must exit 0: under the sanitizers that also means no leak.
+ * The spool is read back through the spool view, with the store's own
+ * recovery code, read-only (harness_spool_read), as a restart would read
+ * it. A ferryd stopped with SIGTERM must exit 0: under the sanitizers that
+ * also means no leak.
  */
 #include <criterion/criterion.h>
 
@@ -325,18 +326,18 @@ Test(recovery, kill_9_under_load_loses_nothing_acknowledged, .timeout = 900)
 	cr_assert_null(strstr(log, "event=recover_inconsistent"), "inconsistent message found");
 	cr_assert_null(strstr(log, "event=record_undecodable"), "undecodable record found");
 
-	static struct harness_spool sp;
+	struct spool_view *sp = NULL;
 	cr_assert_eq(harness_spool_read(fi.spool, &sp), 0, "cannot read the spool %s", fi.spool);
-	cr_assert_eq(sp.corrupt + sp.unreadable + sp.torn, 0,
-		     "after a clean stop: %u corrupt, %u unreadable, %u torn segments", sp.corrupt,
-		     sp.unreadable, sp.torn);
-	cr_assert_eq((long long)sp.count, recovered,
+	cr_assert_eq(sp->corrupt + sp->unreadable + sp->torn, 0,
+		     "after a clean stop: %u corrupt, %u unreadable, %u torn segments", sp->corrupt,
+		     sp->unreadable, sp->torn);
+	cr_assert_eq((long long)sp->count, recovered,
 		     "the last start recovered %lld messages, the spool holds %zu", recovered,
-		     sp.count);
+		     sp->count);
 	/* Only compaction writes a message twice, and it copies only messages
 	 * some of whose recipients ended, which nothing here does: a second
 	 * copy would be a writer bug. */
-	cr_assert_eq(sp.duplicates, 0, "%zu queue ids are twice in the spool", sp.duplicates);
+	cr_assert_eq(sp->duplicates, 0, "%zu queue ids are twice in the spool", sp->duplicates);
 
 	cr_assert_gt(acked.count, 0);
 	qsort(acked.ids, acked.count, sizeof(acked.ids[0]), compare_ids);
@@ -345,12 +346,12 @@ Test(recovery, kill_9_under_load_loses_nothing_acknowledged, .timeout = 900)
 			  "queue id %s was given to two acknowledged messages", acked.ids[i]);
 	size_t lost = 0;
 	for (size_t i = 0; i < acked.count; i++) {
-		const struct harness_spool_message *m = harness_spool_find(&sp, acked.ids[i]);
+		const struct spool_view_message *m = spool_view_find(sp, acked.ids[i]);
 		if (m != NULL && i % 997 == 0) {
 			/* A sample read back whole: where recovery says the body
 			 * is, it is (a cut tail took nothing acknowledged). */
 			size_t len;
-			char *body = harness_spool_body(&sp, m, &len);
+			char *body = harness_spool_body(sp, m, &len);
 			bool whole = body != NULL && strncmp(body, "Received: ", 10) == 0 &&
 				     len >= 1024 && strcmp(body + len - 2, "\r\n") == 0;
 			free(body);
@@ -366,12 +367,12 @@ Test(recovery, kill_9_under_load_loses_nothing_acknowledged, .timeout = 900)
 	fprintf(stderr,
 		"recovery: %d crashes in %.1f s: %zu acknowledged, %zu in the spool (%zu synced "
 		"whose 250 never reached the client), %zu lost\n",
-		ROUNDS, (double)(harness_now_ms() - t0) / 1000.0, acked.count, sp.count,
-		sp.count >= acked.count ? sp.count - acked.count : 0, lost);
+		ROUNDS, (double)(harness_now_ms() - t0) / 1000.0, acked.count, sp->count,
+		sp->count >= acked.count ? sp->count - acked.count : 0, lost);
 	cr_assert_eq(lost, 0, "%zu of %zu acknowledged messages were lost (seed %" PRIu64 ")", lost,
 		     acked.count, seed);
-	cr_assert_geq(sp.count, acked.count);
-	harness_spool_free(&sp);
+	cr_assert_geq(sp->count, acked.count);
+	harness_spool_free(sp);
 	free(acked.ids);
 	acked = (struct id_list){0};
 }
@@ -424,7 +425,7 @@ Test(recovery, full_spool_refuses_with_452_and_keeps_what_it_took, .timeout = 30
 	stop_ferryd_cleanly(&fi);
 
 	restart_ferryd(&fi);
-	const struct harness_spool *sp = harness_spool_view(&fi);
+	const struct spool_view *sp = harness_spool_view(&fi);
 	cr_assert_not_null(sp, "cannot read the spool");
 	cr_assert_eq(sp->count, accepted, "%u messages got 250, the spool holds %zu", accepted,
 		     sp->count);
@@ -521,9 +522,9 @@ Test(recovery, failed_sync_gets_451_and_the_message_is_not_kept)
 
 	/* After a restart (without the fault): the 250s are there, the 451 not. */
 	restart_ferryd(&fi);
-	const struct harness_spool *sp = harness_spool_view(&fi);
+	const struct spool_view *sp = harness_spool_view(&fi);
 	cr_assert_not_null(sp, "cannot read the spool");
-	cr_assert_eq(harness_spool_find(sp, refused_id), NULL,
+	cr_assert_eq(spool_view_find(sp, refused_id), NULL,
 		     "%s got 451 and came back after the restart", refused_id);
 	for (int i = 0; i < MESSAGES; i++)
 		if (codes[i] == 250)
@@ -601,7 +602,7 @@ Test(recovery, failed_sync_during_a_large_message_never_acknowledges_a_lost_one,
 		stop_ferryd_cleanly(&fi);
 
 		restart_ferryd(&fi);
-		const struct harness_spool *sp = harness_spool_view(&fi);
+		const struct spool_view *sp = harness_spool_view(&fi);
 		cr_assert_not_null(sp, "cannot read the spool");
 		cr_assert_eq(harness_spool_copies(sp, small.id), 1,
 			     "%s: the small message %s (250) is not in the spool", env_fault,
@@ -663,8 +664,7 @@ Test(recovery, message_larger_than_a_segment_survives_a_restart, .timeout = 120)
 	/* ...and after a clean restart, whole. */
 	stop_ferryd_cleanly(&fi);
 	restart_ferryd(&fi);
-	const struct harness_spool_message *m =
-		harness_spool_message(&fi, id, &stored, &stored_len);
+	const struct spool_view_message *m = harness_spool_message(&fi, id, &stored, &stored_len);
 	cr_assert_not_null(m, "%s got 250 and is gone after a restart", id);
 	cr_assert_str_eq(m->sender, "big@client.example");
 	cr_assert_geq(stored_len, text_len);
@@ -715,7 +715,7 @@ Test(recovery, restart_keeps_the_queue)
 	cr_assert_eq(ready, MESSAGES, "ferryctl shows %lu ready for relay.example:\n%s", ready,
 		     out);
 
-	const struct harness_spool *sp = harness_spool_view(&fi);
+	const struct spool_view *sp = harness_spool_view(&fi);
 	cr_assert_not_null(sp, "cannot read the spool");
 	cr_assert_eq(sp->count, MESSAGES, "the spool holds %zu messages", sp->count);
 	for (int i = 0; i < MESSAGES; i++)
