@@ -356,6 +356,12 @@ int net_server_create(struct net_server **out, const struct config *cfg, char *e
 			return -ENOMEM;
 		}
 	}
+	if (policy_domains_build(&srv->policy.relay_domains, (const char *const *)srv->domains,
+				 ndom) != 0) {
+		snprintf(err, err_size, "out of memory");
+		net_server_destroy(srv);
+		return -ENOMEM;
+	}
 	/* It goes into every greeting and reply: a typo (or a '#' comment
 	 * after it, which is part of the value) must not. */
 	if (!address_domain_valid(cfg->hostname, strlen(cfg->hostname), false)) {
@@ -367,8 +373,6 @@ int net_server_create(struct net_server **out, const struct config *cfg, char *e
 	}
 	srv->policy.trusted = srv->networks;
 	srv->policy.ntrusted = nnet;
-	srv->policy.relay_domains = (const char *const *)srv->domains;
-	srv->policy.nrelay_domains = ndom;
 	srv->settings = (struct smtp_settings){
 		.hostname = cfg->hostname,
 		.max_command_line = cfg->max_command_line,
@@ -394,6 +398,7 @@ void net_server_destroy(struct net_server *srv)
 		for (size_t i = 0; i < srv->cfg->relay_domains.count; i++)
 			free(srv->domains[i]);
 	free(srv->domains);
+	policy_domains_free(srv->policy.relay_domains);
 	free(srv->networks);
 	if (srv->clients != NULL) {
 		for (uint32_t i = 0; i < NET_CLIENT_BUCKETS; i++)
