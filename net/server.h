@@ -31,13 +31,11 @@
 #include "net/policy.h"
 #include "net/smtp_session.h"
 
+struct client_limit;
 struct conn;
 struct listener;
 struct queue;
 struct queue_store;
-
-/* Per-client connection counts, shared by all workers (see server.c). */
-struct net_client_count;
 
 struct net_server {
 	const struct config *cfg;
@@ -49,9 +47,7 @@ struct net_server {
 
 	atomic_uint connections;
 	atomic_uint workers_drained; /* shutdown: workers with nothing of their own left */
-	pthread_mutex_t clients_lock;
-	struct net_client_count **clients; /* hash buckets */
-	uint32_t clients_mask;
+	struct client_limit *clients; /* connections per client address */
 };
 
 /* One worker's share of the server; touched only by that worker's thread. */
