@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/cpuset.h"
 #include "core/log.h"
 
 #define WORKER_SQ_ENTRIES 4096
@@ -350,13 +351,14 @@ int worker_group_start(struct worker_group *g, unsigned count, const struct work
 	}
 	pthread_mutex_init(&g->lock, NULL);
 	pthread_cond_init(&g->cond, NULL);
-	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	struct cpuset allowed;
+	cpuset_allowed(&allowed);
 	unsigned spawned = 0;
 	int status = 0;
 	for (unsigned i = 0; i < count; i++) {
 		struct worker *w = &g->workers[i];
 		w->index = i;
-		w->cpu = (long)count <= ncpu ? (int)i : -1;
+		w->cpu = count <= allowed.count ? allowed.cpus[i] : -1;
 		w->wake_fd = -1;
 		w->hooks = hooks;
 		w->group = g;
