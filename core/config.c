@@ -1,5 +1,6 @@
 #include "core/array.h"
 #include "core/config.h"
+#include "core/cpuset.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -539,8 +540,9 @@ static int config_finish(struct config_parse_state *st)
 		return -EINVAL;
 	}
 	if (cfg->workers == 0) {
-		long n = sysconf(_SC_NPROCESSORS_ONLN);
-		cfg->workers = n > 0 ? (uint32_t)n : 1;
+		struct cpuset allowed;
+		cpuset_allowed(&allowed);
+		cfg->workers = allowed.count;
 	}
 	if (cfg->shards != 0 && (cfg->shards & (cfg->shards - 1)) != 0) {
 		snprintf(st->err, st->err_size, "%s: key 'shards': must be a power of two, not %u",

@@ -55,7 +55,7 @@ struct config {
 
 	/* [server] */
 	char hostname[CONFIG_HOSTNAME_MAX + 1];
-	uint32_t workers; /* 0 in the file means one per online CPU; resolved at load */
+	uint32_t workers; /* 0 in the file: one per CPU of the affinity mask; resolved at load */
 	struct config_listen listen[CONFIG_MAX_LISTEN];
 	unsigned nlisten;
 	uint32_t greeting_delay_ms;

@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/cpuset.h"
 #include "core/list.h"
 #include "core/log.h"
 
@@ -557,13 +558,14 @@ int worker_group_start(struct worker_group *g, unsigned count,
 	pthread_mutex_init(&g->lock, NULL);
 	pthread_cond_init(&g->cond, NULL);
 	atomic_init(&g->drained, 0);
-	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	struct cpuset allowed;
+	cpuset_allowed(&allowed);
 	unsigned spawned = 0;
 	int status = 0;
 	for (unsigned i = 0; i < count; i++) {
 		struct worker *w = &g->workers[i];
 		w->index = i;
-		w->cpu = (long)count <= ncpu ? (int)i : -1;
+		w->cpu = count <= allowed.count ? allowed.cpus[i] : -1;
 		w->wake_fd = -1;
 		w->ring.ring_fd = -1;
 		w->services = services;

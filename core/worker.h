@@ -155,8 +155,8 @@ struct worker_group {
 int worker_probe_io_uring(char *err, size_t err_size);
 
 /*
- * Start `count` workers running `services` (pinned to CPUs when there are
- * that many) and wait until each has started every service; then tell
+ * Start `count` workers running `services` (worker i pinned to the i-th
+ * CPU of the process's affinity mask when the mask has that many) and wait until each has started every service; then tell
  * each that all are ready. On failure the started ones are stopped and
  * the first error is copied to err.
  */

@@ -13,6 +13,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define POLICY_MAPPED_PREFIX_BITS 96
@@ -186,28 +187,150 @@ bool policy_client_trusted(const struct policy *p, const struct sockaddr *client
 	return false;
 }
 
+/* ---- relay domains -------------------------------------------------------
+ * Open addressing with linear probing, never more than half full, so a
+ * probe always reaches an empty slot. Names are hashed from their last
+ * octet to their first: hashing a recipient's domain from the right then
+ * holds, at each '.', the hash of the suffix that starts there, and every
+ * parent suffix costs one probe instead of another pass over its octets. */
+
+struct policy_domain_slot {
+	uint64_t hash;
+	const char *name; /* NULL: an empty slot */
+	size_t len;
+};
+
+struct policy_domains {
+	struct policy_domain_slot *slots;
+	size_t mask;    /* slots - 1, a power of two minus one */
+	size_t longest; /* no longer suffix can match: the lookup stops there */
+	char *names;    /* every name, lower-cased and NUL-terminated, end to end */
+};
+
+#define POLICY_DOMAINS_MIN_SLOTS 8
+#define POLICY_FNV_BASIS         14695981039346656037ull /* FNV-1a, 64 bits */
+#define POLICY_FNV_PRIME         1099511628211ull
+#define POLICY_FIBONACCI         11400714819323198485ull /* 2^64 / golden ratio */
+
+static unsigned char policy_ascii_lower(unsigned char c)
+{
+	return c >= 'A' && c <= 'Z' ? (unsigned char)(c - 'A' + 'a') : c;
+}
+
+static uint64_t policy_hash_step(uint64_t hash, char c)
+{
+	return (hash ^ policy_ascii_lower((unsigned char)c)) * POLICY_FNV_PRIME;
+}
+
+/* FNV's low bits depend only on the low bits of the input: the slot comes
+ * from the well-mixed high bits of a Fibonacci multiply instead. */
+static size_t policy_domains_home(const struct policy_domains *set, uint64_t hash)
+{
+	return (size_t)((hash * POLICY_FIBONACCI) >> 32) & set->mask;
+}
+
+/* The slot holding name (any case), or the empty slot where it would go. */
+static struct policy_domain_slot *policy_domains_probe(const struct policy_domains *set,
+						       uint64_t hash, const char *name, size_t len)
+{
+	for (size_t i = policy_domains_home(set, hash);; i = (i + 1) & set->mask) {
+		struct policy_domain_slot *slot = &set->slots[i];
+
+		if (slot->name == NULL || (slot->hash == hash && slot->len == len &&
+					   address_ascii_equal_nocase(slot->name, name, len)))
+			return slot;
+	}
+}
+
+void policy_domains_free(struct policy_domains *set)
+{
+	if (set == NULL)
+		return;
+	free(set->slots);
+	free(set->names);
+	free(set);
+}
+
+int policy_domains_build(struct policy_domains **out, const char *const *names, size_t count)
+{
+	struct policy_domains *set;
+	size_t nslots = POLICY_DOMAINS_MIN_SLOTS;
+	size_t total = 0;
+
+	if (out == NULL || (names == NULL && count > 0))
+		return -EINVAL;
+	for (size_t i = 0; i < count; i++) {
+		if (names[i] == NULL || names[i][0] == '\0')
+			return -EINVAL;
+		total += strlen(names[i]) + 1;
+	}
+	if (count > SIZE_MAX / 4)
+		return -ENOMEM;
+	while (nslots < 2 * count)
+		nslots *= 2;
+	set = calloc(1, sizeof(*set));
+	if (set == NULL)
+		return -ENOMEM;
+	set->slots = calloc(nslots, sizeof(*set->slots));
+	set->names = malloc(total > 0 ? total : 1);
+	if (set->slots == NULL || set->names == NULL) {
+		policy_domains_free(set);
+		return -ENOMEM;
+	}
+	set->mask = nslots - 1;
+
+	char *copy = set->names;
+
+	for (size_t i = 0; i < count; i++) {
+		size_t len = strlen(names[i]);
+		uint64_t hash = POLICY_FNV_BASIS;
+
+		for (size_t j = 0; j < len; j++)
+			copy[j] = (char)policy_ascii_lower((unsigned char)names[i][j]);
+		copy[len] = '\0';
+		for (size_t j = len; j > 0; j--)
+			hash = policy_hash_step(hash, copy[j - 1]);
+
+		struct policy_domain_slot *slot = policy_domains_probe(set, hash, copy, len);
+
+		if (slot->name != NULL)
+			continue; /* a duplicate: its copy's room is reused */
+		*slot = (struct policy_domain_slot){.hash = hash, .name = copy, .len = len};
+		if (len > set->longest)
+			set->longest = len;
+		copy += len + 1;
+	}
+	*out = set;
+	return 0;
+}
+
+bool policy_domains_contain(const struct policy_domains *set, const char *domain, size_t len)
+{
+	if (set == NULL || domain == NULL || len == 0)
+		return false;
+	size_t stop = len > set->longest ? len - set->longest : 0;
+	uint64_t hash = POLICY_FNV_BASIS;
+
+	for (size_t i = len; i > stop;) {
+		i--;
+		hash = policy_hash_step(hash, domain[i]);
+		/* The '.' makes the boundary: ".example.com" is how subdomain
+		 * names are kept, so "badexample.com" never probes for it. At
+		 * i == 0 the suffix is the whole domain, never its own subdomain. */
+		if (domain[i] == '.' && i > 0 &&
+		    policy_domains_probe(set, hash, domain + i, len - i)->name != NULL)
+			return true;
+	}
+	/* The hash now covers the whole domain, unless it is longer than any
+	 * name; one starting with '.' could only meet a subdomain name. */
+	if (stop > 0 || domain[0] == '.')
+		return false;
+	return policy_domains_probe(set, hash, domain, len)->name != NULL;
+}
+
 bool policy_is_relay_domain(const struct policy *p, const char *domain, size_t len)
 {
-	if (p == NULL || domain == NULL || len == 0)
-		return false;
-	for (size_t i = 0; i < p->nrelay_domains; i++) {
-		const char *entry = p->relay_domains[i];
-		size_t entry_len;
-
-		if (entry == NULL || (entry_len = strlen(entry)) == 0)
-			continue;
-		if (entry[0] == '.') {
-			/* The entry's own leading dot is the label boundary, so
-			 * "badexample.com" cannot end in ".example.com"; demanding
-			 * a longer domain keeps the parent itself out. */
-			if (len > entry_len &&
-			    address_ascii_equal_nocase(domain + len - entry_len, entry, entry_len))
-				return true;
-		} else if (len == entry_len && address_ascii_equal_nocase(domain, entry, len)) {
-			return true;
-		}
-	}
-	return false;
+	return p != NULL && policy_domains_contain(p->relay_domains, domain, len);
 }
 
 enum policy_verdict policy_check_recipient(const struct policy *p, bool client_trusted,

@@ -35,19 +35,37 @@ int policy_parse_network(const char *text, struct policy_network *out);
  * (::ffff:a.b.c.d) match IPv4 networks. */
 bool policy_network_contains(const struct policy_network *net, const struct sockaddr *addr);
 
+/*
+ * Relay domains, as a hash set built once at start-up: a lookup costs one
+ * hash step per octet of the recipient's domain and one probe per label,
+ * however many domains are configured. "example.com" matches that domain
+ * only; ".example.com" matches every subdomain of example.com (not
+ * itself), at a label boundary ("badexample.com" is not under it).
+ * Matching is ASCII case-insensitive (domains are A-labels). Read-only once
+ * built, so workers share one set without locking.
+ */
+struct policy_domains;
+
+/*
+ * Build the set from `count` names as configured ("example.com" or
+ * ".example.com", any case; duplicates are harmless). The set keeps its own
+ * lower-cased copy. Returns 0, -EINVAL for a NULL or empty name, -ENOMEM.
+ */
+int policy_domains_build(struct policy_domains **out, const char *const *names, size_t count);
+void policy_domains_free(struct policy_domains *set);
+
+/* Is this domain (len octets, any case) in the set? NULL is the empty set. */
+bool policy_domains_contain(const struct policy_domains *set, const char *domain, size_t len);
+
 struct policy {
 	const struct policy_network *trusted; /* clients that may relay anywhere */
 	size_t ntrusted;
-	/* Relay domains, lower-cased. "example.com" matches that domain only;
-	 * ".example.com" matches every subdomain of example.com (not itself). */
-	const char *const *relay_domains;
-	size_t nrelay_domains;
+	struct policy_domains *relay_domains; /* NULL: none; freed by who built it */
 };
 
 bool policy_client_trusted(const struct policy *p, const struct sockaddr *client);
 
-/* Is this (lower-cased or not: matching is case-insensitive) domain one
- * ferry relays for? */
+/* Is this domain (any case) one ferry relays for? */
 bool policy_is_relay_domain(const struct policy *p, const char *domain, size_t len);
 
 enum policy_verdict {

@@ -11,6 +11,7 @@
 #include "core/list.h"
 #include "core/log.h"
 #include "net/address.h"
+#include "net/client_limit.h"
 #include "net/conn.h"
 #include "net/listener.h"
 #include "queue/queue.h"
@@ -18,88 +19,13 @@
 _Static_assert(CONFIG_MAX_RECIPIENTS + SMTP_MAX_PARAMS <= QUEUE_MAX_ENVELOPE_ITEMS,
 	       "every envelope the configuration allows can be stored");
 
-/* ---- per-client connection counts ----------------------------------------
- * Shared by all workers, so guarded by a mutex; taken once at accept and
- * once at close, never per command. Chained buckets keyed by the address. */
-
-struct net_client_count {
-	struct net_client_count *next;
-	uint8_t addr[16];
-	uint32_t count;
-};
-
-#define NET_CLIENT_BUCKETS 4096
-#define NET_NO_SLOT        UINT32_MAX
-
-static void net_client_key(const struct sockaddr *sa, uint8_t key[16])
-{
-	memset(key, 0, 16);
-	if (sa->sa_family == AF_INET) {
-		/* Stored as IPv4-mapped IPv6 so both families share one table. */
-		key[10] = key[11] = 0xff;
-		memcpy(key + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
-	} else if (sa->sa_family == AF_INET6) {
-		memcpy(key, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
-	}
-}
-
-static uint32_t net_client_hash(const uint8_t key[16])
-{
-	uint32_t h = 2166136261u; /* FNV-1a */
-	for (int i = 0; i < 16; i++)
-		h = (h ^ key[i]) * 16777619u;
-	return h;
-}
-
-/* Count one more connection from this client; false if over the limit. */
-static bool net_client_acquire(struct net_server *srv, const uint8_t key[16], uint32_t slot)
-{
-	bool ok = false;
-	pthread_mutex_lock(&srv->clients_lock);
-	struct net_client_count **p = &srv->clients[slot], *e;
-	for (e = *p; e != NULL; e = e->next)
-		if (memcmp(e->addr, key, 16) == 0)
-			break;
-	if (e == NULL) {
-		e = calloc(1, sizeof(*e));
-		if (e != NULL) {
-			memcpy(e->addr, key, 16);
-			e->next = *p;
-			*p = e;
-		}
-	}
-	if (e != NULL && e->count < srv->cfg->max_connections_per_client) {
-		e->count++;
-		ok = true;
-	}
-	pthread_mutex_unlock(&srv->clients_lock);
-	return ok;
-}
-
-static void net_client_release(struct net_server *srv, const uint8_t key[16], uint32_t slot)
-{
-	pthread_mutex_lock(&srv->clients_lock);
-	for (struct net_client_count **p = &srv->clients[slot]; *p != NULL; p = &(*p)->next) {
-		struct net_client_count *e = *p;
-		if (memcmp(e->addr, key, 16) != 0)
-			continue;
-		if (--e->count == 0) {
-			*p = e->next;
-			free(e);
-		}
-		break;
-	}
-	pthread_mutex_unlock(&srv->clients_lock);
-}
+/* ---- per-client connection counts: net/client_limit ----------------------- */
 
 void net_server_release(struct net_server *srv, bool counted, uint32_t client_slot,
 			const struct sockaddr *peer)
 {
-	if (client_slot != NET_NO_SLOT) {
-		uint8_t key[16];
-		net_client_key(peer, key);
-		net_client_release(srv, key, client_slot);
-	}
+	if (client_slot != CLIENT_LIMIT_NO_SLOT)
+		client_limit_release(srv->clients, peer, client_slot);
 	if (counted)
 		atomic_fetch_sub(&srv->connections, 1);
 }
@@ -117,9 +43,7 @@ void net_worker_accept(struct net_worker *nw, int fd)
 	}
 	const char *refusal = NULL;
 	bool counted = false;
-	uint32_t slot = NET_NO_SLOT;
-	uint8_t key[16];
-	net_client_key((struct sockaddr *)&peer, key);
+	uint32_t slot = CLIENT_LIMIT_NO_SLOT;
 	if (nw->worker->shutting_down) {
 		refusal = "421 4.3.2 Service shutting down";
 	} else if (atomic_fetch_add(&srv->connections, 1) >= srv->cfg->max_connections) {
@@ -127,9 +51,7 @@ void net_worker_accept(struct net_worker *nw, int fd)
 		refusal = "421 4.7.0 Too many connections, try again later";
 	} else {
 		counted = true;
-		slot = net_client_hash(key) & srv->clients_mask;
-		if (!net_client_acquire(srv, key, slot)) {
-			slot = NET_NO_SLOT;
+		if (!client_limit_acquire(srv->clients, (struct sockaddr *)&peer, &slot)) {
 			refusal = "421 4.7.0 Too many connections from your address, try again "
 				  "later";
 		}
@@ -267,14 +189,13 @@ int net_server_create(struct net_server **out, const struct config *cfg, char *e
 	size_t nnet = cfg->trusted_networks.count, ndom = cfg->relay_domains.count;
 	srv->networks = calloc(nnet ? nnet : 1, sizeof(*srv->networks));
 	srv->domains = calloc(ndom ? ndom : 1, sizeof(*srv->domains));
-	srv->clients = calloc(NET_CLIENT_BUCKETS, sizeof(*srv->clients));
-	if (srv->networks == NULL || srv->domains == NULL || srv->clients == NULL) {
+	int clients_status = client_limit_create(&srv->clients, cfg->max_connections_per_client,
+						 cfg->max_connections);
+	if (srv->networks == NULL || srv->domains == NULL || clients_status != 0) {
 		snprintf(err, err_size, "out of memory");
 		net_server_destroy(srv);
 		return -ENOMEM;
 	}
-	srv->clients_mask = NET_CLIENT_BUCKETS - 1;
-	pthread_mutex_init(&srv->clients_lock, NULL);
 	for (size_t i = 0; i < nnet; i++) {
 		const struct config_item *item = &cfg->trusted_networks.items[i];
 		if (policy_parse_network(item->value, &srv->networks[i]) != 0) {
@@ -306,6 +227,12 @@ int net_server_create(struct net_server **out, const struct config *cfg, char *e
 			return -ENOMEM;
 		}
 	}
+	if (policy_domains_build(&srv->policy.relay_domains, (const char *const *)srv->domains,
+				 ndom) != 0) {
+		snprintf(err, err_size, "out of memory");
+		net_server_destroy(srv);
+		return -ENOMEM;
+	}
 	/* It goes into every greeting and reply: a typo (or a '#' comment
 	 * after it, which is part of the value) must not. */
 	if (!address_domain_valid(cfg->hostname, strlen(cfg->hostname), false)) {
@@ -317,8 +244,6 @@ int net_server_create(struct net_server **out, const struct config *cfg, char *e
 	}
 	srv->policy.trusted = srv->networks;
 	srv->policy.ntrusted = nnet;
-	srv->policy.relay_domains = (const char *const *)srv->domains;
-	srv->policy.nrelay_domains = ndom;
 	srv->settings = (struct smtp_settings){
 		.hostname = cfg->hostname,
 		.max_command_line = cfg->max_command_line,
@@ -343,16 +268,8 @@ void net_server_destroy(struct net_server *srv)
 		for (size_t i = 0; i < srv->cfg->relay_domains.count; i++)
 			free(srv->domains[i]);
 	free(srv->domains);
+	policy_domains_free(srv->policy.relay_domains);
 	free(srv->networks);
-	if (srv->clients != NULL) {
-		for (uint32_t i = 0; i < NET_CLIENT_BUCKETS; i++)
-			while (srv->clients[i] != NULL) {
-				struct net_client_count *e = srv->clients[i];
-				srv->clients[i] = e->next;
-				free(e);
-			}
-		pthread_mutex_destroy(&srv->clients_lock);
-	}
-	free(srv->clients);
+	client_limit_destroy(srv->clients);
 	free(srv);
 }

@@ -26,7 +26,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include <pthread.h>
 #include <stdatomic.h>
 
 #include "core/config.h"
@@ -35,13 +34,11 @@
 #include "net/policy.h"
 #include "net/smtp_session.h"
 
+struct client_limit;
 struct conn;
 struct listener;
 struct queue;
 struct queue_store;
-
-/* Per-client connection counts, shared by all workers (see server.c). */
-struct net_client_count;
 
 struct net_server {
 	const struct config *cfg;
@@ -52,9 +49,7 @@ struct net_server {
 	char **domains;
 
 	atomic_uint connections;
-	pthread_mutex_t clients_lock;
-	struct net_client_count **clients; /* hash buckets */
-	uint32_t clients_mask;
+	struct client_limit *clients; /* connections per client address */
 };
 
 /* One worker's share of the server; touched only by that worker's thread. */

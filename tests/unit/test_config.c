@@ -1,5 +1,6 @@
 /* config: defaults, parsing, and errors that name file, line and key. */
 #include <criterion/criterion.h>
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -33,7 +34,7 @@ Test(config, defaults_make_a_local_relay)
 	cr_assert_eq(cfg.max_command_line, 512);
 	cr_assert_eq(cfg.max_text_line, 1000);
 	cr_assert_eq(cfg.idle_timeout_ms, 300000);
-	cr_assert(cfg.workers >= 1, "workers resolved to the CPU count");
+	cr_assert(cfg.workers >= 1, "workers resolved to the CPUs the process may use");
 }
 
 Test(config, values_with_units)
@@ -64,6 +65,35 @@ Test(config, values_with_units)
 	cr_assert_str_eq(cfg.relay_domains.items[2].value, ".c.example");
 	cr_assert_eq(cfg.relay_domains.items[2].line, 12);
 	cr_assert_eq(cfg.log_level, LOG_LEVEL_DEBUG);
+}
+
+/* `taskset -c N ferryd` on a bigger machine: one worker, not one per CPU
+ * online. The narrowed mask ends with this test's process. */
+Test(config, workers_zero_is_one_per_cpu_of_the_affinity_mask)
+{
+	cpu_set_t original, narrowed;
+	int last = -1;
+
+	cr_assert_eq(sched_getaffinity(0, sizeof(original), &original), 0);
+	cr_assert_eq(
+		config_load_string(&cfg, "[server]\nworkers = 0\n", "w.conf", err, sizeof(err)), 0,
+		"%s", err);
+	cr_assert_eq(cfg.workers, (uint32_t)CPU_COUNT(&original));
+
+	for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+		if (CPU_ISSET(cpu, &original))
+			last = cpu;
+	}
+	CPU_ZERO(&narrowed);
+	CPU_SET(last, &narrowed);
+	cr_assert_eq(sched_setaffinity(0, sizeof(narrowed), &narrowed), 0);
+	config_free(&cfg);
+	config_defaults(&cfg);
+	cr_assert_eq(
+		config_load_string(&cfg, "[server]\nworkers = 0\n", "w.conf", err, sizeof(err)), 0,
+		"%s", err);
+	cr_expect_eq(cfg.workers, 1, "CPU %d alone: %u workers", last, cfg.workers);
+	sched_setaffinity(0, sizeof(original), &original);
 }
 
 Test(config, unknown_key_names_file_line_and_key)

@@ -7,9 +7,11 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/un.h>
 
+#include "core/config.h"
 #include "net/address.h"
 #include "net/policy.h"
 
@@ -64,9 +66,10 @@ static void test_policy_setup(void)
 	test_policy = (struct policy){
 		.trusted = test_trusted,
 		.ntrusted = 2,
-		.relay_domains = test_relay_domains,
-		.nrelay_domains = 2,
 	};
+	/* Never freed: Criterion runs each test in a process of its own, and
+	 * the set stays reachable from test_policy until that process ends. */
+	cr_assert_eq(policy_domains_build(&test_policy.relay_domains, test_relay_domains, 2), 0);
 }
 
 static bool test_trusted_client(const char *client)
@@ -350,6 +353,186 @@ Test(policy_relay_domain, no_relay_domains_configured)
 
 	cr_expect(!policy_is_relay_domain(&empty, "relay.example", 13));
 	cr_expect(!policy_is_relay_domain(NULL, "relay.example", 13));
+}
+
+/* ---- policy_domains: the set itself ------------------------------------- */
+
+static struct policy_domains *test_domains(const char *const *names, size_t count)
+{
+	struct policy_domains *set = NULL;
+
+	cr_assert_eq(policy_domains_build(&set, names, count), 0);
+	cr_assert_not_null(set);
+	return set;
+}
+
+static bool test_in(const struct policy_domains *set, const char *domain)
+{
+	return policy_domains_contain(set, domain, strlen(domain));
+}
+
+Test(policy_domains, exact_and_subdomain_names)
+{
+	static const char *const names[] = {"example.com", ".example.net"};
+	struct policy_domains *set = test_domains(names, 2);
+
+	cr_expect(test_in(set, "example.com"));
+	cr_expect(!test_in(set, "mail.example.com"), "an exact name has no subdomains");
+	cr_expect(test_in(set, "mail.example.net"));
+	cr_expect(test_in(set, "a.b.c.example.net"));
+	cr_expect(!test_in(set, "example.net"), "a subdomain name does not hold its parent");
+	cr_expect(!test_in(set, ".example.net"));
+	cr_expect(!test_in(set, "example.org"));
+	cr_expect(!test_in(set, "com"));
+	cr_expect(!test_in(set, ""));
+	policy_domains_free(set);
+}
+
+Test(policy_domains, both_forms_of_one_domain)
+{
+	static const char *const names[] = {".example.com", "example.com"};
+	struct policy_domains *set = test_domains(names, 2);
+
+	cr_expect(test_in(set, "example.com"));
+	cr_expect(test_in(set, "mx.example.com"));
+	cr_expect(!test_in(set, "xexample.com"));
+	policy_domains_free(set);
+}
+
+Test(policy_domains, case_does_not_matter)
+{
+	static const char *const names[] = {"Relay.EXAMPLE", ".Sub.Example"};
+	struct policy_domains *set = test_domains(names, 2);
+
+	cr_expect(test_in(set, "relay.example"));
+	cr_expect(test_in(set, "RELAY.EXAMPLE"));
+	cr_expect(test_in(set, "rElAy.example"));
+	cr_expect(test_in(set, "a.sub.example"));
+	cr_expect(test_in(set, "A.SUB.EXAMPLE"));
+	cr_expect(!test_in(set, "SUB.EXAMPLE"));
+	policy_domains_free(set);
+}
+
+Test(policy_domains, subdomains_only_at_a_label_boundary)
+{
+	static const char *const names[] = {".example.com"};
+	struct policy_domains *set = test_domains(names, 1);
+
+	cr_expect(test_in(set, "bar.example.com"));
+	cr_expect(!test_in(set, "barexample.com"));
+	cr_expect(!test_in(set, "bar-example.com"));
+	cr_expect(!test_in(set, "foo.barexample.com"));
+	cr_expect(!test_in(set, "example.com"));
+	cr_expect(!test_in(set, "xample.com"));
+	cr_expect(!test_in(set, "example.com.evil.example"));
+	policy_domains_free(set);
+}
+
+Test(policy_domains, every_parent_suffix_is_looked_up)
+{
+	static const char *const names[] = {".com"};
+	struct policy_domains *set = test_domains(names, 1);
+
+	cr_expect(test_in(set, "a.b.example.com"));
+	cr_expect(test_in(set, "example.com"));
+	cr_expect(!test_in(set, "com"));
+	cr_expect(!test_in(set, "example.org"));
+	cr_expect(!test_in(set, "example.xcom"));
+	policy_domains_free(set);
+}
+
+/* As many names as a config list holds: half exact, half subdomain. */
+Test(policy_domains, a_full_config_list)
+{
+	static char text[CONFIG_MAX_LIST][32];
+	static const char *names[CONFIG_MAX_LIST];
+	char probe[64];
+
+	for (unsigned i = 0; i < CONFIG_MAX_LIST; i++) {
+		snprintf(text[i], sizeof(text[i]), i % 2 ? ".s%u.example" : "d%u.example", i);
+		names[i] = text[i];
+	}
+	struct policy_domains *set = test_domains(names, CONFIG_MAX_LIST);
+
+	for (unsigned i = 0; i < CONFIG_MAX_LIST; i++) {
+		if (i % 2 == 0) {
+			cr_assert(test_in(set, text[i]), "%s", text[i]);
+			snprintf(probe, sizeof(probe), "mx.%s", text[i]);
+			cr_assert(!test_in(set, probe), "%s", probe);
+			snprintf(probe, sizeof(probe), "s%u.example", i);
+			cr_assert(!test_in(set, probe), "%s", probe);
+		} else {
+			snprintf(probe, sizeof(probe), "mx%s", text[i]);
+			cr_assert(test_in(set, probe), "%s", probe);
+			cr_assert(!test_in(set, text[i] + 1), "%s", text[i] + 1);
+			snprintf(probe, sizeof(probe), "d%u.example", i);
+			cr_assert(!test_in(set, probe), "%s", probe);
+		}
+	}
+	cr_expect(!test_in(set, "d4096.example"));
+	cr_expect(!test_in(set, "mx.s4097.example"));
+	policy_domains_free(set);
+}
+
+Test(policy_domains, domain_longer_than_any_name)
+{
+	static const char *const names[] = {"relay.example", ".sub.example"};
+	struct policy_domains *set = test_domains(names, 2);
+	char label[64];
+	char domain[ADDRESS_DOMAIN_MAX + 1];
+
+	memset(label, 'a', 63);
+	label[63] = '\0';
+	snprintf(domain, sizeof(domain), "%s.%s.%s.sub.example", label, label, label);
+	cr_assert_gt(strlen(domain), 200);
+	cr_expect(test_in(set, domain), "a long subdomain is still a subdomain");
+	cr_expect(policy_domains_contain(set, domain, strlen(domain) - 4) == false);
+	snprintf(domain, sizeof(domain), "%s.%s.%s.relay.example", label, label, label);
+	cr_expect(!test_in(set, domain));
+	snprintf(domain, sizeof(domain), "%s.%s.%s.other.example", label, label, label);
+	cr_expect(!test_in(set, domain));
+	policy_domains_free(set);
+}
+
+Test(policy_domains, empty_set)
+{
+	struct policy_domains *set = test_domains(NULL, 0);
+
+	cr_expect(!test_in(set, "relay.example"));
+	cr_expect(!test_in(set, "a.b"));
+	cr_expect(!test_in(set, ""));
+	cr_expect(!test_in(NULL, "relay.example"));
+	policy_domains_free(set);
+	policy_domains_free(NULL);
+}
+
+Test(policy_domains, duplicates_and_bad_names)
+{
+	static const char *const dup[] = {"a.example", "A.EXAMPLE", "a.example", "b.example"};
+	static const char *const empty[] = {"a.example", ""};
+	static const char *const null[] = {"a.example", NULL};
+	struct policy_domains *set = test_domains(dup, 4);
+
+	cr_expect(test_in(set, "a.example"));
+	cr_expect(test_in(set, "b.example"));
+	policy_domains_free(set);
+
+	set = NULL;
+	cr_expect_eq(policy_domains_build(&set, empty, 2), -EINVAL);
+	cr_expect_eq(policy_domains_build(&set, null, 2), -EINVAL);
+	cr_expect_null(set, "nothing is built from a bad list");
+}
+
+Test(policy_domains, the_set_keeps_its_own_copy)
+{
+	char name[] = "relay.example";
+	const char *names[] = {name};
+	struct policy_domains *set = test_domains(names, 1);
+
+	memcpy(name, "xxxxx", 5);
+	cr_expect(test_in(set, "relay.example"));
+	cr_expect(!test_in(set, "xxxxx.example"));
+	policy_domains_free(set);
 }
 
 /* ---- the open-relay catalogue (spec/smtp.md), untrusted client ---------- */

@@ -115,9 +115,8 @@ static void setup(void)
 	policy = (struct policy){
 		.trusted = trusted_networks,
 		.ntrusted = 1,
-		.relay_domains = relay_domains,
-		.nrelay_domains = 1,
 	};
+	cr_assert_eq(policy_domains_build(&policy.relay_domains, relay_domains, 1), 0);
 	settings = (struct smtp_settings){
 		.hostname = "mx.test",
 		.max_command_line = 512,
@@ -142,6 +141,8 @@ static void teardown(void)
 	session_live = false;
 	queue_close(queue);
 	fake_queue_reset();
+	policy_domains_free(policy.relay_domains);
+	policy.relay_domains = NULL;
 }
 
 TestSuite(session, .init = setup, .fini = teardown);
