@@ -37,6 +37,7 @@
 #include "core/config.h"
 #include "core/worker.h"
 #include "queue/queue.h"
+#include "queue/sched.h"
 
 #define COMPACT_BENCH_WAIT_SEC   10       /* bound on one wait for a completion */
 #define COMPACT_BENCH_MAX_TURNS  10000000 /* bound on every loop, with the clock */
@@ -308,9 +309,9 @@ static uint64_t compact_bench_finish_domain(struct compact_bench *b, const char 
 	uint64_t total = 0;
 	struct queue_rcpt *r[64];
 	size_t n;
-	while ((n = queue_take_ready(b->queue, domain, strlen(domain), r, 64)) > 0) {
+	while ((n = sched_take_ready(b->queue, domain, strlen(domain), r, 64)) > 0) {
 		for (size_t i = 0; i < n; i++)
-			queue_rcpt_finish(b->queue, r[i], QUEUE_DELIVERED, "250 2.0.0 ok");
+			sched_finish(b->queue, r[i], QUEUE_DELIVERED, "250 2.0.0 ok");
 		total += n;
 	}
 	return total;

@@ -27,12 +27,13 @@
 #include "queue/queue.h"
 #include "queue/spool_view.h"
 
-#define ADMIN_SOCKET_TEMP  ADMIN_SOCKET_NAME ".new"
-#define ADMIN_READ_MS      5000  /* for the request line */
-#define ADMIN_WRITE_MS     30000 /* for the whole answer */
-#define ADMIN_WORKERS_MS   5000  /* for every worker's part */
-#define ADMIN_ACCEPT_PAUSE 100   /* ms, after accept ran out of descriptors */
-#define ADMIN_BACKLOG      16
+#define ADMIN_SOCKET_TEMP   ADMIN_SOCKET_NAME ".new"
+#define ADMIN_READ_MS       5000  /* for the request line */
+#define ADMIN_WRITE_MS      30000 /* for the whole answer */
+#define ADMIN_WORKERS_MS    5000  /* for every worker's part */
+#define ADMIN_ACCEPT_PAUSE  100   /* ms, after accept ran out of descriptors */
+#define ADMIN_BACKLOG       16
+#define ADMIN_LIST_PER_TURN 2048 /* recipients a worker lists in one loop turn */
 
 enum admin_command { ADMIN_QUEUE, ADMIN_LIST, ADMIN_SHOW };
 
@@ -60,7 +61,8 @@ struct admin_part {
 	struct admin_request *request;
 	struct queue *queue;
 	struct buf out;
-	int found; /* show: queue_report_message() found the message */
+	int found;                         /* show: queue_report_message() found the message */
+	struct queue_report_cursor cursor; /* list: where the last turn stopped */
 };
 
 /*
@@ -117,7 +119,13 @@ static void admin_part_run(struct xmsg *msg)
 			queue_report_destinations(part->queue, &part->out);
 			break;
 		case ADMIN_LIST:
-			queue_report_domain(part->queue, req->arg, req->arg_len, &part->out);
+			/* A bounded share per loop turn: the rest on the next
+			 * one, the part sent again to this same worker. */
+			if (queue_report_domain(part->queue, req->arg, req->arg_len, &part->cursor,
+						ADMIN_LIST_PER_TURN, &part->out) == 1) {
+				worker_send(queue_worker(part->queue), &part->link, admin_part_run);
+				return;
+			}
 			break;
 		case ADMIN_SHOW:
 			part->found = queue_report_message(part->queue, req->arg, &part->out);

@@ -195,6 +195,7 @@ static void index_heap_trim(struct index_destination *d)
 static void index_attach(struct index_destination *d, struct index_entry *e, enum index_state st,
 			 uint64_t due_ms)
 {
+	d->changes++;
 	e->state = (uint8_t)st;
 	if (st == INDEX_DEFERRED) {
 		list_node_init(&e->link);
@@ -209,6 +210,7 @@ static void index_attach(struct index_destination *d, struct index_entry *e, enu
 
 static void index_detach(struct index_destination *d, struct index_entry *e)
 {
+	d->changes++;
 	if (e->state == INDEX_DEFERRED) {
 		index_heap_delete(d, e);
 	} else {
@@ -471,6 +473,7 @@ unsigned index_flush(struct index_destination *d)
 	list_for_each_entry(e, held, link) e->state = INDEX_READY;
 	/* The whole HELD list onto READY's tail, order kept. */
 	list_splice_tail(&d->lists[INDEX_READY], held);
+	d->changes++;
 	moved += d->count[INDEX_HELD];
 	d->count[INDEX_READY] += d->count[INDEX_HELD];
 	d->count[INDEX_HELD] = 0;

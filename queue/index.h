@@ -52,8 +52,12 @@ struct index_destination {
 	uint16_t len;
 	uint64_t hash;
 	uint32_t count[INDEX_NSTATES];
+	/* Bumped by every entry that comes, goes or moves: a reader that
+	 * walks the destination over several loop turns (an operator's list)
+	 * knows whether where it stopped is still where it was. */
+	uint64_t changes;
 	struct list_node lists[INDEX_NSTATES]; /* DEFERRED's unused */
-	struct index_entry **heap;               /* DEFERRED, by due_ms */
+	struct index_entry **heap;             /* DEFERRED, by due_ms */
 	uint32_t heap_cap;
 };
 

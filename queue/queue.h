@@ -13,10 +13,17 @@
  * struct queue (its own spool writer), and the callbacks arrive on that
  * worker's loop, never from inside begin/write/commit.
  *
- * The implementation (store.c) appends each worker's messages to its own
- * segment files with group commit (commit.h), keeps a sharded index of
- * queued recipients by destination (index.h), and rebuilds it at start
- * (recover.h).
+ * queue.h is the store's single contract with the rest of ferry, with
+ * sched.h for the recipients' side (their states and delivery's moves)
+ * and spool_view.h for reading a spool's files without a running store.
+ * The implementation (store.h maps its files) appends each worker's
+ * messages to its own segment files with group commit (commit.h), keeps a
+ * sharded index of queued recipients by destination (index.h), and
+ * rebuilds it at start from what recover.h reads.
+ *
+ * A session may abort its message until it commits it, never after:
+ * after the commit the message is the store's, and the session may only
+ * detach from it. The store checks that in every build (core/check.h).
  */
 #ifndef FERRY_QUEUE_QUEUE_H
 #define FERRY_QUEUE_QUEUE_H
@@ -187,38 +194,7 @@ void queue_flush(struct queue *q);
  * shutdown waits for this to reach 0. */
 unsigned queue_pending(const struct queue *q);
 
-/* ---- recipients, for delivery -------------------------------------------- */
-
-/* A queued recipient; it belongs to the worker owning its domain's shard. */
-struct queue_rcpt;
-
-enum queue_outcome {
-	QUEUE_DELIVERED = 0, /* the next hop took it (2xx) */
-	QUEUE_FAILED,        /* refused for good (5xx, or too old): bounced */
-};
-
-/*
- * On the worker owning `domain`'s shard: move up to max ready recipients
- * of the domain to in flight and hand them out, oldest first. Returns how
- * many (0 also when q does not own that shard).
- */
-size_t queue_take_ready(struct queue *q, const char *domain, size_t len, struct queue_rcpt **out,
-			size_t max);
-
-const char *queue_rcpt_address(const struct queue_rcpt *r, size_t *len);
-const char *queue_rcpt_message_id(const struct queue_rcpt *r);
-
-/*
- * On the same worker: the recipient's delivery ended for good. It leaves
- * the index; its message's owner appends its outcome to the spool (a
- * cross-worker message when the owner is another worker); when the
- * message's last recipient has ended, the owner appends MESSAGE_DONE and
- * the message is dead space: segments in which nothing lives any more are
- * deleted once closed. Outcomes are not waited for on disk: after a crash
- * a recipient may be delivered again (at least once, never lost).
- */
-void queue_rcpt_finish(struct queue *q, struct queue_rcpt *r, enum queue_outcome outcome,
-		       const char *reason);
+/* The recipients' side (their states, delivery's moves): queue/sched.h. */
 
 /* ---- compaction ------------------------------------------------------------ */
 
@@ -278,15 +254,28 @@ const char *queue_store_spool_dir(const struct queue_store *store);
  *   "<domain> <messages> <ready> <deferred> <held> <inflight> <oldest arrival, unix ms>"
  * queue_report_domain: per queued recipient of `domain` in q's shards:
  *   "<queue id> <state> <attempts> <arrival ms> <size> <sender> <recipient>"
- *   (state: ready, deferred, held, inflight; sender "<>" when null)
+ *   (state: ready, deferred, held, inflight; sender "<>" when null), at
+ *   most `max` lines per call, so that a huge domain is listed over
+ *   several loop turns (call again with the same cursor, zeroed before
+ *   the first call, on a later turn, while it returns 1). A recipient
+ *   that moves between two calls may be listed twice or not at all.
  * queue_report_message: when q owns the message with this id, its envelope:
  *   "id ID", "arrival MS", "size N", "client ADDR", "helo NAME", "sender S",
  *   "param P"*, "rcpt R"*, then "body SEGMENT OFFSET LEN"* (segment file
  *   names under <spool>/segments) so the caller can read the body without
- *   blocking the worker. Returns 1 if found, 0 if not.
+ *   blocking the worker. Found through q's id map. Returns 1 if found, 0
+ *   if not.
  */
+struct queue_report_cursor {
+	unsigned state;   /* of the destination's states, the one being listed */
+	size_t position;  /* entries of that state listed so far */
+	const void *next; /* where to go on, while nothing changed */
+	uint64_t changes; /* the destination's change count then */
+};
+
 void queue_report_destinations(struct queue *q, struct buf *out);
-void queue_report_domain(struct queue *q, const char *domain, size_t len, struct buf *out);
+int queue_report_domain(struct queue *q, const char *domain, size_t len,
+			struct queue_report_cursor *cursor, size_t max, struct buf *out);
 int queue_report_message(struct queue *q, const char *id, struct buf *out);
 
 #endif

@@ -1,0 +1,169 @@
+/*
+ * report — the operator's views of the store (queue.h, "operator views"),
+ * produced on the worker that owns what they show, for ferryctl through
+ * the admin socket. Each keeps the loop turn short: a message is found
+ * through its queue's id map, and a domain's recipients are listed a
+ * bounded number per call.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "queue/segment.h"
+#include "queue/store.h"
+
+static const char *const report_state_names[INDEX_NSTATES] = {"ready", "deferred", "held",
+							      "inflight"};
+
+static const struct store_rcpt *report_rcpt_of(const struct index_entry *e)
+{
+	return container_of(e, struct store_rcpt, entry);
+}
+
+static int64_t report_oldest(const struct index_destination *d)
+{
+	int64_t oldest = INT64_MAX;
+	for (int st = 0; st < INDEX_NSTATES; st++) {
+		if (st == INDEX_DEFERRED) {
+			for (uint32_t i = 0; i < d->count[st]; i++) {
+				const struct store_rcpt *r = report_rcpt_of(d->heap[i]);
+				if (r->message->arrival_ms < oldest)
+					oldest = r->message->arrival_ms;
+			}
+			continue;
+		}
+		for (struct index_entry *e = index_first(d, (enum index_state)st); e != NULL;
+		     e = index_next(e)) {
+			const struct store_rcpt *r = report_rcpt_of(e);
+			if (r->message->arrival_ms < oldest)
+				oldest = r->message->arrival_ms;
+		}
+	}
+	return oldest == INT64_MAX ? 0 : oldest;
+}
+
+static bool report_destination(struct index_destination *d, void *arg)
+{
+	struct buf *out = arg;
+	uint32_t total = 0;
+	for (int st = 0; st < INDEX_NSTATES; st++)
+		total += d->count[st];
+	/* Recipients, not messages, are what a destination queues; a message
+	 * with two recipients in one domain counts twice here. */
+	buf_printf(out, "%s %u %u %u %u %u %lld\n", d->domain, total, d->count[INDEX_READY],
+		   d->count[INDEX_DEFERRED], d->count[INDEX_HELD], d->count[INDEX_INFLIGHT],
+		   (long long)report_oldest(d));
+	return true;
+}
+
+void queue_report_destinations(struct queue *q, struct buf *out)
+{
+	struct queue_store *st = q->store;
+	for (uint32_t i = 0; i < st->nshards; i++)
+		if (st->shards[i].owner == q->index)
+			index_foreach(&st->shards[i].index, report_destination, out);
+}
+
+static void report_rcpt(struct buf *out, const struct store_rcpt *r)
+{
+	const struct queue_message *m = r->message;
+	char sender[600], rcpt[600];
+	if (m->sender_len == 0)
+		snprintf(sender, sizeof(sender), "<>");
+	else
+		log_quote(sender, sizeof(sender), m->text, m->sender_len);
+	log_quote(rcpt, sizeof(rcpt), r->address, r->len);
+	/* Attempts are the message owner's to count (and another thread's):
+	 * ferryctl's offline view reads them from the journal. */
+	buf_printf(out, "%s %s %u %lld %llu %s %s\n", m->id, report_state_names[r->entry.state], 0u,
+		   (long long)m->arrival_ms, (unsigned long long)m->body_len, sender, rcpt);
+}
+
+/*
+ * The entry of list `state` at the cursor: where it stopped, when the
+ * destination has not changed since; else found again by position (a
+ * walk, paid only after a change).
+ */
+static struct index_entry *report_resume(const struct index_destination *d,
+					 const struct queue_report_cursor *c)
+{
+	if (c->next != NULL && c->changes == d->changes)
+		return (struct index_entry *)c->next;
+	struct index_entry *e = index_first(d, (enum index_state)c->state);
+	for (size_t i = 0; e != NULL && i < c->position; i++)
+		e = index_next(e);
+	return e;
+}
+
+int queue_report_domain(struct queue *q, const char *domain, size_t len,
+			struct queue_report_cursor *c, size_t max, struct buf *out)
+{
+	struct queue_store *st = q->store;
+	uint32_t shard = index_shard_for(index_domain_hash(domain, len), st->nshards);
+	if (st->shards[shard].owner != q->index)
+		return 0;
+	struct index_destination *d = index_find(&st->shards[shard].index, domain, len);
+	size_t listed = 0;
+	for (; d != NULL && c->state < INDEX_NSTATES; c->state++, c->position = 0, c->next = NULL) {
+		if (c->state == INDEX_DEFERRED) {
+			/* A heap has no order to walk: by position in its array. */
+			for (; c->position < d->count[INDEX_DEFERRED]; c->position++) {
+				if (listed++ == max)
+					return 1;
+				report_rcpt(out, report_rcpt_of(d->heap[c->position]));
+			}
+			continue;
+		}
+		for (struct index_entry *e = report_resume(d, c); e != NULL;
+		     e = index_next(e), c->position++) {
+			if (listed++ == max) {
+				c->next = e;
+				c->changes = d->changes;
+				return 1;
+			}
+			report_rcpt(out, report_rcpt_of(e));
+		}
+	}
+	return 0;
+}
+
+static void report_strings(struct buf *out, const struct queue_message *m)
+{
+	char quoted[600];
+	const char *p = m->text;
+	const char *sender = p;
+	p += strlen(p) + 1;
+	buf_printf(out, "client %s\n", log_quote(quoted, sizeof(quoted), p, strlen(p)));
+	p += strlen(p) + 1;
+	buf_printf(out, "helo %s\n", log_quote(quoted, sizeof(quoted), p, strlen(p)));
+	p += strlen(p) + 1;
+	buf_printf(out, "sender %s\n",
+		   m->sender_len ? log_quote(quoted, sizeof(quoted), sender, m->sender_len) : "<>");
+	const char *first_rcpt = m->rcpts[0].address;
+	while (p < first_rcpt) {
+		buf_printf(out, "param %s\n", log_quote(quoted, sizeof(quoted), p, strlen(p)));
+		p += strlen(p) + 1;
+	}
+	for (uint32_t i = 0; i < m->nrcpt; i++)
+		buf_printf(out, "rcpt %s\n",
+			   log_quote(quoted, sizeof(quoted), m->rcpts[i].address, m->rcpts[i].len));
+}
+
+int queue_report_message(struct queue *q, const char *id, struct buf *out)
+{
+	if (strlen(id) != QUEUE_ID_LEN)
+		return 0;
+	const struct queue_message *m = idmap_find(&q->by_id, id);
+	if (m == NULL)
+		return 0;
+	buf_printf(out, "id %s\narrival %lld\nsize %llu\n", m->id, (long long)m->arrival_ms,
+		   (unsigned long long)m->body_len);
+	report_strings(out, m);
+	for (uint32_t i = 0; i < m->nextents; i++) {
+		char name[SEGMENT_NAME_MAX];
+		segment_name(name, m->writer, m->extents[i].sequence);
+		buf_printf(out, "body %s %llu %u\n", name, (unsigned long long)m->extents[i].offset,
+			   m->extents[i].len);
+	}
+	return 1;
+}

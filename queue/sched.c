@@ -1,0 +1,257 @@
+/*
+ * sched — recipients in their shards (sched.h has their states and
+ * moves): handed to the shard's owner once their message is durable, and
+ * moved there by delivery; outcomes sent back to the message's owner,
+ * which journals them (message.c).
+ *
+ * Between workers: recipients for another worker's shards are gathered in
+ * an outbox per target during a loop turn and sent as one cross-worker
+ * message per target per turn; an outcome goes back as one message each.
+ * store->xfers_in_flight counts both, so that no worker leaves its loop
+ * while something is on its way to it.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/array.h"
+#include "core/check.h"
+#include "core/log.h"
+#include "queue/store.h"
+
+/* ---- durable recipients to their shards -------------------------------------- */
+
+static uint32_t store_shard_of(const struct queue_store *st, const struct store_rcpt *r)
+{
+	size_t len;
+	const char *domain = store_rcpt_domain(r, &len);
+	return index_shard_for(index_domain_hash(domain, len), st->nshards);
+}
+
+static void store_index_rcpt(struct queue_store *st, struct store_rcpt *r)
+{
+	struct store_shard *shard = &st->shards[r->shard];
+	size_t len;
+	const char *domain = store_rcpt_domain(r, &len);
+	if (index_insert(&shard->index, domain, len, &r->entry, INDEX_READY, 0) != 0)
+		log_event(LOG_LEVEL_ERROR,
+			  "event=index_insert_failed queue_id=%s rcpt=%u note=\"out of memory; the "
+			  "recipient stays on disk and returns at the next start\"",
+			  r->message->id, r->index);
+}
+
+static void store_xfer_free(struct store_xfer *x)
+{
+	free(x->rcpts);
+	free(x);
+}
+
+static void store_xfer_handle(struct xmsg *msg)
+{
+	struct store_xfer *x = container_of(msg, struct store_xfer, link);
+	struct queue_store *st = x->target->store;
+	for (size_t i = 0; i < x->count; i++)
+		store_index_rcpt(st, x->rcpts[i]);
+	atomic_fetch_sub(&st->xfers_in_flight, 1);
+	store_xfer_free(x);
+}
+
+/* Room for one more recipient in the outbox for worker `owner`. */
+static struct store_xfer *store_outbox_for(struct queue *q, uint32_t owner)
+{
+	struct store_xfer *x = q->outbox[owner];
+	if (x == NULL) {
+		x = calloc(1, sizeof(*x));
+		if (x == NULL)
+			return NULL;
+		x->target = &q->store->queues[owner];
+		q->outbox[owner] = x;
+	}
+	return array_reserve(x->rcpts, x->cap, x->count + 1) == 0 ? x : NULL;
+}
+
+void store_index_message(struct queue *q, struct queue_message *m)
+{
+	struct queue_store *st = q->store;
+	for (uint32_t i = 0; i < m->nrcpt; i++) {
+		struct store_rcpt *r = &m->rcpts[i];
+		if (recover_rcpt_ended(r->outcome.state))
+			continue; /* recovery found its outcome */
+		r->shard = store_shard_of(st, r);
+		uint32_t owner = st->shards[r->shard].owner;
+		if (owner == q->index || q->worker == NULL) {
+			store_index_rcpt(st, r);
+			continue;
+		}
+		struct store_xfer *x = store_outbox_for(q, owner);
+		if (x == NULL) {
+			log_event(LOG_LEVEL_ERROR,
+				  "event=index_transfer_failed queue_id=%s rcpt=%u note=\"out of "
+				  "memory; the recipient stays on disk and returns at the next "
+				  "start\"",
+				  m->id, r->index);
+			continue;
+		}
+		x->rcpts[x->count++] = r;
+	}
+}
+
+void store_send_outbox(struct queue *q)
+{
+	struct queue_store *st = q->store;
+	for (uint32_t w = 0; w < st->cfg.workers; w++) {
+		struct store_xfer *x = q->outbox[w];
+		if (x == NULL)
+			continue;
+		q->outbox[w] = NULL;
+		atomic_fetch_add(&st->xfers_in_flight, 1);
+		worker_send(st->queues[w].worker, &x->link, store_xfer_handle);
+	}
+}
+
+unsigned store_outbox_pending(const struct queue *q)
+{
+	unsigned unsent = 0;
+	for (uint32_t w = 0; q->outbox != NULL && w < q->store->cfg.workers; w++)
+		unsent += q->outbox[w] != NULL;
+	return unsent;
+}
+
+void store_outbox_free(struct queue *q)
+{
+	for (uint32_t w = 0; q->outbox != NULL && w < q->store->cfg.workers; w++)
+		if (q->outbox[w] != NULL)
+			store_xfer_free(q->outbox[w]);
+	free(q->outbox);
+	q->outbox = NULL;
+}
+
+/* ---- sched.h: moves on the shard's owner ------------------------------------------ */
+
+static struct store_rcpt *store_rcpt_of(struct queue_rcpt *r)
+{
+	return (struct store_rcpt *)r;
+}
+
+/* The destination of `domain` in q's shards; NULL when q does not own
+ * its shard or nothing is queued for it. */
+static struct index_destination *sched_destination(struct queue *q, const char *domain, size_t len)
+{
+	struct queue_store *st = q->store;
+	uint32_t shard = index_shard_for(index_domain_hash(domain, len), st->nshards);
+	if (st->shards[shard].owner != q->index)
+		return NULL;
+	return index_find(&st->shards[shard].index, domain, len);
+}
+
+size_t sched_take_ready(struct queue *q, const char *domain, size_t len, struct queue_rcpt **out,
+			size_t max)
+{
+	struct index_destination *d = sched_destination(q, domain, len);
+	size_t n = 0;
+	while (d != NULL && n < max) {
+		struct index_entry *e = index_first(d, INDEX_READY);
+		if (e == NULL)
+			break;
+		index_move(e, INDEX_INFLIGHT, 0);
+		out[n++] = (struct queue_rcpt *)container_of(e, struct store_rcpt, entry);
+	}
+	return n;
+}
+
+const char *sched_rcpt_address(const struct queue_rcpt *qr, size_t *len)
+{
+	const struct store_rcpt *r = (const struct store_rcpt *)qr;
+	*len = r->len;
+	return r->address;
+}
+
+const char *sched_rcpt_message_id(const struct queue_rcpt *qr)
+{
+	return ((const struct store_rcpt *)qr)->message->id;
+}
+
+/* An outcome, from the shard's worker to the message's owner. */
+struct sched_outcome_msg {
+	struct xmsg link;
+	struct store_rcpt *rcpt;
+	enum record_type type;
+	int64_t next_attempt_ms;
+	char reason[256];
+};
+
+static void sched_outcome_handle(struct xmsg *msg)
+{
+	struct sched_outcome_msg *o = container_of(msg, struct sched_outcome_msg, link);
+	struct queue *owner = o->rcpt->message->queue;
+	/* The message may be freed inside: its last recipient ends it. */
+	store_rcpt_journal(owner, o->rcpt, o->type, o->reason, o->next_attempt_ms);
+	atomic_fetch_sub(&owner->store->xfers_in_flight, 1);
+	free(o);
+}
+
+/* Journal an outcome on the message's owner: here, or by cross-worker
+ * message. */
+static void sched_journal(struct queue *q, struct store_rcpt *r, enum record_type type,
+			  const char *reason, int64_t next_attempt_ms)
+{
+	struct queue *owner = r->message->queue;
+	if (reason == NULL)
+		reason = "";
+	if (owner == q || owner->worker == NULL) {
+		store_rcpt_journal(owner, r, type, reason, next_attempt_ms);
+		return;
+	}
+	struct sched_outcome_msg *o = calloc(1, sizeof(*o));
+	if (o == NULL) {
+		log_event(LOG_LEVEL_ERROR,
+			  "event=outcome_lost queue_id=%s rcpt=%u note=\"out of memory; tried "
+			  "again after a restart\"",
+			  r->message->id, r->index);
+		return;
+	}
+	o->rcpt = r;
+	o->type = type;
+	o->next_attempt_ms = next_attempt_ms;
+	snprintf(o->reason, sizeof(o->reason), "%s", reason);
+	atomic_fetch_add(&q->store->xfers_in_flight, 1);
+	worker_send(owner->worker, &o->link, sched_outcome_handle);
+}
+
+void sched_finish(struct queue *q, struct queue_rcpt *qr, enum queue_outcome outcome,
+		  const char *reason)
+{
+	struct store_rcpt *r = store_rcpt_of(qr);
+	CHECK(r->entry.dest != NULL && r->entry.state == INDEX_INFLIGHT);
+	index_remove(&q->store->shards[r->shard].index, &r->entry);
+	sched_journal(q, r, outcome == QUEUE_DELIVERED ? RECORD_RCPT_DELIVERED : RECORD_RCPT_FAILED,
+		      reason, 0);
+}
+
+void sched_defer(struct queue *q, struct queue_rcpt *qr, uint64_t until_ms, const char *reason)
+{
+	struct store_rcpt *r = store_rcpt_of(qr);
+	CHECK(r->entry.dest != NULL && r->entry.state == INDEX_INFLIGHT);
+	index_move(&r->entry, INDEX_DEFERRED, until_ms);
+	/* The journal keeps the wall-clock time of the next attempt. */
+	uint64_t now = store_now_ms(q);
+	struct timespec wall;
+	clock_gettime(CLOCK_REALTIME, &wall);
+	int64_t next = (int64_t)wall.tv_sec * 1000 + wall.tv_nsec / 1000000 +
+		       (until_ms > now ? (int64_t)(until_ms - now) : 0);
+	sched_journal(q, r, RECORD_RCPT_DEFERRED, reason, next);
+}
+
+unsigned sched_release_due(struct queue *q, const char *domain, size_t len, uint64_t now_ms)
+{
+	struct index_destination *d = sched_destination(q, domain, len);
+	return d != NULL ? index_release_due(d, now_ms) : 0;
+}
+
+unsigned sched_flush(struct queue *q, const char *domain, size_t len)
+{
+	struct index_destination *d = sched_destination(q, domain, len);
+	return d != NULL ? index_flush(d) : 0;
+}
