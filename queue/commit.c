@@ -26,12 +26,12 @@ struct commit_segment {
 };
 
 struct commit_batch {
-	struct commit_batch *next;
+	struct list_node link; /* in the writer's batches */
 	struct commit_writer *writer;
 	struct commit_segment *segment;
 	uint64_t offset; /* file offset of data[0] */
 	struct buf data;
-	struct commit_waiter *waiters, **waiters_tail;
+	struct list_node waiters;
 	bool sync_dir; /* set at submission until the segment's name is durable */
 	bool sealed;   /* ends with its BATCH record; takes no more records */
 	bool submitted;
@@ -45,8 +45,8 @@ struct commit_writer {
 	struct commit_config cfg;
 	struct commit_hooks hooks;
 	struct commit_segment *current;
-	struct commit_batch *head, *tail; /* oldest first; tail gathers */
-	struct commit_batch *spare;       /* one finished batch kept for reuse */
+	struct list_node batches;   /* oldest first; the last one gathers */
+	struct commit_batch *spare; /* one finished batch kept for reuse */
 	bool inflight;
 	bool paused_producers; /* commit_over_cap() was true: on_drain owed */
 	size_t backlog;        /* bytes reserved, not yet durable */
@@ -54,6 +54,20 @@ struct commit_writer {
 };
 
 static void commit_op_done(struct commit_batch *b, const struct io_uring_cqe *cqe, bool is_write);
+
+/* The oldest batch not finished, or NULL. */
+static struct commit_batch *commit_oldest(const struct commit_writer *cw)
+{
+	struct list_node *first = list_first(&cw->batches);
+	return first != NULL ? container_of(first, struct commit_batch, link) : NULL;
+}
+
+/* The newest batch (the one gathering, unless it was submitted), or NULL. */
+static struct commit_batch *commit_gathering(const struct commit_writer *cw)
+{
+	return list_empty(&cw->batches) ? NULL
+					: container_of(cw->batches.prev, struct commit_batch, link);
+}
 
 static void commit_write_done(struct worker_op *op, const struct io_uring_cqe *cqe)
 {
@@ -88,6 +102,7 @@ int commit_writer_open(struct commit_writer **out, struct worker *w,
 	cw->cfg = *cfg;
 	cw->hooks = *hooks;
 	cw->next_sequence = cfg->first_sequence;
+	list_init(&cw->batches);
 	*out = cw;
 	return 0;
 }
@@ -112,9 +127,11 @@ void commit_writer_close(struct commit_writer *cw)
 {
 	if (cw == NULL)
 		return;
-	while (cw->head != NULL) { /* only empty gathering batches can be left */
-		struct commit_batch *b = cw->head;
-		cw->head = b->next;
+	struct commit_batch *b, *next;
+	list_for_each_entry_safe(b, next, &cw->batches, link)
+	{
+		/* only empty gathering batches can be left */
+		list_remove(&b->link);
 		buf_release(&b->data);
 		free(b);
 	}
@@ -199,16 +216,13 @@ static struct commit_batch *commit_new_batch(struct commit_writer *cw)
 	b->writer = cw;
 	b->segment = cw->current;
 	b->offset = cw->current->end;
-	b->waiters_tail = &b->waiters;
+	list_init(&b->waiters);
+	list_node_init(&b->link);
 	b->write_op.complete = commit_write_done;
 	b->sync_op.complete = commit_sync_done;
 	b->dir_op.complete = commit_dir_done;
 	cw->current->batches++;
-	if (cw->tail != NULL)
-		cw->tail->next = b;
-	else
-		cw->head = b;
-	cw->tail = b;
+	list_insert_tail(&cw->batches, &b->link);
 	return b;
 }
 
@@ -243,7 +257,7 @@ uint8_t *commit_reserve(struct commit_writer *cw, size_t size, uint64_t *salt,
 	}
 	/* Seal the gathering batch first when it takes no more: its BATCH
 	 * record moves the segment's end, which the room check must see. */
-	struct commit_batch *b = cw->tail;
+	struct commit_batch *b = commit_gathering(cw);
 	bool fresh = b == NULL || b->submitted || b->sealed || cw->current == NULL ||
 		     cw->current->closed || b->segment != cw->current ||
 		     (buf_len(&b->data) > 0 && buf_len(&b->data) + size > cw->cfg.batch_cap);
@@ -280,16 +294,15 @@ uint8_t *commit_reserve(struct commit_writer *cw, size_t size, uint64_t *salt,
 
 void commit_wait(struct commit_writer *cw, struct commit_waiter *w)
 {
-	struct commit_batch *b = cw->tail;
-	w->next = NULL;
+	struct commit_batch *b = commit_gathering(cw);
+	list_node_init(&w->link);
 	if (b == NULL) {
 		/* Nothing reserved is pending: it is all durable already. The
 		 * store never asks this way, but answer truthfully. */
 		w->done(w, 0);
 		return;
 	}
-	*b->waiters_tail = w;
-	b->waiters_tail = &w->next;
+	list_insert_tail(&b->waiters, &w->link);
 }
 
 static void commit_retire(struct commit_writer *cw, struct commit_batch *b);
@@ -297,13 +310,13 @@ static void commit_notify(struct commit_batch *b, int status);
 
 void commit_flush(struct commit_writer *cw)
 {
-	struct commit_batch *b = cw->head;
-	while (!cw->inflight && b != NULL && buf_len(&b->data) == 0 && b != cw->tail) {
+	struct commit_batch *b = commit_oldest(cw);
+	while (!cw->inflight && b != NULL && buf_len(&b->data) == 0 && b != commit_gathering(cw)) {
 		/* Left empty by a failed allocation: nothing to write, nothing
 		 * anyone waits for to become durable. */
 		commit_notify(b, 0);
 		commit_retire(cw, b);
-		b = cw->head;
+		b = commit_oldest(cw);
 	}
 	if (cw->inflight || b == NULL || buf_len(&b->data) == 0)
 		return;
@@ -345,27 +358,23 @@ void commit_flush(struct commit_writer *cw)
 
 static void commit_notify(struct commit_batch *b, int status)
 {
-	struct commit_waiter *w = b->waiters;
-	b->waiters = NULL;
-	b->waiters_tail = &b->waiters;
-	while (w != NULL) {
-		struct commit_waiter *next = w->next;
+	/* Taken off first: a waiter's done() may free it, and may reserve
+	 * records (into another batch) meanwhile. */
+	struct list_node waiting;
+	list_init(&waiting);
+	list_splice_tail(&waiting, &b->waiters);
+	struct list_node *node;
+	while ((node = list_first(&waiting)) != NULL) {
+		list_remove(node);
+		struct commit_waiter *w = container_of(node, struct commit_waiter, link);
 		w->done(w, status);
-		w = next;
 	}
 }
 
 /* Unlink a finished batch and keep it for reuse. */
 static void commit_retire(struct commit_writer *cw, struct commit_batch *b)
 {
-	struct commit_batch **pp = &cw->head, *prev = NULL;
-	while (*pp != b) {
-		prev = *pp;
-		pp = &(*pp)->next;
-	}
-	*pp = b->next;
-	if (cw->tail == b)
-		cw->tail = prev;
+	list_remove(&b->link);
 	cw->backlog -= buf_len(&b->data);
 	struct commit_segment *seg = b->segment;
 	seg->batches--;
@@ -399,8 +408,9 @@ static void commit_poison(struct commit_writer *cw, struct commit_segment *seg, 
 	if (cw->hooks.on_poison != NULL)
 		cw->hooks.on_poison(cw->hooks.arg, seg->sequence, good_end, cut);
 	/* Later batches for the same segment will never be trusted either. */
-	for (struct commit_batch *b = cw->head, *next; b != NULL; b = next) {
-		next = b->next;
+	struct commit_batch *b, *next;
+	list_for_each_entry_safe(b, next, &cw->batches, link)
+	{
 		if (b->segment != seg || b->submitted)
 			continue;
 		commit_notify(b, status);
@@ -449,7 +459,8 @@ bool commit_over_cap(struct commit_writer *cw)
 bool commit_idle(const struct commit_writer *cw)
 {
 	return !cw->inflight &&
-	       (cw->head == NULL || (cw->head == cw->tail && buf_len(&cw->head->data) == 0));
+	       (list_empty(&cw->batches) || (commit_oldest(cw) == commit_gathering(cw) &&
+					     buf_len(&commit_oldest(cw)->data) == 0));
 }
 
 uint64_t commit_room(const struct commit_writer *cw)

@@ -31,6 +31,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/list.h"
+
 struct worker;
 struct commit_writer;
 
@@ -40,7 +42,7 @@ struct commit_location {
 };
 
 struct commit_waiter {
-	struct commit_waiter *next;
+	struct list_node link; /* in its batch's waiters */
 	/* status 0: everything reserved before commit_wait() is durable;
 	 * negative errno: it is not, and never will be. */
 	void (*done)(struct commit_waiter *w, int status);
