@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/array.h"
 #include "core/buf.h"
 #include "core/config.h"
 #include "core/log.h"
@@ -224,20 +225,13 @@ static int ctl_destination_cmp(const void *a, const void *b)
 		      ((const struct ctl_destination *)b)->domain);
 }
 
-/* Room for one more of n rows of `size` bytes in *rows (cap of them). */
-static bool ctl_grow(void **rows, size_t *cap, size_t n, size_t size)
+/* Room for one more row; false (said) when memory runs out. */
+#define ctl_room(rows, cap, n) (array_reserve((rows), (cap), (n) + 1) == 0 || ctl_out_of_memory())
+
+static bool ctl_out_of_memory(void)
 {
-	if (n < *cap)
-		return true;
-	size_t more_cap = *cap ? *cap * 2 : 64;
-	void *more = realloc(*rows, more_cap * size);
-	if (more == NULL) {
-		fprintf(stderr, "ferryctl: out of memory\n");
-		return false;
-	}
-	*rows = more;
-	*cap = more_cap;
-	return true;
+	fprintf(stderr, "ferryctl: out of memory\n");
+	return false;
 }
 
 static int ctl_print_queue(char *body, char *end, int64_t now_ms, FILE *out)
@@ -262,7 +256,7 @@ static int ctl_print_queue(char *body, char *end, int64_t now_ms, FILE *out)
 			status = CTL_ERROR;
 			continue;
 		}
-		if (!ctl_grow((void **)&rows, &cap, n, sizeof(*rows))) {
+		if (!ctl_room(rows, cap, n)) {
 			free(rows);
 			return CTL_ERROR;
 		}
@@ -345,7 +339,7 @@ static int ctl_print_list(const char *domain, char *body, char *end, int64_t now
 		r.state = f[1];
 		r.sender = f[5];
 		r.address = f[6];
-		if (!ctl_grow((void **)&rows, &cap, n, sizeof(*rows))) {
+		if (!ctl_room(rows, cap, n)) {
 			free(rows);
 			return CTL_ERROR;
 		}
