@@ -600,6 +600,18 @@ int config_load(struct config *cfg, const char *path, char *err, size_t err_size
 	return r;
 }
 
+int config_open(struct config *cfg, const char *path, const char *program)
+{
+	char err[1024];
+	config_defaults(cfg);
+	int r = config_load(cfg, path, err, sizeof(err));
+	if (r != 0) {
+		fprintf(stderr, "%s: config: %s\n", program, err);
+		config_free(cfg);
+	}
+	return r;
+}
+
 void config_error_at(const struct config *cfg, const struct config_item *item, const char *key,
 		     const char *why, char *err, size_t err_size)
 {

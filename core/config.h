@@ -104,6 +104,11 @@ void config_defaults(struct config *cfg);
  */
 int config_load(struct config *cfg, const char *path, char *err, size_t err_size);
 
+/* What a program does first: the defaults, then `path` over them. On an
+ * error it says "PROGRAM: config: why" on stderr, frees what was loaded,
+ * and returns -errno. */
+int config_open(struct config *cfg, const char *path, const char *program);
+
 /* Load from a string instead of a file (tests); `name` stands for the file. */
 int config_load_string(struct config *cfg, const char *text, const char *name, char *err,
 		       size_t err_size);

@@ -19,14 +19,6 @@
 #include "core/log.h"
 #include "queue/store.h"
 
-/* An outcome read before its message (recover.h), applied at the end. */
-struct rebuild_early {
-	char id[RECORD_ID_LEN];
-	enum record_type type; /* an RCPT_* type, or MESSAGE_DONE */
-	uint16_t recipient;
-	uint32_t attempts;
-};
-
 struct rebuild {
 	struct queue_store *st;
 	bool incomplete; /* a segment could not be accounted (memory) */
@@ -38,8 +30,7 @@ struct rebuild {
 		struct store_cross_dep *cross;
 		size_t ncross, cross_cap;
 	} depend;
-	struct rebuild_early *early;
-	size_t nearly, early_cap;
+	struct recover_outcomes early; /* read before their message (recover.h) */
 };
 
 static int rebuild_extents_from(struct queue_message *m, const struct recover_message *rm)
@@ -232,26 +223,13 @@ static void rebuild_apply(struct queue_message *m, enum record_type type, uint16
 		m->remaining--;
 }
 
-static int rebuild_early(struct rebuild *rb, const char *id, enum record_type type,
-			 uint16_t recipient, uint32_t attempts)
-{
-	if (array_reserve(rb->early, rb->early_cap, rb->nearly + 1) != 0)
-		return -ENOMEM;
-	struct rebuild_early *e = &rb->early[rb->nearly++];
-	memcpy(e->id, id, RECORD_ID_LEN);
-	e->type = type;
-	e->recipient = recipient;
-	e->attempts = attempts;
-	return 0;
-}
-
 static int rebuild_rcpt_state(void *arg, enum record_type type, const struct record_rcpt_state *rs,
 			      uint32_t worker, uint64_t sequence)
 {
 	struct rebuild *rb = arg;
 	struct queue_message *m = store_find_message(rb->st, rs->id);
 	if (m == NULL)
-		return rebuild_early(rb, rs->id, type, rs->recipient, rs->attempts);
+		return recover_outcomes_keep(&rb->early, rs->id, type, rs->recipient, rs->attempts);
 	int r = rebuild_depend(rb, m, worker, sequence);
 	if (r == 0)
 		rebuild_apply(m, type, rs->recipient, rs->attempts);
@@ -263,7 +241,7 @@ static int rebuild_done(void *arg, const struct record_id *id, uint32_t worker, 
 	struct rebuild *rb = arg;
 	struct queue_message *m = store_find_message(rb->st, id->id);
 	if (m == NULL)
-		return rebuild_early(rb, id->id, RECORD_MESSAGE_DONE, 0, 0);
+		return recover_outcomes_keep(&rb->early, id->id, RECORD_MESSAGE_DONE, 0, 0);
 	int r = rebuild_depend(rb, m, worker, sequence);
 	if (r == 0)
 		rebuild_apply(m, RECORD_MESSAGE_DONE, 0, 0);
@@ -327,8 +305,8 @@ int store_rebuild(struct queue_store *st, char *err, size_t err_size)
 	if (r == 0 && rb.incomplete)
 		r = -ENOMEM;
 	if (r == 0) {
-		for (size_t i = 0; i < rb.nearly; i++) {
-			const struct rebuild_early *e = &rb.early[i];
+		for (size_t i = 0; i < rb.early.count; i++) {
+			const struct recover_outcome *e = &rb.early.items[i];
 			struct queue_message *m = store_find_message(st, e->id);
 			if (m != NULL)
 				rebuild_apply(m, e->type, e->recipient, e->attempts);
@@ -340,6 +318,6 @@ int store_rebuild(struct queue_store *st, char *err, size_t err_size)
 		snprintf(err, err_size, "recovering the spool %s: %s", st->spool_dir, strerror(-r));
 	}
 	free(rb.depend.cross);
-	free(rb.early);
+	recover_outcomes_free(&rb.early);
 	return r;
 }

@@ -631,3 +631,22 @@ bool recover_rcpt_apply(struct recover_rcpt *r, enum record_type type, uint32_t 
 	r->state = type == RECORD_RCPT_DELIVERED ? RECOVER_RCPT_DELIVERED : RECOVER_RCPT_FAILED;
 	return true;
 }
+
+int recover_outcomes_keep(struct recover_outcomes *kept, const char *id, enum record_type type,
+			  uint16_t recipient, uint32_t attempts)
+{
+	if (array_reserve(kept->items, kept->cap, kept->count + 1) != 0)
+		return -ENOMEM;
+	struct recover_outcome *o = &kept->items[kept->count++];
+	memcpy(o->id, id, RECORD_ID_LEN);
+	o->type = type;
+	o->recipient = recipient;
+	o->attempts = attempts;
+	return 0;
+}
+
+void recover_outcomes_free(struct recover_outcomes *kept)
+{
+	free(kept->items);
+	*kept = (struct recover_outcomes){0};
+}

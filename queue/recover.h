@@ -170,4 +170,23 @@ static inline bool recover_rcpt_ended(enum recover_rcpt_state state)
  */
 bool recover_rcpt_apply(struct recover_rcpt *r, enum record_type type, uint32_t attempts);
 
+/* Outcome records (and MESSAGE_DONE) kept until every message is known,
+ * in the order they were read. */
+struct recover_outcome {
+	char id[RECORD_ID_LEN];
+	enum record_type type; /* an RCPT_* type, or MESSAGE_DONE */
+	uint16_t recipient;
+	uint32_t attempts;
+};
+
+struct recover_outcomes {
+	struct recover_outcome *items;
+	size_t count, cap;
+};
+
+/* Keep one. 0 or -ENOMEM. */
+int recover_outcomes_keep(struct recover_outcomes *kept, const char *id, enum record_type type,
+			  uint16_t recipient, uint32_t attempts);
+void recover_outcomes_free(struct recover_outcomes *kept);
+
 #endif

@@ -38,20 +38,11 @@ struct spool_view_copy {
 	void *block;
 };
 
-/* An outcome record, kept until every message is known. */
-struct spool_view_outcome {
-	char id[RECORD_ID_LEN];
-	enum record_type type; /* RCPT_* or MESSAGE_DONE */
-	uint16_t recipient;
-	uint32_t attempts;
-};
-
 struct spool_view_state {
 	struct spool_view view; /* what the caller is handed */
 	struct spool_view_copy *copies;
 	size_t ncopies, copies_cap;
-	struct spool_view_outcome *outcomes;
-	size_t noutcomes, outcomes_cap;
+	struct recover_outcomes outcomes; /* applied once every message is known */
 	struct spool_view_segment *left_out;
 	size_t nleft_out, left_out_cap;
 	struct spool_view_message *messages;
@@ -147,26 +138,14 @@ static int spool_view_on_message(void *arg, const struct recover_message *rm)
 	return 0;
 }
 
-static int spool_view_add_outcome(struct spool_view_state *sv, const char *id,
-				  enum record_type type, uint16_t recipient, uint32_t attempts)
-{
-	if (array_reserve(sv->outcomes, sv->outcomes_cap, sv->noutcomes + 1) != 0)
-		return -ENOMEM;
-	struct spool_view_outcome *o = &sv->outcomes[sv->noutcomes++];
-	memcpy(o->id, id, RECORD_ID_LEN);
-	o->type = type;
-	o->recipient = recipient;
-	o->attempts = attempts;
-	return 0;
-}
-
 static int spool_view_on_rcpt_state(void *arg, enum record_type type,
 				    const struct record_rcpt_state *st, uint32_t worker,
 				    uint64_t sequence)
 {
 	(void)worker;
 	(void)sequence;
-	return spool_view_add_outcome(arg, st->id, type, st->recipient, st->attempts);
+	struct spool_view_state *sv = arg;
+	return recover_outcomes_keep(&sv->outcomes, st->id, type, st->recipient, st->attempts);
 }
 
 static int spool_view_on_done(void *arg, const struct record_id *id, uint32_t worker,
@@ -174,7 +153,8 @@ static int spool_view_on_done(void *arg, const struct record_id *id, uint32_t wo
 {
 	(void)worker;
 	(void)sequence;
-	return spool_view_add_outcome(arg, id->id, RECORD_MESSAGE_DONE, 0, 0);
+	struct spool_view_state *sv = arg;
+	return recover_outcomes_keep(&sv->outcomes, id->id, RECORD_MESSAGE_DONE, 0, 0);
 }
 
 static void spool_view_on_segment(void *arg, const struct recover_segment *seg)
@@ -204,7 +184,7 @@ static void spool_view_forget(struct spool_view_state *sv)
 	for (size_t i = 0; i < sv->ncopies; i++)
 		free(sv->copies[i].block);
 	sv->ncopies = 0;
-	sv->noutcomes = 0;
+	sv->outcomes.count = 0;
 	sv->nleft_out = 0;
 	sv->hook_error = 0;
 	unsigned rereads = sv->view.rereads;
@@ -266,8 +246,8 @@ static int spool_view_copy_by_id(const void *key, const void *elem)
 
 static void spool_view_apply_outcomes(struct spool_view_state *sv)
 {
-	for (size_t i = 0; i < sv->noutcomes; i++) {
-		const struct spool_view_outcome *o = &sv->outcomes[i];
+	for (size_t i = 0; i < sv->outcomes.count; i++) {
+		const struct recover_outcome *o = &sv->outcomes.items[i];
 		struct spool_view_copy *c =
 			sv->ncopies == 0 ? NULL
 					 : bsearch(o->id, sv->copies, sv->ncopies,
@@ -344,9 +324,7 @@ int spool_view_open(struct spool_view **out, const char *spool_dir, char *err, s
 		spool_view_close(&sv->view);
 		return r;
 	}
-	free(sv->outcomes);
-	sv->outcomes = NULL;
-	sv->noutcomes = sv->outcomes_cap = 0;
+	recover_outcomes_free(&sv->outcomes);
 	*out = &sv->view;
 	return 0;
 }
@@ -359,7 +337,7 @@ void spool_view_close(struct spool_view *v)
 	for (size_t i = 0; i < sv->ncopies; i++)
 		free(sv->copies[i].block);
 	free(sv->copies);
-	free(sv->outcomes);
+	recover_outcomes_free(&sv->outcomes);
 	free(sv->left_out);
 	free(sv->messages);
 	if (v->segments_fd >= 0)

@@ -894,13 +894,8 @@ int main(int argc, char **argv)
 		char where[PATH_MAX + 64];
 		if (socket_path == NULL) {
 			static struct config cfg;
-			char err[1024];
-			config_defaults(&cfg);
-			if (config_load(&cfg, config_path, err, sizeof(err)) != 0) {
-				fprintf(stderr, "ferryctl: config: %s\n", err);
-				config_free(&cfg);
+			if (config_open(&cfg, config_path, "ferryctl") != 0)
 				return CTL_ERROR;
-			}
 			snprintf(where, sizeof(where), "%s/%s", cfg.spool_dir, ADMIN_SOCKET_NAME);
 			config_free(&cfg);
 		} else {

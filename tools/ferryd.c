@@ -79,13 +79,9 @@ int main(int argc, char **argv)
 	}
 
 	static struct config cfg;
-	char err[1024];
-	config_defaults(&cfg);
-	if (config_load(&cfg, config_path, err, sizeof(err)) != 0) {
-		fprintf(stderr, "ferryd: config: %s\n", err);
-		config_free(&cfg);
+	if (config_open(&cfg, config_path, "ferryd") != 0)
 		return 1;
-	}
+	char err[1024];
 	struct net_server *srv = NULL;
 	struct queue_store *store = NULL;
 	int status = 1;
