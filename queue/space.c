@@ -30,8 +30,9 @@
 #include "queue/segment.h"
 #include "queue/store.h"
 
-#define STORE_FREE_CHECK_MS 1000  /* statvfs at most this often per worker */
-#define STORE_ROOM_MARGIN   65536 /* envelope and a typical body, when SIZE is not given */
+#define STORE_FREE_CHECK_MS  1000  /* statvfs at most this often per worker */
+#define STORE_CROSS_CHECK_MS 1000  /* another queue's deletions: look again */
+#define STORE_ROOM_MARGIN    65536 /* envelope and a typical body, when SIZE is not given */
 
 /* A segment deletion on the ring. */
 struct store_unlink {

@@ -53,9 +53,8 @@
 #include "queue/recover.h"
 #include "queue/sched.h"
 
-#define STORE_BODY_CHUNK     65536 /* body bytes per BODY record, at most */
-#define STORE_MAX_WRITERS    1000  /* segment names carry 3 digits */
-#define STORE_CROSS_CHECK_MS 1000  /* another queue's deletions: look again */
+#define STORE_BODY_CHUNK  65536 /* body bytes per BODY record, at most */
+#define STORE_MAX_WRITERS 1000  /* segment names carry 3 digits */
 
 /*
  * A message's life. Every move is checked (CHECK) where it is made: a
