@@ -12,6 +12,11 @@
  * reply; a bigger one (a burst of output) is freed. */
 #define CONN_KEEP_BUFFER 4096
 
+/* Input is offered in slices no bigger than a receive buffer (a transport
+ * may deliver more, held input is more): the output cap is checked
+ * between them. */
+#define CONN_OFFER_MAX WORKER_RECV_BUFFER_SIZE
+
 static void conn_recv_complete(struct worker_op *op, const struct io_uring_cqe *cqe);
 static void conn_send_complete(struct worker_op *op, const struct io_uring_cqe *cqe);
 static void conn_close_complete(struct worker_op *op, const struct io_uring_cqe *cqe);
@@ -106,6 +111,11 @@ static void conn_close_complete(struct worker_op *op, const struct io_uring_cqe 
 
 /* ---- output ---------------------------------------------------------------- */
 
+size_t conn_output_queued(const struct conn *c)
+{
+	return buf_len(c->output) + buf_len(&c->sending);
+}
+
 static void conn_send_submit(struct conn *c)
 {
 	struct io_uring_sqe *sqe = worker_sqe(c->worker);
@@ -174,10 +184,12 @@ static void conn_recv_arm(struct conn *c)
 /* Offered to the user now, or held (in order behind what is held). */
 static bool conn_input_flows(const struct conn *c)
 {
-	return c->state == CONN_OPEN && buf_len(&c->held) == 0 && !c->input_blocked;
+	return c->state == CONN_OPEN && buf_len(&c->held) == 0 && !c->input_blocked &&
+	       !c->output_blocked;
 }
 
-/* Offer bytes to the user; returns how many it took. */
+/* Offer bytes to the user; returns how many it took. Afterwards, too much
+ * unsent output stops the input until it drains. */
 static size_t conn_offer(struct conn *c, const char *data, size_t len)
 {
 	c->delivering = true;
@@ -188,6 +200,10 @@ static size_t conn_offer(struct conn *c, const char *data, size_t len)
 		return used;
 	if (used < len)
 		c->input_blocked = true;
+	if (conn_output_queued(c) > CONN_OUTPUT_MAX) {
+		c->output_blocked = true;
+		conn_flush(c); /* its completion is what lets input flow again */
+	}
 	return used;
 }
 
@@ -205,8 +221,8 @@ static int conn_deliver(struct conn *c, const char *data, size_t len)
 {
 	if (c->state != CONN_OPEN)
 		return 0; /* closing: input is dropped */
-	if (conn_input_flows(c)) {
-		size_t used = conn_offer(c, data, len);
+	while (len > 0 && conn_input_flows(c)) {
+		size_t used = conn_offer(c, data, len < CONN_OFFER_MAX ? len : CONN_OFFER_MAX);
 		data += used;
 		len -= used;
 		if (c->state != CONN_OPEN)
@@ -224,19 +240,22 @@ static int conn_deliver(struct conn *c, const char *data, size_t len)
 	return 0;
 }
 
-/* Offer held input while the user takes it; resume receiving once little
- * is held; tell of EOF once all is taken. */
+/* Offer held input while the user and the output allow; resume receiving
+ * once little is held; tell of EOF once all is taken. */
 static void conn_feed_held(struct conn *c)
 {
-	while (buf_len(&c->held) > 0 && c->state == CONN_OPEN && !c->input_blocked) {
-		size_t used = conn_offer(c, buf_head(&c->held), buf_len(&c->held));
+	while (buf_len(&c->held) > 0 && c->state == CONN_OPEN && !c->input_blocked &&
+	       !c->output_blocked) {
+		size_t len =
+			buf_len(&c->held) < CONN_OFFER_MAX ? buf_len(&c->held) : CONN_OFFER_MAX;
+		size_t used = conn_offer(c, buf_head(&c->held), len);
 		buf_consume(&c->held, used);
 	}
 	if (c->state != CONN_OPEN) {
 		buf_release(&c->held); /* dropped: conn_close() left it to us */
 		return;
 	}
-	if (buf_len(&c->held) == 0)
+	if (buf_len(&c->held) == 0 && !c->output_blocked)
 		buf_release(&c->held); /* held input is the exception: keep no buffer */
 	if (c->recv_paused && buf_len(&c->held) < CONN_HELD_MAX / 2) {
 		c->recv_paused = false;
@@ -310,6 +329,10 @@ static void conn_send_complete(struct worker_op *op, const struct io_uring_cqe *
 		return;
 	}
 	conn_send_drained(c);
+	if (c->output_blocked && conn_output_queued(c) < CONN_OUTPUT_MAX / 2) {
+		c->output_blocked = false;
+		conn_feed_held(c);
+	}
 	conn_flush(c);
 }
 
@@ -446,6 +469,7 @@ void conn_close(struct conn *c)
 	if (!c->delivering)
 		buf_release(&c->held);
 	c->input_blocked = false;
+	c->output_blocked = false;
 	if (c->recv_paused) {
 		c->recv_paused = false;
 		conn_recv_arm(c);

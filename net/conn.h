@@ -17,13 +17,21 @@
  * `held`, and nothing more is offered until it calls conn_resume_input().
  * Past CONN_HELD_MAX held bytes the recv is cancelled (the peer's sending
  * stalls in TCP) and re-armed once held input drains below half of it.
+ * What the kernel delivered in the loop turn that passed the cap is held
+ * too: that is at most the worker's receive ring, in practice what the
+ * socket had queued.
  *
  * Output: the user appends to its own buffer (`output`, registered at
  * setup) and calls conn_flush(). The conn hands it to the kernel through
  * the transport (plain: the buffers are swapped, no copy), one send in
  * flight, partial sends continued. While output keeps coming the two
  * buffers take turns; once it stops, the conn keeps none (a small one is
- * left with the user, a big one freed).
+ * left with the user, a big one freed). Past CONN_OUTPUT_MAX bytes queued
+ * and not yet sent, no input is offered to the user until the output
+ * drains below half of it: a peer that sends requests and never reads the
+ * answers stalls instead of making us buffer them without bound. (The
+ * check runs between offers of at most 8 KiB, so the output may pass the
+ * cap by the answers to 8 KiB of input.)
  *
  * End of input (EOF): handler->input_end() once every byte before it was
  * taken; receiving stops, output still goes out (a peer may send a whole
@@ -60,7 +68,8 @@
 #include "core/timer.h"
 #include "core/worker.h"
 
-#define CONN_HELD_MAX 65536 /* input held for the user: past this, receiving pauses */
+#define CONN_HELD_MAX   65536 /* input held for the user: past this, receiving pauses */
+#define CONN_OUTPUT_MAX 65536 /* output not yet sent: past this, input waits */
 
 struct conn;
 
@@ -74,9 +83,10 @@ enum conn_failure {
 
 struct conn_handler {
 	/*
-	 * Bytes for the user (valid during the call only). Returns how many it
-	 * took; fewer than len means "no more for now": the conn keeps the
-	 * rest and offers nothing until conn_resume_input().
+	 * Bytes for the user (valid during the call only), at most 8 KiB at
+	 * a time. Returns how many it took; fewer than len means "no more
+	 * for now": the conn keeps the rest and offers nothing until
+	 * conn_resume_input().
 	 */
 	size_t (*input)(struct conn *c, const char *data, size_t len);
 	/* The peer sent EOF, and every byte before it was taken. */
@@ -173,6 +183,7 @@ struct conn {
 	bool send_inflight;  /* a send is in flight */
 	bool close_inflight; /* the close of the socket is in flight */
 	bool input_blocked;  /* the user took less than offered: until resumed */
+	bool output_blocked; /* too much unsent output: no input until it drains */
 	bool input_ended;    /* EOF received */
 	bool input_end_told; /* handler->input_end() has run */
 	bool delivering;     /* inside handler->input() */
@@ -212,6 +223,9 @@ void conn_close(struct conn *c);
 
 /* At once: queued output is dropped, the socket shut. */
 void conn_abort(struct conn *c);
+
+/* Output queued and not yet sent (the user's buffer and the send slot). */
+size_t conn_output_queued(const struct conn *c);
 
 static inline const struct sockaddr *conn_peer(const struct conn *c)
 {
