@@ -19,6 +19,7 @@
 
 static void conn_recv_complete(struct worker_op *op, const struct io_uring_cqe *cqe);
 static void conn_send_complete(struct worker_op *op, const struct io_uring_cqe *cqe);
+static void conn_connect_complete(struct worker_op *op, const struct io_uring_cqe *cqe);
 static void conn_close_complete(struct worker_op *op, const struct io_uring_cqe *cqe);
 static void conn_timer_fire(struct timer *t);
 static void conn_alarm_fire(struct timer *t);
@@ -60,7 +61,8 @@ static void conn_cancel(struct conn *c, struct worker_op *op)
 /* The last completion of the conn has come: hand it back to the user. */
 static void conn_release_if_done(struct conn *c)
 {
-	if (c->state != CONN_TEARDOWN || c->recv_armed || c->send_inflight || c->close_inflight)
+	if (c->state != CONN_TEARDOWN || c->recv_armed || c->send_inflight || c->connect_inflight ||
+	    c->close_inflight)
 		return;
 	c->state = CONN_CLOSED;
 	if (c->transport->close != NULL)
@@ -88,6 +90,8 @@ static void conn_teardown(struct conn *c)
 	shutdown(c->fd, SHUT_RDWR);
 	if (c->recv_armed)
 		conn_cancel(c, &c->recv_op);
+	if (c->connect_inflight)
+		conn_cancel(c, &c->connect_op);
 	struct io_uring_sqe *sqe = worker_sqe(w);
 	io_uring_prep_close(sqe, c->fd);
 	worker_sqe_set_op(sqe, &c->close_op);
@@ -372,6 +376,11 @@ static void conn_timer_fire(struct timer *t)
 {
 	struct conn *c = container_of(t, struct conn, timer);
 	struct worker *w = c->worker;
+	if (c->state == CONN_CONNECTING) {
+		c->connect_timed_out = true;
+		conn_cancel(c, &c->connect_op); /* its completion reports it */
+		return;
+	}
 	if (c->state == CONN_CLOSING) {
 		/* Our last words did not leave in a whole timeout. */
 		conn_teardown(c);
@@ -430,6 +439,7 @@ static void conn_init(struct conn *c, const struct conn_setup *setup, int fd)
 	c->fd = fd;
 	c->recv_op.complete = conn_recv_complete;
 	c->send_op.complete = conn_send_complete;
+	c->connect_op.complete = conn_connect_complete;
 	c->close_op.complete = conn_close_complete;
 	timer_init(&c->timer, conn_timer_fire);
 	timer_init(&c->alarm, conn_alarm_fire);
@@ -454,11 +464,77 @@ void conn_accept(struct conn *c, const struct conn_setup *setup, int fd,
 	conn_recv_arm(c);
 }
 
+int conn_connect(struct conn *c, const struct conn_setup *setup, const struct conn_target *target)
+{
+	CHECK(setup->handler != NULL && setup->handler->connected != NULL);
+	int family = target->address->sa_family;
+	if (family != AF_INET && family != AF_INET6)
+		return -EAFNOSUPPORT;
+	if (target->address_len > sizeof(c->peer))
+		return -EINVAL;
+	int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	if (target->source != NULL) {
+		/* The port comes at connect, with the destination known: a
+		 * busy source address runs out of ports much later. */
+		int one = 1;
+		setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+		if (bind(fd, target->source, target->source_len) != 0) {
+			int e = errno;
+			close(fd);
+			return -e;
+		}
+	}
+	conn_init(c, setup, fd);
+	conn_set_peer(c, target->address, target->address_len);
+	c->state = CONN_CONNECTING;
+	/* The kernel may read the address only when the turn submits. */
+	struct io_uring_sqe *sqe = worker_sqe(c->worker);
+	io_uring_prep_connect(sqe, fd, &c->peer.sa, target->address_len);
+	worker_sqe_set_op(sqe, &c->connect_op);
+	c->connect_inflight = true;
+	if (target->timeout_ms > 0)
+		timer_arm(&c->worker->timers, &c->timer, c->worker->now_ms, target->timeout_ms);
+	return 0;
+}
+
+static void conn_connect_complete(struct worker_op *op, const struct io_uring_cqe *cqe)
+{
+	struct conn *c = container_of(op, struct conn, connect_op);
+	struct worker *w = c->worker;
+	c->connect_inflight = false;
+	if (c->state >= CONN_TEARDOWN) {
+		conn_release_if_done(c);
+		return;
+	}
+	timer_cancel(&w->timers, &c->timer);
+	int status = cqe->res;
+	if (status < 0 && c->connect_timed_out)
+		status = -ETIMEDOUT;
+	if (status < 0) {
+		c->handler->connected(c, status);
+		conn_teardown(c);
+		return;
+	}
+	c->state = CONN_OPEN;
+	c->last_activity_ms = w->now_ms;
+	conn_recv_arm(c);
+	if (c->timeout_ms > 0)
+		timer_arm(&w->timers, &c->timer, w->now_ms, c->timeout_ms);
+	c->handler->connected(c, 0);
+	conn_flush(c); /* what the user queued meanwhile */
+}
+
 /* ---- death ----------------------------------------------------------------- */
 
 void conn_close(struct conn *c)
 {
 	CHECK(c->state != CONN_CLOSED);
+	if (c->state == CONN_CONNECTING) {
+		conn_teardown(c);
+		return;
+	}
 	if (c->state != CONN_OPEN)
 		return;
 	c->state = CONN_CLOSING;

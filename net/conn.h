@@ -1,7 +1,8 @@
 /*
- * conn — one TCP connection on a worker's ring, for whatever protocol runs
- * over it: it knows nothing of SMTP. The inbound SMTP session
- * (net/inbound_session.c) sits on it, and so will the outbound client.
+ * conn — one TCP connection on a worker's ring, accepted or connected, for
+ * whatever protocol runs over it: it knows nothing of SMTP. The inbound
+ * SMTP session (net/inbound_session.c) sits on it, and so will the
+ * outbound client.
  *
  * The user embeds a struct conn in its own struct, gives it a struct
  * conn_handler (its callbacks) and a struct buf of its own for output, and
@@ -46,8 +47,8 @@
  * Close: conn_close() is graceful (no more input; the socket closes once
  * the queued output is sent, or the idle timeout passes first);
  * conn_abort() is at once. The conn is done when nothing of it is in
- * flight any more (recv, send, and the close of its socket, which goes
- * through the ring); then handler->closed(), from the loop, never
+ * flight any more (recv, send, connect, and the close of its socket, which
+ * goes through the ring); then handler->closed(), from the loop, never
  * from inside a call into the conn. Only from then on may the user free
  * the memory holding the conn. A conn lives and dies on its worker.
  *
@@ -95,6 +96,9 @@ struct conn_handler {
 	void (*timeout)(struct conn *c);
 	/* The alarm set with conn_alarm() is due (NULL if never set). */
 	void (*alarm)(struct conn *c);
+	/* conn_connect() only: 0, or -errno (-ECONNREFUSED, -ETIMEDOUT for
+	 * the connect timeout...); after a failure the conn is torn down. */
+	void (*connected)(struct conn *c, int status);
 	/* The connection broke (error: errno); it is torn down next. */
 	void (*failed)(struct conn *c, enum conn_failure what, int error);
 	/* Nothing of the conn is left: its socket is closed and its buffers
@@ -135,10 +139,11 @@ struct conn_transport {
 extern const struct conn_transport conn_plain;
 
 enum conn_state {
-	CONN_OPEN,     /* input offered to the user, output sent */
-	CONN_CLOSING,  /* conn_close(): input dropped, output still goes out */
-	CONN_TEARDOWN, /* socket shut: waiting for what is in flight */
-	CONN_CLOSED,   /* handler->closed() has run: no call may reach the conn */
+	CONN_CONNECTING, /* conn_connect(): the connect is in flight */
+	CONN_OPEN,       /* input offered to the user, output sent */
+	CONN_CLOSING,    /* conn_close(): input dropped, output still goes out */
+	CONN_TEARDOWN,   /* socket shut: waiting for what is in flight */
+	CONN_CLOSED,     /* handler->closed() has run: no call may reach the conn */
 };
 
 union conn_address {
@@ -147,13 +152,22 @@ union conn_address {
 	struct sockaddr_in6 in6;
 };
 
-/* How a conn is set up; read during conn_accept() only. */
+/* How a conn is set up; read during conn_accept()/conn_connect() only. */
 struct conn_setup {
 	struct worker *worker;
 	const struct conn_handler *handler;
 	struct buf *output;                     /* the user's output buffer, for the conn's life */
 	const struct conn_transport *transport; /* NULL: conn_plain */
 	void *transport_state;
+};
+
+/* Where conn_connect() goes. */
+struct conn_target {
+	const struct sockaddr *address; /* IPv4 or IPv6, with its port */
+	socklen_t address_len;
+	const struct sockaddr *source; /* bound first (port 0: any); NULL: any */
+	socklen_t source_len;
+	uint32_t timeout_ms; /* 0: the kernel's own (minutes) */
 };
 
 /* Read-only for the user: the fields are the conn's. */
@@ -169,8 +183,9 @@ struct conn {
 
 	struct worker_op recv_op;
 	struct worker_op send_op;
+	struct worker_op connect_op;
 	struct worker_op close_op;
-	struct timer timer; /* idle timeout */
+	struct timer timer; /* idle timeout; the connect timeout while connecting */
 	struct timer alarm; /* the user's */
 	uint64_t last_activity_ms;
 	uint32_t timeout_ms; /* idle timeout, 0: none */
@@ -178,15 +193,17 @@ struct conn {
 	struct buf held;    /* input the user has not taken yet */
 	struct buf sending; /* bytes handed to the kernel: no one touches them */
 
-	bool recv_armed;     /* a multishot recv is in flight */
-	bool recv_paused;    /* too much held input: not re-armed until it drains */
-	bool send_inflight;  /* a send is in flight */
-	bool close_inflight; /* the close of the socket is in flight */
-	bool input_blocked;  /* the user took less than offered: until resumed */
-	bool output_blocked; /* too much unsent output: no input until it drains */
-	bool input_ended;    /* EOF received */
-	bool input_end_told; /* handler->input_end() has run */
-	bool delivering;     /* inside handler->input() */
+	bool recv_armed;        /* a multishot recv is in flight */
+	bool recv_paused;       /* too much held input: not re-armed until it drains */
+	bool send_inflight;     /* a send is in flight */
+	bool connect_inflight;  /* the connect is in flight */
+	bool close_inflight;    /* the close of the socket is in flight */
+	bool connect_timed_out; /* the connect timeout cancelled the connect */
+	bool input_blocked;     /* the user took less than offered: until resumed */
+	bool output_blocked;    /* too much unsent output: no input until it drains */
+	bool input_ended;       /* EOF received */
+	bool input_end_told;    /* handler->input_end() has run */
+	bool delivering;        /* inside handler->input() */
 };
 
 /*
@@ -197,8 +214,16 @@ struct conn {
 void conn_accept(struct conn *c, const struct conn_setup *setup, int fd,
 		 const struct sockaddr *peer, socklen_t peer_len);
 
-/* Send what the user appended to its output buffer. Does nothing once the
- * socket is shut. */
+/*
+ * Open an outbound connection (IORING_OP_CONNECT), bound to
+ * target->source first if given, and call handler->connected() with the
+ * outcome. Returns 0, or -errno when the socket could not even be made or
+ * bound (no callback then, nothing to close).
+ */
+int conn_connect(struct conn *c, const struct conn_setup *setup, const struct conn_target *target);
+
+/* Send what the user appended to its output buffer (while connecting:
+ * once connected). Does nothing once the socket is shut. */
 void conn_flush(struct conn *c);
 
 /* The user takes input again: held bytes are offered at once (through
@@ -218,7 +243,7 @@ void conn_alarm(struct conn *c, uint32_t delay_ms);
 void conn_alarm_cancel(struct conn *c);
 
 /* Graceful: no more input; the socket closes once the queued output is
- * sent (within the idle timeout). */
+ * sent (within the idle timeout). While connecting, the same as abort. */
 void conn_close(struct conn *c);
 
 /* At once: queued output is dropped, the socket shut. */
