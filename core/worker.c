@@ -75,7 +75,8 @@ int worker_probe_io_uring(char *err, size_t err_size)
 		      {IORING_OP_SEND, "SEND"},           {IORING_OP_READ, "READ"},
 		      {IORING_OP_WRITE, "WRITE"},         {IORING_OP_FSYNC, "FSYNC"},
 		      {IORING_OP_ASYNC_CANCEL, "CANCEL"}, {IORING_OP_CLOSE, "CLOSE"},
-		      {IORING_OP_UNLINKAT, "UNLINKAT"},   {IORING_OP_NOP, "NOP"}};
+		      {IORING_OP_UNLINKAT, "UNLINKAT"},   {IORING_OP_NOP, "NOP"},
+		      {IORING_OP_CONNECT, "CONNECT"}};
 	r = 0;
 	for (size_t i = 0; probe != NULL && i < sizeof(needed) / sizeof(needed[0]); i++) {
 		if (!io_uring_opcode_supported(probe, needed[i].op)) {

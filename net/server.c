@@ -12,7 +12,7 @@
 #include "core/log.h"
 #include "net/address.h"
 #include "net/client_limit.h"
-#include "net/conn.h"
+#include "net/inbound_session.h"
 #include "net/listener.h"
 #include "queue/queue.h"
 
@@ -56,28 +56,19 @@ void net_worker_accept(struct net_worker *nw, int fd)
 				  "later";
 		}
 	}
-	conn_accept(nw, fd, (struct sockaddr *)&peer, peer_len, refusal, counted, slot);
+	inbound_session_start(nw, fd, (struct sockaddr *)&peer, peer_len, refusal, counted, slot);
 }
 
-void net_worker_conn_added(struct net_worker *nw, struct conn *c)
+void net_worker_session_added(struct net_worker *nw, struct inbound_session *s)
 {
-	c->prev = NULL;
-	c->next = nw->conns;
-	if (nw->conns != NULL)
-		nw->conns->prev = c;
-	nw->conns = c;
-	nw->nconns++;
+	list_insert_tail(&nw->sessions, &s->link);
+	nw->nsessions++;
 }
 
-void net_worker_conn_removed(struct net_worker *nw, struct conn *c)
+void net_worker_session_removed(struct net_worker *nw, struct inbound_session *s)
 {
-	if (c->prev != NULL)
-		c->prev->next = c->next;
-	else
-		nw->conns = c->next;
-	if (c->next != NULL)
-		c->next->prev = c->prev;
-	nw->nconns--;
+	list_remove(&s->link);
+	nw->nsessions--;
 }
 
 /* ---- the inbound service on each worker ------------------------------------ */
@@ -92,6 +83,7 @@ static int net_inbound_start(struct worker *w, void *arg, void **state)
 	*state = nw;
 	nw->server = srv;
 	nw->worker = w;
+	list_init(&nw->sessions);
 	nw->index = w->index;
 	nw->queue = queue_store_queue(srv->store, w->index);
 	if (nw->queue == NULL || queue_worker(nw->queue) != w) {
@@ -127,9 +119,10 @@ static void net_inbound_deadline(struct timer *t)
 {
 	struct net_worker *nw = container_of(t, struct net_worker, shutdown_timer);
 	nw->shutdown_deadline_passed = true;
-	for (struct conn *c = nw->conns, *next; c != NULL; c = next) {
-		next = c->next;
-		conn_force_close(c);
+	struct inbound_session *s, *next;
+	list_for_each_entry_safe(s, next, &nw->sessions, link)
+	{
+		inbound_session_force_close(s);
 	}
 }
 
@@ -138,10 +131,11 @@ static void net_inbound_drain(struct worker *w, void *state)
 	struct net_worker *nw = state;
 	for (unsigned i = 0; i < nw->nlisteners; i++)
 		listener_close(&nw->listeners[i]);
-	log_event(LOG_LEVEL_INFO, "event=shutdown worker=%u sessions=%u", w->index, nw->nconns);
-	for (struct conn *c = nw->conns, *next; c != NULL; c = next) {
-		next = c->next;
-		conn_shutdown(c);
+	log_event(LOG_LEVEL_INFO, "event=shutdown worker=%u sessions=%u", w->index, nw->nsessions);
+	struct inbound_session *s, *next;
+	list_for_each_entry_safe(s, next, &nw->sessions, link)
+	{
+		inbound_session_shutdown(s);
 	}
 	timer_init(&nw->shutdown_timer, net_inbound_deadline);
 	timer_arm(&w->timers, &nw->shutdown_timer, w->now_ms, nw->server->cfg->shutdown_timeout_ms);
@@ -151,7 +145,7 @@ static bool net_inbound_idle(struct worker *w, void *state)
 {
 	struct net_worker *nw = state;
 	(void)w;
-	return nw->nconns == 0;
+	return nw->nsessions == 0;
 }
 
 static void net_inbound_stop(struct worker *w, void *state)

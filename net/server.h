@@ -29,13 +29,14 @@
 #include <stdatomic.h>
 
 #include "core/config.h"
+#include "core/list.h"
 #include "core/timer.h"
 #include "core/worker.h"
 #include "net/policy.h"
 #include "net/smtp_session.h"
 
 struct client_limit;
-struct conn;
+struct inbound_session;
 struct listener;
 struct queue;
 struct queue_store;
@@ -60,8 +61,8 @@ struct net_worker {
 	struct queue *queue;
 	struct listener *listeners;
 	unsigned nlisteners;
-	struct conn *conns; /* doubly linked */
-	unsigned nconns;
+	struct list_node sessions; /* struct inbound_session, by link */
+	unsigned nsessions;
 	uint64_t sessions_started;
 	struct timer shutdown_timer;
 	bool shutdown_deadline_passed;
@@ -72,12 +73,13 @@ struct net_worker {
 void net_server_release(struct net_server *srv, bool counted, uint32_t client_slot,
 			const struct sockaddr *peer);
 
-/* A listener accepted fd: apply the limits, then conn_accept(). */
+/* A listener accepted fd: apply the limits, then inbound_session_start(). */
 void net_worker_accept(struct net_worker *nw, int fd);
 
-/* conn.c reports its birth and death so the worker knows when it is idle. */
-void net_worker_conn_added(struct net_worker *nw, struct conn *c);
-void net_worker_conn_removed(struct net_worker *nw, struct conn *c);
+/* inbound_session.c reports each session's birth and death, so the worker
+ * can shut them down and knows when it is idle. */
+void net_worker_session_added(struct net_worker *nw, struct inbound_session *s);
+void net_worker_session_removed(struct net_worker *nw, struct inbound_session *s);
 
 /* Build the server from a loaded config; validates what config.c keeps as
  * text (networks, relay domains). On error, err says file, line and key. */

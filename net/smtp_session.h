@@ -1,8 +1,8 @@
 /*
  * smtp_session — the server side of one SMTP session, as a state machine.
  * No sockets and no ring: bytes in, replies out, and calls into the queue
- * contract (queue/queue.h). net/conn.c glues it to a socket; the unit tests
- * drive it directly.
+ * contract (queue/queue.h). net/inbound_session.c puts it on a connection;
+ * the unit tests drive it directly.
  *
  * Shape (after OpenSMTPD's smtp_session.c): a small enum of states and a
  * command table {verb, states allowed, handler}. Input is fed in arbitrary

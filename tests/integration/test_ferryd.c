@@ -14,6 +14,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -551,6 +552,161 @@ Test(ferryd, client_that_stops_reading_and_resets_does_no_harm)
 	connect_greeted(&probe, &fi);
 	expect_command(&probe, "QUIT", 221, NULL);
 	smtp_client_close(&probe);
+	stop_ferryd_cleanly(&fi);
+}
+
+/* ferryd's resident memory (VmRSS) in kB, or -1. */
+static long ferryd_rss_kb(const struct ferry_instance *fi)
+{
+	char path[64], line[256];
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)fi->pid);
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		return -1;
+	long kb = -1;
+	while (kb < 0 && fgets(line, sizeof(line), f) != NULL)
+		if (sscanf(line, "VmRSS: %ld kB", &kb) != 1)
+			kb = -1;
+	fclose(f);
+	return kb;
+}
+
+/* ferryd's CPU time so far (clock ticks), or -1. */
+static long ferryd_cpu_ticks(const struct ferry_instance *fi)
+{
+	char path[64], text[1024];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)fi->pid);
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		return -1;
+	size_t n = fread(text, 1, sizeof(text) - 1, f);
+	fclose(f);
+	text[n] = '\0';
+	const char *p = strrchr(text, ')'); /* the name may hold spaces */
+	unsigned long utime, stime;
+	if (p == NULL || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
+				&utime, &stime) != 2)
+		return -1;
+	return (long)(utime + stime);
+}
+
+/* Until ferryd has worked through what it was given (its CPU time stands
+ * still for 300 ms), at most timeout_ms. */
+static void ferryd_wait_settled(const struct ferry_instance *fi, int timeout_ms)
+{
+	int64_t deadline = harness_now_ms() + timeout_ms;
+	long before = -2;
+	for (long now = ferryd_cpu_ticks(fi); now != before && harness_now_ms() < deadline;
+	     now = ferryd_cpu_ticks(fi)) {
+		before = now;
+		harness_sleep_ms(300);
+	}
+}
+
+Test(ferryd, client_that_pipelines_without_reading_cannot_grow_ferryd, .timeout = 150)
+{
+	/*
+	 * The client pipelines NOOPs and reads nothing. Their replies (14
+	 * octets each, 21 MB) must be far more than the kernel keeps for a
+	 * socket (its send buffer grows to 4 MB on loopback), or the kernel
+	 * would hold them all and ferryd would have nothing to buffer. ferryd
+	 * must stop reading instead (and so stop taking our NOOPs): it may
+	 * grow by its caps and one loop turn's input at most, not by what
+	 * we send.
+	 */
+	enum { NOOPS = 1500000, STALL_MS = 1000, GROWTH_KB = 8192 };
+	static const char noop[] = "NOOP\r\n", ok[] = "250 2.0.0 Ok\r\n";
+	const size_t total = (size_t)NOOPS * (sizeof(noop) - 1);
+	const size_t replies = (size_t)NOOPS * (sizeof(ok) - 1);
+	static char flood[(size_t)NOOPS * (sizeof(noop) - 1)];
+	for (size_t i = 0; i < NOOPS; i++)
+		memcpy(flood + i * (sizeof(noop) - 1), noop, sizeof(noop) - 1);
+	struct ferry_instance fi;
+	cr_assert_eq(harness_setup(&fi, "[limits]\nmax_commands_per_session = 10000000\n"
+					"[log]\nlevel = warn\n"),
+		     0);
+	/* Under AddressSanitizer (the test build) freed memory waits in a
+	 * quarantine of up to 256 MB before it is reused: RSS would measure
+	 * what ferryd freed, not what it keeps. No quarantine for this one. */
+	char asan[1024];
+	const char *asan_options = getenv("ASAN_OPTIONS");
+	snprintf(asan, sizeof(asan), "ASAN_OPTIONS=%s%squarantine_size_mb=0",
+		 asan_options != NULL ? asan_options : "",
+		 asan_options != NULL && asan_options[0] != '\0' ? ":" : "");
+	const char *const env[] = {asan, NULL};
+	cr_assert_eq(harness_start_env(&fi, START_MS, env), 0, "ferryd did not start");
+
+	/* First a large message: every buffer of the worker's receive ring
+	 * (4 MB, made resident as traffic cycles through it) is in ferryd's
+	 * RSS before we measure it. */
+	enum { LINE = 100, LINES = 50000 };
+	static char body[(size_t)LINE * LINES + 3];
+	for (size_t i = 0; i < LINES; i++) {
+		memset(body + i * LINE, 'a' + (char)(i % 26), LINE - 2);
+		memcpy(body + i * LINE + LINE - 2, "\r\n", 2);
+	}
+	memcpy(body + (size_t)LINE * LINES, ".\r\n", 3);
+	struct smtp_client c;
+	connect_greeted(&c, &fi);
+	open_transaction(&c, "a@client.example", "b@relay.example");
+	expect_command(&c, "DATA", 354, NULL);
+	cr_assert_eq(smtp_client_send(&c, body, sizeof(body)), 0);
+	expect_reply(&c, 250, "2.0.0", "end of the first message");
+	ferryd_wait_settled(&fi, 10000);
+	long before = ferryd_rss_kb(&fi);
+	cr_assert_gt(before, 0, "cannot read ferryd's VmRSS");
+
+	/* Write without reading until all is sent or ferryd stops taking it. */
+	size_t sent = 0, got = 0;
+	for (int64_t last = harness_now_ms(); sent < total && harness_now_ms() - last < STALL_MS;) {
+		struct pollfd pfd = {.fd = c.fd, .events = POLLOUT};
+		if (poll(&pfd, 1, 100) <= 0)
+			continue;
+		ssize_t n = send(c.fd, flood + sent, total - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+		cr_assert(n > 0 || errno == EAGAIN, "send: %s", strerror(errno));
+		if (n > 0) {
+			sent += (size_t)n;
+			last = harness_now_ms();
+		}
+	}
+	ferryd_wait_settled(&fi, 20000);
+	long flooded = ferryd_rss_kb(&fi);
+	cr_assert_leq(flooded - before, GROWTH_KB,
+		      "ferryd grew from %ld to %ld kB while a client pipelined %zu octets of NOOPs "
+		      "without reading",
+		      before, flooded, sent);
+
+	/* Now read: every NOOP gets its 250, in order, and the rest of the
+	 * flood goes out meanwhile. */
+	int64_t deadline = harness_now_ms() + 60000;
+	while (got < replies) {
+		cr_assert_lt(harness_now_ms(), deadline, "%zu of %zu reply octets in time", got,
+			     replies);
+		struct pollfd pfd = {.fd = c.fd, .events = POLLIN | (sent < total ? POLLOUT : 0)};
+		if (poll(&pfd, 1, 100) <= 0)
+			continue;
+		if ((pfd.revents & POLLOUT) != 0) {
+			ssize_t n =
+				send(c.fd, flood + sent, total - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+			if (n > 0)
+				sent += (size_t)n;
+		}
+		char in[65536];
+		ssize_t n = recv(c.fd, in, sizeof(in), MSG_DONTWAIT);
+		if (n < 0 && errno == EAGAIN)
+			continue;
+		cr_assert_gt(n, 0, "the connection ended after %zu of %zu reply octets", got,
+			     replies);
+		for (ssize_t k = 0; k < n; k++, got++)
+			cr_assert_eq(in[k], ok[got % (sizeof(ok) - 1)],
+				     "reply octet %zu is not that of '250 2.0.0 Ok'", got);
+		cr_assert_leq(got, replies, "more replies than NOOPs");
+	}
+	expect_command(&c, "QUIT", 221, NULL);
+	smtp_client_close(&c);
+	long after = ferryd_rss_kb(&fi);
+	cr_assert_leq(after - before, GROWTH_KB,
+		      "ferryd grew from %ld to %ld kB answering %d NOOPs", before, after, NOOPS);
 	stop_ferryd_cleanly(&fi);
 }
 

@@ -1,0 +1,258 @@
+#include "net/inbound_session.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "net/server.h"
+
+/* A refused connection's 421 has this long to leave. */
+#define INBOUND_REFUSAL_TIMEOUT_MS 10000
+
+static void inbound_session_wake(struct smtp_session *ss);
+
+static const struct smtp_session_hooks inbound_session_hooks = {.wake = inbound_session_wake};
+
+static struct inbound_session *inbound_session_of(struct conn *c)
+{
+	return container_of(c, struct inbound_session, conn);
+}
+
+static uint32_t inbound_session_timeout_ms(const struct inbound_session *s)
+{
+	const struct config *cfg = s->owner->server->cfg;
+	return smtp_session_in_data(&s->session) ? cfg->data_timeout_ms : cfg->idle_timeout_ms;
+}
+
+/*
+ * After anything the session did: its replies go out, the timeout that
+ * applies now is the conn's (a session that has just entered DATA may be
+ * under a shorter one), and a session with nothing more to do is closed
+ * once its replies are sent.
+ */
+static void inbound_session_settle(struct inbound_session *s)
+{
+	struct conn *c = &s->conn;
+	conn_flush(c);
+	if (c->state != CONN_OPEN)
+		return;
+	if (s->greeted)
+		conn_set_timeout(c, inbound_session_timeout_ms(s));
+	if (s->session.want_close) {
+		conn_close(c);
+	} else if (s->input_ended && !s->session.waiting) {
+		/* The client sent EOF and the session has acted on all it sent:
+		 * once the replies are out, nothing more can happen here. */
+		if (smtp_session_in_transaction(&s->session))
+			log_event(LOG_LEVEL_INFO,
+				  "event=lost_connection session=%s client=%s state=transaction",
+				  s->session.id, s->session.client_address);
+		conn_close(c);
+	}
+}
+
+static void inbound_session_greet(struct inbound_session *s)
+{
+	s->greeted = true;
+	smtp_session_greet(&s->session);
+	conn_touch(&s->conn); /* the idle timeout runs from the banner on */
+	inbound_session_settle(s);
+}
+
+/* ---- the conn's callbacks ---------------------------------------------------- */
+
+static size_t inbound_session_input(struct conn *c, const char *data, size_t len)
+{
+	struct inbound_session *s = inbound_session_of(c);
+	if (!s->greeted) {
+		/* Once: later bytes of the same bot add nothing. */
+		if (s->session.state != SMTP_STATE_CLOSED) {
+			smtp_session_early_talker(&s->session);
+			log_event(LOG_LEVEL_INFO, "event=early_talker session=%s client=%s",
+				  s->session.id, s->session.client_address);
+		}
+		inbound_session_settle(s);
+		return len;
+	}
+	size_t used = smtp_session_feed(&s->session, data, len);
+	if (s->session.state == SMTP_STATE_CLOSED)
+		used = len; /* nothing more will be read */
+	inbound_session_settle(s);
+	/* Fewer than len: the session waits for the store, which wakes it. */
+	return used;
+}
+
+static void inbound_session_input_end(struct conn *c)
+{
+	struct inbound_session *s = inbound_session_of(c);
+	s->input_ended = true;
+	inbound_session_settle(s);
+}
+
+static void inbound_session_timeout(struct conn *c)
+{
+	struct inbound_session *s = inbound_session_of(c);
+	if (s->session.state == SMTP_STATE_COMMIT) {
+		/* Waiting for the disk is not the client's fault. */
+		conn_touch(c);
+		return;
+	}
+	log_event(LOG_LEVEL_INFO, "event=timeout session=%s client=%s in_data=%d", s->session.id,
+		  s->session.client_address, smtp_session_in_data(&s->session));
+	smtp_session_timeout(&s->session);
+	inbound_session_settle(s);
+}
+
+/* The greeting delay passed: listen-before-speaking is over. */
+static void inbound_session_alarm(struct conn *c)
+{
+	inbound_session_greet(inbound_session_of(c));
+}
+
+static void inbound_session_failed(struct conn *c, enum conn_failure what, int error)
+{
+	struct inbound_session *s = inbound_session_of(c);
+	switch (what) {
+	case CONN_FAILURE_SEND:
+		log_event(LOG_LEVEL_INFO, "event=send_error session=%s error=\"%s\"", s->session.id,
+			  strerror(error));
+		break;
+	case CONN_FAILURE_INPUT_LOST:
+		log_event(LOG_LEVEL_ERROR,
+			  "event=input_lost session=%s client=%s note=\"out of memory holding "
+			  "input; connection closed, nothing in it was acknowledged\"",
+			  s->session.id, s->session.client_address);
+		break;
+	case CONN_FAILURE_RECV:
+	case CONN_FAILURE_TRANSPORT:
+	default:
+		/* The socket broke: nothing more can be said. */
+		log_event(LOG_LEVEL_INFO, "event=recv_error session=%s error=\"%s\"", s->session.id,
+			  strerror(error));
+		break;
+	}
+}
+
+static void inbound_session_closed(struct conn *c)
+{
+	struct inbound_session *s = inbound_session_of(c);
+	struct net_worker *owner = s->owner;
+	log_event(LOG_LEVEL_INFO, "event=disconnect session=%s client=%s commands=%u messages=%u",
+		  s->session.id, s->session.client_address, s->session.commands,
+		  s->session.messages);
+	smtp_session_destroy(&s->session);
+	net_server_release(owner->server, s->counted, s->client_slot, conn_peer(c));
+	net_worker_session_removed(owner, s);
+	free(s);
+}
+
+static const struct conn_handler inbound_session_conn_handler = {
+	.input = inbound_session_input,
+	.input_end = inbound_session_input_end,
+	.timeout = inbound_session_timeout,
+	.alarm = inbound_session_alarm,
+	.failed = inbound_session_failed,
+	.closed = inbound_session_closed,
+};
+
+/* The store committed the message or has room again: send the replies,
+ * feed what the client pipelined meanwhile. */
+static void inbound_session_wake(struct smtp_session *ss)
+{
+	struct inbound_session *s = container_of(ss, struct inbound_session, session);
+	if (s->conn.state != CONN_OPEN) {
+		conn_flush(&s->conn); /* closing: the last replies still go out */
+		return;
+	}
+	conn_touch(&s->conn);
+	conn_resume_input(&s->conn);
+	inbound_session_settle(s);
+}
+
+/* ---- birth and death ---------------------------------------------------------- */
+
+static void inbound_session_peer_text(const struct sockaddr *peer, char *out, size_t size)
+{
+	const void *addr = NULL;
+	if (peer->sa_family == AF_INET)
+		addr = &((const struct sockaddr_in *)peer)->sin_addr;
+	else if (peer->sa_family == AF_INET6)
+		addr = &((const struct sockaddr_in6 *)peer)->sin6_addr;
+	if (addr == NULL || inet_ntop(peer->sa_family, addr, out, (socklen_t)size) == NULL)
+		snprintf(out, size, "unknown");
+}
+
+void inbound_session_start(struct net_worker *owner, int fd, const struct sockaddr *peer,
+			   socklen_t peer_len, const char *refusal, bool counted,
+			   uint32_t client_slot)
+{
+	struct net_server *srv = owner->server;
+	struct inbound_session *s = calloc(1, sizeof(*s));
+	char peer_text[INET6_ADDRSTRLEN];
+	char id[17];
+	inbound_session_peer_text(peer, peer_text, sizeof(peer_text));
+	snprintf(id, sizeof(id), "%02x%014llx", owner->index & 0xff,
+		 (unsigned long long)++owner->sessions_started);
+	if (s == NULL || smtp_session_init(&s->session, &srv->settings, &inbound_session_hooks,
+					   owner->queue, peer, peer_text, id) != 0) {
+		close(fd);
+		net_server_release(srv, counted, client_slot, peer);
+		free(s);
+		return;
+	}
+	s->owner = owner;
+	s->counted = counted;
+	s->client_slot = client_slot;
+	net_worker_session_added(owner, s);
+	struct conn_setup setup = {
+		.worker = owner->worker,
+		.handler = &inbound_session_conn_handler,
+		.output = &s->session.out,
+	};
+	conn_accept(&s->conn, &setup, fd, peer, peer_len);
+
+	log_event(LOG_LEVEL_INFO, "event=connect session=%s client=%s trusted=%d", id,
+		  s->session.client_address, s->session.client_trusted);
+	if (refusal != NULL) {
+		log_event(LOG_LEVEL_INFO,
+			  "event=connection_refused session=%s client=%s reply=\"%s\"", id,
+			  s->session.client_address, refusal);
+		s->greeted = true;
+		smtp_session_refuse(&s->session, refusal);
+		conn_set_timeout(&s->conn, INBOUND_REFUSAL_TIMEOUT_MS);
+		conn_close(&s->conn);
+		return;
+	}
+	uint32_t delay = srv->cfg->greeting_delay_ms;
+	if (delay == 0)
+		inbound_session_greet(s);
+	else
+		conn_alarm(&s->conn, delay); /* listen before speaking: a talker is a bot */
+}
+
+void inbound_session_shutdown(struct inbound_session *s)
+{
+	if (s->conn.state != CONN_OPEN)
+		return;
+	if (!s->greeted) {
+		s->greeted = true;
+		conn_alarm_cancel(&s->conn);
+		smtp_session_refuse(&s->session, "421 4.3.2 Service shutting down");
+	} else {
+		smtp_session_shutdown(&s->session);
+	}
+	inbound_session_settle(s);
+}
+
+void inbound_session_force_close(struct inbound_session *s)
+{
+	if (s->conn.state >= CONN_TEARDOWN)
+		return;
+	log_event(LOG_LEVEL_WARN, "event=shutdown_deadline session=%s client=%s", s->session.id,
+		  s->session.client_address);
+	conn_abort(&s->conn);
+}

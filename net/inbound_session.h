@@ -1,0 +1,70 @@
+/*
+ * inbound_session — the inbound SMTP session on a connection: one
+ * smtp_session (the pure state machine) on one accepted conn (the socket
+ * layer), and the policy between them that is neither's alone.
+ *
+ *  - The greeting: 220 at once, or after greeting_delay; a client that
+ *    talks before it gets 554 and is closed (early talker). A connection
+ *    over a limit gets the server's 421 instead, and is closed.
+ *  - Input goes to smtp_session_feed(); what the session cannot take while
+ *    it waits for the store stays held in the conn and is fed again when
+ *    the store wakes the session.
+ *  - Timeouts: data_timeout while a body is received, idle_timeout
+ *    otherwise; a session waiting for the disk (SMTP_STATE_COMMIT) is not
+ *    timed out, the disk's slowness is not the client's fault.
+ *  - The end: the session's last reply is sent, then the conn closes; a
+ *    client that shut down its sending side (EOF) still gets every reply,
+ *    including the 250 of a commit in flight.
+ *  - Shutdown: 421 now, or after the transaction in progress; at the
+ *    shutdown deadline, closed regardless.
+ *  - The log lines of a connection's life (docs/operations.md): connect,
+ *    connection_refused, early_talker, timeout, lost_connection,
+ *    recv_error, send_error, input_lost, shutdown_deadline, disconnect.
+ *
+ * Lifetime: started by net/server.c's accept path, listed on its
+ * net_worker until the conn is closed; then the session is destroyed, the
+ * connection's place in the limits given back, and the memory freed. It
+ * lives and dies on its worker.
+ */
+#ifndef FERRY_NET_INBOUND_SESSION_H
+#define FERRY_NET_INBOUND_SESSION_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "core/list.h"
+#include "net/conn.h"
+#include "net/smtp_session.h"
+
+struct net_worker;
+
+struct inbound_session {
+	struct conn conn;
+	struct net_worker *owner;
+	struct list_node link; /* the owner's sessions */
+	uint32_t client_slot;  /* per-client accounting; see server.c */
+	bool counted;          /* holds a place in the connection limits */
+	bool greeted;          /* the banner (or a refusal) is queued */
+	bool input_ended;      /* the client shut down its sending side (EOF) */
+	struct smtp_session session;
+};
+
+/*
+ * A socket was accepted on worker `owner` from `peer`. `refusal`, when not
+ * NULL, is a 421 reply line: the connection is over a limit (or the
+ * server shuts down), so it gets that reply and is closed. `counted` and
+ * `client_slot` are its place in the limits, given back when it ends (or
+ * at once, with the fd closed, when not even the session could be set up).
+ */
+void inbound_session_start(struct net_worker *owner, int fd, const struct sockaddr *peer,
+			   socklen_t peer_len, const char *refusal, bool counted,
+			   uint32_t client_slot);
+
+/* Shutdown: 421 now, or after the transaction in progress. */
+void inbound_session_shutdown(struct inbound_session *s);
+
+/* The shutdown deadline passed: close at once (logged). */
+void inbound_session_force_close(struct inbound_session *s);
+
+#endif
