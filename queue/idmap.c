@@ -1,6 +1,7 @@
 #include "queue/idmap.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -8,94 +9,131 @@
 
 #include "queue/queue.h"
 
-#define IDMAP_MIN_CAP 1024
+#define IDMAP_MIN_SIZE   1024
+#define IDMAP_MOVE_STEPS 4 /* old buckets moved per call while growing */
 
-static const char *idmap_key(const struct idmap *map, const void *value)
+static const char *idmap_key(const struct idmap *map, const struct idmap_node *node)
 {
-	return (const char *)value + map->key_offset;
+	return (const char *)node + map->key_offset;
 }
 
-static size_t idmap_home(const struct idmap *map, const char *id)
+static uint64_t idmap_hash(const char *id)
 {
-	return (size_t)XXH3_64bits(id, QUEUE_ID_LEN) & (map->cap - 1);
+	return XXH3_64bits(id, QUEUE_ID_LEN);
 }
 
-void idmap_init(struct idmap *map, size_t key_offset)
+static bool idmap_growing(const struct idmap *map)
+{
+	return map->table[1] != NULL;
+}
+
+void idmap_init(struct idmap *map, ptrdiff_t key_offset)
 {
 	*map = (struct idmap){.key_offset = key_offset};
 }
 
 void idmap_free(struct idmap *map)
 {
-	free(map->slots);
+	free(map->table[0]);
+	free(map->table[1]);
 	idmap_init(map, map->key_offset);
 }
 
-static void idmap_place(struct idmap *map, void *value)
+/* Move a few of the old table's buckets to the new one; the old table
+ * goes once it is empty. */
+static void idmap_move_some(struct idmap *map)
 {
-	size_t k = idmap_home(map, idmap_key(map, value));
-	while (map->slots[k] != NULL)
-		k = (k + 1) & (map->cap - 1);
-	map->slots[k] = value;
+	for (int step = 0; step < IDMAP_MOVE_STEPS && idmap_growing(map); step++) {
+		struct idmap_node *node = map->table[0][map->moved];
+		while (node != NULL) {
+			struct idmap_node *next = node->next;
+			size_t b = idmap_hash(idmap_key(map, node)) & (map->size[1] - 1);
+			node->next = map->table[1][b];
+			map->table[1][b] = node;
+			node = next;
+		}
+		map->table[0][map->moved] = NULL;
+		if (++map->moved == map->size[0]) {
+			free(map->table[0]);
+			map->table[0] = map->table[1];
+			map->size[0] = map->size[1];
+			map->table[1] = NULL;
+			map->size[1] = 0;
+			map->moved = 0;
+		}
+	}
 }
 
-static int idmap_grow(struct idmap *map)
+/*
+ * The chains where a hash may be: while growing, new nodes and moved
+ * buckets are in the new table, the buckets not moved yet in the old one.
+ * Returns how many (1 or 2).
+ */
+static int idmap_chains(const struct idmap *map, uint64_t hash, struct idmap_node **chains[2])
 {
-	size_t cap = map->cap ? map->cap * 2 : IDMAP_MIN_CAP;
-	void **slots = calloc(cap, sizeof(*slots));
-	if (slots == NULL)
-		return -ENOMEM;
-	void **old = map->slots;
-	size_t old_cap = map->cap;
-	map->slots = slots;
-	map->cap = cap;
-	for (size_t i = 0; i < old_cap; i++)
-		if (old[i] != NULL)
-			idmap_place(map, old[i]);
-	free(old);
-	return 0;
+	int n = 0;
+	if (idmap_growing(map))
+		chains[n++] = &map->table[1][hash & (map->size[1] - 1)];
+	size_t b = hash & (map->size[0] - 1);
+	if (!idmap_growing(map) || b >= map->moved)
+		chains[n++] = &map->table[0][b];
+	return n;
 }
 
-int idmap_insert(struct idmap *map, void *value)
+int idmap_insert(struct idmap *map, struct idmap_node *node)
 {
-	if ((map->count + 1) * 2 > map->cap && idmap_grow(map) != 0)
-		return -ENOMEM;
-	idmap_place(map, value);
+	if (map->size[0] == 0) {
+		map->table[0] = calloc(IDMAP_MIN_SIZE, sizeof(*map->table[0]));
+		if (map->table[0] == NULL)
+			return -ENOMEM;
+		map->size[0] = IDMAP_MIN_SIZE;
+	}
+	idmap_move_some(map);
+	if (!idmap_growing(map) && map->count >= map->size[0]) {
+		/* Lazily zeroed pages: the new table costs nothing until used. */
+		map->table[1] = calloc(map->size[0] * 2, sizeof(*map->table[1]));
+		if (map->table[1] != NULL)
+			map->size[1] = map->size[0] * 2;
+		/* Without it the chains only grow longer: still correct. */
+	}
+	uint64_t hash = idmap_hash(idmap_key(map, node));
+	struct idmap_node **bucket = idmap_growing(map) ? &map->table[1][hash & (map->size[1] - 1)]
+							: &map->table[0][hash & (map->size[0] - 1)];
+	node->next = *bucket;
+	*bucket = node;
 	map->count++;
 	return 0;
 }
 
-void *idmap_find(const struct idmap *map, const char *id)
+struct idmap_node *idmap_find(struct idmap *map, const char *id)
 {
-	if (map->cap == 0)
+	if (map->size[0] == 0)
 		return NULL;
-	for (size_t k = idmap_home(map, id);; k = (k + 1) & (map->cap - 1)) {
-		void *value = map->slots[k];
-		if (value == NULL || memcmp(idmap_key(map, value), id, QUEUE_ID_LEN) == 0)
-			return value;
-	}
+	idmap_move_some(map);
+	struct idmap_node **chains[2];
+	int n = idmap_chains(map, idmap_hash(id), chains);
+	for (int i = 0; i < n; i++)
+		for (struct idmap_node *node = *chains[i]; node != NULL; node = node->next)
+			if (memcmp(idmap_key(map, node), id, QUEUE_ID_LEN) == 0)
+				return node;
+	return NULL;
 }
 
-void idmap_remove(struct idmap *map, const void *value)
+void idmap_remove(struct idmap *map, struct idmap_node *node)
 {
-	if (map->cap == 0)
+	if (map->size[0] == 0)
 		return;
-	size_t mask = map->cap - 1;
-	size_t hole = idmap_home(map, idmap_key(map, value));
-	while (map->slots[hole] != value) {
-		if (map->slots[hole] == NULL)
-			return;
-		hole = (hole + 1) & mask;
-	}
-	/* Backward shift: pull later members of the run into the hole when
-	 * that brings them no further than their home. */
-	for (size_t j = (hole + 1) & mask; map->slots[j] != NULL; j = (j + 1) & mask) {
-		size_t home = idmap_home(map, idmap_key(map, map->slots[j]));
-		if (((j - home) & mask) >= ((j - hole) & mask)) {
-			map->slots[hole] = map->slots[j];
-			hole = j;
+	idmap_move_some(map);
+	struct idmap_node **chains[2];
+	int n = idmap_chains(map, idmap_hash(idmap_key(map, node)), chains);
+	for (int i = 0; i < n; i++) {
+		for (struct idmap_node **p = chains[i]; *p != NULL; p = &(*p)->next) {
+			if (*p == node) {
+				*p = node->next;
+				node->next = NULL;
+				map->count--;
+				return;
+			}
 		}
 	}
-	map->slots[hole] = NULL;
-	map->count--;
 }

@@ -1,8 +1,14 @@
 /*
- * idmap — messages by queue id: an open-addressing hash table (linear
- * probing, backward-shift deletion, power of two, grown at 50 % load) of
- * pointers to structs that hold their own QUEUE_ID_LEN-character id at
- * a fixed offset. Pure: no I/O, no locks (each map has one owner).
+ * idmap — messages by queue id: a chained hash table of nodes embedded in
+ * the structs it maps, each of which holds its own QUEUE_ID_LEN-character
+ * id at a fixed distance from its node. Pure: no I/O, no locks (each map
+ * has one owner).
+ *
+ * It grows without stopping its owner: when it doubles, the old buckets
+ * move to the new table a few at a time, on each later call, as in Redis's
+ * dict (a worker with half a million messages would otherwise rehash them
+ * all in one loop turn, and every session on it would wait). Until the
+ * move is done a lookup looks in both tables.
  *
  * The store keeps one per worker for its stored messages, so an operator's
  * `show ID` finds a message in O(1) instead of scanning every message on
@@ -15,23 +21,31 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct idmap {
-	void **slots;
-	size_t cap, count;
-	size_t key_offset; /* of the id in each stored struct */
+/* Embedded in each struct the map holds. */
+struct idmap_node {
+	struct idmap_node *next;
 };
 
-/* An empty map of structs whose id lies at key_offset. */
-void idmap_init(struct idmap *map, size_t key_offset);
+struct idmap {
+	struct idmap_node **table[2]; /* [1] only while growing */
+	size_t size[2];               /* buckets, powers of two */
+	size_t count;
+	size_t moved;         /* while growing: table[0]'s buckets moved so far */
+	ptrdiff_t key_offset; /* from a node to its struct's id */
+};
+
+/* An empty map; key_offset is offsetof(struct, id) - offsetof(struct,
+ * node). */
+void idmap_init(struct idmap *map, ptrdiff_t key_offset);
 void idmap_free(struct idmap *map);
 
-/* Add `value` (its id must not be in the map). 0 or -ENOMEM. */
-int idmap_insert(struct idmap *map, void *value);
+/* Add a node (its id must not be in the map). 0 or -ENOMEM (not added). */
+int idmap_insert(struct idmap *map, struct idmap_node *node);
 
-/* Take `value` out (no-op if it is not in). */
-void idmap_remove(struct idmap *map, const void *value);
+/* Take a node out (no-op if it is not in). */
+void idmap_remove(struct idmap *map, struct idmap_node *node);
 
-/* The value with this id (QUEUE_ID_LEN characters), or NULL. */
-void *idmap_find(const struct idmap *map, const char *id);
+/* The node whose id is `id` (QUEUE_ID_LEN characters), or NULL. */
+struct idmap_node *idmap_find(struct idmap *map, const char *id);
 
 #endif

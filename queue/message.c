@@ -93,13 +93,13 @@ void store_message_drop(struct queue *q, struct queue_message *m)
 int store_message_stored(struct queue *q, struct queue_message *m)
 {
 	list_insert_tail(&q->stored, &m->link);
-	return idmap_insert(&q->by_id, m);
+	return idmap_insert(&q->by_id, &m->id_link);
 }
 
 void store_message_unstored(struct queue *q, struct queue_message *m)
 {
 	list_remove(&m->link);
-	idmap_remove(&q->by_id, m);
+	idmap_remove(&q->by_id, &m->id_link);
 }
 
 /*

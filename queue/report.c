@@ -153,9 +153,10 @@ int queue_report_message(struct queue *q, const char *id, struct buf *out)
 {
 	if (strlen(id) != QUEUE_ID_LEN)
 		return 0;
-	const struct queue_message *m = idmap_find(&q->by_id, id);
-	if (m == NULL)
+	struct idmap_node *node = idmap_find(&q->by_id, id);
+	if (node == NULL)
 		return 0;
+	const struct queue_message *m = container_of(node, struct queue_message, id_link);
 	buf_printf(out, "id %s\narrival %lld\nsize %llu\n", m->id, (long long)m->arrival_ms,
 		   (unsigned long long)m->body_len);
 	report_strings(out, m);

@@ -25,9 +25,9 @@ uint64_t store_now_ms(const struct queue *q)
 struct queue_message *store_find_message(struct queue_store *st, const char *id)
 {
 	for (uint32_t w = 0; w < st->cfg.workers; w++) {
-		struct queue_message *m = idmap_find(&st->queues[w].by_id, id);
-		if (m != NULL)
-			return m;
+		struct idmap_node *node = idmap_find(&st->queues[w].by_id, id);
+		if (node != NULL)
+			return container_of(node, struct queue_message, id_link);
 	}
 	return NULL;
 }
@@ -52,7 +52,8 @@ static int store_init_queues(struct queue_store *st)
 		list_init(&q->unstored);
 		list_init(&q->failed);
 		list_init(&q->stored);
-		idmap_init(&q->by_id, offsetof(struct queue_message, id));
+		idmap_init(&q->by_id, (ptrdiff_t)offsetof(struct queue_message, id) -
+					      (ptrdiff_t)offsetof(struct queue_message, id_link));
 		q->outbox = calloc(st->cfg.workers, sizeof(*q->outbox));
 		if (q->outbox == NULL)
 			return -ENOMEM;

@@ -134,6 +134,8 @@ struct queue_message {
 	/* STORED, of the owner's own writer: in the segment of its first
 	 * record, for compaction to find. */
 	struct list_node segment_link;
+	/* STORED: in its owner's id map. */
+	struct idmap_node id_link;
 	uint64_t weight; /* bytes it counts for in its segments' live_bytes */
 
 	uint32_t nrcpt;
