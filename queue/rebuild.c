@@ -21,6 +21,10 @@
 
 struct rebuild {
 	struct queue_store *st;
+	/* Every message read, whichever queue will own it, by id: outcome
+	 * records and second copies name them. Each queue's own map is made
+	 * from it at the end (rebuild_settle). */
+	struct idmap all;
 	bool incomplete; /* a segment could not be accounted (memory) */
 	/* The segment being read must outlive [lo, hi] of its writer, and
 	 * other writers' files (cross), known once it is added. */
@@ -32,6 +36,12 @@ struct rebuild {
 	} depend;
 	struct recover_outcomes early; /* read before their message (recover.h) */
 };
+
+static struct queue_message *rebuild_find(struct rebuild *rb, const char *id)
+{
+	struct idmap_node *node = idmap_find(&rb->all, id);
+	return node != NULL ? container_of(node, struct queue_message, id_link) : NULL;
+}
 
 static int rebuild_extents_from(struct queue_message *m, const struct recover_message *rm)
 {
@@ -69,10 +79,9 @@ static int rebuild_duplicate(struct queue_store *st, struct queue_message *m,
 		return 0;
 	struct queue *owner = &st->queues[rm->worker % st->cfg.workers];
 	if (owner != m->queue) {
-		store_message_unstored(m->queue, m);
+		list_remove(&m->link);
 		m->queue = owner;
-		if (store_message_stored(owner, m) != 0)
-			return -ENOMEM;
+		list_insert_tail(&owner->stored, &m->link);
 	}
 	/* Records of its state must outlive the oldest copy of the writer. */
 	uint64_t origin = m->writer == rm->worker ? m->origin_sequence : rm->first_sequence;
@@ -87,7 +96,7 @@ static int rebuild_message(void *arg, const struct recover_message *rm)
 	struct rebuild *rb = arg;
 	struct queue_store *st = rb->st;
 	const struct record_envelope *env = rm->envelope;
-	struct queue_message *dup = store_find_message(st, env->id);
+	struct queue_message *dup = rebuild_find(rb, env->id);
 	if (dup != NULL)
 		return rebuild_duplicate(st, dup, rm);
 	size_t nstrings = 3 + (size_t)env->nparams + env->nrecipients;
@@ -118,11 +127,11 @@ static int rebuild_message(void *arg, const struct recover_message *rm)
 		return -ENOMEM;
 	}
 	m->origin_sequence = m->first_sequence;
-	if (store_message_stored(q, m) != 0) {
-		store_message_unstored(q, m);
+	if (idmap_insert(&rb->all, &m->id_link) != 0) {
 		store_message_free(m);
 		return -ENOMEM;
 	}
+	list_insert_tail(&q->stored, &m->link);
 	return 0;
 }
 
@@ -227,7 +236,7 @@ static int rebuild_rcpt_state(void *arg, enum record_type type, const struct rec
 			      uint32_t worker, uint64_t sequence)
 {
 	struct rebuild *rb = arg;
-	struct queue_message *m = store_find_message(rb->st, rs->id);
+	struct queue_message *m = rebuild_find(rb, rs->id);
 	if (m == NULL)
 		return recover_outcomes_keep(&rb->early, rs->id, type, rs->recipient, rs->attempts);
 	int r = rebuild_depend(rb, m, worker, sequence);
@@ -239,7 +248,7 @@ static int rebuild_rcpt_state(void *arg, enum record_type type, const struct rec
 static int rebuild_done(void *arg, const struct record_id *id, uint32_t worker, uint64_t sequence)
 {
 	struct rebuild *rb = arg;
-	struct queue_message *m = store_find_message(rb->st, id->id);
+	struct queue_message *m = rebuild_find(rb, id->id);
 	if (m == NULL)
 		return recover_outcomes_keep(&rb->early, id->id, RECORD_MESSAGE_DONE, 0, 0);
 	int r = rebuild_depend(rb, m, worker, sequence);
@@ -248,8 +257,9 @@ static int rebuild_done(void *arg, const struct record_id *id, uint32_t worker, 
 	return r;
 }
 
-/* Count what lives where, index it, and let go of what has finished. */
-static void rebuild_settle(struct queue_store *st)
+/* Count what lives where, index it, and let go of what has finished;
+ * the rest goes into its queue's id map. 0 or -ENOMEM. */
+static int rebuild_settle(struct queue_store *st)
 {
 	for (uint32_t w = 0; w < st->cfg.workers; w++) {
 		struct queue *q = &st->queues[w];
@@ -257,11 +267,14 @@ static void rebuild_settle(struct queue_store *st)
 		list_for_each_entry_safe(m, next, &q->stored, link)
 		{
 			if (m->state == STORE_FINISHED || m->remaining == 0) {
-				/* Finished before the restart: dead space. */
-				store_message_unstored(q, m);
+				/* Finished before the restart: dead space. (Its node
+				 * in the map of every message goes with that map.) */
+				list_remove(&m->link);
 				store_message_free(m);
 				continue;
 			}
+			if (idmap_insert(&q->by_id, &m->id_link) != 0)
+				return -ENOMEM;
 			store_segments_hold(q, m, +1);
 			store_message_place(q, m);
 			if (m->writer != q->index) {
@@ -288,11 +301,14 @@ static void rebuild_settle(struct queue_store *st)
 		}
 	}
 	atomic_store(&st->messages, st->summary.messages);
+	return 0;
 }
 
 int store_rebuild(struct queue_store *st, char *err, size_t err_size)
 {
 	struct rebuild rb = {.st = st};
+	idmap_init(&rb.all, (ptrdiff_t)offsetof(struct queue_message, id) -
+				    (ptrdiff_t)offsetof(struct queue_message, id_link));
 	struct recover_hooks hooks = {
 		.arg = &rb,
 		.message = rebuild_message,
@@ -307,16 +323,18 @@ int store_rebuild(struct queue_store *st, char *err, size_t err_size)
 	if (r == 0) {
 		for (size_t i = 0; i < rb.early.count; i++) {
 			const struct recover_outcome *e = &rb.early.items[i];
-			struct queue_message *m = store_find_message(st, e->id);
+			struct queue_message *m = rebuild_find(&rb, e->id);
 			if (m != NULL)
 				rebuild_apply(m, e->type, e->recipient, e->attempts);
 		}
-		rebuild_settle(st);
+		r = rebuild_settle(st);
 		st->summary.corrupt = stats.corrupt;
 		st->summary.bytes = stats.bytes;
-	} else {
+	}
+	if (r != 0) {
 		snprintf(err, err_size, "recovering the spool %s: %s", st->spool_dir, strerror(-r));
 	}
+	idmap_free(&rb.all);
 	free(rb.depend.cross);
 	recover_outcomes_free(&rb.early);
 	return r;

@@ -22,16 +22,6 @@ uint64_t store_now_ms(const struct queue *q)
 	return q->worker != NULL ? q->worker->now_ms : worker_clock_ms();
 }
 
-struct queue_message *store_find_message(struct queue_store *st, const char *id)
-{
-	for (uint32_t w = 0; w < st->cfg.workers; w++) {
-		struct idmap_node *node = idmap_find(&st->queues[w].by_id, id);
-		if (node != NULL)
-			return container_of(node, struct queue_message, id_link);
-	}
-	return NULL;
-}
-
 /* ---- the store -------------------------------------------------------------- */
 
 static int store_init_queues(struct queue_store *st)

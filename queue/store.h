@@ -386,7 +386,4 @@ int store_rebuild(struct queue_store *st, char *err, size_t err_size);
 /* The worker's clock when it runs, else the process's. */
 uint64_t store_now_ms(const struct queue *q);
 
-/* The message with this id among every queue's stored messages. */
-struct queue_message *store_find_message(struct queue_store *st, const char *id);
-
 #endif
