@@ -1912,37 +1912,39 @@ static void load_print_json(const struct load_report *r)
 	       r->interrupted ? "true" : "false");
 }
 
-static int load_report(struct client_run *run, struct client_thread *threads, unsigned count)
+static void load_summarise(struct client_run *run, struct client_thread *threads, unsigned count,
+			   struct load_report *r)
 {
 	const struct bench_options *o = run->opt;
-	struct load_report r = {.opt = o, .message_size = run->body_len - 3};
 
+	*r = (struct load_report){.opt = o, .message_size = run->body_len - 3};
 	for (unsigned i = 0; i < count; i++)
-		stats_merge(&r.stats, &threads[i].stats);
-	r.latency = samples_summarise(&run->latency);
-	r.connect = samples_summarise(&run->connect);
-	if (r.stats.t_last_reply > r.stats.t_first_connect)
-		r.seconds = (double)(r.stats.t_last_reply - r.stats.t_first_connect) / 1e9;
-	r.msgs_per_sec = r.seconds > 0 ? (double)r.stats.accepted / r.seconds : 0;
-	r.pipelining =
-		o->pipelining && r.stats.ehlo_ok > 0 && r.stats.ehlo_pipelining == r.stats.ehlo_ok;
-	r.timed_out = atomic_load(&run->timed_out);
-	r.interrupted = !r.timed_out && stopping();
-	if (o->json)
-		load_print_json(&r);
-	else
-		load_print_human(&r);
-	fflush(stdout);
-	return r.stats.accepted == o->messages ? 0 : 1;
+		stats_merge(&r->stats, &threads[i].stats);
+	r->latency = samples_summarise(&run->latency);
+	r->connect = samples_summarise(&run->connect);
+	if (r->stats.t_last_reply > r->stats.t_first_connect)
+		r->seconds = (double)(r->stats.t_last_reply - r->stats.t_first_connect) / 1e9;
+	r->msgs_per_sec = r->seconds > 0 ? (double)r->stats.accepted / r->seconds : 0;
+	r->pipelining = o->pipelining && r->stats.ehlo_ok > 0 &&
+			r->stats.ehlo_pipelining == r->stats.ehlo_ok;
+	r->timed_out = atomic_load(&run->timed_out);
+	r->interrupted = !r->timed_out && stopping();
 }
 
-static int load_main(const struct bench_options *o)
+/*
+ * Runs one load to its end (every message claimed and answered, --timeout, or a stop) and
+ * summarises it into r. Returns 0 when every message was accepted, 1 when some were not or a
+ * thread failed (r holds the figures either way), -1 when the run could not be set up (r is
+ * left empty; the reason is on stderr). The attack mode runs it twice in one process.
+ */
+static int load_execute(const struct bench_options *o, struct load_report *r)
 {
 	struct client_run run;
 	struct client_thread *threads = calloc(o->threads, sizeof *threads);
 	unsigned started = 0;
-	int status = 1;
+	int status = -1;
 
+	*r = (struct load_report){.opt = o};
 	if (!threads || !nofile_check(o->sessions))
 		goto out_free;
 	if (client_run_init(&run, o) < 0)
@@ -1972,9 +1974,8 @@ static int load_main(const struct bench_options *o)
 		pthread_join(threads[i].tid, NULL);
 		thread_failed |= threads[i].error < 0;
 	}
-	status = load_report(&run, threads, started);
-	if (thread_failed)
-		status = 1;
+	load_summarise(&run, threads, started, r);
+	status = r->stats.accepted == o->messages && !thread_failed ? 0 : 1;
 out_threads:
 	for (unsigned i = 0; i < o->threads; i++) {
 		free(threads[i].sessions);
@@ -1984,6 +1985,21 @@ out_run:
 	client_run_free(&run);
 out_free:
 	free(threads);
+	return status;
+}
+
+static int load_main(const struct bench_options *o)
+{
+	struct load_report r;
+	int status = load_execute(o, &r);
+
+	if (status < 0)
+		return 1;
+	if (o->json)
+		load_print_json(&r);
+	else
+		load_print_human(&r);
+	fflush(stdout);
 	return status;
 }
 
