@@ -79,6 +79,7 @@ struct attack_counters {
 	uint64_t count[ATTACK_COUNTER_COUNT];
 	uint64_t holding;       /* attackers in their attack right now */
 	uint64_t unstarted;     /* attackers that have not made their first connect yet */
+	uint64_t cpu_ns;        /* CPU time of the attackers' thread so far */
 	long rss_peak_kb;       /* highest VmRSS the watchdog read; 0 without pid */
 	long tcp_mem_peak_kb;   /* highest TCP memory of the machine the watchdog read */
 	bool rss_limit_hit;     /* the watchdog stopped the attack for the server's VmRSS */

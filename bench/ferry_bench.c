@@ -2397,6 +2397,21 @@ out:
 /* ------------------------------------------------------------------------------------------ */
 /* attack mode                                                                                */
 
+/* CPU seconds spent during one load run, by whom: on loopback they all share the machine. */
+struct attack_cpu {
+	double wall;      /* the run's, setup and teardown included */
+	double server;    /* with --pid */
+	double load;      /* ferry-bench less its attackers' thread */
+	double attackers; /* the attackers' thread */
+};
+
+struct attack_cpu_mark {
+	uint64_t wall_ns;
+	double server;
+	double self;
+	uint64_t attackers_ns;
+};
+
 struct attack_run {
 	const struct bench_options *opt;
 	struct load_report unloaded;
@@ -2409,6 +2424,8 @@ struct attack_run {
 	struct attack_counters before_loaded;
 	struct attack_counters after_loaded;
 	struct attack_report attack; /* final, after the stop */
+	struct attack_cpu unloaded_cpu;
+	struct attack_cpu loaded_cpu;
 	long rss_before_kb;
 	long rss_before_loaded_kb;
 	long rss_after_loaded_kb;
@@ -2417,6 +2434,48 @@ struct attack_run {
 	long tcp_before_loaded_kb;
 	long tcp_after_loaded_kb;
 };
+
+/* utime + stime of a process, from /proc/PID/stat; 0 if unreadable. */
+static double process_cpu_seconds(long pid)
+{
+	char path[64], line[1024];
+	unsigned long utime = 0, stime = 0;
+	long ticks = sysconf(_SC_CLK_TCK);
+
+	snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return 0;
+	const char *end = fgets(line, sizeof line, f) ? strrchr(line, ')') : NULL;
+	fclose(f);
+	/* After the command's closing parenthesis: state and ten fields, then utime, stime. */
+	if (!end || sscanf(end + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime,
+			   &stime) != 2)
+		return 0;
+	return (double)(utime + stime) / (double)(ticks > 0 ? ticks : 100);
+}
+
+static void attack_cpu_mark_take(const struct bench_options *o,
+				 const struct attack_counters *attack, struct attack_cpu_mark *m)
+{
+	m->wall_ns = now_ns();
+	m->server = o->pid ? process_cpu_seconds(o->pid) : 0;
+	m->self = process_cpu_seconds(getpid());
+	m->attackers_ns = attack ? attack->cpu_ns : 0;
+}
+
+static struct attack_cpu attack_cpu_between(const struct attack_cpu_mark *from,
+					    const struct attack_cpu_mark *to)
+{
+	double attackers = (double)(to->attackers_ns - from->attackers_ns) / 1e9;
+
+	return (struct attack_cpu){
+		.wall = (double)(to->wall_ns - from->wall_ns) / 1e9,
+		.server = to->server - from->server,
+		.load = to->self - from->self - attackers,
+		.attackers = attackers,
+	};
+}
 
 static void attack_config_fill(const struct bench_options *o, long tcp_mem_limit_kb,
 			       struct attack_config *cfg)
@@ -2502,6 +2561,8 @@ static int attack_phases(const struct bench_options *load, struct attack_run *r)
 		r->rss_before_loaded_kb = rss_read_kb(o->pid);
 	r->tcp_before_loaded_kb = attack_tcp_mem_kb();
 	attack_read(attack, &r->before_loaded);
+	struct attack_cpu_mark from, to;
+	attack_cpu_mark_take(o, &r->before_loaded, &from);
 	if (!attack_interrupted(&r->before_loaded)) {
 		if (o->kind == ATTACK_FLOOD)
 			fprintf(stderr, BENCH_NAME " attack: flooding; loaded run\n");
@@ -2512,6 +2573,8 @@ static int attack_phases(const struct bench_options *load, struct attack_run *r)
 		r->loaded_status = load_execute(load, &r->loaded);
 	}
 	attack_read(attack, &r->after_loaded);
+	attack_cpu_mark_take(o, &r->after_loaded, &to);
+	r->loaded_cpu = attack_cpu_between(&from, &to);
 	if (o->pid)
 		r->rss_after_loaded_kb = rss_read_kb(o->pid);
 	r->tcp_after_loaded_kb = attack_tcp_mem_kb();
@@ -2580,6 +2643,17 @@ static bool attack_stopped_by_watchdog(const struct attack_run *r)
 	return c->rss_limit_hit || c->tcp_mem_limit_hit || c->server_gone;
 }
 
+static void attack_print_cpu(const char *name, const struct attack_cpu *c, bool server)
+{
+	printf("  cpu        %s run, %.3f s: ", name, c->wall);
+	if (server)
+		printf("server %.2f s, ", c->server);
+	printf("load %.2f s", c->load);
+	if (c->attackers > 0)
+		printf(", attackers %.2f s", c->attackers);
+	printf(" (CPU time)\n");
+}
+
 static void attack_print_human(const struct attack_run *r)
 {
 	const struct bench_options *o = r->opt;
@@ -2596,7 +2670,11 @@ static void attack_print_human(const struct attack_run *r)
 		attack_print_load_brief("unloaded", &r->unloaded);
 	if (!r->attacked)
 		return;
-	if (o->kind == ATTACK_FLOOD)
+	if (r->before_loaded.finished)
+		printf("  attack     stopped %.1f s after the start (see below), %zu of %u holding "
+		       "then\n",
+		       a->seconds, a->age.samples, o->attackers);
+	else if (o->kind == ATTACK_FLOOD)
 		printf("  attack     flooding, %u s to settle\n", o->settle_s);
 	else
 		printf("  attack     %" PRIu64
@@ -2611,6 +2689,8 @@ static void attack_print_human(const struct attack_run *r)
 		    r->loaded.stats.fail[STAGE_BANNER] || r->loaded.stats.fail[STAGE_EHLO])
 			load_print_failures(&r->loaded.stats);
 		printf("  ratio      %.1f %% of the unloaded rate\n", 100 * attack_ratio(r));
+		attack_print_cpu("unloaded", &r->unloaded_cpu, o->pid != 0);
+		attack_print_cpu("loaded", &r->loaded_cpu, o->pid != 0);
 	} else {
 		printf("  loaded     not run\n");
 	}
@@ -2670,6 +2750,12 @@ static void attack_print_counters_json(const uint64_t *count)
 		printf("%s\"%s\":%" PRIu64, i ? "," : "", attack_counter_names[i], count[i]);
 }
 
+static void attack_print_cpu_json(const char *name, const struct attack_cpu *c)
+{
+	printf(",\"%s\":{\"wall\":%.3f,\"server\":%.3f,\"load\":%.3f,\"attackers\":%.3f}", name,
+	       c->wall, c->server, c->load, c->attackers);
+}
+
 static void attack_print_json(const struct attack_run *r)
 {
 	const struct bench_options *o = r->opt;
@@ -2717,6 +2803,8 @@ static void attack_print_json(const struct attack_run *r)
 		       "\"rss_after_loaded_kb\":%ld,\"rss_peak_kb\":%ld",
 		       o->pid, r->rss_before_kb, r->rss_before_loaded_kb, r->rss_after_loaded_kb,
 		       attack_rss_peak_kb(r));
+	attack_print_cpu_json("unloaded_cpu_s", &r->unloaded_cpu);
+	attack_print_cpu_json("loaded_cpu_s", &r->loaded_cpu);
 	printf(",\"tcp_mem_limit_kb\":%ld,\"tcp_mem_before_kb\":%ld,\"tcp_mem_before_loaded_kb\":%"
 	       "ld,"
 	       "\"tcp_mem_after_loaded_kb\":%ld,\"tcp_mem_peak_kb\":%ld",
@@ -2737,7 +2825,11 @@ static int attack_main(const struct bench_options *o)
 		return 1;
 	r.tcp_before_kb = attack_tcp_mem_kb();
 	fprintf(stderr, BENCH_NAME " attack: unloaded run\n");
+	struct attack_cpu_mark from, to;
+	attack_cpu_mark_take(o, NULL, &from);
 	r.unloaded_status = load_execute(&load, &r.unloaded);
+	attack_cpu_mark_take(o, NULL, &to);
+	r.unloaded_cpu = attack_cpu_between(&from, &to);
 	if (r.unloaded_status >= 0 && !atomic_load(&signal_caught)) {
 		/* A --timeout of the first run ends only that run. */
 		atomic_store(&stop_requested, false);
