@@ -2426,11 +2426,12 @@ struct attack_run {
 	struct attack_report attack; /* final, after the stop */
 	struct attack_cpu unloaded_cpu;
 	struct attack_cpu loaded_cpu;
-	long rss_before_kb;
+	long rss_start_kb;  /* before the unloaded run */
+	long rss_before_kb; /* after it, just before the attackers start */
 	long rss_before_loaded_kb;
 	long rss_after_loaded_kb;
 	long tcp_mem_limit_kb; /* what the watchdog used; 0: none */
-	long tcp_before_kb;    /* the machine's TCP memory, at the same three moments */
+	long tcp_before_kb;    /* the machine's TCP memory, as rss_before_kb and the next two */
 	long tcp_before_loaded_kb;
 	long tcp_after_loaded_kb;
 };
@@ -2551,6 +2552,9 @@ static int attack_phases(const struct bench_options *load, struct attack_run *r)
 	if (r->tcp_mem_limit_kb < 0)
 		r->tcp_mem_limit_kb = 0;
 	attack_config_fill(o, r->tcp_mem_limit_kb, &cfg);
+	if (o->pid)
+		r->rss_before_kb = rss_read_kb(o->pid);
+	r->tcp_before_kb = attack_tcp_mem_kb();
 	if (attack_start(&cfg, &attack) < 0)
 		return -1;
 	r->attacked = true;
@@ -2717,10 +2721,10 @@ static void attack_print_human(const struct attack_run *r)
 	attack_print_durations("; still holding at the stop:", &a->age);
 	putchar('\n');
 	if (o->pid)
-		printf("  server     pid %ld VmRSS %ld kB before the attack, %ld kB before the "
-		       "loaded run, %ld kB after it, peak %ld kB\n",
-		       o->pid, r->rss_before_kb, r->rss_before_loaded_kb, r->rss_after_loaded_kb,
-		       attack_rss_peak_kb(r));
+		printf("  server     pid %ld VmRSS %ld kB at the start, %ld kB before the attack, "
+		       "%ld kB before the loaded run, %ld kB after it, peak %ld kB\n",
+		       o->pid, r->rss_start_kb, r->rss_before_kb, r->rss_before_loaded_kb,
+		       r->rss_after_loaded_kb, attack_rss_peak_kb(r));
 	printf("  kernel     TCP memory of the machine %ld kB before the attack, %ld kB before the "
 	       "loaded run, %ld kB after it, peak %ld kB\n",
 	       r->tcp_before_kb, r->tcp_before_loaded_kb, r->tcp_after_loaded_kb,
@@ -2799,15 +2803,16 @@ static void attack_print_json(const struct attack_run *r)
 		putchar('}');
 	}
 	if (o->pid)
-		printf(",\"pid\":%ld,\"rss_before_kb\":%ld,\"rss_before_loaded_kb\":%ld,"
-		       "\"rss_after_loaded_kb\":%ld,\"rss_peak_kb\":%ld",
-		       o->pid, r->rss_before_kb, r->rss_before_loaded_kb, r->rss_after_loaded_kb,
-		       attack_rss_peak_kb(r));
+		printf(",\"pid\":%ld,\"rss_start_kb\":%ld,\"rss_before_kb\":%ld,"
+		       "\"rss_before_loaded_kb\":%ld,\"rss_after_loaded_kb\":%ld,\"rss_peak_kb\":%"
+		       "ld",
+		       o->pid, r->rss_start_kb, r->rss_before_kb, r->rss_before_loaded_kb,
+		       r->rss_after_loaded_kb, attack_rss_peak_kb(r));
 	attack_print_cpu_json("unloaded_cpu_s", &r->unloaded_cpu);
 	attack_print_cpu_json("loaded_cpu_s", &r->loaded_cpu);
-	printf(",\"tcp_mem_limit_kb\":%ld,\"tcp_mem_before_kb\":%ld,\"tcp_mem_before_loaded_kb\":%"
-	       "ld,"
-	       "\"tcp_mem_after_loaded_kb\":%ld,\"tcp_mem_peak_kb\":%ld",
+	printf(",\"tcp_mem_limit_kb\":%ld,\"tcp_mem_before_kb\":%ld,"
+	       "\"tcp_mem_before_loaded_kb\":%ld,\"tcp_mem_after_loaded_kb\":%ld,"
+	       "\"tcp_mem_peak_kb\":%ld",
 	       r->tcp_mem_limit_kb, r->tcp_before_kb, r->tcp_before_loaded_kb,
 	       r->tcp_after_loaded_kb, attack_tcp_peak_kb(r));
 	printf(",\"interrupted\":%s}\n", atomic_load(&signal_caught) ? "true" : "false");
@@ -2821,9 +2826,8 @@ static int attack_main(const struct bench_options *o)
 	load.mode = MODE_LOAD;
 	if (!nofile_check(o->sessions + o->attackers))
 		return 1;
-	if (o->pid && (r.rss_before_kb = rss_read_kb(o->pid)) < 0)
+	if (o->pid && (r.rss_start_kb = rss_read_kb(o->pid)) < 0)
 		return 1;
-	r.tcp_before_kb = attack_tcp_mem_kb();
 	fprintf(stderr, BENCH_NAME " attack: unloaded run\n");
 	struct attack_cpu_mark from, to;
 	attack_cpu_mark_take(o, NULL, &from);

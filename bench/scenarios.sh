@@ -155,9 +155,14 @@ case $what in attack)
 	# ferryd for each kind. ferry-bench stops the attack if ferryd's RSS
 	# passes 4 GB or the machine's TCP memory its pressure threshold; the
 	# outer timeout (SIGINT: ferry-bench still reports) bounds the rest.
-	for kind in idle slowloris trickle unread flood; do
+	# First a control: the same two runs beside one idle attacker. Its
+	# ratio is what the machine's noise, and a second run into a spool
+	# 20,000 messages fuller, give without any attack.
+	for kind in control idle slowloris trickle unread flood; do
 		start_ferryd bench/conf/attack.conf
-		args=(attack --kind "$kind" -a 10000 --sources 100 -c 50 -n 20000 -s 1024
+		attackers=(--kind "$kind" -a 10000 --sources 100)
+		[[ $kind == control ]] && attackers=(--kind idle -a 1 --sources 1)
+		args=(attack "${attackers[@]}" -c 50 -n 20000 -s 1024
 			--timeout 60 --pid "$pid" "127.0.0.1:$port")
 		echo "\$ ferry-bench ${args[*]}"
 		timeout -s INT 420 "$build/ferry-bench" "${args[@]}" ||
