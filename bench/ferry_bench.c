@@ -1,13 +1,15 @@
 /*
- * ferry-bench: SMTP load generator, counting sink and idle-session holder, all on io_uring.
+ * ferry-bench: SMTP load generator, counting sink, idle-session holder and attacker, on io_uring.
  *
- * One self-contained file so that it can be copied to a load machine and pointed at any SMTP
- * server, not only ferry. The three modes share address parsing, the ring helpers and the client
- * session machine:
- *   load  many concurrent sessions spend a fixed budget of messages; measures throughput and the
- *         latency from the final "." to the server's reply;
- *   sink  a fast SMTP server that accepts and counts everything (the far end for "load");
- *   idle  many sessions parked after EHLO, to measure a server's memory per idle session.
+ * Self-contained (this file and attack.c, nothing of ferry) so that it can be copied to a load
+ * machine and pointed at any SMTP server, not only ferry. The modes share address parsing, the
+ * ring helpers and the client session machine:
+ *   load    many concurrent sessions spend a fixed budget of messages; measures throughput and
+ *           the latency from the final "." to the server's reply;
+ *   sink    a fast SMTP server that accepts and counts everything (the far end for "load");
+ *   idle    many sessions parked after EHLO, to measure a server's memory per idle session;
+ *   attack  the same load unloaded and then beside attackers (attack.c) on loopback, to measure
+ *           how much of its rate a server keeps under attack.
  *
  * Invariants: a session belongs to exactly one ring and only that ring's thread touches it. The
  * only state shared between threads is the message budget, the sample arrays, the ids file and
@@ -40,6 +42,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "attack.h"
+
 #define BENCH_NAME          "ferry-bench"
 #define EXIT_USAGE          2
 #define DEFAULT_LOAD_TARGET "127.0.0.1:2525"
@@ -64,6 +68,9 @@
 #define FD_RESERVE           32 /* stdio, listener, ring fds, the ids file */
 #define IDLE_SETTLE_MS       1000
 #define QUIT_GRACE_MS        5000
+#define ATTACK_POLL_MS       100
+#define ATTACK_STABLE_MS     1000 /* holding unchanged this long: as established as it gets */
+#define ATTACK_MAX_ATTACKERS 100000
 
 #define SINK_IN_SIZE        4096
 #define SINK_OUT_SIZE       2048
@@ -74,7 +81,7 @@
 /* ------------------------------------------------------------------------------------------ */
 /* Options                                                                                    */
 
-enum bench_mode { MODE_LOAD, MODE_SINK, MODE_IDLE };
+enum bench_mode { MODE_LOAD, MODE_SINK, MODE_IDLE, MODE_ATTACK };
 
 struct bench_target {
 	char text[320]; /* as the user wrote it, for messages */
@@ -102,6 +109,20 @@ struct bench_options {
 	const char *to;
 	const char *ids_path;
 	unsigned long long rate; /* messages/s offered in total; 0: as fast as replies allow */
+	/* attack */
+	enum attack_kind kind;
+	bool kind_given;
+	unsigned attackers;
+	unsigned sources;
+	unsigned interval_ms;
+	unsigned reconnect_rate;
+	bool reconnect_rate_given;
+	unsigned establish_s;
+	unsigned settle_s;
+	unsigned rss_limit_mb;
+	unsigned tcp_mem_limit_mb;
+	bool tcp_mem_limit_given;
+	int nice;
 };
 
 enum long_option {
@@ -117,6 +138,15 @@ enum long_option {
 	OPT_PID,
 	OPT_HOLD,
 	OPT_RATE,
+	OPT_KIND,
+	OPT_SOURCES,
+	OPT_INTERVAL,
+	OPT_RECONNECT_RATE,
+	OPT_ESTABLISH,
+	OPT_SETTLE,
+	OPT_RSS_LIMIT,
+	OPT_TCP_MEM_LIMIT,
+	OPT_NICE,
 };
 
 static const struct option load_long_options[] = {
@@ -156,6 +186,33 @@ static const struct option idle_long_options[] = {
 	{NULL, 0, NULL, 0},
 };
 
+static const struct option attack_long_options[] = {
+	{"kind", required_argument, NULL, OPT_KIND},
+	{"attackers", required_argument, NULL, 'a'},
+	{"sources", required_argument, NULL, OPT_SOURCES},
+	{"interval", required_argument, NULL, OPT_INTERVAL},
+	{"reconnect-rate", required_argument, NULL, OPT_RECONNECT_RATE},
+	{"establish", required_argument, NULL, OPT_ESTABLISH},
+	{"settle", required_argument, NULL, OPT_SETTLE},
+	{"pid", required_argument, NULL, OPT_PID},
+	{"rss-limit", required_argument, NULL, OPT_RSS_LIMIT},
+	{"tcp-mem-limit", required_argument, NULL, OPT_TCP_MEM_LIMIT},
+	{"nice", required_argument, NULL, OPT_NICE},
+	{"sessions", required_argument, NULL, 'c'},
+	{"messages", required_argument, NULL, 'n'},
+	{"size", required_argument, NULL, 's'},
+	{"no-pipelining", no_argument, NULL, 'P'},
+	{"threads", required_argument, NULL, 't'},
+	{"timeout", required_argument, NULL, OPT_TIMEOUT},
+	{"from", required_argument, NULL, OPT_FROM},
+	{"to", required_argument, NULL, OPT_TO},
+	{"rcpts", required_argument, NULL, OPT_RCPTS},
+	{"rate", required_argument, NULL, OPT_RATE},
+	{"json", no_argument, NULL, OPT_JSON},
+	{"help", no_argument, NULL, 'h'},
+	{NULL, 0, NULL, 0},
+};
+
 static void usage_print(FILE *f)
 {
 	fputs("Usage:\n"
@@ -166,6 +223,10 @@ static void usage_print(FILE *f)
 	      "  " BENCH_NAME " idle [options] [HOST:PORT]    hold idle sessions, measure server\n"
 	      "                                          memory per session "
 	      "(default " DEFAULT_LOAD_TARGET ")\n"
+	      "  " BENCH_NAME " attack --kind KIND [options] [HOST:PORT]\n"
+	      "                                          the load unloaded, then beside attackers\n"
+	      "                                          (loopback only, "
+	      "default " DEFAULT_LOAD_TARGET ")\n"
 	      "HOST:PORT is a numeric address or a name, IPv6 in brackets: [::1]:2525\n"
 	      "\n"
 	      "load options:\n"
@@ -203,8 +264,39 @@ static void usage_print(FILE *f)
 	      "120)\n"
 	      "      --json            print one JSON object instead of the summary\n"
 	      "\n"
+	      "attack options (and the load options -c -n -s -P -t --timeout --from --to --rcpts\n"
+	      "--rate, for both load runs; here -c defaults to 50 and -n to 20000):\n"
+	      "      --kind KIND       idle: EHLO, then nothing; slowloris: one octet of a "
+	      "command\n"
+	      "                        line per interval, never a line end; trickle: EHLO, MAIL,\n"
+	      "                        RCPT, DATA, then one octet of body per interval, never the\n"
+	      "                        end; unread: EHLO pipelined, no reply ever read; flood:\n"
+	      "                        connect, read the greeting, reset, again\n"
+	      "  -a, --attackers N     attacker connections (flood: in flight) (default 1000)\n"
+	      "      --sources N       source addresses 127.0.1.1 and up to spread them over\n"
+	      "                        (default 100)\n"
+	      "      --interval MS     slowloris and trickle: one octet every MS ms (default "
+	      "1000)\n"
+	      "      --reconnect-rate N  connections/s in total after each attacker's first\n"
+	      "                        (default 1000; flood: no cap unless given)\n"
+	      "      --establish SEC   wait at most SEC s for the attackers to be in place "
+	      "(default "
+	      "60)\n"
+	      "      --settle SEC      then wait SEC s more before the loaded run (default 2)\n"
+	      "      --pid PID         server whose VmRSS is reported and watched\n"
+	      "      --rss-limit MB    with --pid: stop the attack and the load once the server's\n"
+	      "                        VmRSS passes MB MiB (default 4096)\n"
+	      "      --tcp-mem-limit MB  the same for the machine's TCP memory "
+	      "(/proc/net/sockstat),\n"
+	      "                        0 to not watch it (default: the kernel's pressure "
+	      "threshold,\n"
+	      "                        tcp_mem's middle value)\n"
+	      "      --nice N          the attackers' thread's nice value, 0..19 (default 10)\n"
+	      "      --json            print one JSON object instead of the summary\n"
+	      "\n"
 	      "Exit status: 0 success; 1 load: some message was not accepted, idle: some session\n"
-	      "was not established, or a runtime error; 2 usage error.\n",
+	      "was not established, attack: either run lost a message or the attack was stopped\n"
+	      "for the server's sake, or a runtime error; 2 usage error.\n",
 	      f);
 }
 
@@ -290,16 +382,91 @@ static void options_defaults(struct bench_options *o, enum bench_mode mode)
 {
 	*o = (struct bench_options){
 		.mode = mode,
-		.sessions = mode == MODE_IDLE ? 1000 : 10,
+		.sessions = mode == MODE_IDLE     ? 1000
+			    : mode == MODE_ATTACK ? 50
+						  : 10,
 		.threads = 1,
 		.rcpts = 1,
-		.messages = 1000,
+		.messages = mode == MODE_ATTACK ? 20000 : 1000,
 		.body_bytes = 1024,
 		.pipelining = true,
 		.timeout_s = 120,
 		.from = "bench@load.example",
 		.to = "rcpt@relay.example",
+		.attackers = 1000,
+		.sources = 100,
+		.interval_ms = 1000,
+		.reconnect_rate = 1000,
+		.establish_s = 60,
+		.settle_s = 2,
+		.rss_limit_mb = 4096,
+		.nice = 10,
 	};
+}
+
+static bool options_apply_attack(struct bench_options *o, int opt, const char *arg)
+{
+	unsigned long long v = 0;
+
+	switch (opt) {
+	case OPT_KIND:
+		if (attack_kind_parse(arg, &o->kind) < 0) {
+			usage_error("--kind: '%s' is not one of idle, slowloris, trickle, unread, "
+				    "flood",
+				    arg);
+			return false;
+		}
+		o->kind_given = true;
+		return true;
+	case 'a':
+		if (!option_number("-a", arg, 1, ATTACK_MAX_ATTACKERS, &v))
+			return false;
+		o->attackers = (unsigned)v;
+		return true;
+	case OPT_SOURCES:
+		if (!option_number("--sources", arg, 1, ATTACK_SOURCES_MAX, &v))
+			return false;
+		o->sources = (unsigned)v;
+		return true;
+	case OPT_INTERVAL:
+		if (!option_number("--interval", arg, 10, 3600000, &v))
+			return false;
+		o->interval_ms = (unsigned)v;
+		return true;
+	case OPT_RECONNECT_RATE:
+		if (!option_number("--reconnect-rate", arg, 0, 10000000, &v))
+			return false;
+		o->reconnect_rate = (unsigned)v;
+		o->reconnect_rate_given = true;
+		return true;
+	case OPT_ESTABLISH:
+		if (!option_number("--establish", arg, 1, MAX_SECONDS, &v))
+			return false;
+		o->establish_s = (unsigned)v;
+		return true;
+	case OPT_SETTLE:
+		if (!option_number("--settle", arg, 0, MAX_SECONDS, &v))
+			return false;
+		o->settle_s = (unsigned)v;
+		return true;
+	case OPT_RSS_LIMIT:
+		if (!option_number("--rss-limit", arg, 1, 1u << 30, &v))
+			return false;
+		o->rss_limit_mb = (unsigned)v;
+		return true;
+	case OPT_TCP_MEM_LIMIT:
+		if (!option_number("--tcp-mem-limit", arg, 0, 1u << 30, &v))
+			return false;
+		o->tcp_mem_limit_mb = (unsigned)v;
+		o->tcp_mem_limit_given = true;
+		return true;
+	case OPT_NICE:
+		if (!option_number("--nice", arg, 0, 19, &v))
+			return false;
+		o->nice = (int)v;
+		return true;
+	}
+	return false;
 }
 
 static bool options_apply(struct bench_options *o, int opt, const char *arg)
@@ -387,7 +554,7 @@ static bool options_apply(struct bench_options *o, int opt, const char *arg)
 		o->hold_s = (unsigned)v;
 		return true;
 	}
-	return false;
+	return options_apply_attack(o, opt, arg);
 }
 
 static enum bench_mode options_mode(int *argc, char ***argv)
@@ -395,7 +562,12 @@ static enum bench_mode options_mode(int *argc, char ***argv)
 	static const struct {
 		const char *word;
 		enum bench_mode mode;
-	} modes[] = {{"load", MODE_LOAD}, {"sink", MODE_SINK}, {"idle", MODE_IDLE}};
+	} modes[] = {
+		{"load", MODE_LOAD},
+		{"sink", MODE_SINK},
+		{"idle", MODE_IDLE},
+		{"attack", MODE_ATTACK},
+	};
 
 	if (*argc < 2)
 		return MODE_LOAD;
@@ -410,16 +582,42 @@ static enum bench_mode options_mode(int *argc, char ***argv)
 	return MODE_LOAD;
 }
 
+static bool target_is_loopback_ipv4(const struct bench_target *target)
+{
+	const struct sockaddr_in *in = (const struct sockaddr_in *)&target->addr;
+
+	return target->addr.ss_family == AF_INET && (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+}
+
+static int options_check_attack(struct bench_options *o)
+{
+	if (!o->kind_given) {
+		usage_error("attack: --kind is needed: idle, slowloris, trickle, unread or flood");
+		return -1;
+	}
+	/* Attackers come from 127.0.1.x: an attack stays on this machine, by construction. */
+	if (!target_is_loopback_ipv4(&o->target)) {
+		usage_error("attack: '%s' is not in 127.0.0.0/8; attacks run on loopback only",
+			    o->target.text);
+		return -1;
+	}
+	if (o->kind == ATTACK_FLOOD && !o->reconnect_rate_given)
+		o->reconnect_rate = 0; /* a flood's rate is its point; -a bounds it */
+	return 0;
+}
+
 /* Returns 0 to run, 1 when help was printed, -1 on a usage error (already reported). */
 static int options_parse(int argc, char **argv, struct bench_options *o)
 {
 	enum bench_mode mode = options_mode(&argc, &argv);
-	const struct option *table = mode == MODE_SINK   ? sink_long_options
-				     : mode == MODE_IDLE ? idle_long_options
-							 : load_long_options;
-	const char *shorts = mode == MODE_SINK   ? ":t:h"
-			     : mode == MODE_IDLE ? ":c:h"
-						 : ":c:n:s:Pt:h";
+	const struct option *table = mode == MODE_SINK     ? sink_long_options
+				     : mode == MODE_IDLE   ? idle_long_options
+				     : mode == MODE_ATTACK ? attack_long_options
+							   : load_long_options;
+	const char *shorts = mode == MODE_SINK     ? ":t:h"
+			     : mode == MODE_IDLE   ? ":c:h"
+			     : mode == MODE_ATTACK ? ":a:c:n:s:Pt:h"
+						   : ":c:n:s:Pt:h";
 
 	options_defaults(o, mode);
 	opterr = 0;
@@ -459,12 +657,12 @@ static int options_parse(int argc, char **argv, struct bench_options *o)
 		usage_error("cannot use address '%s': expected HOST:PORT or [IPv6]:PORT", target);
 		return -1;
 	}
-	if (mode == MODE_LOAD && o->threads > o->sessions) {
+	if ((mode == MODE_LOAD || mode == MODE_ATTACK) && o->threads > o->sessions) {
 		usage_error("-t %u: more threads than the %u sessions to share among them",
 			    o->threads, o->sessions);
 		return -1;
 	}
-	return 0;
+	return mode == MODE_ATTACK ? options_check_attack(o) : 0;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -472,9 +670,13 @@ static int options_parse(int argc, char **argv, struct bench_options *o)
 
 static atomic_bool stop_requested;
 
+/* A signal, unlike a --timeout, also stops whatever run would come next (attack mode). */
+static atomic_bool signal_caught;
+
 static void stop_on_signal(int sig)
 {
 	(void)sig;
+	atomic_store(&signal_caught, true);
 	atomic_store(&stop_requested, true);
 }
 
@@ -1856,6 +2058,14 @@ static const char *load_pipelining_words(const struct load_report *r)
 	return r->stats.ehlo_ok ? "off (server did not offer PIPELINING)" : "not negotiated";
 }
 
+static void load_print_failures(const struct client_stats *st)
+{
+	printf("  failures  ");
+	for (unsigned i = 0; i < STAGE_COUNT; i++)
+		printf(" %s %" PRIu64 "%s", stage_names[i], st->fail[i],
+		       i + 1 < STAGE_COUNT ? "," : "\n");
+}
+
 static void load_print_human(const struct load_report *r)
 {
 	const struct bench_options *o = r->opt;
@@ -1874,10 +2084,7 @@ static void load_print_human(const struct load_report *r)
 		printf("  offered    %llu msgs/s (--rate)\n", o->rate);
 	latency_print_human(stdout, "latency", &r->latency, "final dot to reply");
 	latency_print_human(stdout, "connect", &r->connect, "connect to 220 banner");
-	printf("  failures  ");
-	for (unsigned i = 0; i < STAGE_COUNT; i++)
-		printf(" %s %" PRIu64 "%s", stage_names[i], st->fail[i],
-		       i + 1 < STAGE_COUNT ? "," : "\n");
+	load_print_failures(st);
 	printf("  sessions   %" PRIu64 " connected, %" PRIu64 " reconnects\n", st->connected,
 	       st->reconnects);
 	if (r->timed_out)
@@ -1886,7 +2093,8 @@ static void load_print_human(const struct load_report *r)
 		printf("  stopped    by signal\n");
 }
 
-static void load_print_json(const struct load_report *r)
+/* One object, no newline: the attack mode nests two of them in its own. */
+static void load_print_json_object(const struct load_report *r)
 {
 	const struct bench_options *o = r->opt;
 	const struct client_stats *st = &r->stats;
@@ -1907,42 +2115,50 @@ static void load_print_json(const struct load_report *r)
 	latency_print_json(stdout, "latency_ms", &r->latency);
 	putchar(',');
 	latency_print_json(stdout, "connect_ms", &r->connect);
-	printf(",\"pipelining\":%s,\"timed_out\":%s,\"interrupted\":%s}\n",
+	printf(",\"pipelining\":%s,\"timed_out\":%s,\"interrupted\":%s}",
 	       r->pipelining ? "true" : "false", r->timed_out ? "true" : "false",
 	       r->interrupted ? "true" : "false");
 }
 
-static int load_report(struct client_run *run, struct client_thread *threads, unsigned count)
+static void load_summarise(struct client_run *run, struct client_thread *threads, unsigned count,
+			   struct load_report *r)
 {
 	const struct bench_options *o = run->opt;
-	struct load_report r = {.opt = o, .message_size = run->body_len - 3};
 
+	*r = (struct load_report){.opt = o, .message_size = run->body_len - 3};
 	for (unsigned i = 0; i < count; i++)
-		stats_merge(&r.stats, &threads[i].stats);
-	r.latency = samples_summarise(&run->latency);
-	r.connect = samples_summarise(&run->connect);
-	if (r.stats.t_last_reply > r.stats.t_first_connect)
-		r.seconds = (double)(r.stats.t_last_reply - r.stats.t_first_connect) / 1e9;
-	r.msgs_per_sec = r.seconds > 0 ? (double)r.stats.accepted / r.seconds : 0;
-	r.pipelining =
-		o->pipelining && r.stats.ehlo_ok > 0 && r.stats.ehlo_pipelining == r.stats.ehlo_ok;
-	r.timed_out = atomic_load(&run->timed_out);
-	r.interrupted = !r.timed_out && stopping();
-	if (o->json)
-		load_print_json(&r);
-	else
-		load_print_human(&r);
-	fflush(stdout);
-	return r.stats.accepted == o->messages ? 0 : 1;
+		stats_merge(&r->stats, &threads[i].stats);
+	r->latency = samples_summarise(&run->latency);
+	r->connect = samples_summarise(&run->connect);
+	if (r->stats.t_last_reply > r->stats.t_first_connect)
+		r->seconds = (double)(r->stats.t_last_reply - r->stats.t_first_connect) / 1e9;
+	r->msgs_per_sec = r->seconds > 0 ? (double)r->stats.accepted / r->seconds : 0;
+	r->pipelining = o->pipelining && r->stats.ehlo_ok > 0 &&
+			r->stats.ehlo_pipelining == r->stats.ehlo_ok;
+	r->timed_out = atomic_load(&run->timed_out);
+	r->interrupted = !r->timed_out && stopping();
 }
 
-static int load_main(const struct bench_options *o)
+static void load_print_json(const struct load_report *r)
+{
+	load_print_json_object(r);
+	putchar('\n');
+}
+
+/*
+ * Runs one load to its end (every message claimed and answered, --timeout, or a stop) and
+ * summarises it into r. Returns 0 when every message was accepted, 1 when some were not or a
+ * thread failed (r holds the figures either way), -1 when the run could not be set up (r is
+ * left empty; the reason is on stderr). The attack mode runs it twice in one process.
+ */
+static int load_execute(const struct bench_options *o, struct load_report *r)
 {
 	struct client_run run;
 	struct client_thread *threads = calloc(o->threads, sizeof *threads);
 	unsigned started = 0;
-	int status = 1;
+	int status = -1;
 
+	*r = (struct load_report){.opt = o};
 	if (!threads || !nofile_check(o->sessions))
 		goto out_free;
 	if (client_run_init(&run, o) < 0)
@@ -1972,9 +2188,8 @@ static int load_main(const struct bench_options *o)
 		pthread_join(threads[i].tid, NULL);
 		thread_failed |= threads[i].error < 0;
 	}
-	status = load_report(&run, threads, started);
-	if (thread_failed)
-		status = 1;
+	load_summarise(&run, threads, started, r);
+	status = r->stats.accepted == o->messages && !thread_failed ? 0 : 1;
 out_threads:
 	for (unsigned i = 0; i < o->threads; i++) {
 		free(threads[i].sessions);
@@ -1984,6 +2199,21 @@ out_run:
 	client_run_free(&run);
 out_free:
 	free(threads);
+	return status;
+}
+
+static int load_main(const struct bench_options *o)
+{
+	struct load_report r;
+	int status = load_execute(o, &r);
+
+	if (status < 0)
+		return 1;
+	if (o->json)
+		load_print_json(&r);
+	else
+		load_print_human(&r);
+	fflush(stdout);
 	return status;
 }
 
@@ -2162,6 +2392,461 @@ out:
 	free(t.dots);
 	client_run_free(&run);
 	return ret == 0 && r.stats.ehlo_ok == o->sessions ? 0 : 1;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* attack mode                                                                                */
+
+/* CPU seconds spent during one load run, by whom: on loopback they all share the machine. */
+struct attack_cpu {
+	double wall;      /* the run's, setup and teardown included */
+	double server;    /* with --pid */
+	double load;      /* ferry-bench less its attackers' thread */
+	double attackers; /* the attackers' thread */
+};
+
+struct attack_cpu_mark {
+	uint64_t wall_ns;
+	double server;
+	double self;
+	uint64_t attackers_ns;
+};
+
+struct attack_run {
+	const struct bench_options *opt;
+	struct load_report unloaded;
+	struct load_report loaded;
+	int unloaded_status; /* load_execute's: 0, 1, or -1 when it did not run */
+	int loaded_status;
+	bool attacked;             /* the attackers were started */
+	double establish_seconds;  /* from their start until they were in place */
+	uint64_t holding_in_place; /* attackers holding at that moment */
+	struct attack_counters before_loaded;
+	struct attack_counters after_loaded;
+	struct attack_report attack; /* final, after the stop */
+	struct attack_cpu unloaded_cpu;
+	struct attack_cpu loaded_cpu;
+	long rss_start_kb;  /* before the unloaded run */
+	long rss_before_kb; /* after it, just before the attackers start */
+	long rss_before_loaded_kb;
+	long rss_after_loaded_kb;
+	long tcp_mem_limit_kb; /* what the watchdog used; 0: none */
+	long tcp_before_kb;    /* the machine's TCP memory, as rss_before_kb and the next two */
+	long tcp_before_loaded_kb;
+	long tcp_after_loaded_kb;
+};
+
+/* utime + stime of a process, from /proc/PID/stat; 0 if unreadable. */
+static double process_cpu_seconds(long pid)
+{
+	char path[64], line[1024];
+	unsigned long utime = 0, stime = 0;
+	long ticks = sysconf(_SC_CLK_TCK);
+
+	snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return 0;
+	const char *end = fgets(line, sizeof line, f) ? strrchr(line, ')') : NULL;
+	fclose(f);
+	/* After the command's closing parenthesis: state and ten fields, then utime, stime. */
+	if (!end || sscanf(end + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime,
+			   &stime) != 2)
+		return 0;
+	return (double)(utime + stime) / (double)(ticks > 0 ? ticks : 100);
+}
+
+static void attack_cpu_mark_take(const struct bench_options *o,
+				 const struct attack_counters *attack, struct attack_cpu_mark *m)
+{
+	m->wall_ns = now_ns();
+	m->server = o->pid ? process_cpu_seconds(o->pid) : 0;
+	m->self = process_cpu_seconds(getpid());
+	m->attackers_ns = attack ? attack->cpu_ns : 0;
+}
+
+static struct attack_cpu attack_cpu_between(const struct attack_cpu_mark *from,
+					    const struct attack_cpu_mark *to)
+{
+	double attackers = (double)(to->attackers_ns - from->attackers_ns) / 1e9;
+
+	return (struct attack_cpu){
+		.wall = (double)(to->wall_ns - from->wall_ns) / 1e9,
+		.server = to->server - from->server,
+		.load = to->self - from->self - attackers,
+		.attackers = attackers,
+	};
+}
+
+static void attack_config_fill(const struct bench_options *o, long tcp_mem_limit_kb,
+			       struct attack_config *cfg)
+{
+	*cfg = (struct attack_config){
+		.kind = o->kind,
+		.attackers = o->attackers,
+		.sources = o->sources,
+		.interval_ms = o->interval_ms,
+		.reconnect_rate = o->reconnect_rate,
+		.handshakes = HANDSHAKES_IN_FLIGHT,
+		.nice = o->nice,
+		.pid = o->pid,
+		.rss_limit_kb = (long)o->rss_limit_mb * 1024,
+		.tcp_mem_limit_kb = tcp_mem_limit_kb,
+		/* Establishing, settling and one load run, with room to spare. */
+		.max_seconds = o->establish_s + o->settle_s + o->timeout_s + 60,
+		.from = o->from,
+		.to = o->to,
+		.also_stop = &stop_requested,
+	};
+	memcpy(&cfg->target, &o->target.addr, sizeof cfg->target);
+}
+
+static bool attack_interrupted(const struct attack_counters *c)
+{
+	return atomic_load(&signal_caught) || c->finished;
+}
+
+/*
+ * Waits until every attacker holds, or until the number holding has not moved for a second
+ * after each has tried once (the server refuses the rest), or --establish runs out. A flood
+ * never holds: it is in place as soon as it runs.
+ */
+static void attack_wait_in_place(struct attack *attack, struct attack_run *r)
+{
+	const struct bench_options *o = r->opt;
+	uint64_t start = now_ns(), changed = start;
+	uint64_t deadline = start + (uint64_t)o->establish_s * 1000000000u;
+	struct attack_counters c;
+	uint64_t last = UINT64_MAX;
+
+	for (attack_read(attack, &c); o->kind != ATTACK_FLOOD && !attack_interrupted(&c);
+	     attack_read(attack, &c)) {
+		uint64_t now = now_ns();
+		if (c.holding != last) {
+			last = c.holding;
+			changed = now;
+		}
+		if (c.holding >= o->attackers || now >= deadline ||
+		    (c.unstarted == 0 && now - changed >= ATTACK_STABLE_MS * 1000000ull))
+			break;
+		sleep_ms(ATTACK_POLL_MS);
+	}
+	r->establish_seconds = (double)(now_ns() - start) / 1e9;
+	r->holding_in_place = c.holding;
+	for (unsigned waited = 0; waited < o->settle_s * 1000u && !attack_interrupted(&c);
+	     waited += ATTACK_POLL_MS) {
+		sleep_ms(ATTACK_POLL_MS);
+		attack_read(attack, &c);
+	}
+}
+
+/* Attackers in place, the load again beside them, then the stop. Returns -1 if none started. */
+static int attack_phases(const struct bench_options *load, struct attack_run *r)
+{
+	const struct bench_options *o = r->opt;
+	struct attack_config cfg;
+	struct attack *attack;
+
+	r->tcp_mem_limit_kb = o->tcp_mem_limit_given ? (long)o->tcp_mem_limit_mb * 1024
+						     : attack_tcp_mem_pressure_kb();
+	if (r->tcp_mem_limit_kb < 0)
+		r->tcp_mem_limit_kb = 0;
+	attack_config_fill(o, r->tcp_mem_limit_kb, &cfg);
+	if (o->pid)
+		r->rss_before_kb = rss_read_kb(o->pid);
+	r->tcp_before_kb = attack_tcp_mem_kb();
+	if (attack_start(&cfg, &attack) < 0)
+		return -1;
+	r->attacked = true;
+	fprintf(stderr, BENCH_NAME " attack: %u %s attackers starting\n", o->attackers,
+		attack_kind_name(o->kind));
+	attack_wait_in_place(attack, r);
+	if (o->pid)
+		r->rss_before_loaded_kb = rss_read_kb(o->pid);
+	r->tcp_before_loaded_kb = attack_tcp_mem_kb();
+	attack_read(attack, &r->before_loaded);
+	struct attack_cpu_mark from, to;
+	attack_cpu_mark_take(o, &r->before_loaded, &from);
+	if (!attack_interrupted(&r->before_loaded)) {
+		if (o->kind == ATTACK_FLOOD)
+			fprintf(stderr, BENCH_NAME " attack: flooding; loaded run\n");
+		else
+			fprintf(stderr,
+				BENCH_NAME " attack: %" PRIu64 " attackers holding; loaded run\n",
+				r->before_loaded.holding);
+		r->loaded_status = load_execute(load, &r->loaded);
+	}
+	attack_read(attack, &r->after_loaded);
+	attack_cpu_mark_take(o, &r->after_loaded, &to);
+	r->loaded_cpu = attack_cpu_between(&from, &to);
+	if (o->pid)
+		r->rss_after_loaded_kb = rss_read_kb(o->pid);
+	r->tcp_after_loaded_kb = attack_tcp_mem_kb();
+	attack_stop(attack, &r->attack);
+	return 0;
+}
+
+static void attack_print_load_brief(const char *name, const struct load_report *l)
+{
+	printf("  %-10s %" PRIu64 " of %llu accepted, %" PRIu64
+	       " failed in %.3f s: %.1f msgs/s%s\n",
+	       name, l->stats.accepted, l->opt->messages, l->stats.failed, l->seconds,
+	       l->msgs_per_sec,
+	       l->timed_out     ? " (stopped by --timeout)"
+	       : l->interrupted ? " (stopped)"
+				: "");
+}
+
+static uint64_t attack_delta(const struct attack_run *r, enum attack_counter which)
+{
+	return r->after_loaded.count[which] - r->before_loaded.count[which];
+}
+
+static double attack_ratio(const struct attack_run *r)
+{
+	return r->unloaded.msgs_per_sec > 0 ? r->loaded.msgs_per_sec / r->unloaded.msgs_per_sec : 0;
+}
+
+static bool attack_loaded_ran(const struct attack_run *r)
+{
+	return r->loaded_status >= 0;
+}
+
+static void attack_print_durations(const char *what, const struct attack_durations *d)
+{
+	if (!d->samples) {
+		printf("%s none", what);
+		return;
+	}
+	printf("%s %zu, p50 %.1f s, p90 %.1f s, max %.1f s", what, d->samples, d->p50, d->p90,
+	       d->max);
+}
+
+static long attack_peak(long watched, long a, long b)
+{
+	long peak = watched > a ? watched : a;
+	return peak > b ? peak : b;
+}
+
+/* The watchdog reads five times a second; the last reading may come after its last. */
+static long attack_rss_peak_kb(const struct attack_run *r)
+{
+	return attack_peak(r->attack.totals.rss_peak_kb, r->rss_before_loaded_kb,
+			   r->rss_after_loaded_kb);
+}
+
+static long attack_tcp_peak_kb(const struct attack_run *r)
+{
+	return attack_peak(r->attack.totals.tcp_mem_peak_kb, r->tcp_before_loaded_kb,
+			   r->tcp_after_loaded_kb);
+}
+
+static bool attack_stopped_by_watchdog(const struct attack_run *r)
+{
+	const struct attack_counters *c = &r->attack.totals;
+	return c->rss_limit_hit || c->tcp_mem_limit_hit || c->server_gone;
+}
+
+static void attack_print_cpu(const char *name, const struct attack_cpu *c, bool server)
+{
+	printf("  cpu        %s run, %.3f s: ", name, c->wall);
+	if (server)
+		printf("server %.2f s, ", c->server);
+	printf("load %.2f s", c->load);
+	if (c->attackers > 0)
+		printf(", attackers %.2f s", c->attackers);
+	printf(" (CPU time)\n");
+}
+
+static void attack_print_human(const struct attack_run *r)
+{
+	const struct bench_options *o = r->opt;
+	const struct attack_report *a = &r->attack;
+	const uint64_t *n = a->totals.count;
+
+	printf(BENCH_NAME " attack: %s, %s", o->target.text, attack_kind_name(o->kind));
+	if (o->kind == ATTACK_SLOWLORIS || o->kind == ATTACK_TRICKLE)
+		printf(" (one octet every %u ms)", o->interval_ms);
+	printf(", %u attacker%s from %u source%s; load -c %u -n %llu -s %zu\n", o->attackers,
+	       plural(o->attackers), o->sources, plural(o->sources), o->sessions, o->messages,
+	       o->body_bytes);
+	if (r->unloaded_status >= 0)
+		attack_print_load_brief("unloaded", &r->unloaded);
+	if (!r->attacked)
+		return;
+	if (r->before_loaded.finished)
+		printf("  attack     stopped %.1f s after the start (see below), %zu of %u holding "
+		       "then\n",
+		       a->seconds, a->age.samples, o->attackers);
+	else if (o->kind == ATTACK_FLOOD)
+		printf("  attack     flooding, %u s to settle\n", o->settle_s);
+	else
+		printf("  attack     %" PRIu64
+		       " of %u holding %.3f s after the start, then %u s to "
+		       "settle\n",
+		       r->holding_in_place, o->attackers, r->establish_seconds, o->settle_s);
+	if (attack_loaded_ran(r)) {
+		attack_print_load_brief("loaded", &r->loaded);
+		latency_print_human(stdout, "latency", &r->loaded.latency, "final dot to reply");
+		latency_print_human(stdout, "connect", &r->loaded.connect, "connect to 220 banner");
+		if (r->loaded.stats.failed || r->loaded.stats.fail[STAGE_CONNECT] ||
+		    r->loaded.stats.fail[STAGE_BANNER] || r->loaded.stats.fail[STAGE_EHLO])
+			load_print_failures(&r->loaded.stats);
+		printf("  ratio      %.1f %% of the unloaded rate\n", 100 * attack_ratio(r));
+		attack_print_cpu("unloaded", &r->unloaded_cpu, o->pid != 0);
+		attack_print_cpu("loaded", &r->loaded_cpu, o->pid != 0);
+	} else {
+		printf("  loaded     not run\n");
+	}
+	printf("  attackers  over %.1f s: %" PRIu64 " connects (%.0f/s), %" PRIu64
+	       " failed to connect, %" PRIu64 " greeted, %" PRIu64 " refused, %" PRIu64
+	       " closed before any greeting\n",
+	       a->seconds, n[ATTACK_CONNECTS],
+	       a->seconds > 0 ? (double)n[ATTACK_CONNECTS] / a->seconds : 0,
+	       n[ATTACK_CONNECT_FAILURES], n[ATTACK_GREETED], n[ATTACK_REFUSED],
+	       n[ATTACK_UNGREETED]);
+	printf("             %" PRIu64 " reached the attack, %" PRIu64
+	       " closed by the server, %" PRIu64 " error replies, %" PRIu64 " setup failures",
+	       n[ATTACK_HELD], n[ATTACK_CLOSED], n[ATTACK_ERROR_REPLIES], n[ATTACK_SETUP_FAILURES]);
+	if (o->kind == ATTACK_FLOOD)
+		printf(", %" PRIu64 " reset after the greeting", n[ATTACK_FLOOD_CLOSES]);
+	printf(", %" PRIu64 " octets sent\n", n[ATTACK_BYTES_SENT]);
+	if (attack_loaded_ran(r))
+		printf("  meanwhile  during the loaded run: %" PRIu64 " connects, %" PRIu64
+		       " refused, %" PRIu64 " closed by the server\n",
+		       attack_delta(r, ATTACK_CONNECTS), attack_delta(r, ATTACK_REFUSED),
+		       attack_delta(r, ATTACK_CLOSED));
+	printf("  lifetime  ");
+	attack_print_durations(" closed by the server:", &a->lifetime);
+	attack_print_durations("; still holding at the stop:", &a->age);
+	putchar('\n');
+	if (o->pid)
+		printf("  server     pid %ld VmRSS %ld kB at the start, %ld kB before the attack, "
+		       "%ld kB before the loaded run, %ld kB after it, peak %ld kB\n",
+		       o->pid, r->rss_start_kb, r->rss_before_kb, r->rss_before_loaded_kb,
+		       r->rss_after_loaded_kb, attack_rss_peak_kb(r));
+	printf("  kernel     TCP memory of the machine %ld kB before the attack, %ld kB before the "
+	       "loaded run, %ld kB after it, peak %ld kB\n",
+	       r->tcp_before_kb, r->tcp_before_loaded_kb, r->tcp_after_loaded_kb,
+	       attack_tcp_peak_kb(r));
+	if (a->totals.rss_limit_hit)
+		printf("  stopped    the server's VmRSS passed --rss-limit %u MB\n",
+		       o->rss_limit_mb);
+	if (a->totals.tcp_mem_limit_hit)
+		printf("  stopped    the machine's TCP memory passed %ld kB%s\n",
+		       r->tcp_mem_limit_kb,
+		       o->tcp_mem_limit_given ? "" : " (the kernel's pressure threshold)");
+	if (a->totals.server_gone)
+		printf("  stopped    the server process went away\n");
+	if (atomic_load(&signal_caught))
+		printf("  stopped    by signal\n");
+}
+
+static void attack_print_durations_json(const char *name, const struct attack_durations *d)
+{
+	printf("\"%s\":{\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,\"max\":%.3f,\"samples\":%zu}", name,
+	       d->p50, d->p90, d->p99, d->max, d->samples);
+}
+
+static void attack_print_counters_json(const uint64_t *count)
+{
+	for (unsigned i = 0; i < ATTACK_COUNTER_COUNT; i++)
+		printf("%s\"%s\":%" PRIu64, i ? "," : "", attack_counter_names[i], count[i]);
+}
+
+static void attack_print_cpu_json(const char *name, const struct attack_cpu *c)
+{
+	printf(",\"%s\":{\"wall\":%.3f,\"server\":%.3f,\"load\":%.3f,\"attackers\":%.3f}", name,
+	       c->wall, c->server, c->load, c->attackers);
+}
+
+static void attack_print_json(const struct attack_run *r)
+{
+	const struct bench_options *o = r->opt;
+	const struct attack_report *a = &r->attack;
+
+	printf("{\"mode\":\"attack\",\"target\":");
+	json_string(stdout, o->target.text);
+	printf(",\"kind\":\"%s\",\"attackers\":%u,\"sources\":%u,\"interval_ms\":%u,"
+	       "\"reconnect_rate\":%u,\"settle_seconds\":%u,\"unloaded\":",
+	       attack_kind_name(o->kind), o->attackers, o->sources, o->interval_ms,
+	       o->reconnect_rate, o->settle_s);
+	if (r->unloaded_status >= 0)
+		load_print_json_object(&r->unloaded);
+	else
+		printf("null");
+	printf(",\"loaded\":");
+	if (attack_loaded_ran(r)) {
+		load_print_json_object(&r->loaded);
+		printf(",\"ratio\":%.4f", attack_ratio(r));
+	} else {
+		printf("null,\"ratio\":null");
+	}
+	if (r->attacked) {
+		printf(",\"establish_seconds\":%.3f,\"holding_in_place\":%" PRIu64
+		       ",\"attack\":{\"seconds\":%.3f,",
+		       r->establish_seconds, r->holding_in_place, a->seconds);
+		attack_print_counters_json(a->totals.count);
+		putchar(',');
+		attack_print_durations_json("lifetime_s", &a->lifetime);
+		putchar(',');
+		attack_print_durations_json("holding_age_s", &a->age);
+		printf(",\"rss_limit_hit\":%s,\"tcp_mem_limit_hit\":%s,\"server_gone\":%s},"
+		       "\"during_loaded\":{",
+		       a->totals.rss_limit_hit ? "true" : "false",
+		       a->totals.tcp_mem_limit_hit ? "true" : "false",
+		       a->totals.server_gone ? "true" : "false");
+		uint64_t delta[ATTACK_COUNTER_COUNT];
+		for (unsigned i = 0; i < ATTACK_COUNTER_COUNT; i++)
+			delta[i] = attack_delta(r, (enum attack_counter)i);
+		attack_print_counters_json(delta);
+		putchar('}');
+	}
+	if (o->pid)
+		printf(",\"pid\":%ld,\"rss_start_kb\":%ld,\"rss_before_kb\":%ld,"
+		       "\"rss_before_loaded_kb\":%ld,\"rss_after_loaded_kb\":%ld,\"rss_peak_kb\":%"
+		       "ld",
+		       o->pid, r->rss_start_kb, r->rss_before_kb, r->rss_before_loaded_kb,
+		       r->rss_after_loaded_kb, attack_rss_peak_kb(r));
+	attack_print_cpu_json("unloaded_cpu_s", &r->unloaded_cpu);
+	attack_print_cpu_json("loaded_cpu_s", &r->loaded_cpu);
+	printf(",\"tcp_mem_limit_kb\":%ld,\"tcp_mem_before_kb\":%ld,"
+	       "\"tcp_mem_before_loaded_kb\":%ld,\"tcp_mem_after_loaded_kb\":%ld,"
+	       "\"tcp_mem_peak_kb\":%ld",
+	       r->tcp_mem_limit_kb, r->tcp_before_kb, r->tcp_before_loaded_kb,
+	       r->tcp_after_loaded_kb, attack_tcp_peak_kb(r));
+	printf(",\"interrupted\":%s}\n", atomic_load(&signal_caught) ? "true" : "false");
+}
+
+static int attack_main(const struct bench_options *o)
+{
+	struct bench_options load = *o;
+	struct attack_run r = {.opt = o, .unloaded_status = -1, .loaded_status = -1};
+
+	load.mode = MODE_LOAD;
+	if (!nofile_check(o->sessions + o->attackers))
+		return 1;
+	if (o->pid && (r.rss_start_kb = rss_read_kb(o->pid)) < 0)
+		return 1;
+	fprintf(stderr, BENCH_NAME " attack: unloaded run\n");
+	struct attack_cpu_mark from, to;
+	attack_cpu_mark_take(o, NULL, &from);
+	r.unloaded_status = load_execute(&load, &r.unloaded);
+	attack_cpu_mark_take(o, NULL, &to);
+	r.unloaded_cpu = attack_cpu_between(&from, &to);
+	if (r.unloaded_status >= 0 && !atomic_load(&signal_caught)) {
+		/* A --timeout of the first run ends only that run. */
+		atomic_store(&stop_requested, false);
+		if (attack_phases(&load, &r) < 0)
+			return 1;
+	}
+	if (o->json)
+		attack_print_json(&r);
+	else
+		attack_print_human(&r);
+	fflush(stdout);
+	bool complete = r.unloaded_status == 0 && r.loaded_status == 0;
+	return complete && !attack_stopped_by_watchdog(&r) ? 0 : 1;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -2918,6 +3603,8 @@ int main(int argc, char **argv)
 		return sink_main(&options);
 	case MODE_IDLE:
 		return idle_main(&options);
+	case MODE_ATTACK:
+		return attack_main(&options);
 	case MODE_LOAD:
 	default:
 		return load_main(&options);

@@ -4,18 +4,20 @@
 # fresh spool on the same disk as the checkout, runs ferry-bench against it,
 # and stops it. Loopback only; every run is bounded by ferry-bench --timeout.
 #
-#   bench/scenarios.sh [accept|latency|scale|idle|restart|fsync|all]
+#   bench/scenarios.sh [accept|latency|scale|idle|restart|attack|fsync|all]
 #
 # restart fills the spool with 1,000,000 messages (about 1.4 GB of disk),
-# so it is not part of `all`.
+# and attack runs 10,000 attackers of each kind beside a load, with ferryd
+# at its production limits (bench/conf/attack.conf): neither is part of
+# `all`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 what=${1:-all}
 case $what in
-accept | latency | scale | idle | restart | fsync | all) ;;
+accept | latency | scale | idle | restart | attack | fsync | all) ;;
 *)
-	echo "usage: bench/scenarios.sh [accept|latency|scale|idle|restart|fsync|all]" >&2
+	echo "usage: bench/scenarios.sh [accept|latency|scale|idle|restart|attack|fsync|all]" >&2
 	exit 2
 	;;
 esac
@@ -29,10 +31,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# start_ferryd [CONF]: CONF (default bench/conf/bench.conf) with this run's
+# listen address and spool.
 start_ferryd() {
 	rm -rf "$work/spool"
-	sed "s|^\[limits\]|[server]\nlisten = 127.0.0.1:$port\n\n[spool]\ndirectory = $work/spool\n\n[limits]|" \
-		bench/conf/bench.conf >"$work/ferry.conf"
+	{
+		printf '[server]\nlisten = 127.0.0.1:%s\n\n[spool]\ndirectory = %s\n\n' "$port" "$work/spool"
+		cat "${1:-bench/conf/bench.conf}"
+	} >"$work/ferry.conf"
 	"$build/ferryd" -c "$work/ferry.conf" 2>"$work/ferryd.log" &
 	pid=$!
 	for _ in $(seq 100); do
@@ -45,9 +51,15 @@ start_ferryd() {
 }
 
 stop_ferryd() {
-	kill -TERM "$pid"
-	wait "$pid" || true
+	kill -TERM "$pid" 2>/dev/null || echo "ferryd had already exited"
+	wait "$pid" || echo "ferryd exit status $?"
 	pid=
+}
+
+# What ferryd logged (at warn and above), by event.
+ferryd_log_summary() {
+	echo "ferryd log: $(wc -l <"$work/ferryd.log") lines"
+	grep -o 'event=[a-z_]*' "$work/ferryd.log" | sort | uniq -c | sort -rn | head -5 || true
 }
 
 machine() {
@@ -135,5 +147,28 @@ case $what in restart)
 		stop_ferryd
 	done
 	echo "spool: $(du -sh "$work/spool/segments" | cut -f1) in $(ls "$work/spool/segments" | wc -l) segments"
+	;;
+esac
+case $what in attack)
+	# The same legitimate load unloaded, then beside 10,000 attackers from
+	# 100 addresses (100 each, within the default 200 per client), a fresh
+	# ferryd for each kind. ferry-bench stops the attack if ferryd's RSS
+	# passes 4 GB or the machine's TCP memory its pressure threshold; the
+	# outer timeout (SIGINT: ferry-bench still reports) bounds the rest.
+	# First a control: the same two runs beside one idle attacker. Its
+	# ratio is what the machine's noise, and a second run into a spool
+	# 20,000 messages fuller, give without any attack.
+	for kind in control idle slowloris trickle unread flood; do
+		start_ferryd bench/conf/attack.conf
+		attackers=(--kind "$kind" -a 10000 --sources 100)
+		[[ $kind == control ]] && attackers=(--kind idle -a 1 --sources 1)
+		args=(attack "${attackers[@]}" -c 50 -n 20000 -s 1024
+			--timeout 60 --pid "$pid" "127.0.0.1:$port")
+		echo "\$ ferry-bench ${args[*]}"
+		timeout -s INT 420 "$build/ferry-bench" "${args[@]}" ||
+			echo "(ferry-bench attack: exit status $?)"
+		stop_ferryd
+		ferryd_log_summary
+	done
 	;;
 esac
