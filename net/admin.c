@@ -596,6 +596,20 @@ fail:
 	return -e;
 }
 
+/* The socket's mode lets the group in only if the spool lets the group
+ * through: say so when a spool made before (by hand, or under an old
+ * umask) does not. ferryd does not change a directory it did not make. */
+static void admin_check_spool_mode(const struct admin *a)
+{
+	struct stat st;
+	if (fstat(a->spool_fd, &st) == 0 && (st.st_mode & S_IXGRP) == 0)
+		log_event(LOG_LEVEL_WARN,
+			  "event=admin_group_blocked spool=%s mode=%04o note=\"the spool directory "
+			  "does not let ferryd's group reach ferryctl.sock (chmod g+x it, e.g. "
+			  "0750)\"",
+			  a->spool_dir, (unsigned)(st.st_mode & 07777));
+}
+
 static void admin_free(struct admin *a)
 {
 	if (a->listen_fd >= 0)
@@ -641,6 +655,7 @@ int admin_start(struct admin **out, struct queue_store *store, const char *spool
 	}
 	if ((r = admin_listen(a, err, err_size)) != 0)
 		goto fail;
+	admin_check_spool_mode(a);
 	/* The thread takes no signal: ferryd's main thread sigwaits for them. */
 	sigset_t all, old;
 	sigfillset(&all);

@@ -324,10 +324,12 @@ static bool harness_log_says_listening(const struct ferry_instance *fi, off_t fr
 /*
  * Fork and exec argv[0] (PATH searched) with stdin from /dev/null and
  * stdout, stderr to out_fd, err_fd (closed here in the parent), env added
- * to the environment. The child dies with this process (a crashed or
- * timed-out test leaves nothing running). Returns its pid or -1.
+ * to the environment, and fi's start options (umask) when fi is not NULL.
+ * The child dies with this process (a crashed or timed-out test leaves
+ * nothing running). Returns its pid or -1.
  */
-static pid_t harness_fork_exec(char *const argv[], int out_fd, int err_fd, const char *const *env)
+static pid_t harness_fork_exec(char *const argv[], int out_fd, int err_fd, const char *const *env,
+			       const struct ferry_instance *fi)
 {
 	pid_t parent = getpid();
 	pid_t pid = fork();
@@ -347,6 +349,8 @@ static pid_t harness_fork_exec(char *const argv[], int out_fd, int err_fd, const
 		signal(SIGPIPE, SIG_DFL);
 		for (const char *const *e = env; e != NULL && *e != NULL; e++)
 			putenv((char *)*e);
+		if (fi != NULL && fi->set_umask)
+			umask(fi->umask);
 		execvp(argv[0], argv);
 		dprintf(STDERR_FILENO, "harness: cannot run %s: %s\n", argv[0], strerror(errno));
 		_exit(127);
@@ -372,7 +376,7 @@ int harness_start_env(struct ferry_instance *fi, int timeout_ms, const char *con
 	off_t log_start = stat(fi->log, &log_st) == 0 ? log_st.st_size : 0;
 	int log = open(fi->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
 	char *argv[] = {path, "-c", fi->config, NULL};
-	pid_t pid = harness_fork_exec(argv, log, log, env);
+	pid_t pid = harness_fork_exec(argv, log, log, env, fi);
 	if (pid < 0)
 		return -1;
 	fi->pid = pid;
@@ -632,7 +636,7 @@ int harness_run(char *const argv[], char *out, size_t out_size, char *err, size_
 		close(out_pipe[1]);
 		return -1;
 	}
-	pid_t pid = harness_fork_exec(argv, out_pipe[1], err_pipe[1], NULL);
+	pid_t pid = harness_fork_exec(argv, out_pipe[1], err_pipe[1], NULL, NULL);
 	if (pid < 0) {
 		close(out_pipe[0]);
 		close(err_pipe[0]);
@@ -722,7 +726,7 @@ pid_t harness_spawn(char *const argv[], const char *out_path)
 	if (slot < 0)
 		return -1;
 	int out = open(out_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-	pid_t pid = harness_fork_exec(argv, out, out, NULL);
+	pid_t pid = harness_fork_exec(argv, out, out, NULL, NULL);
 	if (pid < 0)
 		return -1;
 	harness_spawned[slot] = pid;

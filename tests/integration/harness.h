@@ -38,6 +38,10 @@ struct ferry_instance {
 	int port;
 	pid_t pid;       /* 0 when not running */
 	int exit_status; /* from waitpid, valid once pid went back to 0 */
+
+	/* How ferryd is started; set after harness_setup(), which clears them. */
+	bool set_umask; /* ferryd runs under `umask` instead of the test's own */
+	mode_t umask;
 };
 
 /*

@@ -8,6 +8,7 @@
  */
 #include <criterion/criterion.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -338,6 +339,54 @@ Test(ferryctl, admin_socket_is_0660_and_speaks_the_protocol)
 
 	stop_ferryd_cleanly(&fi);
 	cr_expect_neq(stat(path, &st), 0, "the socket outlived ferryd");
+}
+
+/* The mode bits of path (07777), or -1 when it cannot be stat'ed. */
+static int mode_of(const char *dir, const char *name)
+{
+	char path[PATH_MAX + 64];
+	struct stat st;
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	return lstat(path, &st) == 0 ? (int)(st.st_mode & 07777) : -1;
+}
+
+Test(ferryctl, spool_and_socket_modes_hold_under_umask_077)
+{
+	/* A service manager's UMask=0077 must not take the group's access to
+	 * the socket (and the spool's read access for ferryctl --spool). */
+	struct ferry_instance fi;
+	struct sent s;
+	cr_assert_eq(harness_setup(&fi, relay_extra), 0);
+	fi.set_umask = true;
+	fi.umask = 077;
+	cr_assert_eq(harness_start(&fi, START_MS), 0, "ferryd did not start (log above)");
+	wait_admin_socket(&fi);
+	send_three(&fi, &s);
+
+	cr_expect_eq(mode_of(fi.spool, "."), 0750, "the spool is %04o", mode_of(fi.spool, "."));
+	cr_expect_eq(mode_of(fi.spool, "segments"), 0750, "segments/ is %04o",
+		     mode_of(fi.spool, "segments"));
+	cr_expect_eq(mode_of(fi.spool, "quarantine"), 0750, "quarantine/ is %04o",
+		     mode_of(fi.spool, "quarantine"));
+	cr_expect_eq(mode_of(fi.spool, "ferryctl.sock"), 0660, "the socket is %04o",
+		     mode_of(fi.spool, "ferryctl.sock"));
+	cr_expect_eq(mode_of(fi.spool, "lock"), 0640, "the lock is %04o",
+		     mode_of(fi.spool, "lock"));
+	char segments[PATH_MAX + 16];
+	snprintf(segments, sizeof(segments), "%s/segments", fi.spool);
+	DIR *d = opendir(segments);
+	cr_assert_not_null(d, "cannot list %s", segments);
+	int files = 0;
+	for (struct dirent *e; (e = readdir(d)) != NULL;) {
+		if (strstr(e->d_name, ".seg") == NULL)
+			continue;
+		files++;
+		cr_expect_eq(mode_of(segments, e->d_name), 0640, "%s is %04o", e->d_name,
+			     mode_of(segments, e->d_name));
+	}
+	closedir(d);
+	cr_expect_gt(files, 0, "no segment file after three messages");
+	stop_ferryd_cleanly(&fi);
 }
 
 Test(ferryctl, without_ferryd_says_so_and_points_to_offline_mode)
