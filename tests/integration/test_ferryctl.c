@@ -341,6 +341,49 @@ Test(ferryctl, admin_socket_is_0660_and_speaks_the_protocol)
 	cr_expect_neq(stat(path, &st), 0, "the socket outlived ferryd");
 }
 
+/* A client of the admin socket that connects and says nothing. */
+static int connect_idle(const struct ferry_instance *fi)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	admin_socket_path(fi, sa.sun_path, sizeof(sa.sun_path));
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0, "connect: %s",
+		     strerror(errno));
+	return fd;
+}
+
+Test(ferryctl, idle_admin_clients_do_not_delay_an_operator)
+{
+	/* More silent clients than ferryd serves at once: none of them, nor
+	 * all of them together, may make an operator wait. */
+	enum { IDLE = 24, ANSWER_MS = 2000 };
+	struct ferry_instance fi;
+	struct sent s;
+	static char out[OUT_SIZE], err[OUT_SIZE];
+	start_ferryd(&fi);
+	send_three(&fi, &s);
+	int idle[IDLE];
+	for (int i = 0; i < IDLE; i++)
+		idle[i] = connect_idle(&fi);
+	harness_sleep_ms(200); /* all of them accepted and waiting */
+
+	for (int round = 0; round < 3; round++) {
+		int64_t t0 = harness_now_ms();
+		int rc = run_ferryctl(out, err, "-c", fi.config, "queue", NULL);
+		int64_t took = harness_now_ms() - t0;
+		cr_assert_eq(rc, 0, "ferryctl queue beside %d idle clients exited %d: %s", IDLE, rc,
+			     err);
+		expect_three_queued(out);
+		cr_assert_leq(took, ANSWER_MS, "ferryctl queue took %lld ms beside %d idle clients",
+			      (long long)took, IDLE);
+	}
+	/* Nor do they hold up a stop. */
+	stop_ferryd_cleanly(&fi);
+	for (int i = 0; i < IDLE; i++)
+		close(idle[i]);
+}
+
 /* The mode bits of path (07777), or -1 when it cannot be stat'ed. */
 static int mode_of(const char *dir, const char *name)
 {
