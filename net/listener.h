@@ -21,6 +21,10 @@
 
 struct net_worker;
 
+/* Descriptors per listener, for ferryd's budget: the socket, and the spare
+ * it gives up to answer clients when accept runs out of descriptors. */
+#define LISTENER_DESCRIPTORS 2
+
 struct listener {
 	struct net_worker *owner;
 	int fd;

@@ -194,6 +194,20 @@ static void harness_register(struct ferry_instance *fi)
 		}
 }
 
+/* Does `extra` (config lines) set `key`? */
+static bool harness_extra_sets(const char *extra, const char *key)
+{
+	size_t n = strlen(key);
+	for (const char *p = extra; p != NULL && *p != '\0'; p = strchr(p, '\n')) {
+		if (*p == '\n')
+			p++;
+		p += strspn(p, " \t");
+		if (strncmp(p, key, n) == 0 && (p[n] == '=' || p[n] == ' ' || p[n] == '\t'))
+			return true;
+	}
+	return false;
+}
+
 int harness_setup(struct ferry_instance *fi, const char *extra)
 {
 	memset(fi, 0, sizeof(*fi));
@@ -229,8 +243,13 @@ int harness_setup(struct ferry_instance *fi, const char *extra)
 		 "relay_domains = relay.example\n"
 		 "[spool]\n"
 		 "directory = %s\n"
+		 "%s"
 		 "%s\n",
-		 fi->port, fi->spool, extra != NULL ? extra : "");
+		 fi->port, fi->spool,
+		 harness_extra_sets(extra, "max_connections")
+			 ? ""
+			 : "[limits]\nmax_connections = " HARNESS_MAX_CONNECTIONS_TEXT "\n",
+		 extra != NULL ? extra : "");
 	int r = harness_write_file(fi->config, text);
 	free(text);
 	return r;
@@ -351,6 +370,15 @@ static pid_t harness_fork_exec(char *const argv[], int out_fd, int err_fd, const
 			putenv((char *)*e);
 		if (fi != NULL && fi->set_umask)
 			umask(fi->umask);
+		if (fi != NULL && (fi->nofile_soft > 0 || fi->nofile_hard > 0)) {
+			struct rlimit rl;
+			getrlimit(RLIMIT_NOFILE, &rl);
+			if (fi->nofile_hard > 0)
+				rl.rlim_max = (rlim_t)fi->nofile_hard;
+			rl.rlim_cur = fi->nofile_soft > 0 ? (rlim_t)fi->nofile_soft : rl.rlim_max;
+			if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+				_exit(127);
+		}
 		execvp(argv[0], argv);
 		dprintf(STDERR_FILENO, "harness: cannot run %s: %s\n", argv[0], strerror(errno));
 		_exit(127);

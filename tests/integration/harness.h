@@ -30,6 +30,12 @@
 
 /* ---- one ferryd ---------------------------------------------------------- */
 
+/* ferryd's default max_connections (20,000) needs a hard RLIMIT_NOFILE
+ * above 20,000, which not every test machine has (ferryd refuses to start
+ * without it): the tests' ferryds take fewer unless a test says otherwise. */
+#define HARNESS_MAX_CONNECTIONS      4096
+#define HARNESS_MAX_CONNECTIONS_TEXT "4096"
+
 struct ferry_instance {
 	char dir[PATH_MAX];    /* temporary directory, removed by cleanup */
 	char spool[PATH_MAX];  /* <dir>/spool */
@@ -42,13 +48,15 @@ struct ferry_instance {
 	/* How ferryd is started; set after harness_setup(), which clears them. */
 	bool set_umask; /* ferryd runs under `umask` instead of the test's own */
 	mode_t umask;
+	long nofile_soft, nofile_hard; /* when > 0: ferryd's RLIMIT_NOFILE */
 };
 
 /*
  * Make a temporary directory, pick a free loopback port, and write a config
  * listening on 127.0.0.1:<port> with its spool in the directory, 2 workers,
- * relay_domains = relay.example, then `extra` (more [section] / key = value
- * lines; sections may repeat, keys may not). Returns 0 or -errno.
+ * relay_domains = relay.example, max_connections = HARNESS_MAX_CONNECTIONS
+ * unless `extra` sets it, then `extra` (more [section] / key = value lines;
+ * sections may repeat, keys may not). Returns 0 or -errno.
  */
 int harness_setup(struct ferry_instance *fi, const char *extra);
 

@@ -872,6 +872,8 @@ Test(ferryd, check_config_names_file_line_and_key)
 			   res.out);
 	cr_assert_not_null(strstr(res.out, path), "the output does not name the file:\n%s",
 			   res.out);
+	cr_assert_not_null(strstr(res.out, "\n# file descriptors: "),
+			   "the output does not give the descriptors needed:\n%s", res.out);
 	harness_cleanup(&fi);
 }
 
@@ -913,6 +915,51 @@ Test(ferryd, listen_address_in_use_is_reported)
 	stop_ferryd_cleanly(&fi);
 }
 
+/* ferryd's soft RLIMIT_NOFILE (from /proc), or -1. */
+static long ferryd_nofile_soft(const struct ferry_instance *fi)
+{
+	char path[64], line[256];
+	snprintf(path, sizeof(path), "/proc/%d/limits", (int)fi->pid);
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		return -1;
+	long soft = -1;
+	while (soft < 0 && fgets(line, sizeof(line), f) != NULL)
+		if (sscanf(line, "Max open files %ld", &soft) != 1)
+			soft = -1;
+	fclose(f);
+	return soft;
+}
+
+Test(ferryd, descriptors_short_of_max_connections_are_refused_at_start)
+{
+	/* 1,000 connections cannot fit in 512 descriptors: ferryd says so
+	 * at start, not with clients hanging at the 500th. */
+	struct ferry_instance fi;
+	cr_assert_eq(harness_setup(&fi, "[limits]\nmax_connections = 1000\n"), 0);
+	fi.nofile_soft = fi.nofile_hard = 512;
+	cr_assert_eq(harness_start(&fi, START_MS), -1, "ferryd started with 512 descriptors");
+	cr_assert_eq(fi.exit_status, 1, "ferryd exited %d", fi.exit_status);
+	const char *log = harness_log(&fi);
+	cr_expect_not_null(strstr(log, "max_connections = 1000 needs "), "%s", log);
+	cr_expect_not_null(strstr(log, "hard limit RLIMIT_NOFILE is 512"), "%s", log);
+	cr_expect_not_null(strstr(log, "LimitNOFILE="), "%s", log);
+	cr_expect_not_null(strstr(log, "or lower max_connections to "), "%s", log);
+	cr_expect_null(strstr(log, "Sanitizer"), "%s", log);
+
+	/* A hard limit that holds them: the soft one is raised to it. */
+	fi.nofile_soft = 256;
+	fi.nofile_hard = 2048;
+	cr_assert_eq(harness_start(&fi, START_MS), 0, "ferryd did not start with 2048 descriptors");
+	cr_expect_eq(ferryd_nofile_soft(&fi), 2048, "ferryd's soft limit is %ld",
+		     ferryd_nofile_soft(&fi));
+	struct smtp_client c;
+	connect_greeted(&c, &fi);
+	expect_command(&c, "QUIT", 221, NULL);
+	smtp_client_close(&c);
+	stop_ferryd_cleanly(&fi);
+}
+
 Test(ferryd, client_served_the_moment_ferryd_listens_gets_its_message_queued)
 {
 	/* Many workers, so some start well after the first one listens; the
@@ -924,8 +971,9 @@ Test(ferryd, client_served_the_moment_ferryd_listens_gets_its_message_queued)
 	char text[2 * PATH_MAX];
 	snprintf(text, sizeof(text),
 		 "[server]\nlisten = 127.0.0.1:%d\nhostname = relay.test\nworkers = 16\n"
+		 "[limits]\nmax_connections = %d\n"
 		 "[spool]\ndirectory = %s\n",
-		 fi.port, fi.spool);
+		 fi.port, HARNESS_MAX_CONNECTIONS, fi.spool);
 	cr_assert_eq(harness_write_file(fi.config, text), 0);
 	char ferryd[PATH_MAX];
 	harness_ferryd_path(ferryd, sizeof(ferryd));
@@ -982,7 +1030,9 @@ Test(ferryd, unusable_spool_is_reported)
 	snprintf(extra, sizeof(extra), "[spool]\ndirectory = %s/spool\n", blocker);
 	snprintf(fi.config, sizeof(fi.config), "%s/unusable-spool.conf", fi.dir);
 	char text[2 * PATH_MAX];
-	snprintf(text, sizeof(text), "[server]\nlisten = 127.0.0.1:%d\n%s", fi.port, extra);
+	snprintf(text, sizeof(text),
+		 "[server]\nlisten = 127.0.0.1:%d\n[limits]\nmax_connections = %d\n%s", fi.port,
+		 HARNESS_MAX_CONNECTIONS, extra);
 	cr_assert_eq(harness_write_file(fi.config, text), 0);
 	char ferryd[PATH_MAX];
 	harness_ferryd_path(ferryd, sizeof(ferryd));
