@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "core/config.h"
+#include "core/fault.h"
 #include "core/log.h"
 #include "core/worker.h"
 #include "net/admin.h"
@@ -257,6 +258,7 @@ int main(int argc, char **argv)
 		log_event(LOG_LEVEL_ERROR, "event=admin_unavailable error=%s",
 			  log_quote(quoted, sizeof(quoted), err, strlen(err)));
 	}
+	fault_take_descriptors(); /* test builds: descriptors run out under a running ferryd */
 
 	for (;;) {
 		int sig;
@@ -274,6 +276,7 @@ int main(int argc, char **argv)
 	admin_stop(admin);
 	worker_group_shutdown(&group);
 	worker_group_join(&group);
+	fault_release_descriptors();
 	log_event(LOG_LEVEL_INFO, "event=stopped");
 	status = 0;
 out:

@@ -960,6 +960,101 @@ Test(ferryd, descriptors_short_of_max_connections_are_refused_at_start)
 	stop_ferryd_cleanly(&fi);
 }
 
+Test(ferryd, clients_arriving_when_descriptors_ran_out_get_421_or_a_close)
+{
+	/* Descriptors run out under a running ferryd (a test-build fault
+	 * point takes all but LEFT of them): the kernel keeps new connections
+	 * queued while accept fails, and their clients must not wait there
+	 * in silence. */
+	enum { CLIENTS = 40, LEFT = 6, ANSWER_MS = 5000 };
+	struct ferry_instance fi;
+	cr_assert_eq(harness_setup(&fi, "[limits]\nmax_connections = 200\n"), 0);
+	fi.nofile_hard = 1024;
+	char left[64];
+	snprintf(left, sizeof(left), "FERRY_FAULT_DESCRIPTORS=%d", LEFT);
+	const char *const env[] = {left, NULL};
+	cr_assert_eq(harness_start_env(&fi, START_MS, env), 0, "ferryd did not start");
+	int64_t taken_by = harness_now_ms() + START_MS;
+	while (harness_log_count(&fi, "event=fault_descriptors_taken") == 0 &&
+	       harness_now_ms() < taken_by)
+		harness_sleep_ms(20);
+	cr_assert_eq(harness_log_count(&fi, "event=fault_descriptors_taken"), 1,
+		     "the fault point took no descriptors (not a test build?)");
+	size_t log_from = harness_log_size(&fi);
+
+	static struct smtp_client c[CLIENTS];
+	int greeted = 0, refused = 0, closed = 0, silent = 0;
+	int64_t t0 = harness_now_ms();
+	for (int i = 0; i < CLIENTS; i++) {
+		/* A reset of the queue may come before the connect is seen
+		 * done: a prompt close too. */
+		int r = smtp_client_connect(&c[i], fi.port, IO_MS);
+		cr_assert(r == 0 || r == -ECONNRESET || r == -ECONNREFUSED, "connect %d: %s", i,
+			  strerror(-r));
+	}
+	int64_t deadline = harness_now_ms() + ANSWER_MS;
+	for (int i = 0; i < CLIENTS; i++) {
+		struct smtp_reply r;
+		if (c[i].fd < 0) {
+			closed++;
+			continue;
+		}
+		int64_t rest = deadline - harness_now_ms();
+		c[i].timeout_ms = rest > 0 ? (int)rest : 1;
+		int code = smtp_client_read_reply(&c[i], &r);
+		if (code == 220) {
+			greeted++;
+		} else if (code == 421) {
+			cr_expect(reply_is(&r, 421, "4.3.2"), "client %d got '%s'", i, r.text);
+			cr_expect_not_null(strstr(r.text, "relay.test"), "no host name in '%s'",
+					   r.text);
+			refused++;
+		} else if (code == SMTP_REPLY_CLOSED || code == SMTP_REPLY_ERROR) {
+			closed++;
+		} else {
+			cr_expect_eq(code, SMTP_REPLY_TIMEOUT, "client %d got '%s'", i, r.text);
+			silent++;
+		}
+	}
+	int64_t took = harness_now_ms() - t0;
+	cr_expect_eq(
+		silent, 0,
+		"%d of %d clients got nothing within %d ms (%d greeted, %d refused, %d closed)",
+		silent, CLIENTS, ANSWER_MS, greeted, refused, closed);
+	/* A spare given up may go to the other worker's accept instead (the
+	 * descriptor table is the process's): LEFT and one per worker. */
+	cr_expect_leq(greeted, LEFT + 2, "%d greeted with %d descriptors left", greeted, LEFT);
+	cr_expect_gt(refused, 0, "no client was told 421 (%d greeted, %d closed)", greeted, closed);
+
+	/* The warnings come at a bounded rate: a line a second per listener
+	 * (two workers, one listener each) at most. */
+	const char *log = harness_log_since(&fi, log_from);
+	int lines = 0;
+	for (const char *p = strstr(log, "event=accept_error"); p != NULL;
+	     p = strstr(p + 1, "event=accept_error"))
+		lines++;
+	cr_expect_leq(lines, 2 * (int)(took / 1000 + 2), "%d accept_error lines in %lld ms", lines,
+		      (long long)took);
+
+	/* Descriptors given back (the sessions close as the clients go): a
+	 * client is served again. */
+	for (int i = 0; i < CLIENTS; i++)
+		smtp_client_close(&c[i]);
+	bool served = false;
+	for (int attempt = 0; attempt < 50 && !served; attempt++) {
+		struct smtp_client again;
+		struct smtp_reply r;
+		if (smtp_client_connect(&again, fi.port, IO_MS) == 0) {
+			served = smtp_client_read_reply(&again, &r) == 220;
+			smtp_client_close(&again);
+		}
+		if (!served)
+			harness_sleep_ms(100);
+	}
+	cr_expect(served, "no client was greeted once the descriptors were given back");
+	stop_ferryd_cleanly(&fi);
+}
+
 Test(ferryd, client_served_the_moment_ferryd_listens_gets_its_message_queued)
 {
 	/* Many workers, so some start well after the first one listens; the
