@@ -57,6 +57,8 @@ static const struct config_key config_keys[] = {
 	KEY("limits", max_connections, CONFIG_UINT, max_connections, 1, 10000000),
 	KEY("limits", max_connections_per_client, CONFIG_UINT, max_connections_per_client, 1,
 	    10000000),
+	KEY("limits", max_connection_rate_per_client, CONFIG_UINT, max_connection_rate_per_client,
+	    0, 10000000),
 	KEY("limits", max_commands_per_session, CONFIG_UINT, max_commands_per_session, 10,
 	    100000000),
 	KEY("limits", max_messages_per_session, CONFIG_UINT, max_messages_per_session, 1,
@@ -129,6 +131,7 @@ void config_defaults(struct config *cfg)
 	cfg->shutdown_timeout_ms = 30000;
 	cfg->max_connections = 20000;
 	cfg->max_connections_per_client = 200;
+	cfg->max_connection_rate_per_client = 600; /* a minute: 10 a second */
 	cfg->max_commands_per_session = 100000;
 	cfg->max_messages_per_session = 10000;
 	cfg->max_recipients = 1000;

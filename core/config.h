@@ -65,6 +65,7 @@ struct config {
 	/* [limits] */
 	uint32_t max_connections;
 	uint32_t max_connections_per_client;
+	uint32_t max_connection_rate_per_client; /* new connections a minute; 0: no limit */
 	uint32_t max_commands_per_session;
 	uint32_t max_messages_per_session;
 	uint32_t max_recipients; /* at most CONFIG_MAX_RECIPIENTS */

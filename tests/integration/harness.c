@@ -842,6 +842,11 @@ bool smtp_reply_queue_id(const struct smtp_reply *r, char *id, size_t size)
 
 int smtp_client_connect(struct smtp_client *c, int port, int timeout_ms)
 {
+	return smtp_client_connect_from(c, NULL, port, timeout_ms);
+}
+
+int smtp_client_connect_from(struct smtp_client *c, const char *source, int port, int timeout_ms)
+{
 	memset(c, 0, sizeof(*c));
 	c->timeout_ms = timeout_ms;
 	c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -850,6 +855,21 @@ int smtp_client_connect(struct smtp_client *c, int port, int timeout_ms)
 	struct sockaddr_in sa;
 	harness_loopback(&sa, port);
 	int r = 0;
+	if (source != NULL) {
+		struct sockaddr_in from = {.sin_family = AF_INET};
+		if (inet_pton(AF_INET, source, &from.sin_addr) != 1 ||
+		    (ntohl(from.sin_addr.s_addr) >> 24) != 127) {
+			close(c->fd);
+			c->fd = -1;
+			return -EINVAL; /* loopback only */
+		}
+		if (bind(c->fd, (struct sockaddr *)&from, sizeof(from)) != 0) {
+			r = -errno;
+			close(c->fd);
+			c->fd = -1;
+			return r;
+		}
+	}
 	if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
 		if (errno != EINPROGRESS) {
 			r = -errno;

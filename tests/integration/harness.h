@@ -233,6 +233,10 @@ struct smtp_reply {
  * wait). Returns 0 or -errno. */
 int smtp_client_connect(struct smtp_client *c, int port, int timeout_ms);
 
+/* The same from a loopback source address of our choice ("127.0.0.N":
+ * all of 127.0.0.0/8 is ours), so that one test can be many clients. */
+int smtp_client_connect_from(struct smtp_client *c, const char *source, int port, int timeout_ms);
+
 /* Send all bytes (at most timeout_ms). Returns 0 or -errno. */
 int smtp_client_send(struct smtp_client *c, const void *data, size_t len);
 int smtp_client_send_str(struct smtp_client *c, const char *text);

@@ -500,6 +500,49 @@ Test(ferryd, fourth_connection_from_one_client_is_refused)
 	stop_ferryd_cleanly(&fi);
 }
 
+/* A connection from `source`: its first reply's code, the reply in r. */
+static int first_reply_from(const struct ferry_instance *fi, const char *source,
+			    struct smtp_reply *r)
+{
+	struct smtp_client c;
+	cr_assert_eq(smtp_client_connect_from(&c, source, fi->port, IO_MS), 0, "connect from %s",
+		     source);
+	int code = smtp_client_read_reply(&c, r);
+	if (code == 220)
+		smtp_client_command(&c, "QUIT", r);
+	smtp_client_close(&c);
+	return code;
+}
+
+Test(ferryd, client_connecting_faster_than_its_rate_is_refused)
+{
+	/* 127/8 is not trusted here, except 127.0.0.4: trusted clients are
+	 * not rate limited. */
+	enum { RATE = 5 };
+	struct ferry_instance fi;
+	start_ferryd(&fi, "[limits]\nmax_connection_rate_per_client = 5\n"
+			  "[relay]\ntrusted_networks = 192.0.2.0/24, 127.0.0.4/32\n");
+	struct smtp_reply r;
+	for (int i = 0; i < RATE; i++)
+		cr_assert_eq(first_reply_from(&fi, "127.0.0.2", &r), 220, "connection %d got '%s'",
+			     i + 1, r.text);
+	int code = first_reply_from(&fi, "127.0.0.2", &r);
+	cr_assert_eq(code, 421, "connection %d in a minute got '%s'", RATE + 1, r.text);
+	cr_assert_str_eq(r.text,
+			 "421 4.7.0 relay.test Error: too many connections from your address, "
+			 "slow down");
+	/* Still refused: the minute is not over. */
+	cr_assert_eq(first_reply_from(&fi, "127.0.0.2", &r), 421, "got '%s'", r.text);
+	/* Another address is not affected, nor a trusted one past the rate. */
+	cr_assert_eq(first_reply_from(&fi, "127.0.0.3", &r), 220, "another client got '%s'",
+		     r.text);
+	for (int i = 0; i < 2 * RATE; i++)
+		cr_assert_eq(first_reply_from(&fi, "127.0.0.4", &r), 220,
+			     "trusted connection %d got '%s'", i + 1, r.text);
+	cr_assert_geq(harness_log_count(&fi, "event=connection_refused"), 2);
+	stop_ferryd_cleanly(&fi);
+}
+
 Test(ferryd, refused_clients_that_reset_at_once_do_no_harm)
 {
 	enum { ATTEMPTS = 1500 };
@@ -868,6 +911,8 @@ Test(ferryd, check_config_names_file_line_and_key)
 	cr_assert_not_null(find_line(res.out, "listen = 127.0.0.1:2626"), "%s", res.out);
 	cr_assert_not_null(find_line(res.out, "idle_timeout = 42s"), "%s", res.out);
 	cr_assert_not_null(find_line(res.out, "max_recipients = 77"), "%s", res.out);
+	cr_assert_not_null(find_line(res.out, "max_connection_rate_per_client = 600"), "%s",
+			   res.out);
 	cr_assert_not_null(find_line(res.out, "relay_domains = relay.example, other.example"), "%s",
 			   res.out);
 	cr_assert_not_null(strstr(res.out, path), "the output does not name the file:\n%s",
