@@ -82,6 +82,7 @@ static const struct config_key config_keys[] = {
 	KEY("spool", compact_threshold, CONFIG_UINT, spool_compact_threshold, 0, 100),
 	KEY("log", level, CONFIG_LOG_LEVEL, log_level, 0, 0),
 	KEY("log", destination, CONFIG_LOG_DESTINATION, log_destination, 0, 0),
+	KEY("log", max_lines_per_client, CONFIG_UINT, log_max_lines_per_client, 0, 1000000),
 };
 #define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 
@@ -150,6 +151,7 @@ void config_defaults(struct config *cfg)
 	cfg->spool_compact_threshold = 50;
 	cfg->log_level = LOG_LEVEL_INFO;
 	cfg->log_destination = LOG_TO_STDERR;
+	cfg->log_max_lines_per_client = 100;
 }
 
 void config_free(struct config *cfg)

@@ -91,8 +91,9 @@ struct config {
 	uint32_t spool_compact_threshold; /* percent; 0: never compact */
 
 	/* [log] */
-	int log_level;       /* enum log_level */
-	int log_destination; /* enum log_destination */
+	int log_level;                     /* enum log_level */
+	int log_destination;               /* enum log_destination */
+	uint32_t log_max_lines_per_client; /* a minute, per worker; 0: no limit */
 };
 
 /* Fill in the built-in defaults. */

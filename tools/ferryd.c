@@ -181,6 +181,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	log_setup((enum log_level)cfg.log_level, (enum log_destination)cfg.log_destination);
+	log_client_lines(cfg.log_max_lines_per_client);
 
 	if (worker_probe_io_uring(err, sizeof(err)) != 0) {
 		fprintf(stderr, "ferryd: %s\n", err);

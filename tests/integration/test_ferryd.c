@@ -543,6 +543,70 @@ Test(ferryd, client_connecting_faster_than_its_rate_is_refused)
 	stop_ferryd_cleanly(&fi);
 }
 
+/* Lines of text holding `needle`, and the sum of the `field=` numbers on
+ * those that hold `tag` as well. */
+static int count_lines(const char *text, const char *needle, const char *tag, const char *field,
+		       long *sum)
+{
+	int n = 0;
+	*sum = 0;
+	for (const char *p = text; p != NULL && *p != '\0';) {
+		const char *end = strchr(p, '\n');
+		size_t len = end != NULL ? (size_t)(end - p) : strlen(p);
+		char line[2048];
+		snprintf(line, sizeof(line), "%.*s", (int)len, p);
+		if (strstr(line, needle) != NULL) {
+			n++;
+			const char *f = strstr(line, field);
+			if (strstr(line, tag) != NULL && f != NULL)
+				*sum += strtol(f + strlen(field), NULL, 10);
+		}
+		p = end != NULL ? end + 1 : NULL;
+	}
+	return n;
+}
+
+Test(ferryd, a_flood_of_connections_from_one_address_writes_a_bounded_log, .timeout = 120)
+{
+	/* Each connection logs connect and disconnect: 2 x FLOOD lines from
+	 * one address, of which at most LINES a worker (two of them) are
+	 * written; the rest are counted in log_suppressed lines, so the sum
+	 * still adds up. Another client's few lines are all there. */
+	enum { FLOOD = 300, LINES = 20, OTHER = 3 };
+	struct ferry_instance fi;
+	start_ferryd(&fi, "[limits]\nmax_connection_rate_per_client = 0\n"
+			  "[relay]\ntrusted_networks = 192.0.2.0/24\n"
+			  "[log]\nmax_lines_per_client = 20\n");
+	for (int i = 0; i < FLOOD + OTHER; i++) {
+		struct smtp_client c;
+		const char *from = i < FLOOD ? "127.0.0.9" : "127.0.0.10";
+		cr_assert_eq(smtp_client_connect_from(&c, from, fi.port, IO_MS), 0, "connect %d",
+			     i);
+		cr_assert_eq(smtp_client_send_str(&c, "QUIT\r\n"), 0);
+		cr_assert(smtp_client_wait_closed(&c, IO_MS), "connection %d not closed", i);
+		smtp_client_close(&c);
+	}
+	/* The last disconnects are logged, and the summaries written, by the
+	 * time ferryd has stopped. */
+	stop_ferryd_cleanly(&fi);
+	const char *log = harness_log(&fi);
+	long suppressed, ignored;
+	int summaries = count_lines(log, "event=log_suppressed client=127.0.0.9 ", "",
+				    "suppressed=", &suppressed);
+	int written = count_lines(log, "client=127.0.0.9 ", "", "x=", &ignored) - summaries;
+	cr_expect_leq(written, 2 * LINES, "%d lines about one client with a limit of %d a worker",
+		      written, LINES);
+	cr_expect_geq(summaries, 1, "no log_suppressed line");
+	cr_expect_leq(summaries, 2, "%d log_suppressed lines for one client in one minute",
+		      summaries);
+	cr_expect_eq(written + suppressed, 2 * FLOOD,
+		     "%d lines written and %ld suppressed, of %d connect and disconnect lines",
+		     written, suppressed, 2 * FLOOD);
+	cr_expect_eq(count_lines(log, "client=127.0.0.10 ", "", "x=", &ignored), 2 * OTHER,
+		     "the other client's lines");
+	cr_expect_not_null(strstr(log, "window_s=60"), "no window in the summary");
+}
+
 Test(ferryd, refused_clients_that_reset_at_once_do_no_harm)
 {
 	enum { ATTEMPTS = 1500 };
@@ -913,6 +977,7 @@ Test(ferryd, check_config_names_file_line_and_key)
 	cr_assert_not_null(find_line(res.out, "max_recipients = 77"), "%s", res.out);
 	cr_assert_not_null(find_line(res.out, "max_connection_rate_per_client = 600"), "%s",
 			   res.out);
+	cr_assert_not_null(find_line(res.out, "max_lines_per_client = 100"), "%s", res.out);
 	cr_assert_not_null(find_line(res.out, "relay_domains = relay.example, other.example"), "%s",
 			   res.out);
 	cr_assert_not_null(strstr(res.out, path), "the output does not name the file:\n%s",

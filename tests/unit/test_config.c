@@ -35,6 +35,7 @@ Test(config, defaults_make_a_local_relay)
 	cr_assert_eq(cfg.max_text_line, 1000);
 	cr_assert_eq(cfg.idle_timeout_ms, 300000);
 	cr_assert_eq(cfg.max_connection_rate_per_client, 600);
+	cr_assert_eq(cfg.log_max_lines_per_client, 100);
 	cr_assert(cfg.workers >= 1, "workers resolved to the CPUs the process may use");
 }
 
