@@ -57,6 +57,8 @@ static const struct config_key config_keys[] = {
 	KEY("limits", max_connections, CONFIG_UINT, max_connections, 1, 10000000),
 	KEY("limits", max_connections_per_client, CONFIG_UINT, max_connections_per_client, 1,
 	    10000000),
+	KEY("limits", max_connection_rate_per_client, CONFIG_UINT, max_connection_rate_per_client,
+	    0, 10000000),
 	KEY("limits", max_commands_per_session, CONFIG_UINT, max_commands_per_session, 10,
 	    100000000),
 	KEY("limits", max_messages_per_session, CONFIG_UINT, max_messages_per_session, 1,
@@ -80,6 +82,7 @@ static const struct config_key config_keys[] = {
 	KEY("spool", compact_threshold, CONFIG_UINT, spool_compact_threshold, 0, 100),
 	KEY("log", level, CONFIG_LOG_LEVEL, log_level, 0, 0),
 	KEY("log", destination, CONFIG_LOG_DESTINATION, log_destination, 0, 0),
+	KEY("log", max_lines_per_client, CONFIG_UINT, log_max_lines_per_client, 0, 1000000),
 };
 #define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 
@@ -129,6 +132,7 @@ void config_defaults(struct config *cfg)
 	cfg->shutdown_timeout_ms = 30000;
 	cfg->max_connections = 20000;
 	cfg->max_connections_per_client = 200;
+	cfg->max_connection_rate_per_client = 600; /* a minute: 10 a second */
 	cfg->max_commands_per_session = 100000;
 	cfg->max_messages_per_session = 10000;
 	cfg->max_recipients = 1000;
@@ -147,6 +151,7 @@ void config_defaults(struct config *cfg)
 	cfg->spool_compact_threshold = 50;
 	cfg->log_level = LOG_LEVEL_INFO;
 	cfg->log_destination = LOG_TO_STDERR;
+	cfg->log_max_lines_per_client = 100;
 }
 
 void config_free(struct config *cfg)

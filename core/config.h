@@ -65,6 +65,7 @@ struct config {
 	/* [limits] */
 	uint32_t max_connections;
 	uint32_t max_connections_per_client;
+	uint32_t max_connection_rate_per_client; /* new connections a minute; 0: no limit */
 	uint32_t max_commands_per_session;
 	uint32_t max_messages_per_session;
 	uint32_t max_recipients; /* at most CONFIG_MAX_RECIPIENTS */
@@ -90,8 +91,9 @@ struct config {
 	uint32_t spool_compact_threshold; /* percent; 0: never compact */
 
 	/* [log] */
-	int log_level;       /* enum log_level */
-	int log_destination; /* enum log_destination */
+	int log_level;                     /* enum log_level */
+	int log_destination;               /* enum log_destination */
+	uint32_t log_max_lines_per_client; /* a minute, per worker; 0: no limit */
 };
 
 /* Fill in the built-in defaults. */

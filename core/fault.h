@@ -15,15 +15,32 @@ enum fault_point {
 	FAULT_NPOINTS
 };
 
+/*
+ * FERRY_FAULT_DESCRIPTORS=N: fault_take_descriptors() takes every free
+ * descriptor below RLIMIT_NOFILE but N (it opens /dev/null), as a leak
+ * elsewhere or a full system file table would, so that a test meets
+ * EMFILE at accept for real (it logs event=fault_descriptors_taken once
+ * done); fault_release_descriptors() gives them back.
+ * Call them from the main thread only.
+ */
+
 #ifdef FERRY_FAULT_POINTS
 /* True when this occurrence of the point (counted process-wide from 1)
  * is listed in its environment variable. Thread-safe. */
 bool fault_fire(enum fault_point point);
+void fault_take_descriptors(void);
+void fault_release_descriptors(void);
 #else
 static inline bool fault_fire(enum fault_point point)
 {
 	(void)point;
 	return false;
+}
+static inline void fault_take_descriptors(void)
+{
+}
+static inline void fault_release_descriptors(void)
+{
 }
 #endif
 

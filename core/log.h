@@ -10,6 +10,18 @@
  * On a worker thread lines gather in a per-thread buffer that the worker
  * flushes once per loop turn (one write for many events); on any other
  * thread, or when the buffer is nearly full, a line is written at once.
+ *
+ * No client can fill the disk with lines about itself: on a worker thread,
+ * info and debug lines that name a client (a `client=` field) count toward
+ * that client's share, at most log_client_lines() of them a minute per
+ * thread. Further ones are not written but counted, and once the client's
+ * minute is over (or the thread ends) one line says how many:
+ *
+ *   event=log_suppressed client=192.0.2.7 suppressed=1234 window_s=60
+ *
+ * `event=accepted` lines (a message on disk: the trail operators follow)
+ * and warnings and errors are always written and not counted. The state
+ * is the thread's own (a session lives on one worker): no lock per line.
  */
 #ifndef FERRY_CORE_LOG_H
 #define FERRY_CORE_LOG_H
@@ -23,6 +35,12 @@ enum log_destination { LOG_TO_STDERR = 0, LOG_TO_SYSLOG };
 
 /* Called once at start, before threads exist. */
 void log_setup(enum log_level level, enum log_destination dest);
+
+/* Lines a minute about one client, per worker thread (0: no limit, the
+ * default). Called at start, before threads exist. */
+void log_client_lines(unsigned per_minute);
+
+#define LOG_CLIENT_WINDOW_MS 60000
 
 void log_event(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -97,6 +97,10 @@ struct worker_services {
 int worker_services_add(struct worker_services *set, const struct worker_service *service,
 			void *arg);
 
+/* Descriptors a running worker holds of its own: its ring and the eventfd
+ * that wakes it (for the budget ferryd checks at start). */
+#define WORKER_DESCRIPTORS 2
+
 #define WORKER_RECV_BUFFER_SIZE 8192
 #define WORKER_RECV_BUFFERS     512 /* power of two */
 #define WORKER_RECV_GROUP       1
@@ -156,9 +160,9 @@ int worker_probe_io_uring(char *err, size_t err_size);
 
 /*
  * Start `count` workers running `services` (worker i pinned to the i-th
- * CPU of the process's affinity mask when the mask has that many) and wait until each has started every service; then tell
- * each that all are ready. On failure the started ones are stopped and
- * the first error is copied to err.
+ * CPU of the process's affinity mask when the mask has that many) and wait until each has started
+ * every service; then tell each that all are ready. On failure the started ones are stopped and the
+ * first error is copied to err.
  */
 int worker_group_start(struct worker_group *g, unsigned count,
 		       const struct worker_services *services, char *err, size_t err_size);

@@ -37,6 +37,25 @@
 
 enum admin_command { ADMIN_QUEUE, ADMIN_LIST, ADMIN_SHOW };
 
+struct admin;
+
+/*
+ * One client, served on a thread of its own. Its fields are guarded by the
+ * admin's lock, except thread and running (the accept loop's alone) and
+ * the socket's I/O (its thread's alone: the accept loop only shuts the
+ * socket down, under the lock, to evict the client).
+ */
+struct admin_client {
+	struct admin *admin;
+	pthread_t thread;
+	int fd;                 /* -1 once closed */
+	bool running;           /* a thread was started and is not joined yet */
+	bool finished;          /* that thread is done: join it */
+	bool on_peer;           /* waiting for the client: its request, or room to send */
+	bool evicted;           /* its socket was shut down to make room for another */
+	uint64_t on_peer_since; /* CLOCK_MONOTONIC ms */
+};
+
 static const char *const admin_command_names[] = {"queue", "list", "show"};
 
 struct admin {
@@ -49,6 +68,8 @@ struct admin {
 	pthread_t thread;
 	dev_t socket_dev; /* the socket file we made, to remove only ours */
 	ino_t socket_ino;
+	pthread_mutex_t lock; /* the clients' shared fields */
+	struct admin_client clients[ADMIN_MAX_CLIENTS];
 };
 
 /* ---- one request, answered by every worker --------------------------------- */
@@ -452,22 +473,65 @@ static void admin_write_answer(struct admin *a, int fd, const struct buf *answer
 	}
 }
 
-static void admin_serve(struct admin *a, int fd)
+/* ---- clients, each on a thread of its own ---------------------------------------- */
+
+/* Who is on the other end (the socket's mode decides who may ask, the log
+ * says who did). */
+static struct ucred admin_peer(int fd)
 {
+	struct ucred cred = {0};
+	socklen_t cred_len = sizeof(cred);
+	getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cred_len);
+	return cred;
+}
+
+/* The client now waits for its peer (on_peer: its request, or room to
+ * send the answer), or for ferryd. Returns true when it was evicted: the
+ * accept loop shut its socket to make room for another. */
+static bool admin_client_waits(struct admin_client *c, bool on_peer)
+{
+	struct admin *a = c->admin;
+	pthread_mutex_lock(&a->lock);
+	c->on_peer = on_peer;
+	c->on_peer_since = worker_clock_ms();
+	bool evicted = c->evicted;
+	pthread_mutex_unlock(&a->lock);
+	return evicted;
+}
+
+static void admin_log_dropped(struct admin_client *c, const char *while_doing)
+{
+	struct ucred cred = admin_peer(c->fd);
+	log_event(LOG_LEVEL_INFO,
+		  "event=admin_dropped uid=%u pid=%d note=\"closed %s: every one of the %d places "
+		  "was taken and this client was the one waiting longest on its side\"",
+		  (unsigned)cred.uid, (int)cred.pid, while_doing, ADMIN_MAX_CLIENTS);
+}
+
+static void admin_serve(struct admin_client *c)
+{
+	struct admin *a = c->admin;
 	char line[ADMIN_REQUEST_MAX + 1];
 	struct buf answer = {0};
 	const char *command = "invalid";
-	if (admin_read_request(a, fd, line, sizeof(line), &answer))
+	admin_client_waits(c, true);
+	bool asked = admin_read_request(a, c->fd, line, sizeof(line), &answer);
+	if (admin_client_waits(c, false)) {
+		admin_log_dropped(c, "before its request");
+		buf_release(&answer);
+		return;
+	}
+	if (asked)
 		command = admin_answer(a, line, &answer);
 	if (buf_len(&answer) == 0) {
 		buf_release(&answer);
 		return;
 	}
-	admin_write_answer(a, fd, &answer);
-	/* Who asked what: the socket's mode decides who may, the log says who did. */
-	struct ucred cred = {0};
-	socklen_t cred_len = sizeof(cred);
-	getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cred_len);
+	admin_client_waits(c, true);
+	admin_write_answer(a, c->fd, &answer);
+	if (admin_client_waits(c, false))
+		admin_log_dropped(c, "before it read its answer");
+	struct ucred cred = admin_peer(c->fd);
 	const char *nl = memchr(buf_head(&answer), '\n', buf_len(&answer));
 	size_t first = nl != NULL ? (size_t)(nl - buf_head(&answer)) : buf_len(&answer);
 	char result[256];
@@ -475,6 +539,92 @@ static void admin_serve(struct admin *a, int fd)
 		  (unsigned)cred.uid, (int)cred.pid,
 		  log_quote(result, sizeof(result), buf_head(&answer), first));
 	buf_release(&answer);
+}
+
+static void *admin_client_main(void *arg)
+{
+	struct admin_client *c = arg;
+	admin_serve(c);
+	/* Under the lock: the accept loop shuts c->fd down only while it is
+	 * still this client's, never a number the kernel has given again. */
+	pthread_mutex_lock(&c->admin->lock);
+	close(c->fd);
+	c->fd = -1;
+	c->finished = true;
+	pthread_mutex_unlock(&c->admin->lock);
+	return NULL;
+}
+
+/* Join the client threads that are done (all == true: every one, which
+ * ends promptly once admin_stop() was called). */
+static void admin_reap(struct admin *a, bool all)
+{
+	for (int i = 0; i < ADMIN_MAX_CLIENTS; i++) {
+		struct admin_client *c = &a->clients[i];
+		pthread_mutex_lock(&a->lock);
+		bool join = c->running && (all || c->finished);
+		pthread_mutex_unlock(&a->lock);
+		if (!join)
+			continue;
+		pthread_join(c->thread, NULL);
+		c->running = false;
+	}
+}
+
+/*
+ * A free place for a new client, or NULL when every client is being
+ * answered by ferryd (which is bounded by ADMIN_WORKERS_MS). When all are
+ * taken, the client waiting longest on its own side (silent, or not
+ * reading its answer) is closed to make room: no one holding a connection
+ * open can keep another operator out.
+ */
+static struct admin_client *admin_place(struct admin *a)
+{
+	admin_reap(a, false);
+	for (int i = 0; i < ADMIN_MAX_CLIENTS; i++)
+		if (!a->clients[i].running)
+			return &a->clients[i];
+	struct admin_client *victim = NULL;
+	pthread_mutex_lock(&a->lock);
+	for (int i = 0; i < ADMIN_MAX_CLIENTS; i++) {
+		struct admin_client *c = &a->clients[i];
+		if (c->on_peer && !c->finished && !c->evicted &&
+		    (victim == NULL || c->on_peer_since < victim->on_peer_since))
+			victim = c;
+	}
+	if (victim != NULL) {
+		victim->evicted = true;
+		shutdown(victim->fd, SHUT_RDWR); /* its wait on the peer ends at once */
+	}
+	pthread_mutex_unlock(&a->lock);
+	if (victim == NULL)
+		return NULL;
+	pthread_join(victim->thread, NULL);
+	victim->running = false;
+	return victim;
+}
+
+/* Serve fd on a thread of its own (the fd is the client's from now on). */
+static void admin_start_client(struct admin *a, int fd)
+{
+	struct admin_client *c = admin_place(a);
+	const char *refusal = NULL;
+	if (c == NULL) {
+		refusal = "error: ferryd is answering as many ferryctl requests as it takes at "
+			  "once; try again in a few seconds\n";
+	} else {
+		*c = (struct admin_client){.admin = a, .fd = fd, .running = true};
+		int r = pthread_create(&c->thread, NULL, admin_client_main, c);
+		if (r == 0)
+			return;
+		c->running = false;
+		refusal = "error: ferryd cannot start a thread for this request; try again\n";
+	}
+	struct ucred cred = admin_peer(fd);
+	log_event(LOG_LEVEL_WARN, "event=admin_busy uid=%u pid=%d result=\"%.*s\"",
+		  (unsigned)cred.uid, (int)cred.pid, (int)strcspn(refusal, "\n"), refusal);
+	send(fd, refusal, strlen(refusal), MSG_NOSIGNAL | MSG_DONTWAIT);
+	close(fd);
 }
 
 static void *admin_main(void *arg)
@@ -505,9 +655,9 @@ static void *admin_main(void *arg)
 			}
 			continue;
 		}
-		admin_serve(a, fd);
-		close(fd);
+		admin_start_client(a, fd);
 	}
+	admin_reap(a, true);
 	return NULL;
 }
 
@@ -596,6 +746,20 @@ fail:
 	return -e;
 }
 
+/* The socket's mode lets the group in only if the spool lets the group
+ * through: say so when a spool made before (by hand, or under an old
+ * umask) does not. ferryd does not change a directory it did not make. */
+static void admin_check_spool_mode(const struct admin *a)
+{
+	struct stat st;
+	if (fstat(a->spool_fd, &st) == 0 && (st.st_mode & S_IXGRP) == 0)
+		log_event(LOG_LEVEL_WARN,
+			  "event=admin_group_blocked spool=%s mode=%04o note=\"the spool directory "
+			  "does not let ferryd's group reach ferryctl.sock (chmod g+x it, e.g. "
+			  "0750)\"",
+			  a->spool_dir, (unsigned)(st.st_mode & 07777));
+}
+
 static void admin_free(struct admin *a)
 {
 	if (a->listen_fd >= 0)
@@ -606,6 +770,7 @@ static void admin_free(struct admin *a)
 		close(a->segments_fd);
 	if (a->spool_fd >= 0)
 		close(a->spool_fd);
+	pthread_mutex_destroy(&a->lock);
 	free(a->spool_dir);
 	free(a);
 }
@@ -622,6 +787,7 @@ int admin_start(struct admin **out, struct queue_store *store, const char *spool
 	}
 	a->store = store;
 	a->spool_fd = a->segments_fd = a->listen_fd = a->stop_fd = -1;
+	pthread_mutex_init(&a->lock, NULL);
 	int r;
 	a->spool_fd = open(spool_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (a->spool_fd >= 0)
@@ -641,6 +807,7 @@ int admin_start(struct admin **out, struct queue_store *store, const char *spool
 	}
 	if ((r = admin_listen(a, err, err_size)) != 0)
 		goto fail;
+	admin_check_spool_mode(a);
 	/* The thread takes no signal: ferryd's main thread sigwaits for them. */
 	sigset_t all, old;
 	sigfillset(&all);

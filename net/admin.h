@@ -2,8 +2,12 @@
  * admin — the Unix socket that ferryctl talks to: <spool>/ferryctl.sock,
  * file mode 0660, so the file's owner and group are who may ask.
  *
- * One thread of its own serves one client at a time: it reads one request
- * line, answers, and closes. It never touches a worker's state: for each
+ * One thread of its own accepts, and each client is served on a thread of
+ * its own (at most ADMIN_MAX_CLIENTS at once), so a client that says
+ * nothing, or does not read its answer, delays no one else: each has its
+ * own deadlines, and when every place is taken the client that has waited
+ * longest on its own side is closed to make room. A client's thread reads
+ * one request line, answers, and closes. None touches a worker's state: for each
  * request it sends every worker a cross-worker message whose handler runs
  * the store's report function (queue.h, "operator views") on that worker's
  * own thread into a buffer of the request, and waits, bounded, for all of
@@ -50,6 +54,11 @@
 #define ADMIN_SOCKET_MODE 0660
 #define ADMIN_REQUEST_MAX 512
 #define ADMIN_HEADERS_MAX 65536
+#define ADMIN_MAX_CLIENTS 16 /* served at once, each on its own thread */
+/* Descriptors the admin socket may hold at once, for ferryd's budget: the
+ * spool and segments directories, the listening socket, the stop eventfd,
+ * and per client its socket and a segment file read for `show`. */
+#define ADMIN_DESCRIPTORS (4 + 2 * ADMIN_MAX_CLIENTS)
 
 /* Arguments the protocol takes, checked the same way by ferryd and by
  * ferryctl (which asks offline too): a domain (letters, digits, "-._",
@@ -85,7 +94,7 @@ struct queue_store;
 int admin_start(struct admin **out, struct queue_store *store, const char *spool_dir, char *err,
 		size_t err_size);
 
-/* End the thread (a client being served is dropped), remove the socket
+/* End the threads (clients being served are dropped), remove the socket
  * file if it is still ours, and free. NULL is a no-op. */
 void admin_stop(struct admin *a);
 

@@ -57,7 +57,7 @@ struct client_limit {
 /* Unpredictable bucket choice, or a client with many IPv6 addresses could
  * aim them all at one bucket and make its other clients wait behind a long
  * spill list. */
-static uint64_t client_limit_seed(void)
+uint64_t client_limit_seed(void)
 {
 	uint64_t seed;
 	struct timespec now;
@@ -72,7 +72,7 @@ static uint64_t client_limit_seed(void)
 
 /* Copied out rather than cast: the caller's buffer may be any storage that
  * accept() or getpeername() filled. */
-static void client_limit_key(const struct sockaddr *client, uint8_t key[16])
+void client_limit_key(const struct sockaddr *client, uint8_t key[16])
 {
 	CHECK(client->sa_family == AF_INET || client->sa_family == AF_INET6);
 	if (client->sa_family == AF_INET) {

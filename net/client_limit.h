@@ -55,4 +55,10 @@ void client_limit_release(struct client_limit *cl, const struct sockaddr *client
 /* The connections client holds now (a snapshot, for tests and reports). */
 uint32_t client_limit_count(struct client_limit *cl, const struct sockaddr *client);
 
+/* Shared with the other tables keyed by client (client_rate): a client's
+ * key, its IPv6 address (IPv4 as ::ffff:a.b.c.d, so both forms are one),
+ * and a seed for hashing keys that no client can predict. */
+void client_limit_key(const struct sockaddr *client, uint8_t key[16]);
+uint64_t client_limit_seed(void);
+
 #endif

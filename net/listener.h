@@ -9,11 +9,22 @@
  * called once before the workers open their listeners, it binds without
  * SO_REUSEPORT, which fails while any other socket holds the address. (Two
  * ferryds started in the same instant could still both pass it.)
+ *
+ * Out of descriptors (EMFILE, ENFILE), io_uring's accept fails before it
+ * takes a connection, so the kernel keeps the clients queued, waiting for
+ * a banner that would not come. Each listener keeps a spare descriptor
+ * (/dev/null) for that moment: it gives it up, accepts a waiting client,
+ * answers 421 4.3.2 and closes it, takes the spare again, and so on while
+ * clients wait. Another worker's accept may take the room the spare left
+ * (the descriptor table is the process's); without a spare, the clients
+ * queued on the socket are reset (shutdown, then listen again). Those
+ * errors are logged at most once a second per listener, with counts.
  */
 #ifndef FERRY_NET_LISTENER_H
 #define FERRY_NET_LISTENER_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 #include "core/config.h"
@@ -21,14 +32,29 @@
 
 struct net_worker;
 
+/* Descriptors per listener, for ferryd's budget: the socket, and the spare
+ * it gives up to answer clients when accept runs out of descriptors. */
+#define LISTENER_DESCRIPTORS 2
+
 struct listener {
 	struct net_worker *owner;
 	int fd;
+	int spare_fd; /* /dev/null, given up to answer clients when out of descriptors */
 	const struct config_listen *address;
 	struct worker_op accept_op;
-	struct timer retry_timer; /* after an accept error (EMFILE...) */
+	struct worker_op poll_op; /* out of descriptors: waiting for a client to shed */
+	struct timer retry_timer; /* after an accept error the spare did not help with */
 	bool armed;
+	bool polling;
 	bool closed;
+
+	/* Accept errors since the last log line, logged at most once a second. */
+	struct timer log_timer;
+	uint64_t log_after_ms; /* no line before this */
+	int last_error;
+	unsigned errors;  /* failed accepts */
+	unsigned refused; /* clients answered 421 through the spare */
+	unsigned resets;  /* queues reset, when even the spare was gone */
 };
 
 /* Before any worker listens: fail with -EADDRINUSE (err filled in) when

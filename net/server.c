@@ -12,6 +12,7 @@
 #include "core/log.h"
 #include "net/address.h"
 #include "net/client_limit.h"
+#include "net/client_rate.h"
 #include "net/inbound_session.h"
 #include "net/listener.h"
 #include "queue/queue.h"
@@ -30,6 +31,17 @@ void net_server_release(struct net_server *srv, bool counted, uint32_t client_sl
 		atomic_fetch_sub(&srv->connections, 1);
 }
 
+/* ---- per-client connection rate: net/client_rate ----------------------------- */
+
+/* Trusted clients (your own submission hosts, which may burst) are not
+ * rate limited, as Postfix exempts $mynetworks from anvil's limits. */
+static bool net_server_rate_admits(struct net_server *srv, const struct sockaddr *peer,
+				   uint64_t now_ms)
+{
+	return srv->rates == NULL || policy_client_trusted(&srv->policy, peer) ||
+	       client_rate_admit(srv->rates, peer, now_ms);
+}
+
 /* ---- accept ------------------------------------------------------------------ */
 
 void net_worker_accept(struct net_worker *nw, int fd)
@@ -46,6 +58,8 @@ void net_worker_accept(struct net_worker *nw, int fd)
 	uint32_t slot = CLIENT_LIMIT_NO_SLOT;
 	if (nw->worker->shutting_down) {
 		refusal = "421 4.3.2 Service shutting down";
+	} else if (!net_server_rate_admits(srv, (struct sockaddr *)&peer, nw->worker->now_ms)) {
+		refusal = srv->rate_refusal;
 	} else if (atomic_fetch_add(&srv->connections, 1) >= srv->cfg->max_connections) {
 		atomic_fetch_sub(&srv->connections, 1);
 		refusal = "421 4.7.0 Too many connections, try again later";
@@ -238,6 +252,16 @@ int net_server_create(struct net_server **out, const struct config *cfg, char *e
 	}
 	srv->policy.trusted = srv->networks;
 	srv->policy.ntrusted = nnet;
+	if (cfg->max_connection_rate_per_client > 0 &&
+	    client_rate_create(&srv->rates, cfg->max_connection_rate_per_client,
+			       cfg->max_connections) != 0) {
+		snprintf(err, err_size, "out of memory");
+		net_server_destroy(srv);
+		return -ENOMEM;
+	}
+	snprintf(srv->rate_refusal, sizeof(srv->rate_refusal),
+		 "421 4.7.0 %s Error: too many connections from your address, slow down",
+		 cfg->hostname);
 	srv->settings = (struct smtp_settings){
 		.hostname = cfg->hostname,
 		.max_command_line = cfg->max_command_line,
@@ -265,5 +289,6 @@ void net_server_destroy(struct net_server *srv)
 	policy_domains_free(srv->policy.relay_domains);
 	free(srv->networks);
 	client_limit_destroy(srv->clients);
+	client_rate_destroy(srv->rates);
 	free(srv);
 }

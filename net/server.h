@@ -36,6 +36,7 @@
 #include "net/smtp_session.h"
 
 struct client_limit;
+struct client_rate;
 struct inbound_session;
 struct listener;
 struct queue;
@@ -51,6 +52,8 @@ struct net_server {
 
 	atomic_uint connections;
 	struct client_limit *clients; /* connections per client address */
+	struct client_rate *rates;    /* new connections per client a minute; NULL: no limit */
+	char rate_refusal[CONFIG_HOSTNAME_MAX + 96];
 };
 
 /* One worker's share of the server; touched only by that worker's thread. */

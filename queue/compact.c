@@ -24,7 +24,7 @@
 #include "queue/store.h"
 
 #define STORE_COMPACT_MAX_MESSAGES 256
-#define STORE_COMPACT_MAX_FILES    8
+#define STORE_COMPACT_MAX_FILES    QUEUE_COMPACT_MAX_FILES /* in ferryd's budget */
 #define STORE_COMPACT_RETRY_MS     1000
 #define STORE_COMPACT_JOB_BYTES    (256u << 10) /* bodies per job (or one larger message) */
 

@@ -106,6 +106,14 @@ struct queue_store_config {
 	uint32_t compact_threshold;
 };
 
+/* Descriptors the store holds, for the budget ferryd checks at start: the
+ * spool's lock and its segments and quarantine directories; and per
+ * worker the writer's current segment and the one it is closing, plus the
+ * segment files one compaction job reads (QUEUE_COMPACT_MAX_FILES). */
+#define QUEUE_COMPACT_MAX_FILES      8
+#define QUEUE_STORE_DESCRIPTORS      3
+#define QUEUE_DESCRIPTORS_PER_WORKER (2 + QUEUE_COMPACT_MAX_FILES)
+
 /*
  * Open the spool: create its directories, recover every segment (torn
  * tails cut, corrupt segments quarantined; see recover.h) and rebuild the

@@ -14,22 +14,23 @@
 #include "core/array.h"
 #include "queue/record.h"
 
-static int segment_mkdir_at(const char *path)
+int segment_mkdir(const char *path)
 {
-	if (mkdir(path, 0750) == 0 || errno == EEXIST)
-		return 0;
-	return -errno;
+	if (mkdir(path, SEGMENT_DIR_MODE) != 0)
+		return errno == EEXIST ? 0 : -errno;
+	/* mkdir applied the umask; ours, just made, gets the mode we chose. */
+	return chmod(path, SEGMENT_DIR_MODE) == 0 ? 0 : -errno;
 }
 
 int segment_dir_open(const char *spool_dir)
 {
 	char path[4200];
 	snprintf(path, sizeof(path), "%s/segments", spool_dir);
-	int r = segment_mkdir_at(path);
+	int r = segment_mkdir(path);
 	if (r != 0)
 		return r;
 	snprintf(path, sizeof(path), "%s/quarantine", spool_dir);
-	r = segment_mkdir_at(path);
+	r = segment_mkdir(path);
 	if (r != 0)
 		return r;
 	snprintf(path, sizeof(path), "%s/segments", spool_dir);
@@ -135,9 +136,16 @@ int segment_create(int dir_fd, uint32_t worker, uint64_t sequence, uint64_t size
 {
 	char name[SEGMENT_NAME_MAX];
 	segment_name(name, worker, sequence);
-	int fd = openat(dir_fd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+	int fd = openat(dir_fd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, SEGMENT_FILE_MODE);
 	if (fd < 0)
 		return -errno;
+	/* Not the umask's: ferryctl --spool in ferryd's group reads it. */
+	if (fchmod(fd, SEGMENT_FILE_MODE) != 0) {
+		int e = -errno;
+		unlinkat(dir_fd, name, 0);
+		close(fd);
+		return e;
+	}
 	/* Preallocate: appends then never change the file size. A file system
 	 * without fallocate still works, only with costlier syncs. */
 	if (fallocate(fd, 0, 0, (off_t)size) != 0 && errno != EOPNOTSUPP) {

@@ -26,12 +26,24 @@
 
 #define SEGMENT_NAME_MAX 32
 
+/* The spool's modes, set explicitly whatever the umask (a service manager's
+ * UMask=0077 must not shut ferryd's group out): the directories ferryd
+ * creates (the spool, its missing parents, segments/, quarantine/) and the
+ * files in them (segments, the lock). The group may read the spool
+ * (ferryctl --spool) and reach the admin socket; no one else may. */
+#define SEGMENT_DIR_MODE  0750
+#define SEGMENT_FILE_MODE 0640
+
 struct segment_file {
 	uint32_t worker;
 	uint64_t sequence;
 	char name[SEGMENT_NAME_MAX]; /* relative to <spool>/segments */
 	bool vanished;               /* for readers: gone when opened */
 };
+
+/* mkdir with SEGMENT_DIR_MODE, whatever the umask; an existing directory
+ * is left as it is. Returns 0 or -errno. */
+int segment_mkdir(const char *path);
 
 /* Create <spool>/segments and <spool>/quarantine if missing; returns an fd
  * of the segments directory (for fsync) or -errno. */
@@ -52,7 +64,7 @@ int segment_file_compare(const void *a, const void *b);
 int segment_list(int dir_fd, struct segment_file **out);
 
 /*
- * Create a new segment: O_EXCL, preallocated to `size` bytes, the header
+ * Create a new segment: O_EXCL, mode SEGMENT_FILE_MODE, preallocated to `size` bytes, the header
  * record (with a fresh random salt) written at offset 0 and synced; the
  * caller's first batch syncs the directory that names the file. Returns the
  * fd, with *salt and *data_offset (where the next record goes) set, or

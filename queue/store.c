@@ -62,16 +62,20 @@ static int store_open_spool(struct queue_store *st, char *err, size_t err_size)
 		if (*p != '/')
 			continue;
 		*p = '\0';
-		mkdir(path, 0750);
+		segment_mkdir(path); /* a parent that fails shows at the spool itself */
 		*p = '/';
 	}
-	if (mkdir(path, 0750) != 0 && errno != EEXIST) {
-		int e = errno;
-		snprintf(err, err_size, "cannot create the spool %s: %s", spool, strerror(e));
-		return -e;
+	int r = segment_mkdir(path);
+	if (r != 0) {
+		snprintf(err, err_size, "cannot create the spool %s: %s", spool, strerror(-r));
+		return r;
 	}
 	snprintf(path, sizeof(path), "%s/lock", spool);
-	st->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+	st->lock_fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, SEGMENT_FILE_MODE);
+	if (st->lock_fd >= 0)
+		fchmod(st->lock_fd, SEGMENT_FILE_MODE); /* made now: not the umask's mode */
+	else if (errno == EEXIST)
+		st->lock_fd = open(path, O_RDWR | O_CLOEXEC);
 	if (st->lock_fd < 0) {
 		int e = errno;
 		snprintf(err, err_size, "cannot open the spool's lock file %s: %s", path,

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "core/config.h"
+#include "core/fault.h"
 #include "core/log.h"
 #include "core/worker.h"
 #include "net/admin.h"
@@ -31,14 +32,97 @@ static void ferryd_usage(FILE *out)
 		     "Configuration keys: docs/config.md\n");
 }
 
-/* Thousands of sessions need thousands of descriptors. */
-static void ferryd_raise_fd_limit(void)
+/*
+ * The descriptors ferryd may hold at once: one per connection
+ * max_connections allows, and beside them (docs/operations.md,
+ * "Descriptors") per worker its ring and wake-up, each listener with its
+ * spare, the spool files its writer and compaction hold, and room for
+ * connections refused over a limit while their 421 leaves (they are not
+ * counted in max_connections); once, the spool's lock and directories,
+ * the admin socket and its clients, and a margin for stdio, syslog and
+ * the libraries.
+ */
+#define FERRYD_REFUSALS_PER_WORKER 16
+#define FERRYD_DESCRIPTOR_MARGIN   64
+
+static uint64_t ferryd_descriptors_beside_connections(const struct config *cfg)
 {
+	uint64_t per_worker = WORKER_DESCRIPTORS + (uint64_t)cfg->nlisten * LISTENER_DESCRIPTORS +
+			      QUEUE_DESCRIPTORS_PER_WORKER + FERRYD_REFUSALS_PER_WORKER;
+	return cfg->workers * per_worker + QUEUE_STORE_DESCRIPTORS + ADMIN_DESCRIPTORS +
+	       FERRYD_DESCRIPTOR_MARGIN;
+}
+
+/* RLIMIT_NOFILE as text ("unlimited" is possible in principle). */
+static const char *ferryd_rlimit_text(rlim_t v, char *out, size_t size)
+{
+	if (v == RLIM_INFINITY)
+		snprintf(out, size, "unlimited");
+	else
+		snprintf(out, size, "%llu", (unsigned long long)v);
+	return out;
+}
+
+/*
+ * Make the soft RLIMIT_NOFILE cover what the configuration may open: it
+ * is raised to the hard limit (room for refusals beyond the budget, too).
+ * A hard limit below the budget is refused, saying what to change, rather
+ * than found out when accept fails at the busiest moment. 0 or -EMFILE.
+ */
+static int ferryd_fit_descriptors(const struct config *cfg, char *err, size_t err_size)
+{
+	uint64_t beside = ferryd_descriptors_beside_connections(cfg);
+	uint64_t need = cfg->max_connections + beside;
 	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return 0; /* nothing to go by: accept's own errors will tell */
+	if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need) {
+		char hard[32];
+		uint64_t fits = rl.rlim_max > beside ? rl.rlim_max - beside : 0;
+		snprintf(err, err_size,
+			 "max_connections = %u needs %llu file descriptors (%u connections and "
+			 "%llu for listeners, rings, spool files, the admin socket and a margin), "
+			 "but the hard limit RLIMIT_NOFILE is %s: raise it (LimitNOFILE=%llu or "
+			 "more in ferryd's systemd unit, or `ulimit -Hn %llu` as root before "
+			 "starting ferryd), or lower max_connections to %llu or less",
+			 cfg->max_connections, (unsigned long long)need, cfg->max_connections,
+			 (unsigned long long)beside,
+			 ferryd_rlimit_text(rl.rlim_max, hard, sizeof(hard)),
+			 (unsigned long long)need, (unsigned long long)need,
+			 (unsigned long long)fits);
+		return -EMFILE;
 	}
+	if (rl.rlim_cur != rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+			int e = errno;
+			snprintf(err, err_size, "cannot raise RLIMIT_NOFILE to %llu: %s",
+				 (unsigned long long)rl.rlim_max, strerror(e));
+			return -e;
+		}
+	}
+	return 0;
+}
+
+/* For --check-config: the budget, and whether this shell's limit holds it
+ * (the file may be meant for another machine: a comment, not an error). */
+static void ferryd_print_descriptors(const struct config *cfg, FILE *out)
+{
+	uint64_t need = cfg->max_connections + ferryd_descriptors_beside_connections(cfg);
+	struct rlimit rl;
+	fprintf(out, "\n# file descriptors: %llu needed (max_connections + %llu)",
+		(unsigned long long)need,
+		(unsigned long long)ferryd_descriptors_beside_connections(cfg));
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+		char soft[32], hard[32];
+		fprintf(out, "; RLIMIT_NOFILE here: soft %s, hard %s%s",
+			ferryd_rlimit_text(rl.rlim_cur, soft, sizeof(soft)),
+			ferryd_rlimit_text(rl.rlim_max, hard, sizeof(hard)),
+			rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need
+				? " (too low: ferryd would refuse to start)"
+				: "");
+	}
+	fputc('\n', out);
 }
 
 int main(int argc, char **argv)
@@ -91,17 +175,22 @@ int main(int argc, char **argv)
 	}
 	if (check_only) {
 		config_print(&cfg, stdout);
+		ferryd_print_descriptors(&cfg, stdout);
 		printf("\n# configuration OK\n");
 		status = 0;
 		goto out;
 	}
 	log_setup((enum log_level)cfg.log_level, (enum log_destination)cfg.log_destination);
+	log_client_lines(cfg.log_max_lines_per_client);
 
 	if (worker_probe_io_uring(err, sizeof(err)) != 0) {
 		fprintf(stderr, "ferryd: %s\n", err);
 		goto out;
 	}
-	ferryd_raise_fd_limit();
+	if (ferryd_fit_descriptors(&cfg, err, sizeof(err)) != 0) {
+		fprintf(stderr, "ferryd: %s\n", err);
+		goto out;
+	}
 	for (unsigned i = 0; i < cfg.nlisten; i++) {
 		if (listener_check_free(&cfg.listen[i], err, sizeof(err)) != 0) {
 			fprintf(stderr, "ferryd: %s\n", err);
@@ -170,6 +259,7 @@ int main(int argc, char **argv)
 		log_event(LOG_LEVEL_ERROR, "event=admin_unavailable error=%s",
 			  log_quote(quoted, sizeof(quoted), err, strlen(err)));
 	}
+	fault_take_descriptors(); /* test builds: descriptors run out under a running ferryd */
 
 	for (;;) {
 		int sig;
@@ -187,6 +277,7 @@ int main(int argc, char **argv)
 	admin_stop(admin);
 	worker_group_shutdown(&group);
 	worker_group_join(&group);
+	fault_release_descriptors();
 	log_event(LOG_LEVEL_INFO, "event=stopped");
 	status = 0;
 out:

@@ -194,6 +194,20 @@ static void harness_register(struct ferry_instance *fi)
 		}
 }
 
+/* Does `extra` (config lines) set `key`? */
+static bool harness_extra_sets(const char *extra, const char *key)
+{
+	size_t n = strlen(key);
+	for (const char *p = extra; p != NULL && *p != '\0'; p = strchr(p, '\n')) {
+		if (*p == '\n')
+			p++;
+		p += strspn(p, " \t");
+		if (strncmp(p, key, n) == 0 && (p[n] == '=' || p[n] == ' ' || p[n] == '\t'))
+			return true;
+	}
+	return false;
+}
+
 int harness_setup(struct ferry_instance *fi, const char *extra)
 {
 	memset(fi, 0, sizeof(*fi));
@@ -229,8 +243,13 @@ int harness_setup(struct ferry_instance *fi, const char *extra)
 		 "relay_domains = relay.example\n"
 		 "[spool]\n"
 		 "directory = %s\n"
+		 "%s"
 		 "%s\n",
-		 fi->port, fi->spool, extra != NULL ? extra : "");
+		 fi->port, fi->spool,
+		 harness_extra_sets(extra, "max_connections")
+			 ? ""
+			 : "[limits]\nmax_connections = " HARNESS_MAX_CONNECTIONS_TEXT "\n",
+		 extra != NULL ? extra : "");
 	int r = harness_write_file(fi->config, text);
 	free(text);
 	return r;
@@ -324,10 +343,12 @@ static bool harness_log_says_listening(const struct ferry_instance *fi, off_t fr
 /*
  * Fork and exec argv[0] (PATH searched) with stdin from /dev/null and
  * stdout, stderr to out_fd, err_fd (closed here in the parent), env added
- * to the environment. The child dies with this process (a crashed or
- * timed-out test leaves nothing running). Returns its pid or -1.
+ * to the environment, and fi's start options (umask) when fi is not NULL.
+ * The child dies with this process (a crashed or timed-out test leaves
+ * nothing running). Returns its pid or -1.
  */
-static pid_t harness_fork_exec(char *const argv[], int out_fd, int err_fd, const char *const *env)
+static pid_t harness_fork_exec(char *const argv[], int out_fd, int err_fd, const char *const *env,
+			       const struct ferry_instance *fi)
 {
 	pid_t parent = getpid();
 	pid_t pid = fork();
@@ -347,6 +368,17 @@ static pid_t harness_fork_exec(char *const argv[], int out_fd, int err_fd, const
 		signal(SIGPIPE, SIG_DFL);
 		for (const char *const *e = env; e != NULL && *e != NULL; e++)
 			putenv((char *)*e);
+		if (fi != NULL && fi->set_umask)
+			umask(fi->umask);
+		if (fi != NULL && (fi->nofile_soft > 0 || fi->nofile_hard > 0)) {
+			struct rlimit rl;
+			getrlimit(RLIMIT_NOFILE, &rl);
+			if (fi->nofile_hard > 0)
+				rl.rlim_max = (rlim_t)fi->nofile_hard;
+			rl.rlim_cur = fi->nofile_soft > 0 ? (rlim_t)fi->nofile_soft : rl.rlim_max;
+			if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+				_exit(127);
+		}
 		execvp(argv[0], argv);
 		dprintf(STDERR_FILENO, "harness: cannot run %s: %s\n", argv[0], strerror(errno));
 		_exit(127);
@@ -372,7 +404,7 @@ int harness_start_env(struct ferry_instance *fi, int timeout_ms, const char *con
 	off_t log_start = stat(fi->log, &log_st) == 0 ? log_st.st_size : 0;
 	int log = open(fi->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
 	char *argv[] = {path, "-c", fi->config, NULL};
-	pid_t pid = harness_fork_exec(argv, log, log, env);
+	pid_t pid = harness_fork_exec(argv, log, log, env, fi);
 	if (pid < 0)
 		return -1;
 	fi->pid = pid;
@@ -632,7 +664,7 @@ int harness_run(char *const argv[], char *out, size_t out_size, char *err, size_
 		close(out_pipe[1]);
 		return -1;
 	}
-	pid_t pid = harness_fork_exec(argv, out_pipe[1], err_pipe[1], NULL);
+	pid_t pid = harness_fork_exec(argv, out_pipe[1], err_pipe[1], NULL, NULL);
 	if (pid < 0) {
 		close(out_pipe[0]);
 		close(err_pipe[0]);
@@ -722,7 +754,7 @@ pid_t harness_spawn(char *const argv[], const char *out_path)
 	if (slot < 0)
 		return -1;
 	int out = open(out_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-	pid_t pid = harness_fork_exec(argv, out, out, NULL);
+	pid_t pid = harness_fork_exec(argv, out, out, NULL, NULL);
 	if (pid < 0)
 		return -1;
 	harness_spawned[slot] = pid;
@@ -810,6 +842,11 @@ bool smtp_reply_queue_id(const struct smtp_reply *r, char *id, size_t size)
 
 int smtp_client_connect(struct smtp_client *c, int port, int timeout_ms)
 {
+	return smtp_client_connect_from(c, NULL, port, timeout_ms);
+}
+
+int smtp_client_connect_from(struct smtp_client *c, const char *source, int port, int timeout_ms)
+{
 	memset(c, 0, sizeof(*c));
 	c->timeout_ms = timeout_ms;
 	c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -818,6 +855,21 @@ int smtp_client_connect(struct smtp_client *c, int port, int timeout_ms)
 	struct sockaddr_in sa;
 	harness_loopback(&sa, port);
 	int r = 0;
+	if (source != NULL) {
+		struct sockaddr_in from = {.sin_family = AF_INET};
+		if (inet_pton(AF_INET, source, &from.sin_addr) != 1 ||
+		    (ntohl(from.sin_addr.s_addr) >> 24) != 127) {
+			close(c->fd);
+			c->fd = -1;
+			return -EINVAL; /* loopback only */
+		}
+		if (bind(c->fd, (struct sockaddr *)&from, sizeof(from)) != 0) {
+			r = -errno;
+			close(c->fd);
+			c->fd = -1;
+			return r;
+		}
+	}
 	if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
 		if (errno != EINPROGRESS) {
 			r = -errno;

@@ -30,6 +30,12 @@
 
 /* ---- one ferryd ---------------------------------------------------------- */
 
+/* ferryd's default max_connections (20,000) needs a hard RLIMIT_NOFILE
+ * above 20,000, which not every test machine has (ferryd refuses to start
+ * without it): the tests' ferryds take fewer unless a test says otherwise. */
+#define HARNESS_MAX_CONNECTIONS      4096
+#define HARNESS_MAX_CONNECTIONS_TEXT "4096"
+
 struct ferry_instance {
 	char dir[PATH_MAX];    /* temporary directory, removed by cleanup */
 	char spool[PATH_MAX];  /* <dir>/spool */
@@ -38,13 +44,19 @@ struct ferry_instance {
 	int port;
 	pid_t pid;       /* 0 when not running */
 	int exit_status; /* from waitpid, valid once pid went back to 0 */
+
+	/* How ferryd is started; set after harness_setup(), which clears them. */
+	bool set_umask; /* ferryd runs under `umask` instead of the test's own */
+	mode_t umask;
+	long nofile_soft, nofile_hard; /* when > 0: ferryd's RLIMIT_NOFILE */
 };
 
 /*
  * Make a temporary directory, pick a free loopback port, and write a config
  * listening on 127.0.0.1:<port> with its spool in the directory, 2 workers,
- * relay_domains = relay.example, then `extra` (more [section] / key = value
- * lines; sections may repeat, keys may not). Returns 0 or -errno.
+ * relay_domains = relay.example, max_connections = HARNESS_MAX_CONNECTIONS
+ * unless `extra` sets it, then `extra` (more [section] / key = value lines;
+ * sections may repeat, keys may not). Returns 0 or -errno.
  */
 int harness_setup(struct ferry_instance *fi, const char *extra);
 
@@ -220,6 +232,10 @@ struct smtp_reply {
 /* Connect to 127.0.0.1:port (timeout_ms for the connect and every later
  * wait). Returns 0 or -errno. */
 int smtp_client_connect(struct smtp_client *c, int port, int timeout_ms);
+
+/* The same from a loopback source address of our choice ("127.0.0.N":
+ * all of 127.0.0.0/8 is ours), so that one test can be many clients. */
+int smtp_client_connect_from(struct smtp_client *c, const char *source, int port, int timeout_ms);
 
 /* Send all bytes (at most timeout_ms). Returns 0 or -errno. */
 int smtp_client_send(struct smtp_client *c, const void *data, size_t len);

@@ -8,6 +8,7 @@
  */
 #include <criterion/criterion.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -338,6 +339,97 @@ Test(ferryctl, admin_socket_is_0660_and_speaks_the_protocol)
 
 	stop_ferryd_cleanly(&fi);
 	cr_expect_neq(stat(path, &st), 0, "the socket outlived ferryd");
+}
+
+/* A client of the admin socket that connects and says nothing. */
+static int connect_idle(const struct ferry_instance *fi)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	admin_socket_path(fi, sa.sun_path, sizeof(sa.sun_path));
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0, "connect: %s",
+		     strerror(errno));
+	return fd;
+}
+
+Test(ferryctl, idle_admin_clients_do_not_delay_an_operator)
+{
+	/* More silent clients than ferryd serves at once: none of them, nor
+	 * all of them together, may make an operator wait. */
+	enum { IDLE = 24, ANSWER_MS = 2000 };
+	struct ferry_instance fi;
+	struct sent s;
+	static char out[OUT_SIZE], err[OUT_SIZE];
+	start_ferryd(&fi);
+	send_three(&fi, &s);
+	int idle[IDLE];
+	for (int i = 0; i < IDLE; i++)
+		idle[i] = connect_idle(&fi);
+	harness_sleep_ms(200); /* all of them accepted and waiting */
+
+	for (int round = 0; round < 3; round++) {
+		int64_t t0 = harness_now_ms();
+		int rc = run_ferryctl(out, err, "-c", fi.config, "queue", NULL);
+		int64_t took = harness_now_ms() - t0;
+		cr_assert_eq(rc, 0, "ferryctl queue beside %d idle clients exited %d: %s", IDLE, rc,
+			     err);
+		expect_three_queued(out);
+		cr_assert_leq(took, ANSWER_MS, "ferryctl queue took %lld ms beside %d idle clients",
+			      (long long)took, IDLE);
+	}
+	/* Nor do they hold up a stop. */
+	stop_ferryd_cleanly(&fi);
+	for (int i = 0; i < IDLE; i++)
+		close(idle[i]);
+}
+
+/* The mode bits of path (07777), or -1 when it cannot be stat'ed. */
+static int mode_of(const char *dir, const char *name)
+{
+	char path[PATH_MAX + 64];
+	struct stat st;
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	return lstat(path, &st) == 0 ? (int)(st.st_mode & 07777) : -1;
+}
+
+Test(ferryctl, spool_and_socket_modes_hold_under_umask_077)
+{
+	/* A service manager's UMask=0077 must not take the group's access to
+	 * the socket (and the spool's read access for ferryctl --spool). */
+	struct ferry_instance fi;
+	struct sent s;
+	cr_assert_eq(harness_setup(&fi, relay_extra), 0);
+	fi.set_umask = true;
+	fi.umask = 077;
+	cr_assert_eq(harness_start(&fi, START_MS), 0, "ferryd did not start (log above)");
+	wait_admin_socket(&fi);
+	send_three(&fi, &s);
+
+	cr_expect_eq(mode_of(fi.spool, "."), 0750, "the spool is %04o", mode_of(fi.spool, "."));
+	cr_expect_eq(mode_of(fi.spool, "segments"), 0750, "segments/ is %04o",
+		     mode_of(fi.spool, "segments"));
+	cr_expect_eq(mode_of(fi.spool, "quarantine"), 0750, "quarantine/ is %04o",
+		     mode_of(fi.spool, "quarantine"));
+	cr_expect_eq(mode_of(fi.spool, "ferryctl.sock"), 0660, "the socket is %04o",
+		     mode_of(fi.spool, "ferryctl.sock"));
+	cr_expect_eq(mode_of(fi.spool, "lock"), 0640, "the lock is %04o",
+		     mode_of(fi.spool, "lock"));
+	char segments[PATH_MAX + 16];
+	snprintf(segments, sizeof(segments), "%s/segments", fi.spool);
+	DIR *d = opendir(segments);
+	cr_assert_not_null(d, "cannot list %s", segments);
+	int files = 0;
+	for (struct dirent *e; (e = readdir(d)) != NULL;) {
+		if (strstr(e->d_name, ".seg") == NULL)
+			continue;
+		files++;
+		cr_expect_eq(mode_of(segments, e->d_name), 0640, "%s is %04o", e->d_name,
+			     mode_of(segments, e->d_name));
+	}
+	closedir(d);
+	cr_expect_gt(files, 0, "no segment file after three messages");
+	stop_ferryd_cleanly(&fi);
 }
 
 Test(ferryctl, without_ferryd_says_so_and_points_to_offline_mode)

@@ -500,6 +500,113 @@ Test(ferryd, fourth_connection_from_one_client_is_refused)
 	stop_ferryd_cleanly(&fi);
 }
 
+/* A connection from `source`: its first reply's code, the reply in r. */
+static int first_reply_from(const struct ferry_instance *fi, const char *source,
+			    struct smtp_reply *r)
+{
+	struct smtp_client c;
+	cr_assert_eq(smtp_client_connect_from(&c, source, fi->port, IO_MS), 0, "connect from %s",
+		     source);
+	int code = smtp_client_read_reply(&c, r);
+	if (code == 220)
+		smtp_client_command(&c, "QUIT", r);
+	smtp_client_close(&c);
+	return code;
+}
+
+Test(ferryd, client_connecting_faster_than_its_rate_is_refused)
+{
+	/* 127/8 is not trusted here, except 127.0.0.4: trusted clients are
+	 * not rate limited. */
+	enum { RATE = 5 };
+	struct ferry_instance fi;
+	start_ferryd(&fi, "[limits]\nmax_connection_rate_per_client = 5\n"
+			  "[relay]\ntrusted_networks = 192.0.2.0/24, 127.0.0.4/32\n");
+	struct smtp_reply r;
+	for (int i = 0; i < RATE; i++)
+		cr_assert_eq(first_reply_from(&fi, "127.0.0.2", &r), 220, "connection %d got '%s'",
+			     i + 1, r.text);
+	int code = first_reply_from(&fi, "127.0.0.2", &r);
+	cr_assert_eq(code, 421, "connection %d in a minute got '%s'", RATE + 1, r.text);
+	cr_assert_str_eq(r.text,
+			 "421 4.7.0 relay.test Error: too many connections from your address, "
+			 "slow down");
+	/* Still refused: the minute is not over. */
+	cr_assert_eq(first_reply_from(&fi, "127.0.0.2", &r), 421, "got '%s'", r.text);
+	/* Another address is not affected, nor a trusted one past the rate. */
+	cr_assert_eq(first_reply_from(&fi, "127.0.0.3", &r), 220, "another client got '%s'",
+		     r.text);
+	for (int i = 0; i < 2 * RATE; i++)
+		cr_assert_eq(first_reply_from(&fi, "127.0.0.4", &r), 220,
+			     "trusted connection %d got '%s'", i + 1, r.text);
+	cr_assert_geq(harness_log_count(&fi, "event=connection_refused"), 2);
+	stop_ferryd_cleanly(&fi);
+}
+
+/* Lines of text holding `needle`, and the sum of the `field=` numbers on
+ * those that hold `tag` as well. */
+static int count_lines(const char *text, const char *needle, const char *tag, const char *field,
+		       long *sum)
+{
+	int n = 0;
+	*sum = 0;
+	for (const char *p = text; p != NULL && *p != '\0';) {
+		const char *end = strchr(p, '\n');
+		size_t len = end != NULL ? (size_t)(end - p) : strlen(p);
+		char line[2048];
+		snprintf(line, sizeof(line), "%.*s", (int)len, p);
+		if (strstr(line, needle) != NULL) {
+			n++;
+			const char *f = strstr(line, field);
+			if (strstr(line, tag) != NULL && f != NULL)
+				*sum += strtol(f + strlen(field), NULL, 10);
+		}
+		p = end != NULL ? end + 1 : NULL;
+	}
+	return n;
+}
+
+Test(ferryd, a_flood_of_connections_from_one_address_writes_a_bounded_log, .timeout = 120)
+{
+	/* Each connection logs connect and disconnect: 2 x FLOOD lines from
+	 * one address, of which at most LINES a worker (two of them) are
+	 * written; the rest are counted in log_suppressed lines, so the sum
+	 * still adds up. Another client's few lines are all there. */
+	enum { FLOOD = 300, LINES = 20, OTHER = 3 };
+	struct ferry_instance fi;
+	start_ferryd(&fi, "[limits]\nmax_connection_rate_per_client = 0\n"
+			  "[relay]\ntrusted_networks = 192.0.2.0/24\n"
+			  "[log]\nmax_lines_per_client = 20\n");
+	for (int i = 0; i < FLOOD + OTHER; i++) {
+		struct smtp_client c;
+		const char *from = i < FLOOD ? "127.0.0.9" : "127.0.0.10";
+		cr_assert_eq(smtp_client_connect_from(&c, from, fi.port, IO_MS), 0, "connect %d",
+			     i);
+		cr_assert_eq(smtp_client_send_str(&c, "QUIT\r\n"), 0);
+		cr_assert(smtp_client_wait_closed(&c, IO_MS), "connection %d not closed", i);
+		smtp_client_close(&c);
+	}
+	/* The last disconnects are logged, and the summaries written, by the
+	 * time ferryd has stopped. */
+	stop_ferryd_cleanly(&fi);
+	const char *log = harness_log(&fi);
+	long suppressed, ignored;
+	int summaries = count_lines(log, "event=log_suppressed client=127.0.0.9 ", "",
+				    "suppressed=", &suppressed);
+	int written = count_lines(log, "client=127.0.0.9 ", "", "x=", &ignored) - summaries;
+	cr_expect_leq(written, 2 * LINES, "%d lines about one client with a limit of %d a worker",
+		      written, LINES);
+	cr_expect_geq(summaries, 1, "no log_suppressed line");
+	cr_expect_leq(summaries, 2, "%d log_suppressed lines for one client in one minute",
+		      summaries);
+	cr_expect_eq(written + suppressed, 2 * FLOOD,
+		     "%d lines written and %ld suppressed, of %d connect and disconnect lines",
+		     written, suppressed, 2 * FLOOD);
+	cr_expect_eq(count_lines(log, "client=127.0.0.10 ", "", "x=", &ignored), 2 * OTHER,
+		     "the other client's lines");
+	cr_expect_not_null(strstr(log, "window_s=60"), "no window in the summary");
+}
+
 Test(ferryd, refused_clients_that_reset_at_once_do_no_harm)
 {
 	enum { ATTEMPTS = 1500 };
@@ -868,10 +975,15 @@ Test(ferryd, check_config_names_file_line_and_key)
 	cr_assert_not_null(find_line(res.out, "listen = 127.0.0.1:2626"), "%s", res.out);
 	cr_assert_not_null(find_line(res.out, "idle_timeout = 42s"), "%s", res.out);
 	cr_assert_not_null(find_line(res.out, "max_recipients = 77"), "%s", res.out);
+	cr_assert_not_null(find_line(res.out, "max_connection_rate_per_client = 600"), "%s",
+			   res.out);
+	cr_assert_not_null(find_line(res.out, "max_lines_per_client = 100"), "%s", res.out);
 	cr_assert_not_null(find_line(res.out, "relay_domains = relay.example, other.example"), "%s",
 			   res.out);
 	cr_assert_not_null(strstr(res.out, path), "the output does not name the file:\n%s",
 			   res.out);
+	cr_assert_not_null(strstr(res.out, "\n# file descriptors: "),
+			   "the output does not give the descriptors needed:\n%s", res.out);
 	harness_cleanup(&fi);
 }
 
@@ -913,6 +1025,146 @@ Test(ferryd, listen_address_in_use_is_reported)
 	stop_ferryd_cleanly(&fi);
 }
 
+/* ferryd's soft RLIMIT_NOFILE (from /proc), or -1. */
+static long ferryd_nofile_soft(const struct ferry_instance *fi)
+{
+	char path[64], line[256];
+	snprintf(path, sizeof(path), "/proc/%d/limits", (int)fi->pid);
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		return -1;
+	long soft = -1;
+	while (soft < 0 && fgets(line, sizeof(line), f) != NULL)
+		if (sscanf(line, "Max open files %ld", &soft) != 1)
+			soft = -1;
+	fclose(f);
+	return soft;
+}
+
+Test(ferryd, descriptors_short_of_max_connections_are_refused_at_start)
+{
+	/* 1,000 connections cannot fit in 512 descriptors: ferryd says so
+	 * at start, not with clients hanging at the 500th. */
+	struct ferry_instance fi;
+	cr_assert_eq(harness_setup(&fi, "[limits]\nmax_connections = 1000\n"), 0);
+	fi.nofile_soft = fi.nofile_hard = 512;
+	cr_assert_eq(harness_start(&fi, START_MS), -1, "ferryd started with 512 descriptors");
+	cr_assert_eq(fi.exit_status, 1, "ferryd exited %d", fi.exit_status);
+	const char *log = harness_log(&fi);
+	cr_expect_not_null(strstr(log, "max_connections = 1000 needs "), "%s", log);
+	cr_expect_not_null(strstr(log, "hard limit RLIMIT_NOFILE is 512"), "%s", log);
+	cr_expect_not_null(strstr(log, "LimitNOFILE="), "%s", log);
+	cr_expect_not_null(strstr(log, "or lower max_connections to "), "%s", log);
+	cr_expect_null(strstr(log, "Sanitizer"), "%s", log);
+
+	/* A hard limit that holds them: the soft one is raised to it. */
+	fi.nofile_soft = 256;
+	fi.nofile_hard = 2048;
+	cr_assert_eq(harness_start(&fi, START_MS), 0, "ferryd did not start with 2048 descriptors");
+	cr_expect_eq(ferryd_nofile_soft(&fi), 2048, "ferryd's soft limit is %ld",
+		     ferryd_nofile_soft(&fi));
+	struct smtp_client c;
+	connect_greeted(&c, &fi);
+	expect_command(&c, "QUIT", 221, NULL);
+	smtp_client_close(&c);
+	stop_ferryd_cleanly(&fi);
+}
+
+Test(ferryd, clients_arriving_when_descriptors_ran_out_get_421_or_a_close)
+{
+	/* Descriptors run out under a running ferryd (a test-build fault
+	 * point takes all but LEFT of them): the kernel keeps new connections
+	 * queued while accept fails, and their clients must not wait there
+	 * in silence. */
+	enum { CLIENTS = 40, LEFT = 6, ANSWER_MS = 5000 };
+	struct ferry_instance fi;
+	cr_assert_eq(harness_setup(&fi, "[limits]\nmax_connections = 200\n"), 0);
+	fi.nofile_hard = 1024;
+	char left[64];
+	snprintf(left, sizeof(left), "FERRY_FAULT_DESCRIPTORS=%d", LEFT);
+	const char *const env[] = {left, NULL};
+	cr_assert_eq(harness_start_env(&fi, START_MS, env), 0, "ferryd did not start");
+	int64_t taken_by = harness_now_ms() + START_MS;
+	while (harness_log_count(&fi, "event=fault_descriptors_taken") == 0 &&
+	       harness_now_ms() < taken_by)
+		harness_sleep_ms(20);
+	cr_assert_eq(harness_log_count(&fi, "event=fault_descriptors_taken"), 1,
+		     "the fault point took no descriptors (not a test build?)");
+	size_t log_from = harness_log_size(&fi);
+
+	static struct smtp_client c[CLIENTS];
+	int greeted = 0, refused = 0, closed = 0, silent = 0;
+	int64_t t0 = harness_now_ms();
+	for (int i = 0; i < CLIENTS; i++) {
+		/* A reset of the queue may come before the connect is seen
+		 * done: a prompt close too. */
+		int r = smtp_client_connect(&c[i], fi.port, IO_MS);
+		cr_assert(r == 0 || r == -ECONNRESET || r == -ECONNREFUSED, "connect %d: %s", i,
+			  strerror(-r));
+	}
+	int64_t deadline = harness_now_ms() + ANSWER_MS;
+	for (int i = 0; i < CLIENTS; i++) {
+		struct smtp_reply r;
+		if (c[i].fd < 0) {
+			closed++;
+			continue;
+		}
+		int64_t rest = deadline - harness_now_ms();
+		c[i].timeout_ms = rest > 0 ? (int)rest : 1;
+		int code = smtp_client_read_reply(&c[i], &r);
+		if (code == 220) {
+			greeted++;
+		} else if (code == 421) {
+			cr_expect(reply_is(&r, 421, "4.3.2"), "client %d got '%s'", i, r.text);
+			cr_expect_not_null(strstr(r.text, "relay.test"), "no host name in '%s'",
+					   r.text);
+			refused++;
+		} else if (code == SMTP_REPLY_CLOSED || code == SMTP_REPLY_ERROR) {
+			closed++;
+		} else {
+			cr_expect_eq(code, SMTP_REPLY_TIMEOUT, "client %d got '%s'", i, r.text);
+			silent++;
+		}
+	}
+	int64_t took = harness_now_ms() - t0;
+	cr_expect_eq(
+		silent, 0,
+		"%d of %d clients got nothing within %d ms (%d greeted, %d refused, %d closed)",
+		silent, CLIENTS, ANSWER_MS, greeted, refused, closed);
+	/* A spare given up may go to the other worker's accept instead (the
+	 * descriptor table is the process's): LEFT and one per worker. */
+	cr_expect_leq(greeted, LEFT + 2, "%d greeted with %d descriptors left", greeted, LEFT);
+	cr_expect_gt(refused, 0, "no client was told 421 (%d greeted, %d closed)", greeted, closed);
+
+	/* The warnings come at a bounded rate: a line a second per listener
+	 * (two workers, one listener each) at most. */
+	const char *log = harness_log_since(&fi, log_from);
+	int lines = 0;
+	for (const char *p = strstr(log, "event=accept_error"); p != NULL;
+	     p = strstr(p + 1, "event=accept_error"))
+		lines++;
+	cr_expect_leq(lines, 2 * (int)(took / 1000 + 2), "%d accept_error lines in %lld ms", lines,
+		      (long long)took);
+
+	/* Descriptors given back (the sessions close as the clients go): a
+	 * client is served again. */
+	for (int i = 0; i < CLIENTS; i++)
+		smtp_client_close(&c[i]);
+	bool served = false;
+	for (int attempt = 0; attempt < 50 && !served; attempt++) {
+		struct smtp_client again;
+		struct smtp_reply r;
+		if (smtp_client_connect(&again, fi.port, IO_MS) == 0) {
+			served = smtp_client_read_reply(&again, &r) == 220;
+			smtp_client_close(&again);
+		}
+		if (!served)
+			harness_sleep_ms(100);
+	}
+	cr_expect(served, "no client was greeted once the descriptors were given back");
+	stop_ferryd_cleanly(&fi);
+}
+
 Test(ferryd, client_served_the_moment_ferryd_listens_gets_its_message_queued)
 {
 	/* Many workers, so some start well after the first one listens; the
@@ -924,8 +1176,9 @@ Test(ferryd, client_served_the_moment_ferryd_listens_gets_its_message_queued)
 	char text[2 * PATH_MAX];
 	snprintf(text, sizeof(text),
 		 "[server]\nlisten = 127.0.0.1:%d\nhostname = relay.test\nworkers = 16\n"
+		 "[limits]\nmax_connections = %d\n"
 		 "[spool]\ndirectory = %s\n",
-		 fi.port, fi.spool);
+		 fi.port, HARNESS_MAX_CONNECTIONS, fi.spool);
 	cr_assert_eq(harness_write_file(fi.config, text), 0);
 	char ferryd[PATH_MAX];
 	harness_ferryd_path(ferryd, sizeof(ferryd));
@@ -982,7 +1235,9 @@ Test(ferryd, unusable_spool_is_reported)
 	snprintf(extra, sizeof(extra), "[spool]\ndirectory = %s/spool\n", blocker);
 	snprintf(fi.config, sizeof(fi.config), "%s/unusable-spool.conf", fi.dir);
 	char text[2 * PATH_MAX];
-	snprintf(text, sizeof(text), "[server]\nlisten = 127.0.0.1:%d\n%s", fi.port, extra);
+	snprintf(text, sizeof(text),
+		 "[server]\nlisten = 127.0.0.1:%d\n[limits]\nmax_connections = %d\n%s", fi.port,
+		 HARNESS_MAX_CONNECTIONS, extra);
 	cr_assert_eq(harness_write_file(fi.config, text), 0);
 	char ferryd[PATH_MAX];
 	harness_ferryd_path(ferryd, sizeof(ferryd));

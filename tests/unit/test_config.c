@@ -34,6 +34,8 @@ Test(config, defaults_make_a_local_relay)
 	cr_assert_eq(cfg.max_command_line, 512);
 	cr_assert_eq(cfg.max_text_line, 1000);
 	cr_assert_eq(cfg.idle_timeout_ms, 300000);
+	cr_assert_eq(cfg.max_connection_rate_per_client, 600);
+	cr_assert_eq(cfg.log_max_lines_per_client, 100);
 	cr_assert(cfg.workers >= 1, "workers resolved to the CPUs the process may use");
 }
 
@@ -122,6 +124,8 @@ Test(config, bad_values_are_refused)
 		"[limits]\nmax_message_size = 10Q\n",
 		"[limits]\nmax_command_line = 100\n",
 		"[limits]\nmax_recipients = 3000\n", /* more than one envelope holds */
+		"[limits]\nmax_connection_rate_per_client = -1\n",
+		"[limits]\nmax_connection_rate_per_client = 10/min\n",
 		"[log]\nlevel = loud\n",
 		"[log]\ndestination = file\n",
 		"[server]\nhostname = a\nhostname = b\n",
