@@ -85,6 +85,7 @@ static const struct config_key config_keys[] = {
 	KEY("log", max_lines_per_client, CONFIG_UINT, log_max_lines_per_client, 0, 1000000),
 };
 #define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
+_Static_assert(CONFIG_NKEYS <= CONFIG_MAX_KEYS, "struct config remembers every key");
 
 static int config_list_add(struct config_list *list, const char *value, unsigned line)
 {
@@ -282,7 +283,6 @@ struct config_parse_state {
 	struct config *cfg;
 	char *err;
 	size_t err_size;
-	bool seen[CONFIG_NKEYS];
 	bool listen_from_file;
 	int status;
 	struct config_reader *reader;
@@ -519,11 +519,11 @@ static int config_ini_handler(void *user, const char *section, const char *name,
 		section_known = true;
 		if (strcmp(k->name, name) != 0)
 			continue;
-		if (st->seen[i] && k->type != CONFIG_LIST && k->type != CONFIG_LISTEN) {
+		if (st->cfg->set_in_file[i] && k->type != CONFIG_LIST && k->type != CONFIG_LISTEN) {
 			config_fail(st, line, name, "set twice (%s)", "remove one of them");
 			return 0;
 		}
-		st->seen[i] = true;
+		st->cfg->set_in_file[i] = true;
 		config_set(st, k, value, line);
 		return st->status == 0;
 	}
@@ -603,6 +603,15 @@ int config_load(struct config *cfg, const char *path, char *err, size_t err_size
 	int r = config_parse(cfg, &rd, err, err_size);
 	fclose(f);
 	return r;
+}
+
+bool config_is_set(const struct config *cfg, const char *section, const char *name)
+{
+	for (size_t i = 0; i < CONFIG_NKEYS; i++)
+		if (strcmp(config_keys[i].section, section) == 0 &&
+		    strcmp(config_keys[i].name, name) == 0)
+			return cfg->set_in_file[i];
+	return false;
 }
 
 int config_open(struct config *cfg, const char *path, const char *program)

@@ -50,8 +50,11 @@ struct config_listen {
  * room for the MAIL parameters (net/ and queue/ check they agree). */
 #define CONFIG_MAX_RECIPIENTS 2000
 
+#define CONFIG_MAX_KEYS 128
+
 struct config {
-	char source[512]; /* file name, or "(built-in defaults)" */
+	char source[512];                  /* file name, or "(built-in defaults)" */
+	bool set_in_file[CONFIG_MAX_KEYS]; /* by key, in the order of config.c's table */
 
 	/* [server] */
 	char hostname[CONFIG_HOSTNAME_MAX + 1];
@@ -116,6 +119,9 @@ int config_load_string(struct config *cfg, const char *text, const char *name, c
 		       size_t err_size);
 
 void config_free(struct config *cfg);
+
+/* Was section/name given in the file (as opposed to its default)? */
+bool config_is_set(const struct config *cfg, const char *section, const char *name);
 
 /* Print the effective configuration in the file's own syntax. */
 void config_print(const struct config *cfg, FILE *out);

@@ -64,6 +64,28 @@ static const char *ferryd_rlimit_text(rlim_t v, char *out, size_t size)
 }
 
 /*
+ * max_connections left at its default on a machine whose hard
+ * RLIMIT_NOFILE cannot hold it: as many as it can. (Set in the file, it
+ * is the operator's number, and ferryd_fit_descriptors refuses to start
+ * rather than quietly take fewer.) Returns the lowered value, or 0 when
+ * it stands.
+ */
+static uint32_t ferryd_fit_default_connections(struct config *cfg)
+{
+	struct rlimit rl;
+	if (config_is_set(cfg, "limits", "max_connections") || getrlimit(RLIMIT_NOFILE, &rl) != 0 ||
+	    rl.rlim_max == RLIM_INFINITY)
+		return 0;
+	uint64_t beside = ferryd_descriptors_beside_connections(cfg);
+	if (rl.rlim_max >= cfg->max_connections + beside || rl.rlim_max <= beside)
+		return 0;
+	cfg->max_connections = (uint32_t)(rl.rlim_max - beside);
+	if (cfg->max_connections_per_client > cfg->max_connections)
+		cfg->max_connections_per_client = cfg->max_connections;
+	return cfg->max_connections;
+}
+
+/*
  * Make the soft RLIMIT_NOFILE cover what the configuration may open: it
  * is raised to the hard limit (room for refusals beyond the budget, too).
  * A hard limit below the budget is refused, saying what to change, rather
@@ -169,6 +191,7 @@ int main(int argc, char **argv)
 	struct net_server *srv = NULL;
 	struct queue_store *store = NULL;
 	int status = 1;
+	uint32_t lowered = ferryd_fit_default_connections(&cfg);
 	if (net_server_create(&srv, &cfg, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ferryd: config: %s\n", err);
 		goto out;
@@ -176,11 +199,22 @@ int main(int argc, char **argv)
 	if (check_only) {
 		config_print(&cfg, stdout);
 		ferryd_print_descriptors(&cfg, stdout);
+		if (lowered != 0)
+			printf("# max_connections: the default, lowered to %u to fit the hard "
+			       "RLIMIT_NOFILE here\n",
+			       lowered);
 		printf("\n# configuration OK\n");
 		status = 0;
 		goto out;
 	}
 	log_setup((enum log_level)cfg.log_level, (enum log_destination)cfg.log_destination);
+	if (lowered != 0)
+		log_event(
+			LOG_LEVEL_WARN,
+			"event=max_connections_lowered max_connections=%u note=\"the default does "
+			"not fit the hard RLIMIT_NOFILE here; raise that limit, or set "
+			"max_connections\"",
+			lowered);
 	log_client_lines(cfg.log_max_lines_per_client);
 
 	if (worker_probe_io_uring(err, sizeof(err)) != 0) {

@@ -1041,6 +1041,39 @@ static long ferryd_nofile_soft(const struct ferry_instance *fi)
 	return soft;
 }
 
+/* Left at its default, max_connections fits the machine: ferryd starts,
+ * with as many as its descriptors hold, and says so. */
+Test(ferryd, default_max_connections_fits_the_descriptor_limit)
+{
+	struct ferry_instance fi;
+	cr_assert_eq(harness_setup(&fi, NULL), 0);
+	/* The harness's config sets max_connections: take it out again. */
+	FILE *f = fopen(fi.config, "r");
+	cr_assert_not_null(f);
+	static char text[8192], kept[8192];
+	size_t n = fread(text, 1, sizeof(text) - 1, f);
+	fclose(f);
+	text[n] = '\0';
+	kept[0] = '\0';
+	for (char *line = strtok(text, "\n"); line != NULL; line = strtok(NULL, "\n"))
+		if (strncmp(line, "max_connections =", 17) != 0)
+			strcat(strcat(kept, line), "\n");
+	cr_assert_eq(harness_write_file(fi.config, kept), 0);
+	fi.nofile_soft = fi.nofile_hard = 2048;
+	cr_assert_eq(harness_start(&fi, START_MS), 0, "ferryd did not start with its defaults");
+	const char *log = harness_log(&fi);
+	const char *event = strstr(log, "event=max_connections_lowered max_connections=");
+	cr_assert_not_null(event, "%s", log);
+	unsigned fitted = 0;
+	cr_assert_eq(sscanf(event, "event=max_connections_lowered max_connections=%u", &fitted), 1);
+	cr_expect(fitted > 1000 && fitted < 2048, "max_connections became %u", fitted);
+	struct smtp_client c;
+	connect_greeted(&c, &fi);
+	expect_command(&c, "QUIT", 221, NULL);
+	smtp_client_close(&c);
+	stop_ferryd_cleanly(&fi);
+}
+
 Test(ferryd, descriptors_short_of_max_connections_are_refused_at_start)
 {
 	/* 1,000 connections cannot fit in 512 descriptors: ferryd says so
