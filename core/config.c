@@ -62,6 +62,7 @@ static const struct config_key config_keys[] = {
 	KEY("limits", max_messages_per_session, CONFIG_UINT, max_messages_per_session, 1,
 	    100000000),
 	KEY("limits", max_recipients, CONFIG_UINT, max_recipients, 1, CONFIG_MAX_RECIPIENTS),
+	KEY("limits", recipient_overshoot, CONFIG_UINT, recipient_overshoot, 0, 100000000),
 	KEY("limits", max_errors, CONFIG_UINT, max_errors, 1, 100000),
 	KEY("limits", max_command_line, CONFIG_UINT, max_command_line, 512, 65536),
 	KEY("limits", max_text_line, CONFIG_UINT, max_text_line, 1000, 1048576),
@@ -132,6 +133,7 @@ void config_defaults(struct config *cfg)
 	cfg->max_commands_per_session = 100000;
 	cfg->max_messages_per_session = 10000;
 	cfg->max_recipients = 1000;
+	cfg->recipient_overshoot = 1000; /* as Postfix's smtpd_recipient_overshoot_limit */
 	cfg->max_errors = 20;
 	cfg->max_command_line = 512;
 	cfg->max_text_line = 1000;

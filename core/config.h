@@ -67,7 +67,8 @@ struct config {
 	uint32_t max_connections_per_client;
 	uint32_t max_commands_per_session;
 	uint32_t max_messages_per_session;
-	uint32_t max_recipients; /* at most CONFIG_MAX_RECIPIENTS */
+	uint32_t max_recipients;      /* at most CONFIG_MAX_RECIPIENTS */
+	uint32_t recipient_overshoot; /* 452s past max_recipients that are no errors */
 	uint32_t max_errors;
 	uint32_t max_command_line; /* octets, CRLF included (RFC 5321: 512) */
 	uint32_t max_text_line;    /* octets, CRLF included (RFC 5321: 1000) */

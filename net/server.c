@@ -244,6 +244,7 @@ int net_server_create(struct net_server **out, const struct config *cfg, char *e
 		.max_text_line = cfg->max_text_line,
 		.max_message_size = cfg->max_message_size,
 		.max_recipients = cfg->max_recipients,
+		.recipient_overshoot = cfg->recipient_overshoot,
 		.max_errors = cfg->max_errors,
 		.max_commands = cfg->max_commands_per_session,
 		.max_messages = cfg->max_messages_per_session,

@@ -26,10 +26,11 @@ static void smtp_close_after_reply(struct smtp_session *s)
 }
 
 /*
- * Append one reply line. 4xx and 5xx replies count towards max_errors and
- * are logged: a postmaster tracing a refusal finds the exact words sent.
+ * Append one reply line. 4xx and 5xx replies are logged (a postmaster
+ * tracing a refusal finds the exact words sent) and, when `counted`, count
+ * towards max_errors.
  */
-__attribute__((format(printf, 2, 0))) static void smtp_vreply(struct smtp_session *s,
+__attribute__((format(printf, 3, 0))) static void smtp_vreply(struct smtp_session *s, bool counted,
 							      const char *fmt, va_list ap)
 {
 	char line[1024];
@@ -47,7 +48,7 @@ __attribute__((format(printf, 2, 0))) static void smtp_vreply(struct smtp_sessio
 	char quoted[600];
 	log_event(LOG_LEVEL_INFO, "event=reject session=%s client=%s reply=%s", s->id,
 		  s->client_address, log_quote(quoted, sizeof(quoted), line, (size_t)n));
-	if (s->state == SMTP_STATE_CLOSED)
+	if (!counted || s->state == SMTP_STATE_CLOSED)
 		return;
 	if (++s->errors >= s->settings->max_errors) {
 		buf_printf(&s->out, "421 4.7.0 %s Error: too many errors; closing\r\n",
@@ -63,7 +64,17 @@ __attribute__((format(printf, 2, 3))) static void smtp_reply(struct smtp_session
 {
 	va_list ap;
 	va_start(ap, fmt);
-	smtp_vreply(s, fmt, ap);
+	smtp_vreply(s, true, fmt, ap);
+	va_end(ap);
+}
+
+/* A 4xx/5xx reply that does not count towards max_errors. */
+__attribute__((format(printf, 2, 3))) static void smtp_reply_no_error(struct smtp_session *s,
+								      const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	smtp_vreply(s, false, fmt, ap);
 	va_end(ap);
 }
 
@@ -78,7 +89,7 @@ __attribute__((format(printf, 2, 3))) static void smtp_reply_closing(struct smtp
 	smtp_close_after_reply(s);
 	va_list ap;
 	va_start(ap, fmt);
-	smtp_vreply(s, fmt, ap);
+	smtp_vreply(s, true, fmt, ap);
 	va_end(ap);
 }
 
@@ -115,6 +126,7 @@ static void smtp_transaction_reset(struct smtp_session *s)
 	s->sender_len = 0;
 	s->nparams = 0;
 	s->nrecipients = 0;
+	s->overshoot = 0;
 	s->declared_size = 0;
 	s->smtputf8 = false;
 	s->body_bytes = 0;
@@ -321,6 +333,26 @@ static void smtp_handle_mail(struct smtp_session *s, const struct smtp_command *
 	smtp_reply(s, "250 2.1.0 Ok");
 }
 
+/*
+ * A recipient past max_recipients. RFC 5321 4.5.3.1.10: the client may go
+ * on to DATA with those already accepted, and one that pipelined its whole
+ * list reads the 452s only afterwards. As with Postfix's
+ * smtpd_recipient_overshoot_limit, the first recipient_overshoot of them in
+ * a transaction are no errors, or max_errors would close the session and
+ * lose the accepted ones; only the first of them is logged.
+ */
+static void smtp_too_many_recipients(struct smtp_session *s)
+{
+	static const char reply[] = "452 4.5.3 Error: too many recipients";
+	if (s->overshoot >= s->settings->recipient_overshoot)
+		smtp_reply(s, "%s", reply);
+	else if (s->overshoot == 0)
+		smtp_reply_no_error(s, "%s", reply);
+	else
+		buf_printf(&s->out, "%s\r\n", reply);
+	s->overshoot++;
+}
+
 static void smtp_handle_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
 {
 	struct smtp_path_arg pa;
@@ -335,7 +367,7 @@ static void smtp_handle_rcpt(struct smtp_session *s, const struct smtp_command *
 		return;
 	}
 	if (s->nrecipients >= s->settings->max_recipients) {
-		smtp_reply(s, "452 4.5.3 Error: too many recipients");
+		smtp_too_many_recipients(s);
 		return;
 	}
 	if (queue_check_space(s->queue, s->declared_size) != 0) {

@@ -777,6 +777,51 @@ Test(ferryd, overlong_command_line_is_refused_and_the_session_goes_on)
 	stop_ferryd_cleanly(&fi);
 }
 
+Test(ferryd, recipients_past_the_limit_do_not_lose_the_transaction)
+{
+	/* Defaults: max_recipients = 1000, recipient_overshoot = 1000,
+	 * max_errors = 20. A client pipelines its whole list of 1,100. */
+	enum { SENT = 1100, LIMIT = 1000 };
+	struct ferry_instance fi;
+	start_ferryd(&fi, "[log]\nlevel = warn\n");
+	struct smtp_client c;
+	connect_greeted(&c, &fi);
+	expect_command(&c, "EHLO client.example", 250, NULL);
+	static char envelope[SENT * 40 + 128];
+	size_t len =
+		(size_t)snprintf(envelope, sizeof(envelope), "MAIL FROM:<a@client.example>\r\n");
+	for (int i = 0; i < SENT; i++)
+		len += (size_t)snprintf(envelope + len, sizeof(envelope) - len,
+					"RCPT TO:<r%04d@relay.example>\r\n", i);
+	len += (size_t)snprintf(envelope + len, sizeof(envelope) - len, "DATA\r\n");
+	cr_assert_eq(smtp_client_send(&c, envelope, len), 0);
+	struct smtp_reply r;
+	cr_assert_eq(smtp_client_read_reply(&c, &r), 250, "MAIL: %s", r.text);
+	cr_assert_str_eq(r.text, "250 2.1.0 Ok");
+	for (int i = 0; i < SENT; i++) {
+		int code = smtp_client_read_reply(&c, &r);
+		const char *want =
+			i < LIMIT ? "250 2.1.5 Ok" : "452 4.5.3 Error: too many recipients";
+		cr_assert_eq(code, i < LIMIT ? 250 : 452, "RCPT %d got '%s'", i + 1, r.text);
+		cr_assert_str_eq(r.text, want, "RCPT %d", i + 1);
+	}
+	cr_assert_eq(smtp_client_read_reply(&c, &r), 354, "DATA after the overshoot: %s", r.text);
+	char id[32];
+	send_body_queued(&c, "Subject: many\r\n\r\nto a thousand\r\n.\r\n", id);
+	expect_command(&c, "QUIT", 221, NULL);
+	smtp_client_close(&c);
+
+	struct spooled sp = check_spooled(&fi, id, "a@client.example", NULL);
+	cr_assert_eq(sp.message->nrcpts, LIMIT, "%u recipients stored", sp.message->nrcpts);
+	for (int i = 0; i < LIMIT; i++) {
+		char want[64];
+		snprintf(want, sizeof(want), "r%04d@relay.example", i);
+		cr_assert_str_eq(sp.message->rcpts[i].address, want, "recipient %d", i);
+	}
+	cr_assert_eq(harness_count_spool(&fi), 1);
+	stop_ferryd_cleanly(&fi);
+}
+
 /* ---- 8. configuration errors ------------------------------------------------------------ */
 
 struct check_result {
@@ -868,6 +913,7 @@ Test(ferryd, check_config_names_file_line_and_key)
 	cr_assert_not_null(find_line(res.out, "listen = 127.0.0.1:2626"), "%s", res.out);
 	cr_assert_not_null(find_line(res.out, "idle_timeout = 42s"), "%s", res.out);
 	cr_assert_not_null(find_line(res.out, "max_recipients = 77"), "%s", res.out);
+	cr_assert_not_null(find_line(res.out, "recipient_overshoot = 1000"), "%s", res.out);
 	cr_assert_not_null(find_line(res.out, "relay_domains = relay.example, other.example"), "%s",
 			   res.out);
 	cr_assert_not_null(strstr(res.out, path), "the output does not name the file:\n%s",

@@ -34,6 +34,8 @@ Test(config, defaults_make_a_local_relay)
 	cr_assert_eq(cfg.max_command_line, 512);
 	cr_assert_eq(cfg.max_text_line, 1000);
 	cr_assert_eq(cfg.idle_timeout_ms, 300000);
+	cr_assert_eq(cfg.max_recipients, 1000);
+	cr_assert_eq(cfg.recipient_overshoot, 1000);
 	cr_assert(cfg.workers >= 1, "workers resolved to the CPUs the process may use");
 }
 

@@ -123,6 +123,7 @@ static void setup(void)
 		.max_text_line = 1000,
 		.max_message_size = 10000,
 		.max_recipients = 5,
+		.recipient_overshoot = 3,
 		.max_errors = 10,
 		.max_commands = 1000,
 		.max_messages = 3,
@@ -769,6 +770,7 @@ Test(session, recipient_limit)
 	}
 	expect("RCPT TO:<user6@relay.example>\r\n", "452 4.5.3 Error: too many recipients\r\n");
 	cr_assert_eq(session.nrecipients, 5);
+	cr_assert_eq(session.errors, 0, "within recipient_overshoot: no error");
 	expect("DATA\r\nx\r\n.\r\n", GO_AHEAD);
 	cr_assert_str_eq(commit(0), queued(0));
 	cr_assert_str_eq(fake_queue_envelope(0),
@@ -776,6 +778,71 @@ Test(session, recipient_limit)
 			 "rcpt user1@relay.example\nrcpt user2@relay.example\n"
 			 "rcpt user3@relay.example\nrcpt user4@relay.example\n"
 			 "rcpt user5@relay.example\n");
+}
+
+#define TOO_MANY_RCPTS "452 4.5.3 Error: too many recipients\r\n"
+
+/* RCPT lines for <user{first}@relay.example> .. <user{last - 1}@...>. */
+static void rcpt_lines(char *text, size_t size, int first, int last)
+{
+	size_t n = 0;
+	text[0] = '\0';
+	for (int i = first; i < last; i++)
+		n += (size_t)snprintf(text + n, size - n, "RCPT TO:<user%d@relay.example>\r\n", i);
+}
+
+/* `what`, `times` over. */
+static void repeat(char *text, size_t size, const char *what, int times)
+{
+	text[0] = '\0';
+	for (int i = 0; i < times; i++)
+		strncat(text, what, size - strlen(text) - 1);
+}
+
+Test(session, recipient_overshoot_is_no_error)
+{
+	/* max_recipients 5, recipient_overshoot 3, max_errors 10. */
+	static char input[4096], want[4096], part[1024];
+	to_mail(UNTRUSTED);
+	rcpt_lines(input, sizeof(input), 1, 10);
+	repeat(want, sizeof(want), RCPT_OK, 5);
+	repeat(part, sizeof(part), TOO_MANY_RCPTS, 4);
+	strcat(want, part);
+	expect(input, want);
+	cr_assert_eq(session.nrecipients, 5);
+	cr_assert_eq(session.errors, 1, "only the 452 past the allowance counts");
+	expect("DATA\r\nx\r\n.\r\n", GO_AHEAD);
+	cr_assert_str_eq(commit(0), queued(0));
+	cr_assert_str_eq(fake_queue_envelope(0),
+			 "client 192.0.2.1\nhelo client.test\nsender sender@client.test\n"
+			 "rcpt user1@relay.example\nrcpt user2@relay.example\n"
+			 "rcpt user3@relay.example\nrcpt user4@relay.example\n"
+			 "rcpt user5@relay.example\n");
+
+	/* The allowance is per transaction; past it, each 452 counts until
+	 * max_errors closes the session, and the pipelined DATA is not read. */
+	expect("MAIL FROM:<sender@client.test>\r\n", MAIL_OK);
+	rcpt_lines(input, sizeof(input), 1, 18);
+	strcat(input, "DATA\r\n");
+	repeat(want, sizeof(want), RCPT_OK, 5);
+	repeat(part, sizeof(part), TOO_MANY_RCPTS, 3 + 9);
+	strcat(want, part);
+	strcat(want, TOO_MANY_ERRORS);
+	cr_assert_str_eq(feed(input), want);
+	cr_assert_eq(session.errors, 10);
+	cr_assert_eq(session.state, SMTP_STATE_CLOSED);
+	cr_assert_eq(fake_queue_count(), 1);
+}
+
+Test(session, recipient_overshoot_zero_counts_every_452)
+{
+	settings.recipient_overshoot = 0;
+	to_mail(UNTRUSTED);
+	static char input[1024];
+	rcpt_lines(input, sizeof(input), 1, 8);
+	expect(input,
+	       joined(RCPT_OK RCPT_OK RCPT_OK RCPT_OK RCPT_OK, TOO_MANY_RCPTS TOO_MANY_RCPTS));
+	cr_assert_eq(session.errors, 2);
 }
 
 Test(session, error_limit_closes_with_421)
