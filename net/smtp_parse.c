@@ -21,11 +21,17 @@ void smtp_line_reader_init(struct smtp_line_reader *r, char *buf, uint32_t cap)
 	r->overflow = false;
 	r->saw_cr = false;
 	r->ready = false;
+	r->head_len = 0;
 	r->buf[0] = '\0';
 }
 
 static void smtp_line_append(struct smtp_line_reader *r, const char *p, size_t k)
 {
+	size_t head = SMTP_LINE_HEAD - r->head_len;
+	if (head > k)
+		head = k;
+	memcpy(r->head + r->head_len, p, head);
+	r->head_len = (uint8_t)(r->head_len + head);
 	if (r->overflow || k == 0)
 		return;
 	/*
@@ -49,6 +55,7 @@ enum smtp_line_status smtp_line_feed(struct smtp_line_reader *r, const char *in,
 		r->overflow = false;
 		r->saw_cr = false;
 		r->ready = false;
+		r->head_len = 0;
 	}
 	if (n == 0) {
 		*consumed = 0;
@@ -88,6 +95,40 @@ enum smtp_line_status smtp_line_feed(struct smtp_line_reader *r, const char *in,
 	}
 	r->buf[r->len] = '\0';
 	return SMTP_LINE_READY;
+}
+
+bool smtp_line_starts_tls(const struct smtp_line_reader *r)
+{
+	const unsigned char *h = (const unsigned char *)r->head;
+	/* ContentType handshake, then ProtocolVersion 3.0 (SSLv3) to 3.4. */
+	return r->head_len >= 3 && h[0] == 0x16 && h[1] == 0x03 && h[2] <= 0x04;
+}
+
+bool smtp_line_is_http_request(const char *line, size_t len)
+{
+	static const char version[] = " HTTP/d.d";
+	const size_t version_len = sizeof(version) - 1;
+	size_t method = 0;
+
+	while (method < len && ((line[method] >= 'A' && line[method] <= 'Z') ||
+				line[method] == '-' || line[method] == '_'))
+		method++;
+	if (method == 0 || len < method + 2 + version_len || line[method] != ' ')
+		return false;
+	const char *tail = line + len - version_len;
+	for (size_t i = 0; i < version_len; i++) {
+		bool ok = version[i] == 'd' ? tail[i] >= '0' && tail[i] <= '9'
+					    : tail[i] == version[i];
+		if (!ok)
+			return false;
+	}
+	/* The target between the two spaces: visible ASCII, at least one. */
+	for (const char *p = line + method + 1; p < tail; p++) {
+		unsigned char c = (unsigned char)*p;
+		if (c <= ' ' || c >= 0x7f)
+			return false;
+	}
+	return true;
 }
 
 /* ---- commands ----------------------------------------------------------- */

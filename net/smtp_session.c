@@ -613,6 +613,20 @@ static void smtp_bad_sequence(struct smtp_session *s, enum smtp_verb verb)
 		smtp_reply(s, "503 5.5.1 Error: bad sequence of commands");
 }
 
+/*
+ * A client speaking another protocol (TLS without STARTTLS, a web client)
+ * will not turn to SMTP: tell it once, and close, instead of answering each
+ * of its lines until max_errors or leaving it waiting for a line end.
+ */
+static void smtp_not_smtp(struct smtp_session *s, const char *protocol, const char *what)
+{
+	log_event(LOG_LEVEL_INFO, "event=not_smtp session=%s client=%s protocol=%s", s->id,
+		  s->client_address, protocol);
+	smtp_reply_closing(s,
+			   "554 5.7.0 %s Error: %s received, but this is an SMTP server; closing",
+			   s->settings->hostname, what);
+}
+
 static void smtp_handle_line(struct smtp_session *s, const char *line, size_t len)
 {
 	if (++s->commands > s->settings->max_commands) {
@@ -630,7 +644,10 @@ static void smtp_handle_line(struct smtp_session *s, const char *line, size_t le
 		return;
 	}
 	if (cmd.verb == SMTP_VERB_UNKNOWN) {
-		smtp_reply(s, "500 5.5.2 Error: command not recognized");
+		if (smtp_line_is_http_request(line, len))
+			smtp_not_smtp(s, "http", "HTTP request");
+		else
+			smtp_reply(s, "500 5.5.2 Error: command not recognized");
 		return;
 	}
 	const struct smtp_command_entry *e = &smtp_commands[cmd.verb];
@@ -839,6 +856,10 @@ size_t smtp_session_feed(struct smtp_session *s, const char *data, size_t len)
 		size_t used;
 		enum smtp_line_status st = smtp_line_feed(&s->line, data + done, len - done, &used);
 		done += used;
+		if (smtp_line_starts_tls(&s->line)) {
+			smtp_not_smtp(s, "tls", "TLS handshake");
+			break;
+		}
 		if (st == SMTP_LINE_NEED_MORE)
 			break;
 		if (st == SMTP_LINE_TOO_LONG) {

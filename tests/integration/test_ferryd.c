@@ -1075,6 +1075,65 @@ Test(ferryd, smuggled_end_of_data_is_refused_whole)
 	cr_assert_eq(harness_count_spool(&fi), 0, "a refused message is in the spool");
 }
 
+/* ---- another protocol on the SMTP port ------------------------------------------------- */
+
+/* The reply is the only one, and the connection closes right after it. */
+static void expect_not_smtp(struct smtp_client *c, const char *what)
+{
+	struct smtp_reply r;
+	char want[256];
+	snprintf(want, sizeof(want),
+		 "554 5.7.0 relay.test Error: %s received, but this is an SMTP server; closing",
+		 what);
+	int64_t t0 = harness_now_ms();
+	cr_assert_eq(smtp_client_read_reply(c, &r), 554, "%s got '%s'", what, r.text);
+	cr_assert_str_eq(r.text, want);
+	cr_assert_eq(smtp_client_read_reply(c, &r), SMTP_REPLY_CLOSED,
+		     "after the 554 to a %s: '%s'", what, r.text);
+	cr_assert_lt(harness_now_ms() - t0, 5000, "%s: not closed at once", what);
+}
+
+Test(ferryd, tls_and_http_clients_are_told_and_closed)
+{
+	struct ferry_instance fi;
+	start_ferryd(&fi, NULL);
+
+	/* A TLS 1.3 ClientHello as a client sends it on port 465, cut short:
+	 * record header, handshake header, version, random, session id, the
+	 * start of the cipher suites. It holds no LF, and its client waits for
+	 * a ServerHello: only its first octets can tell. */
+	static const unsigned char hello[] = {
+		0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03, 0x8e, 0x21,
+		0x5d, 0xc4, 0x9b, 0x07, 0x33, 0xe2, 0x51, 0x6f, 0xa9, 0x1c, 0x44, 0xd8, 0x02,
+		0x7b, 0x90, 0x36, 0xe5, 0x48, 0x11, 0xcd, 0x6a, 0xf3, 0x29, 0x85, 0x5e, 0xb7,
+		0x0c, 0x73, 0xda, 0x20, 0x4f, 0x91, 0x38, 0xc2, 0x66, 0x1d, 0xe8, 0x57, 0xa4,
+		0x03, 0xbf, 0x72, 0x19, 0xee, 0x45, 0x8a, 0x30, 0xd7, 0x6c, 0x12, 0xf9, 0x4b,
+		0xa0, 0x27, 0x5c, 0x93, 0x08, 0xe1, 0x3e, 0xb5, 0x61, 0xcc, 0x00, 0x3e, 0x13,
+		0x02, 0x13, 0x03, 0x13, 0x01, 0xc0, 0x2c, 0xc0, 0x30, 0x00, 0x9f, 0xcc, 0xa9,
+	};
+	struct smtp_client c;
+	connect_greeted(&c, &fi);
+	cr_assert_eq(smtp_client_send(&c, hello, sizeof(hello)), 0);
+	expect_not_smtp(&c, "TLS handshake");
+	smtp_client_close(&c);
+
+	/* A web client: one reply for the whole request, not one per line. */
+	connect_greeted(&c, &fi);
+	cr_assert_eq(smtp_client_send_str(&c, "GET / HTTP/1.1\r\n"
+					      "Host: 127.0.0.1\r\n"
+					      "User-Agent: curl/7.88.1\r\n"
+					      "Accept: */*\r\n"
+					      "\r\n"),
+		     0);
+	expect_not_smtp(&c, "HTTP request");
+	smtp_client_close(&c);
+
+	cr_assert_eq(harness_log_count(&fi, "event=not_smtp"), 2, "%s", harness_log(&fi));
+	cr_assert_eq(harness_log_count(&fi, "protocol=tls"), 1);
+	cr_assert_eq(harness_log_count(&fi, "protocol=http"), 1);
+	stop_ferryd_cleanly(&fi);
+}
+
 /* ---- streaming a large body ------------------------------------------------------------ */
 
 Test(ferryd, large_message_is_streamed_to_the_spool_whole, .timeout = 120)

@@ -1071,6 +1071,76 @@ Test(session, nul_in_command)
 	expect("NOOP\r\n", OK);
 }
 
+/* ---- another protocol on the SMTP port ------------------------------------------ */
+
+#define NOT_SMTP_TLS                                                                               \
+	"554 5.7.0 mx.test Error: TLS handshake received, but this is an SMTP server; closing\r\n"
+#define NOT_SMTP_HTTP                                                                              \
+	"554 5.7.0 mx.test Error: HTTP request received, but this is an SMTP server; closing\r\n"
+
+/* The start of a TLS 1.2/1.3 ClientHello, with no LF in it. */
+static const char client_hello[] = "\x16\x03\x01\x00\xf8\x01\x00\x00\xf4\x03\x03"
+				   "\x5a\x1f\x9c\x33\x80\x01\xfe\x42\x17\x6b\xc0\x2b\x13\x01";
+
+Test(session, tls_client_hello_is_answered_and_closed)
+{
+	connect_client(UNTRUSTED);
+	/* No line end will come: it is known from its first octets. */
+	cr_assert_str_eq(feed(client_hello), NOT_SMTP_TLS);
+	cr_assert_eq(session.state, SMTP_STATE_CLOSED);
+	cr_assert(session.want_close);
+	cr_assert_eq(session.errors, 0);
+
+	/* Octet by octet, after EHLO (a client that went on as if STARTTLS
+	 * had been offered). */
+	to_helo(UNTRUSTED);
+	cr_assert_str_eq(feed_bytes(client_hello, 1), "");
+	cr_assert_str_eq(feed_bytes(client_hello + 1, 1), "");
+	cr_assert_str_eq(feed_bytes(client_hello + 2, 1), NOT_SMTP_TLS);
+	cr_assert_eq(session.state, SMTP_STATE_CLOSED);
+
+	/* Longer than a command line before its first LF: still known. */
+	connect_client(UNTRUSTED);
+	static char big[2048];
+	memset(big, 0x42, sizeof(big));
+	memcpy(big, client_hello, sizeof(client_hello) - 1);
+	big[sizeof(big) - 1] = '\n';
+	cr_assert_str_eq(feed_bytes(big, sizeof(big)), NOT_SMTP_TLS);
+	cr_assert_eq(session.state, SMTP_STATE_CLOSED);
+}
+
+Test(session, http_request_is_answered_and_closed)
+{
+	connect_client(UNTRUSTED);
+	/* One reply, not one per header line. */
+	cr_assert_str_eq(feed("GET / HTTP/1.1\r\nHost: mx.test\r\nUser-Agent: curl/7.88.1\r\n"
+			      "Accept: */*\r\n\r\n"),
+			 NOT_SMTP_HTTP);
+	cr_assert_eq(session.state, SMTP_STATE_CLOSED);
+	cr_assert(session.want_close);
+
+	to_rcpt(UNTRUSTED);
+	cr_assert_str_eq(feed("CONNECT relay.example:25 HTTP/1.0\r\n\r\n"), NOT_SMTP_HTTP);
+	cr_assert_eq(fake_queue_count(), 0, "nothing was begun");
+}
+
+Test(session, smtp_lines_that_merely_look_foreign)
+{
+	to_helo(UNTRUSTED);
+	expect("NOOP \x16\x03\x01\r\n", OK);
+	expect("XYZZY / HTTP/1.1x\r\n", UNKNOWN);
+	expect("get / HTTP/1.1\r\n", UNKNOWN);
+	expect("\x16\x03\x07\r\n", UNKNOWN);
+	expect("HELP / HTTP/1.1\r\n", HELP_REPLY);
+	cr_assert_eq(session.state, SMTP_STATE_HELO);
+	/* In a body, anything goes. */
+	expect("MAIL FROM:<sender@client.test>\r\nRCPT TO:<user@relay.example>\r\nDATA\r\n",
+	       MAIL_OK RCPT_OK GO_AHEAD);
+	expect("\x16\x03\x01\r\nGET / HTTP/1.1\r\n.\r\n", "");
+	cr_assert_str_eq(commit(0), queued(0));
+	cr_assert_str_eq(stored_body(0), "\x16\x03\x01\r\nGET / HTTP/1.1\r\n");
+}
+
 /* ---- early talker, refusal, timeout, shutdown ------------------------------ */
 
 Test(session, early_talker)
