@@ -304,9 +304,48 @@ Test(ferryd, untrusted_client_may_only_send_to_relay_domains)
 	expect_command(&c, "MAIL FROM:<a@client.example>", 250, "2.1.0");
 	expect_command(&c, "RCPT TO:<x@other.example>", 554, "5.7.1");
 	expect_command(&c, "RCPT TO:<x%other.example@relay.example>", 554, "5.7.1");
+	expect_command(&c, "RCPT TO:<other.example!x@relay.example>", 554, "5.7.1");
+	expect_command(&c, "RCPT TO:<\"x@other.example\"@relay.example>", 554, "5.7.1");
 	expect_command(&c, "RCPT TO:<b@relay.example>", 250, "2.1.5");
 	expect_command(&c, "QUIT", 221, NULL);
 	smtp_client_close(&c);
+	stop_ferryd_cleanly(&fi);
+}
+
+Test(ferryd, trusted_client_may_relay_but_not_route)
+{
+	/* 127.0.0.1 is trusted by default: it may send anywhere, but a host of
+	 * a trusted network may be compromised, so no routing tricks. */
+	struct ferry_instance fi;
+	start_ferryd(&fi, NULL);
+	struct smtp_client c;
+	connect_greeted(&c, &fi);
+	expect_command(&c, "EHLO client.example", 250, NULL);
+	expect_command(&c, "MAIL FROM:<a@client.example>", 250, "2.1.0");
+	static const char *const tricks[] = {
+		"<x%other.example@relay.example>",
+		"<other.example!x@relay.example>",
+		"<\"x@other.example\"@relay.example>",
+		"<x%victim.example@other.example>",
+	};
+	for (size_t i = 0; i < sizeof(tricks) / sizeof(tricks[0]); i++) {
+		char line[128], want[192];
+		struct smtp_reply r;
+		snprintf(line, sizeof(line), "RCPT TO:%s", tricks[i]);
+		snprintf(want, sizeof(want),
+			 "554 5.7.1 %s: Relay access denied (routing characters in the local part)",
+			 tricks[i]);
+		cr_assert_eq(smtp_client_command(&c, line, &r), 554, "%s got '%s'", line, r.text);
+		cr_assert_str_eq(r.text, want);
+	}
+	expect_command(&c, "RCPT TO:<b@other.example>", 250, "2.1.5");
+	expect_command(&c, "DATA", 354, NULL);
+	char id[32];
+	send_body_queued(&c, "Subject: trusted\r\n\r\nrelayed\r\n.\r\n", id);
+	expect_command(&c, "QUIT", 221, NULL);
+	smtp_client_close(&c);
+	check_spooled(&fi, id, "a@client.example", "b@other.example");
+	cr_assert_eq(harness_count_spool(&fi), 1);
 	stop_ferryd_cleanly(&fi);
 }
 

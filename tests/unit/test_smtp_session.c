@@ -1380,6 +1380,26 @@ Test(session, trusted_client_may_relay)
 						 "rcpt user@other.example\n");
 }
 
+Test(session, routing_tricks_refused_whoever_the_client)
+{
+	static const char *const clients[] = {TRUSTED, UNTRUSTED};
+	for (size_t i = 0; i < 2; i++) {
+		to_mail(clients[i]);
+		expect("RCPT TO:<user%other.example@relay.example>\r\n",
+		       ROUTING_DENIED("user%other.example@relay.example"));
+		expect("RCPT TO:<other.example!user@relay.example>\r\n",
+		       ROUTING_DENIED("other.example!user@relay.example"));
+		expect("RCPT TO:<\"user@victim.example\"@other.example>\r\n",
+		       ROUTING_DENIED("\"user@victim.example\"@other.example"));
+		expect("RCPT TO:<user%victim.example@other.example>\r\n",
+		       ROUTING_DENIED("user%victim.example@other.example"));
+		cr_assert_eq(session.nrecipients, 0, "client %s", clients[i]);
+	}
+	/* What trust is for still works. */
+	to_mail(TRUSTED);
+	expect("RCPT TO:<user@other.example>\r\n", RCPT_OK);
+}
+
 Test(session, replies_never_echo_raw_client_bytes)
 {
 	to_mail(UNTRUSTED);
