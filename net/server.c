@@ -45,15 +45,14 @@ void net_worker_accept(struct net_worker *nw, int fd)
 	bool counted = false;
 	uint32_t slot = CLIENT_LIMIT_NO_SLOT;
 	if (nw->worker->shutting_down) {
-		refusal = "421 4.3.2 Service shutting down";
+		refusal = srv->refusals.shutting_down;
 	} else if (atomic_fetch_add(&srv->connections, 1) >= srv->cfg->max_connections) {
 		atomic_fetch_sub(&srv->connections, 1);
-		refusal = "421 4.7.0 Too many connections, try again later";
+		refusal = srv->refusals.too_many;
 	} else {
 		counted = true;
 		if (!client_limit_acquire(srv->clients, (struct sockaddr *)&peer, &slot)) {
-			refusal = "421 4.7.0 Too many connections from your address, try again "
-				  "later";
+			refusal = srv->refusals.too_many_from_client;
 		}
 	}
 	inbound_session_start(nw, fd, (struct sockaddr *)&peer, peer_len, refusal, counted, slot);
@@ -236,6 +235,14 @@ int net_server_create(struct net_server **out, const struct config *cfg, char *e
 		net_server_destroy(srv);
 		return -EINVAL;
 	}
+	struct net_refusals *refusals = &srv->refusals;
+	snprintf(refusals->shutting_down, sizeof(refusals->shutting_down),
+		 "421 4.3.2 %s Service shutting down", cfg->hostname);
+	snprintf(refusals->too_many, sizeof(refusals->too_many),
+		 "421 4.7.0 %s Too many connections, try again later", cfg->hostname);
+	snprintf(refusals->too_many_from_client, sizeof(refusals->too_many_from_client),
+		 "421 4.7.0 %s Too many connections from your address, try again later",
+		 cfg->hostname);
 	srv->policy.trusted = srv->networks;
 	srv->policy.ntrusted = nnet;
 	srv->settings = (struct smtp_settings){

@@ -41,10 +41,19 @@ struct listener;
 struct queue;
 struct queue_store;
 
+/* The 421s given at accept, carrying the host name as every other reply
+ * does (RFC 5321 4.2); built once, since floods of connections meet them. */
+struct net_refusals {
+	char shutting_down[CONFIG_HOSTNAME_MAX + 64];
+	char too_many[CONFIG_HOSTNAME_MAX + 64];
+	char too_many_from_client[CONFIG_HOSTNAME_MAX + 80];
+};
+
 struct net_server {
 	const struct config *cfg;
 	struct queue_store *store; /* set before the workers start */
 	struct smtp_settings settings;
+	struct net_refusals refusals;
 	struct policy policy;
 	struct policy_network *networks;
 	char **domains;

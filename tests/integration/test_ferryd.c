@@ -513,7 +513,10 @@ Test(ferryd, fourth_connection_from_one_client_is_refused)
 
 	struct smtp_client fourth;
 	cr_assert_eq(smtp_client_connect(&fourth, fi.port, IO_MS), 0);
-	expect_reply(&fourth, 421, "4.7.0", "fourth connection");
+	cr_assert_eq(smtp_client_read_reply(&fourth, &r), 421, "fourth connection: %s", r.text);
+	cr_assert_str_eq(r.text,
+			 "421 4.7.0 relay.test Too many connections from your address, try again "
+			 "later");
 	cr_assert(smtp_client_wait_closed(&fourth, IO_MS), "refused connection not closed");
 	smtp_client_close(&fourth);
 
@@ -537,6 +540,46 @@ Test(ferryd, fourth_connection_from_one_client_is_refused)
 	for (int i = 1; i < LIMIT; i++)
 		smtp_client_close(&held[i]);
 	stop_ferryd_cleanly(&fi);
+}
+
+Test(ferryd, connection_limit_and_shutdown_421s_name_the_host)
+{
+	/* RFC 5321 4.2: ferry's replies carry its host name; these 421s are
+	 * built before any session exists, and must too. */
+	enum { LIMIT = 2 };
+	struct ferry_instance fi;
+	start_ferryd(&fi, "[server]\ngreeting_delay = 10s\n[limits]\nmax_connections = 2\n");
+	struct smtp_client held[LIMIT], third;
+	struct smtp_reply r;
+	/* Held before their banner (the greeting delay), so a refusal shows
+	 * as a reply at once. The harness's own readiness probe may still
+	 * hold a place for a moment after it closed: retry then. */
+	int opened = 0;
+	for (int attempt = 0; attempt < 100 && opened < LIMIT; attempt++) {
+		cr_assert_eq(smtp_client_connect(&held[opened], fi.port, IO_MS), 0);
+		if (smtp_client_quiet(&held[opened], 300)) {
+			opened++;
+			continue;
+		}
+		smtp_client_close(&held[opened]);
+		harness_sleep_ms(50);
+	}
+	cr_assert_eq(opened, LIMIT, "could not open %d connections", LIMIT);
+	cr_assert_eq(smtp_client_connect(&third, fi.port, IO_MS), 0);
+	cr_assert_eq(smtp_client_read_reply(&third, &r), 421, "over max_connections: %s", r.text);
+	cr_assert_str_eq(r.text, "421 4.7.0 relay.test Too many connections, try again later");
+	cr_assert(smtp_client_wait_closed(&third, IO_MS));
+	smtp_client_close(&third);
+
+	/* Shutdown reaches the held ones before their banner. */
+	cr_assert_eq(kill(fi.pid, SIGTERM), 0);
+	for (int i = 0; i < LIMIT; i++) {
+		cr_assert_eq(smtp_client_read_reply(&held[i], &r), 421, "held %d: %s", i, r.text);
+		cr_assert_str_eq(r.text, "421 4.3.2 relay.test Service shutting down");
+		cr_assert(smtp_client_wait_closed(&held[i], IO_MS));
+		smtp_client_close(&held[i]);
+	}
+	cr_assert_eq(harness_wait_exit(&fi, STOP_MS), 0);
 }
 
 Test(ferryd, refused_clients_that_reset_at_once_do_no_harm)

@@ -1217,6 +1217,17 @@ Test(session, shutdown_before_helo)
 	cr_assert_eq(session.state, SMTP_STATE_CLOSED);
 }
 
+Test(session, shutdown_before_the_banner)
+{
+	/* During the greeting delay: the same 421, and no banner after it. */
+	open_session(UNTRUSTED);
+	smtp_session_shutdown(&session);
+	cr_assert_str_eq(take(), SHUTTING_DOWN);
+	cr_assert_eq(session.state, SMTP_STATE_CLOSED);
+	smtp_session_greet(&session);
+	cr_assert_str_eq(take(), "");
+}
+
 Test(session, shutdown_lets_the_transaction_finish)
 {
 	to_rcpt(UNTRUSTED);
