@@ -71,6 +71,7 @@ static const struct config_key config_keys[] = {
 	KEY("limits", data_timeout, CONFIG_DURATION, data_timeout_ms, 1000, 3600000),
 	KEY("relay", relay_domains, CONFIG_LIST, relay_domains, 0, 0),
 	KEY("relay", trusted_networks, CONFIG_LIST, trusted_networks, 0, 0),
+	KEY_STRING("relay", postmaster, postmaster),
 	KEY_STRING("spool", directory, spool_dir),
 	KEY("spool", segment_size, CONFIG_SIZE, segment_size, 4u << 20, (uint64_t)1 << 32),
 	KEY("spool", group_commit_bytes, CONFIG_SIZE, group_commit_bytes, 64u << 10, 64u << 20),
@@ -559,6 +560,9 @@ static int config_finish(struct config_parse_state *st)
 	}
 	if (cfg->max_connections_per_client > cfg->max_connections)
 		cfg->max_connections_per_client = cfg->max_connections;
+	/* Its default follows the host name, whichever line set that. */
+	if (cfg->postmaster[0] == '\0')
+		snprintf(cfg->postmaster, sizeof(cfg->postmaster), "postmaster@%s", cfg->hostname);
 	return 0;
 }
 

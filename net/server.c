@@ -235,6 +235,17 @@ int net_server_create(struct net_server **out, const struct config *cfg, char *e
 		net_server_destroy(srv);
 		return -EINVAL;
 	}
+	struct mailbox postmaster;
+	if (address_parse_path(cfg->postmaster, strlen(cfg->postmaster), false, &postmaster) !=
+		    ADDRESS_OK ||
+	    postmaster.source_route) {
+		snprintf(err, err_size,
+			 "%s: key 'postmaster': not a mail address (e.g. postmaster@isp.example; "
+			 "the default is postmaster@ and the host name): '%s'",
+			 cfg->source, cfg->postmaster);
+		net_server_destroy(srv);
+		return -EINVAL;
+	}
 	struct net_refusals *refusals = &srv->refusals;
 	snprintf(refusals->shutting_down, sizeof(refusals->shutting_down),
 		 "421 4.3.2 %s Service shutting down", cfg->hostname);
@@ -256,6 +267,7 @@ int net_server_create(struct net_server **out, const struct config *cfg, char *e
 		.max_commands = cfg->max_commands_per_session,
 		.max_messages = cfg->max_messages_per_session,
 		.policy = &srv->policy,
+		.postmaster = cfg->postmaster,
 	};
 	atomic_init(&srv->connections, 0);
 	*out = srv;

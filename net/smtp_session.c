@@ -333,6 +333,18 @@ static void smtp_handle_mail(struct smtp_session *s, const struct smtp_command *
 	smtp_reply(s, "250 2.1.0 Ok");
 }
 
+static void smtp_add_recipient(struct smtp_session *s, const char *address, size_t len)
+{
+	if (array_reserve(s->recipients, s->recipients_cap, (size_t)s->nrecipients + 1) != 0 ||
+	    smtp_envelope_add(s, address, len, &s->recipients[s->nrecipients]) != 0) {
+		smtp_reply(s, "452 4.3.0 Error: out of memory, try again later");
+		return;
+	}
+	s->nrecipients++;
+	s->state = SMTP_STATE_RCPT;
+	smtp_reply(s, "250 2.1.5 Ok");
+}
+
 /*
  * A recipient past max_recipients. RFC 5321 4.5.3.1.10: the client may go
  * on to DATA with those already accepted, and one that pipelined its whole
@@ -374,6 +386,12 @@ static void smtp_handle_rcpt(struct smtp_session *s, const struct smtp_command *
 		smtp_reply(s, "452 4.3.1 Error: insufficient system storage, try again later");
 		return;
 	}
+	/* RFC 5321 4.5.1: "<Postmaster>" MUST be accepted, in any case and
+	 * from anyone; without a domain, it is this server's postmaster. */
+	if (pa.path_len == 10 && address_ascii_equal_nocase(pa.path, "postmaster", 10)) {
+		smtp_add_recipient(s, s->settings->postmaster, strlen(s->settings->postmaster));
+		return;
+	}
 	struct mailbox mb;
 	enum address_status st = address_parse_path(pa.path, pa.path_len, s->smtputf8, &mb);
 	switch (st) {
@@ -408,17 +426,7 @@ static void smtp_handle_rcpt(struct smtp_session *s, const struct smtp_command *
 		smtp_reply(s, "554 5.7.1 <%.*s>: Relay access denied", (int)len, mb.local);
 		return;
 	}
-	if (array_reserve(s->recipients, s->recipients_cap, (size_t)s->nrecipients + 1) != 0) {
-		smtp_reply(s, "452 4.3.0 Error: out of memory, try again later");
-		return;
-	}
-	if (smtp_envelope_add(s, mb.local, len, &s->recipients[s->nrecipients]) != 0) {
-		smtp_reply(s, "452 4.3.0 Error: out of memory, try again later");
-		return;
-	}
-	s->nrecipients++;
-	s->state = SMTP_STATE_RCPT;
-	smtp_reply(s, "250 2.1.5 Ok");
+	smtp_add_recipient(s, mb.local, len);
 }
 
 static void smtp_queue_committed(struct queue_client *client, int status);

@@ -48,6 +48,8 @@ struct smtp_settings {
 	uint32_t max_commands;
 	uint32_t max_messages;
 	const struct policy *policy;
+	/* What RCPT TO:<Postmaster> (no domain, any case) stands for. */
+	const char *postmaster;
 };
 
 enum smtp_state {

@@ -349,6 +349,45 @@ Test(ferryd, trusted_client_may_relay_but_not_route)
 	stop_ferryd_cleanly(&fi);
 }
 
+/* RFC 5321 4.5.1: <Postmaster> without a domain MUST be accepted, in any
+ * case, from anyone; ferry takes it for the configured postmaster. */
+static void send_to_bare_postmaster(const struct ferry_instance *fi, const char *rcpt,
+				    const char *stored)
+{
+	struct smtp_client c;
+	connect_greeted(&c, fi);
+	expect_command(&c, "EHLO client.example", 250, NULL);
+	expect_command(&c, "MAIL FROM:<a@client.example>", 250, "2.1.0");
+	char line[64];
+	snprintf(line, sizeof(line), "RCPT TO:<%s>", rcpt);
+	expect_command(&c, line, 250, "2.1.5");
+	expect_command(&c, "DATA", 354, NULL);
+	char id[32];
+	send_body_queued(&c, "Subject: abuse report\r\n\r\nfrom outside\r\n.\r\n", id);
+	expect_command(&c, "QUIT", 221, NULL);
+	smtp_client_close(&c);
+	const char *body = check_spooled(fi, id, "a@client.example", stored).body;
+	char received[128];
+	snprintf(received, sizeof(received), "\tfor <%s>;", stored);
+	cr_assert_not_null(strstr(body, received), "no '%s' in:\n%s", received, body);
+}
+
+Test(ferryd, postmaster_without_a_domain_reaches_the_configured_one)
+{
+	/* The default: postmaster@ the host name (relay.test here), though
+	 * that is no relay domain and the client is not trusted. */
+	struct ferry_instance fi;
+	start_ferryd(&fi, "[relay]\ntrusted_networks = 192.0.2.0/24\n");
+	send_to_bare_postmaster(&fi, "Postmaster", "postmaster@relay.test");
+	stop_ferryd_cleanly(&fi);
+
+	struct ferry_instance other;
+	start_ferryd(&other, "[relay]\ntrusted_networks = 192.0.2.0/24\n"
+			     "postmaster = abuse-desk@isp.example\n");
+	send_to_bare_postmaster(&other, "POSTMASTER", "abuse-desk@isp.example");
+	stop_ferryd_cleanly(&other);
+}
+
 /* ---- 4. Python's smtplib ---------------------------------------------------------- */
 
 Test(ferryd, python_smtplib_sends_a_message)
@@ -980,10 +1019,21 @@ Test(ferryd, check_config_names_file_line_and_key)
 	cr_assert_not_null(strstr(res.err, "hostname"), "stderr does not name the key: %s",
 			   res.err);
 
+	/* A postmaster that is no address. */
+	snprintf(path, sizeof(path), "%s/bad-postmaster.conf", fi.dir);
+	cr_assert_eq(harness_write_file(path, "[relay]\npostmaster = hostmaster\n"), 0);
+	check_config(path, &res);
+	cr_assert_neq(res.status, 0, "a postmaster without a domain was accepted:\n%s", res.out);
+	cr_assert_not_null(strstr(res.err, "postmaster"), "stderr does not name the key: %s",
+			   res.err);
+	cr_assert_not_null(strstr(res.err, "'hostmaster'"), "stderr does not quote the value: %s",
+			   res.err);
+
 	/* A good file: exit 0 and the effective configuration. */
 	snprintf(path, sizeof(path), "%s/good.conf", fi.dir);
 	cr_assert_eq(harness_write_file(path, "[server]\n"
 					      "listen = 127.0.0.1:2626\n"
+					      "hostname = mx9.isp.example\n"
 					      "[limits]\n"
 					      "idle_timeout = 42s\n"
 					      "max_recipients = 77\n"
@@ -996,6 +1046,8 @@ Test(ferryd, check_config_names_file_line_and_key)
 	cr_assert_not_null(find_line(res.out, "idle_timeout = 42s"), "%s", res.out);
 	cr_assert_not_null(find_line(res.out, "max_recipients = 77"), "%s", res.out);
 	cr_assert_not_null(find_line(res.out, "recipient_overshoot = 1000"), "%s", res.out);
+	cr_assert_not_null(find_line(res.out, "postmaster = postmaster@mx9.isp.example"), "%s",
+			   res.out);
 	cr_assert_not_null(find_line(res.out, "relay_domains = relay.example, other.example"), "%s",
 			   res.out);
 	cr_assert_not_null(strstr(res.out, path), "the output does not name the file:\n%s",

@@ -39,6 +39,22 @@ Test(config, defaults_make_a_local_relay)
 	cr_assert(cfg.workers >= 1, "workers resolved to the CPUs the process may use");
 }
 
+Test(config, postmaster_follows_the_host_name)
+{
+	cr_assert_eq(config_load_string(&cfg,
+					"[relay]\nrelay_domains = a.example\n"
+					"[server]\nhostname = mx7.example\n",
+					"p.conf", err, sizeof(err)),
+		     0, "%s", err);
+	cr_assert_str_eq(cfg.postmaster, "postmaster@mx7.example");
+	config_free(&cfg);
+	config_defaults(&cfg);
+	cr_assert_eq(config_load_string(&cfg, "[relay]\npostmaster = abuse@isp.example\n", "p.conf",
+					err, sizeof(err)),
+		     0, "%s", err);
+	cr_assert_str_eq(cfg.postmaster, "abuse@isp.example");
+}
+
 Test(config, values_with_units)
 {
 	const char *text = "[server]\n"

@@ -128,6 +128,7 @@ static void setup(void)
 		.max_commands = 1000,
 		.max_messages = 3,
 		.policy = &policy,
+		.postmaster = "hostmaster@isp.test",
 	};
 	fake_queue_reset();
 	cr_assert_eq(queue_open(&queue, NULL, NULL, 0), 0);
@@ -1631,6 +1632,49 @@ Test(session, received_header_for_helo_and_ipv6_clients)
 		 "\tfor <user@relay.example>; ",
 		 fake_queue_id(0));
 	assert_received(0, want);
+}
+
+Test(session, bare_postmaster_is_the_configured_one)
+{
+	/* RFC 5321 4.5.1: in any case, from anyone, whatever the relay
+	 * domains; stored as the configured address. */
+	to_mail(UNTRUSTED);
+	expect("RCPT TO:<Postmaster>\r\n", RCPT_OK);
+	expect("RCPT TO:<postmaster>\r\n", RCPT_OK);
+	expect("RCPT TO:<POSTMASTER>\r\n", RCPT_OK);
+	/* Only the reserved name itself. */
+	expect("RCPT TO:<\"postmaster\">\r\n",
+	       "501 5.1.3 Bad recipient address syntax: address has no domain\r\n");
+	expect("RCPT TO:<postmasters>\r\n",
+	       "501 5.1.3 Bad recipient address syntax: address has no domain\r\n");
+	expect("RCPT TO:<@relay.example:postmaster>\r\n",
+	       "501 5.1.3 Bad recipient address syntax: address has no domain\r\n");
+	expect("RCPT TO:<postmaster@other.example>\r\n", RELAY_DENIED("postmaster@other.example"));
+	expect("DATA\r\nabuse report\r\n.\r\n", GO_AHEAD);
+	cr_assert_str_eq(commit(0), queued(0));
+	cr_assert_str_eq(fake_queue_envelope(0), "client 192.0.2.1\nhelo client.test\n"
+						 "sender sender@client.test\n"
+						 "rcpt hostmaster@isp.test\n"
+						 "rcpt hostmaster@isp.test\n"
+						 "rcpt hostmaster@isp.test\n");
+	char want[256];
+	snprintf(want, sizeof(want),
+		 "Received: from client.test ([192.0.2.1])\r\n"
+		 "\tby mx.test (ferry) with ESMTP id %s;\r\n\t",
+		 fake_queue_id(0));
+	assert_received(0, want);
+
+	/* Alone, it is named in Received:; and it counts as a recipient. */
+	settings.max_recipients = 1;
+	expect("MAIL FROM:<sender@client.test>\r\nRCPT TO:<PostMaster>\r\n"
+	       "RCPT TO:<postmaster>\r\nDATA\r\nx\r\n.\r\n",
+	       MAIL_OK RCPT_OK "452 4.5.3 Error: too many recipients\r\n" GO_AHEAD);
+	cr_assert_str_eq(commit(0), queued(1));
+	snprintf(want, sizeof(want),
+		 "Received: from client.test ([192.0.2.1])\r\n"
+		 "\tby mx.test (ferry) with ESMTP id %s\r\n\tfor <hostmaster@isp.test>; ",
+		 fake_queue_id(1));
+	assert_received(1, want);
 }
 
 /* ---- backpressure --------------------------------------------------------------- */
