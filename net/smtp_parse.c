@@ -359,7 +359,7 @@ void smtp_data_decoder_init(struct smtp_data_decoder *d, uint32_t max_line, uint
 
 bool smtp_data_rejected(const struct smtp_data_decoder *d)
 {
-	return d->bare_lf || d->bare_cr || d->line_too_long || d->too_big;
+	return d->bare_lf || d->bare_cr || d->nul || d->line_too_long || d->too_big;
 }
 
 static inline void smtp_data_count_line(struct smtp_data_decoder *d, size_t k)
@@ -397,6 +397,8 @@ static inline void smtp_data_text_byte(struct smtp_data_decoder *d, unsigned cha
 		d->line_len = 0;
 		d->state = DATA_TEXT;
 	} else {
+		if (c == '\0')
+			d->nul = true;
 		smtp_data_count_line(d, 1);
 		smtp_data_count_size(d, 1);
 		d->state = DATA_TEXT;
@@ -414,6 +416,11 @@ enum smtp_data_status smtp_data_decode(struct smtp_data_decoder *d, const char *
 	/* First LF at or after lf_at's search start; n when there is none. */
 	size_t lf_at = 0;
 	bool lf_known = false;
+	/* First NUL at or after nul_at's search start, or where that search
+	 * stopped: as far as out has room, so that many calls with a small out
+	 * do not each scan the whole input. */
+	size_t nul_at = 0;
+	bool nul_known = false;
 
 	if (d->state == DATA_DONE) {
 		status = SMTP_DATA_END;
@@ -428,11 +435,12 @@ enum smtp_data_status smtp_data_decode(struct smtp_data_decoder *d, const char *
 		if (d->state == DATA_TEXT) {
 			/*
 			 * Fast path: copy the run of ordinary octets up to the
-			 * next CR or LF, bounded so that no limit can trip inside
-			 * the run; the octet that would trip one goes through the
-			 * byte path below. The LF position is remembered across
-			 * lines, so that text without LF (or without CR) is not
-			 * scanned again at every line: the work stays linear.
+			 * next CR, LF or NUL, bounded so that no limit can trip
+			 * inside the run; the octet that would trip one goes
+			 * through the byte path below. The LF and NUL positions
+			 * are remembered across lines, so that text without them
+			 * is not scanned again at every line: the work stays
+			 * linear.
 			 */
 			bool rejected = smtp_data_rejected(d);
 			size_t window = n - i;
@@ -449,7 +457,17 @@ enum smtp_data_status smtp_data_decode(struct smtp_data_decoder *d, const char *
 				lf_at = lf ? (size_t)(lf - in) : n;
 				lf_known = true;
 			}
+			if (!nul_known || nul_at < i || (nul_at == i && in[i] != '\0')) {
+				size_t span = n - i;
+				if (!rejected && out_cap - o < span)
+					span = out_cap - o;
+				const char *nul = memchr(in + i, '\0', span);
+				nul_at = nul ? (size_t)(nul - in) : i + span;
+				nul_known = true;
+			}
 			size_t limit = lf_at - i < window ? lf_at - i : window;
+			if (nul_at - i < limit)
+				limit = nul_at - i;
 			const char *cr = memchr(in + i, '\r', limit);
 			size_t run = cr ? (size_t)(cr - (in + i)) : limit;
 			if (run > 0) {

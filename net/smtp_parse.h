@@ -17,8 +17,9 @@
  *    reverse/forward path and ESMTP parameters.
  *  - smtp_data_decoder: the DATA body. Only CRLF "." CRLF ends it; dot
  *    stuffing is undone; a bare LF or bare CR anywhere in the body is
- *    flagged (SMTP smuggling); over-long text lines and an over-size body
- *    are flagged. Once a flag is set the decoder produces no more output
+ *    flagged (SMTP smuggling), and so is a NUL (a next hop that drops it
+ *    would see CRLF NUL "." CRLF end the data); over-long text lines and an
+ *    over-size body are flagged. Once a flag is set the decoder produces no more output
  *    and only looks for the end, so the session stays in sync with the
  *    client and can refuse the whole message at the end.
  */
@@ -172,6 +173,7 @@ struct smtp_data_decoder {
 	uint64_t max_size;  /* body octets allowed */
 	bool bare_lf;       /* a LF not preceded by CR was seen */
 	bool bare_cr;       /* a CR not followed by LF was seen */
+	bool nul;           /* a NUL octet was seen */
 	bool line_too_long; /* some line exceeded max_line */
 	bool too_big;       /* size passed max_size */
 };

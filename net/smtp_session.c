@@ -680,6 +680,9 @@ static void smtp_data_finish(struct smtp_session *s)
 	if (d->bare_lf || d->bare_cr) {
 		refusal = "550 5.6.0 Message refused: bare LF or bare CR in message data "
 			  "(only CRLF line endings are allowed)";
+	} else if (d->nul) {
+		refusal = "550 5.6.0 Message refused: NUL character in message data (not allowed "
+			  "in mail, and a next hop may drop it)";
 	} else if (d->too_big) {
 		snprintf(text, sizeof(text),
 			 "552 5.3.4 Message size exceeds fixed limit of %llu octets",

@@ -1268,6 +1268,38 @@ Test(ferryd, tls_and_http_clients_are_told_and_closed)
 	stop_ferryd_cleanly(&fi);
 }
 
+Test(ferryd, nul_in_the_body_is_refused_whole)
+{
+	/* CRLF NUL "." CRLF: an end of data to a next hop that drops NULs. */
+	static const char body[] = "Subject: innocent\r\n"
+				   "\r\n"
+				   "hello\r\n"
+				   "\0.\r\n"
+				   "MAIL FROM:<evil@x>\r\n"
+				   "RCPT TO:<victim@relay.example>\r\n"
+				   "DATA\r\n"
+				   "Subject: smuggled\r\n"
+				   "\r\n"
+				   "evil\r\n"
+				   ".\r\n";
+	struct ferry_instance fi;
+	start_ferryd(&fi, NULL);
+	struct smtp_client c;
+	struct smtp_reply r;
+	connect_greeted(&c, &fi);
+	open_transaction(&c, "a@client.example", "b@relay.example");
+	expect_command(&c, "DATA", 354, NULL);
+	cr_assert_eq(smtp_client_send(&c, body, sizeof(body) - 1), 0);
+	cr_assert_eq(smtp_client_read_reply(&c, &r), 550, "end of a body with a NUL: %s", r.text);
+	cr_assert_str_eq(r.text, "550 5.6.0 Message refused: NUL character in message data (not "
+				 "allowed in mail, and a next hop may drop it)");
+	cr_assert(smtp_client_quiet(&c, 500), "more replies after the 550");
+	expect_command(&c, "QUIT", 221, NULL);
+	smtp_client_close(&c);
+	stop_ferryd_cleanly(&fi);
+	cr_assert_eq(harness_count_spool(&fi), 0, "a message with a NUL is in the spool");
+}
+
 /* ---- streaming a large body ------------------------------------------------------------ */
 
 Test(ferryd, large_message_is_streamed_to_the_spool_whole, .timeout = 120)

@@ -752,6 +752,7 @@ static void data_assert_same(const struct data_run *a, const struct data_run *b,
 	cr_assert_eq(a->d.line_len, b->d.line_len, "%s: line_len", how);
 	cr_assert_eq(a->d.bare_lf, b->d.bare_lf, "%s: bare_lf", how);
 	cr_assert_eq(a->d.bare_cr, b->d.bare_cr, "%s: bare_cr", how);
+	cr_assert_eq(a->d.nul, b->d.nul, "%s: nul", how);
 	cr_assert_eq(a->d.line_too_long, b->d.line_too_long, "%s: line_too_long", how);
 	cr_assert_eq(a->d.too_big, b->d.too_big, "%s: too_big", how);
 }
@@ -760,7 +761,7 @@ struct data_expect {
 	const char *body;
 	size_t body_len;
 	size_t consumed;
-	bool ended, bare_lf, bare_cr, line_too_long, too_big;
+	bool ended, bare_lf, bare_cr, line_too_long, too_big, nul;
 };
 
 static void data_assert_expected(const struct data_run *run, const struct data_expect *want)
@@ -771,6 +772,7 @@ static void data_assert_expected(const struct data_run *run, const struct data_e
 	cr_assert_eq(run->ended, want->ended, "ended");
 	cr_assert_eq(run->d.bare_lf, want->bare_lf, "bare_lf");
 	cr_assert_eq(run->d.bare_cr, want->bare_cr, "bare_cr");
+	cr_assert_eq(run->d.nul, want->nul, "nul");
 	cr_assert_eq(run->d.line_too_long, want->line_too_long, "line_too_long");
 	cr_assert_eq(run->d.too_big, want->too_big, "too_big");
 	if (!smtp_data_rejected(&run->d))
@@ -933,6 +935,45 @@ Test(smtp_data, smuggling_variants_flagged)
 			.ended = true,
 			.bare_lf = cases[i].bare_lf,
 			.bare_cr = cases[i].bare_cr,
+		};
+		data_assert_split_invariant(998, 1000, input, n + 6, &want);
+	}
+}
+
+/*
+ * A NUL is flagged wherever it is: a next hop that drops NULs would take
+ * CRLF NUL "." CRLF for the end of the data. Nothing from the NUL on is
+ * produced, and only the real CRLF.CRLF ends the body.
+ */
+Test(smtp_data, nul_flagged)
+{
+	static const struct {
+		const char *in;
+		size_t len;
+		const char *produced;
+		bool bare_cr;
+	} cases[] = {
+		{S("a\r\n\0.\r\nMAIL FROM:<x@y>\r\n.\r\n"), "a\r\n", false},
+		{S("hel\0lo\r\n.\r\n"), "hel", false},
+		{S("\0\r\n.\r\n"), "", false},
+		{S(".\0x\r\n.\r\n"), "", false},
+		{S("a\r\0\r\n.\r\n"), "a\r", true},
+		{S("a\r\n.\r\0\r\n.\r\n"), "a\r\n", true},
+		{S("a run longer than the rest\0of the line\r\n.\r\n"),
+		 "a run longer than the rest", false},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char input[128];
+		size_t n = cases[i].len;
+		memcpy(input, cases[i].in, n);
+		memcpy(input + n, "QUIT\r\n", 6);
+		const struct data_expect want = {
+			.body = cases[i].produced,
+			.body_len = strlen(cases[i].produced),
+			.consumed = n,
+			.ended = true,
+			.bare_cr = cases[i].bare_cr,
+			.nul = true,
 		};
 		data_assert_split_invariant(998, 1000, input, n + 6, &want);
 	}

@@ -1316,6 +1316,47 @@ Test(session, smuggling_refused)
 	}
 }
 
+#define NUL_IN_DATA                                                                                \
+	"550 5.6.0 Message refused: NUL character in message data (not allowed in mail, and "      \
+	"a next hop may drop it)\r\n"
+
+Test(session, nul_in_data_refused)
+{
+	/* CRLF NUL "." CRLF: a next hop that drops NULs would see the end of
+	 * the data there, and run what follows as commands. */
+	static const char smuggled[] = "Subject: one\r\n\r\nhello\r\n\0.\r\n"
+				       "MAIL FROM:<evil@attacker.example>\r\n"
+				       "RCPT TO:<victim@relay.example>\r\nDATA\r\nforged\r\n.\r\n";
+	static const char plain[] = "Subject: two\r\n\r\nhel\0lo\r\n.\r\n";
+	static const struct {
+		const char *body;
+		size_t len;
+	} cases[] = {{smuggled, sizeof(smuggled) - 1}, {plain, sizeof(plain) - 1}};
+	for (size_t i = 0; i < 2; i++) {
+		fake_queue_reset();
+		to_data(UNTRUSTED);
+		cr_assert_str_eq(feed_bytes(cases[i].body, cases[i].len), NUL_IN_DATA, "case %zu",
+				 i);
+		cr_assert_eq(consumed, cases[i].len);
+		cr_assert_eq(fake_queue_count(), 1, "case %zu: the hidden DATA began a message", i);
+		cr_assert_str_eq(fake_queue_state(0), "aborted");
+		cr_assert_eq(session.state, SMTP_STATE_HELO);
+		size_t stored;
+		const char *body = fake_queue_body(0, &stored);
+		cr_assert_null(memchr(body, '\0', stored), "case %zu: a NUL reached the store", i);
+	}
+	/* Bare LF and NUL together: the smuggling reply comes first. */
+	to_data(UNTRUSTED);
+	static const char both[] = "a\nb\0c\r\n.\r\n";
+	cr_assert_str_eq(feed_bytes(both, sizeof(both) - 1), SMUGGLING);
+	/* The session goes on. */
+	expect("MAIL FROM:<sender@client.test>\r\nRCPT TO:<user@relay.example>\r\n"
+	       "DATA\r\nclean\r\n.\r\n",
+	       MAIL_OK RCPT_OK GO_AHEAD);
+	cr_assert_str_eq(commit(0), queued(2));
+	cr_assert_str_eq(stored_body(2), "clean\r\n");
+}
+
 Test(session, smuggled_commands_split_across_feeds)
 {
 	/* The same attack with the hidden end cut between two reads. */
