@@ -166,17 +166,6 @@ typedef void smtp_handler(struct smtp_session *s, const struct smtp_command *cmd
 	 STATE_BIT(SMTP_STATE_RCPT))
 #define IN_TRANSACTION (STATE_BIT(SMTP_STATE_MAIL) | STATE_BIT(SMTP_STATE_RCPT))
 
-static void smtp_set_helo(struct smtp_session *s, const struct smtp_command *cmd)
-{
-	size_t n = cmd->arg_len < sizeof(s->helo) - 1 ? cmd->arg_len : sizeof(s->helo) - 1;
-	/* Goes into the Received header and logs: keep it printable. */
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)cmd->arg[i];
-		s->helo[i] = (c > ' ' && c < 0x7f) ? (char)c : '?';
-	}
-	s->helo[n] = '\0';
-}
-
 static void smtp_handle_helo(struct smtp_session *s, const struct smtp_command *cmd)
 {
 	const char *verb = cmd->verb == SMTP_VERB_EHLO ? "EHLO" : "HELO";
@@ -184,8 +173,17 @@ static void smtp_handle_helo(struct smtp_session *s, const struct smtp_command *
 		smtp_reply(s, "501 5.5.4 Syntax: %s hostname", verb);
 		return;
 	}
+	/* It goes into Received: as sent, so it must not be able to break it. */
+	if (!address_helo_valid(cmd->arg, cmd->arg_len) || cmd->arg_len >= sizeof(s->helo)) {
+		smtp_reply(s,
+			   "501 5.5.2 Error: %s needs a host name (mail.example.com) or an "
+			   "address literal ([192.0.2.1])",
+			   verb);
+		return;
+	}
 	smtp_transaction_reset(s);
-	smtp_set_helo(s, cmd);
+	memcpy(s->helo, cmd->arg, cmd->arg_len);
+	s->helo[cmd->arg_len] = '\0';
 	s->state = SMTP_STATE_HELO;
 	s->esmtp = cmd->verb == SMTP_VERB_EHLO;
 	if (!s->esmtp) {

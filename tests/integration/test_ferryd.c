@@ -388,6 +388,38 @@ Test(ferryd, postmaster_without_a_domain_reaches_the_configured_one)
 	stop_ferryd_cleanly(&other);
 }
 
+Test(ferryd, junk_helo_is_refused_and_received_stays_whole)
+{
+	struct ferry_instance fi;
+	start_ferryd(&fi, NULL);
+	struct smtp_client c;
+	struct smtp_reply r;
+	connect_greeted(&c, &fi);
+	/* Its '(' would have opened a comment over the client's address. */
+	cr_assert_eq(smtp_client_command(&c, "HELO !@#$%^&*(", &r), 501, "%s", r.text);
+	cr_assert_str_eq(r.text, "501 5.5.2 Error: HELO needs a host name (mail.example.com) or an "
+				 "address literal ([192.0.2.1])");
+	cr_assert_eq(smtp_client_command(&c, "EHLO a (b", &r), 501, "%s", r.text);
+	cr_assert_str_eq(r.text, "501 5.5.2 Error: EHLO needs a host name (mail.example.com) or an "
+				 "address literal ([192.0.2.1])");
+	expect_command(&c, "MAIL FROM:<a@client.example>", 503, "5.5.1");
+	/* A broken client's single label with an underscore is a host name. */
+	expect_command(&c, "EHLO my_pc", 250, NULL);
+	expect_command(&c, "MAIL FROM:<a@client.example>", 250, "2.1.0");
+	expect_command(&c, "RCPT TO:<b@relay.example>", 250, "2.1.5");
+	expect_command(&c, "DATA", 354, NULL);
+	char id[32];
+	send_body_queued(&c, "Subject: helo\r\n\r\nhi\r\n.\r\n", id);
+	expect_command(&c, "QUIT", 221, NULL);
+	smtp_client_close(&c);
+	struct spooled sp = check_spooled(&fi, id, "a@client.example", "b@relay.example");
+	cr_assert_str_eq(sp.message->helo, "my_pc");
+	static const char received[] = "Received: from my_pc ([127.0.0.1])\r\n";
+	cr_assert(strncmp(sp.body, received, sizeof(received) - 1) == 0, "%s", sp.body);
+	cr_assert_eq(harness_count_spool(&fi), 1);
+	stop_ferryd_cleanly(&fi);
+}
+
 /* ---- 4. Python's smtplib ---------------------------------------------------------- */
 
 Test(ferryd, python_smtplib_sends_a_message)

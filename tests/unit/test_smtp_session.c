@@ -454,11 +454,74 @@ Test(session, helo_answer)
 	cr_assert_str_eq(commit(0), queued(0));
 }
 
-Test(session, helo_name_is_made_printable)
+#define BAD_HELO(verb)                                                                             \
+	"501 5.5.2 Error: " verb " needs a host name (mail.example.com) or an address literal "    \
+	"([192.0.2.1])\r\n"
+
+/* Written into Received: as sent, so nothing that could end the header,
+ * open a comment or hide the client's address may get through. */
+Test(session, helo_name_must_be_a_host_name_or_literal)
 {
+	static const char *const refused[] = {
+		"!@#$%^&*(",
+		"host(comment",
+		"host)",
+		"a b",
+		"a\tb",
+		"bad\x01name",
+		"caf\xc3\xa9.example",
+		"host\rname",
+		"\"quoted\"",
+		"host;x",
+		"<host>",
+		"[192.0.2.1",
+		"[192.0.2.256]",
+		"[IPv6:zz]",
+		"[x-tag:y]",
+		"a..b",
+		".a",
+		".",
+		"a@b.example",
+		"host\\name",
+		"a.b.example..",
+	};
+	settings.max_errors = 100;
 	connect_client(UNTRUSTED);
-	expect("EHLO bad\x01name\xc3\xa9\r\n", EHLO_REPLY);
-	cr_assert_str_eq(session.helo, "bad?name??");
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		char line[128];
+		snprintf(line, sizeof(line), "%s %s\r\n", i % 2 ? "HELO" : "EHLO", refused[i]);
+		cr_assert_str_eq(feed_all(line), i % 2 ? BAD_HELO("HELO") : BAD_HELO("EHLO"), "%s",
+				 refused[i]);
+		cr_assert_eq(session.state, SMTP_STATE_READY, "%s", refused[i]);
+	}
+	/* A refused EHLO leaves a greeted session and its transaction alone. */
+	to_mail(UNTRUSTED);
+	expect("EHLO (x)\r\n", BAD_HELO("EHLO"));
+	cr_assert_eq(session.state, SMTP_STATE_MAIL);
+	cr_assert_str_eq(session.helo, "client.test");
+
+	/* What real clients send, broken ones included. */
+	static const char *const accepted[] = {
+		"mail.example.com",
+		"MX1.Example.COM",
+		"localhost",
+		"my_pc",
+		"my_host.corp.example",
+		"host.example.",
+		"-dash-.example",
+		"192.0.2.1",
+		"[192.0.2.1]",
+		"[IPv6:2001:db8::1]",
+		"[ipv6:::1]",
+		"xn--bcher-kva.example",
+	};
+	for (size_t i = 0; i < sizeof(accepted) / sizeof(accepted[0]); i++) {
+		char line[128];
+		snprintf(line, sizeof(line), "HELO %s\r\n", accepted[i]);
+		connect_client(UNTRUSTED);
+		cr_assert_str_eq(feed_all(line), HELO_REPLY, "%s", accepted[i]);
+		cr_assert_str_eq(session.helo, accepted[i]);
+	}
 }
 
 /* ---- every command in every command state --------------------------------- */
