@@ -64,6 +64,7 @@ static const struct config_key config_keys[] = {
 	KEY("limits", max_messages_per_session, CONFIG_UINT, max_messages_per_session, 1,
 	    100000000),
 	KEY("limits", max_recipients, CONFIG_UINT, max_recipients, 1, CONFIG_MAX_RECIPIENTS),
+	KEY("limits", recipient_overshoot, CONFIG_UINT, recipient_overshoot, 0, 100000000),
 	KEY("limits", max_errors, CONFIG_UINT, max_errors, 1, 100000),
 	KEY("limits", max_command_line, CONFIG_UINT, max_command_line, 512, 65536),
 	KEY("limits", max_text_line, CONFIG_UINT, max_text_line, 1000, 1048576),
@@ -72,6 +73,7 @@ static const struct config_key config_keys[] = {
 	KEY("limits", data_timeout, CONFIG_DURATION, data_timeout_ms, 1000, 3600000),
 	KEY("relay", relay_domains, CONFIG_LIST, relay_domains, 0, 0),
 	KEY("relay", trusted_networks, CONFIG_LIST, trusted_networks, 0, 0),
+	KEY_STRING("relay", postmaster, postmaster),
 	KEY_STRING("spool", directory, spool_dir),
 	KEY("spool", segment_size, CONFIG_SIZE, segment_size, 4u << 20, (uint64_t)1 << 32),
 	KEY("spool", group_commit_bytes, CONFIG_SIZE, group_commit_bytes, 64u << 10, 64u << 20),
@@ -137,6 +139,7 @@ void config_defaults(struct config *cfg)
 	cfg->max_commands_per_session = 100000;
 	cfg->max_messages_per_session = 10000;
 	cfg->max_recipients = 1000;
+	cfg->recipient_overshoot = 1000; /* as Postfix's smtpd_recipient_overshoot_limit */
 	cfg->max_errors = 20;
 	cfg->max_command_line = 512;
 	cfg->max_text_line = 1000;
@@ -562,6 +565,9 @@ static int config_finish(struct config_parse_state *st)
 	}
 	if (cfg->max_connections_per_client > cfg->max_connections)
 		cfg->max_connections_per_client = cfg->max_connections;
+	/* Its default follows the host name, whichever line set that. */
+	if (cfg->postmaster[0] == '\0')
+		snprintf(cfg->postmaster, sizeof(cfg->postmaster), "postmaster@%s", cfg->hostname);
 	return 0;
 }
 

@@ -9,9 +9,10 @@
  * trusted_networks) take comma- or space-separated values and may be
  * repeated; the first occurrence in a file replaces the default.
  *
- * Values whose syntax belongs to another layer (networks, domains) are kept
- * as text with their line number; the layer that owns them validates them
- * at start-up and reports with config_error_at().
+ * Values whose syntax belongs to another layer (networks, domains, the
+ * postmaster address) are kept as text (lists with their line numbers);
+ * the layer that owns them validates them at start-up and reports with
+ * config_error_at(), or names the key.
  *
  * Every key is documented in docs/config.md.
  */
@@ -28,6 +29,9 @@
 #define CONFIG_MAX_LIST      4096
 #define CONFIG_MAX_LIST_TEXT "4096"
 #define CONFIG_HOSTNAME_MAX  255
+/* Room for an address (RFC 5321: 254 octets) and the default postmaster
+ * built from any host name; net/ checks that it is an address. */
+#define CONFIG_ADDRESS_MAX 511
 
 struct config_item {
 	char *value;
@@ -71,7 +75,8 @@ struct config {
 	uint32_t max_connection_rate_per_client; /* new connections a minute; 0: no limit */
 	uint32_t max_commands_per_session;
 	uint32_t max_messages_per_session;
-	uint32_t max_recipients; /* at most CONFIG_MAX_RECIPIENTS */
+	uint32_t max_recipients;      /* at most CONFIG_MAX_RECIPIENTS */
+	uint32_t recipient_overshoot; /* 452s past max_recipients that are no errors */
 	uint32_t max_errors;
 	uint32_t max_command_line; /* octets, CRLF included (RFC 5321: 512) */
 	uint32_t max_text_line;    /* octets, CRLF included (RFC 5321: 1000) */
@@ -82,6 +87,7 @@ struct config {
 	/* [relay] */
 	struct config_list relay_domains;
 	struct config_list trusted_networks;
+	char postmaster[CONFIG_ADDRESS_MAX + 1]; /* "" in the file: postmaster@hostname */
 
 	/* [spool] */
 	char spool_dir[4096];

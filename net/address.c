@@ -159,6 +159,30 @@ static bool address_literal_valid(const char *literal, size_t len)
 	return inet_pton(family, text, binary) == 1;
 }
 
+bool address_helo_valid(const char *name, size_t len)
+{
+	if (name == NULL || len == 0 || len > ADDRESS_DOMAIN_MAX)
+		return false;
+	if (name[0] == '[')
+		return address_literal_valid(name, len);
+	if (len > 1 && name[len - 1] == '.')
+		len--; /* the root's dot, as some clients send it */
+	size_t label = 0;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)name[i];
+		if (c == '.') {
+			if (label == 0)
+				return false;
+			label = 0;
+		} else if (address_is_ldh(c) || c == '_') {
+			label++;
+		} else {
+			return false;
+		}
+	}
+	return label > 0;
+}
+
 /* A-d-l = At-domain *( "," At-domain ), At-domain = "@" Domain: no literals. */
 static bool address_route_valid(const char *route, size_t len, bool allow_utf8)
 {

@@ -54,6 +54,17 @@ const char *address_status_text(enum address_status status);
  * UTF-8 when allowed), no empty label, no trailing dot, at most 255 octets. */
 bool address_domain_valid(const char *domain, size_t len, bool allow_utf8);
 
+/*
+ * A HELO/EHLO argument ferry takes: a host name, or an address literal
+ * ("[192.0.2.1]", "[IPv6:2001:db8::1]"). Laxer than address_domain_valid()
+ * for the names real clients send (a single label such as "localhost",
+ * '_' as in "my_pc", a hyphen at a label's edge, one trailing dot), and
+ * strict about all else: ASCII letters, digits, '-', '_' and dots between
+ * non-empty labels, at most 255 octets. It is written into Received:, so
+ * nothing that could end the header or open a comment may pass.
+ */
+bool address_helo_valid(const char *name, size_t len);
+
 /* A local part holding '%', '!' or (quoted) '@': a routing trick that some
  * relays honour and that turns a relay domain into an open relay. */
 bool address_local_has_routing(const struct mailbox *m);

@@ -239,12 +239,11 @@ void inbound_session_shutdown(struct inbound_session *s)
 	if (s->conn.state != CONN_OPEN)
 		return;
 	if (!s->greeted) {
+		/* No banner, so no transaction: the 421 below goes at once. */
 		s->greeted = true;
 		conn_alarm_cancel(&s->conn);
-		smtp_session_refuse(&s->session, "421 4.3.2 Service shutting down");
-	} else {
-		smtp_session_shutdown(&s->session);
 	}
+	smtp_session_shutdown(&s->session);
 	inbound_session_settle(s);
 }
 

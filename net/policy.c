@@ -338,12 +338,13 @@ enum policy_verdict policy_check_recipient(const struct policy *p, bool client_t
 {
 	if (rcpt == NULL)
 		return POLICY_RELAY_DENIED;
-	if (client_trusted)
-		return POLICY_ACCEPT;
-	/* Routing is judged before the domain: "user%other@relay" names a
-	 * relay domain precisely so that it will be accepted. */
+	/* Routing is judged before the domain, "user%other@relay" names a
+	 * relay domain precisely so that it will be accepted; and before
+	 * trust, as a host in a trusted network may be compromised. */
 	if (address_local_has_routing(rcpt))
 		return POLICY_ROUTING_DENIED;
+	if (client_trusted)
+		return POLICY_ACCEPT;
 	if (rcpt->domain_literal || rcpt->domain == NULL)
 		return POLICY_RELAY_DENIED;
 	/* address_parse_path() already refused bad domains; checking again costs

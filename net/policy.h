@@ -5,8 +5,11 @@
  * A recipient is accepted when its domain is a relay domain of this server
  * (mail ferry holds for its customers), or when the client is trusted
  * (a configured network). Everything else is "relay access denied". Routing
- * tricks are refused even for relay domains: a local part with '%', '!' or a
- * quoted '@', address literals, and anything whose syntax address.h refused.
+ * tricks are refused whoever the client and whatever the domain: a local
+ * part with '%', '!' or a quoted '@' (a trusted host may be compromised,
+ * and a next hop that honours them would send the mail elsewhere). From
+ * untrusted clients, address literals are refused too, and anything whose
+ * syntax address.h refused.
  */
 #ifndef FERRY_NET_POLICY_H
 #define FERRY_NET_POLICY_H

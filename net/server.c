@@ -57,17 +57,16 @@ void net_worker_accept(struct net_worker *nw, int fd)
 	bool counted = false;
 	uint32_t slot = CLIENT_LIMIT_NO_SLOT;
 	if (nw->worker->shutting_down) {
-		refusal = "421 4.3.2 Service shutting down";
+		refusal = srv->refusals.shutting_down;
 	} else if (!net_server_rate_admits(srv, (struct sockaddr *)&peer, nw->worker->now_ms)) {
-		refusal = srv->rate_refusal;
+		refusal = srv->refusals.too_fast;
 	} else if (atomic_fetch_add(&srv->connections, 1) >= srv->cfg->max_connections) {
 		atomic_fetch_sub(&srv->connections, 1);
-		refusal = "421 4.7.0 Too many connections, try again later";
+		refusal = srv->refusals.too_many;
 	} else {
 		counted = true;
 		if (!client_limit_acquire(srv->clients, (struct sockaddr *)&peer, &slot)) {
-			refusal = "421 4.7.0 Too many connections from your address, try again "
-				  "later";
+			refusal = srv->refusals.too_many_from_client;
 		}
 	}
 	inbound_session_start(nw, fd, (struct sockaddr *)&peer, peer_len, refusal, counted, slot);
@@ -250,6 +249,25 @@ int net_server_create(struct net_server **out, const struct config *cfg, char *e
 		net_server_destroy(srv);
 		return -EINVAL;
 	}
+	struct mailbox postmaster;
+	if (address_parse_path(cfg->postmaster, strlen(cfg->postmaster), false, &postmaster) !=
+		    ADDRESS_OK ||
+	    postmaster.source_route) {
+		snprintf(err, err_size,
+			 "%s: key 'postmaster': not a mail address (e.g. postmaster@isp.example; "
+			 "the default is postmaster@ and the host name): '%s'",
+			 cfg->source, cfg->postmaster);
+		net_server_destroy(srv);
+		return -EINVAL;
+	}
+	struct net_refusals *refusals = &srv->refusals;
+	snprintf(refusals->shutting_down, sizeof(refusals->shutting_down),
+		 "421 4.3.2 %s Service shutting down", cfg->hostname);
+	snprintf(refusals->too_many, sizeof(refusals->too_many),
+		 "421 4.7.0 %s Too many connections, try again later", cfg->hostname);
+	snprintf(refusals->too_many_from_client, sizeof(refusals->too_many_from_client),
+		 "421 4.7.0 %s Too many connections from your address, try again later",
+		 cfg->hostname);
 	srv->policy.trusted = srv->networks;
 	srv->policy.ntrusted = nnet;
 	if (cfg->max_connection_rate_per_client > 0 &&
@@ -259,7 +277,7 @@ int net_server_create(struct net_server **out, const struct config *cfg, char *e
 		net_server_destroy(srv);
 		return -ENOMEM;
 	}
-	snprintf(srv->rate_refusal, sizeof(srv->rate_refusal),
+	snprintf(refusals->too_fast, sizeof(refusals->too_fast),
 		 "421 4.7.0 %s Error: too many connections from your address, slow down",
 		 cfg->hostname);
 	srv->settings = (struct smtp_settings){
@@ -268,10 +286,12 @@ int net_server_create(struct net_server **out, const struct config *cfg, char *e
 		.max_text_line = cfg->max_text_line,
 		.max_message_size = cfg->max_message_size,
 		.max_recipients = cfg->max_recipients,
+		.recipient_overshoot = cfg->recipient_overshoot,
 		.max_errors = cfg->max_errors,
 		.max_commands = cfg->max_commands_per_session,
 		.max_messages = cfg->max_messages_per_session,
 		.policy = &srv->policy,
+		.postmaster = cfg->postmaster,
 	};
 	atomic_init(&srv->connections, 0);
 	*out = srv;

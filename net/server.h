@@ -42,10 +42,20 @@ struct listener;
 struct queue;
 struct queue_store;
 
+/* The 421s given at accept, carrying the host name as every other reply
+ * does (RFC 5321 4.2); built once, since floods of connections meet them. */
+struct net_refusals {
+	char shutting_down[CONFIG_HOSTNAME_MAX + 64];
+	char too_many[CONFIG_HOSTNAME_MAX + 64];
+	char too_many_from_client[CONFIG_HOSTNAME_MAX + 80];
+	char too_fast[CONFIG_HOSTNAME_MAX + 96]; /* the per-client connection rate */
+};
+
 struct net_server {
 	const struct config *cfg;
 	struct queue_store *store; /* set before the workers start */
 	struct smtp_settings settings;
+	struct net_refusals refusals;
 	struct policy policy;
 	struct policy_network *networks;
 	char **domains;
@@ -53,7 +63,6 @@ struct net_server {
 	atomic_uint connections;
 	struct client_limit *clients; /* connections per client address */
 	struct client_rate *rates;    /* new connections per client a minute; NULL: no limit */
-	char rate_refusal[CONFIG_HOSTNAME_MAX + 96];
 };
 
 /* One worker's share of the server; touched only by that worker's thread. */

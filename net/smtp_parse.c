@@ -21,11 +21,17 @@ void smtp_line_reader_init(struct smtp_line_reader *r, char *buf, uint32_t cap)
 	r->overflow = false;
 	r->saw_cr = false;
 	r->ready = false;
+	r->head_len = 0;
 	r->buf[0] = '\0';
 }
 
 static void smtp_line_append(struct smtp_line_reader *r, const char *p, size_t k)
 {
+	size_t head = SMTP_LINE_HEAD - r->head_len;
+	if (head > k)
+		head = k;
+	memcpy(r->head + r->head_len, p, head);
+	r->head_len = (uint8_t)(r->head_len + head);
 	if (r->overflow || k == 0)
 		return;
 	/*
@@ -49,6 +55,7 @@ enum smtp_line_status smtp_line_feed(struct smtp_line_reader *r, const char *in,
 		r->overflow = false;
 		r->saw_cr = false;
 		r->ready = false;
+		r->head_len = 0;
 	}
 	if (n == 0) {
 		*consumed = 0;
@@ -88,6 +95,40 @@ enum smtp_line_status smtp_line_feed(struct smtp_line_reader *r, const char *in,
 	}
 	r->buf[r->len] = '\0';
 	return SMTP_LINE_READY;
+}
+
+bool smtp_line_starts_tls(const struct smtp_line_reader *r)
+{
+	const unsigned char *h = (const unsigned char *)r->head;
+	/* ContentType handshake, then ProtocolVersion 3.0 (SSLv3) to 3.4. */
+	return r->head_len >= 3 && h[0] == 0x16 && h[1] == 0x03 && h[2] <= 0x04;
+}
+
+bool smtp_line_is_http_request(const char *line, size_t len)
+{
+	static const char version[] = " HTTP/d.d";
+	const size_t version_len = sizeof(version) - 1;
+	size_t method = 0;
+
+	while (method < len && ((line[method] >= 'A' && line[method] <= 'Z') ||
+				line[method] == '-' || line[method] == '_'))
+		method++;
+	if (method == 0 || len < method + 2 + version_len || line[method] != ' ')
+		return false;
+	const char *tail = line + len - version_len;
+	for (size_t i = 0; i < version_len; i++) {
+		bool ok = version[i] == 'd' ? tail[i] >= '0' && tail[i] <= '9'
+					    : tail[i] == version[i];
+		if (!ok)
+			return false;
+	}
+	/* The target between the two spaces: visible ASCII, at least one. */
+	for (const char *p = line + method + 1; p < tail; p++) {
+		unsigned char c = (unsigned char)*p;
+		if (c <= ' ' || c >= 0x7f)
+			return false;
+	}
+	return true;
 }
 
 /* ---- commands ----------------------------------------------------------- */
@@ -318,7 +359,7 @@ void smtp_data_decoder_init(struct smtp_data_decoder *d, uint32_t max_line, uint
 
 bool smtp_data_rejected(const struct smtp_data_decoder *d)
 {
-	return d->bare_lf || d->bare_cr || d->line_too_long || d->too_big;
+	return d->bare_lf || d->bare_cr || d->nul || d->line_too_long || d->too_big;
 }
 
 static inline void smtp_data_count_line(struct smtp_data_decoder *d, size_t k)
@@ -356,6 +397,8 @@ static inline void smtp_data_text_byte(struct smtp_data_decoder *d, unsigned cha
 		d->line_len = 0;
 		d->state = DATA_TEXT;
 	} else {
+		if (c == '\0')
+			d->nul = true;
 		smtp_data_count_line(d, 1);
 		smtp_data_count_size(d, 1);
 		d->state = DATA_TEXT;
@@ -373,6 +416,11 @@ enum smtp_data_status smtp_data_decode(struct smtp_data_decoder *d, const char *
 	/* First LF at or after lf_at's search start; n when there is none. */
 	size_t lf_at = 0;
 	bool lf_known = false;
+	/* First NUL at or after nul_at's search start, or where that search
+	 * stopped: as far as out has room, so that many calls with a small out
+	 * do not each scan the whole input. */
+	size_t nul_at = 0;
+	bool nul_known = false;
 
 	if (d->state == DATA_DONE) {
 		status = SMTP_DATA_END;
@@ -387,11 +435,12 @@ enum smtp_data_status smtp_data_decode(struct smtp_data_decoder *d, const char *
 		if (d->state == DATA_TEXT) {
 			/*
 			 * Fast path: copy the run of ordinary octets up to the
-			 * next CR or LF, bounded so that no limit can trip inside
-			 * the run; the octet that would trip one goes through the
-			 * byte path below. The LF position is remembered across
-			 * lines, so that text without LF (or without CR) is not
-			 * scanned again at every line: the work stays linear.
+			 * next CR, LF or NUL, bounded so that no limit can trip
+			 * inside the run; the octet that would trip one goes
+			 * through the byte path below. The LF and NUL positions
+			 * are remembered across lines, so that text without them
+			 * is not scanned again at every line: the work stays
+			 * linear.
 			 */
 			bool rejected = smtp_data_rejected(d);
 			size_t window = n - i;
@@ -408,7 +457,17 @@ enum smtp_data_status smtp_data_decode(struct smtp_data_decoder *d, const char *
 				lf_at = lf ? (size_t)(lf - in) : n;
 				lf_known = true;
 			}
+			if (!nul_known || nul_at < i || (nul_at == i && in[i] != '\0')) {
+				size_t span = n - i;
+				if (!rejected && out_cap - o < span)
+					span = out_cap - o;
+				const char *nul = memchr(in + i, '\0', span);
+				nul_at = nul ? (size_t)(nul - in) : i + span;
+				nul_known = true;
+			}
 			size_t limit = lf_at - i < window ? lf_at - i : window;
+			if (nul_at - i < limit)
+				limit = nul_at - i;
 			const char *cr = memchr(in + i, '\r', limit);
 			size_t run = cr ? (size_t)(cr - (in + i)) : limit;
 			if (run > 0) {

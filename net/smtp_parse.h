@@ -11,13 +11,15 @@
  *  - smtp_line_reader: splits the command stream into lines. CRLF or a bare
  *    LF ends a command line (old ETRN clients send bare LF); a line longer
  *    than the limit is consumed to its end and reported as too long, never
- *    truncated and executed.
+ *    truncated and executed. Each line's first octets are kept apart, so
+ *    that a client speaking TLS or HTTP is recognised at its first line.
  *  - smtp_command_parse / smtp_parse_path_arg: one line -> verb, argument,
  *    reverse/forward path and ESMTP parameters.
  *  - smtp_data_decoder: the DATA body. Only CRLF "." CRLF ends it; dot
  *    stuffing is undone; a bare LF or bare CR anywhere in the body is
- *    flagged (SMTP smuggling); over-long text lines and an over-size body
- *    are flagged. Once a flag is set the decoder produces no more output
+ *    flagged (SMTP smuggling), and so is a NUL (a next hop that drops it
+ *    would see CRLF NUL "." CRLF end the data); over-long text lines and an
+ *    over-size body are flagged. Once a flag is set the decoder produces no more output
  *    and only looks for the end, so the session stays in sync with the
  *    client and can refuse the whole message at the end.
  */
@@ -29,6 +31,9 @@
 #include <stdint.h>
 
 /* ---- command lines ------------------------------------------------------ */
+
+/* Octets kept from the start of every line, even an over-long one. */
+#define SMTP_LINE_HEAD 4
 
 enum smtp_line_status {
 	SMTP_LINE_NEED_MORE = 0, /* all input consumed, line not complete */
@@ -43,6 +48,11 @@ struct smtp_line_reader {
 	bool overflow; /* current line passed cap: skipping to its end */
 	bool saw_cr;   /* last byte seen was a CR (may precede LF) */
 	bool ready;    /* previous call returned READY/TOO_LONG: reset on next */
+	/* The current line's first octets (fewer while it is shorter), kept
+	 * when it overflows too: what another protocol opens with shows here
+	 * before any line end, which a TLS ClientHello may never send. */
+	char head[SMTP_LINE_HEAD];
+	uint8_t head_len;
 };
 
 void smtp_line_reader_init(struct smtp_line_reader *r, char *buf, uint32_t cap);
@@ -57,6 +67,22 @@ void smtp_line_reader_init(struct smtp_line_reader *r, char *buf, uint32_t cap);
  */
 enum smtp_line_status smtp_line_feed(struct smtp_line_reader *r, const char *in, size_t n,
 				     size_t *consumed);
+
+/*
+ * Does the current line (complete, over-long or still partial) open with a
+ * TLS handshake record header, 0x16 0x03 0x00..0x04: a client starting TLS
+ * without STARTTLS? False until three octets of the line have arrived.
+ */
+bool smtp_line_starts_tls(const struct smtp_line_reader *r);
+
+/*
+ * Is this whole line (without its CRLF) an HTTP request line: a method of
+ * upper-case letters, '-' or '_' ("GET", "CONNECT", "PRI"), one space, a
+ * request target without blanks, one space, and "HTTP/" digit "." digit at
+ * the end? Meant for lines that are no SMTP command: "MAIL FROM:<a@b>
+ * HTTP/1.1" has that shape too.
+ */
+bool smtp_line_is_http_request(const char *line, size_t len);
 
 /* ---- commands ----------------------------------------------------------- */
 
@@ -147,6 +173,7 @@ struct smtp_data_decoder {
 	uint64_t max_size;  /* body octets allowed */
 	bool bare_lf;       /* a LF not preceded by CR was seen */
 	bool bare_cr;       /* a CR not followed by LF was seen */
+	bool nul;           /* a NUL octet was seen */
 	bool line_too_long; /* some line exceeded max_line */
 	bool too_big;       /* size passed max_size */
 };

@@ -26,10 +26,11 @@ static void smtp_close_after_reply(struct smtp_session *s)
 }
 
 /*
- * Append one reply line. 4xx and 5xx replies count towards max_errors and
- * are logged: a postmaster tracing a refusal finds the exact words sent.
+ * Append one reply line. 4xx and 5xx replies are logged (a postmaster
+ * tracing a refusal finds the exact words sent) and, when `counted`, count
+ * towards max_errors.
  */
-__attribute__((format(printf, 2, 0))) static void smtp_vreply(struct smtp_session *s,
+__attribute__((format(printf, 3, 0))) static void smtp_vreply(struct smtp_session *s, bool counted,
 							      const char *fmt, va_list ap)
 {
 	char line[1024];
@@ -47,7 +48,7 @@ __attribute__((format(printf, 2, 0))) static void smtp_vreply(struct smtp_sessio
 	char quoted[600];
 	log_event(LOG_LEVEL_INFO, "event=reject session=%s client=%s reply=%s", s->id,
 		  s->client_address, log_quote(quoted, sizeof(quoted), line, (size_t)n));
-	if (s->state == SMTP_STATE_CLOSED)
+	if (!counted || s->state == SMTP_STATE_CLOSED)
 		return;
 	if (++s->errors >= s->settings->max_errors) {
 		buf_printf(&s->out, "421 4.7.0 %s Error: too many errors; closing\r\n",
@@ -63,7 +64,17 @@ __attribute__((format(printf, 2, 3))) static void smtp_reply(struct smtp_session
 {
 	va_list ap;
 	va_start(ap, fmt);
-	smtp_vreply(s, fmt, ap);
+	smtp_vreply(s, true, fmt, ap);
+	va_end(ap);
+}
+
+/* A 4xx/5xx reply that does not count towards max_errors. */
+__attribute__((format(printf, 2, 3))) static void smtp_reply_no_error(struct smtp_session *s,
+								      const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	smtp_vreply(s, false, fmt, ap);
 	va_end(ap);
 }
 
@@ -78,7 +89,7 @@ __attribute__((format(printf, 2, 3))) static void smtp_reply_closing(struct smtp
 	smtp_close_after_reply(s);
 	va_list ap;
 	va_start(ap, fmt);
-	smtp_vreply(s, fmt, ap);
+	smtp_vreply(s, true, fmt, ap);
 	va_end(ap);
 }
 
@@ -115,6 +126,7 @@ static void smtp_transaction_reset(struct smtp_session *s)
 	s->sender_len = 0;
 	s->nparams = 0;
 	s->nrecipients = 0;
+	s->overshoot = 0;
 	s->declared_size = 0;
 	s->smtputf8 = false;
 	s->body_bytes = 0;
@@ -154,17 +166,6 @@ typedef void smtp_handler(struct smtp_session *s, const struct smtp_command *cmd
 	 STATE_BIT(SMTP_STATE_RCPT))
 #define IN_TRANSACTION (STATE_BIT(SMTP_STATE_MAIL) | STATE_BIT(SMTP_STATE_RCPT))
 
-static void smtp_set_helo(struct smtp_session *s, const struct smtp_command *cmd)
-{
-	size_t n = cmd->arg_len < sizeof(s->helo) - 1 ? cmd->arg_len : sizeof(s->helo) - 1;
-	/* Goes into the Received header and logs: keep it printable. */
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)cmd->arg[i];
-		s->helo[i] = (c > ' ' && c < 0x7f) ? (char)c : '?';
-	}
-	s->helo[n] = '\0';
-}
-
 static void smtp_handle_helo(struct smtp_session *s, const struct smtp_command *cmd)
 {
 	const char *verb = cmd->verb == SMTP_VERB_EHLO ? "EHLO" : "HELO";
@@ -172,8 +173,17 @@ static void smtp_handle_helo(struct smtp_session *s, const struct smtp_command *
 		smtp_reply(s, "501 5.5.4 Syntax: %s hostname", verb);
 		return;
 	}
+	/* It goes into Received: as sent, so it must not be able to break it. */
+	if (!address_helo_valid(cmd->arg, cmd->arg_len) || cmd->arg_len >= sizeof(s->helo)) {
+		smtp_reply(s,
+			   "501 5.5.2 Error: %s needs a host name (mail.example.com) or an "
+			   "address literal ([192.0.2.1])",
+			   verb);
+		return;
+	}
 	smtp_transaction_reset(s);
-	smtp_set_helo(s, cmd);
+	memcpy(s->helo, cmd->arg, cmd->arg_len);
+	s->helo[cmd->arg_len] = '\0';
 	s->state = SMTP_STATE_HELO;
 	s->esmtp = cmd->verb == SMTP_VERB_EHLO;
 	if (!s->esmtp) {
@@ -321,6 +331,38 @@ static void smtp_handle_mail(struct smtp_session *s, const struct smtp_command *
 	smtp_reply(s, "250 2.1.0 Ok");
 }
 
+static void smtp_add_recipient(struct smtp_session *s, const char *address, size_t len)
+{
+	if (array_reserve(s->recipients, s->recipients_cap, (size_t)s->nrecipients + 1) != 0 ||
+	    smtp_envelope_add(s, address, len, &s->recipients[s->nrecipients]) != 0) {
+		smtp_reply(s, "452 4.3.0 Error: out of memory, try again later");
+		return;
+	}
+	s->nrecipients++;
+	s->state = SMTP_STATE_RCPT;
+	smtp_reply(s, "250 2.1.5 Ok");
+}
+
+/*
+ * A recipient past max_recipients. RFC 5321 4.5.3.1.10: the client may go
+ * on to DATA with those already accepted, and one that pipelined its whole
+ * list reads the 452s only afterwards. As with Postfix's
+ * smtpd_recipient_overshoot_limit, the first recipient_overshoot of them in
+ * a transaction are no errors, or max_errors would close the session and
+ * lose the accepted ones; only the first of them is logged.
+ */
+static void smtp_too_many_recipients(struct smtp_session *s)
+{
+	static const char reply[] = "452 4.5.3 Error: too many recipients";
+	if (s->overshoot >= s->settings->recipient_overshoot)
+		smtp_reply(s, "%s", reply);
+	else if (s->overshoot == 0)
+		smtp_reply_no_error(s, "%s", reply);
+	else
+		buf_printf(&s->out, "%s\r\n", reply);
+	s->overshoot++;
+}
+
 static void smtp_handle_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
 {
 	struct smtp_path_arg pa;
@@ -335,11 +377,17 @@ static void smtp_handle_rcpt(struct smtp_session *s, const struct smtp_command *
 		return;
 	}
 	if (s->nrecipients >= s->settings->max_recipients) {
-		smtp_reply(s, "452 4.5.3 Error: too many recipients");
+		smtp_too_many_recipients(s);
 		return;
 	}
 	if (queue_check_space(s->queue, s->declared_size) != 0) {
 		smtp_reply(s, "452 4.3.1 Error: insufficient system storage, try again later");
+		return;
+	}
+	/* RFC 5321 4.5.1: "<Postmaster>" MUST be accepted, in any case and
+	 * from anyone; without a domain, it is this server's postmaster. */
+	if (pa.path_len == 10 && address_ascii_equal_nocase(pa.path, "postmaster", 10)) {
+		smtp_add_recipient(s, s->settings->postmaster, strlen(s->settings->postmaster));
 		return;
 	}
 	struct mailbox mb;
@@ -376,17 +424,7 @@ static void smtp_handle_rcpt(struct smtp_session *s, const struct smtp_command *
 		smtp_reply(s, "554 5.7.1 <%.*s>: Relay access denied", (int)len, mb.local);
 		return;
 	}
-	if (array_reserve(s->recipients, s->recipients_cap, (size_t)s->nrecipients + 1) != 0) {
-		smtp_reply(s, "452 4.3.0 Error: out of memory, try again later");
-		return;
-	}
-	if (smtp_envelope_add(s, mb.local, len, &s->recipients[s->nrecipients]) != 0) {
-		smtp_reply(s, "452 4.3.0 Error: out of memory, try again later");
-		return;
-	}
-	s->nrecipients++;
-	s->state = SMTP_STATE_RCPT;
-	smtp_reply(s, "250 2.1.5 Ok");
+	smtp_add_recipient(s, mb.local, len);
 }
 
 static void smtp_queue_committed(struct queue_client *client, int status);
@@ -581,6 +619,20 @@ static void smtp_bad_sequence(struct smtp_session *s, enum smtp_verb verb)
 		smtp_reply(s, "503 5.5.1 Error: bad sequence of commands");
 }
 
+/*
+ * A client speaking another protocol (TLS without STARTTLS, a web client)
+ * will not turn to SMTP: tell it once, and close, instead of answering each
+ * of its lines until max_errors or leaving it waiting for a line end.
+ */
+static void smtp_not_smtp(struct smtp_session *s, const char *protocol, const char *what)
+{
+	log_event(LOG_LEVEL_INFO, "event=not_smtp session=%s client=%s protocol=%s", s->id,
+		  s->client_address, protocol);
+	smtp_reply_closing(s,
+			   "554 5.7.0 %s Error: %s received, but this is an SMTP server; closing",
+			   s->settings->hostname, what);
+}
+
 static void smtp_handle_line(struct smtp_session *s, const char *line, size_t len)
 {
 	if (++s->commands > s->settings->max_commands) {
@@ -598,7 +650,10 @@ static void smtp_handle_line(struct smtp_session *s, const char *line, size_t le
 		return;
 	}
 	if (cmd.verb == SMTP_VERB_UNKNOWN) {
-		smtp_reply(s, "500 5.5.2 Error: command not recognized");
+		if (smtp_line_is_http_request(line, len))
+			smtp_not_smtp(s, "http", "HTTP request");
+		else
+			smtp_reply(s, "500 5.5.2 Error: command not recognized");
 		return;
 	}
 	const struct smtp_command_entry *e = &smtp_commands[cmd.verb];
@@ -623,6 +678,9 @@ static void smtp_data_finish(struct smtp_session *s)
 	if (d->bare_lf || d->bare_cr) {
 		refusal = "550 5.6.0 Message refused: bare LF or bare CR in message data "
 			  "(only CRLF line endings are allowed)";
+	} else if (d->nul) {
+		refusal = "550 5.6.0 Message refused: NUL character in message data (not allowed "
+			  "in mail, and a next hop may drop it)";
 	} else if (d->too_big) {
 		snprintf(text, sizeof(text),
 			 "552 5.3.4 Message size exceeds fixed limit of %llu octets",
@@ -807,6 +865,10 @@ size_t smtp_session_feed(struct smtp_session *s, const char *data, size_t len)
 		size_t used;
 		enum smtp_line_status st = smtp_line_feed(&s->line, data + done, len - done, &used);
 		done += used;
+		if (smtp_line_starts_tls(&s->line)) {
+			smtp_not_smtp(s, "tls", "TLS handshake");
+			break;
+		}
 		if (st == SMTP_LINE_NEED_MORE)
 			break;
 		if (st == SMTP_LINE_TOO_LONG) {

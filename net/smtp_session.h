@@ -17,8 +17,9 @@
  *  - Nothing past a command that changes how input is read (DATA, QUIT,
  *    later STARTTLS) is acted on before that command is answered: feeding
  *    is strictly sequential.
- *  - Every 4xx/5xx reply counts as an error; at max_errors the session is
- *    closed with 421.
+ *  - Every 4xx/5xx reply counts as an error, except the first
+ *    recipient_overshoot 452s of a transaction to recipients past
+ *    max_recipients; at max_errors the session is closed with 421.
  */
 #ifndef FERRY_NET_SMTP_SESSION_H
 #define FERRY_NET_SMTP_SESSION_H
@@ -40,10 +41,15 @@ struct smtp_settings {
 	uint32_t max_text_line;    /* octets incl. CRLF */
 	uint64_t max_message_size;
 	uint32_t max_recipients;
+	/* 452s for recipients past max_recipients that a transaction may draw
+	 * before they count as errors (Postfix's overshoot limit). */
+	uint32_t recipient_overshoot;
 	uint32_t max_errors;
 	uint32_t max_commands;
 	uint32_t max_messages;
 	const struct policy *policy;
+	/* What RCPT TO:<Postmaster> (no domain, any case) stands for. */
+	const char *postmaster;
 };
 
 enum smtp_state {
@@ -99,6 +105,7 @@ struct smtp_session {
 	struct smtp_recipient_span *recipients;
 	uint32_t nrecipients;
 	size_t recipients_cap;
+	uint32_t overshoot; /* recipients refused past max_recipients */
 	uint64_t declared_size;
 	bool smtputf8;
 	struct queue_message *message;

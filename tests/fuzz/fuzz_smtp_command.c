@@ -7,8 +7,9 @@
  * line reader whole, in chunks, and byte by byte, with RFC 5321's 512 and
  * with a small limit; every run must report the same lines as a plain
  * model (a line is what precedes each LF, less one CR right before it;
- * over the limit it is TOO_LONG). Every line is then parsed as a command
- * and as a MAIL/RCPT argument, and checked against the contract.
+ * over the limit it is TOO_LONG), and the same first octets of each line
+ * (its head). Every line is then parsed as a command and as a MAIL/RCPT
+ * argument, and checked against the contract.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -231,6 +232,11 @@ static void fuzz_check_line(const char *line, size_t len)
 	struct smtp_command cmd;
 
 	fuzz_check_command(line, len);
+	/* An HTTP request line ends in " HTTP/" digit "." digit. */
+	if (smtp_line_is_http_request(line, len)) {
+		FUZZ_CHECK(len >= 11 && memcmp(line + len - 9, " HTTP/", 6) == 0);
+		FUZZ_CHECK(line[len - 2] == '.' && !memchr(line, '\0', len));
+	}
 	smtp_command_parse(line, len, &cmd);
 	fuzz_check_path_arg(cmd.arg, cmd.arg_len, "FROM:", 0);
 	fuzz_check_path_arg(cmd.arg, cmd.arg_len, "TO:", 0);
@@ -245,6 +251,8 @@ enum fuzz_chunking { FUZZ_WHOLE, FUZZ_RANDOM, FUZZ_BYTES };
 struct fuzz_pending {
 	uint32_t len;
 	bool saw_cr, overflow, ready;
+	char head[SMTP_LINE_HEAD];
+	uint8_t head_len;
 };
 
 static struct fuzz_pending fuzz_run_reader(const char *in, size_t n, uint32_t cap,
@@ -284,6 +292,12 @@ static struct fuzz_pending fuzz_run_reader(const char *in, size_t n, uint32_t ca
 			FUZZ_CHECK(fuzz_model_next(&model, &want, &line, &len));
 			FUZZ_CHECK(model.pos == pos);
 			FUZZ_CHECK(st == want);
+			/* Its first octets are kept, over-long or not. */
+			size_t head = len < SMTP_LINE_HEAD ? len : SMTP_LINE_HEAD;
+			FUZZ_CHECK(r.head_len == head && memcmp(r.head, line, head) == 0);
+			const unsigned char *u = (const unsigned char *)line;
+			FUZZ_CHECK(smtp_line_starts_tls(&r) ==
+				   (len >= 3 && u[0] == 0x16 && u[1] == 0x03 && u[2] <= 4));
 			if (st == SMTP_LINE_READY) {
 				FUZZ_CHECK(r.len <= cap);
 				FUZZ_CHECK(r.len == len && memcmp(r.buf, line, len) == 0);
@@ -301,14 +315,16 @@ static struct fuzz_pending fuzz_run_reader(const char *in, size_t n, uint32_t ca
 	size_t len;
 	FUZZ_CHECK(!fuzz_model_next(&model, &st, &line, &len));
 
-	struct fuzz_pending p = {r.len, r.saw_cr, r.overflow, r.ready};
+	struct fuzz_pending p = {r.len, r.saw_cr, r.overflow, r.ready, {0}, r.head_len};
+	memcpy(p.head, r.head, r.head_len);
 	return p;
 }
 
 static bool fuzz_pending_eq(struct fuzz_pending a, struct fuzz_pending b)
 {
 	return a.len == b.len && a.saw_cr == b.saw_cr && a.overflow == b.overflow &&
-	       a.ready == b.ready;
+	       a.ready == b.ready && a.head_len == b.head_len &&
+	       memcmp(a.head, b.head, a.head_len) == 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

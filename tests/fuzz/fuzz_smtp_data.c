@@ -100,6 +100,7 @@ static void fuzz_assert_same(const struct fuzz_run *a, const struct fuzz_run *b)
 	FUZZ_CHECK(a->d.state == b->d.state);
 	FUZZ_CHECK(a->d.bare_lf == b->d.bare_lf);
 	FUZZ_CHECK(a->d.bare_cr == b->d.bare_cr);
+	FUZZ_CHECK(a->d.nul == b->d.nul);
 	FUZZ_CHECK(a->d.line_too_long == b->d.line_too_long);
 	FUZZ_CHECK(a->d.too_big == b->d.too_big);
 }
@@ -141,6 +142,8 @@ static bool fuzz_model(const char *s, size_t n, uint32_t max_line, uint64_t max_
 			want->bare_lf = true;
 		if (c == '\r' && (j + 1 == end || s[j + 1] != '\n'))
 			want->bare_cr = true;
+		if (c == '\0')
+			want->nul = true;
 		if (c == '\n') {
 			/* Octets as transmitted, less the CR of a CRLF. */
 			size_t len = j - line_start;
@@ -177,6 +180,7 @@ static void fuzz_check_model(const struct fuzz_run *run, const char *in, size_t 
 	FUZZ_CHECK(run->d.size == want.size);
 	FUZZ_CHECK(run->d.bare_lf == want.bare_lf);
 	FUZZ_CHECK(run->d.bare_cr == want.bare_cr);
+	FUZZ_CHECK(run->d.nul == want.nul);
 	FUZZ_CHECK(run->d.line_too_long == want.line_too_long);
 	FUZZ_CHECK(run->d.too_big == want.too_big);
 	/* A refused body may be cut anywhere, but only ever short. */
@@ -230,7 +234,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	const char *in = (const char *)data;
 	uint64_t seed = fuzz_seed(data, size);
 
-	/* What ferryd runs with: only the bare CR/LF flags can trip. */
+	/* What ferryd runs with: only the bare CR/LF and NUL flags can trip. */
 	fuzz_one_config(in, size, 998, UINT64_MAX, seed);
 	/* Limits of the order of the input, so that they trip anywhere. */
 	uint32_t max_line = (uint32_t)((seed >> 24) % 40);

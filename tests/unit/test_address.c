@@ -460,6 +460,53 @@ Test(address, address_literals)
 	test_expect_status("user@[x-tag:whatever]", false, ADDRESS_BAD_DOMAIN);
 }
 
+/* ---- HELO and EHLO names ----------------------------------------------- */
+
+static bool test_helo(const char *name)
+{
+	return address_helo_valid(name, strlen(name));
+}
+
+Test(address, helo_names)
+{
+	static const char *const good[] = {
+		"mail.example.com",
+		"MX1.EXAMPLE.com",
+		"localhost",
+		"my_pc",
+		"_srv.example",
+		"host.example.",
+		"-x-.example",
+		"192.0.2.1",
+		"123",
+		"[192.0.2.1]",
+		"[IPv6:2001:db8::1]",
+		"[ipv6:::ffff:192.0.2.1]",
+		"xn--bcher-kva.example",
+	};
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		cr_expect(test_helo(good[i]), "\"%s\" refused", good[i]);
+
+	static const char *const bad[] = {
+		"",           ".",         "..",        ".example",    "a..b", "a.b..",
+		"(",          "a(b",       "a)b",       "a b",         "a\tb", "a\rb",
+		"a\nb",       "a;b",       "a,b",       "\"a\"",       "a\\b", "<a>",
+		"a@b",        "a:b",       "a/b",       "caf\xc3\xa9", "\x7f", "[192.0.2.1",
+		"192.0.2.1]", "[192.0.2]", "[IPv6:zz]", "[x-tag:y]",   "[]",   "!@#$%^&*(",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		cr_expect(!test_helo(bad[i]), "\"%s\" accepted", bad[i]);
+
+	/* A NUL inside, and the length limit (255 octets). */
+	cr_expect(!address_helo_valid("a\0b", 3));
+	char name[300];
+	test_make_domain(name, 255);
+	cr_expect(test_helo(name));
+	test_make_domain(name, 256);
+	cr_expect(!test_helo(name));
+	cr_expect(!address_helo_valid(NULL, 0));
+}
+
 /* ---- helpers ------------------------------------------------------------ */
 
 Test(address, status_text)

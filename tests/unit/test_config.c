@@ -36,7 +36,25 @@ Test(config, defaults_make_a_local_relay)
 	cr_assert_eq(cfg.idle_timeout_ms, 300000);
 	cr_assert_eq(cfg.max_connection_rate_per_client, 600);
 	cr_assert_eq(cfg.log_max_lines_per_client, 100);
+	cr_assert_eq(cfg.max_recipients, 1000);
+	cr_assert_eq(cfg.recipient_overshoot, 1000);
 	cr_assert(cfg.workers >= 1, "workers resolved to the CPUs the process may use");
+}
+
+Test(config, postmaster_follows_the_host_name)
+{
+	cr_assert_eq(config_load_string(&cfg,
+					"[relay]\nrelay_domains = a.example\n"
+					"[server]\nhostname = mx7.example\n",
+					"p.conf", err, sizeof(err)),
+		     0, "%s", err);
+	cr_assert_str_eq(cfg.postmaster, "postmaster@mx7.example");
+	config_free(&cfg);
+	config_defaults(&cfg);
+	cr_assert_eq(config_load_string(&cfg, "[relay]\npostmaster = abuse@isp.example\n", "p.conf",
+					err, sizeof(err)),
+		     0, "%s", err);
+	cr_assert_str_eq(cfg.postmaster, "abuse@isp.example");
 }
 
 Test(config, values_with_units)

@@ -671,6 +671,23 @@ Test(policy_trusted_relay, loopback_may_relay_anywhere, .init = test_policy_setu
 	}
 }
 
+/* A host of a trusted network may be compromised, and a next hop that
+ * honours routing characters would take the mail where ferry never meant
+ * to send it: they are refused whoever the client, in any domain. */
+Test(policy_trusted_relay, routing_tricks_refused_even_from_trusted, .init = test_policy_setup)
+{
+	static const char *const clients[] = {"127.0.0.1", "::1", TEST_STRANGER};
+	static const char *const tricks[] = {
+		"user%other.example@relay.example",     "other.example!user@relay.example",
+		"\"user@other.example\"@relay.example", "user%victim.example@other.example",
+		"victim.example!user@other.example",    "\"user@victim.example\"@other.example",
+		"user%victim.example@[192.0.2.1]",
+	};
+	for (size_t i = 0; i < sizeof(clients) / sizeof(clients[0]); i++)
+		for (size_t j = 0; j < sizeof(tricks) / sizeof(tricks[0]); j++)
+			test_rcpt(clients[i], tricks[j], ADDRESS_OK, POLICY_ROUTING_DENIED);
+}
+
 Test(policy_trusted_relay, outsider_may_not, .init = test_policy_setup)
 {
 	cr_assert(!test_trusted_client("192.0.2.1"));

@@ -29,6 +29,8 @@ struct line_result {
 	enum smtp_line_status status;
 	size_t len;
 	char line[TEST_LINE_MAX + 1];
+	char head[SMTP_LINE_HEAD]; /* the reader's head, too long lines included */
+	size_t head_len;
 };
 
 struct line_run {
@@ -37,6 +39,8 @@ struct line_run {
 	uint32_t pending_len; /* partial line left in the reader at the end */
 	bool pending_cr;
 	bool pending_overflow;
+	char pending_head[SMTP_LINE_HEAD];
+	size_t pending_head_len;
 };
 
 /*
@@ -70,6 +74,8 @@ static void lines_feed(struct line_run *run, uint32_t cap, const char *in, size_
 			cr_assert_lt(run->count, TEST_LINES_MAX);
 			struct line_result *res = &run->results[run->count++];
 			res->status = st;
+			res->head_len = r.head_len;
+			memcpy(res->head, r.head, r.head_len);
 			if (st == SMTP_LINE_READY) {
 				cr_assert_leq(r.len, cap);
 				cr_assert_eq(r.buf[r.len], '\0');
@@ -81,6 +87,8 @@ static void lines_feed(struct line_run *run, uint32_t cap, const char *in, size_
 	run->pending_len = r.ready ? 0 : r.len;
 	run->pending_cr = r.saw_cr;
 	run->pending_overflow = r.overflow;
+	run->pending_head_len = r.ready ? 0 : r.head_len;
+	memcpy(run->pending_head, r.head, run->pending_head_len);
 }
 
 static void lines_assert_same(const struct line_run *a, const struct line_run *b, const char *how)
@@ -91,7 +99,11 @@ static void lines_assert_same(const struct line_run *a, const struct line_run *b
 			     i);
 		assert_bytes_eq(how, a->results[i].line, a->results[i].len, b->results[i].line,
 				b->results[i].len);
+		assert_bytes_eq(how, a->results[i].head, a->results[i].head_len, b->results[i].head,
+				b->results[i].head_len);
 	}
+	assert_bytes_eq(how, a->pending_head, a->pending_head_len, b->pending_head,
+			b->pending_head_len);
 	cr_assert_eq(a->pending_len, b->pending_len, "%s: pending length", how);
 	cr_assert_eq(a->pending_cr, b->pending_cr, "%s: pending CR", how);
 	cr_assert_eq(a->pending_overflow, b->pending_overflow, "%s: pending overflow", how);
@@ -112,9 +124,13 @@ static void lines_assert_expected(const struct line_run *run, const struct line_
 	cr_assert_eq(run->count, nwant, "%zu lines, expected %zu", run->count, nwant);
 	for (size_t i = 0; i < nwant; i++) {
 		cr_assert_eq(run->results[i].status, want[i].status, "line %zu status", i);
-		if (want[i].status == SMTP_LINE_READY)
+		if (want[i].status == SMTP_LINE_READY) {
 			assert_bytes_eq("line", run->results[i].line, run->results[i].len,
 					want[i].line, want[i].len);
+			size_t head = want[i].len < SMTP_LINE_HEAD ? want[i].len : SMTP_LINE_HEAD;
+			assert_bytes_eq("head", run->results[i].head, run->results[i].head_len,
+					want[i].line, head);
+		}
 	}
 }
 
@@ -303,6 +319,94 @@ Test(smtp_line, zero_cap_accepts_only_empty_lines)
 	cr_assert_eq(r.len, 0);
 	cr_assert_eq(smtp_line_feed(&r, S("\r\r\n"), &used), SMTP_LINE_TOO_LONG);
 	cr_assert_eq(smtp_line_feed(&r, S("x\n"), &used), SMTP_LINE_TOO_LONG);
+}
+
+Test(smtp_line, head_of_an_over_long_line_is_kept)
+{
+	/* cap 4: the lines are dropped, their first octets are not. */
+	static const char in[] = "ABCDEFGH\r\nxy\rz\r\n0123456789";
+	struct line_run run;
+	static const struct line_expect want[] = {{.status = SMTP_LINE_TOO_LONG}, {READY("xy\rz")}};
+	lines_assert_split_invariant(4, S(in), want, 2);
+	lines_feed(&run, 4, S(in), NULL, 0);
+	assert_bytes_eq("head", run.results[0].head, run.results[0].head_len, S("ABCD"));
+	assert_bytes_eq("pending head", run.pending_head, run.pending_head_len, S("0123"));
+}
+
+/* A TLS ClientHello's first octets: record header, then the handshake. */
+static const char client_hello[] = "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03";
+
+Test(smtp_line, tls_record_header_seen_before_any_line_end)
+{
+	char buf[9];
+	struct smtp_line_reader r;
+	size_t used;
+
+	/* Byte by byte: known at the third octet, with no LF anywhere. */
+	smtp_line_reader_init(&r, buf, 8);
+	for (size_t i = 0; i < sizeof(client_hello) - 1; i++) {
+		cr_assert_eq(smtp_line_feed(&r, client_hello + i, 1, &used), SMTP_LINE_NEED_MORE);
+		cr_assert_eq(smtp_line_starts_tls(&r), i >= 2, "after octet %zu", i);
+	}
+	/* Past the line limit, and then its line end: still known. */
+	cr_assert_eq(smtp_line_feed(&r, S("0123456789\n"), &used), SMTP_LINE_TOO_LONG);
+	cr_assert(smtp_line_starts_tls(&r));
+	/* The next line is judged afresh. */
+	cr_assert_eq(smtp_line_feed(&r, S("NOOP\r\n"), &used), SMTP_LINE_READY);
+	cr_assert(!smtp_line_starts_tls(&r));
+
+	static const char *const not_tls[] = {
+		"\x16\x03\x05",      /* no such version */
+		"\x16\x02\x00",      /* SSLv2's number */
+		"\x17\x03\x03",      /* application data, not a handshake */
+		"NOOP \x16\x03\x01", /* inside a line */
+		"\x16\x03",          /* not yet known */
+	};
+	for (size_t i = 0; i < sizeof(not_tls) / sizeof(not_tls[0]); i++) {
+		smtp_line_reader_init(&r, buf, 8);
+		smtp_line_feed(&r, not_tls[i], strlen(not_tls[i]), &used);
+		cr_assert(!smtp_line_starts_tls(&r), "case %zu", i);
+	}
+	/* Every version from SSLv3 (3.0) to 3.4. */
+	for (char minor = 0; minor <= 4; minor++) {
+		char hello[3] = {0x16, 0x03, minor};
+		smtp_line_reader_init(&r, buf, 8);
+		smtp_line_feed(&r, hello, 3, &used);
+		cr_assert(smtp_line_starts_tls(&r), "version 3.%d", minor);
+	}
+}
+
+Test(smtp_line, http_request_lines)
+{
+	static const char *const http[] = {
+		"GET / HTTP/1.1",        "GET /index.html?a=b HTTP/1.0",
+		"POST /submit HTTP/1.1", "HEAD / HTTP/1.1",
+		"PUT /x HTTP/1.1",       "CONNECT mx.example:443 HTTP/1.1",
+		"OPTIONS * HTTP/1.1",    "PRI * HTTP/2.0",
+		"M-SEARCH * HTTP/1.1",
+	};
+	for (size_t i = 0; i < sizeof(http) / sizeof(http[0]); i++)
+		cr_assert(smtp_line_is_http_request(http[i], strlen(http[i])), "%s", http[i]);
+	static const char *const not_http[] = {
+		"GET /",
+		"GET / HTTP/1.1 ",
+		"GET / HTTP/1",
+		"GET / HTTP/1.x",
+		"GET  / HTTP/1.1",
+		"GET HTTP/1.1",
+		"GET / x HTTP/1.1",
+		"get / HTTP/1.1",
+		" GET / HTTP/1.1",
+		"GET /\x80 HTTP/1.1",
+		"GET /\t HTTP/1.1",
+		"XYZZY",
+		"",
+		" HTTP/1.1",
+	};
+	for (size_t i = 0; i < sizeof(not_http) / sizeof(not_http[0]); i++)
+		cr_assert(!smtp_line_is_http_request(not_http[i], strlen(not_http[i])), "%s",
+			  not_http[i]);
+	cr_assert(!smtp_line_is_http_request(S("GET /\0 HTTP/1.1")));
 }
 
 /* ---- commands ----------------------------------------------------------- */
@@ -648,6 +752,7 @@ static void data_assert_same(const struct data_run *a, const struct data_run *b,
 	cr_assert_eq(a->d.line_len, b->d.line_len, "%s: line_len", how);
 	cr_assert_eq(a->d.bare_lf, b->d.bare_lf, "%s: bare_lf", how);
 	cr_assert_eq(a->d.bare_cr, b->d.bare_cr, "%s: bare_cr", how);
+	cr_assert_eq(a->d.nul, b->d.nul, "%s: nul", how);
 	cr_assert_eq(a->d.line_too_long, b->d.line_too_long, "%s: line_too_long", how);
 	cr_assert_eq(a->d.too_big, b->d.too_big, "%s: too_big", how);
 }
@@ -656,7 +761,7 @@ struct data_expect {
 	const char *body;
 	size_t body_len;
 	size_t consumed;
-	bool ended, bare_lf, bare_cr, line_too_long, too_big;
+	bool ended, bare_lf, bare_cr, line_too_long, too_big, nul;
 };
 
 static void data_assert_expected(const struct data_run *run, const struct data_expect *want)
@@ -667,6 +772,7 @@ static void data_assert_expected(const struct data_run *run, const struct data_e
 	cr_assert_eq(run->ended, want->ended, "ended");
 	cr_assert_eq(run->d.bare_lf, want->bare_lf, "bare_lf");
 	cr_assert_eq(run->d.bare_cr, want->bare_cr, "bare_cr");
+	cr_assert_eq(run->d.nul, want->nul, "nul");
 	cr_assert_eq(run->d.line_too_long, want->line_too_long, "line_too_long");
 	cr_assert_eq(run->d.too_big, want->too_big, "too_big");
 	if (!smtp_data_rejected(&run->d))
@@ -829,6 +935,45 @@ Test(smtp_data, smuggling_variants_flagged)
 			.ended = true,
 			.bare_lf = cases[i].bare_lf,
 			.bare_cr = cases[i].bare_cr,
+		};
+		data_assert_split_invariant(998, 1000, input, n + 6, &want);
+	}
+}
+
+/*
+ * A NUL is flagged wherever it is: a next hop that drops NULs would take
+ * CRLF NUL "." CRLF for the end of the data. Nothing from the NUL on is
+ * produced, and only the real CRLF.CRLF ends the body.
+ */
+Test(smtp_data, nul_flagged)
+{
+	static const struct {
+		const char *in;
+		size_t len;
+		const char *produced;
+		bool bare_cr;
+	} cases[] = {
+		{S("a\r\n\0.\r\nMAIL FROM:<x@y>\r\n.\r\n"), "a\r\n", false},
+		{S("hel\0lo\r\n.\r\n"), "hel", false},
+		{S("\0\r\n.\r\n"), "", false},
+		{S(".\0x\r\n.\r\n"), "", false},
+		{S("a\r\0\r\n.\r\n"), "a\r", true},
+		{S("a\r\n.\r\0\r\n.\r\n"), "a\r\n", true},
+		{S("a run longer than the rest\0of the line\r\n.\r\n"),
+		 "a run longer than the rest", false},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char input[128];
+		size_t n = cases[i].len;
+		memcpy(input, cases[i].in, n);
+		memcpy(input + n, "QUIT\r\n", 6);
+		const struct data_expect want = {
+			.body = cases[i].produced,
+			.body_len = strlen(cases[i].produced),
+			.consumed = n,
+			.ended = true,
+			.bare_cr = cases[i].bare_cr,
+			.nul = true,
 		};
 		data_assert_split_invariant(998, 1000, input, n + 6, &want);
 	}

@@ -123,10 +123,12 @@ static void setup(void)
 		.max_text_line = 1000,
 		.max_message_size = 10000,
 		.max_recipients = 5,
+		.recipient_overshoot = 3,
 		.max_errors = 10,
 		.max_commands = 1000,
 		.max_messages = 3,
 		.policy = &policy,
+		.postmaster = "hostmaster@isp.test",
 	};
 	fake_queue_reset();
 	cr_assert_eq(queue_open(&queue, NULL, NULL, 0), 0);
@@ -452,11 +454,74 @@ Test(session, helo_answer)
 	cr_assert_str_eq(commit(0), queued(0));
 }
 
-Test(session, helo_name_is_made_printable)
+#define BAD_HELO(verb)                                                                             \
+	"501 5.5.2 Error: " verb " needs a host name (mail.example.com) or an address literal "    \
+	"([192.0.2.1])\r\n"
+
+/* Written into Received: as sent, so nothing that could end the header,
+ * open a comment or hide the client's address may get through. */
+Test(session, helo_name_must_be_a_host_name_or_literal)
 {
+	static const char *const refused[] = {
+		"!@#$%^&*(",
+		"host(comment",
+		"host)",
+		"a b",
+		"a\tb",
+		"bad\x01name",
+		"caf\xc3\xa9.example",
+		"host\rname",
+		"\"quoted\"",
+		"host;x",
+		"<host>",
+		"[192.0.2.1",
+		"[192.0.2.256]",
+		"[IPv6:zz]",
+		"[x-tag:y]",
+		"a..b",
+		".a",
+		".",
+		"a@b.example",
+		"host\\name",
+		"a.b.example..",
+	};
+	settings.max_errors = 100;
 	connect_client(UNTRUSTED);
-	expect("EHLO bad\x01name\xc3\xa9\r\n", EHLO_REPLY);
-	cr_assert_str_eq(session.helo, "bad?name??");
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		char line[128];
+		snprintf(line, sizeof(line), "%s %s\r\n", i % 2 ? "HELO" : "EHLO", refused[i]);
+		cr_assert_str_eq(feed_all(line), i % 2 ? BAD_HELO("HELO") : BAD_HELO("EHLO"), "%s",
+				 refused[i]);
+		cr_assert_eq(session.state, SMTP_STATE_READY, "%s", refused[i]);
+	}
+	/* A refused EHLO leaves a greeted session and its transaction alone. */
+	to_mail(UNTRUSTED);
+	expect("EHLO (x)\r\n", BAD_HELO("EHLO"));
+	cr_assert_eq(session.state, SMTP_STATE_MAIL);
+	cr_assert_str_eq(session.helo, "client.test");
+
+	/* What real clients send, broken ones included. */
+	static const char *const accepted[] = {
+		"mail.example.com",
+		"MX1.Example.COM",
+		"localhost",
+		"my_pc",
+		"my_host.corp.example",
+		"host.example.",
+		"-dash-.example",
+		"192.0.2.1",
+		"[192.0.2.1]",
+		"[IPv6:2001:db8::1]",
+		"[ipv6:::1]",
+		"xn--bcher-kva.example",
+	};
+	for (size_t i = 0; i < sizeof(accepted) / sizeof(accepted[0]); i++) {
+		char line[128];
+		snprintf(line, sizeof(line), "HELO %s\r\n", accepted[i]);
+		connect_client(UNTRUSTED);
+		cr_assert_str_eq(feed_all(line), HELO_REPLY, "%s", accepted[i]);
+		cr_assert_str_eq(session.helo, accepted[i]);
+	}
 }
 
 /* ---- every command in every command state --------------------------------- */
@@ -769,6 +834,7 @@ Test(session, recipient_limit)
 	}
 	expect("RCPT TO:<user6@relay.example>\r\n", "452 4.5.3 Error: too many recipients\r\n");
 	cr_assert_eq(session.nrecipients, 5);
+	cr_assert_eq(session.errors, 0, "within recipient_overshoot: no error");
 	expect("DATA\r\nx\r\n.\r\n", GO_AHEAD);
 	cr_assert_str_eq(commit(0), queued(0));
 	cr_assert_str_eq(fake_queue_envelope(0),
@@ -776,6 +842,71 @@ Test(session, recipient_limit)
 			 "rcpt user1@relay.example\nrcpt user2@relay.example\n"
 			 "rcpt user3@relay.example\nrcpt user4@relay.example\n"
 			 "rcpt user5@relay.example\n");
+}
+
+#define TOO_MANY_RCPTS "452 4.5.3 Error: too many recipients\r\n"
+
+/* RCPT lines for <user{first}@relay.example> .. <user{last - 1}@...>. */
+static void rcpt_lines(char *text, size_t size, int first, int last)
+{
+	size_t n = 0;
+	text[0] = '\0';
+	for (int i = first; i < last; i++)
+		n += (size_t)snprintf(text + n, size - n, "RCPT TO:<user%d@relay.example>\r\n", i);
+}
+
+/* `what`, `times` over. */
+static void repeat(char *text, size_t size, const char *what, int times)
+{
+	text[0] = '\0';
+	for (int i = 0; i < times; i++)
+		strncat(text, what, size - strlen(text) - 1);
+}
+
+Test(session, recipient_overshoot_is_no_error)
+{
+	/* max_recipients 5, recipient_overshoot 3, max_errors 10. */
+	static char input[4096], want[4096], part[1024];
+	to_mail(UNTRUSTED);
+	rcpt_lines(input, sizeof(input), 1, 10);
+	repeat(want, sizeof(want), RCPT_OK, 5);
+	repeat(part, sizeof(part), TOO_MANY_RCPTS, 4);
+	strcat(want, part);
+	expect(input, want);
+	cr_assert_eq(session.nrecipients, 5);
+	cr_assert_eq(session.errors, 1, "only the 452 past the allowance counts");
+	expect("DATA\r\nx\r\n.\r\n", GO_AHEAD);
+	cr_assert_str_eq(commit(0), queued(0));
+	cr_assert_str_eq(fake_queue_envelope(0),
+			 "client 192.0.2.1\nhelo client.test\nsender sender@client.test\n"
+			 "rcpt user1@relay.example\nrcpt user2@relay.example\n"
+			 "rcpt user3@relay.example\nrcpt user4@relay.example\n"
+			 "rcpt user5@relay.example\n");
+
+	/* The allowance is per transaction; past it, each 452 counts until
+	 * max_errors closes the session, and the pipelined DATA is not read. */
+	expect("MAIL FROM:<sender@client.test>\r\n", MAIL_OK);
+	rcpt_lines(input, sizeof(input), 1, 18);
+	strcat(input, "DATA\r\n");
+	repeat(want, sizeof(want), RCPT_OK, 5);
+	repeat(part, sizeof(part), TOO_MANY_RCPTS, 3 + 9);
+	strcat(want, part);
+	strcat(want, TOO_MANY_ERRORS);
+	cr_assert_str_eq(feed(input), want);
+	cr_assert_eq(session.errors, 10);
+	cr_assert_eq(session.state, SMTP_STATE_CLOSED);
+	cr_assert_eq(fake_queue_count(), 1);
+}
+
+Test(session, recipient_overshoot_zero_counts_every_452)
+{
+	settings.recipient_overshoot = 0;
+	to_mail(UNTRUSTED);
+	static char input[1024];
+	rcpt_lines(input, sizeof(input), 1, 8);
+	expect(input,
+	       joined(RCPT_OK RCPT_OK RCPT_OK RCPT_OK RCPT_OK, TOO_MANY_RCPTS TOO_MANY_RCPTS));
+	cr_assert_eq(session.errors, 2);
 }
 
 Test(session, error_limit_closes_with_421)
@@ -1004,6 +1135,76 @@ Test(session, nul_in_command)
 	expect("NOOP\r\n", OK);
 }
 
+/* ---- another protocol on the SMTP port ------------------------------------------ */
+
+#define NOT_SMTP_TLS                                                                               \
+	"554 5.7.0 mx.test Error: TLS handshake received, but this is an SMTP server; closing\r\n"
+#define NOT_SMTP_HTTP                                                                              \
+	"554 5.7.0 mx.test Error: HTTP request received, but this is an SMTP server; closing\r\n"
+
+/* The start of a TLS 1.2/1.3 ClientHello, with no LF in it. */
+static const char client_hello[] = "\x16\x03\x01\x00\xf8\x01\x00\x00\xf4\x03\x03"
+				   "\x5a\x1f\x9c\x33\x80\x01\xfe\x42\x17\x6b\xc0\x2b\x13\x01";
+
+Test(session, tls_client_hello_is_answered_and_closed)
+{
+	connect_client(UNTRUSTED);
+	/* No line end will come: it is known from its first octets. */
+	cr_assert_str_eq(feed(client_hello), NOT_SMTP_TLS);
+	cr_assert_eq(session.state, SMTP_STATE_CLOSED);
+	cr_assert(session.want_close);
+	cr_assert_eq(session.errors, 0);
+
+	/* Octet by octet, after EHLO (a client that went on as if STARTTLS
+	 * had been offered). */
+	to_helo(UNTRUSTED);
+	cr_assert_str_eq(feed_bytes(client_hello, 1), "");
+	cr_assert_str_eq(feed_bytes(client_hello + 1, 1), "");
+	cr_assert_str_eq(feed_bytes(client_hello + 2, 1), NOT_SMTP_TLS);
+	cr_assert_eq(session.state, SMTP_STATE_CLOSED);
+
+	/* Longer than a command line before its first LF: still known. */
+	connect_client(UNTRUSTED);
+	static char big[2048];
+	memset(big, 0x42, sizeof(big));
+	memcpy(big, client_hello, sizeof(client_hello) - 1);
+	big[sizeof(big) - 1] = '\n';
+	cr_assert_str_eq(feed_bytes(big, sizeof(big)), NOT_SMTP_TLS);
+	cr_assert_eq(session.state, SMTP_STATE_CLOSED);
+}
+
+Test(session, http_request_is_answered_and_closed)
+{
+	connect_client(UNTRUSTED);
+	/* One reply, not one per header line. */
+	cr_assert_str_eq(feed("GET / HTTP/1.1\r\nHost: mx.test\r\nUser-Agent: curl/7.88.1\r\n"
+			      "Accept: */*\r\n\r\n"),
+			 NOT_SMTP_HTTP);
+	cr_assert_eq(session.state, SMTP_STATE_CLOSED);
+	cr_assert(session.want_close);
+
+	to_rcpt(UNTRUSTED);
+	cr_assert_str_eq(feed("CONNECT relay.example:25 HTTP/1.0\r\n\r\n"), NOT_SMTP_HTTP);
+	cr_assert_eq(fake_queue_count(), 0, "nothing was begun");
+}
+
+Test(session, smtp_lines_that_merely_look_foreign)
+{
+	to_helo(UNTRUSTED);
+	expect("NOOP \x16\x03\x01\r\n", OK);
+	expect("XYZZY / HTTP/1.1x\r\n", UNKNOWN);
+	expect("get / HTTP/1.1\r\n", UNKNOWN);
+	expect("\x16\x03\x07\r\n", UNKNOWN);
+	expect("HELP / HTTP/1.1\r\n", HELP_REPLY);
+	cr_assert_eq(session.state, SMTP_STATE_HELO);
+	/* In a body, anything goes. */
+	expect("MAIL FROM:<sender@client.test>\r\nRCPT TO:<user@relay.example>\r\nDATA\r\n",
+	       MAIL_OK RCPT_OK GO_AHEAD);
+	expect("\x16\x03\x01\r\nGET / HTTP/1.1\r\n.\r\n", "");
+	cr_assert_str_eq(commit(0), queued(0));
+	cr_assert_str_eq(stored_body(0), "\x16\x03\x01\r\nGET / HTTP/1.1\r\n");
+}
+
 /* ---- early talker, refusal, timeout, shutdown ------------------------------ */
 
 Test(session, early_talker)
@@ -1078,6 +1279,17 @@ Test(session, shutdown_before_helo)
 	smtp_session_shutdown(&session);
 	cr_assert_str_eq(take(), SHUTTING_DOWN);
 	cr_assert_eq(session.state, SMTP_STATE_CLOSED);
+}
+
+Test(session, shutdown_before_the_banner)
+{
+	/* During the greeting delay: the same 421, and no banner after it. */
+	open_session(UNTRUSTED);
+	smtp_session_shutdown(&session);
+	cr_assert_str_eq(take(), SHUTTING_DOWN);
+	cr_assert_eq(session.state, SMTP_STATE_CLOSED);
+	smtp_session_greet(&session);
+	cr_assert_str_eq(take(), "");
 }
 
 Test(session, shutdown_lets_the_transaction_finish)
@@ -1167,6 +1379,47 @@ Test(session, smuggling_refused)
 	}
 }
 
+#define NUL_IN_DATA                                                                                \
+	"550 5.6.0 Message refused: NUL character in message data (not allowed in mail, and "      \
+	"a next hop may drop it)\r\n"
+
+Test(session, nul_in_data_refused)
+{
+	/* CRLF NUL "." CRLF: a next hop that drops NULs would see the end of
+	 * the data there, and run what follows as commands. */
+	static const char smuggled[] = "Subject: one\r\n\r\nhello\r\n\0.\r\n"
+				       "MAIL FROM:<evil@attacker.example>\r\n"
+				       "RCPT TO:<victim@relay.example>\r\nDATA\r\nforged\r\n.\r\n";
+	static const char plain[] = "Subject: two\r\n\r\nhel\0lo\r\n.\r\n";
+	static const struct {
+		const char *body;
+		size_t len;
+	} cases[] = {{smuggled, sizeof(smuggled) - 1}, {plain, sizeof(plain) - 1}};
+	for (size_t i = 0; i < 2; i++) {
+		fake_queue_reset();
+		to_data(UNTRUSTED);
+		cr_assert_str_eq(feed_bytes(cases[i].body, cases[i].len), NUL_IN_DATA, "case %zu",
+				 i);
+		cr_assert_eq(consumed, cases[i].len);
+		cr_assert_eq(fake_queue_count(), 1, "case %zu: the hidden DATA began a message", i);
+		cr_assert_str_eq(fake_queue_state(0), "aborted");
+		cr_assert_eq(session.state, SMTP_STATE_HELO);
+		size_t stored;
+		const char *body = fake_queue_body(0, &stored);
+		cr_assert_null(memchr(body, '\0', stored), "case %zu: a NUL reached the store", i);
+	}
+	/* Bare LF and NUL together: the smuggling reply comes first. */
+	to_data(UNTRUSTED);
+	static const char both[] = "a\nb\0c\r\n.\r\n";
+	cr_assert_str_eq(feed_bytes(both, sizeof(both) - 1), SMUGGLING);
+	/* The session goes on. */
+	expect("MAIL FROM:<sender@client.test>\r\nRCPT TO:<user@relay.example>\r\n"
+	       "DATA\r\nclean\r\n.\r\n",
+	       MAIL_OK RCPT_OK GO_AHEAD);
+	cr_assert_str_eq(commit(0), queued(2));
+	cr_assert_str_eq(stored_body(2), "clean\r\n");
+}
+
 Test(session, smuggled_commands_split_across_feeds)
 {
 	/* The same attack with the hidden end cut between two reads. */
@@ -1241,6 +1494,26 @@ Test(session, trusted_client_may_relay)
 	cr_assert_str_eq(fake_queue_envelope(0), "client 127.0.0.1\nhelo client.test\n"
 						 "sender sender@client.test\n"
 						 "rcpt user@other.example\n");
+}
+
+Test(session, routing_tricks_refused_whoever_the_client)
+{
+	static const char *const clients[] = {TRUSTED, UNTRUSTED};
+	for (size_t i = 0; i < 2; i++) {
+		to_mail(clients[i]);
+		expect("RCPT TO:<user%other.example@relay.example>\r\n",
+		       ROUTING_DENIED("user%other.example@relay.example"));
+		expect("RCPT TO:<other.example!user@relay.example>\r\n",
+		       ROUTING_DENIED("other.example!user@relay.example"));
+		expect("RCPT TO:<\"user@victim.example\"@other.example>\r\n",
+		       ROUTING_DENIED("\"user@victim.example\"@other.example"));
+		expect("RCPT TO:<user%victim.example@other.example>\r\n",
+		       ROUTING_DENIED("user%victim.example@other.example"));
+		cr_assert_eq(session.nrecipients, 0, "client %s", clients[i]);
+	}
+	/* What trust is for still works. */
+	to_mail(TRUSTED);
+	expect("RCPT TO:<user@other.example>\r\n", RCPT_OK);
 }
 
 Test(session, replies_never_echo_raw_client_bytes)
@@ -1463,6 +1736,49 @@ Test(session, received_header_for_helo_and_ipv6_clients)
 		 "\tfor <user@relay.example>; ",
 		 fake_queue_id(0));
 	assert_received(0, want);
+}
+
+Test(session, bare_postmaster_is_the_configured_one)
+{
+	/* RFC 5321 4.5.1: in any case, from anyone, whatever the relay
+	 * domains; stored as the configured address. */
+	to_mail(UNTRUSTED);
+	expect("RCPT TO:<Postmaster>\r\n", RCPT_OK);
+	expect("RCPT TO:<postmaster>\r\n", RCPT_OK);
+	expect("RCPT TO:<POSTMASTER>\r\n", RCPT_OK);
+	/* Only the reserved name itself. */
+	expect("RCPT TO:<\"postmaster\">\r\n",
+	       "501 5.1.3 Bad recipient address syntax: address has no domain\r\n");
+	expect("RCPT TO:<postmasters>\r\n",
+	       "501 5.1.3 Bad recipient address syntax: address has no domain\r\n");
+	expect("RCPT TO:<@relay.example:postmaster>\r\n",
+	       "501 5.1.3 Bad recipient address syntax: address has no domain\r\n");
+	expect("RCPT TO:<postmaster@other.example>\r\n", RELAY_DENIED("postmaster@other.example"));
+	expect("DATA\r\nabuse report\r\n.\r\n", GO_AHEAD);
+	cr_assert_str_eq(commit(0), queued(0));
+	cr_assert_str_eq(fake_queue_envelope(0), "client 192.0.2.1\nhelo client.test\n"
+						 "sender sender@client.test\n"
+						 "rcpt hostmaster@isp.test\n"
+						 "rcpt hostmaster@isp.test\n"
+						 "rcpt hostmaster@isp.test\n");
+	char want[256];
+	snprintf(want, sizeof(want),
+		 "Received: from client.test ([192.0.2.1])\r\n"
+		 "\tby mx.test (ferry) with ESMTP id %s;\r\n\t",
+		 fake_queue_id(0));
+	assert_received(0, want);
+
+	/* Alone, it is named in Received:; and it counts as a recipient. */
+	settings.max_recipients = 1;
+	expect("MAIL FROM:<sender@client.test>\r\nRCPT TO:<PostMaster>\r\n"
+	       "RCPT TO:<postmaster>\r\nDATA\r\nx\r\n.\r\n",
+	       MAIL_OK RCPT_OK "452 4.5.3 Error: too many recipients\r\n" GO_AHEAD);
+	cr_assert_str_eq(commit(0), queued(1));
+	snprintf(want, sizeof(want),
+		 "Received: from client.test ([192.0.2.1])\r\n"
+		 "\tby mx.test (ferry) with ESMTP id %s\r\n\tfor <hostmaster@isp.test>; ",
+		 fake_queue_id(1));
+	assert_received(1, want);
 }
 
 /* ---- backpressure --------------------------------------------------------------- */
