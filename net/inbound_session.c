@@ -212,6 +212,8 @@ void inbound_session_start(struct net_worker *owner, int fd, const struct sockad
 		.worker = owner->worker,
 		.handler = &inbound_session_conn_handler,
 		.output = &s->session.out,
+		.held_max = (size_t)srv->cfg->max_input_held,
+		.output_max = (size_t)srv->cfg->max_output_queue,
 	};
 	conn_accept(&s->conn, &setup, fd, peer, peer_len);
 

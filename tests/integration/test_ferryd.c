@@ -860,6 +860,7 @@ Test(ferryd, check_config_names_file_line_and_key)
 					      "[limits]\n"
 					      "idle_timeout = 42s\n"
 					      "max_recipients = 77\n"
+					      "max_output_queue = 128K\n"
 					      "[relay]\n"
 					      "relay_domains = relay.example, other.example\n"),
 		     0);
@@ -868,6 +869,8 @@ Test(ferryd, check_config_names_file_line_and_key)
 	cr_assert_not_null(find_line(res.out, "listen = 127.0.0.1:2626"), "%s", res.out);
 	cr_assert_not_null(find_line(res.out, "idle_timeout = 42s"), "%s", res.out);
 	cr_assert_not_null(find_line(res.out, "max_recipients = 77"), "%s", res.out);
+	cr_assert_not_null(find_line(res.out, "max_output_queue = 131072"), "%s", res.out);
+	cr_assert_not_null(find_line(res.out, "max_input_held = 65536"), "%s", res.out);
 	cr_assert_not_null(find_line(res.out, "relay_domains = relay.example, other.example"), "%s",
 			   res.out);
 	cr_assert_not_null(strstr(res.out, path), "the output does not name the file:\n%s",

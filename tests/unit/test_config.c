@@ -34,6 +34,8 @@ Test(config, defaults_make_a_local_relay)
 	cr_assert_eq(cfg.max_command_line, 512);
 	cr_assert_eq(cfg.max_text_line, 1000);
 	cr_assert_eq(cfg.idle_timeout_ms, 300000);
+	cr_assert_eq(cfg.max_input_held, 65536);
+	cr_assert_eq(cfg.max_output_queue, 65536);
 	cr_assert(cfg.workers >= 1, "workers resolved to the CPUs the process may use");
 }
 
@@ -48,6 +50,8 @@ Test(config, values_with_units)
 			   "max_message_size = 10M\n"
 			   "idle_timeout = 5m\n"
 			   "data_timeout = 90\n"
+			   "max_input_held = 256K\n"
+			   "max_output_queue = 1M\n"
 			   "[relay]\n"
 			   "relay_domains = a.example b.example\n"
 			   "relay_domains = .c.example\n"
@@ -61,9 +65,11 @@ Test(config, values_with_units)
 	cr_assert_eq(cfg.max_message_size, 10u * 1024 * 1024);
 	cr_assert_eq(cfg.idle_timeout_ms, 300000);
 	cr_assert_eq(cfg.data_timeout_ms, 90000);
+	cr_assert_eq(cfg.max_input_held, 256u * 1024);
+	cr_assert_eq(cfg.max_output_queue, 1024u * 1024);
 	cr_assert_eq(cfg.relay_domains.count, 3);
 	cr_assert_str_eq(cfg.relay_domains.items[2].value, ".c.example");
-	cr_assert_eq(cfg.relay_domains.items[2].line, 12);
+	cr_assert_eq(cfg.relay_domains.items[2].line, 14);
 	cr_assert_eq(cfg.log_level, LOG_LEVEL_DEBUG);
 }
 
@@ -122,6 +128,8 @@ Test(config, bad_values_are_refused)
 		"[limits]\nmax_message_size = 10Q\n",
 		"[limits]\nmax_command_line = 100\n",
 		"[limits]\nmax_recipients = 3000\n", /* more than one envelope holds */
+		"[limits]\nmax_input_held = 1K\n",
+		"[limits]\nmax_output_queue = 1G\n",
 		"[log]\nlevel = loud\n",
 		"[log]\ndestination = file\n",
 		"[server]\nhostname = a\nhostname = b\n",
@@ -176,6 +184,8 @@ Test(config, print_round_trips)
 		     "printed config does not load: %s", err);
 	cr_assert_eq(again.max_message_size, cfg.max_message_size);
 	cr_assert_eq(again.idle_timeout_ms, cfg.idle_timeout_ms);
+	cr_assert_eq(again.max_input_held, cfg.max_input_held);
+	cr_assert_eq(again.max_output_queue, cfg.max_output_queue);
 	config_free(&again);
 	free(text);
 }

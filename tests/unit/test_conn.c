@@ -36,8 +36,12 @@
 static struct worker t_worker;
 static struct worker_services t_services;
 
+/* The caps of the next conn t_setup() makes (0: the conn's defaults). */
+static size_t t_held_max, t_output_max;
+
 static void t_start(void)
 {
+	t_held_max = t_output_max = 0;
 	memset(&t_services, 0, sizeof(t_services));
 	int r = worker_init(&t_worker, 0, &t_services);
 	cr_assert_eq(r, 0, "%s (the conn tests need io_uring)", t_worker.error);
@@ -185,7 +189,11 @@ static void t_end_init(struct t_end *e)
 
 static struct conn_setup t_setup(struct t_end *e)
 {
-	return (struct conn_setup){.worker = &t_worker, .handler = &t_handler, .output = &e->out};
+	return (struct conn_setup){.worker = &t_worker,
+				   .handler = &t_handler,
+				   .output = &e->out,
+				   .held_max = t_held_max,
+				   .output_max = t_output_max};
 }
 
 /* The test's buffers (the conn's own are freed by the conn). */
@@ -584,12 +592,14 @@ Test(conn, connect_binds_the_source_address_and_speaks_ipv6)
 
 /* ---- backpressure ------------------------------------------------------------------- */
 
-Test(conn, input_the_user_does_not_take_pauses_receiving_until_resumed)
+/* The user takes nothing: receiving pauses past the held cap `cap`. */
+static void t_held_input_pauses_receiving(size_t cap)
 {
 	enum { SIZE = 4 << 20 };
 	static struct t_end server;
 	int client;
 	t_accepted_pair(&server, &client, 0, 0);
+	cr_assert_eq(server.conn.held_max, cap);
 	server.take = 0; /* busy elsewhere (a session waiting for the disk) */
 	char *data = t_patterned(SIZE, 3);
 	size_t sent = 0;
@@ -599,9 +609,9 @@ Test(conn, input_the_user_does_not_take_pauses_receiving_until_resumed)
 	cr_assert(server.conn.recv_paused, "still receiving with %zu bytes held",
 		  buf_len(&server.conn.held));
 	size_t held = buf_len(&server.conn.held);
-	cr_assert_gt(held, CONN_HELD_MAX);
+	cr_assert_gt(held, cap);
 	/* Past the cap by what one loop turn brought in, at most the ring. */
-	cr_assert_leq(held, CONN_HELD_MAX + (size_t)WORKER_RECV_BUFFERS * WORKER_RECV_BUFFER_SIZE);
+	cr_assert_leq(held, cap + (size_t)WORKER_RECV_BUFFERS * WORKER_RECV_BUFFER_SIZE);
 
 	server.take = SIZE_MAX;
 	conn_resume_input(&server.conn);
@@ -618,7 +628,19 @@ Test(conn, input_the_user_does_not_take_pauses_receiving_until_resumed)
 	t_end_finish(&server, false);
 }
 
-Test(conn, output_not_read_by_the_peer_stops_input_until_drained)
+Test(conn, input_the_user_does_not_take_pauses_receiving_until_resumed)
+{
+	t_held_input_pauses_receiving(CONN_HELD_DEFAULT);
+}
+
+Test(conn, the_held_input_cap_comes_from_the_setup)
+{
+	t_held_max = 16 << 10;
+	t_held_input_pauses_receiving(16 << 10);
+}
+
+/* The peer reads no output: input stops past the output cap `cap`. */
+static void t_unread_output_stops_input(size_t cap)
 {
 	enum { SIZE = 64 << 10, AMPLIFY = 16 };
 	static struct t_end server;
@@ -626,6 +648,7 @@ Test(conn, output_not_read_by_the_peer_stops_input_until_drained)
 	/* Small socket buffers both sides: the kernel keeps little of the
 	 * output, the rest waits in the conn. */
 	t_accepted_pair(&server, &client, 4096, 8192);
+	cr_assert_eq(server.conn.output_max, cap);
 	server.amplify = AMPLIFY; /* a request answered with 16 times its size */
 	char *data = t_patterned(SIZE, 4);
 	size_t sent = 0;
@@ -635,9 +658,9 @@ Test(conn, output_not_read_by_the_peer_stops_input_until_drained)
 	size_t queued = conn_output_queued(&server.conn);
 	cr_assert(server.conn.output_blocked, "%zu bytes of output queued, input not stopped",
 		  queued);
-	cr_assert_gt(queued, CONN_OUTPUT_MAX);
+	cr_assert_gt(queued, cap);
 	/* Past the cap by the answers to one delivery (a receive buffer). */
-	cr_assert_leq(queued, CONN_OUTPUT_MAX + (size_t)AMPLIFY * WORKER_RECV_BUFFER_SIZE,
+	cr_assert_leq(queued, cap + (size_t)AMPLIFY * WORKER_RECV_BUFFER_SIZE,
 		      "%zu bytes of output queued", queued);
 	size_t taken = buf_len(&server.in);
 	cr_assert_lt(taken, sent, "every byte sent was fed to the user");
@@ -663,6 +686,17 @@ Test(conn, output_not_read_by_the_peer_stops_input_until_drained)
 	close(client);
 	T_UNTIL(server.input_ended, T_WAIT_MS);
 	t_end_finish(&server, false);
+}
+
+Test(conn, output_not_read_by_the_peer_stops_input_until_drained)
+{
+	t_unread_output_stops_input(CONN_OUTPUT_DEFAULT);
+}
+
+Test(conn, the_output_cap_comes_from_the_setup)
+{
+	t_output_max = 16 << 10;
+	t_unread_output_stops_input(16 << 10);
 }
 
 /* ---- the end of input, and the end ------------------------------------------------ */
