@@ -198,7 +198,9 @@ static bool conn_input_flows(const struct conn *c)
 }
 
 /* Offer bytes to the user; returns how many it took. Afterwards, too much
- * unsent output stops the input until it drains. */
+ * unsent output stops the input until it drains; a user that took less
+ * with its output over the cap stopped for that, and is offered the rest
+ * once the output has drained, without a conn_resume_input(). */
 static size_t conn_offer(struct conn *c, const char *data, size_t len)
 {
 	c->delivering = true;
@@ -207,9 +209,10 @@ static size_t conn_offer(struct conn *c, const char *data, size_t len)
 	CHECK(used <= len);
 	if (c->state != CONN_OPEN)
 		return used;
-	if (used < len)
+	bool full = conn_output_full(c);
+	if (used < len && !full)
 		c->input_blocked = true;
-	if (conn_output_full(c)) {
+	if (full) {
 		c->output_blocked = true;
 		conn_flush(c); /* its completion is what lets input flow again */
 	}

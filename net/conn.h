@@ -32,7 +32,9 @@
  * until the output drains below half of it: a peer that sends requests
  * and never reads the answers stalls instead of making us buffer them
  * without bound. (The check runs between offers of at most 8 KiB, so the
- * output may pass the cap by the answers to 8 KiB of input.)
+ * output may pass the cap by the answers to 8 KiB of input; a user that
+ * checks conn_output_full() between requests, and takes no more input
+ * once it holds, keeps that to the answer of one request.)
  *
  * End of input (EOF): handler->input_end() once every byte before it was
  * taken; receiving stops, output still goes out (a peer may send a whole
@@ -88,7 +90,9 @@ struct conn_handler {
 	 * Bytes for the user (valid during the call only), at most 8 KiB at
 	 * a time. Returns how many it took; fewer than len means "no more
 	 * for now": the conn keeps the rest and offers nothing until
-	 * conn_resume_input().
+	 * conn_resume_input() — or, when the output is over its cap then
+	 * (conn_output_full()), until the output has drained: a user that
+	 * stops for that reason alone need not resume.
 	 */
 	size_t (*input)(struct conn *c, const char *data, size_t len);
 	/* The peer sent EOF, and every byte before it was taken. */

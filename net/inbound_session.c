@@ -78,11 +78,18 @@ static size_t inbound_session_input(struct conn *c, const char *data, size_t len
 		inbound_session_settle(s);
 		return len;
 	}
+	if (conn_output_full(c))
+		return 0; /* the client reads its replies first */
+	/* No command past the output cap: what is queued beside `out` is
+	 * the conn's, being sent. */
+	size_t sending = conn_output_queued(c) - buf_len(&s->session.out);
+	s->session.out_max = c->output_max - sending;
 	size_t used = smtp_session_feed(&s->session, data, len);
 	if (s->session.state == SMTP_STATE_CLOSED)
 		used = len; /* nothing more will be read */
 	inbound_session_settle(s);
-	/* Fewer than len: the session waits for the store, which wakes it. */
+	/* Fewer than len: the session waits for the store, which wakes it,
+	 * or for the client to read its replies (the conn sees that). */
 	return used;
 }
 

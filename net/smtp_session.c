@@ -743,6 +743,7 @@ int smtp_session_init(struct smtp_session *s, const struct smtp_settings *settin
 	s->hooks = hooks;
 	s->queue = queue;
 	s->state = SMTP_STATE_GREETING;
+	s->out_max = SIZE_MAX;
 	snprintf(s->id, sizeof(s->id), "%s", id);
 	snprintf(s->client_address, sizeof(s->client_address), "%s", client_text);
 	s->client_trusted = client != NULL && policy_client_trusted(settings->policy, client);
@@ -802,7 +803,7 @@ size_t smtp_session_feed(struct smtp_session *s, const char *data, size_t len)
 				break; /* input used up, or the store asked us to wait */
 			continue;
 		}
-		if (done == len)
+		if (done == len || buf_len(&s->out) > s->out_max)
 			break;
 		size_t used;
 		enum smtp_line_status st = smtp_line_feed(&s->line, data + done, len - done, &used);

@@ -77,6 +77,7 @@ struct smtp_session {
 	struct queue *queue;
 
 	struct buf out;  /* replies not yet handed to the socket */
+	size_t out_max;  /* no next command while `out` holds more (SIZE_MAX: none) */
 	bool want_close; /* close once `out` is sent */
 	bool waiting;    /* parked until the store calls back */
 	bool draining;   /* shutdown: close after the current transaction */
@@ -135,7 +136,10 @@ void smtp_session_early_talker(struct smtp_session *s);
 /*
  * Feed received bytes. Returns how many were consumed: all of them unless
  * the session parked (s->waiting) or closed (s->state == CLOSED); the owner
- * keeps the rest and feeds it again after hooks->wake().
+ * keeps the rest and feeds it again after hooks->wake(). Nor does it run
+ * another command while `out` holds more than out_max octets (the owner
+ * sets it from its output cap): the rest waits until the client has read
+ * its replies and the owner feeds it again.
  */
 size_t smtp_session_feed(struct smtp_session *s, const char *data, size_t len);
 

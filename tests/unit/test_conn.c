@@ -83,6 +83,8 @@ struct t_end {
 	struct buf in;             /* every byte input() took */
 	size_t take;               /* input() takes at most this much per call */
 	unsigned amplify;          /* each byte taken is answered with this many */
+	bool stop_when_full;       /* take no byte (request) while conn_output_full() */
+	size_t most_queued;        /* the most output queued after a request */
 	const char *answer_at_end; /* input_end() queues this and closes */
 	bool touch_on_timeout;
 	int connected; /* status, or T_NOT_YET */
@@ -104,6 +106,22 @@ static size_t t_input(struct conn *c, const char *data, size_t len)
 	struct t_end *e = t_end_of(c);
 	e->input_calls++;
 	size_t n = len < e->take ? len : e->take;
+	if (e->stop_when_full) {
+		/* One request at a time, each answered before the next. */
+		size_t k = 0;
+		while (k < n && !conn_output_full(c)) {
+			char *p = buf_extend(&e->out, e->amplify);
+			cr_assert_not_null(p);
+			memset(p, data[k], e->amplify);
+			k++;
+			size_t queued = conn_output_queued(c);
+			if (queued > e->most_queued)
+				e->most_queued = queued;
+		}
+		cr_assert_eq(buf_append(&e->in, data, k), 0);
+		conn_flush(c);
+		return k;
+	}
 	cr_assert_eq(buf_append(&e->in, data, n), 0);
 	if (e->amplify > 0 && n > 0) {
 		char *p = buf_extend(&e->out, n * e->amplify);
@@ -697,6 +715,53 @@ Test(conn, the_output_cap_comes_from_the_setup)
 {
 	t_output_max = 16 << 10;
 	t_unread_output_stops_input(16 << 10);
+}
+
+Test(conn, a_user_that_stops_at_the_output_cap_is_fed_again_once_it_drains)
+{
+	enum { SIZE = 64 << 10, AMPLIFY = 100 };
+	static struct t_end server;
+	int client;
+	t_output_max = 16 << 10;
+	t_accepted_pair(&server, &client, 4096, 8192);
+	server.amplify = AMPLIFY;
+	server.stop_when_full = true;
+	char *data = t_patterned(SIZE, 5);
+	size_t sent = 0;
+	t_plain_send_until_stalled(client, data, SIZE, &sent, 300);
+	for (int i = 0; i < 30; i++)
+		t_turn();
+	cr_assert(server.conn.output_blocked, "%zu bytes of output queued, input not stopped",
+		  conn_output_queued(&server.conn));
+	cr_assert(!server.conn.input_blocked, "a user stopped by its output was told to resume");
+	cr_assert_lt(buf_len(&server.in), sent, "every byte sent was fed to the user");
+	/* Past the cap by one request's answer, not by one delivery's. */
+	cr_assert_gt(server.most_queued, 16 << 10);
+	cr_assert_leq(server.most_queued, (16 << 10) + AMPLIFY, "%zu bytes of output queued",
+		      server.most_queued);
+
+	/* The peer reads: input flows again without conn_resume_input(). */
+	struct buf got = {0};
+	uint64_t deadline = worker_clock_ms() + T_WAIT_MS;
+	while (buf_len(&got) < (size_t)SIZE * AMPLIFY) {
+		cr_assert_lt(worker_clock_ms(), deadline, "%zu of %zu output bytes", buf_len(&got),
+			     (size_t)SIZE * AMPLIFY);
+		t_plain_send_some(client, data, SIZE, &sent);
+		ssize_t n = t_plain_read(client, &got);
+		cr_assert_neq(n, 0, "EOF after %zu bytes", buf_len(&got));
+		t_turn();
+	}
+	cr_assert_leq(server.most_queued, (16 << 10) + AMPLIFY, "%zu bytes of output queued",
+		      server.most_queued);
+	t_assert_pattern(&server.in, SIZE, 5, "client to server");
+	const char *g = buf_head(&got);
+	for (size_t i = 0; i < (size_t)SIZE * AMPLIFY; i++)
+		cr_assert_eq(g[i], t_pattern(i / AMPLIFY, 5), "output byte %zu differs", i);
+	buf_release(&got);
+	free(data);
+	close(client);
+	T_UNTIL(server.input_ended, T_WAIT_MS);
+	t_end_finish(&server, false);
 }
 
 /* ---- the end of input, and the end ------------------------------------------------ */

@@ -992,6 +992,19 @@ Test(session, command_line_too_long)
 	expect("MAIL FROM:<sender@client.test>\r\n", MAIL_OK);
 }
 
+Test(session, no_command_runs_while_the_replies_pass_out_max)
+{
+	to_helo(UNTRUSTED);
+	session.out_max = 20; /* one OK fits, the second passes it */
+	static const char input[] = "NOOP\r\nNOOP\r\nNOOP\r\nQUIT\r\n";
+	cr_assert_str_eq(feed(input), OK OK);
+	cr_assert_eq(consumed, 12, "commands ran past the cap");
+	cr_assert(!session.waiting && !session.want_close);
+	/* The client read them (take() emptied out): the rest runs. */
+	cr_assert_str_eq(feed(input + 12), OK BYE);
+	cr_assert_eq(consumed, sizeof(input) - 1 - 12);
+}
+
 Test(session, nul_in_command)
 {
 	to_helo(UNTRUSTED);
