@@ -24,21 +24,33 @@ void smtp_line_reader_init(struct smtp_line_reader *r, char *buf, uint32_t cap)
 	r->buf[0] = '\0';
 }
 
-static void smtp_line_append(struct smtp_line_reader *r, const char *p, size_t k)
+/*
+ * Append k octets of the current line, or, when they do not fit, find the
+ * first octet past the limit: returns how many of p[0..k) are consumed up
+ * to and including the one that shows the line is too long (0: all fit).
+ * A CR there may still be the one before the LF: it shows nothing until
+ * the octet after it, which is then within p (the caller holds back a CR
+ * at the end of its input).
+ */
+static size_t smtp_line_append(struct smtp_line_reader *r, const char *p, size_t k)
 {
-	if (r->overflow || k == 0)
-		return;
-	/*
-	 * Once over the limit nothing is kept, not even what fitted, so that
-	 * the reader's state does not depend on where the chunks were cut.
-	 */
-	if (k > (size_t)(r->cap - r->len)) {
-		r->overflow = true;
-		r->len = 0;
-		return;
-	}
+	size_t room = r->cap - r->len;
+	if (k > room)
+		return p[room] == '\r' ? room + 2 : room + 1;
 	memcpy(r->buf + r->len, p, k);
 	r->len += (uint32_t)k;
+	return 0;
+}
+
+/* The line passed the limit: nothing of it is kept, the rest of it up to
+ * its LF is skipped by the calls that follow. */
+static enum smtp_line_status smtp_line_too_long(struct smtp_line_reader *r)
+{
+	r->overflow = true;
+	r->saw_cr = false;
+	r->len = 0;
+	r->buf[0] = '\0';
+	return SMTP_LINE_TOO_LONG;
 }
 
 enum smtp_line_status smtp_line_feed(struct smtp_line_reader *r, const char *in, size_t n,
@@ -50,8 +62,21 @@ enum smtp_line_status smtp_line_feed(struct smtp_line_reader *r, const char *in,
 		r->saw_cr = false;
 		r->ready = false;
 	}
+	size_t skipped = 0;
+	if (r->overflow) {
+		/* The rest of a line reported too long: dropped, LF included. */
+		const char *lf = memchr(in, '\n', n);
+		if (!lf) {
+			*consumed = n;
+			return SMTP_LINE_NEED_MORE;
+		}
+		skipped = (size_t)(lf - in) + 1;
+		in += skipped;
+		n -= skipped;
+		r->overflow = false;
+	}
 	if (n == 0) {
-		*consumed = 0;
+		*consumed = skipped;
 		return SMTP_LINE_NEED_MORE;
 	}
 
@@ -66,26 +91,28 @@ enum smtp_line_status smtp_line_feed(struct smtp_line_reader *r, const char *in,
 
 	if (take > 0) {
 		/* The held CR was followed by something other than LF: it is data. */
+		if (r->saw_cr && r->len == r->cap) {
+			*consumed = skipped + 1; /* in[0] showed the CR to be one too many */
+			return smtp_line_too_long(r);
+		}
 		if (r->saw_cr)
-			smtp_line_append(r, "\r", 1);
+			r->buf[r->len++] = '\r';
 		bool hold = in[take - 1] == '\r';
-		smtp_line_append(r, in, take - hold);
+		size_t past = smtp_line_append(r, in, take - hold);
+		if (past > 0) {
+			*consumed = skipped + past;
+			return smtp_line_too_long(r);
+		}
 		r->saw_cr = hold;
 	}
 	if (!lf) {
-		*consumed = n;
+		*consumed = skipped + n;
 		return SMTP_LINE_NEED_MORE;
 	}
 
-	*consumed = take + 1;
+	*consumed = skipped + take + 1;
 	r->saw_cr = false;
 	r->ready = true;
-	if (r->overflow) {
-		/* Leave nothing that could be mistaken for the dropped line. */
-		r->len = 0;
-		r->buf[0] = '\0';
-		return SMTP_LINE_TOO_LONG;
-	}
 	r->buf[r->len] = '\0';
 	return SMTP_LINE_READY;
 }

@@ -925,6 +925,37 @@ Test(ferryd, overlong_command_line_is_refused_and_the_session_goes_on)
 	stop_ferryd_cleanly(&fi);
 }
 
+Test(ferryd, overlong_command_line_is_refused_before_it_ends)
+{
+	struct ferry_instance fi;
+	start_ferryd(&fi, NULL);
+	struct smtp_client c;
+	connect_greeted(&c, &fi);
+	expect_command(&c, "EHLO client.example", 250, NULL);
+	/* 600 octets and no line end yet: the 500 comes now, not at the end. */
+	char chunk[601];
+	memcpy(chunk, "NOOP ", 5);
+	memset(chunk + 5, 'x', sizeof(chunk) - 6);
+	chunk[sizeof(chunk) - 1] = '\0';
+	cr_assert_eq(smtp_client_send_str(&c, chunk), 0);
+	c.timeout_ms = 3000;
+	int64_t t0 = harness_now_ms();
+	expect_reply(&c, 500, "5.5.2", "a command line past max_command_line, not yet ended");
+	cr_assert_leq(harness_now_ms() - t0, 2000, "the 500 took %lld ms",
+		      (long long)(harness_now_ms() - t0));
+	c.timeout_ms = IO_MS;
+	/* The rest of it, up to its end, is dropped: no second reply, and
+	 * nothing of it is run (not even what looks like a command). */
+	memset(chunk, 'y', sizeof(chunk) - 1);
+	cr_assert_eq(smtp_client_send_str(&c, chunk), 0);
+	cr_assert_eq(smtp_client_send_str(&c, "\rQUIT\r\n"), 0);
+	expect_command(&c, "NOOP", 250, "2.0.0");
+	expect_command(&c, "MAIL FROM:<a@client.example>", 250, "2.1.0");
+	expect_command(&c, "QUIT", 221, NULL);
+	smtp_client_close(&c);
+	stop_ferryd_cleanly(&fi);
+}
+
 /* ---- 8. configuration errors ------------------------------------------------------------ */
 
 struct check_result {

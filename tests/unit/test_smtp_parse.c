@@ -27,6 +27,7 @@ static void assert_bytes_eq(const char *what, const char *got, size_t got_len, c
 
 struct line_result {
 	enum smtp_line_status status;
+	size_t at; /* reported right after in[at - 1] */
 	size_t len;
 	char line[TEST_LINE_MAX + 1];
 };
@@ -66,11 +67,16 @@ static void lines_feed(struct line_run *run, uint32_t cap, const char *in, size_
 				continue;
 			}
 			cr_assert_gt(used, 0);
-			cr_assert_eq(in[start - 1], '\n', "a line ends right after its LF");
 			cr_assert_lt(run->count, TEST_LINES_MAX);
 			struct line_result *res = &run->results[run->count++];
 			res->status = st;
+			res->at = start;
+			if (st == SMTP_LINE_TOO_LONG) {
+				cr_assert_eq(r.len, 0, "nothing of a line too long is kept");
+				cr_assert_eq(r.buf[0], '\0');
+			}
 			if (st == SMTP_LINE_READY) {
+				cr_assert_eq(in[start - 1], '\n', "a line ends right after its LF");
 				cr_assert_leq(r.len, cap);
 				cr_assert_eq(r.buf[r.len], '\0');
 				res->len = r.len;
@@ -89,6 +95,9 @@ static void lines_assert_same(const struct line_run *a, const struct line_run *b
 	for (size_t i = 0; i < a->count; i++) {
 		cr_assert_eq(a->results[i].status, b->results[i].status, "%s: line %zu status", how,
 			     i);
+		cr_assert_eq(a->results[i].at, b->results[i].at,
+			     "%s: line %zu reported at %zu, not %zu", how, i, b->results[i].at,
+			     a->results[i].at);
 		assert_bytes_eq(how, a->results[i].line, a->results[i].len, b->results[i].line,
 				b->results[i].len);
 	}
@@ -191,6 +200,37 @@ Test(smtp_line, over_long_lines)
 		{READY("NOOP")},
 	};
 	lines_assert_split_invariant(8, S(in), want, 7);
+
+	/* Each is reported right after the octet that shows it too long:
+	 * the 9th of its text, or the octet after a CR in 9th place. */
+	struct line_run run;
+	lines_feed(&run, 8, S(in), NULL, 0);
+	cr_assert_eq(run.results[1].at, 10 + 9, "after '123456789'");
+	cr_assert_eq(run.results[3].at, 27 + 10, "after '12345678\\r\\r'");
+	cr_assert_eq(run.results[5].at, 48 + 10, "after '12345678\\rx'");
+}
+
+Test(smtp_line, too_long_is_reported_before_the_line_ends)
+{
+	/* A client that never ends its line hears of it all the same. */
+	static const char in[] = "NOOP xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
+	static const struct line_expect want[] = {{.status = SMTP_LINE_TOO_LONG}};
+	lines_assert_split_invariant(16, S(in), want, 1);
+	struct line_run run;
+	lines_feed(&run, 16, S(in), NULL, 0);
+	cr_assert_eq(run.results[0].at, 17);
+	cr_assert(run.pending_overflow, "the rest of the line is still to be skipped");
+
+	/* The rest up to its end is dropped, whatever it holds; then the
+	 * next line is a line again. */
+	static const char more[] =
+		"NOOP xxxxxxxxxxxxxxxxxxxxx\r\nQUIT\r\nRSET\r\nDATA\rMAIL FROM:<a@b.example>\n"
+		"NOOP\r\n";
+	static const struct line_expect want_more[] = {
+		{.status = SMTP_LINE_TOO_LONG}, {READY("QUIT")}, {READY("RSET")},
+		{.status = SMTP_LINE_TOO_LONG}, {READY("NOOP")},
+	};
+	lines_assert_split_invariant(16, S(more), want_more, 5);
 }
 
 Test(smtp_line, very_long_line_then_command)
@@ -200,8 +240,9 @@ Test(smtp_line, very_long_line_then_command)
 	memset(in, 'x', 150);
 	memcpy(in + 150, "\r\nQUIT\r\n", 8);
 	memset(in + 158, 'y', 20);
-	static const struct line_expect want[] = {{.status = SMTP_LINE_TOO_LONG}, {READY("QUIT")}};
-	lines_assert_split_invariant(16, in, 178, want, 2);
+	static const struct line_expect want[] = {
+		{.status = SMTP_LINE_TOO_LONG}, {READY("QUIT")}, {.status = SMTP_LINE_TOO_LONG}};
+	lines_assert_split_invariant(16, in, 178, want, 3);
 
 	struct line_run run;
 	lines_feed(&run, 16, in, 178, NULL, 0);
@@ -285,8 +326,11 @@ Test(smtp_line, too_long_leaves_no_line)
 
 	smtp_line_reader_init(&r, buf, 4);
 	cr_assert_eq(smtp_line_feed(&r, S("RSET now\r\n"), &used), SMTP_LINE_TOO_LONG);
-	cr_assert_eq(used, 10);
+	cr_assert_eq(used, 5, "reported at the first octet past the limit");
 	cr_assert_eq(r.len, 0);
+	cr_assert_str_eq(r.buf, "", "nothing of a dropped line may be executed");
+	cr_assert_eq(smtp_line_feed(&r, S("now\r\n"), &used), SMTP_LINE_NEED_MORE);
+	cr_assert_eq(used, 5);
 	cr_assert_str_eq(r.buf, "", "nothing of a dropped line may be executed");
 	cr_assert_eq(smtp_line_feed(&r, S("QUIT\n"), &used), SMTP_LINE_READY);
 	cr_assert_str_eq(r.buf, "QUIT");
@@ -302,7 +346,12 @@ Test(smtp_line, zero_cap_accepts_only_empty_lines)
 	cr_assert_eq(smtp_line_feed(&r, S("\r\n"), &used), SMTP_LINE_READY);
 	cr_assert_eq(r.len, 0);
 	cr_assert_eq(smtp_line_feed(&r, S("\r\r\n"), &used), SMTP_LINE_TOO_LONG);
+	cr_assert_eq(used, 2);
+	cr_assert_eq(smtp_line_feed(&r, S("\n"), &used), SMTP_LINE_NEED_MORE);
 	cr_assert_eq(smtp_line_feed(&r, S("x\n"), &used), SMTP_LINE_TOO_LONG);
+	cr_assert_eq(used, 1);
+	cr_assert_eq(smtp_line_feed(&r, S("\n\r\n"), &used), SMTP_LINE_READY);
+	cr_assert_eq(used, 3);
 }
 
 /* ---- commands ----------------------------------------------------------- */

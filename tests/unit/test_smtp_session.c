@@ -992,6 +992,20 @@ Test(session, command_line_too_long)
 	expect("MAIL FROM:<sender@client.test>\r\n", MAIL_OK);
 }
 
+Test(session, command_line_too_long_is_answered_before_it_ends)
+{
+	char line[600];
+	to_helo(UNTRUSTED);
+	memcpy(line, "RSET ", 5);
+	memset(line + 5, 'x', sizeof(line) - 6);
+	line[sizeof(line) - 1] = '\0';
+	expect(line, "500 5.5.2 Error: line too long (the limit is 512 octets)\r\n");
+	/* The rest up to its end is dropped, a bare CR does not end it. */
+	expect(line, "");
+	expect("\rQUIT\r\nNOOP\r\n", OK);
+	cr_assert_eq(session.state, SMTP_STATE_HELO);
+}
+
 Test(session, no_command_runs_while_the_replies_pass_out_max)
 {
 	to_helo(UNTRUSTED);
