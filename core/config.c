@@ -70,6 +70,7 @@ static const struct config_key config_keys[] = {
 	KEY("limits", max_output_queue, CONFIG_SIZE, max_output_queue, 4096, 64u << 20),
 	KEY("limits", idle_timeout, CONFIG_DURATION, idle_timeout_ms, 1000, 3600000),
 	KEY("limits", data_timeout, CONFIG_DURATION, data_timeout_ms, 1000, 3600000),
+	KEY("limits", command_deadline, CONFIG_DURATION, command_deadline_ms, 1000, 3600000),
 	KEY("relay", relay_domains, CONFIG_LIST, relay_domains, 0, 0),
 	KEY("relay", trusted_networks, CONFIG_LIST, trusted_networks, 0, 0),
 	KEY_STRING("spool", directory, spool_dir),
@@ -142,6 +143,7 @@ void config_defaults(struct config *cfg)
 	cfg->max_output_queue = 64u << 10;
 	cfg->idle_timeout_ms = 300000; /* RFC 5321 4.5.3.2.7: 5 minutes */
 	cfg->data_timeout_ms = 180000; /* RFC 5321 4.5.3.2.5: 3 minutes */
+	cfg->command_deadline_ms = 60000;
 	config_list_add(&cfg->trusted_networks, "127.0.0.0/8", 0);
 	config_list_add(&cfg->trusted_networks, "::1/128", 0);
 	snprintf(cfg->spool_dir, sizeof(cfg->spool_dir), "./var/spool");

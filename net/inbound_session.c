@@ -28,11 +28,59 @@ static uint32_t inbound_session_timeout_ms(const struct inbound_session *s)
 	return smtp_session_in_data(&s->session) ? cfg->data_timeout_ms : cfg->idle_timeout_ms;
 }
 
+/* ---- deadlines that bytes do not extend -------------------------------------- */
+
+/* When the next deadline falls due, or 0 when none runs. */
+static uint64_t inbound_session_deadline(const struct inbound_session *s)
+{
+	const struct config *cfg = s->owner->server->cfg;
+	if (s->line_started_ms != 0)
+		return s->line_started_ms + cfg->command_deadline_ms;
+	return 0;
+}
+
+/* The alarm is set for the next deadline, or earlier: a deadline that
+ * moved away is checked again when the alarm fires. */
+static void inbound_session_arm_deadline(struct inbound_session *s)
+{
+	uint64_t due = inbound_session_deadline(s);
+	if (due == 0 || (s->alarm_due_ms != 0 && s->alarm_due_ms <= due))
+		return;
+	uint64_t now = s->conn.worker->now_ms;
+	conn_alarm(&s->conn, due > now ? (uint32_t)(due - now) : 0);
+	s->alarm_due_ms = due;
+}
+
+/* The command line in progress began with this input, unless one was in
+ * progress before it and no line ended in it. */
+static void inbound_session_track_line(struct inbound_session *s, const char *data, size_t used)
+{
+	if (!smtp_session_in_command_line(&s->session))
+		s->line_started_ms = 0;
+	else if (s->line_started_ms == 0 || memchr(data, '\n', used) != NULL)
+		s->line_started_ms = s->conn.worker->now_ms;
+}
+
+/* The alarm: a deadline may have passed. */
+static void inbound_session_check_deadlines(struct inbound_session *s)
+{
+	const struct config *cfg = s->owner->server->cfg;
+	uint64_t now = s->conn.worker->now_ms;
+	s->alarm_due_ms = 0;
+	if (s->line_started_ms != 0 && now >= s->line_started_ms + cfg->command_deadline_ms) {
+		log_event(LOG_LEVEL_INFO,
+			  "event=timeout session=%s client=%s in_data=0 limit=command_deadline",
+			  s->session.id, s->session.client_address);
+		s->line_started_ms = 0;
+		smtp_session_timeout(&s->session);
+	}
+}
+
 /*
  * After anything the session did: its replies go out, the timeout that
  * applies now is the conn's (a session that has just entered DATA may be
- * under a shorter one), and a session with nothing more to do is closed
- * once its replies are sent.
+ * under a shorter one), so is the next deadline, and a session with
+ * nothing more to do is closed once its replies are sent.
  */
 static void inbound_session_settle(struct inbound_session *s)
 {
@@ -40,8 +88,10 @@ static void inbound_session_settle(struct inbound_session *s)
 	conn_flush(c);
 	if (c->state != CONN_OPEN)
 		return;
-	if (s->greeted)
+	if (s->greeted) {
 		conn_set_timeout(c, inbound_session_timeout_ms(s));
+		inbound_session_arm_deadline(s);
+	}
 	if (s->session.want_close) {
 		conn_close(c);
 	} else if (s->input_ended && !s->session.waiting) {
@@ -85,6 +135,7 @@ static size_t inbound_session_input(struct conn *c, const char *data, size_t len
 	size_t sending = conn_output_queued(c) - buf_len(&s->session.out);
 	s->session.out_max = c->output_max - sending;
 	size_t used = smtp_session_feed(&s->session, data, len);
+	inbound_session_track_line(s, data, used);
 	if (s->session.state == SMTP_STATE_CLOSED)
 		used = len; /* nothing more will be read */
 	inbound_session_settle(s);
@@ -108,16 +159,25 @@ static void inbound_session_timeout(struct conn *c)
 		conn_touch(c);
 		return;
 	}
-	log_event(LOG_LEVEL_INFO, "event=timeout session=%s client=%s in_data=%d", s->session.id,
-		  s->session.client_address, smtp_session_in_data(&s->session));
+	bool in_data = smtp_session_in_data(&s->session);
+	log_event(LOG_LEVEL_INFO, "event=timeout session=%s client=%s in_data=%d limit=%s",
+		  s->session.id, s->session.client_address, in_data,
+		  in_data ? "data_timeout" : "idle_timeout");
 	smtp_session_timeout(&s->session);
 	inbound_session_settle(s);
 }
 
-/* The greeting delay passed: listen-before-speaking is over. */
+/* The greeting delay passed (listen-before-speaking is over), or once
+ * greeted, a deadline may have. */
 static void inbound_session_alarm(struct conn *c)
 {
-	inbound_session_greet(inbound_session_of(c));
+	struct inbound_session *s = inbound_session_of(c);
+	if (!s->greeted) {
+		inbound_session_greet(s);
+		return;
+	}
+	inbound_session_check_deadlines(s);
+	inbound_session_settle(s);
 }
 
 static void inbound_session_failed(struct conn *c, enum conn_failure what, int error)

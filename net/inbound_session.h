@@ -12,6 +12,9 @@
  *  - Timeouts: data_timeout while a body is received, idle_timeout
  *    otherwise; a session waiting for the disk (SMTP_STATE_COMMIT) is not
  *    timed out, the disk's slowness is not the client's fault.
+ *  - Deadlines that received bytes do not extend, on the conn's alarm once
+ *    greeted: a command line must end within command_deadline of its
+ *    first octet.
  *  - The end: the session's last reply is sent, then the conn closes; a
  *    client that shut down its sending side (EOF) still gets every reply,
  *    including the 250 of a commit in flight.
@@ -42,11 +45,13 @@ struct net_worker;
 struct inbound_session {
 	struct conn conn;
 	struct net_worker *owner;
-	struct list_node link; /* the owner's sessions */
-	uint32_t client_slot;  /* per-client accounting; see server.c */
-	bool counted;          /* holds a place in the connection limits */
-	bool greeted;          /* the banner (or a refusal) is queued */
-	bool input_ended;      /* the client shut down its sending side (EOF) */
+	struct list_node link;    /* the owner's sessions */
+	uint32_t client_slot;     /* per-client accounting; see server.c */
+	bool counted;             /* holds a place in the connection limits */
+	bool greeted;             /* the banner (or a refusal) is queued */
+	bool input_ended;         /* the client shut down its sending side (EOF) */
+	uint64_t line_started_ms; /* first octet of the command line in progress; 0: none */
+	uint64_t alarm_due_ms;    /* when the alarm is set for; 0: not set */
 	struct smtp_session session;
 };
 

@@ -117,6 +117,11 @@ enum smtp_line_status smtp_line_feed(struct smtp_line_reader *r, const char *in,
 	return SMTP_LINE_READY;
 }
 
+bool smtp_line_pending(const struct smtp_line_reader *r)
+{
+	return !r->ready && (r->len > 0 || r->saw_cr || r->overflow);
+}
+
 /* ---- commands ----------------------------------------------------------- */
 
 /* Indexed by enum smtp_verb. */

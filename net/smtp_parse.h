@@ -66,6 +66,10 @@ void smtp_line_reader_init(struct smtp_line_reader *r, char *buf, uint32_t cap);
 enum smtp_line_status smtp_line_feed(struct smtp_line_reader *r, const char *in, size_t n,
 				     size_t *consumed);
 
+/* Octets of a line have been consumed and its end not yet (the rest of a
+ * line reported too long counts too). */
+bool smtp_line_pending(const struct smtp_line_reader *r);
+
 /* ---- commands ----------------------------------------------------------- */
 
 enum smtp_verb {

@@ -832,6 +832,12 @@ bool smtp_session_in_transaction(const struct smtp_session *s)
 	       s->state == SMTP_STATE_DATA || s->state == SMTP_STATE_COMMIT;
 }
 
+bool smtp_session_in_command_line(const struct smtp_session *s)
+{
+	return s->state >= SMTP_STATE_READY && s->state <= SMTP_STATE_RCPT &&
+	       smtp_line_pending(&s->line);
+}
+
 void smtp_session_timeout(struct smtp_session *s)
 {
 	if (s->state == SMTP_STATE_CLOSED || s->state == SMTP_STATE_COMMIT)

@@ -149,6 +149,10 @@ bool smtp_session_in_data(const struct smtp_session *s);
 /* True between MAIL and the end of the transaction. */
 bool smtp_session_in_transaction(const struct smtp_session *s);
 
+/* True while a command line has begun and not ended (the command
+ * deadline applies). */
+bool smtp_session_in_command_line(const struct smtp_session *s);
+
 /* The idle or DATA timeout passed: 421, close. */
 void smtp_session_timeout(struct smtp_session *s);
 

@@ -904,6 +904,54 @@ Test(ferryd, stalled_body_times_out_after_the_data_timeout)
 	cr_assert_eq(harness_count_spool(&fi), 0, "a body cut off by a timeout was kept");
 }
 
+Test(ferryd, slowloris_command_line_is_closed_at_the_command_deadline)
+{
+	/* One octet a second, never a line end: each restarts the idle
+	 * timeout, none the command deadline. */
+	enum { DEADLINE_MS = 3000, OCTETS = 12 };
+	struct ferry_instance fi;
+	start_ferryd(&fi, "[limits]\nidle_timeout = 60s\ncommand_deadline = 3s\n");
+	struct smtp_client c;
+	connect_greeted(&c, &fi);
+	expect_command(&c, "EHLO client.example", 250, NULL);
+	static const char trickle[] = "MAIL FROM:<a@client.example>";
+	struct smtp_reply r;
+	int code = SMTP_REPLY_TIMEOUT;
+	int64_t t0 = harness_now_ms();
+	c.timeout_ms = 1000; /* one octet a second: the wait for a reply between them */
+	for (int i = 0; i < OCTETS && code == SMTP_REPLY_TIMEOUT; i++) {
+		cr_assert_eq(smtp_client_send(&c, trickle + i, 1), 0, "octet %d not taken", i);
+		code = smtp_client_read_reply(&c, &r);
+	}
+	int64_t took = harness_now_ms() - t0;
+	cr_assert_eq(code, 421, "a line trickled for %lld ms got '%s'", (long long)took, r.text);
+	cr_assert(reply_is(&r, 421, "4.4.2"), "got '%s'", r.text);
+	cr_assert_geq(took, DEADLINE_MS - 100, "closed after %lld ms of a 3 s deadline",
+		      (long long)took);
+	cr_assert_leq(took, DEADLINE_MS + 1500, "closed only after %lld ms of a 3 s deadline",
+		      (long long)took);
+	cr_assert(smtp_client_wait_closed(&c, IO_MS), "not closed after the 421");
+	smtp_client_close(&c);
+	cr_assert_eq(harness_log_count(&fi, "limit=command_deadline"), 1, "log:\n%s",
+		     harness_log(&fi));
+
+	/* Lines that do end in time are not cut off, though one has begun
+	 * at every moment for longer than the deadline: each write ends a
+	 * line and begins the next. */
+	connect_greeted(&c, &fi);
+	c.timeout_ms = IO_MS;
+	cr_assert_eq(smtp_client_send_str(&c, "NO"), 0);
+	for (int i = 0; i < 5; i++) {
+		harness_sleep_ms(1000);
+		cr_assert_eq(smtp_client_send_str(&c, "OP\r\nNO"), 0);
+		expect_reply(&c, 250, "2.0.0", "a NOOP sent in two parts a second apart");
+	}
+	expect_command(&c, "OP", 250, "2.0.0");
+	expect_command(&c, "QUIT", 221, NULL);
+	smtp_client_close(&c);
+	stop_ferryd_cleanly(&fi);
+}
+
 Test(ferryd, overlong_command_line_is_refused_and_the_session_goes_on)
 {
 	struct ferry_instance fi;
@@ -1050,6 +1098,7 @@ Test(ferryd, check_config_names_file_line_and_key)
 	cr_assert_not_null(find_line(res.out, "max_recipients = 77"), "%s", res.out);
 	cr_assert_not_null(find_line(res.out, "max_output_queue = 131072"), "%s", res.out);
 	cr_assert_not_null(find_line(res.out, "max_input_held = 65536"), "%s", res.out);
+	cr_assert_not_null(find_line(res.out, "command_deadline = 60s"), "%s", res.out);
 	cr_assert_not_null(find_line(res.out, "relay_domains = relay.example, other.example"), "%s",
 			   res.out);
 	cr_assert_not_null(strstr(res.out, path), "the output does not name the file:\n%s",

@@ -36,6 +36,7 @@ Test(config, defaults_make_a_local_relay)
 	cr_assert_eq(cfg.idle_timeout_ms, 300000);
 	cr_assert_eq(cfg.max_input_held, 65536);
 	cr_assert_eq(cfg.max_output_queue, 65536);
+	cr_assert_eq(cfg.command_deadline_ms, 60000);
 	cr_assert(cfg.workers >= 1, "workers resolved to the CPUs the process may use");
 }
 
@@ -52,6 +53,7 @@ Test(config, values_with_units)
 			   "data_timeout = 90\n"
 			   "max_input_held = 256K\n"
 			   "max_output_queue = 1M\n"
+			   "command_deadline = 20s\n"
 			   "[relay]\n"
 			   "relay_domains = a.example b.example\n"
 			   "relay_domains = .c.example\n"
@@ -67,9 +69,10 @@ Test(config, values_with_units)
 	cr_assert_eq(cfg.data_timeout_ms, 90000);
 	cr_assert_eq(cfg.max_input_held, 256u * 1024);
 	cr_assert_eq(cfg.max_output_queue, 1024u * 1024);
+	cr_assert_eq(cfg.command_deadline_ms, 20000);
 	cr_assert_eq(cfg.relay_domains.count, 3);
 	cr_assert_str_eq(cfg.relay_domains.items[2].value, ".c.example");
-	cr_assert_eq(cfg.relay_domains.items[2].line, 14);
+	cr_assert_eq(cfg.relay_domains.items[2].line, 15);
 	cr_assert_eq(cfg.log_level, LOG_LEVEL_DEBUG);
 }
 
@@ -130,6 +133,7 @@ Test(config, bad_values_are_refused)
 		"[limits]\nmax_recipients = 3000\n", /* more than one envelope holds */
 		"[limits]\nmax_input_held = 1K\n",
 		"[limits]\nmax_output_queue = 1G\n",
+		"[limits]\ncommand_deadline = 500ms\n",
 		"[log]\nlevel = loud\n",
 		"[log]\ndestination = file\n",
 		"[server]\nhostname = a\nhostname = b\n",

@@ -336,6 +336,28 @@ Test(smtp_line, too_long_leaves_no_line)
 	cr_assert_str_eq(r.buf, "QUIT");
 }
 
+Test(smtp_line, a_line_is_pending_from_its_first_octet_to_its_end)
+{
+	char buf[9];
+	struct smtp_line_reader r;
+	size_t used;
+
+	smtp_line_reader_init(&r, buf, 8);
+	cr_assert(!smtp_line_pending(&r));
+	cr_assert_eq(smtp_line_feed(&r, S("N"), &used), SMTP_LINE_NEED_MORE);
+	cr_assert(smtp_line_pending(&r));
+	cr_assert_eq(smtp_line_feed(&r, S("OOP\r\n"), &used), SMTP_LINE_READY);
+	cr_assert(!smtp_line_pending(&r), "a line that ended is not pending");
+	cr_assert_eq(smtp_line_feed(&r, S("\r"), &used), SMTP_LINE_NEED_MORE);
+	cr_assert(smtp_line_pending(&r), "a CR is the first octet of a line too");
+	cr_assert_eq(smtp_line_feed(&r, S("\n123456789"), &used), SMTP_LINE_READY);
+	cr_assert(!smtp_line_pending(&r));
+	cr_assert_eq(smtp_line_feed(&r, S("123456789"), &used), SMTP_LINE_TOO_LONG);
+	cr_assert(smtp_line_pending(&r), "the rest of a line too long is still to come");
+	cr_assert_eq(smtp_line_feed(&r, S("xx\n"), &used), SMTP_LINE_NEED_MORE);
+	cr_assert(!smtp_line_pending(&r));
+}
+
 Test(smtp_line, zero_cap_accepts_only_empty_lines)
 {
 	char buf[1];

@@ -1006,6 +1006,25 @@ Test(session, command_line_too_long_is_answered_before_it_ends)
 	cr_assert_eq(session.state, SMTP_STATE_HELO);
 }
 
+Test(session, in_a_command_line_from_its_first_octet_to_its_end)
+{
+	connect_client(UNTRUSTED);
+	cr_assert(!smtp_session_in_command_line(&session));
+	expect("EH", "");
+	cr_assert(smtp_session_in_command_line(&session));
+	expect("LO client.test\r\n"
+	       "MAIL FROM:<sender@client.test>\r\n"
+	       "RCPT TO:<user@relay.example>\r\n",
+	       EHLO_REPLY MAIL_OK RCPT_OK);
+	cr_assert(!smtp_session_in_command_line(&session));
+	expect("DATA\r\nSubject: no command line in a body", GO_AHEAD);
+	cr_assert(!smtp_session_in_command_line(&session));
+	expect("\r\n.\r\n", "");
+	cr_assert_str_eq(commit(0), queued(0));
+	expect("QU", "");
+	cr_assert(smtp_session_in_command_line(&session));
+}
+
 Test(session, no_command_runs_while_the_replies_pass_out_max)
 {
 	to_helo(UNTRUSTED);
