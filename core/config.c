@@ -71,6 +71,7 @@ static const struct config_key config_keys[] = {
 	KEY("limits", idle_timeout, CONFIG_DURATION, idle_timeout_ms, 1000, 3600000),
 	KEY("limits", data_timeout, CONFIG_DURATION, data_timeout_ms, 1000, 3600000),
 	KEY("limits", command_deadline, CONFIG_DURATION, command_deadline_ms, 1000, 3600000),
+	KEY("limits", min_data_rate, CONFIG_UINT, min_data_rate, 0, 1u << 30),
 	KEY("relay", relay_domains, CONFIG_LIST, relay_domains, 0, 0),
 	KEY("relay", trusted_networks, CONFIG_LIST, trusted_networks, 0, 0),
 	KEY_STRING("spool", directory, spool_dir),
@@ -144,6 +145,7 @@ void config_defaults(struct config *cfg)
 	cfg->idle_timeout_ms = 300000; /* RFC 5321 4.5.3.2.7: 5 minutes */
 	cfg->data_timeout_ms = 180000; /* RFC 5321 4.5.3.2.5: 3 minutes */
 	cfg->command_deadline_ms = 60000;
+	cfg->min_data_rate = 500; /* octets/s, as Postfix's smtpd_min_data_rate */
 	config_list_add(&cfg->trusted_networks, "127.0.0.0/8", 0);
 	config_list_add(&cfg->trusted_networks, "::1/128", 0);
 	snprintf(cfg->spool_dir, sizeof(cfg->spool_dir), "./var/spool");

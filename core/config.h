@@ -77,6 +77,7 @@ struct config {
 	uint32_t idle_timeout_ms;     /* between commands */
 	uint32_t data_timeout_ms;     /* between reads while receiving DATA */
 	uint32_t command_deadline_ms; /* a command line, from its first octet to its end */
+	uint32_t min_data_rate;       /* octets/s a body must keep after data_timeout; 0: off */
 
 	/* [relay] */
 	struct config_list relay_domains;

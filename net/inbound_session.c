@@ -30,12 +30,48 @@ static uint32_t inbound_session_timeout_ms(const struct inbound_session *s)
 
 /* ---- deadlines that bytes do not extend -------------------------------------- */
 
+/* A body's rate is checked at most this often. */
+#define INBOUND_RATE_CHECK_MS 1000
+/* The alarm is never set further ahead than this. */
+#define INBOUND_ALARM_MAX_MS 86400000u
+
+/* When a body that has brought `size` octets so far falls below the
+ * minimum rate, if no more come: never before data_timeout. */
+static uint64_t inbound_session_rate_deadline(const struct inbound_session *s)
+{
+	const struct config *cfg = s->owner->server->cfg;
+	uint64_t size = s->session.data.size;
+	uint64_t covered = size * 1000 / cfg->min_data_rate + 1; /* ms the octets pay for */
+	uint64_t due = s->body_started_ms +
+		       (covered > cfg->data_timeout_ms ? covered : cfg->data_timeout_ms);
+	uint64_t soonest = s->conn.worker->now_ms + INBOUND_RATE_CHECK_MS;
+	return due > soonest ? due : soonest;
+}
+
+/* Is the body below the minimum rate, counted over its whole time? */
+static bool inbound_session_body_too_slow(const struct inbound_session *s)
+{
+	const struct config *cfg = s->owner->server->cfg;
+	uint64_t elapsed = s->conn.worker->now_ms - s->body_started_ms;
+	return elapsed >= cfg->data_timeout_ms &&
+	       s->session.data.size * 1000 < (uint64_t)cfg->min_data_rate * elapsed;
+}
+
+/* A body under the rate check: received, not waiting for the store. */
+static bool inbound_session_body_timed(const struct inbound_session *s)
+{
+	return s->body_started_ms != 0 && s->wait_started_ms == 0 &&
+	       s->owner->server->cfg->min_data_rate > 0;
+}
+
 /* When the next deadline falls due, or 0 when none runs. */
 static uint64_t inbound_session_deadline(const struct inbound_session *s)
 {
 	const struct config *cfg = s->owner->server->cfg;
 	if (s->line_started_ms != 0)
 		return s->line_started_ms + cfg->command_deadline_ms;
+	if (inbound_session_body_timed(s))
+		return inbound_session_rate_deadline(s);
 	return 0;
 }
 
@@ -47,7 +83,9 @@ static void inbound_session_arm_deadline(struct inbound_session *s)
 	if (due == 0 || (s->alarm_due_ms != 0 && s->alarm_due_ms <= due))
 		return;
 	uint64_t now = s->conn.worker->now_ms;
-	conn_alarm(&s->conn, due > now ? (uint32_t)(due - now) : 0);
+	uint64_t delay = due > now ? due - now : 0;
+	/* A big body at a low rate may pay for days: look again in one. */
+	conn_alarm(&s->conn, delay < INBOUND_ALARM_MAX_MS ? (uint32_t)delay : INBOUND_ALARM_MAX_MS);
 	s->alarm_due_ms = due;
 }
 
@@ -59,6 +97,29 @@ static void inbound_session_track_line(struct inbound_session *s, const char *da
 		s->line_started_ms = 0;
 	else if (s->line_started_ms == 0 || memchr(data, '\n', used) != NULL)
 		s->line_started_ms = s->conn.worker->now_ms;
+}
+
+/* A body's time runs from its DATA (a new DATA is a new body) and stops
+ * while the session waits for the store: that is not the client's doing. */
+static void inbound_session_track_body(struct inbound_session *s)
+{
+	uint64_t now = s->conn.worker->now_ms;
+	if (!smtp_session_in_data(&s->session)) {
+		s->body_started_ms = 0;
+		s->wait_started_ms = 0;
+		return;
+	}
+	if (s->body_started_ms == 0 || s->body_command != s->session.commands) {
+		s->body_started_ms = now;
+		s->body_command = s->session.commands;
+		s->wait_started_ms = 0;
+	}
+	if (s->session.waiting && s->wait_started_ms == 0) {
+		s->wait_started_ms = now;
+	} else if (!s->session.waiting && s->wait_started_ms != 0) {
+		s->body_started_ms += now - s->wait_started_ms;
+		s->wait_started_ms = 0;
+	}
 }
 
 /* The alarm: a deadline may have passed. */
@@ -73,6 +134,16 @@ static void inbound_session_check_deadlines(struct inbound_session *s)
 			  s->session.id, s->session.client_address);
 		s->line_started_ms = 0;
 		smtp_session_timeout(&s->session);
+	} else if (inbound_session_body_timed(s) && inbound_session_body_too_slow(s)) {
+		log_event(
+			LOG_LEVEL_INFO,
+			"event=data_rate_too_low session=%s client=%s octets=%llu elapsed_ms=%llu "
+			"min_rate=%u",
+			s->session.id, s->session.client_address,
+			(unsigned long long)s->session.data.size,
+			(unsigned long long)(now - s->body_started_ms), cfg->min_data_rate);
+		s->body_started_ms = 0;
+		smtp_session_data_too_slow(&s->session, cfg->min_data_rate);
 	}
 }
 
@@ -90,6 +161,7 @@ static void inbound_session_settle(struct inbound_session *s)
 		return;
 	if (s->greeted) {
 		conn_set_timeout(c, inbound_session_timeout_ms(s));
+		inbound_session_track_body(s);
 		inbound_session_arm_deadline(s);
 	}
 	if (s->session.want_close) {

@@ -14,7 +14,9 @@
  *    timed out, the disk's slowness is not the client's fault.
  *  - Deadlines that received bytes do not extend, on the conn's alarm once
  *    greeted: a command line must end within command_deadline of its
- *    first octet.
+ *    first octet; a body must arrive at min_data_rate, taken over the
+ *    whole body once it has taken longer than data_timeout (time spent
+ *    waiting for the store does not count).
  *  - The end: the session's last reply is sent, then the conn closes; a
  *    client that shut down its sending side (EOF) still gets every reply,
  *    including the 250 of a commit in flight.
@@ -51,6 +53,9 @@ struct inbound_session {
 	bool greeted;             /* the banner (or a refusal) is queued */
 	bool input_ended;         /* the client shut down its sending side (EOF) */
 	uint64_t line_started_ms; /* first octet of the command line in progress; 0: none */
+	uint64_t body_started_ms; /* the body began, later by the store's waits; 0: none */
+	uint64_t wait_started_ms; /* the body began to wait for the store; 0: not waiting */
+	uint32_t body_command;    /* the session's command count at that body's DATA */
 	uint64_t alarm_due_ms;    /* when the alarm is set for; 0: not set */
 	struct smtp_session session;
 };

@@ -846,6 +846,17 @@ void smtp_session_timeout(struct smtp_session *s)
 	smtp_reply_closing(s, "421 4.4.2 %s Error: timeout exceeded", s->settings->hostname);
 }
 
+void smtp_session_data_too_slow(struct smtp_session *s, uint32_t min_rate)
+{
+	if (s->state != SMTP_STATE_DATA)
+		return;
+	smtp_transaction_reset(s);
+	smtp_reply_closing(s,
+			   "421 4.4.2 %s Error: data rate too low (at least %u octets a second "
+			   "expected); closing",
+			   s->settings->hostname, min_rate);
+}
+
 void smtp_session_shutdown(struct smtp_session *s)
 {
 	s->draining = true;

@@ -156,6 +156,10 @@ bool smtp_session_in_command_line(const struct smtp_session *s);
 /* The idle or DATA timeout passed: 421, close. */
 void smtp_session_timeout(struct smtp_session *s);
 
+/* The body arrives slower than min_rate octets/s: 421, close; the message
+ * is not kept. */
+void smtp_session_data_too_slow(struct smtp_session *s, uint32_t min_rate);
+
 /* The server is shutting down: close now if idle (421), else after the
  * transaction in progress ends. */
 void smtp_session_shutdown(struct smtp_session *s);

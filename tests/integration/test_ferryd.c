@@ -952,6 +952,82 @@ Test(ferryd, slowloris_command_line_is_closed_at_the_command_deadline)
 	stop_ferryd_cleanly(&fi);
 }
 
+/* Send `body` (its final ".\r\n" included) `chunk` octets every
+ * `interval_ms`, reading between; returns the first reply, at most
+ * `max_ms` after the start. */
+static int trickle_body(struct smtp_client *c, const char *body, size_t chunk, int interval_ms,
+			int max_ms, struct smtp_reply *r)
+{
+	size_t len = strlen(body), sent = 0;
+	int saved = c->timeout_ms;
+	int code = SMTP_REPLY_TIMEOUT;
+	int64_t end = harness_now_ms() + max_ms;
+	c->timeout_ms = interval_ms;
+	while (code == SMTP_REPLY_TIMEOUT && harness_now_ms() < end) {
+		size_t n = len - sent < chunk ? len - sent : chunk;
+		if (n > 0 && smtp_client_send(c, body + sent, n) == 0)
+			sent += n;
+		code = smtp_client_read_reply(c, r);
+	}
+	c->timeout_ms = saved;
+	return code;
+}
+
+Test(ferryd, trickled_body_is_closed_below_the_minimum_data_rate)
+{
+	/* Five octets a second, each read well within data_timeout: only the
+	 * rate over the whole body ends it, once data_timeout has passed. */
+	enum { GRACE_MS = 2000 };
+	struct ferry_instance fi;
+	start_ferryd(&fi,
+		     "[limits]\nidle_timeout = 60s\ndata_timeout = 2s\nmin_data_rate = 1000\n");
+	struct smtp_client c;
+	connect_greeted(&c, &fi);
+	open_transaction(&c, "a@client.example", "b@relay.example");
+	expect_command(&c, "DATA", 354, NULL);
+	int64_t t0 = harness_now_ms();
+	struct smtp_reply r;
+	int code =
+		trickle_body(&c, "Subject: trickled\r\n\r\none octet at a time, forever\r\n.\r\n",
+			     1, 200, 10000, &r);
+	int64_t took = harness_now_ms() - t0;
+	cr_assert_eq(code, 421, "a body trickled for %lld ms got '%s'", (long long)took, r.text);
+	cr_assert(reply_is(&r, 421, "4.4.2"), "got '%s'", r.text);
+	cr_assert_not_null(strstr(r.text, "data rate too low"), "got '%s'", r.text);
+	cr_assert_geq(took, GRACE_MS - 100, "closed after %lld ms, within data_timeout",
+		      (long long)took);
+	cr_assert_leq(took, GRACE_MS + 2000, "closed only after %lld ms", (long long)took);
+	cr_assert(smtp_client_wait_closed(&c, IO_MS), "not closed after the 421");
+	smtp_client_close(&c);
+	cr_assert_eq(harness_log_count(&fi, "event=data_rate_too_low"), 1, "log:\n%s",
+		     harness_log(&fi));
+
+	/* A body that keeps the rate is taken, however long it lasts: 400
+	 * octets every 200 ms for some 3 s. */
+	static char body[6500];
+	size_t len = (size_t)snprintf(body, sizeof(body), "Subject: steady\r\n\r\n");
+	while (len < sizeof(body) - 100)
+		len += (size_t)snprintf(body + len, sizeof(body) - len, "%s\r\n",
+					"a steady line of text, at twice the minimum rate");
+	snprintf(body + len, sizeof(body) - len, ".\r\n");
+	connect_greeted(&c, &fi);
+	open_transaction(&c, "a@client.example", "b@relay.example");
+	expect_command(&c, "DATA", 354, NULL);
+	t0 = harness_now_ms();
+	code = trickle_body(&c, body, 400, 200, 10000, &r);
+	took = harness_now_ms() - t0;
+	char id[32];
+	cr_assert_eq(code, 250, "a body at twice the rate got '%s' after %lld ms", r.text,
+		     (long long)took);
+	cr_assert_geq(took, GRACE_MS, "the body took only %lld ms", (long long)took);
+	cr_assert(smtp_reply_queue_id(&r, id, sizeof(id)), "%s", r.text);
+	expect_command(&c, "QUIT", 221, NULL);
+	smtp_client_close(&c);
+	stop_ferryd_cleanly(&fi);
+	cr_assert_eq(harness_count_spool(&fi), 1, "the trickled message was kept");
+	check_spooled(&fi, id, "a@client.example", "b@relay.example");
+}
+
 Test(ferryd, overlong_command_line_is_refused_and_the_session_goes_on)
 {
 	struct ferry_instance fi;
@@ -1099,6 +1175,7 @@ Test(ferryd, check_config_names_file_line_and_key)
 	cr_assert_not_null(find_line(res.out, "max_output_queue = 131072"), "%s", res.out);
 	cr_assert_not_null(find_line(res.out, "max_input_held = 65536"), "%s", res.out);
 	cr_assert_not_null(find_line(res.out, "command_deadline = 60s"), "%s", res.out);
+	cr_assert_not_null(find_line(res.out, "min_data_rate = 500"), "%s", res.out);
 	cr_assert_not_null(find_line(res.out, "relay_domains = relay.example, other.example"), "%s",
 			   res.out);
 	cr_assert_not_null(strstr(res.out, path), "the output does not name the file:\n%s",

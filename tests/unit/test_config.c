@@ -37,6 +37,7 @@ Test(config, defaults_make_a_local_relay)
 	cr_assert_eq(cfg.max_input_held, 65536);
 	cr_assert_eq(cfg.max_output_queue, 65536);
 	cr_assert_eq(cfg.command_deadline_ms, 60000);
+	cr_assert_eq(cfg.min_data_rate, 500);
 	cr_assert(cfg.workers >= 1, "workers resolved to the CPUs the process may use");
 }
 
@@ -54,6 +55,7 @@ Test(config, values_with_units)
 			   "max_input_held = 256K\n"
 			   "max_output_queue = 1M\n"
 			   "command_deadline = 20s\n"
+			   "min_data_rate = 0\n"
 			   "[relay]\n"
 			   "relay_domains = a.example b.example\n"
 			   "relay_domains = .c.example\n"
@@ -70,9 +72,10 @@ Test(config, values_with_units)
 	cr_assert_eq(cfg.max_input_held, 256u * 1024);
 	cr_assert_eq(cfg.max_output_queue, 1024u * 1024);
 	cr_assert_eq(cfg.command_deadline_ms, 20000);
+	cr_assert_eq(cfg.min_data_rate, 0, "0 turns the rate check off");
 	cr_assert_eq(cfg.relay_domains.count, 3);
 	cr_assert_str_eq(cfg.relay_domains.items[2].value, ".c.example");
-	cr_assert_eq(cfg.relay_domains.items[2].line, 15);
+	cr_assert_eq(cfg.relay_domains.items[2].line, 16);
 	cr_assert_eq(cfg.log_level, LOG_LEVEL_DEBUG);
 }
 
@@ -134,6 +137,7 @@ Test(config, bad_values_are_refused)
 		"[limits]\nmax_input_held = 1K\n",
 		"[limits]\nmax_output_queue = 1G\n",
 		"[limits]\ncommand_deadline = 500ms\n",
+		"[limits]\nmin_data_rate = 1K\n", /* octets a second: a plain number */
 		"[log]\nlevel = loud\n",
 		"[log]\ndestination = file\n",
 		"[server]\nhostname = a\nhostname = b\n",

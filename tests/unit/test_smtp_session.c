@@ -1098,6 +1098,32 @@ Test(session, timeout_in_data_aborts_the_message)
 	cr_assert_eq(session.state, SMTP_STATE_CLOSED);
 }
 
+Test(session, a_body_too_slow_is_refused_and_not_kept)
+{
+	to_data(UNTRUSTED);
+	expect("Subject: slow\r\n\r\nhalf a bo", "");
+	smtp_session_data_too_slow(&session, 500);
+	cr_assert_str_eq(take(), "421 4.4.2 mx.test Error: data rate too low (at least 500 octets "
+				 "a second expected); closing\r\n");
+	cr_assert_str_eq(fake_queue_state(0), "aborted");
+	cr_assert_eq(fake_queue_live(), 0);
+	cr_assert(session.want_close);
+	cr_assert_eq(session.state, SMTP_STATE_CLOSED);
+}
+
+Test(session, too_slow_means_nothing_outside_a_body)
+{
+	to_data(UNTRUSTED);
+	expect("x\r\n.\r\n", "");
+	smtp_session_data_too_slow(&session, 500);
+	cr_assert_str_eq(take(), "", "a body complete is the store's time");
+	expect_parked_for_commit(0);
+	cr_assert_str_eq(commit(0), queued(0));
+	smtp_session_data_too_slow(&session, 500);
+	cr_assert_str_eq(take(), "");
+	cr_assert(!session.want_close);
+}
+
 Test(session, timeout_waits_for_a_commit_in_flight)
 {
 	to_data(UNTRUSTED);
