@@ -22,10 +22,17 @@ static struct inbound_session *inbound_session_of(struct conn *c)
 	return container_of(c, struct inbound_session, conn);
 }
 
+/* While the server shuts down, a session inside a transaction must make
+ * progress within this much time, again and again; silence for this long
+ * ends any session, and a closing one's last words have this long. */
+#define INBOUND_SHUTDOWN_PROGRESS_MS 2000
+
 static uint32_t inbound_session_timeout_ms(const struct inbound_session *s)
 {
 	const struct config *cfg = s->owner->server->cfg;
-	return smtp_session_in_data(&s->session) ? cfg->data_timeout_ms : cfg->idle_timeout_ms;
+	uint32_t t =
+		smtp_session_in_data(&s->session) ? cfg->data_timeout_ms : cfg->idle_timeout_ms;
+	return s->stopping && t > INBOUND_SHUTDOWN_PROGRESS_MS ? INBOUND_SHUTDOWN_PROGRESS_MS : t;
 }
 
 /* ---- deadlines that bytes do not extend -------------------------------------- */
@@ -68,11 +75,17 @@ static bool inbound_session_body_timed(const struct inbound_session *s)
 static uint64_t inbound_session_deadline(const struct inbound_session *s)
 {
 	const struct config *cfg = s->owner->server->cfg;
+	uint64_t due = 0;
 	if (s->line_started_ms != 0)
-		return s->line_started_ms + cfg->command_deadline_ms;
-	if (inbound_session_body_timed(s))
-		return inbound_session_rate_deadline(s);
-	return 0;
+		due = s->line_started_ms + cfg->command_deadline_ms;
+	else if (inbound_session_body_timed(s))
+		due = inbound_session_rate_deadline(s);
+	if (s->progress_ms != 0) {
+		uint64_t progress_due = s->progress_ms + INBOUND_SHUTDOWN_PROGRESS_MS;
+		if (due == 0 || progress_due < due)
+			due = progress_due;
+	}
+	return due;
 }
 
 /* The alarm is set for the next deadline, or earlier: a deadline that
@@ -122,6 +135,40 @@ static void inbound_session_track_body(struct inbound_session *s)
 	}
 }
 
+/* Shutting down: progress is seen from here on. */
+static void inbound_session_progress_mark(struct inbound_session *s)
+{
+	s->progress_ms = s->conn.worker->now_ms;
+	s->progress_commands = s->session.commands;
+	s->progress_octets = s->session.data.size;
+}
+
+/*
+ * Shutting down, a session may finish its transaction as long as it makes
+ * progress: since the last look, a command, or (inside a body) octets at
+ * min_data_rate, at least one; a session waiting for the store makes the
+ * store's. One that makes none is closed now, without its message.
+ */
+static void inbound_session_check_progress(struct inbound_session *s)
+{
+	const struct config *cfg = s->owner->server->cfg;
+	uint64_t elapsed = s->conn.worker->now_ms - s->progress_ms;
+	uint64_t needed = (uint64_t)cfg->min_data_rate * elapsed / 1000;
+	const struct smtp_session *ss = &s->session;
+	bool progress = ss->state == SMTP_STATE_COMMIT || ss->waiting ||
+			ss->commands != s->progress_commands ||
+			(smtp_session_in_data(ss) &&
+			 ss->data.size - s->progress_octets >= (needed > 0 ? needed : 1));
+	if (progress) {
+		inbound_session_progress_mark(s);
+		return;
+	}
+	log_event(LOG_LEVEL_INFO, "event=shutdown_stalled session=%s client=%s in_data=%d", ss->id,
+		  ss->client_address, smtp_session_in_data(ss));
+	s->progress_ms = 0;
+	smtp_session_shutdown_now(&s->session);
+}
+
 /* The alarm: a deadline may have passed. */
 static void inbound_session_check_deadlines(struct inbound_session *s)
 {
@@ -145,6 +192,9 @@ static void inbound_session_check_deadlines(struct inbound_session *s)
 		s->body_started_ms = 0;
 		smtp_session_data_too_slow(&s->session, cfg->min_data_rate);
 	}
+	if (s->progress_ms != 0 && now >= s->progress_ms + INBOUND_SHUTDOWN_PROGRESS_MS &&
+	    s->session.state != SMTP_STATE_CLOSED)
+		inbound_session_check_progress(s);
 }
 
 /*
@@ -226,9 +276,15 @@ static void inbound_session_input_end(struct conn *c)
 static void inbound_session_timeout(struct conn *c)
 {
 	struct inbound_session *s = inbound_session_of(c);
-	if (s->session.state == SMTP_STATE_COMMIT) {
+	if (s->session.state == SMTP_STATE_COMMIT || s->session.waiting) {
 		/* Waiting for the disk is not the client's fault. */
 		conn_touch(c);
+		return;
+	}
+	if (s->stopping) {
+		/* Silence while we shut down: no progress. */
+		inbound_session_check_progress(s);
+		inbound_session_settle(s);
 		return;
 	}
 	bool in_data = smtp_session_in_data(&s->session);
@@ -377,15 +433,23 @@ void inbound_session_start(struct net_worker *owner, int fd, const struct sockad
 
 void inbound_session_shutdown(struct inbound_session *s)
 {
-	if (s->conn.state != CONN_OPEN)
+	struct conn *c = &s->conn;
+	if (c->state != CONN_OPEN)
 		return;
+	/* From now on every session has a short time, and a session inside a
+	 * transaction must keep making progress in it. */
+	s->stopping = true;
+	conn_touch(c);
 	if (!s->greeted) {
 		s->greeted = true;
-		conn_alarm_cancel(&s->conn);
+		conn_alarm_cancel(c);
 		smtp_session_refuse(&s->session, "421 4.3.2 Service shutting down");
 	} else {
 		smtp_session_shutdown(&s->session);
+		if (smtp_session_in_transaction(&s->session))
+			inbound_session_progress_mark(s);
 	}
+	conn_set_timeout(c, inbound_session_timeout_ms(s));
 	inbound_session_settle(s);
 }
 

@@ -864,3 +864,12 @@ void smtp_session_shutdown(struct smtp_session *s)
 		return;
 	smtp_reply_closing(s, "421 4.3.2 %s Service shutting down", s->settings->hostname);
 }
+
+void smtp_session_shutdown_now(struct smtp_session *s)
+{
+	s->draining = true;
+	if (s->state == SMTP_STATE_CLOSED || s->state == SMTP_STATE_COMMIT)
+		return;
+	smtp_transaction_reset(s);
+	smtp_reply_closing(s, "421 4.3.2 %s Service shutting down", s->settings->hostname);
+}

@@ -164,6 +164,11 @@ void smtp_session_data_too_slow(struct smtp_session *s, uint32_t min_rate);
  * transaction in progress ends. */
 void smtp_session_shutdown(struct smtp_session *s);
 
+/* The server is shutting down and the client makes no progress: 421 now,
+ * inside a transaction too (its message is not kept), but for a commit in
+ * flight, which ends first. */
+void smtp_session_shutdown_now(struct smtp_session *s);
+
 /* Refuse a connection before the banner (limits): `reply` is a whole
  * reply line without CRLF, e.g. "421 4.7.0 Too many connections". */
 void smtp_session_refuse(struct smtp_session *s, const char *reply);

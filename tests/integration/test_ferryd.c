@@ -390,21 +390,27 @@ Test(ferryd, sigterm_closes_idle_sessions_and_lets_a_transaction_finish)
 	cr_assert_eq(harness_count_spool(&fi), 1);
 }
 
-Test(ferryd, shutdown_deadline_closes_a_session_stuck_in_data)
+Test(ferryd, shutdown_deadline_closes_a_session_still_sending)
 {
+	/* With no minimum rate, one octet every 200 ms is progress: the
+	 * session may go on, but only until the shutdown deadline. */
 	struct ferry_instance fi;
-	start_ferryd(&fi, "[server]\nshutdown_timeout = 2s\n");
+	start_ferryd(&fi, "[server]\nshutdown_timeout = 2s\n[limits]\nmin_data_rate = 0\n");
 	struct smtp_client c;
 	connect_greeted(&c, &fi);
 	open_transaction(&c, "a@client.example", "b@relay.example");
 	expect_command(&c, "DATA", 354, NULL);
-	cr_assert_eq(smtp_client_send_str(&c, "Subject: stuck\r\n\r\nthis body never ends"), 0);
+	cr_assert_eq(smtp_client_send_str(&c, "Subject: slow\r\n\r\n"), 0);
 	/* Let the partial body reach ferryd before the signal. */
 	cr_assert(smtp_client_quiet(&c, 200), "unexpected reply in the middle of DATA");
 
 	int64_t t0 = harness_now_ms();
 	cr_assert_eq(kill(fi.pid, SIGTERM), 0);
-	int status = harness_wait_exit(&fi, 15000);
+	int status = -1;
+	for (int i = 0; i < 75 && status == -1; i++) {
+		smtp_client_send(&c, "x", 1); /* fails once ferryd has closed it */
+		status = harness_wait_exit(&fi, 200);
+	}
 	int64_t took = harness_now_ms() - t0;
 	cr_assert_eq(status, 0, "ferryd exited with %d", status);
 	cr_assert_geq(took, 1900, "ferryd left after %lld ms, before the 2 s deadline",
@@ -412,10 +418,89 @@ Test(ferryd, shutdown_deadline_closes_a_session_stuck_in_data)
 	cr_assert_leq(took, 8000, "ferryd took %lld ms for a 2 s deadline", (long long)took);
 	struct smtp_reply r;
 	int code = smtp_client_read_reply(&c, &r);
-	cr_assert_eq(code, SMTP_REPLY_CLOSED, "the stuck client got '%s' instead of a close",
-		     r.text);
+	cr_assert(code == SMTP_REPLY_CLOSED || code == SMTP_REPLY_ERROR,
+		  "the session cut at the deadline got '%s' instead of a close", r.text);
 	smtp_client_close(&c);
+	cr_assert_eq(harness_log_count(&fi, "event=shutdown_deadline"), 1);
 	cr_assert_eq(harness_count_spool(&fi), 0, "a message never acknowledged was kept");
+}
+
+Test(ferryd, stuck_sessions_do_not_hold_sigterm_and_an_upload_still_finishes)
+{
+	/*
+	 * A long shutdown_timeout; at SIGTERM a client trickles its body,
+	 * one waits inside its envelope, one has half a command line, and
+	 * one is in the middle of uploading a large body. The three stuck
+	 * ones get 421 within a few seconds; the upload is acknowledged;
+	 * ferryd exits long before the deadline.
+	 */
+	enum { STUCK = 3, LINE = 100, LINES = 50000 };
+	struct ferry_instance fi;
+	start_ferryd(&fi, "[server]\nshutdown_timeout = 60s\n");
+	struct smtp_client stuck[STUCK], upload;
+	connect_greeted(&stuck[0], &fi);
+	open_transaction(&stuck[0], "a@client.example", "b@relay.example");
+	expect_command(&stuck[0], "DATA", 354, NULL);
+	cr_assert_eq(smtp_client_send_str(&stuck[0], "Subject: trickled\r\n\r\n"), 0);
+	connect_greeted(&stuck[1], &fi);
+	open_transaction(&stuck[1], "a@client.example", "b@relay.example");
+	connect_greeted(&stuck[2], &fi);
+	open_transaction(&stuck[2], "a@client.example", "b@relay.example");
+	cr_assert_eq(smtp_client_send_str(&stuck[2], "RCPT TO:<c@rel"), 0);
+
+	static char body[(size_t)LINE * LINES + 3];
+	for (size_t i = 0; i < LINES; i++) {
+		memset(body + i * LINE, 'a' + (char)(i % 26), LINE - 2);
+		memcpy(body + i * LINE + LINE - 2, "\r\n", 2);
+	}
+	memcpy(body + (size_t)LINE * LINES, ".\r\n", 3);
+	const size_t first = sizeof(body) / 8;
+	connect_greeted(&upload, &fi);
+	upload.timeout_ms = 60000;
+	open_transaction(&upload, "up@client.example", "b@relay.example");
+	expect_command(&upload, "DATA", 354, NULL);
+	cr_assert_eq(smtp_client_send(&upload, body, first), 0);
+	cr_assert(smtp_client_quiet(&stuck[0], 200), "unexpected reply in the middle of DATA");
+
+	int64_t t0 = harness_now_ms();
+	cr_assert_eq(kill(fi.pid, SIGTERM), 0);
+	/* The upload goes on at full speed, and is acknowledged. */
+	cr_assert_eq(smtp_client_send(&upload, body + first, sizeof(body) - first), 0);
+	char id[32];
+	struct smtp_reply r;
+	cr_assert_eq(smtp_client_read_reply(&upload, &r), 250, "the upload got '%s'", r.text);
+	cr_assert(smtp_reply_queue_id(&r, id, sizeof(id)), "%s", r.text);
+	expect_reply(&upload, 421, "4.3.2", "after the upload during shutdown");
+	/* The trickle goes on; it is no progress. */
+	stuck[0].timeout_ms = 200;
+	int code = SMTP_REPLY_TIMEOUT;
+	for (int i = 0; i < 25 && code == SMTP_REPLY_TIMEOUT; i++) {
+		smtp_client_send(&stuck[0], "x", 1);
+		code = smtp_client_read_reply(&stuck[0], &r);
+	}
+	cr_assert(reply_is(&r, 421, "4.3.2"), "the trickled body got '%s' after %lld ms", r.text,
+		  (long long)(harness_now_ms() - t0));
+	for (int i = 1; i < STUCK; i++) {
+		stuck[i].timeout_ms = 5000;
+		expect_reply(&stuck[i], 421, "4.3.2", "a stuck envelope during shutdown");
+	}
+	for (int i = 0; i < STUCK; i++) {
+		cr_assert(smtp_client_wait_closed(&stuck[i], IO_MS), "stuck session %d not closed",
+			  i);
+		smtp_client_close(&stuck[i]);
+	}
+	cr_assert(smtp_client_wait_closed(&upload, IO_MS), "the upload's session not closed");
+	smtp_client_close(&upload);
+
+	int status = harness_wait_exit(&fi, 10000);
+	int64_t took = harness_now_ms() - t0;
+	cr_assert_eq(status, 0, "ferryd exited with %d (or not in 10 s of a 60 s deadline)",
+		     status);
+	cr_assert_leq(took, 8000, "ferryd took %lld ms to stop", (long long)took);
+	cr_assert_eq(harness_log_count(&fi, "event=shutdown_stalled"), STUCK, "log:\n%s",
+		     harness_log(&fi));
+	cr_assert_eq(harness_count_spool(&fi), 1, "only the upload is kept");
+	check_spooled(&fi, id, "up@client.example", "b@relay.example");
 }
 
 /* ---- 6. early talkers ----------------------------------------------------------------- */

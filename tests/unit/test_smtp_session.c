@@ -1167,6 +1167,36 @@ Test(session, shutdown_lets_the_transaction_finish)
 	cr_assert_str_eq(fake_queue_state(0), "committed");
 }
 
+Test(session, shutdown_now_drops_the_transaction_of_a_stalled_client)
+{
+	to_data(UNTRUSTED);
+	smtp_session_shutdown(&session);
+	expect("Subject: trickled\r\n\r\nhalf", "");
+	smtp_session_shutdown_now(&session);
+	cr_assert_str_eq(take(), SHUTTING_DOWN);
+	cr_assert_str_eq(fake_queue_state(0), "aborted");
+	cr_assert(session.want_close);
+	cr_assert_eq(session.state, SMTP_STATE_CLOSED);
+
+	/* In the envelope, between commands, too. */
+	to_rcpt(UNTRUSTED);
+	smtp_session_shutdown_now(&session);
+	cr_assert_str_eq(take(), SHUTTING_DOWN);
+	cr_assert_eq(session.state, SMTP_STATE_CLOSED);
+}
+
+Test(session, shutdown_now_lets_a_commit_in_flight_end)
+{
+	to_data(UNTRUSTED);
+	expect("x\r\n.\r\n", "");
+	smtp_session_shutdown_now(&session);
+	cr_assert_str_eq(take(), "");
+	expect_parked_for_commit(0);
+	cr_assert_str_eq(commit(0), joined(queued(0), SHUTTING_DOWN));
+	cr_assert_str_eq(fake_queue_state(0), "committed");
+	cr_assert_eq(session.state, SMTP_STATE_CLOSED);
+}
+
 Test(session, shutdown_closes_when_the_transaction_ends_otherwise)
 {
 	/* Ended by RSET. */
