@@ -311,6 +311,17 @@ static void inbound_session_alarm(struct conn *c)
 static void inbound_session_failed(struct conn *c, enum conn_failure what, int error)
 {
 	struct inbound_session *s = inbound_session_of(c);
+	if (smtp_session_in_transaction(&s->session) &&
+	    (what == CONN_FAILURE_RECV || what == CONN_FAILURE_SEND)) {
+		/* A reset mid-transaction loses it, as an EOF does; a body
+		 * already complete still becomes durable, unacknowledged. */
+		log_event(LOG_LEVEL_INFO,
+			  "event=lost_connection session=%s client=%s state=%s error=\"%s\"",
+			  s->session.id, s->session.client_address,
+			  s->session.state == SMTP_STATE_COMMIT ? "commit" : "transaction",
+			  strerror(error));
+		return;
+	}
 	switch (what) {
 	case CONN_FAILURE_SEND:
 		log_event(LOG_LEVEL_INFO, "event=send_error session=%s error=\"%s\"", s->session.id,

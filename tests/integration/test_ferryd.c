@@ -227,6 +227,57 @@ Test(ferryd, client_that_ends_its_input_early_still_gets_every_reply)
 	check_spooled(&fi, id, "a@client.example", "b@relay.example");
 }
 
+/* Wait at most IO_MS for `text` to be in ferryd's log `count` times. */
+static void wait_log_count(const struct ferry_instance *fi, const char *text, int count)
+{
+	int64_t deadline = harness_now_ms() + IO_MS;
+	while (harness_log_count(fi, text) < count && harness_now_ms() < deadline)
+		harness_sleep_ms(20);
+	cr_assert_eq(harness_log_count(fi, text), count, "'%s' is not %d times in:\n%s", text,
+		     count, harness_log(fi));
+}
+
+Test(ferryd, reset_inside_a_transaction_is_logged_as_a_lost_connection)
+{
+	struct ferry_instance fi;
+	start_ferryd(&fi, NULL);
+	/* The harness's own probes (which may end with a reset) are gone. */
+	int64_t deadline = harness_now_ms() + IO_MS;
+	while (harness_log_count(&fi, "event=connect ") !=
+		       harness_log_count(&fi, "event=disconnect") &&
+	       harness_now_ms() < deadline)
+		harness_sleep_ms(20);
+	int recv_errors = harness_log_count(&fi, "event=recv_error");
+	/* In the envelope, then in the middle of a body. */
+	struct smtp_client c;
+	connect_greeted(&c, &fi);
+	open_transaction(&c, "a@client.example", "b@relay.example");
+	smtp_client_abort(&c);
+	wait_log_count(&fi, "event=lost_connection", 1);
+	connect_greeted(&c, &fi);
+	open_transaction(&c, "a@client.example", "b@relay.example");
+	expect_command(&c, "DATA", 354, NULL);
+	cr_assert_eq(smtp_client_send_str(&c, "Subject: cut\r\n\r\nhalf a bo"), 0);
+	cr_assert(smtp_client_quiet(&c, 200), "a reply in the middle of DATA");
+	smtp_client_abort(&c);
+	wait_log_count(&fi, "event=lost_connection", 2);
+	const char *log = harness_log(&fi);
+	const char *line = strstr(log, "event=lost_connection");
+	cr_assert_not_null(strstr(line, "state=transaction error=\"Connection reset by peer\""),
+			   "log:\n%s", log);
+	cr_assert_eq(harness_log_count(&fi, "event=recv_error"), recv_errors, "log:\n%s",
+		     harness_log(&fi));
+	/* Outside a transaction a reset is what it was. */
+	connect_greeted(&c, &fi);
+	expect_command(&c, "EHLO client.example", 250, NULL);
+	smtp_client_abort(&c);
+	wait_log_count(&fi, "event=recv_error", recv_errors + 1);
+	cr_assert_eq(harness_log_count(&fi, "event=lost_connection"), 2, "log:\n%s",
+		     harness_log(&fi));
+	stop_ferryd_cleanly(&fi);
+	cr_assert_eq(harness_count_spool(&fi), 0, "a message cut short was kept");
+}
+
 /* ---- 2. many sessions at once ------------------------------------------------------- */
 
 Test(ferryd, a_thousand_concurrent_sessions_are_all_queued, .timeout = 150)
