@@ -69,8 +69,12 @@ static const struct config_key config_keys[] = {
 	KEY("limits", max_command_line, CONFIG_UINT, max_command_line, 512, 65536),
 	KEY("limits", max_text_line, CONFIG_UINT, max_text_line, 1000, 1048576),
 	KEY("limits", max_message_size, CONFIG_SIZE, max_message_size, 1024, (uint64_t)4 << 30),
+	KEY("limits", max_input_held, CONFIG_SIZE, max_input_held, 4096, 64u << 20),
+	KEY("limits", max_output_queue, CONFIG_SIZE, max_output_queue, 4096, 64u << 20),
 	KEY("limits", idle_timeout, CONFIG_DURATION, idle_timeout_ms, 1000, 3600000),
 	KEY("limits", data_timeout, CONFIG_DURATION, data_timeout_ms, 1000, 3600000),
+	KEY("limits", command_deadline, CONFIG_DURATION, command_deadline_ms, 1000, 3600000),
+	KEY("limits", min_data_rate, CONFIG_UINT, min_data_rate, 0, 1u << 30),
 	KEY("relay", relay_domains, CONFIG_LIST, relay_domains, 0, 0),
 	KEY("relay", trusted_networks, CONFIG_LIST, trusted_networks, 0, 0),
 	KEY_STRING("relay", postmaster, postmaster),
@@ -144,8 +148,12 @@ void config_defaults(struct config *cfg)
 	cfg->max_command_line = 512;
 	cfg->max_text_line = 1000;
 	cfg->max_message_size = 36700160; /* 35 MiB, as many providers use */
-	cfg->idle_timeout_ms = 300000;    /* RFC 5321 4.5.3.2.7: 5 minutes */
-	cfg->data_timeout_ms = 180000;    /* RFC 5321 4.5.3.2.5: 3 minutes */
+	cfg->max_input_held = 64u << 10;
+	cfg->max_output_queue = 64u << 10;
+	cfg->idle_timeout_ms = 300000; /* RFC 5321 4.5.3.2.7: 5 minutes */
+	cfg->data_timeout_ms = 180000; /* RFC 5321 4.5.3.2.5: 3 minutes */
+	cfg->command_deadline_ms = 60000;
+	cfg->min_data_rate = 500; /* octets/s, as Postfix's smtpd_min_data_rate */
 	config_list_add(&cfg->trusted_networks, "127.0.0.0/8", 0);
 	config_list_add(&cfg->trusted_networks, "::1/128", 0);
 	snprintf(cfg->spool_dir, sizeof(cfg->spool_dir), "./var/spool");

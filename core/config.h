@@ -78,11 +78,15 @@ struct config {
 	uint32_t max_recipients;      /* at most CONFIG_MAX_RECIPIENTS */
 	uint32_t recipient_overshoot; /* 452s past max_recipients that are no errors */
 	uint32_t max_errors;
-	uint32_t max_command_line; /* octets, CRLF included (RFC 5321: 512) */
-	uint32_t max_text_line;    /* octets, CRLF included (RFC 5321: 1000) */
-	uint64_t max_message_size; /* octets, advertised with SIZE */
-	uint32_t idle_timeout_ms;  /* between commands */
-	uint32_t data_timeout_ms;  /* between reads while receiving DATA */
+	uint32_t max_command_line;    /* octets, CRLF included (RFC 5321: 512) */
+	uint32_t max_text_line;       /* octets, CRLF included (RFC 5321: 1000) */
+	uint64_t max_message_size;    /* octets, advertised with SIZE */
+	uint64_t max_input_held;      /* octets of a client's input held: past it, reading pauses */
+	uint64_t max_output_queue;    /* octets of replies unsent: past it, commands wait */
+	uint32_t idle_timeout_ms;     /* between commands */
+	uint32_t data_timeout_ms;     /* between reads while receiving DATA */
+	uint32_t command_deadline_ms; /* a command line, from its first octet to its end */
+	uint32_t min_data_rate;       /* octets/s a body must keep after data_timeout; 0: off */
 
 	/* [relay] */
 	struct config_list relay_domains;

@@ -66,7 +66,12 @@ void timer_arm(struct timer_wheel *w, struct timer *t, uint64_t now_ms, uint64_t
 static void timer_run_slot(struct timer_wheel *w, uint64_t tick)
 {
 	struct list_node *head = &w->slots[tick & TIMER_MASK];
-	/* Detach the due timers first: callbacks may re-arm into this slot. */
+	/*
+	 * Detach the due timers first: callbacks may re-arm into this slot.
+	 * A detached timer stays armed, and counted, until it fires: a
+	 * callback may cancel (or re-arm) one that is due after it, which
+	 * then leaves `due` and the count once, not twice.
+	 */
 	struct list_node due;
 	list_init(&due);
 	struct timer *t, *next;
@@ -74,12 +79,15 @@ static void timer_run_slot(struct timer_wheel *w, uint64_t tick)
 	{
 		if (t->expires_tick > tick)
 			continue; /* a later round */
-		timer_unlink(w, t);
+		list_remove(&t->link);
 		list_insert_tail(&due, &t->link);
 	}
+	if (list_empty(head))
+		timer_slot_set(w, tick & TIMER_MASK, false);
 	struct list_node *first;
 	while ((first = list_first(&due)) != NULL) {
 		list_remove(first);
+		w->count--;
 		t = container_of(first, struct timer, link);
 		t->fire(t);
 	}

@@ -120,6 +120,11 @@ size_t conn_output_queued(const struct conn *c)
 	return buf_len(c->output) + buf_len(&c->sending);
 }
 
+bool conn_output_full(const struct conn *c)
+{
+	return conn_output_queued(c) > c->output_max;
+}
+
 static void conn_send_submit(struct conn *c)
 {
 	struct io_uring_sqe *sqe = worker_sqe(c->worker);
@@ -193,7 +198,9 @@ static bool conn_input_flows(const struct conn *c)
 }
 
 /* Offer bytes to the user; returns how many it took. Afterwards, too much
- * unsent output stops the input until it drains. */
+ * unsent output stops the input until it drains; a user that took less
+ * with its output over the cap stopped for that, and is offered the rest
+ * once the output has drained, without a conn_resume_input(). */
 static size_t conn_offer(struct conn *c, const char *data, size_t len)
 {
 	c->delivering = true;
@@ -202,9 +209,10 @@ static size_t conn_offer(struct conn *c, const char *data, size_t len)
 	CHECK(used <= len);
 	if (c->state != CONN_OPEN)
 		return used;
-	if (used < len)
+	bool full = conn_output_full(c);
+	if (used < len && !full)
 		c->input_blocked = true;
-	if (conn_output_queued(c) > CONN_OUTPUT_MAX) {
+	if (full) {
 		c->output_blocked = true;
 		conn_flush(c); /* its completion is what lets input flow again */
 	}
@@ -234,7 +242,7 @@ static int conn_deliver(struct conn *c, const char *data, size_t len)
 	}
 	if (len > 0 && buf_append(&c->held, data, len) != 0)
 		return -ENOMEM;
-	if (buf_len(&c->held) > CONN_HELD_MAX && !c->recv_paused) {
+	if (buf_len(&c->held) > c->held_max && !c->recv_paused) {
 		/* The peer talks faster than the user takes it: stop reading
 		 * until the user has worked through what is held. */
 		c->recv_paused = true;
@@ -261,7 +269,7 @@ static void conn_feed_held(struct conn *c)
 	}
 	if (buf_len(&c->held) == 0 && !c->output_blocked)
 		buf_release(&c->held); /* held input is the exception: keep no buffer */
-	if (c->recv_paused && buf_len(&c->held) < CONN_HELD_MAX / 2) {
+	if (c->recv_paused && buf_len(&c->held) < c->held_max / 2) {
 		c->recv_paused = false;
 		conn_recv_arm(c);
 	}
@@ -333,7 +341,7 @@ static void conn_send_complete(struct worker_op *op, const struct io_uring_cqe *
 		return;
 	}
 	conn_send_drained(c);
-	if (c->output_blocked && conn_output_queued(c) < CONN_OUTPUT_MAX / 2) {
+	if (c->output_blocked && conn_output_queued(c) < c->output_max / 2) {
 		c->output_blocked = false;
 		conn_feed_held(c);
 	}
@@ -436,6 +444,8 @@ static void conn_init(struct conn *c, const struct conn_setup *setup, int fd)
 	c->transport = setup->transport != NULL ? setup->transport : &conn_plain;
 	c->transport_state = setup->transport_state;
 	c->output = setup->output;
+	c->held_max = setup->held_max != 0 ? setup->held_max : CONN_HELD_DEFAULT;
+	c->output_max = setup->output_max != 0 ? setup->output_max : CONN_OUTPUT_DEFAULT;
 	c->fd = fd;
 	c->recv_op.complete = conn_recv_complete;
 	c->send_op.complete = conn_send_complete;

@@ -16,23 +16,25 @@
  * handler->input() (plain: no copy), and the buffer goes back to the ring
  * in the same loop turn. What the user does not take is copied into
  * `held`, and nothing more is offered until it calls conn_resume_input().
- * Past CONN_HELD_MAX held bytes the recv is cancelled (the peer's sending
- * stalls in TCP) and re-armed once held input drains below half of it.
- * What the kernel delivered in the loop turn that passed the cap is held
- * too: that is at most the worker's receive ring, in practice what the
- * socket had queued.
+ * Past held_max held bytes (the setup's cap) the recv is cancelled (the
+ * peer's sending stalls in TCP) and re-armed once held input drains below
+ * half of it. What the kernel delivered in the loop turn that passed the
+ * cap is held too: that is at most the worker's receive ring, in practice
+ * what the socket had queued.
  *
  * Output: the user appends to its own buffer (`output`, registered at
  * setup) and calls conn_flush(). The conn hands it to the kernel through
  * the transport (plain: the buffers are swapped, no copy), one send in
  * flight, partial sends continued. While output keeps coming the two
  * buffers take turns; once it stops, the conn keeps none (a small one is
- * left with the user, a big one freed). Past CONN_OUTPUT_MAX bytes queued
- * and not yet sent, no input is offered to the user until the output
- * drains below half of it: a peer that sends requests and never reads the
- * answers stalls instead of making us buffer them without bound. (The
- * check runs between offers of at most 8 KiB, so the output may pass the
- * cap by the answers to 8 KiB of input.)
+ * left with the user, a big one freed). Past output_max bytes queued and
+ * not yet sent (the setup's other cap), no input is offered to the user
+ * until the output drains below half of it: a peer that sends requests
+ * and never reads the answers stalls instead of making us buffer them
+ * without bound. (The check runs between offers of at most 8 KiB, so the
+ * output may pass the cap by the answers to 8 KiB of input; a user that
+ * checks conn_output_full() between requests, and takes no more input
+ * once it holds, keeps that to the answer of one request.)
  *
  * End of input (EOF): handler->input_end() once every byte before it was
  * taken; receiving stops, output still goes out (a peer may send a whole
@@ -69,8 +71,9 @@
 #include "core/timer.h"
 #include "core/worker.h"
 
-#define CONN_HELD_MAX   65536 /* input held for the user: past this, receiving pauses */
-#define CONN_OUTPUT_MAX 65536 /* output not yet sent: past this, input waits */
+/* The caps when the setup gives none. */
+#define CONN_HELD_DEFAULT   65536 /* input held for the user: past this, receiving pauses */
+#define CONN_OUTPUT_DEFAULT 65536 /* output not yet sent: past this, input waits */
 
 struct conn;
 
@@ -87,7 +90,9 @@ struct conn_handler {
 	 * Bytes for the user (valid during the call only), at most 8 KiB at
 	 * a time. Returns how many it took; fewer than len means "no more
 	 * for now": the conn keeps the rest and offers nothing until
-	 * conn_resume_input().
+	 * conn_resume_input() — or, when the output is over its cap then
+	 * (conn_output_full()), until the output has drained: a user that
+	 * stops for that reason alone need not resume.
 	 */
 	size_t (*input)(struct conn *c, const char *data, size_t len);
 	/* The peer sent EOF, and every byte before it was taken. */
@@ -159,6 +164,8 @@ struct conn_setup {
 	struct buf *output;                     /* the user's output buffer, for the conn's life */
 	const struct conn_transport *transport; /* NULL: conn_plain */
 	void *transport_state;
+	size_t held_max;   /* input held for the user past which receiving pauses; 0: default */
+	size_t output_max; /* unsent output past which no input is offered; 0: default */
 };
 
 /* Where conn_connect() goes. */
@@ -189,6 +196,8 @@ struct conn {
 	struct timer alarm; /* the user's */
 	uint64_t last_activity_ms;
 	uint32_t timeout_ms; /* idle timeout, 0: none */
+	size_t held_max;     /* held input past which receiving pauses */
+	size_t output_max;   /* unsent output past which no input is offered */
 
 	struct buf held;    /* input the user has not taken yet */
 	struct buf sending; /* bytes handed to the kernel: no one touches them */
@@ -251,6 +260,10 @@ void conn_abort(struct conn *c);
 
 /* Output queued and not yet sent (the user's buffer and the send slot). */
 size_t conn_output_queued(const struct conn *c);
+
+/* More output is queued than output_max: the conn offers no input until
+ * it drains. */
+bool conn_output_full(const struct conn *c);
 
 static inline const struct sockaddr *conn_peer(const struct conn *c)
 {

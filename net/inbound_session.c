@@ -22,17 +22,186 @@ static struct inbound_session *inbound_session_of(struct conn *c)
 	return container_of(c, struct inbound_session, conn);
 }
 
+/* While the server shuts down, a session inside a transaction must make
+ * progress within this much time, again and again; silence for this long
+ * ends any session, and a closing one's last words have this long. */
+#define INBOUND_SHUTDOWN_PROGRESS_MS 2000
+
 static uint32_t inbound_session_timeout_ms(const struct inbound_session *s)
 {
 	const struct config *cfg = s->owner->server->cfg;
-	return smtp_session_in_data(&s->session) ? cfg->data_timeout_ms : cfg->idle_timeout_ms;
+	uint32_t t =
+		smtp_session_in_data(&s->session) ? cfg->data_timeout_ms : cfg->idle_timeout_ms;
+	return s->stopping && t > INBOUND_SHUTDOWN_PROGRESS_MS ? INBOUND_SHUTDOWN_PROGRESS_MS : t;
+}
+
+/* ---- deadlines that bytes do not extend -------------------------------------- */
+
+/* A body's rate is checked at most this often. */
+#define INBOUND_RATE_CHECK_MS 1000
+/* The alarm is never set further ahead than this. */
+#define INBOUND_ALARM_MAX_MS 86400000u
+
+/* When a body that has brought `size` octets so far falls below the
+ * minimum rate, if no more come: never before data_timeout. */
+static uint64_t inbound_session_rate_deadline(const struct inbound_session *s)
+{
+	const struct config *cfg = s->owner->server->cfg;
+	uint64_t size = s->session.data.size;
+	uint64_t covered = size * 1000 / cfg->min_data_rate + 1; /* ms the octets pay for */
+	uint64_t due = s->body_started_ms +
+		       (covered > cfg->data_timeout_ms ? covered : cfg->data_timeout_ms);
+	uint64_t soonest = s->conn.worker->now_ms + INBOUND_RATE_CHECK_MS;
+	return due > soonest ? due : soonest;
+}
+
+/* Is the body below the minimum rate, counted over its whole time? */
+static bool inbound_session_body_too_slow(const struct inbound_session *s)
+{
+	const struct config *cfg = s->owner->server->cfg;
+	uint64_t elapsed = s->conn.worker->now_ms - s->body_started_ms;
+	return elapsed >= cfg->data_timeout_ms &&
+	       s->session.data.size * 1000 < (uint64_t)cfg->min_data_rate * elapsed;
+}
+
+/* A body under the rate check: received, not waiting for the store. */
+static bool inbound_session_body_timed(const struct inbound_session *s)
+{
+	return s->body_started_ms != 0 && s->wait_started_ms == 0 &&
+	       s->owner->server->cfg->min_data_rate > 0;
+}
+
+/* When the next deadline falls due, or 0 when none runs. */
+static uint64_t inbound_session_deadline(const struct inbound_session *s)
+{
+	const struct config *cfg = s->owner->server->cfg;
+	uint64_t due = 0;
+	if (s->line_started_ms != 0)
+		due = s->line_started_ms + cfg->command_deadline_ms;
+	else if (inbound_session_body_timed(s))
+		due = inbound_session_rate_deadline(s);
+	if (s->progress_ms != 0) {
+		uint64_t progress_due = s->progress_ms + INBOUND_SHUTDOWN_PROGRESS_MS;
+		if (due == 0 || progress_due < due)
+			due = progress_due;
+	}
+	return due;
+}
+
+/* The alarm is set for the next deadline, or earlier: a deadline that
+ * moved away is checked again when the alarm fires. */
+static void inbound_session_arm_deadline(struct inbound_session *s)
+{
+	uint64_t due = inbound_session_deadline(s);
+	if (due == 0 || (s->alarm_due_ms != 0 && s->alarm_due_ms <= due))
+		return;
+	uint64_t now = s->conn.worker->now_ms;
+	uint64_t delay = due > now ? due - now : 0;
+	/* A big body at a low rate may pay for days: look again in one. */
+	conn_alarm(&s->conn, delay < INBOUND_ALARM_MAX_MS ? (uint32_t)delay : INBOUND_ALARM_MAX_MS);
+	s->alarm_due_ms = due;
+}
+
+/* The command line in progress began with this input, unless one was in
+ * progress before it and no line ended in it. */
+static void inbound_session_track_line(struct inbound_session *s, const char *data, size_t used)
+{
+	if (!smtp_session_in_command_line(&s->session))
+		s->line_started_ms = 0;
+	else if (s->line_started_ms == 0 || memchr(data, '\n', used) != NULL)
+		s->line_started_ms = s->conn.worker->now_ms;
+}
+
+/* A body's time runs from its DATA (a new DATA is a new body) and stops
+ * while the session waits for the store: that is not the client's doing. */
+static void inbound_session_track_body(struct inbound_session *s)
+{
+	uint64_t now = s->conn.worker->now_ms;
+	if (!smtp_session_in_data(&s->session)) {
+		s->body_started_ms = 0;
+		s->wait_started_ms = 0;
+		return;
+	}
+	if (s->body_started_ms == 0 || s->body_command != s->session.commands) {
+		s->body_started_ms = now;
+		s->body_command = s->session.commands;
+		s->wait_started_ms = 0;
+	}
+	if (s->session.waiting && s->wait_started_ms == 0) {
+		s->wait_started_ms = now;
+	} else if (!s->session.waiting && s->wait_started_ms != 0) {
+		s->body_started_ms += now - s->wait_started_ms;
+		s->wait_started_ms = 0;
+	}
+}
+
+/* Shutting down: progress is seen from here on. */
+static void inbound_session_progress_mark(struct inbound_session *s)
+{
+	s->progress_ms = s->conn.worker->now_ms;
+	s->progress_commands = s->session.commands;
+	s->progress_octets = s->session.data.size;
+}
+
+/*
+ * Shutting down, a session may finish its transaction as long as it makes
+ * progress: since the last look, a command, or (inside a body) octets at
+ * min_data_rate, at least one; a session waiting for the store makes the
+ * store's. One that makes none is closed now, without its message.
+ */
+static void inbound_session_check_progress(struct inbound_session *s)
+{
+	const struct config *cfg = s->owner->server->cfg;
+	uint64_t elapsed = s->conn.worker->now_ms - s->progress_ms;
+	uint64_t needed = (uint64_t)cfg->min_data_rate * elapsed / 1000;
+	const struct smtp_session *ss = &s->session;
+	bool progress = ss->state == SMTP_STATE_COMMIT || ss->waiting ||
+			ss->commands != s->progress_commands ||
+			(smtp_session_in_data(ss) &&
+			 ss->data.size - s->progress_octets >= (needed > 0 ? needed : 1));
+	if (progress) {
+		inbound_session_progress_mark(s);
+		return;
+	}
+	log_event(LOG_LEVEL_INFO, "event=shutdown_stalled session=%s client=%s in_data=%d", ss->id,
+		  ss->client_address, smtp_session_in_data(ss));
+	s->progress_ms = 0;
+	smtp_session_shutdown_now(&s->session);
+}
+
+/* The alarm: a deadline may have passed. */
+static void inbound_session_check_deadlines(struct inbound_session *s)
+{
+	const struct config *cfg = s->owner->server->cfg;
+	uint64_t now = s->conn.worker->now_ms;
+	s->alarm_due_ms = 0;
+	if (s->line_started_ms != 0 && now >= s->line_started_ms + cfg->command_deadline_ms) {
+		log_event(LOG_LEVEL_INFO,
+			  "event=timeout session=%s client=%s in_data=0 limit=command_deadline",
+			  s->session.id, s->session.client_address);
+		s->line_started_ms = 0;
+		smtp_session_timeout(&s->session);
+	} else if (inbound_session_body_timed(s) && inbound_session_body_too_slow(s)) {
+		log_event(
+			LOG_LEVEL_INFO,
+			"event=data_rate_too_low session=%s client=%s octets=%llu elapsed_ms=%llu "
+			"min_rate=%u",
+			s->session.id, s->session.client_address,
+			(unsigned long long)s->session.data.size,
+			(unsigned long long)(now - s->body_started_ms), cfg->min_data_rate);
+		s->body_started_ms = 0;
+		smtp_session_data_too_slow(&s->session, cfg->min_data_rate);
+	}
+	if (s->progress_ms != 0 && now >= s->progress_ms + INBOUND_SHUTDOWN_PROGRESS_MS &&
+	    s->session.state != SMTP_STATE_CLOSED)
+		inbound_session_check_progress(s);
 }
 
 /*
  * After anything the session did: its replies go out, the timeout that
  * applies now is the conn's (a session that has just entered DATA may be
- * under a shorter one), and a session with nothing more to do is closed
- * once its replies are sent.
+ * under a shorter one), so is the next deadline, and a session with
+ * nothing more to do is closed once its replies are sent.
  */
 static void inbound_session_settle(struct inbound_session *s)
 {
@@ -40,8 +209,11 @@ static void inbound_session_settle(struct inbound_session *s)
 	conn_flush(c);
 	if (c->state != CONN_OPEN)
 		return;
-	if (s->greeted)
+	if (s->greeted) {
 		conn_set_timeout(c, inbound_session_timeout_ms(s));
+		inbound_session_track_body(s);
+		inbound_session_arm_deadline(s);
+	}
 	if (s->session.want_close) {
 		conn_close(c);
 	} else if (s->input_ended && !s->session.waiting) {
@@ -78,11 +250,19 @@ static size_t inbound_session_input(struct conn *c, const char *data, size_t len
 		inbound_session_settle(s);
 		return len;
 	}
+	if (conn_output_full(c))
+		return 0; /* the client reads its replies first */
+	/* No command past the output cap: what is queued beside `out` is
+	 * the conn's, being sent. */
+	size_t sending = conn_output_queued(c) - buf_len(&s->session.out);
+	s->session.out_max = c->output_max - sending;
 	size_t used = smtp_session_feed(&s->session, data, len);
+	inbound_session_track_line(s, data, used);
 	if (s->session.state == SMTP_STATE_CLOSED)
 		used = len; /* nothing more will be read */
 	inbound_session_settle(s);
-	/* Fewer than len: the session waits for the store, which wakes it. */
+	/* Fewer than len: the session waits for the store, which wakes it,
+	 * or for the client to read its replies (the conn sees that). */
 	return used;
 }
 
@@ -96,26 +276,52 @@ static void inbound_session_input_end(struct conn *c)
 static void inbound_session_timeout(struct conn *c)
 {
 	struct inbound_session *s = inbound_session_of(c);
-	if (s->session.state == SMTP_STATE_COMMIT) {
+	if (s->session.state == SMTP_STATE_COMMIT || s->session.waiting) {
 		/* Waiting for the disk is not the client's fault. */
 		conn_touch(c);
 		return;
 	}
-	log_event(LOG_LEVEL_INFO, "event=timeout session=%s client=%s in_data=%d", s->session.id,
-		  s->session.client_address, smtp_session_in_data(&s->session));
+	if (s->stopping) {
+		/* Silence while we shut down: no progress. */
+		inbound_session_check_progress(s);
+		inbound_session_settle(s);
+		return;
+	}
+	bool in_data = smtp_session_in_data(&s->session);
+	log_event(LOG_LEVEL_INFO, "event=timeout session=%s client=%s in_data=%d limit=%s",
+		  s->session.id, s->session.client_address, in_data,
+		  in_data ? "data_timeout" : "idle_timeout");
 	smtp_session_timeout(&s->session);
 	inbound_session_settle(s);
 }
 
-/* The greeting delay passed: listen-before-speaking is over. */
+/* The greeting delay passed (listen-before-speaking is over), or once
+ * greeted, a deadline may have. */
 static void inbound_session_alarm(struct conn *c)
 {
-	inbound_session_greet(inbound_session_of(c));
+	struct inbound_session *s = inbound_session_of(c);
+	if (!s->greeted) {
+		inbound_session_greet(s);
+		return;
+	}
+	inbound_session_check_deadlines(s);
+	inbound_session_settle(s);
 }
 
 static void inbound_session_failed(struct conn *c, enum conn_failure what, int error)
 {
 	struct inbound_session *s = inbound_session_of(c);
+	if (smtp_session_in_transaction(&s->session) &&
+	    (what == CONN_FAILURE_RECV || what == CONN_FAILURE_SEND)) {
+		/* A reset mid-transaction loses it, as an EOF does; a body
+		 * already complete still becomes durable, unacknowledged. */
+		log_event(LOG_LEVEL_INFO,
+			  "event=lost_connection session=%s client=%s state=%s error=\"%s\"",
+			  s->session.id, s->session.client_address,
+			  s->session.state == SMTP_STATE_COMMIT ? "commit" : "transaction",
+			  strerror(error));
+		return;
+	}
 	switch (what) {
 	case CONN_FAILURE_SEND:
 		log_event(LOG_LEVEL_INFO, "event=send_error session=%s error=\"%s\"", s->session.id,
@@ -212,6 +418,8 @@ void inbound_session_start(struct net_worker *owner, int fd, const struct sockad
 		.worker = owner->worker,
 		.handler = &inbound_session_conn_handler,
 		.output = &s->session.out,
+		.held_max = (size_t)srv->cfg->max_input_held,
+		.output_max = (size_t)srv->cfg->max_output_queue,
 	};
 	conn_accept(&s->conn, &setup, fd, peer, peer_len);
 
@@ -236,14 +444,22 @@ void inbound_session_start(struct net_worker *owner, int fd, const struct sockad
 
 void inbound_session_shutdown(struct inbound_session *s)
 {
-	if (s->conn.state != CONN_OPEN)
+	struct conn *c = &s->conn;
+	if (c->state != CONN_OPEN)
 		return;
+	/* From now on every session has a short time, and a session inside a
+	 * transaction must keep making progress in it. */
+	s->stopping = true;
+	conn_touch(c);
 	if (!s->greeted) {
 		/* No banner, so no transaction: the 421 below goes at once. */
 		s->greeted = true;
-		conn_alarm_cancel(&s->conn);
+		conn_alarm_cancel(c);
 	}
 	smtp_session_shutdown(&s->session);
+	if (smtp_session_in_transaction(&s->session))
+		inbound_session_progress_mark(s);
+	conn_set_timeout(c, inbound_session_timeout_ms(s));
 	inbound_session_settle(s);
 }
 

@@ -10,16 +10,26 @@
  *    it waits for the store stays held in the conn and is fed again when
  *    the store wakes the session.
  *  - Timeouts: data_timeout while a body is received, idle_timeout
- *    otherwise; a session waiting for the disk (SMTP_STATE_COMMIT) is not
- *    timed out, the disk's slowness is not the client's fault.
+ *    otherwise; a session waiting for the disk (SMTP_STATE_COMMIT, or a
+ *    body the store paused) is not timed out, the disk's slowness is not
+ *    the client's fault.
+ *  - Deadlines that received bytes do not extend, on the conn's alarm once
+ *    greeted: a command line must end within command_deadline of its
+ *    first octet; a body must arrive at min_data_rate, taken over the
+ *    whole body once it has taken longer than data_timeout (time spent
+ *    waiting for the store does not count).
  *  - The end: the session's last reply is sent, then the conn closes; a
  *    client that shut down its sending side (EOF) still gets every reply,
  *    including the 250 of a commit in flight.
- *  - Shutdown: 421 now, or after the transaction in progress; at the
- *    shutdown deadline, closed regardless.
+ *  - Shutdown: 421 now, or after the transaction in progress as long as
+ *    the client makes progress (a command, or body octets at
+ *    min_data_rate, every two seconds; a commit in flight is the store's); a
+ *    client that makes none gets 421 at once. At the shutdown deadline,
+ *    closed regardless.
  *  - The log lines of a connection's life (docs/operations.md): connect,
- *    connection_refused, early_talker, timeout, lost_connection,
- *    recv_error, send_error, input_lost, shutdown_deadline, disconnect.
+ *    connection_refused, early_talker, timeout, data_rate_too_low,
+ *    lost_connection, recv_error, send_error, input_lost,
+ *    shutdown_stalled, shutdown_deadline, disconnect.
  *
  * Lifetime: started by net/server.c's accept path, listed on its
  * net_worker until the conn is closed; then the session is destroyed, the
@@ -42,11 +52,20 @@ struct net_worker;
 struct inbound_session {
 	struct conn conn;
 	struct net_worker *owner;
-	struct list_node link; /* the owner's sessions */
-	uint32_t client_slot;  /* per-client accounting; see server.c */
-	bool counted;          /* holds a place in the connection limits */
-	bool greeted;          /* the banner (or a refusal) is queued */
-	bool input_ended;      /* the client shut down its sending side (EOF) */
+	struct list_node link;      /* the owner's sessions */
+	uint32_t client_slot;       /* per-client accounting; see server.c */
+	bool counted;               /* holds a place in the connection limits */
+	bool greeted;               /* the banner (or a refusal) is queued */
+	bool input_ended;           /* the client shut down its sending side (EOF) */
+	uint64_t line_started_ms;   /* first octet of the command line in progress; 0: none */
+	uint64_t body_started_ms;   /* the body began, later by the store's waits; 0: none */
+	uint64_t wait_started_ms;   /* the body began to wait for the store; 0: not waiting */
+	uint32_t body_command;      /* the session's command count at that body's DATA */
+	uint64_t alarm_due_ms;      /* when the alarm is set for; 0: not set */
+	bool stopping;              /* the server shuts down */
+	uint64_t progress_ms;       /* shutting down: progress last seen; 0: not watched */
+	uint32_t progress_commands; /* the session's command count then */
+	uint64_t progress_octets;   /* and its body's octets */
 	struct smtp_session session;
 };
 
@@ -61,7 +80,8 @@ void inbound_session_start(struct net_worker *owner, int fd, const struct sockad
 			   socklen_t peer_len, const char *refusal, bool counted,
 			   uint32_t client_slot);
 
-/* Shutdown: 421 now, or after the transaction in progress. */
+/* Shutdown: 421 now, or after the transaction in progress while the
+ * client makes progress. */
 void inbound_session_shutdown(struct inbound_session *s);
 
 /* The shutdown deadline passed: close at once (logged). */

@@ -16,9 +16,10 @@
  *
  * Shutdown (the service's drain): listeners close at once; idle sessions
  * get 421 and close; sessions inside a transaction may finish it until
- * shutdown_timeout, then they are closed too (a message already handed to
- * the store still becomes durable, it is only its 250 that a late client
- * misses). The service is idle once its worker has no session left.
+ * shutdown_timeout while they make progress (inbound_session.h), then they
+ * are closed too (a message already handed to the store still becomes
+ * durable, it is only its 250 that a late client misses). The service is
+ * idle once its worker has no session left.
  */
 #ifndef FERRY_NET_SERVER_H
 #define FERRY_NET_SERVER_H

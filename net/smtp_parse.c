@@ -25,26 +25,48 @@ void smtp_line_reader_init(struct smtp_line_reader *r, char *buf, uint32_t cap)
 	r->buf[0] = '\0';
 }
 
-static void smtp_line_append(struct smtp_line_reader *r, const char *p, size_t k)
+/*
+ * Append k octets of the current line, or, when they do not fit, find the
+ * first octet past the limit: returns how many of p[0..k) are consumed up
+ * to and including the one that shows the line is too long (0: all fit).
+ * A CR there may still be the one before the LF: it shows nothing until
+ * the octet after it, which is then within p (the caller holds back a CR
+ * at the end of its input).
+ */
+/* The line's first octets, kept apart even when it overflows: what
+ * another protocol opens with (smtp_line_starts_tls). */
+static void smtp_line_head_add(struct smtp_line_reader *r, const char *p, size_t k)
 {
 	size_t head = SMTP_LINE_HEAD - r->head_len;
 	if (head > k)
 		head = k;
 	memcpy(r->head + r->head_len, p, head);
 	r->head_len = (uint8_t)(r->head_len + head);
-	if (r->overflow || k == 0)
-		return;
-	/*
-	 * Once over the limit nothing is kept, not even what fitted, so that
-	 * the reader's state does not depend on where the chunks were cut.
-	 */
-	if (k > (size_t)(r->cap - r->len)) {
-		r->overflow = true;
-		r->len = 0;
-		return;
+}
+
+static size_t smtp_line_append(struct smtp_line_reader *r, const char *p, size_t k)
+{
+	size_t room = r->cap - r->len;
+	if (k > room) {
+		size_t past = p[room] == '\r' ? room + 2 : room + 1;
+		smtp_line_head_add(r, p, past); /* what was consumed of it, no more */
+		return past;
 	}
+	smtp_line_head_add(r, p, k);
 	memcpy(r->buf + r->len, p, k);
 	r->len += (uint32_t)k;
+	return 0;
+}
+
+/* The line passed the limit: nothing of it is kept, the rest of it up to
+ * its LF is skipped by the calls that follow. */
+static enum smtp_line_status smtp_line_too_long(struct smtp_line_reader *r)
+{
+	r->overflow = true;
+	r->saw_cr = false;
+	r->len = 0;
+	r->buf[0] = '\0';
+	return SMTP_LINE_TOO_LONG;
 }
 
 enum smtp_line_status smtp_line_feed(struct smtp_line_reader *r, const char *in, size_t n,
@@ -57,8 +79,22 @@ enum smtp_line_status smtp_line_feed(struct smtp_line_reader *r, const char *in,
 		r->ready = false;
 		r->head_len = 0;
 	}
+	size_t skipped = 0;
+	if (r->overflow) {
+		/* The rest of a line reported too long: dropped, LF included. */
+		const char *lf = memchr(in, '\n', n);
+		if (!lf) {
+			*consumed = n;
+			return SMTP_LINE_NEED_MORE;
+		}
+		skipped = (size_t)(lf - in) + 1;
+		in += skipped;
+		n -= skipped;
+		r->overflow = false;
+		r->head_len = 0; /* a new line begins */
+	}
 	if (n == 0) {
-		*consumed = 0;
+		*consumed = skipped;
 		return SMTP_LINE_NEED_MORE;
 	}
 
@@ -73,26 +109,33 @@ enum smtp_line_status smtp_line_feed(struct smtp_line_reader *r, const char *in,
 
 	if (take > 0) {
 		/* The held CR was followed by something other than LF: it is data. */
-		if (r->saw_cr)
-			smtp_line_append(r, "\r", 1);
+		if (r->saw_cr && r->len == r->cap) {
+			/* in[0] showed the CR to be one too many: both were read */
+			smtp_line_head_add(r, "\r", 1);
+			smtp_line_head_add(r, in, 1);
+			*consumed = skipped + 1;
+			return smtp_line_too_long(r);
+		}
+		if (r->saw_cr) {
+			r->buf[r->len++] = '\r';
+			smtp_line_head_add(r, "\r", 1);
+		}
 		bool hold = in[take - 1] == '\r';
-		smtp_line_append(r, in, take - hold);
+		size_t past = smtp_line_append(r, in, take - hold);
+		if (past > 0) {
+			*consumed = skipped + past;
+			return smtp_line_too_long(r);
+		}
 		r->saw_cr = hold;
 	}
 	if (!lf) {
-		*consumed = n;
+		*consumed = skipped + n;
 		return SMTP_LINE_NEED_MORE;
 	}
 
-	*consumed = take + 1;
+	*consumed = skipped + take + 1;
 	r->saw_cr = false;
 	r->ready = true;
-	if (r->overflow) {
-		/* Leave nothing that could be mistaken for the dropped line. */
-		r->len = 0;
-		r->buf[0] = '\0';
-		return SMTP_LINE_TOO_LONG;
-	}
 	r->buf[r->len] = '\0';
 	return SMTP_LINE_READY;
 }
@@ -129,6 +172,11 @@ bool smtp_line_is_http_request(const char *line, size_t len)
 			return false;
 	}
 	return true;
+}
+
+bool smtp_line_pending(const struct smtp_line_reader *r)
+{
+	return !r->ready && (r->len > 0 || r->saw_cr || r->overflow);
 }
 
 /* ---- commands ----------------------------------------------------------- */

@@ -10,9 +10,11 @@
  * Three pieces:
  *  - smtp_line_reader: splits the command stream into lines. CRLF or a bare
  *    LF ends a command line (old ETRN clients send bare LF); a line longer
- *    than the limit is consumed to its end and reported as too long, never
- *    truncated and executed. Each line's first octets are kept apart, so
- *    that a client speaking TLS or HTTP is recognised at its first line.
+ *    than the limit is reported as too long as soon as it passes the limit
+ *    (the client hears of it at once, not when it ends the line), and the
+ *    rest of it, up to its end, is dropped: never truncated and executed.
+ *    Each line's first octets are kept apart, so that a client speaking
+ *    TLS or HTTP is recognised at its first line.
  *  - smtp_command_parse / smtp_parse_path_arg: one line -> verb, argument,
  *    reverse/forward path and ESMTP parameters.
  *  - smtp_data_decoder: the DATA body. Only CRLF "." CRLF ends it; dot
@@ -38,14 +40,14 @@
 enum smtp_line_status {
 	SMTP_LINE_NEED_MORE = 0, /* all input consumed, line not complete */
 	SMTP_LINE_READY,         /* r->buf[0..r->len) holds one line */
-	SMTP_LINE_TOO_LONG,      /* a whole over-long line was consumed and dropped */
+	SMTP_LINE_TOO_LONG,      /* the line passed the limit: dropped, its rest skipped */
 };
 
 struct smtp_line_reader {
 	char *buf;     /* caller storage of cap + 1 bytes */
 	uint32_t cap;  /* longest accepted line, terminator excluded */
 	uint32_t len;  /* bytes of the current line so far */
-	bool overflow; /* current line passed cap: skipping to its end */
+	bool overflow; /* current line reported too long: skipping to its end */
 	bool saw_cr;   /* last byte seen was a CR (may precede LF) */
 	bool ready;    /* previous call returned READY/TOO_LONG: reset on next */
 	/* The current line's first octets (fewer while it is shorter), kept
@@ -64,6 +66,13 @@ void smtp_line_reader_init(struct smtp_line_reader *r, char *buf, uint32_t cap);
  * LF, is in r->buf[0..r->len) and NUL-terminated at r->buf[r->len]; it may
  * contain NUL bytes and 8-bit bytes (the caller decides). A CR not followed
  * by LF stays part of the line. The next call starts a new line.
+ *
+ * SMTP_LINE_TOO_LONG comes right after the octet that shows the line is
+ * longer than cap (its first octet past cap; for a CR there, the octet
+ * after it, which shows it is no CRLF), with nothing of the line in
+ * r->buf; the calls that follow drop the rest of it up to and including
+ * its LF, and go on with the next line. Where the input is split changes
+ * neither what is reported nor after which octet.
  */
 enum smtp_line_status smtp_line_feed(struct smtp_line_reader *r, const char *in, size_t n,
 				     size_t *consumed);
@@ -83,6 +92,10 @@ bool smtp_line_starts_tls(const struct smtp_line_reader *r);
  * HTTP/1.1" has that shape too.
  */
 bool smtp_line_is_http_request(const char *line, size_t len);
+
+/* Octets of a line have been consumed and its end not yet (the rest of a
+ * line reported too long counts too). */
+bool smtp_line_pending(const struct smtp_line_reader *r);
 
 /* ---- commands ----------------------------------------------------------- */
 

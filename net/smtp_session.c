@@ -801,6 +801,7 @@ int smtp_session_init(struct smtp_session *s, const struct smtp_settings *settin
 	s->hooks = hooks;
 	s->queue = queue;
 	s->state = SMTP_STATE_GREETING;
+	s->out_max = SIZE_MAX;
 	snprintf(s->id, sizeof(s->id), "%s", id);
 	snprintf(s->client_address, sizeof(s->client_address), "%s", client_text);
 	s->client_trusted = client != NULL && policy_client_trusted(settings->policy, client);
@@ -860,7 +861,7 @@ size_t smtp_session_feed(struct smtp_session *s, const char *data, size_t len)
 				break; /* input used up, or the store asked us to wait */
 			continue;
 		}
-		if (done == len)
+		if (done == len || buf_len(&s->out) > s->out_max)
 			break;
 		size_t used;
 		enum smtp_line_status st = smtp_line_feed(&s->line, data + done, len - done, &used);
@@ -893,6 +894,12 @@ bool smtp_session_in_transaction(const struct smtp_session *s)
 	       s->state == SMTP_STATE_DATA || s->state == SMTP_STATE_COMMIT;
 }
 
+bool smtp_session_in_command_line(const struct smtp_session *s)
+{
+	return s->state >= SMTP_STATE_READY && s->state <= SMTP_STATE_RCPT &&
+	       smtp_line_pending(&s->line);
+}
+
 void smtp_session_timeout(struct smtp_session *s)
 {
 	if (s->state == SMTP_STATE_CLOSED || s->state == SMTP_STATE_COMMIT)
@@ -901,10 +908,30 @@ void smtp_session_timeout(struct smtp_session *s)
 	smtp_reply_closing(s, "421 4.4.2 %s Error: timeout exceeded", s->settings->hostname);
 }
 
+void smtp_session_data_too_slow(struct smtp_session *s, uint32_t min_rate)
+{
+	if (s->state != SMTP_STATE_DATA)
+		return;
+	smtp_transaction_reset(s);
+	smtp_reply_closing(s,
+			   "421 4.4.2 %s Error: data rate too low (at least %u octets a second "
+			   "expected); closing",
+			   s->settings->hostname, min_rate);
+}
+
 void smtp_session_shutdown(struct smtp_session *s)
 {
 	s->draining = true;
 	if (s->state == SMTP_STATE_CLOSED || smtp_session_in_transaction(s))
 		return;
+	smtp_reply_closing(s, "421 4.3.2 %s Service shutting down", s->settings->hostname);
+}
+
+void smtp_session_shutdown_now(struct smtp_session *s)
+{
+	s->draining = true;
+	if (s->state == SMTP_STATE_CLOSED || s->state == SMTP_STATE_COMMIT)
+		return;
+	smtp_transaction_reset(s);
 	smtp_reply_closing(s, "421 4.3.2 %s Service shutting down", s->settings->hostname);
 }

@@ -83,6 +83,7 @@ struct smtp_session {
 	struct queue *queue;
 
 	struct buf out;  /* replies not yet handed to the socket */
+	size_t out_max;  /* no next command while `out` holds more (SIZE_MAX: none) */
 	bool want_close; /* close once `out` is sent */
 	bool waiting;    /* parked until the store calls back */
 	bool draining;   /* shutdown: close after the current transaction */
@@ -142,7 +143,10 @@ void smtp_session_early_talker(struct smtp_session *s);
 /*
  * Feed received bytes. Returns how many were consumed: all of them unless
  * the session parked (s->waiting) or closed (s->state == CLOSED); the owner
- * keeps the rest and feeds it again after hooks->wake().
+ * keeps the rest and feeds it again after hooks->wake(). Nor does it run
+ * another command while `out` holds more than out_max octets (the owner
+ * sets it from its output cap): the rest waits until the client has read
+ * its replies and the owner feeds it again.
  */
 size_t smtp_session_feed(struct smtp_session *s, const char *data, size_t len);
 
@@ -152,12 +156,25 @@ bool smtp_session_in_data(const struct smtp_session *s);
 /* True between MAIL and the end of the transaction. */
 bool smtp_session_in_transaction(const struct smtp_session *s);
 
+/* True while a command line has begun and not ended (the command
+ * deadline applies). */
+bool smtp_session_in_command_line(const struct smtp_session *s);
+
 /* The idle or DATA timeout passed: 421, close. */
 void smtp_session_timeout(struct smtp_session *s);
+
+/* The body arrives slower than min_rate octets/s: 421, close; the message
+ * is not kept. */
+void smtp_session_data_too_slow(struct smtp_session *s, uint32_t min_rate);
 
 /* The server is shutting down: close now if idle (421), else after the
  * transaction in progress ends. */
 void smtp_session_shutdown(struct smtp_session *s);
+
+/* The server is shutting down and the client makes no progress: 421 now,
+ * inside a transaction too (its message is not kept), but for a commit in
+ * flight, which ends first. */
+void smtp_session_shutdown_now(struct smtp_session *s);
 
 /* Refuse a connection before the banner (limits): `reply` is a whole
  * reply line without CRLF, e.g. "421 4.7.0 Too many connections". */

@@ -6,10 +6,12 @@
  * sizes are drawn from a hash of the input. The stream goes through the
  * line reader whole, in chunks, and byte by byte, with RFC 5321's 512 and
  * with a small limit; every run must report the same lines as a plain
- * model (a line is what precedes each LF, less one CR right before it;
- * over the limit it is TOO_LONG), and the same first octets of each line
- * (its head). Every line is then parsed as a command and as a MAIL/RCPT
- * argument, and checked against the contract.
+ * model, right after the same octet (a line is what precedes each LF,
+ * less one CR right before it, reported after its LF; over the limit it
+ * is TOO_LONG, reported after the octet that shows it, even when no LF
+ * follows), and with the same first octets of each line (its head, of
+ * what was read of it). Every line is then parsed as a command and as a
+ * MAIL/RCPT argument, and checked against the contract.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -30,23 +32,40 @@ struct fuzz_line_model {
 	uint32_t cap;
 };
 
-/* Next complete line of the stream; false when only a partial line is left. */
+/*
+ * Next line the reader must report, and `at`, the octet count after which
+ * it does; false when only a partial line within the limit is left. A
+ * line over the limit is reported after its first octet past the limit,
+ * or, when that is a CR, after the octet that follows it (which is in the
+ * stream: a CR at its very end, or before the LF, is no octet of the
+ * line's), whether or not the line ever ends.
+ */
 static bool fuzz_model_next(struct fuzz_line_model *m, enum smtp_line_status *status,
-			    const char **line, size_t *len)
+			    const char **line, size_t *len, size_t *at)
 {
 	if (m->pos >= m->n)
 		return false;
 	const char *lf = memchr(m->in + m->pos, '\n', m->n - m->pos);
-	if (!lf)
-		return false;
-	size_t end = (size_t)(lf - m->in);
+	size_t end = lf ? (size_t)(lf - m->in) : m->n;
 	size_t l = end - m->pos;
 	if (l > 0 && m->in[end - 1] == '\r')
-		l--;
-	*line = m->in + m->pos;
+		l--; /* before the LF, or held back at the end of the stream */
+	size_t start = m->pos;
+	m->pos = lf ? end + 1 : m->n;
+	if (l > m->cap) {
+		size_t past = start + m->cap;
+		*status = SMTP_LINE_TOO_LONG;
+		*at = m->in[past] == '\r' ? past + 2 : past + 1;
+		*line = m->in + start; /* what the reader read of it */
+		*len = *at - start;
+		return true;
+	}
+	if (!lf)
+		return false;
+	*line = m->in + start;
 	*len = l;
-	*status = l > m->cap ? SMTP_LINE_TOO_LONG : SMTP_LINE_READY;
-	m->pos = end + 1;
+	*status = SMTP_LINE_READY;
+	*at = m->pos;
 	return true;
 }
 
@@ -284,13 +303,13 @@ static struct fuzz_pending fuzz_run_reader(const char *in, size_t n, uint32_t ca
 				break;
 			}
 			FUZZ_CHECK(st == SMTP_LINE_READY || st == SMTP_LINE_TOO_LONG);
-			FUZZ_CHECK(used > 0 && in[pos - 1] == '\n');
+			FUZZ_CHECK(used > 0);
 
 			enum smtp_line_status want;
 			const char *line;
-			size_t len;
-			FUZZ_CHECK(fuzz_model_next(&model, &want, &line, &len));
-			FUZZ_CHECK(model.pos == pos);
+			size_t len, at;
+			FUZZ_CHECK(fuzz_model_next(&model, &want, &line, &len, &at));
+			FUZZ_CHECK(at == pos);
 			FUZZ_CHECK(st == want);
 			/* Its first octets are kept, over-long or not. */
 			size_t head = len < SMTP_LINE_HEAD ? len : SMTP_LINE_HEAD;
@@ -299,6 +318,7 @@ static struct fuzz_pending fuzz_run_reader(const char *in, size_t n, uint32_t ca
 			FUZZ_CHECK(smtp_line_starts_tls(&r) ==
 				   (len >= 3 && u[0] == 0x16 && u[1] == 0x03 && u[2] <= 4));
 			if (st == SMTP_LINE_READY) {
+				FUZZ_CHECK(in[pos - 1] == '\n');
 				FUZZ_CHECK(r.len <= cap);
 				FUZZ_CHECK(r.len == len && memcmp(r.buf, line, len) == 0);
 				FUZZ_CHECK(r.buf[r.len] == '\0');
@@ -309,11 +329,12 @@ static struct fuzz_pending fuzz_run_reader(const char *in, size_t n, uint32_t ca
 			}
 		}
 	}
-	/* Whatever is left is one partial line, with no LF in it. */
+	/* Whatever is left is one partial line within the limit, with no LF
+	 * in it, or the rest of one reported too long. */
 	enum smtp_line_status st;
 	const char *line;
-	size_t len;
-	FUZZ_CHECK(!fuzz_model_next(&model, &st, &line, &len));
+	size_t len, at;
+	FUZZ_CHECK(!fuzz_model_next(&model, &st, &line, &len, &at));
 
 	struct fuzz_pending p = {r.len, r.saw_cr, r.overflow, r.ready, {0}, r.head_len};
 	memcpy(p.head, r.head, r.head_len);

@@ -38,6 +38,10 @@ Test(config, defaults_make_a_local_relay)
 	cr_assert_eq(cfg.log_max_lines_per_client, 100);
 	cr_assert_eq(cfg.max_recipients, 1000);
 	cr_assert_eq(cfg.recipient_overshoot, 1000);
+	cr_assert_eq(cfg.max_input_held, 65536);
+	cr_assert_eq(cfg.max_output_queue, 65536);
+	cr_assert_eq(cfg.command_deadline_ms, 60000);
+	cr_assert_eq(cfg.min_data_rate, 500);
 	cr_assert(cfg.workers >= 1, "workers resolved to the CPUs the process may use");
 }
 
@@ -68,6 +72,10 @@ Test(config, values_with_units)
 			   "max_message_size = 10M\n"
 			   "idle_timeout = 5m\n"
 			   "data_timeout = 90\n"
+			   "max_input_held = 256K\n"
+			   "max_output_queue = 1M\n"
+			   "command_deadline = 20s\n"
+			   "min_data_rate = 0\n"
 			   "[relay]\n"
 			   "relay_domains = a.example b.example\n"
 			   "relay_domains = .c.example\n"
@@ -81,9 +89,13 @@ Test(config, values_with_units)
 	cr_assert_eq(cfg.max_message_size, 10u * 1024 * 1024);
 	cr_assert_eq(cfg.idle_timeout_ms, 300000);
 	cr_assert_eq(cfg.data_timeout_ms, 90000);
+	cr_assert_eq(cfg.max_input_held, 256u * 1024);
+	cr_assert_eq(cfg.max_output_queue, 1024u * 1024);
+	cr_assert_eq(cfg.command_deadline_ms, 20000);
+	cr_assert_eq(cfg.min_data_rate, 0, "0 turns the rate check off");
 	cr_assert_eq(cfg.relay_domains.count, 3);
 	cr_assert_str_eq(cfg.relay_domains.items[2].value, ".c.example");
-	cr_assert_eq(cfg.relay_domains.items[2].line, 12);
+	cr_assert_eq(cfg.relay_domains.items[2].line, 16);
 	cr_assert_eq(cfg.log_level, LOG_LEVEL_DEBUG);
 }
 
@@ -144,6 +156,10 @@ Test(config, bad_values_are_refused)
 		"[limits]\nmax_recipients = 3000\n", /* more than one envelope holds */
 		"[limits]\nmax_connection_rate_per_client = -1\n",
 		"[limits]\nmax_connection_rate_per_client = 10/min\n",
+		"[limits]\nmax_input_held = 1K\n",
+		"[limits]\nmax_output_queue = 1G\n",
+		"[limits]\ncommand_deadline = 500ms\n",
+		"[limits]\nmin_data_rate = 1K\n", /* octets a second: a plain number */
 		"[log]\nlevel = loud\n",
 		"[log]\ndestination = file\n",
 		"[server]\nhostname = a\nhostname = b\n",
@@ -198,6 +214,8 @@ Test(config, print_round_trips)
 		     "printed config does not load: %s", err);
 	cr_assert_eq(again.max_message_size, cfg.max_message_size);
 	cr_assert_eq(again.idle_timeout_ms, cfg.idle_timeout_ms);
+	cr_assert_eq(again.max_input_held, cfg.max_input_held);
+	cr_assert_eq(again.max_output_queue, cfg.max_output_queue);
 	config_free(&again);
 	free(text);
 }

@@ -36,8 +36,12 @@
 static struct worker t_worker;
 static struct worker_services t_services;
 
+/* The caps of the next conn t_setup() makes (0: the conn's defaults). */
+static size_t t_held_max, t_output_max;
+
 static void t_start(void)
 {
+	t_held_max = t_output_max = 0;
 	memset(&t_services, 0, sizeof(t_services));
 	int r = worker_init(&t_worker, 0, &t_services);
 	cr_assert_eq(r, 0, "%s (the conn tests need io_uring)", t_worker.error);
@@ -79,6 +83,8 @@ struct t_end {
 	struct buf in;             /* every byte input() took */
 	size_t take;               /* input() takes at most this much per call */
 	unsigned amplify;          /* each byte taken is answered with this many */
+	bool stop_when_full;       /* take no byte (request) while conn_output_full() */
+	size_t most_queued;        /* the most output queued after a request */
 	const char *answer_at_end; /* input_end() queues this and closes */
 	bool touch_on_timeout;
 	int connected; /* status, or T_NOT_YET */
@@ -100,6 +106,22 @@ static size_t t_input(struct conn *c, const char *data, size_t len)
 	struct t_end *e = t_end_of(c);
 	e->input_calls++;
 	size_t n = len < e->take ? len : e->take;
+	if (e->stop_when_full) {
+		/* One request at a time, each answered before the next. */
+		size_t k = 0;
+		while (k < n && !conn_output_full(c)) {
+			char *p = buf_extend(&e->out, e->amplify);
+			cr_assert_not_null(p);
+			memset(p, data[k], e->amplify);
+			k++;
+			size_t queued = conn_output_queued(c);
+			if (queued > e->most_queued)
+				e->most_queued = queued;
+		}
+		cr_assert_eq(buf_append(&e->in, data, k), 0);
+		conn_flush(c);
+		return k;
+	}
 	cr_assert_eq(buf_append(&e->in, data, n), 0);
 	if (e->amplify > 0 && n > 0) {
 		char *p = buf_extend(&e->out, n * e->amplify);
@@ -185,7 +207,11 @@ static void t_end_init(struct t_end *e)
 
 static struct conn_setup t_setup(struct t_end *e)
 {
-	return (struct conn_setup){.worker = &t_worker, .handler = &t_handler, .output = &e->out};
+	return (struct conn_setup){.worker = &t_worker,
+				   .handler = &t_handler,
+				   .output = &e->out,
+				   .held_max = t_held_max,
+				   .output_max = t_output_max};
 }
 
 /* The test's buffers (the conn's own are freed by the conn). */
@@ -584,12 +610,14 @@ Test(conn, connect_binds_the_source_address_and_speaks_ipv6)
 
 /* ---- backpressure ------------------------------------------------------------------- */
 
-Test(conn, input_the_user_does_not_take_pauses_receiving_until_resumed)
+/* The user takes nothing: receiving pauses past the held cap `cap`. */
+static void t_held_input_pauses_receiving(size_t cap)
 {
 	enum { SIZE = 4 << 20 };
 	static struct t_end server;
 	int client;
 	t_accepted_pair(&server, &client, 0, 0);
+	cr_assert_eq(server.conn.held_max, cap);
 	server.take = 0; /* busy elsewhere (a session waiting for the disk) */
 	char *data = t_patterned(SIZE, 3);
 	size_t sent = 0;
@@ -599,9 +627,9 @@ Test(conn, input_the_user_does_not_take_pauses_receiving_until_resumed)
 	cr_assert(server.conn.recv_paused, "still receiving with %zu bytes held",
 		  buf_len(&server.conn.held));
 	size_t held = buf_len(&server.conn.held);
-	cr_assert_gt(held, CONN_HELD_MAX);
+	cr_assert_gt(held, cap);
 	/* Past the cap by what one loop turn brought in, at most the ring. */
-	cr_assert_leq(held, CONN_HELD_MAX + (size_t)WORKER_RECV_BUFFERS * WORKER_RECV_BUFFER_SIZE);
+	cr_assert_leq(held, cap + (size_t)WORKER_RECV_BUFFERS * WORKER_RECV_BUFFER_SIZE);
 
 	server.take = SIZE_MAX;
 	conn_resume_input(&server.conn);
@@ -618,7 +646,19 @@ Test(conn, input_the_user_does_not_take_pauses_receiving_until_resumed)
 	t_end_finish(&server, false);
 }
 
-Test(conn, output_not_read_by_the_peer_stops_input_until_drained)
+Test(conn, input_the_user_does_not_take_pauses_receiving_until_resumed)
+{
+	t_held_input_pauses_receiving(CONN_HELD_DEFAULT);
+}
+
+Test(conn, the_held_input_cap_comes_from_the_setup)
+{
+	t_held_max = 16 << 10;
+	t_held_input_pauses_receiving(16 << 10);
+}
+
+/* The peer reads no output: input stops past the output cap `cap`. */
+static void t_unread_output_stops_input(size_t cap)
 {
 	enum { SIZE = 64 << 10, AMPLIFY = 16 };
 	static struct t_end server;
@@ -626,6 +666,7 @@ Test(conn, output_not_read_by_the_peer_stops_input_until_drained)
 	/* Small socket buffers both sides: the kernel keeps little of the
 	 * output, the rest waits in the conn. */
 	t_accepted_pair(&server, &client, 4096, 8192);
+	cr_assert_eq(server.conn.output_max, cap);
 	server.amplify = AMPLIFY; /* a request answered with 16 times its size */
 	char *data = t_patterned(SIZE, 4);
 	size_t sent = 0;
@@ -635,9 +676,9 @@ Test(conn, output_not_read_by_the_peer_stops_input_until_drained)
 	size_t queued = conn_output_queued(&server.conn);
 	cr_assert(server.conn.output_blocked, "%zu bytes of output queued, input not stopped",
 		  queued);
-	cr_assert_gt(queued, CONN_OUTPUT_MAX);
+	cr_assert_gt(queued, cap);
 	/* Past the cap by the answers to one delivery (a receive buffer). */
-	cr_assert_leq(queued, CONN_OUTPUT_MAX + (size_t)AMPLIFY * WORKER_RECV_BUFFER_SIZE,
+	cr_assert_leq(queued, cap + (size_t)AMPLIFY * WORKER_RECV_BUFFER_SIZE,
 		      "%zu bytes of output queued", queued);
 	size_t taken = buf_len(&server.in);
 	cr_assert_lt(taken, sent, "every byte sent was fed to the user");
@@ -658,6 +699,64 @@ Test(conn, output_not_read_by_the_peer_stops_input_until_drained)
 	for (size_t i = 0; i < (size_t)SIZE * AMPLIFY; i++)
 		cr_assert_eq(g[i], t_pattern(i / AMPLIFY, 4), "output byte %zu differs", i);
 	cr_assert(!server.conn.output_blocked);
+	buf_release(&got);
+	free(data);
+	close(client);
+	T_UNTIL(server.input_ended, T_WAIT_MS);
+	t_end_finish(&server, false);
+}
+
+Test(conn, output_not_read_by_the_peer_stops_input_until_drained)
+{
+	t_unread_output_stops_input(CONN_OUTPUT_DEFAULT);
+}
+
+Test(conn, the_output_cap_comes_from_the_setup)
+{
+	t_output_max = 16 << 10;
+	t_unread_output_stops_input(16 << 10);
+}
+
+Test(conn, a_user_that_stops_at_the_output_cap_is_fed_again_once_it_drains)
+{
+	enum { SIZE = 64 << 10, AMPLIFY = 100 };
+	static struct t_end server;
+	int client;
+	t_output_max = 16 << 10;
+	t_accepted_pair(&server, &client, 4096, 8192);
+	server.amplify = AMPLIFY;
+	server.stop_when_full = true;
+	char *data = t_patterned(SIZE, 5);
+	size_t sent = 0;
+	t_plain_send_until_stalled(client, data, SIZE, &sent, 300);
+	for (int i = 0; i < 30; i++)
+		t_turn();
+	cr_assert(server.conn.output_blocked, "%zu bytes of output queued, input not stopped",
+		  conn_output_queued(&server.conn));
+	cr_assert(!server.conn.input_blocked, "a user stopped by its output was told to resume");
+	cr_assert_lt(buf_len(&server.in), sent, "every byte sent was fed to the user");
+	/* Past the cap by one request's answer, not by one delivery's. */
+	cr_assert_gt(server.most_queued, 16 << 10);
+	cr_assert_leq(server.most_queued, (16 << 10) + AMPLIFY, "%zu bytes of output queued",
+		      server.most_queued);
+
+	/* The peer reads: input flows again without conn_resume_input(). */
+	struct buf got = {0};
+	uint64_t deadline = worker_clock_ms() + T_WAIT_MS;
+	while (buf_len(&got) < (size_t)SIZE * AMPLIFY) {
+		cr_assert_lt(worker_clock_ms(), deadline, "%zu of %zu output bytes", buf_len(&got),
+			     (size_t)SIZE * AMPLIFY);
+		t_plain_send_some(client, data, SIZE, &sent);
+		ssize_t n = t_plain_read(client, &got);
+		cr_assert_neq(n, 0, "EOF after %zu bytes", buf_len(&got));
+		t_turn();
+	}
+	cr_assert_leq(server.most_queued, (16 << 10) + AMPLIFY, "%zu bytes of output queued",
+		      server.most_queued);
+	t_assert_pattern(&server.in, SIZE, 5, "client to server");
+	const char *g = buf_head(&got);
+	for (size_t i = 0; i < (size_t)SIZE * AMPLIFY; i++)
+		cr_assert_eq(g[i], t_pattern(i / AMPLIFY, 5), "output byte %zu differs", i);
 	buf_release(&got);
 	free(data);
 	close(client);

@@ -27,6 +27,7 @@ static void assert_bytes_eq(const char *what, const char *got, size_t got_len, c
 
 struct line_result {
 	enum smtp_line_status status;
+	size_t at; /* reported right after in[at - 1] */
 	size_t len;
 	char line[TEST_LINE_MAX + 1];
 	char head[SMTP_LINE_HEAD]; /* the reader's head, too long lines included */
@@ -70,13 +71,18 @@ static void lines_feed(struct line_run *run, uint32_t cap, const char *in, size_
 				continue;
 			}
 			cr_assert_gt(used, 0);
-			cr_assert_eq(in[start - 1], '\n', "a line ends right after its LF");
 			cr_assert_lt(run->count, TEST_LINES_MAX);
 			struct line_result *res = &run->results[run->count++];
 			res->status = st;
 			res->head_len = r.head_len;
 			memcpy(res->head, r.head, r.head_len);
+			res->at = start;
+			if (st == SMTP_LINE_TOO_LONG) {
+				cr_assert_eq(r.len, 0, "nothing of a line too long is kept");
+				cr_assert_eq(r.buf[0], '\0');
+			}
 			if (st == SMTP_LINE_READY) {
+				cr_assert_eq(in[start - 1], '\n', "a line ends right after its LF");
 				cr_assert_leq(r.len, cap);
 				cr_assert_eq(r.buf[r.len], '\0');
 				res->len = r.len;
@@ -97,6 +103,9 @@ static void lines_assert_same(const struct line_run *a, const struct line_run *b
 	for (size_t i = 0; i < a->count; i++) {
 		cr_assert_eq(a->results[i].status, b->results[i].status, "%s: line %zu status", how,
 			     i);
+		cr_assert_eq(a->results[i].at, b->results[i].at,
+			     "%s: line %zu reported at %zu, not %zu", how, i, b->results[i].at,
+			     a->results[i].at);
 		assert_bytes_eq(how, a->results[i].line, a->results[i].len, b->results[i].line,
 				b->results[i].len);
 		assert_bytes_eq(how, a->results[i].head, a->results[i].head_len, b->results[i].head,
@@ -207,6 +216,37 @@ Test(smtp_line, over_long_lines)
 		{READY("NOOP")},
 	};
 	lines_assert_split_invariant(8, S(in), want, 7);
+
+	/* Each is reported right after the octet that shows it too long:
+	 * the 9th of its text, or the octet after a CR in 9th place. */
+	struct line_run run;
+	lines_feed(&run, 8, S(in), NULL, 0);
+	cr_assert_eq(run.results[1].at, 10 + 9, "after '123456789'");
+	cr_assert_eq(run.results[3].at, 27 + 10, "after '12345678\\r\\r'");
+	cr_assert_eq(run.results[5].at, 48 + 10, "after '12345678\\rx'");
+}
+
+Test(smtp_line, too_long_is_reported_before_the_line_ends)
+{
+	/* A client that never ends its line hears of it all the same. */
+	static const char in[] = "NOOP xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
+	static const struct line_expect want[] = {{.status = SMTP_LINE_TOO_LONG}};
+	lines_assert_split_invariant(16, S(in), want, 1);
+	struct line_run run;
+	lines_feed(&run, 16, S(in), NULL, 0);
+	cr_assert_eq(run.results[0].at, 17);
+	cr_assert(run.pending_overflow, "the rest of the line is still to be skipped");
+
+	/* The rest up to its end is dropped, whatever it holds; then the
+	 * next line is a line again. */
+	static const char more[] =
+		"NOOP xxxxxxxxxxxxxxxxxxxxx\r\nQUIT\r\nRSET\r\nDATA\rMAIL FROM:<a@b.example>\n"
+		"NOOP\r\n";
+	static const struct line_expect want_more[] = {
+		{.status = SMTP_LINE_TOO_LONG}, {READY("QUIT")}, {READY("RSET")},
+		{.status = SMTP_LINE_TOO_LONG}, {READY("NOOP")},
+	};
+	lines_assert_split_invariant(16, S(more), want_more, 5);
 }
 
 Test(smtp_line, very_long_line_then_command)
@@ -216,8 +256,9 @@ Test(smtp_line, very_long_line_then_command)
 	memset(in, 'x', 150);
 	memcpy(in + 150, "\r\nQUIT\r\n", 8);
 	memset(in + 158, 'y', 20);
-	static const struct line_expect want[] = {{.status = SMTP_LINE_TOO_LONG}, {READY("QUIT")}};
-	lines_assert_split_invariant(16, in, 178, want, 2);
+	static const struct line_expect want[] = {
+		{.status = SMTP_LINE_TOO_LONG}, {READY("QUIT")}, {.status = SMTP_LINE_TOO_LONG}};
+	lines_assert_split_invariant(16, in, 178, want, 3);
 
 	struct line_run run;
 	lines_feed(&run, 16, in, 178, NULL, 0);
@@ -301,11 +342,36 @@ Test(smtp_line, too_long_leaves_no_line)
 
 	smtp_line_reader_init(&r, buf, 4);
 	cr_assert_eq(smtp_line_feed(&r, S("RSET now\r\n"), &used), SMTP_LINE_TOO_LONG);
-	cr_assert_eq(used, 10);
+	cr_assert_eq(used, 5, "reported at the first octet past the limit");
 	cr_assert_eq(r.len, 0);
+	cr_assert_str_eq(r.buf, "", "nothing of a dropped line may be executed");
+	cr_assert_eq(smtp_line_feed(&r, S("now\r\n"), &used), SMTP_LINE_NEED_MORE);
+	cr_assert_eq(used, 5);
 	cr_assert_str_eq(r.buf, "", "nothing of a dropped line may be executed");
 	cr_assert_eq(smtp_line_feed(&r, S("QUIT\n"), &used), SMTP_LINE_READY);
 	cr_assert_str_eq(r.buf, "QUIT");
+}
+
+Test(smtp_line, a_line_is_pending_from_its_first_octet_to_its_end)
+{
+	char buf[9];
+	struct smtp_line_reader r;
+	size_t used;
+
+	smtp_line_reader_init(&r, buf, 8);
+	cr_assert(!smtp_line_pending(&r));
+	cr_assert_eq(smtp_line_feed(&r, S("N"), &used), SMTP_LINE_NEED_MORE);
+	cr_assert(smtp_line_pending(&r));
+	cr_assert_eq(smtp_line_feed(&r, S("OOP\r\n"), &used), SMTP_LINE_READY);
+	cr_assert(!smtp_line_pending(&r), "a line that ended is not pending");
+	cr_assert_eq(smtp_line_feed(&r, S("\r"), &used), SMTP_LINE_NEED_MORE);
+	cr_assert(smtp_line_pending(&r), "a CR is the first octet of a line too");
+	cr_assert_eq(smtp_line_feed(&r, S("\n123456789"), &used), SMTP_LINE_READY);
+	cr_assert(!smtp_line_pending(&r));
+	cr_assert_eq(smtp_line_feed(&r, S("123456789"), &used), SMTP_LINE_TOO_LONG);
+	cr_assert(smtp_line_pending(&r), "the rest of a line too long is still to come");
+	cr_assert_eq(smtp_line_feed(&r, S("xx\n"), &used), SMTP_LINE_NEED_MORE);
+	cr_assert(!smtp_line_pending(&r));
 }
 
 Test(smtp_line, zero_cap_accepts_only_empty_lines)
@@ -318,7 +384,12 @@ Test(smtp_line, zero_cap_accepts_only_empty_lines)
 	cr_assert_eq(smtp_line_feed(&r, S("\r\n"), &used), SMTP_LINE_READY);
 	cr_assert_eq(r.len, 0);
 	cr_assert_eq(smtp_line_feed(&r, S("\r\r\n"), &used), SMTP_LINE_TOO_LONG);
+	cr_assert_eq(used, 2);
+	cr_assert_eq(smtp_line_feed(&r, S("\n"), &used), SMTP_LINE_NEED_MORE);
 	cr_assert_eq(smtp_line_feed(&r, S("x\n"), &used), SMTP_LINE_TOO_LONG);
+	cr_assert_eq(used, 1);
+	cr_assert_eq(smtp_line_feed(&r, S("\n\r\n"), &used), SMTP_LINE_READY);
+	cr_assert_eq(used, 3);
 }
 
 Test(smtp_line, head_of_an_over_long_line_is_kept)
@@ -326,10 +397,13 @@ Test(smtp_line, head_of_an_over_long_line_is_kept)
 	/* cap 4: the lines are dropped, their first octets are not. */
 	static const char in[] = "ABCDEFGH\r\nxy\rz\r\n0123456789";
 	struct line_run run;
-	static const struct line_expect want[] = {{.status = SMTP_LINE_TOO_LONG}, {READY("xy\rz")}};
-	lines_assert_split_invariant(4, S(in), want, 2);
+	static const struct line_expect want[] = {
+		{.status = SMTP_LINE_TOO_LONG}, {READY("xy\rz")}, {.status = SMTP_LINE_TOO_LONG}};
+	lines_assert_split_invariant(4, S(in), want, 3);
 	lines_feed(&run, 4, S(in), NULL, 0);
 	assert_bytes_eq("head", run.results[0].head, run.results[0].head_len, S("ABCD"));
+	assert_bytes_eq("head", run.results[2].head, run.results[2].head_len, S("0123"));
+	/* The rest of the last one is still being dropped: its head stays. */
 	assert_bytes_eq("pending head", run.pending_head, run.pending_head_len, S("0123"));
 }
 
@@ -338,20 +412,25 @@ static const char client_hello[] = "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03
 
 Test(smtp_line, tls_record_header_seen_before_any_line_end)
 {
-	char buf[9];
+	char buf[17];
 	struct smtp_line_reader r;
 	size_t used;
 
 	/* Byte by byte: known at the third octet, with no LF anywhere. */
-	smtp_line_reader_init(&r, buf, 8);
+	smtp_line_reader_init(&r, buf, 16);
 	for (size_t i = 0; i < sizeof(client_hello) - 1; i++) {
 		cr_assert_eq(smtp_line_feed(&r, client_hello + i, 1, &used), SMTP_LINE_NEED_MORE);
 		cr_assert_eq(smtp_line_starts_tls(&r), i >= 2, "after octet %zu", i);
 	}
-	/* Past the line limit, and then its line end: still known. */
-	cr_assert_eq(smtp_line_feed(&r, S("0123456789\n"), &used), SMTP_LINE_TOO_LONG);
+	/* Past the line limit: still known. */
+	static const char more[] = "0123456789\n";
+	cr_assert_eq(smtp_line_feed(&r, S(more), &used), SMTP_LINE_TOO_LONG);
 	cr_assert(smtp_line_starts_tls(&r));
-	/* The next line is judged afresh. */
+	/* The rest of that line is dropped; the next one is judged afresh. */
+	size_t rest;
+	cr_assert_eq(smtp_line_feed(&r, more + used, sizeof(more) - 1 - used, &rest),
+		     SMTP_LINE_NEED_MORE);
+	cr_assert_eq(used + rest, sizeof(more) - 1);
 	cr_assert_eq(smtp_line_feed(&r, S("NOOP\r\n"), &used), SMTP_LINE_READY);
 	cr_assert(!smtp_line_starts_tls(&r));
 

@@ -1123,6 +1123,52 @@ Test(session, command_line_too_long)
 	expect("MAIL FROM:<sender@client.test>\r\n", MAIL_OK);
 }
 
+Test(session, command_line_too_long_is_answered_before_it_ends)
+{
+	char line[600];
+	to_helo(UNTRUSTED);
+	memcpy(line, "RSET ", 5);
+	memset(line + 5, 'x', sizeof(line) - 6);
+	line[sizeof(line) - 1] = '\0';
+	expect(line, "500 5.5.2 Error: line too long (the limit is 512 octets)\r\n");
+	/* The rest up to its end is dropped, a bare CR does not end it. */
+	expect(line, "");
+	expect("\rQUIT\r\nNOOP\r\n", OK);
+	cr_assert_eq(session.state, SMTP_STATE_HELO);
+}
+
+Test(session, in_a_command_line_from_its_first_octet_to_its_end)
+{
+	connect_client(UNTRUSTED);
+	cr_assert(!smtp_session_in_command_line(&session));
+	expect("EH", "");
+	cr_assert(smtp_session_in_command_line(&session));
+	expect("LO client.test\r\n"
+	       "MAIL FROM:<sender@client.test>\r\n"
+	       "RCPT TO:<user@relay.example>\r\n",
+	       EHLO_REPLY MAIL_OK RCPT_OK);
+	cr_assert(!smtp_session_in_command_line(&session));
+	expect("DATA\r\nSubject: no command line in a body", GO_AHEAD);
+	cr_assert(!smtp_session_in_command_line(&session));
+	expect("\r\n.\r\n", "");
+	cr_assert_str_eq(commit(0), queued(0));
+	expect("QU", "");
+	cr_assert(smtp_session_in_command_line(&session));
+}
+
+Test(session, no_command_runs_while_the_replies_pass_out_max)
+{
+	to_helo(UNTRUSTED);
+	session.out_max = 20; /* one OK fits, the second passes it */
+	static const char input[] = "NOOP\r\nNOOP\r\nNOOP\r\nQUIT\r\n";
+	cr_assert_str_eq(feed(input), OK OK);
+	cr_assert_eq(consumed, 12, "commands ran past the cap");
+	cr_assert(!session.waiting && !session.want_close);
+	/* The client read them (take() emptied out): the rest runs. */
+	cr_assert_str_eq(feed(input + 12), OK BYE);
+	cr_assert_eq(consumed, sizeof(input) - 1 - 12);
+}
+
 Test(session, nul_in_command)
 {
 	to_helo(UNTRUSTED);
@@ -1253,6 +1299,32 @@ Test(session, timeout_in_data_aborts_the_message)
 	cr_assert_eq(session.state, SMTP_STATE_CLOSED);
 }
 
+Test(session, a_body_too_slow_is_refused_and_not_kept)
+{
+	to_data(UNTRUSTED);
+	expect("Subject: slow\r\n\r\nhalf a bo", "");
+	smtp_session_data_too_slow(&session, 500);
+	cr_assert_str_eq(take(), "421 4.4.2 mx.test Error: data rate too low (at least 500 octets "
+				 "a second expected); closing\r\n");
+	cr_assert_str_eq(fake_queue_state(0), "aborted");
+	cr_assert_eq(fake_queue_live(), 0);
+	cr_assert(session.want_close);
+	cr_assert_eq(session.state, SMTP_STATE_CLOSED);
+}
+
+Test(session, too_slow_means_nothing_outside_a_body)
+{
+	to_data(UNTRUSTED);
+	expect("x\r\n.\r\n", "");
+	smtp_session_data_too_slow(&session, 500);
+	cr_assert_str_eq(take(), "", "a body complete is the store's time");
+	expect_parked_for_commit(0);
+	cr_assert_str_eq(commit(0), queued(0));
+	smtp_session_data_too_slow(&session, 500);
+	cr_assert_str_eq(take(), "");
+	cr_assert(!session.want_close);
+}
+
 Test(session, timeout_waits_for_a_commit_in_flight)
 {
 	to_data(UNTRUSTED);
@@ -1305,6 +1377,36 @@ Test(session, shutdown_lets_the_transaction_finish)
 	cr_assert(session.want_close);
 	cr_assert_eq(session.state, SMTP_STATE_CLOSED);
 	cr_assert_str_eq(fake_queue_state(0), "committed");
+}
+
+Test(session, shutdown_now_drops_the_transaction_of_a_stalled_client)
+{
+	to_data(UNTRUSTED);
+	smtp_session_shutdown(&session);
+	expect("Subject: trickled\r\n\r\nhalf", "");
+	smtp_session_shutdown_now(&session);
+	cr_assert_str_eq(take(), SHUTTING_DOWN);
+	cr_assert_str_eq(fake_queue_state(0), "aborted");
+	cr_assert(session.want_close);
+	cr_assert_eq(session.state, SMTP_STATE_CLOSED);
+
+	/* In the envelope, between commands, too. */
+	to_rcpt(UNTRUSTED);
+	smtp_session_shutdown_now(&session);
+	cr_assert_str_eq(take(), SHUTTING_DOWN);
+	cr_assert_eq(session.state, SMTP_STATE_CLOSED);
+}
+
+Test(session, shutdown_now_lets_a_commit_in_flight_end)
+{
+	to_data(UNTRUSTED);
+	expect("x\r\n.\r\n", "");
+	smtp_session_shutdown_now(&session);
+	cr_assert_str_eq(take(), "");
+	expect_parked_for_commit(0);
+	cr_assert_str_eq(commit(0), joined(queued(0), SHUTTING_DOWN));
+	cr_assert_str_eq(fake_queue_state(0), "committed");
+	cr_assert_eq(session.state, SMTP_STATE_CLOSED);
 }
 
 Test(session, shutdown_closes_when_the_transaction_ends_otherwise)

@@ -116,3 +116,33 @@ Test(timer, callback_may_rearm)
 	cr_assert_eq(rearm_count, 3);
 	cr_assert(!timer_armed(&rearming));
 }
+
+static struct timer cancelled_by_first;
+
+static void cancel_the_other(struct timer *t)
+{
+	record(t);
+	timer_cancel(&wheel, &cancelled_by_first);
+}
+
+Test(timer, callback_may_cancel_a_timer_due_in_the_same_tick)
+{
+	/* A connection's idle timer and its alarm, due together: the first to
+	 * fire closes the connection, which cancels the other. */
+	struct timer first, later;
+	timer_init(&first, cancel_the_other);
+	timer_init(&cancelled_by_first, record);
+	timer_init(&later, record);
+	timer_arm(&wheel, &first, clock_ms, 100);
+	timer_arm(&wheel, &cancelled_by_first, clock_ms, 100);
+	timer_arm(&wheel, &later, clock_ms, 1000);
+	uint64_t start = clock_ms;
+	run_until(start + 100 + TIMER_TICK_MS);
+	cr_assert_eq(fired, 1, "the cancelled timer fired, or the first did not");
+	cr_assert(!timer_armed(&cancelled_by_first));
+	cr_assert_gt(timer_wheel_next_ms(&wheel, clock_ms), 0,
+		     "the wheel lost count of the timer still armed");
+	run_until(start + 1000 + TIMER_TICK_MS);
+	cr_assert_eq(fired, 2, "the timer armed later never fired");
+	cr_assert_eq(timer_wheel_next_ms(&wheel, clock_ms), -1);
+}
