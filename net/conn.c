@@ -456,6 +456,10 @@ static void conn_init(struct conn *c, const struct conn_setup *setup, int fd)
 	c->last_activity_ms = c->worker->now_ms;
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (setup->send_buffer > 0 && setup->send_buffer <= INT32_MAX) {
+		int size = (int)setup->send_buffer;
+		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+	}
 }
 
 static void conn_set_peer(struct conn *c, const struct sockaddr *peer, socklen_t peer_len)

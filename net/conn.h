@@ -166,6 +166,12 @@ struct conn_setup {
 	void *transport_state;
 	size_t held_max;   /* input held for the user past which receiving pauses; 0: default */
 	size_t output_max; /* unsent output past which no input is offered; 0: default */
+	/* The socket's kernel send buffer (SO_SNDBUF; the kernel doubles it),
+	 * 0: the kernel's own, which grows to net.ipv4.tcp_wmem's maximum
+	 * (4 MiB). Output the peer does not read waits there before any of
+	 * it counts against output_max: for a peer that never reads, this is
+	 * what its connection costs the kernel. */
+	size_t send_buffer;
 };
 
 /* Where conn_connect() goes. */

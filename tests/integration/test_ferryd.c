@@ -1129,6 +1129,26 @@ Test(ferryd, client_that_pipelines_without_reading_cannot_grow_ferryd, .timeout 
 
 /* ferryd's connections on `port` whose input the kernel holds unread
  * (their receive queue is not empty), from /proc/net/tcp. */
+/* The most unsent output the kernel holds on one of ferryd's sockets
+ * for `port` (Send-Q, from /proc/net/tcp). */
+static unsigned long ferryd_largest_send_queue(int port)
+{
+	FILE *f = fopen("/proc/net/tcp", "r");
+	cr_assert_not_null(f, "cannot read /proc/net/tcp");
+	char line[512];
+	unsigned long largest = 0;
+	for (int n = 0; n < 100000 && fgets(line, sizeof(line), f) != NULL; n++) {
+		unsigned local_port, state;
+		unsigned long tx_queue, rx_queue;
+		if (sscanf(line, " %*d: %*x:%x %*x:%*x %x %lx:%lx", &local_port, &state, &tx_queue,
+			   &rx_queue) == 4 &&
+		    (int)local_port == port && state == 1 /* ESTABLISHED */ && tx_queue > largest)
+			largest = tx_queue;
+	}
+	fclose(f);
+	return largest;
+}
+
 static int ferryd_sockets_with_unread_input(int port)
 {
 	FILE *f = fopen("/proc/net/tcp", "r");
@@ -1220,9 +1240,14 @@ Test(ferryd, a_hundred_clients_pipelining_without_reading_cost_little, .timeout 
 	ferryd_wait_settled(&fi, 20000);
 	long flooded = ferryd_rss_kb(&fi);
 	int unread = ferryd_sockets_with_unread_input(fi.port);
+	unsigned long send_queue = ferryd_largest_send_queue(fi.port);
 	cr_log_info("100 pipelining clients: ferryd %ld -> %ld kB, %zu octets sent, %d sockets "
-		    "with input left in the kernel",
-		    before, flooded, all, unread);
+		    "with input left in the kernel, at most %lu octets of replies queued in one",
+		    before, flooded, all, unread, send_queue);
+	/* Nor in the kernel: each socket's send buffer is max_output_queue
+	 * (doubled by the kernel), not the 4 MiB autotuning would give it. */
+	cr_assert_leq(send_queue, 4 * 65536, "%lu octets of replies queued in one socket",
+		      send_queue);
 	cr_assert_leq(flooded - before, (long)CLIENTS * PER_CLIENT_KB,
 		      "ferryd grew from %ld to %ld kB while %d clients pipelined %zu octets of "
 		      "EHLOs without reading",
