@@ -149,7 +149,7 @@ void config_defaults(struct config *cfg)
 	cfg->max_text_line = 1000;
 	cfg->max_message_size = 36700160; /* 35 MiB, as many providers use */
 	cfg->max_input_held = 64u << 10;
-	cfg->max_output_queue = 64u << 10;
+	cfg->max_output_queue = 32u << 10;
 	cfg->idle_timeout_ms = 300000; /* RFC 5321 4.5.3.2.7: 5 minutes */
 	cfg->data_timeout_ms = 180000; /* RFC 5321 4.5.3.2.5: 3 minutes */
 	cfg->command_deadline_ms = 60000;

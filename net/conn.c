@@ -242,9 +242,12 @@ static int conn_deliver(struct conn *c, const char *data, size_t len)
 	}
 	if (len > 0 && buf_append(&c->held, data, len) != 0)
 		return -ENOMEM;
-	if (buf_len(&c->held) > c->held_max && !c->recv_paused) {
-		/* The peer talks faster than the user takes it: stop reading
-		 * until the user has worked through what is held. */
+	/* The peer talks faster than the user takes it, or does not read
+	 * what it is answered: stop reading until the user has worked through
+	 * what is held and the output has drained. A peer that does not read
+	 * is not read from at all, so it costs what one turn brought in, not
+	 * held_max. */
+	if ((buf_len(&c->held) > c->held_max || c->output_blocked) && !c->recv_paused) {
 		c->recv_paused = true;
 		if (c->recv_armed)
 			conn_cancel(c, &c->recv_op);
@@ -269,7 +272,7 @@ static void conn_feed_held(struct conn *c)
 	}
 	if (buf_len(&c->held) == 0 && !c->output_blocked)
 		buf_release(&c->held); /* held input is the exception: keep no buffer */
-	if (c->recv_paused && buf_len(&c->held) < c->held_max / 2) {
+	if (c->recv_paused && !c->output_blocked && buf_len(&c->held) < c->held_max / 2) {
 		c->recv_paused = false;
 		conn_recv_arm(c);
 	}

@@ -28,10 +28,11 @@
  * flight, partial sends continued. While output keeps coming the two
  * buffers take turns; once it stops, the conn keeps none (a small one is
  * left with the user, a big one freed). Past output_max bytes queued and
- * not yet sent (the setup's other cap), no input is offered to the user
- * until the output drains below half of it: a peer that sends requests
- * and never reads the answers stalls instead of making us buffer them
- * without bound. (The check runs between offers of at most 8 KiB, so the
+ * not yet sent (the setup's other cap), no input is offered to the user,
+ * and the recv is cancelled as soon as more arrives, until the output
+ * drains below half of it: a peer that sends requests and never reads the
+ * answers stalls in TCP instead of making us buffer its requests or our
+ * answers without bound. (The check runs between offers of at most 8 KiB, so the
  * output may pass the cap by the answers to 8 KiB of input; a user that
  * checks conn_output_full() between requests, and takes no more input
  * once it holds, keeps that to the answer of one request.)

@@ -421,8 +421,9 @@ void inbound_session_start(struct net_worker *owner, int fd, const struct sockad
 		.held_max = (size_t)srv->cfg->max_input_held,
 		.output_max = (size_t)srv->cfg->max_output_queue,
 		/* Replies are small: the kernel need not hold megabytes of them
-		 * for a client that does not read (it would, autotuned). */
-		.send_buffer = (size_t)srv->cfg->max_output_queue,
+		 * for a client that does not read (it would, autotuned). Half,
+		 * since the kernel doubles what it is given. */
+		.send_buffer = (size_t)srv->cfg->max_output_queue / 2,
 	};
 	conn_accept(&s->conn, &setup, fd, peer, peer_len);
 

@@ -1246,7 +1246,7 @@ Test(ferryd, a_hundred_clients_pipelining_without_reading_cost_little, .timeout 
 		    before, flooded, all, unread, send_queue);
 	/* Nor in the kernel: each socket's send buffer is max_output_queue
 	 * (doubled by the kernel), not the 4 MiB autotuning would give it. */
-	cr_assert_leq(send_queue, 4 * 65536, "%lu octets of replies queued in one socket",
+	cr_assert_leq(send_queue, 4 * 32768, "%lu octets of replies queued in one socket",
 		      send_queue);
 	cr_assert_leq(flooded - before, (long)CLIENTS * PER_CLIENT_KB,
 		      "ferryd grew from %ld to %ld kB while %d clients pipelined %zu octets of "

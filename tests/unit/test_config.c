@@ -39,7 +39,7 @@ Test(config, defaults_make_a_local_relay)
 	cr_assert_eq(cfg.max_recipients, 1000);
 	cr_assert_eq(cfg.recipient_overshoot, 1000);
 	cr_assert_eq(cfg.max_input_held, 65536);
-	cr_assert_eq(cfg.max_output_queue, 65536);
+	cr_assert_eq(cfg.max_output_queue, 32768);
 	cr_assert_eq(cfg.command_deadline_ms, 60000);
 	cr_assert_eq(cfg.min_data_rate, 500);
 	cr_assert(cfg.workers >= 1, "workers resolved to the CPUs the process may use");
