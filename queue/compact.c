@@ -144,7 +144,8 @@ static int store_compact_gather(struct store_compaction *job, struct queue *q, u
 		struct queue_message *m;
 		list_for_each_entry(m, &q->segments[i]->messages, segment_link)
 		{
-			if (m->last_sequence < victim || m->state != STORE_STORED || m->copying)
+			if (m->last_sequence < victim || m->state != STORE_STORED || m->copying ||
+			    store_pinned(m))
 				continue;
 			if (job->ncopies == STORE_COMPACT_MAX_MESSAGES ||
 			    (job->ncopies > 0 && bytes + m->body_len > cap))
@@ -279,20 +280,27 @@ static void store_compact_committed(struct commit_waiter *w, int status)
 			/* It ended meanwhile: its holds are gone, its copy is
 			 * dead space behind its MESSAGE_DONE. */
 			store_message_free(m);
-		} else if (c->written && status == 0 && c->error == 0) {
+			free(c->extents);
+			c->extents = NULL;
+			continue;
+		}
+		bool durable = c->written && status == 0 && c->error == 0;
+		if (durable && store_pin_switch(m)) {
 			store_compact_switch(q, c);
+			store_pin_switched(m);
 			moved++;
 			bytes += m->body_len;
 		} else {
-			/* The old copy stays the message; what the copy reached
-			 * beyond it no longer counts it. */
+			/* The old copy stays the message (its copy failed, or a
+			 * delivery is reading it: a later job copies it again);
+			 * what the copy reached beyond it no longer counts it. */
 			if (m->last_sequence > c->saved_last) {
 				store_segments_hold_range(q, m, c->saved_last + 1, m->last_sequence,
 							  -1);
 				m->last_sequence = c->saved_last;
 			}
 			store_message_place(q, m);
-			failed++;
+			failed += !durable;
 		}
 		free(c->extents);
 		c->extents = NULL;

@@ -480,6 +480,28 @@ unsigned index_flush(struct index_destination *d)
 	return moved;
 }
 
+unsigned index_hold(struct index_destination *d)
+{
+	unsigned moved = 0;
+	while (d->count[INDEX_DEFERRED]) {
+		struct index_entry *e = d->heap[0];
+		index_heap_delete(d, e);
+		index_attach(d, e, INDEX_HELD, 0);
+		moved++;
+	}
+	struct list_node *ready = &d->lists[INDEX_READY];
+	if (list_empty(ready))
+		return moved;
+	struct index_entry *e;
+	list_for_each_entry(e, ready, link) e->state = INDEX_HELD;
+	list_splice_tail(&d->lists[INDEX_HELD], ready);
+	d->changes++;
+	moved += d->count[INDEX_READY];
+	d->count[INDEX_HELD] += d->count[INDEX_READY];
+	d->count[INDEX_READY] = 0;
+	return moved;
+}
+
 void index_foreach(const struct index_shard *s, index_visit_fn *fn, void *arg)
 {
 	for (uint32_t i = 0; i < s->cap; i++) {

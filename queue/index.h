@@ -119,6 +119,10 @@ unsigned index_release_due(struct index_destination *d, uint64_t now_ms);
  * Returns how many moved. */
 unsigned index_flush(struct index_destination *d);
 
+/* Move every READY and DEFERRED entry to HELD (a domain put on hold at
+ * run time, or found held at start). Returns how many moved. */
+unsigned index_hold(struct index_destination *d);
+
 /* Visit destinations; return false from fn to stop. fn must not insert
  * into or remove from the shard. */
 typedef bool index_visit_fn(struct index_destination *d, void *arg);

@@ -71,6 +71,8 @@ struct queue_message *store_message_new(uint32_t nrcpt, const char *const *strin
 
 void store_message_free(struct queue_message *m)
 {
+	/* A reader unpins before it reports the outcome that may end it. */
+	CHECK(atomic_load(&m->pins) == 0);
 	buf_release(&m->pending);
 	free(m->extents);
 	free(m->text);

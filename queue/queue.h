@@ -108,11 +108,12 @@ struct queue_store_config {
 
 /* Descriptors the store holds, for the budget ferryd checks at start: the
  * spool's lock and its segments and quarantine directories; and per
- * worker the writer's current segment and the one it is closing, plus the
- * segment files one compaction job reads (QUEUE_COMPACT_MAX_FILES). */
+ * worker the writer's current segment and the one it is closing, the
+ * segment files one compaction job reads (QUEUE_COMPACT_MAX_FILES), and
+ * those its body readers keep open (body.h's QUEUE_BODY_FILES, 16). */
 #define QUEUE_COMPACT_MAX_FILES      8
 #define QUEUE_STORE_DESCRIPTORS      3
-#define QUEUE_DESCRIPTORS_PER_WORKER (2 + QUEUE_COMPACT_MAX_FILES)
+#define QUEUE_DESCRIPTORS_PER_WORKER (2 + QUEUE_COMPACT_MAX_FILES + 16)
 
 /*
  * Open the spool: create its directories, recover every segment (torn

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "core/array.h"
@@ -30,16 +31,28 @@ static uint32_t store_shard_of(const struct queue_store *st, const struct store_
 	return index_shard_for(index_domain_hash(domain, len), st->nshards);
 }
 
-static void store_index_rcpt(struct queue_store *st, struct store_rcpt *r)
+/* Into its shard, on the shard's owner (q; NULL before the workers run,
+ * when no hook is set): HELD when delivery says its domain is held, else
+ * READY, and delivery hears of a destination that has READY work anew. */
+static void store_index_rcpt(struct queue_store *st, struct queue *q, struct store_rcpt *r)
 {
 	struct store_shard *shard = &st->shards[r->shard];
 	size_t len;
 	const char *domain = store_rcpt_domain(r, &len);
-	if (index_insert(&shard->index, domain, len, &r->entry, INDEX_READY, 0) != 0)
+	const struct sched_hooks *hooks = q != NULL ? &q->hooks : NULL;
+	bool held = hooks != NULL && hooks->held != NULL && hooks->held(hooks->arg, domain, len);
+	r->attempts = r->outcome.attempts;
+	if (index_insert(&shard->index, domain, len, &r->entry, held ? INDEX_HELD : INDEX_READY,
+			 0) != 0) {
 		log_event(LOG_LEVEL_ERROR,
 			  "event=index_insert_failed queue_id=%s rcpt=%u note=\"out of memory; the "
 			  "recipient stays on disk and returns at the next start\"",
 			  r->message->id, r->index);
+		return;
+	}
+	if (!held && hooks != NULL && hooks->ready != NULL &&
+	    r->entry.dest->count[INDEX_READY] == 1)
+		hooks->ready(hooks->arg, domain, len);
 }
 
 static void store_xfer_free(struct store_xfer *x)
@@ -53,7 +66,7 @@ static void store_xfer_handle(struct xmsg *msg)
 	struct store_xfer *x = container_of(msg, struct store_xfer, link);
 	struct queue_store *st = x->target->store;
 	for (size_t i = 0; i < x->count; i++)
-		store_index_rcpt(st, x->rcpts[i]);
+		store_index_rcpt(st, x->target, x->rcpts[i]);
 	atomic_fetch_sub(&st->xfers_in_flight, 1);
 	store_xfer_free(x);
 }
@@ -82,7 +95,7 @@ void store_index_message(struct queue *q, struct queue_message *m)
 		r->shard = store_shard_of(st, r);
 		uint32_t owner = st->shards[r->shard].owner;
 		if (owner == q->index || q->worker == NULL) {
-			store_index_rcpt(st, r);
+			store_index_rcpt(st, q->worker != NULL ? q : NULL, r);
 			continue;
 		}
 		struct store_xfer *x = store_outbox_for(q, owner);
@@ -161,6 +174,26 @@ size_t sched_take_ready(struct queue *q, const char *domain, size_t len, struct 
 	return n;
 }
 
+size_t sched_take_message(struct queue *q, const char *domain, size_t len, struct queue_rcpt **out,
+			  size_t max)
+{
+	struct index_destination *d = sched_destination(q, domain, len);
+	size_t n = 0;
+	const struct queue_message *m = NULL;
+	while (d != NULL && n < max) {
+		struct index_entry *e = index_first(d, INDEX_READY);
+		if (e == NULL)
+			break;
+		struct store_rcpt *r = container_of(e, struct store_rcpt, entry);
+		if (m != NULL && r->message != m)
+			break;
+		m = r->message;
+		index_move(e, INDEX_INFLIGHT, 0);
+		out[n++] = (struct queue_rcpt *)r;
+	}
+	return n;
+}
+
 const char *sched_rcpt_address(const struct queue_rcpt *qr, size_t *len)
 {
 	const struct store_rcpt *r = (const struct store_rcpt *)qr;
@@ -235,6 +268,7 @@ void sched_defer(struct queue *q, struct queue_rcpt *qr, uint64_t until_ms, cons
 	struct store_rcpt *r = store_rcpt_of(qr);
 	CHECK(r->entry.dest != NULL && r->entry.state == INDEX_INFLIGHT);
 	index_move(&r->entry, INDEX_DEFERRED, until_ms);
+	r->attempts++;
 	/* The journal keeps the wall-clock time of the next attempt. */
 	uint64_t now = store_now_ms(q);
 	struct timespec wall;
@@ -242,6 +276,14 @@ void sched_defer(struct queue *q, struct queue_rcpt *qr, uint64_t until_ms, cons
 	int64_t next = (int64_t)wall.tv_sec * 1000 + wall.tv_nsec / 1000000 +
 		       (until_ms > now ? (int64_t)(until_ms - now) : 0);
 	sched_journal(q, r, RECORD_RCPT_DEFERRED, reason, next);
+}
+
+void sched_return(struct queue *q, struct queue_rcpt *qr)
+{
+	(void)q;
+	struct store_rcpt *r = store_rcpt_of(qr);
+	CHECK(r->entry.dest != NULL && r->entry.state == INDEX_INFLIGHT);
+	index_move(&r->entry, INDEX_READY, 0);
 }
 
 unsigned sched_release_due(struct queue *q, const char *domain, size_t len, uint64_t now_ms)
@@ -254,4 +296,102 @@ unsigned sched_flush(struct queue *q, const char *domain, size_t len)
 {
 	struct index_destination *d = sched_destination(q, domain, len);
 	return d != NULL ? index_flush(d) : 0;
+}
+
+/* ---- for delivery ------------------------------------------------------------ */
+
+/* A MAIL parameter, case-insensitively, as a whole word or key=value. */
+static bool sched_param_is(const char *param, const char *want)
+{
+	return strcasecmp(param, want) == 0;
+}
+
+void sched_rcpt_message(const struct queue_rcpt *qr, struct sched_message *out)
+{
+	const struct store_rcpt *r = (const struct store_rcpt *)qr;
+	const struct queue_message *m = r->message;
+	*out = (struct sched_message){
+		.id = m->id,
+		.sender = m->text,
+		.sender_len = m->sender_len,
+		.size = m->body_len,
+		.arrival_ms = m->arrival_ms,
+		.message = m,
+	};
+	/* The text holds sender, client, helo, the parameters, then the
+	 * recipients, each NUL-terminated; the first recipient's address
+	 * marks where the parameters stop. */
+	const char *p = m->text;
+	for (int skip = 0; skip < 3; skip++)
+		p += strlen(p) + 1;
+	for (; p < m->rcpts[0].address; p += strlen(p) + 1) {
+		if (sched_param_is(p, "BODY=8BITMIME"))
+			out->eightbit = true;
+		else if (sched_param_is(p, "SMTPUTF8"))
+			out->smtputf8 = true;
+	}
+}
+
+uint32_t sched_rcpt_attempts(const struct queue_rcpt *qr)
+{
+	return ((const struct store_rcpt *)qr)->attempts;
+}
+
+void sched_set_hooks(struct queue *q, const struct sched_hooks *hooks)
+{
+	q->hooks = hooks != NULL ? *hooks : (struct sched_hooks){0};
+}
+
+static void sched_fill_counts(const struct index_destination *d, struct sched_counts *out)
+{
+	*out = (struct sched_counts){
+		.ready = d->count[INDEX_READY],
+		.deferred = d->count[INDEX_DEFERRED],
+		.held = d->count[INDEX_HELD],
+		.inflight = d->count[INDEX_INFLIGHT],
+		.next_due_ms = index_next_due(d),
+	};
+}
+
+struct sched_visit {
+	sched_visit_fn *fn;
+	void *arg;
+};
+
+static bool sched_visit_one(struct index_destination *d, void *arg)
+{
+	struct sched_visit *v = arg;
+	struct sched_counts counts;
+	sched_fill_counts(d, &counts);
+	return v->fn(v->arg, d->domain, d->len, &counts);
+}
+
+void sched_foreach(struct queue *q, sched_visit_fn *fn, void *arg)
+{
+	struct queue_store *st = q->store;
+	struct sched_visit v = {fn, arg};
+	for (uint32_t s = 0; s < st->nshards; s++)
+		if (st->shards[s].owner == q->index)
+			index_foreach(&st->shards[s].index, sched_visit_one, &v);
+}
+
+bool sched_counts(struct queue *q, const char *domain, size_t len, struct sched_counts *out)
+{
+	struct index_destination *d = sched_destination(q, domain, len);
+	if (d == NULL)
+		return false;
+	sched_fill_counts(d, out);
+	return true;
+}
+
+unsigned sched_hold(struct queue *q, const char *domain, size_t len)
+{
+	struct index_destination *d = sched_destination(q, domain, len);
+	return d != NULL ? index_hold(d) : 0;
+}
+
+uint32_t sched_owner(const struct queue *q, const char *domain, size_t len)
+{
+	const struct queue_store *st = q->store;
+	return st->shards[index_shard_for(index_domain_hash(domain, len), st->nshards)].owner;
 }

@@ -35,6 +35,7 @@
 #ifndef FERRY_QUEUE_SCHED_H
 #define FERRY_QUEUE_SCHED_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -53,6 +54,13 @@ enum queue_outcome {
 size_t sched_take_ready(struct queue *q, const char *domain, size_t len, struct queue_rcpt **out,
 			size_t max);
 
+/* One transaction's worth: the oldest READY recipient of `domain` and
+ * the READY ones of the same message right after it (a message's
+ * recipients for one domain are queued together), up to max, moved to
+ * INFLIGHT. Returns how many. */
+size_t sched_take_message(struct queue *q, const char *domain, size_t len, struct queue_rcpt **out,
+			  size_t max);
+
 const char *sched_rcpt_address(const struct queue_rcpt *r, size_t *len);
 const char *sched_rcpt_message_id(const struct queue_rcpt *r);
 
@@ -66,6 +74,11 @@ void sched_finish(struct queue *q, struct queue_rcpt *r, enum queue_outcome outc
  * attempt is journaled with `reason`. */
 void sched_defer(struct queue *q, struct queue_rcpt *r, uint64_t until_ms, const char *reason);
 
+/* An INFLIGHT recipient goes back to READY, no attempt counted or
+ * journaled: its delivery never started (the worker is shutting down,
+ * the body could not be read yet). */
+void sched_return(struct queue *q, struct queue_rcpt *r);
+
 /* DEFERRED recipients of `domain` due at or before now_ms become READY,
  * in due order. Returns how many. */
 unsigned sched_release_due(struct queue *q, const char *domain, size_t len, uint64_t now_ms);
@@ -73,5 +86,65 @@ unsigned sched_release_due(struct queue *q, const char *domain, size_t len, uint
 /* Every DEFERRED and HELD recipient of `domain` becomes READY now.
  * Returns how many. */
 unsigned sched_flush(struct queue *q, const char *domain, size_t len);
+
+/* ---- for delivery ----------------------------------------------------------- */
+
+/* The message a queued recipient belongs to, as delivery needs it. The
+ * strings live as long as the recipient is queued. */
+struct sched_message {
+	const char *id;     /* the queue id */
+	const char *sender; /* reverse path without brackets; "" for <> */
+	size_t sender_len;
+	uint64_t size;                       /* body octets */
+	int64_t arrival_ms;                  /* wall clock */
+	bool eightbit;                       /* MAIL FROM had BODY=8BITMIME */
+	bool smtputf8;                       /* MAIL FROM had SMTPUTF8 */
+	const struct queue_message *message; /* to tell recipients of one message apart */
+};
+void sched_rcpt_message(const struct queue_rcpt *r, struct sched_message *out);
+
+/* Attempts made for the recipient (kept in the journal across restarts). */
+uint32_t sched_rcpt_attempts(const struct queue_rcpt *r);
+
+/*
+ * Delivery's hooks into the shards a worker owns, set by the layer above
+ * (net/ cannot be called from here). Both run on q's worker.
+ *   held   the recipients of a message that just became durable, for a
+ *          domain in q's shards: true puts them HELD instead of READY.
+ *   ready  `domain` has READY recipients it had none of a moment ago
+ *          (new mail). Moves made by the calls of this header (flush,
+ *          release, hold) tell no one: their caller knows.
+ */
+struct sched_hooks {
+	bool (*held)(void *arg, const char *domain, size_t len);
+	void (*ready)(void *arg, const char *domain, size_t len);
+	void *arg;
+};
+/* On q's worker; NULL clears them. */
+void sched_set_hooks(struct queue *q, const struct sched_hooks *hooks);
+
+struct sched_counts {
+	uint32_t ready, deferred, held, inflight;
+	uint64_t next_due_ms; /* earliest DEFERRED due time; UINT64_MAX: none */
+};
+
+/* Visit every destination in q's shards (on q's worker): at start, to
+ * hold what recovery brought back for held domains and to find the ready
+ * ones. fn returns false to stop; it may move recipients of the domain it
+ * is given with the calls above, nothing else. */
+typedef bool sched_visit_fn(void *arg, const char *domain, size_t len,
+			    const struct sched_counts *counts);
+void sched_foreach(struct queue *q, sched_visit_fn *fn, void *arg);
+
+/* A destination's counts; false when nothing is queued for it here. */
+bool sched_counts(struct queue *q, const char *domain, size_t len, struct sched_counts *out);
+
+/* Every READY and DEFERRED recipient of `domain` becomes HELD (ferryctl
+ * hold; a held domain's recipients at start). Returns how many. */
+unsigned sched_hold(struct queue *q, const char *domain, size_t len);
+
+/* The shard's owner for `domain`: the worker number (queue index) whose
+ * sched calls reach it. */
+uint32_t sched_owner(const struct queue *q, const char *domain, size_t len);
 
 #endif

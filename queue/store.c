@@ -219,6 +219,8 @@ int queue_open(struct queue **out, struct worker *w, struct queue_store *store, 
 		return -EINVAL;
 	struct queue *q = &store->queues[index];
 	q->worker = w;
+	for (int i = 0; i < QUEUE_BODY_FILES; i++)
+		q->body_files[i].fd = -1;
 	struct commit_config cc = {
 		.dir_fd = store->dir_fd,
 		.worker_index = index,
@@ -250,6 +252,7 @@ void queue_close(struct queue *q)
 		return;
 	if (q->worker != NULL && timer_armed(&q->cross_timer))
 		timer_cancel(&q->worker->timers, &q->cross_timer);
+	queue_body_files_close(q);
 	commit_writer_close(q->writer);
 	q->writer = NULL;
 	/* The writer's last segment is finished with: deletable if empty. */
@@ -274,6 +277,7 @@ void queue_flush(struct queue *q)
 	store_cross_recheck(q);
 	store_cross_arm(q);
 	store_compact_maybe_start(q);
+	queue_body_files_expire(q);
 	commit_flush(q->writer);
 }
 

@@ -45,6 +45,7 @@
 #include "core/timer.h"
 #include "core/worker.h"
 #include "core/xmsg.h"
+#include "queue/body.h"
 #include "queue/commit.h"
 #include "queue/idmap.h"
 #include "queue/index.h"
@@ -93,6 +94,9 @@ struct store_rcpt {
 	/* What the journal says of it (the owner's view): the outcome rule of
 	 * recover.h, the same at run time as at recovery. */
 	struct recover_rcpt outcome;
+	/* Attempts as the shard's owner counts them (delivery's backoff):
+	 * outcome.attempts when it was indexed, one more per sched_defer. */
+	uint32_t attempts;
 };
 
 struct queue_message {
@@ -104,6 +108,9 @@ struct queue_message {
 	bool counted; /* in store->messages (from its commit on) */
 	bool paused;  /* write() returned 1: resume() owed */
 	bool copying; /* a compaction job holds it: the job's end frees it */
+	/* Body readers (body.c) pinning it, from any worker, plus
+	 * STORE_PIN_SWITCHING while compaction switches it to its copy. */
+	atomic_uint pins;
 	int64_t arrival_ms;
 	uint64_t body_len;
 	/* The owner's segments from its first record to its last: each one
@@ -246,6 +253,16 @@ struct queue {
 	bool cross_waiting;
 	uint64_t cross_check_ms;
 	struct timer cross_timer; /* wakes an idle worker for that */
+	/* Delivery's hooks on the shards this worker owns (sched.h). */
+	struct sched_hooks hooks;
+	/* Segment files open for body readers on this worker (body.c). */
+	struct store_body_file {
+		int fd; /* -1: free slot */
+		uint32_t writer;
+		uint64_t sequence;
+		unsigned users; /* readers with a read on it in flight */
+		uint64_t used_ms;
+	} body_files[QUEUE_BODY_FILES];
 };
 
 struct queue_store {
@@ -363,6 +380,19 @@ void store_send_outbox(struct queue *q);
 /* Recipients gathered and not yet sent. */
 unsigned store_outbox_pending(const struct queue *q);
 void store_outbox_free(struct queue *q);
+
+/* ---- body.c ------------------------------------------------------------------ */
+
+#define STORE_PIN_SWITCHING 0x80000000u
+
+/* Compaction, on the owner: may m be switched to its copy now? true
+ * leaves it marked, so no reader pins it until store_pin_switched(). */
+bool store_pin_switch(struct queue_message *m);
+void store_pin_switched(struct queue_message *m);
+static inline bool store_pinned(struct queue_message *m)
+{
+	return atomic_load_explicit(&m->pins, memory_order_relaxed) != 0;
+}
 
 /* ---- compact.c -------------------------------------------------------------- */
 

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/resource.h>
@@ -31,6 +32,7 @@
 
 #include "core/buf.h"
 #include "core/worker.h"
+#include "queue/body.h"
 #include "queue/queue.h"
 #include "queue/sched.h"
 #include "queue/spool_view.h"
@@ -2199,6 +2201,168 @@ Test(store, mostly_dead_segments_are_compacted_and_their_live_mail_kept)
 	cr_assert_eq(sum.recipients, T_SPREAD / T_KEEP_EVERY,
 		     "a recipient delivered before the copy came back after the restart");
 	t_expect_kept(c, body);
+}
+
+/* ---- delivery's side: bodies read while compaction runs, holds, hooks ------ */
+
+struct t_read {
+	struct buf got;
+	int status;
+};
+
+static void t_body_run(struct queue_body_reader *rd, int status, const char *data, size_t len)
+{
+	struct t_read *tr = rd->user;
+	if (status < 0)
+		tr->status = status;
+	else
+		buf_append(&tr->got, data, len);
+}
+
+/* One run of rd's body read through the ring; false when it was whole. */
+static bool t_read_run(struct queue_body_reader *rd, struct t_read *tr)
+{
+	int r = queue_body_read(rd);
+	if (r == 1)
+		return false;
+	cr_assert_eq(r, 0, "read: %s", strerror(-r));
+	for (unsigned turns = 0; queue_body_busy(rd); turns++) {
+		cr_assert_lt(turns, 10000, "a read took 10000 turns");
+		t_turn();
+	}
+	cr_assert_eq(tr->status, 0, "read: %s", strerror(-tr->status));
+	return true;
+}
+
+/*
+ * Delivery reads a body on the shard's worker while compaction empties
+ * the segments around it: the message being read is not moved (its
+ * segment stays), the body read is whole and exact, and once the reader
+ * lets go the rest is compacted as before.
+ */
+Test(store, a_body_being_read_is_not_moved_by_compaction)
+{
+	ts.cfg.segment_size = 1u << 20;
+	ts.cfg.compact_threshold = 50;
+	t_open();
+	t_start_workers();
+	static struct t_client c[T_SPREAD];
+	uint8_t *body = t_body(T_SPREAD_BODY, 37);
+	t_spread(c, body);
+
+	struct queue *owner = ts.queues[sched_owner(ts.queues[0], "keep.example", 12)];
+	struct queue_rcpt *r;
+	cr_assert_eq(sched_take_message(owner, "keep.example", 12, &r, 1), 1);
+	cr_assert_str_eq(sched_rcpt_message_id(r), c[0].id);
+	struct sched_message info;
+	sched_rcpt_message(r, &info);
+	cr_assert_eq(info.size, T_SPREAD_BODY);
+	cr_assert(info.eightbit, "BODY=8BITMIME was given");
+	cr_assert_not(info.smtputf8);
+	cr_assert_eq(info.sender_len, strlen("alice@client.example"));
+
+	struct queue_body_reader rd;
+	struct t_read tr = {0};
+	cr_assert_eq(queue_body_open(&rd, owner, r, t_body_run, &tr), 0);
+	cr_assert(t_read_run(&rd, &tr));
+	/* Half read: every other message of segments 1 and 2 ends. */
+	cr_assert_eq(t_finish_domain("gone.example", QUEUE_DELIVERED, 1000), T_SPREAD);
+	t_pump_idle();
+	cr_assert_geq(t_compaction().messages, 2, "nothing else was compacted");
+	cr_assert(t_segment_exists(1), "the segment of the body being read was deleted");
+	while (t_read_run(&rd, &tr))
+		;
+	cr_assert_eq(buf_len(&tr.got), T_SPREAD_BODY);
+	cr_assert(memcmp(buf_head(&tr.got), body, T_SPREAD_BODY) == 0, "the body read differs");
+	queue_body_close(&rd);
+	buf_release(&tr.got);
+
+	/* Let go of and delivered: its segment goes too. */
+	sched_finish(owner, r, QUEUE_DELIVERED, "250 2.0.0 ok");
+	t_pump_idle();
+	cr_assert_not(t_present(c[0].id));
+	cr_assert_not(t_segment_exists(1), "segment 1 outlived its last message");
+}
+
+static unsigned t_ready_calls;
+static char t_ready_domain[64];
+
+static bool t_hook_held(void *arg, const char *domain, size_t len)
+{
+	(void)arg;
+	return len == 12 && strncasecmp(domain, "held.example", len) == 0;
+}
+
+static void t_hook_ready(void *arg, const char *domain, size_t len)
+{
+	(void)arg;
+	t_ready_calls++;
+	snprintf(t_ready_domain, sizeof(t_ready_domain), "%.*s", (int)len, domain);
+}
+
+static struct sched_counts t_counts(const char *domain)
+{
+	struct sched_counts counts = {0};
+	struct queue *owner = ts.queues[sched_owner(ts.queues[0], domain, strlen(domain))];
+	cr_assert(sched_counts(owner, domain, strlen(domain), &counts), "nothing for %s", domain);
+	return counts;
+}
+
+/*
+ * Delivery's hooks: a held domain's new mail queues HELD and wakes no
+ * one; another domain's wakes delivery once, when it gets READY work.
+ * A run-time hold and a flush move what is queued; a transaction takes
+ * one message's recipients at a time.
+ */
+Test(store, held_domains_queue_held_and_ready_ones_wake_delivery)
+{
+	ts.cfg.workers = 2;
+	t_open();
+	t_start_workers();
+	struct sched_hooks hooks = {.held = t_hook_held, .ready = t_hook_ready};
+	for (uint32_t w = 0; w < ts.nworkers; w++)
+		sched_set_hooks(ts.queues[w], &hooks);
+	uint8_t *body = t_body(100, 5);
+	static struct t_client c[3];
+	const char *both[] = {"a@live.example", "b@live.example", "h@held.example"};
+	const char *one[] = {"c@live.example"};
+	t_client_init(&c[0]);
+	cr_assert_eq(t_begin_on(ts.queues[0], &c[0], "s@client.example", both, 3), 0);
+	cr_assert_geq(t_write(&c[0], body, 100, 100), 0);
+	t_commit(&c[0]);
+	t_client_init(&c[1]);
+	cr_assert_eq(t_begin_on(ts.queues[1], &c[1], "s@client.example", one, 1), 0);
+	cr_assert_geq(t_write(&c[1], body, 100, 100), 0);
+	t_commit(&c[1]);
+	t_pump_idle();
+
+	struct sched_counts held = t_counts("held.example"), live = t_counts("live.example");
+	cr_assert_eq(held.held, 1);
+	cr_assert_eq(held.ready, 0);
+	cr_assert_eq(live.ready, 3);
+	cr_assert_eq(t_ready_calls, 1, "delivery was woken %u times", t_ready_calls);
+	cr_assert_str_eq(t_ready_domain, "live.example");
+
+	struct queue *owner = ts.queues[sched_owner(ts.queues[0], "live.example", 12)];
+	struct queue_rcpt *r[8];
+	cr_assert_eq(sched_take_message(owner, "live.example", 12, r, 8), 2,
+		     "one transaction: the first message's two recipients");
+	cr_assert_str_eq(sched_rcpt_message_id(r[0]), c[0].id);
+	cr_assert_str_eq(sched_rcpt_message_id(r[1]), c[0].id);
+	sched_return(owner, r[0]);
+	sched_defer(owner, r[1], ts.workers[0]->now_ms + 60000, "451 4.3.0 later");
+	cr_assert_eq(sched_rcpt_attempts(r[1]), 1);
+
+	/* ferryctl hold: READY and DEFERRED to HELD; a flush brings all back. */
+	cr_assert_eq(sched_hold(owner, "live.example", 12), 3);
+	live = t_counts("live.example");
+	cr_assert_eq(live.held, 3);
+	cr_assert_eq(live.ready + live.deferred, 0);
+	cr_assert_eq(sched_flush(owner, "live.example", 12), 3);
+	cr_assert_eq(t_counts("live.example").ready, 3);
+	cr_assert_eq(t_ready_calls, 1, "moves made by sched calls woke delivery");
+	for (uint32_t w = 0; w < ts.nworkers; w++)
+		sched_set_hooks(ts.queues[w], NULL);
 }
 
 /*
