@@ -33,8 +33,10 @@
  * is told (with PIPELINING the RCPT and DATA replies that follow are
  * consumed) and message()'s reply, MAIL's, stands for every recipient.
  * When no recipient was accepted the body is not sent (with PIPELINING
- * the server answers DATA with 554 or 503: consumed, and message() has
- * accepted == 0).
+ * the server answers DATA with 554 or 503: consumed), and message() has
+ * accepted == 0 and the last RCPT's reply. A server that answers 354 to a
+ * DATA no recipient stands behind gets an empty body ("." alone), and its
+ * reply to that is consumed too.
  */
 #ifndef FERRY_NET_SMTP_CLIENT_H
 #define FERRY_NET_SMTP_CLIENT_H
@@ -52,24 +54,36 @@
 #define SMTP_CLIENT_TEXT_MAX 512
 
 struct smtp_reply {
-	int code;             /* 200..599 */
-	char status[16];      /* "4.2.1" when the reply carries one, else "" */
-	char text[SMTP_CLIENT_TEXT_MAX]; /* the text after the code (and status), joined, NUL-terminated, control characters replaced by '?' */
+	int code;        /* 200..599 */
+	char status[16]; /* "4.2.1" when the reply carries one, else "" */
+	/* The text after the code (and status), lines joined, NUL-terminated,
+	 * control characters replaced by '?'. */
+	char text[SMTP_CLIENT_TEXT_MAX];
 };
 
 /* Resumable reply parser, usable alone (tests, ferry-etrn). */
 struct smtp_reply_parser {
 	char line[SMTP_CLIENT_LINE_MAX];
 	size_t line_len;
-	bool in_reply; /* a continuation line (code "-") was seen */
+	bool in_reply;  /* a continuation line (code "-") was seen */
+	unsigned lines; /* lines of the reply being parsed so far */
 	struct smtp_reply reply;
+	/* Optional (init sets NULL): told each line as it is parsed, with its
+	 * index in the reply and its raw text after the code and separator.
+	 * Joining loses the lines, and EHLO keywords are one per line. */
+	void (*on_line)(void *arg, int code, unsigned index, const char *text, size_t len);
+	void *on_line_arg;
+	const char *error; /* after -EPROTO: what was wrong, in words */
 };
 
 void smtp_reply_parser_init(struct smtp_reply_parser *p);
 /* Consume from data[0..len) up to and including the end of one reply.
  * Returns 1 with *out filled (and *consumed the octets used), 0 when all
  * was consumed without completing a reply, or -EPROTO for input that is
- * not an SMTP reply. A bare LF ends a line too. */
+ * not an SMTP reply (p->error says why; the parser must be initialised
+ * again before further use). A bare LF ends a line too. The enhanced
+ * status code is taken from the first line, and dropped from the
+ * continuation lines that repeat it. */
 int smtp_reply_parse(struct smtp_reply_parser *p, const char *data, size_t len, size_t *consumed,
 		     struct smtp_reply *out);
 
@@ -113,9 +127,12 @@ struct smtp_client_events {
 	 * is the reply for them (see "Outcomes" above; for all of them when
 	 * mail_refused). Then smtp_client_reset() or smtp_client_quit(). */
 	void (*message)(struct smtp_client *c, unsigned accepted, const struct smtp_reply *r);
-	/* The conversation cannot go on: a 4xx/5xx greeting, EHLO and HELO
-	 * refused, a protocol error (r->code 0 and r->text saying what), or
-	 * a 421 at any point. Nothing more is done; the caller closes. */
+	/* The conversation cannot go on: a 4xx/5xx greeting, EHLO refused
+	 * with 4xx (with 5xx: and HELO refused too), RSET refused, a
+	 * protocol error (r->code 0 and r->text saying what), or
+	 * a 421 at any point. Nothing more is done; the caller sends what
+	 * is left in out (a QUIT when the server refused politely) and
+	 * closes. */
 	void (*failed)(struct smtp_client *c, const struct smtp_reply *r);
 	/* QUIT was answered (or the server closed after it). */
 	void (*closed)(struct smtp_client *c);
@@ -146,10 +163,12 @@ struct smtp_client {
 	unsigned next_rcpt;    /* without PIPELINING: the next RCPT to send */
 	unsigned rcpt_replies; /* RCPT replies seen */
 	unsigned accepted;     /* recipients with 2xx at RCPT */
-	struct smtp_reply mail_reply; /* kept for the outcome */
+	/* The reply message() gives when it is not the last one read: MAIL's
+	 * when refused, the last RCPT's when no recipient was accepted. */
+	struct smtp_reply held_reply;
 	bool mail_refused;
 	bool at_line_start; /* dot-stuffing: the body's next octet starts a line */
-	bool last_cr;       /* the body's last octet was CR */
+	bool last_cr;       /* the last body octet sent was CR */
 };
 
 /* Start: wait for the greeting. helo_name is copied. */
@@ -168,22 +187,25 @@ void smtp_client_lost(struct smtp_client *c, const char *reason);
 enum smtp_client_phase smtp_client_phase(const struct smtp_client *c);
 
 /*
- * Send a message (only when ready() came last). Returns 0, or without
- * sending anything (the caller decides the recipients' outcome):
+ * Send a message (only when ready() came last: CHECKed). Returns 0, or
+ * without sending anything (the caller decides the recipients' outcome):
  *   -EMSGSIZE   size is over the server's advertised SIZE limit
  *   -EPROTONOSUPPORT  the message needs SMTPUTF8 and the server lacks it
+ *   -EINVAL     no recipient, or a path holding CR, LF, '<' or '>'
+ *   -ENOMEM     out could not grow
  */
 int smtp_client_send(struct smtp_client *c, const struct smtp_client_message *msg);
 
-/* Body octets, as stored (lines ending in CRLF): dot-stuffed into out.
- * Any chunking. */
+/* Body octets, as stored (lines ending in CRLF): dot-stuffed into out,
+ * a bare LF sent as CRLF. Any chunking. Only after body(). When out
+ * cannot grow, here or in the calls below, failed() is told (code 0). */
 void smtp_client_body(struct smtp_client *c, const char *data, size_t len);
 /* The body is complete: CRLF (if it did not end with one) "." CRLF. */
 void smtp_client_body_end(struct smtp_client *c);
 
-/* After message(): RSET, then ready() again. */
+/* After message() (or when ready): RSET, then ready() again. */
 void smtp_client_reset(struct smtp_client *c);
-/* QUIT (from READY, or after message()). */
+/* QUIT (when ready, or after message()). */
 void smtp_client_quit(struct smtp_client *c);
 
 #endif
