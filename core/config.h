@@ -140,9 +140,16 @@ void config_print(const struct config *cfg, FILE *out);
 void config_error_at(const struct config *cfg, const struct config_item *item, const char *key,
 		     const char *why, char *err, size_t err_size);
 
-/* Value parsers, exposed for tests. Return 0 or -EINVAL. */
+/* Value parsers (core/config_value.c). Return 0 or -EINVAL. */
+/* A number with ms, s, m (min), h or d; bare: seconds. At most UINT32_MAX ms
+ * (about 49 days). */
 int config_parse_duration_ms(const char *text, uint32_t *out_ms);
+/* Octets, with K, M, G (binary; KiB, MiB, GiB too). */
 int config_parse_size(const char *text, uint64_t *out);
+/* A plain whole number: no unit. */
+int config_parse_count(const char *text, uint64_t *out);
+/* yes/no, true/false, on/off, 1/0, in any case. */
+int config_parse_bool(const char *text, bool *out);
 int config_parse_listen(const char *text, struct config_listen *out);
 
 #endif

@@ -231,6 +231,10 @@ Test(config, duration_and_size_parsers)
 	cr_assert_neq(config_parse_duration_ms("-1s", &ms), 0);
 	cr_assert_neq(config_parse_duration_ms("", &ms), 0);
 	cr_assert_neq(config_parse_duration_ms("99999999999s", &ms), 0);
+	cr_assert_eq(config_parse_duration_ms("5d", &ms), 0);
+	cr_assert_eq(ms, 5u * 86400000);
+	cr_assert_eq(config_parse_duration_ms("49d", &ms), 0, "49 days fit in 32 bits of ms");
+	cr_assert_neq(config_parse_duration_ms("50d", &ms), 0, "50 days do not");
 	cr_assert_eq(config_parse_size("512K", &size), 0);
 	cr_assert_eq(size, 524288);
 	cr_assert_eq(config_parse_size("1GiB", &size), 0);
@@ -251,4 +255,15 @@ Test(config, counts_take_no_size_suffix)
 		      0, "10K messages was taken as a count");
 	cr_assert(strstr(err, "c.conf:2:") != NULL && strstr(err, "max_messages") != NULL, "%s",
 		  err);
+}
+
+Test(config, yes_and_no)
+{
+	bool v = false;
+	cr_assert_eq(config_parse_bool("YES", &v), 0);
+	cr_assert(v);
+	cr_assert_eq(config_parse_bool("off", &v), 0);
+	cr_assert_not(v);
+	cr_assert_neq(config_parse_bool("maybe", &v), 0);
+	cr_assert_neq(config_parse_bool("", &v), 0);
 }
