@@ -30,10 +30,17 @@ struct config_key {
 	enum config_type type;
 	size_t offset;
 	size_t string_size; /* CONFIG_STRING */
-	uint64_t min, max;  /* CONFIG_UINT, CONFIG_DURATION (ms), CONFIG_SIZE */
+	/* CONFIG_UINT, CONFIG_DURATION (ms), CONFIG_SIZE; CONFIG_STRING: min is
+	 * its shortest length (0: "" is a value, e.g. "none") */
+	uint64_t min, max;
 };
 
 #define KEY_STRING(sec, name, field)                                                               \
+	{                                                                                          \
+		sec, #name, CONFIG_STRING, offsetof(struct config, field),                         \
+			sizeof(((struct config *)0)->field), 1, 0                                  \
+	}
+#define KEY_STRING_OR_EMPTY(sec, name, field)                                                      \
 	{                                                                                          \
 		sec, #name, CONFIG_STRING, offsetof(struct config, field),                         \
 			sizeof(((struct config *)0)->field), 0, 0                                  \
@@ -42,6 +49,8 @@ struct config_key {
 	{                                                                                          \
 		sec, #name, type, offsetof(struct config, field), 0, lo, hi                        \
 	}
+
+#define CONFIG_DAY_MS 86400000u
 
 /* The one table of keys: parsing, duplicates and printing all walk it. */
 static const struct config_key config_keys[] = {
@@ -83,6 +92,30 @@ static const struct config_key config_keys[] = {
 	KEY("spool", min_free_disk, CONFIG_SIZE, spool_min_free, 0, UINT64_MAX),
 	KEY("spool", shards, CONFIG_UINT, shards, 0, 65536),
 	KEY("spool", compact_threshold, CONFIG_UINT, spool_compact_threshold, 0, 100),
+	KEY_STRING_OR_EMPTY("delivery", source_address, source_address),
+	KEY_STRING_OR_EMPTY("delivery", relayhost, relayhost),
+	KEY("delivery", connect_timeout, CONFIG_DURATION, connect_timeout_ms, 1000, 3600000),
+	KEY("delivery", greeting_timeout, CONFIG_DURATION, greeting_timeout_ms, 1000, 3600000),
+	KEY("delivery", command_timeout, CONFIG_DURATION, command_timeout_ms, 1000, 3600000),
+	KEY("delivery", data_init_timeout, CONFIG_DURATION, data_init_timeout_ms, 1000, 3600000),
+	KEY("delivery", data_block_timeout, CONFIG_DURATION, data_block_timeout_ms, 1000, 3600000),
+	KEY("delivery", data_done_timeout, CONFIG_DURATION, data_done_timeout_ms, 1000, 3600000),
+	KEY("delivery", connection_reuse_time, CONFIG_DURATION, connection_reuse_time_ms, 0,
+	    300000),
+	KEY("delivery", retry_initial, CONFIG_DURATION, retry_initial_ms, 1000, CONFIG_DAY_MS),
+	KEY("delivery", retry_factor, CONFIG_UINT, retry_factor, 1, 10),
+	KEY("delivery", retry_max, CONFIG_DURATION, retry_max_ms, 1000, 30 * CONFIG_DAY_MS),
+	KEY("delivery", max_queue_lifetime, CONFIG_DURATION, max_queue_lifetime_ms, 60000,
+	    30 * CONFIG_DAY_MS),
+	KEY("delivery", concurrency, CONFIG_UINT, concurrency, 1, 1000),
+	KEY("delivery", max_outbound_connections, CONFIG_UINT, max_outbound_connections, 1,
+	    1000000),
+	KEY("delivery", recipients_per_transaction, CONFIG_UINT, recipients_per_transaction, 1,
+	    CONFIG_MAX_RECIPIENTS),
+	KEY("delivery", max_received_headers, CONFIG_UINT, max_received_headers, 1, 1000),
+	KEY("delivery", destination_failures, CONFIG_UINT, destination_failures, 1, 1000),
+	KEY("delivery", destination_backoff, CONFIG_DURATION, destination_backoff_ms, 1000,
+	    CONFIG_DAY_MS),
 	KEY("log", level, CONFIG_LOG_LEVEL, log_level, 0, 0),
 	KEY("log", destination, CONFIG_LOG_DESTINATION, log_destination, 0, 0),
 	KEY("log", max_lines_per_client, CONFIG_UINT, log_max_lines_per_client, 0, 1000000),
@@ -158,6 +191,24 @@ void config_defaults(struct config *cfg)
 	cfg->group_commit_bytes = 1u << 20;
 	cfg->spool_min_free = 100u << 20;
 	cfg->spool_compact_threshold = 50;
+	/* RFC 5321 4.5.3.2's timeouts; connect's is Postfix's. */
+	cfg->connect_timeout_ms = 30000;
+	cfg->greeting_timeout_ms = 300000;
+	cfg->command_timeout_ms = 300000;
+	cfg->data_init_timeout_ms = 120000;
+	cfg->data_block_timeout_ms = 180000;
+	cfg->data_done_timeout_ms = 600000;
+	cfg->connection_reuse_time_ms = 2000;
+	cfg->retry_initial_ms = 300000;
+	cfg->retry_factor = 2;
+	cfg->retry_max_ms = 3600000;
+	cfg->max_queue_lifetime_ms = 5 * CONFIG_DAY_MS;
+	cfg->concurrency = 20;
+	cfg->max_outbound_connections = 1000;
+	cfg->recipients_per_transaction = 100; /* RFC 5321 4.5.3.1.8: what a server must take */
+	cfg->max_received_headers = 50;        /* as Postfix's hopcount_limit */
+	cfg->destination_failures = 5;
+	cfg->destination_backoff_ms = 300000;
 	cfg->log_level = LOG_LEVEL_INFO;
 	cfg->log_destination = LOG_TO_STDERR;
 	cfg->log_max_lines_per_client = 100;
@@ -256,7 +307,7 @@ static void config_set(struct config_parse_state *st, const struct config_key *k
 	uint32_t v32 = 0;
 	switch (k->type) {
 	case CONFIG_STRING:
-		if (value[0] == '\0' || strlen(value) >= k->string_size) {
+		if (strlen(value) < k->min || strlen(value) >= k->string_size) {
 			config_fail(st, line, k->name, "empty or too long: '%s'", value);
 			return;
 		}
@@ -336,10 +387,11 @@ static void config_set(struct config_parse_state *st, const struct config_key *k
 		return;
 	}
 	if (v64 < k->min || v64 > k->max) {
-		char range[128];
+		char range[128], lo[32], hi[32];
 		if (k->type == CONFIG_DURATION)
-			snprintf(range, sizeof(range), "out of range %llums..%llums: '%%s'",
-				 (unsigned long long)k->min, (unsigned long long)k->max);
+			snprintf(range, sizeof(range), "out of range %s..%s: '%%s'",
+				 config_format_duration((uint32_t)k->min, lo, sizeof(lo)),
+				 config_format_duration((uint32_t)k->max, hi, sizeof(hi)));
 		else
 			snprintf(range, sizeof(range), "out of range %llu..%llu: '%%s'",
 				 (unsigned long long)k->min, (unsigned long long)k->max);
@@ -414,6 +466,7 @@ static int config_ini_handler(void *user, const char *section, const char *name,
 			return 0;
 		}
 		st->cfg->set_in_file[i] = true;
+		st->cfg->line_in_file[i] = (unsigned)line;
 		config_set(st, k, value, line);
 		return st->status == 0;
 	}
@@ -448,6 +501,15 @@ static int config_finish(struct config_parse_state *st)
 		snprintf(st->err, st->err_size,
 			 "%s: key 'shards': %u is fewer than the %u workers (each owns some)",
 			 cfg->source, cfg->shards, cfg->workers);
+		return -EINVAL;
+	}
+	if (cfg->retry_max_ms < cfg->retry_initial_ms) {
+		unsigned line = config_key_line(cfg, "delivery", "retry_max");
+		if (line == 0)
+			line = config_key_line(cfg, "delivery", "retry_initial");
+		snprintf(st->err, st->err_size,
+			 "%s:%u: key 'retry_max': shorter than retry_initial, the first wait",
+			 cfg->source, line);
 		return -EINVAL;
 	}
 	if (cfg->max_connections_per_client > cfg->max_connections)
@@ -505,6 +567,15 @@ bool config_is_set(const struct config *cfg, const char *section, const char *na
 		    strcmp(config_keys[i].name, name) == 0)
 			return cfg->set_in_file[i];
 	return false;
+}
+
+unsigned config_key_line(const struct config *cfg, const char *section, const char *name)
+{
+	for (size_t i = 0; i < CONFIG_NKEYS; i++)
+		if (strcmp(config_keys[i].section, section) == 0 &&
+		    strcmp(config_keys[i].name, name) == 0)
+			return cfg->line_in_file[i];
+	return 0;
 }
 
 int config_open(struct config *cfg, const char *path, const char *program)

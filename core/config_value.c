@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <stdio.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,22 @@ int config_parse_duration_ms(const char *text, uint32_t *out_ms)
 	if (r == 0)
 		*out_ms = (uint32_t)v;
 	return r;
+}
+
+const char *config_format_duration(uint32_t ms, char *out, size_t size)
+{
+	static const struct config_unit units[] = {
+		{"d", 86400000}, {"h", 3600000}, {"m", 60000}, {"s", 1000}, {NULL, 0},
+	};
+	for (const struct config_unit *u = units; u->suffix != NULL; u++) {
+		if (ms != 0 && ms % u->scale == 0) {
+			snprintf(out, size, "%llu%s", (unsigned long long)(ms / u->scale),
+				 u->suffix);
+			return out;
+		}
+	}
+	snprintf(out, size, "%ums", ms);
+	return out;
 }
 
 int config_parse_size(const char *text, uint64_t *out)

@@ -216,6 +216,8 @@ Test(config, print_round_trips)
 	cr_assert_eq(again.idle_timeout_ms, cfg.idle_timeout_ms);
 	cr_assert_eq(again.max_input_held, cfg.max_input_held);
 	cr_assert_eq(again.max_output_queue, cfg.max_output_queue);
+	cr_assert_eq(again.max_queue_lifetime_ms, cfg.max_queue_lifetime_ms);
+	cr_assert_str_eq(again.relayhost, "", "an empty relayhost reads back as none");
 	config_free(&again);
 	free(text);
 }
@@ -266,4 +268,89 @@ Test(config, yes_and_no)
 	cr_assert_not(v);
 	cr_assert_neq(config_parse_bool("maybe", &v), 0);
 	cr_assert_neq(config_parse_bool("", &v), 0);
+}
+
+Test(config, delivery_defaults_are_rfc_5321s)
+{
+	cr_assert_eq(config_load(&cfg, NULL, err, sizeof(err)), 0, "%s", err);
+	cr_assert_str_eq(cfg.source_address, "");
+	cr_assert_str_eq(cfg.relayhost, "");
+	cr_assert_eq(cfg.connect_timeout_ms, 30000);
+	cr_assert_eq(cfg.greeting_timeout_ms, 300000);
+	cr_assert_eq(cfg.command_timeout_ms, 300000);
+	cr_assert_eq(cfg.data_init_timeout_ms, 120000);
+	cr_assert_eq(cfg.data_block_timeout_ms, 180000);
+	cr_assert_eq(cfg.data_done_timeout_ms, 600000);
+	cr_assert_eq(cfg.connection_reuse_time_ms, 2000);
+	cr_assert_eq(cfg.retry_initial_ms, 300000);
+	cr_assert_eq(cfg.retry_factor, 2);
+	cr_assert_eq(cfg.retry_max_ms, 3600000);
+	cr_assert_eq(cfg.max_queue_lifetime_ms, 5u * 86400000);
+	cr_assert_eq(cfg.concurrency, 20);
+	cr_assert_eq(cfg.max_outbound_connections, 1000);
+	cr_assert_eq(cfg.recipients_per_transaction, 100);
+	cr_assert_eq(cfg.max_received_headers, 50);
+	cr_assert_eq(cfg.destination_failures, 5);
+	cr_assert_eq(cfg.destination_backoff_ms, 300000);
+}
+
+Test(config, delivery_keys)
+{
+	const char *text = "[delivery]\n"
+			   "source_address = 2001:db8::25\n"
+			   "relayhost = [smarthost.isp.example]:587\n"
+			   "connect_timeout = 10s\n"
+			   "data_done_timeout = 20m\n"
+			   "connection_reuse_time = 0\n"
+			   "retry_initial = 1m\n"
+			   "retry_factor = 3\n"
+			   "retry_max = 4h\n"
+			   "max_queue_lifetime = 30d\n"
+			   "concurrency = 5\n"
+			   "recipients_per_transaction = 2000\n"
+			   "destination_failures = 3\n"
+			   "destination_backoff = 90s\n";
+	cr_assert_eq(config_load_string(&cfg, text, "d.conf", err, sizeof(err)), 0, "%s", err);
+	cr_assert_str_eq(cfg.source_address, "2001:db8::25");
+	cr_assert_str_eq(cfg.relayhost, "[smarthost.isp.example]:587");
+	cr_assert_eq(cfg.connect_timeout_ms, 10000);
+	cr_assert_eq(cfg.data_done_timeout_ms, 1200000);
+	cr_assert_eq(cfg.connection_reuse_time_ms, 0);
+	cr_assert_eq(cfg.retry_initial_ms, 60000);
+	cr_assert_eq(cfg.retry_factor, 3);
+	cr_assert_eq(cfg.retry_max_ms, 4u * 3600000);
+	cr_assert_eq(cfg.max_queue_lifetime_ms, 30u * 86400000);
+	cr_assert_eq(cfg.concurrency, 5);
+	cr_assert_eq(cfg.recipients_per_transaction, 2000);
+	cr_assert_eq(cfg.destination_failures, 3);
+	cr_assert_eq(cfg.destination_backoff_ms, 90000);
+	cr_assert_eq(config_key_line(&cfg, "delivery", "relayhost"), 3);
+	cr_assert_eq(config_key_line(&cfg, "delivery", "max_received_headers"), 0);
+}
+
+Test(config, bad_delivery_values_are_refused)
+{
+	static const struct {
+		const char *text, *says;
+	} bad[] = {
+		{"[delivery]\nmax_queue_lifetime = 31d\n", "out of range 1m..30d"},
+		{"[delivery]\nretry_factor = 0\n", "out of range 1..10"},
+		{"[delivery]\nretry_factor = 11\n", "retry_factor"},
+		{"[delivery]\nconcurrency = 1001\n", "concurrency"},
+		{"[delivery]\nrecipients_per_transaction = 2001\n", "recipients_per_transaction"},
+		{"[delivery]\nconnect_timeout = 500ms\n", "out of range 1s..1h"},
+		{"[delivery]\nrelayhost = a\nrelayhost = b\n", "set twice"},
+		{"[delivery]\nretry_initial = 2h\n",
+		 ":2: key 'retry_max': shorter than retry_initial"},
+		{"[delivery]\nretry_max = 1m\nretry_initial = 5m\n", ":2: key 'retry_max'"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		config_free(&cfg);
+		config_defaults(&cfg);
+		err[0] = '\0';
+		cr_assert_neq(config_load_string(&cfg, bad[i].text, "bad.conf", err, sizeof(err)),
+			      0, "accepted: %s", bad[i].text);
+		cr_assert(strstr(err, "bad.conf:") != NULL && strstr(err, bad[i].says) != NULL,
+			  "'%s' does not say '%s'", err, bad[i].says);
+	}
 }
