@@ -1,5 +1,6 @@
 #include "core/array.h"
 #include "core/config.h"
+#include "core/config_domain.h"
 #include "core/cpuset.h"
 
 #include <ctype.h>
@@ -212,12 +213,14 @@ void config_defaults(struct config *cfg)
 	cfg->log_level = LOG_LEVEL_INFO;
 	cfg->log_destination = LOG_TO_STDERR;
 	cfg->log_max_lines_per_client = 100;
+	config_domain_defaults(cfg);
 }
 
 void config_free(struct config *cfg)
 {
 	config_list_clear(&cfg->relay_domains);
 	config_list_clear(&cfg->trusted_networks);
+	config_domain_free(cfg);
 }
 
 struct config_parse_state {
@@ -227,6 +230,9 @@ struct config_parse_state {
 	bool listen_from_file;
 	int status;
 	struct config_reader *reader;
+	char section[256];        /* the current section's name, whole */
+	int domain;               /* its index in cfg->domains; -1: no [domain] section */
+	uint32_t domain_keys_set; /* config_domain_set's record of its keys */
 };
 
 static void config_fail(struct config_parse_state *st, int line, const char *key, const char *fmt,
@@ -404,17 +410,60 @@ static void config_set(struct config_parse_state *st, const struct config_key *k
 		*(uint32_t *)field = (uint32_t)v64;
 }
 
+/* "domain NAME" (or a bare "domain", which lacks its name). */
+static bool config_is_domain_section(const char *section)
+{
+	return strncmp(section, "domain", 6) == 0 &&
+	       (section[6] == '\0' || isspace((unsigned char)section[6]));
+}
+
+/*
+ * Every section header, seen by the reader before inih parses its line:
+ * inih cuts section names at 49 characters (a domain may have 253) and
+ * says nothing of a section without keys (a [domain] section may be
+ * empty, and must still be counted once).
+ */
+static void config_section_begin(struct config_parse_state *st, const char *section, unsigned line)
+{
+	snprintf(st->section, sizeof(st->section), "%s", section);
+	st->domain = -1;
+	if (st->status != 0 || !config_is_domain_section(section))
+		return;
+	char why[512];
+	int r = config_domain_begin(st->cfg, section + 6, line, why, sizeof(why));
+	if (r < 0) {
+		config_fail(st, (int)line, NULL, "%s", why);
+		return;
+	}
+	st->domain = r;
+	st->domain_keys_set = 0;
+}
+
 /*
  * Debian's inih is built without line numbers in the handler, so lines are
  * fed through our own reader, which counts them (and catches lines longer
- * than inih's buffer, which it would otherwise split in two).
+ * than inih's buffer, which it would otherwise split in two), and shows
+ * config_section_begin each section header.
  */
 struct config_reader {
 	FILE *file;       /* or */
 	const char *text; /* the rest of the string */
 	unsigned line;
 	bool too_long;
+	struct config_parse_state *st;
 };
+
+static void config_reader_look_for_section(struct config_reader *rd, const char *line)
+{
+	while (*line == ' ' || *line == '\t')
+		line++;
+	const char *close = line[0] == '[' ? strchr(line, ']') : NULL;
+	if (close == NULL)
+		return; /* not a header, or inih reports the missing ']' */
+	char section[256];
+	snprintf(section, sizeof(section), "%.*s", (int)(close - line - 1), line + 1);
+	config_section_begin(rd->st, section, rd->line);
+}
 
 static char *config_read_line(char *str, int num, void *stream)
 {
@@ -442,6 +491,7 @@ static char *config_read_line(char *str, int num, void *stream)
 		rd->too_long = true;
 		return NULL;
 	}
+	config_reader_look_for_section(rd, str);
 	return str;
 }
 
@@ -453,6 +503,26 @@ static int config_ini_handler(void *user, const char *section, const char *name,
 		return 0;
 	if (name == NULL) /* a section header alone: check it exists */
 		name = "";
+	/* inih's name may be cut short; a different one means that inih took
+	 * an indented header for the continuation of the key above it. */
+	if (strncmp(st->section, section, strlen(section)) != 0) {
+		config_fail(st, line, NULL,
+			    "'[%s]' is taken as part of the value above it: start a section "
+			    "header at the beginning of its line",
+			    st->section);
+		return 0;
+	}
+	if (config_is_domain_section(section)) {
+		char why[512];
+		if (st->domain < 0) {
+			config_fail(st, line, name, "not in a [domain NAME] section%s", "");
+			return 0;
+		}
+		if (config_domain_set(&st->cfg->domains[st->domain], name, value,
+				      &st->domain_keys_set, why, sizeof(why)) != 0)
+			config_fail(st, line, name, "%s", why);
+		return st->status == 0;
+	}
 	bool section_known = false;
 	for (size_t i = 0; i < CONFIG_NKEYS; i++) {
 		const struct config_key *k = &config_keys[i];
@@ -522,7 +592,9 @@ static int config_finish(struct config_parse_state *st)
 
 static int config_parse(struct config *cfg, struct config_reader *rd, char *err, size_t err_size)
 {
-	struct config_parse_state st = {.cfg = cfg, .err = err, .err_size = err_size, .reader = rd};
+	struct config_parse_state st = {
+		.cfg = cfg, .err = err, .err_size = err_size, .reader = rd, .domain = -1};
+	rd->st = &st;
 	int r = ini_parse_stream(config_read_line, rd, config_ini_handler, &st);
 	if (rd->too_long)
 		config_fail(&st, (int)rd->line, NULL, "%s",
@@ -656,4 +728,5 @@ void config_print(const struct config *cfg, FILE *out)
 			break;
 		}
 	}
+	config_domain_print(cfg, out);
 }

@@ -14,6 +14,11 @@
  * the layer that owns them validates them at start-up and reports with
  * config_error_at(), or names the key.
  *
+ * [domain NAME] sections (any number; NAME a domain, or ".NAME" for its
+ * subdomains) give one destination domain its own delivery settings; see
+ * struct config_domain. Like a list, the file's sections replace the
+ * built-in one (demo.test, held, for trying ferry out).
+ *
  * Every key is documented in docs/config.md.
  */
 #ifndef FERRY_CORE_CONFIG_H
@@ -60,6 +65,22 @@ struct config_listen {
 #define CONFIG_MAX_RECIPIENTS 2000
 
 #define CONFIG_MAX_KEYS 128
+
+/* RFC 1035: 253 octets of name, without the trailing dot. */
+#define CONFIG_DOMAIN_NAME_MAX 253
+
+/* One [domain NAME] section: how mail for that domain is delivered. */
+struct config_domain {
+	char name[CONFIG_DOMAIN_NAME_MAX + 3];    /* lowercased, without the leading dot */
+	bool subdomains;                          /* written ".name": its subdomains, not it */
+	unsigned line;                            /* of the section's header; 0: built in */
+	char transport[CONFIG_TRANSPORT_MAX + 1]; /* "": relayhost, else MX; net/ parses it */
+	bool hold;                                /* queue its mail, deliver none (ETRN, ...) */
+	uint32_t concurrency;                     /* 0: [delivery] concurrency */
+	uint64_t max_messages;                    /* messages queued for it; 0: no quota */
+	uint64_t max_size;                        /* octets queued for it; 0: no quota */
+	uint32_t queue_lifetime_ms;               /* 0: [delivery] max_queue_lifetime */
+};
 
 struct config {
 	char source[512];                       /* file name, or "(built-in defaults)" */
@@ -130,6 +151,11 @@ struct config {
 	uint32_t destination_failures;       /* connection failures in a row: destination down */
 	uint32_t destination_backoff_ms;     /* how long it stays down */
 
+	/* [domain NAME] sections, in the file's order */
+	struct config_domain *domains;
+	size_t ndomains, domains_cap;
+	bool domains_from_file; /* the file has replaced the built-in ones already */
+
 	/* [log] */
 	int log_level;                     /* enum log_level */
 	int log_destination;               /* enum log_destination */
@@ -167,6 +193,16 @@ unsigned config_key_line(const struct config *cfg, const char *section, const ch
 /* Print the effective configuration in the file's own syntax. */
 void config_print(const struct config *cfg, FILE *out);
 
+/*
+ * The [domain] entry that rules mail for `domain` (len octets, any case):
+ * an entry for that very name, else the entry for the closest parent
+ * written with a leading dot (".customer.example" rules a.customer.example
+ * and a.b.customer.example, not customer.example nor xcustomer.example).
+ * NULL: none does; [delivery] applies. (core/config_domain.c)
+ */
+const struct config_domain *config_domain_find(const struct config *cfg, const char *domain,
+					       size_t len);
+
 /* Format an error about a list item for the layer that validated it. */
 void config_error_at(const struct config *cfg, const struct config_item *item, const char *key,
 		     const char *why, char *err, size_t err_size);
@@ -176,7 +212,7 @@ void config_error_at(const struct config *cfg, const struct config_item *item, c
  * (about 49 days). */
 int config_parse_duration_ms(const char *text, uint32_t *out_ms);
 /* A duration in its largest unit that states it exactly ("5d", "90s",
- * "250ms", "0ms"), which config_parse_duration_ms reads back; returns out. */
+ * "250ms", "0"), which config_parse_duration_ms reads back; returns out. */
 const char *config_format_duration(uint32_t ms, char *out, size_t size);
 /* Octets, with K, M, G (binary; KiB, MiB, GiB too). */
 int config_parse_size(const char *text, uint64_t *out);

@@ -61,8 +61,12 @@ const char *config_format_duration(uint32_t ms, char *out, size_t size)
 	static const struct config_unit units[] = {
 		{"d", 86400000}, {"h", 3600000}, {"m", 60000}, {"s", 1000}, {NULL, 0},
 	};
+	if (ms == 0) {
+		snprintf(out, size, "0");
+		return out;
+	}
 	for (const struct config_unit *u = units; u->suffix != NULL; u++) {
-		if (ms != 0 && ms % u->scale == 0) {
+		if (ms % u->scale == 0) {
 			snprintf(out, size, "%llu%s", (unsigned long long)(ms / u->scale),
 				 u->suffix);
 			return out;

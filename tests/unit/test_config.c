@@ -354,3 +354,227 @@ Test(config, bad_delivery_values_are_refused)
 			  "'%s' does not say '%s'", err, bad[i].says);
 	}
 }
+
+/* ---- [domain NAME] sections ---------------------------------------------------------- */
+
+static char *config_printed(const struct config *c)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+	config_print(c, f);
+	fclose(f);
+	return text;
+}
+
+Test(config, builtin_domain_is_demo_test_held)
+{
+	cr_assert_eq(config_load(&cfg, NULL, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(cfg.ndomains, 1);
+	const struct config_domain *d = config_domain_find(&cfg, "Demo.Test", 9);
+	cr_assert_not_null(d);
+	cr_assert_str_eq(d->name, "demo.test");
+	cr_assert_not(d->subdomains);
+	cr_assert_eq(d->line, 0);
+	cr_assert_str_eq(d->transport, "[127.0.0.1]:2526");
+	cr_assert(d->hold);
+	cr_assert_null(config_domain_find(&cfg, "x.demo.test", 11));
+	cr_assert_null(config_domain_find(&cfg, "example.com", 11));
+}
+
+Test(config, domain_sections)
+{
+	const char *text = "[server]\n"
+			   "workers = 1\n"
+			   "[domain Customer.Example]\n"
+			   "transport = [mx.customer.example]:25\n"
+			   "hold = yes\n"
+			   "concurrency = 4\n"
+			   "max_messages = 10000\n"
+			   "max_size = 2G\n"
+			   "queue_lifetime = 10d\n"
+			   "[domain .customer.example]\n"
+			   "transport = relay.customer.example:2525\n"
+			   "[domain  .b.customer.example ]\n"
+			   "\n"
+			   "[limits]\n"
+			   "max_errors = 5\n";
+	cr_assert_eq(config_load_string(&cfg, text, "d.conf", err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(cfg.ndomains, 3, "the file's sections replace demo.test");
+	cr_assert_null(config_domain_find(&cfg, "demo.test", 9));
+	cr_assert_eq(cfg.max_errors, 5, "keys after a [domain] section go to their own section");
+
+	const struct config_domain *d = &cfg.domains[0];
+	cr_assert_str_eq(d->name, "customer.example");
+	cr_assert_eq(d->line, 3);
+	cr_assert_str_eq(d->transport, "[mx.customer.example]:25");
+	cr_assert(d->hold);
+	cr_assert_eq(d->concurrency, 4);
+	cr_assert_eq(d->max_messages, 10000);
+	cr_assert_eq(d->max_size, 2ull << 30);
+	cr_assert_eq(d->queue_lifetime_ms, 10u * 86400000);
+
+	d = &cfg.domains[1];
+	cr_assert_str_eq(d->name, "customer.example");
+	cr_assert(d->subdomains);
+	cr_assert_not(d->hold, "hold defaults to no");
+	cr_assert_eq(d->concurrency, 0, "0: the [delivery] default");
+	cr_assert_eq(d->queue_lifetime_ms, 0);
+
+	d = &cfg.domains[2];
+	cr_assert_str_eq(d->name, "b.customer.example");
+	cr_assert(d->subdomains);
+	cr_assert_eq(d->line, 12);
+	cr_assert_str_eq(d->transport, "", "an empty section: relayhost, else MX");
+}
+
+Test(config, domain_lookup_prefers_the_name_then_the_closest_parent)
+{
+	const char *text = "[domain .customer.example]\n"
+			   "transport = [any.customer.example]\n"
+			   "[domain .b.customer.example]\n"
+			   "transport = [b.customer.example]\n"
+			   "[domain customer.example]\n"
+			   "transport = [self.customer.example]\n"
+			   "[domain x.b.customer.example]\n"
+			   "hold = yes\n";
+	cr_assert_eq(config_load_string(&cfg, text, "d.conf", err, sizeof(err)), 0, "%s", err);
+	static const struct {
+		const char *domain;
+		int index; /* -1: none */
+	} cases[] = {
+		{"customer.example", 2},
+		{"CUSTOMER.EXAMPLE", 2},
+		{"a.customer.example", 0},
+		{"a.b.customer.example", 1},
+		{"b.customer.example", 0},
+		{"x.b.customer.example", 3},
+		{"y.x.b.customer.example", 1},
+		{"xcustomer.example", -1},
+		{"customer.example.org", -1},
+		{"example", -1},
+		{"", -1},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const struct config_domain *d =
+			config_domain_find(&cfg, cases[i].domain, strlen(cases[i].domain));
+		if (cases[i].index < 0)
+			cr_expect_null(d, "%s matched %s", cases[i].domain, d ? d->name : "");
+		else
+			cr_expect_eq(d, &cfg.domains[cases[i].index], "%s matched entry %ld",
+				     cases[i].domain, d ? (long)(d - cfg.domains) : -1L);
+	}
+	/* The length bounds the name: no terminating NUL is needed. */
+	cr_assert_eq(config_domain_find(&cfg, "customer.example>", 16), &cfg.domains[2]);
+}
+
+Test(config, bad_domain_sections_are_refused)
+{
+	static const struct {
+		const char *text, *says;
+	} bad[] = {
+		{"[domain a.example]\nhold = yes\n[domain A.example]\n",
+		 "bad.conf:3: [domain a.example] given twice (first on line 1)"},
+		{"[domain .a.example]\n[server]\nworkers = 1\n[domain .a.example]\n",
+		 "bad.conf:4: [domain .a.example] given twice"},
+		{"[domain a.example]\nholds = yes\n", "bad.conf:2: key 'holds': unknown key"},
+		{"[domain a.example]\nhold = maybe\n", "bad.conf:2: key 'hold': not yes or no"},
+		{"[domain a.example]\nhold = yes\nhold = no\n",
+		 "bad.conf:3: key 'hold': set twice"},
+		{"[domain a.example]\nconcurrency = 1001\n", "out of range 0..1000"},
+		{"[domain a.example]\nmax_messages = 10K\n", "not a whole number"},
+		{"[domain a.example]\nmax_size = lots\n", "not a size"},
+		{"[domain a.example]\nqueue_lifetime = 31d\n", "out of range 0..30d"},
+		{"[domain]\n", "bad.conf:1: [domain] lacks its name"},
+		{"[domain a..example]\n", "not a domain name"},
+		{"[domain -a.example]\n", "not a domain name"},
+		{"[domain a-.example]\n", "not a domain name"},
+		{"[domain a.example.]\n", "not a domain name"},
+		{"[domain a_b.example]\n", "not a domain name"},
+		{"[domain ..a.example]\n", "not a domain name"},
+		{"[domain a.example b.example]\n", "not a domain name"},
+		{"[domain "
+		 "a234567890123456789012345678901234567890123456789012345678901234.example]\n",
+		 "not a domain name"},
+		{"[domain a.example]\ntransport = x\n  [domain b.example]\n",
+		 "bad.conf:3: '[domain b.example]' is taken as part of the value above it"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		config_free(&cfg);
+		config_defaults(&cfg);
+		err[0] = '\0';
+		cr_assert_neq(config_load_string(&cfg, bad[i].text, "bad.conf", err, sizeof(err)),
+			      0, "accepted: %s", bad[i].text);
+		cr_expect(strstr(err, bad[i].says) != NULL, "'%s' does not say '%s'", err,
+			  bad[i].says);
+	}
+}
+
+/* inih cuts section names at 49 characters: the whole name must count. */
+Test(config, long_domain_names_are_kept_whole)
+{
+	const char *text =
+		"[domain .a-rather-long-label.another-rather-long-label.customer.example]\n"
+		"hold = yes\n"
+		"[domain .a-rather-long-label.another-rather-long-label.customer.example.org]\n"
+		"hold = no\n";
+	cr_assert_eq(config_load_string(&cfg, text, "l.conf", err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(cfg.ndomains, 2);
+	cr_assert_str_eq(cfg.domains[1].name,
+			 "a-rather-long-label.another-rather-long-label.customer.example.org");
+	cr_assert(cfg.domains[0].hold);
+	cr_assert_not(cfg.domains[1].hold);
+}
+
+Test(config, domain_sections_print_and_read_back)
+{
+	const char *text = "[domain .customer.example]\n"
+			   "transport = [mx1.customer.example]:25, [mx2.customer.example]:25\n"
+			   "hold = yes\n"
+			   "max_size = 1M\n"
+			   "queue_lifetime = 36h\n"
+			   "[domain empty.example]\n";
+	cr_assert_eq(config_load_string(&cfg, text, "p.conf", err, sizeof(err)), 0, "%s", err);
+	char *printed = config_printed(&cfg);
+	cr_assert(strstr(printed,
+			 "\n[domain .customer.example]\n"
+			 "transport = [mx1.customer.example]:25, [mx2.customer.example]:25\n"
+			 "hold = yes\n") != NULL,
+		  "%s", printed);
+	cr_assert(strstr(printed, "queue_lifetime = 36h\n") != NULL, "%s", printed);
+	cr_assert(strstr(printed, "\n[domain empty.example]\ntransport = \n") != NULL, "%s",
+		  printed);
+
+	struct config again;
+	config_defaults(&again);
+	cr_assert_eq(config_load_string(&again, printed, "printed", err, sizeof(err)), 0,
+		     "printed config does not load: %s\n%s", err, printed);
+	cr_assert_eq(again.ndomains, cfg.ndomains);
+	for (size_t i = 0; i < cfg.ndomains; i++) {
+		const struct config_domain *a = &cfg.domains[i], *b = &again.domains[i];
+		cr_assert_str_eq(a->name, b->name);
+		cr_assert_eq(a->subdomains, b->subdomains);
+		cr_assert_str_eq(a->transport, b->transport);
+		cr_assert_eq(a->hold, b->hold);
+		cr_assert_eq(a->concurrency, b->concurrency);
+		cr_assert_eq(a->max_messages, b->max_messages);
+		cr_assert_eq(a->max_size, b->max_size);
+		cr_assert_eq(a->queue_lifetime_ms, b->queue_lifetime_ms);
+	}
+	config_free(&again);
+	free(printed);
+
+	/* The defaults too: demo.test survives --check-config's output. */
+	config_free(&cfg);
+	config_defaults(&cfg);
+	cr_assert_eq(config_load(&cfg, NULL, err, sizeof(err)), 0, "%s", err);
+	printed = config_printed(&cfg);
+	config_defaults(&again);
+	cr_assert_eq(config_load_string(&again, printed, "printed", err, sizeof(err)), 0, "%s",
+		     err);
+	cr_assert_eq(again.ndomains, 1);
+	cr_assert_str_eq(again.domains[0].transport, "[127.0.0.1]:2526");
+	cr_assert(again.domains[0].hold);
+	config_free(&again);
+	free(printed);
+}
