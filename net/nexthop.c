@@ -161,3 +161,47 @@ int nexthop_parse(const char *text, struct nexthop_list *out, char *err, size_t 
 	}
 	return 0;
 }
+
+/* "FILE:LINE: " for a key set on `line`, "FILE: " for a default. */
+static const char *nexthop_where(const struct config *cfg, unsigned line, char *out, size_t size)
+{
+	if (line == 0)
+		snprintf(out, size, "(built-in defaults): ");
+	else
+		snprintf(out, size, "%s:%u: ", cfg->source, line);
+	return out;
+}
+
+int nexthop_check_config(const struct config *cfg, char *err, size_t err_size)
+{
+	struct nexthop_list hops;
+	char why[512], where[600];
+	if (cfg->relayhost[0] != '\0' &&
+	    nexthop_parse(cfg->relayhost, &hops, why, sizeof(why)) != 0) {
+		unsigned line = config_key_line(cfg, "delivery", "relayhost");
+		snprintf(err, err_size, "%skey 'relayhost': %s",
+			 nexthop_where(cfg, line, where, sizeof(where)), why);
+		return -EINVAL;
+	}
+	struct in6_addr any;
+	if (cfg->source_address[0] != '\0' && inet_pton(AF_INET, cfg->source_address, &any) != 1 &&
+	    inet_pton(AF_INET6, cfg->source_address, &any) != 1) {
+		unsigned line = config_key_line(cfg, "delivery", "source_address");
+		snprintf(err, err_size,
+			 "%skey 'source_address': not an IPv4 or IPv6 address (e.g. 192.0.2.25, "
+			 "2001:db8::25): '%s'",
+			 nexthop_where(cfg, line, where, sizeof(where)), cfg->source_address);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < cfg->ndomains; i++) {
+		const struct config_domain *d = &cfg->domains[i];
+		if (d->transport[0] == '\0' ||
+		    nexthop_parse(d->transport, &hops, why, sizeof(why)) == 0)
+			continue;
+		snprintf(err, err_size, "%s[domain %s%s] key 'transport': %s",
+			 nexthop_where(cfg, d->line, where, sizeof(where)),
+			 d->subdomains ? "." : "", d->name, why);
+		return -EINVAL;
+	}
+	return 0;
+}

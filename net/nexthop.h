@@ -23,6 +23,8 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "core/config.h"
+
 #define NEXTHOP_MAX          8
 #define NEXTHOP_DEFAULT_PORT 25
 
@@ -50,5 +52,13 @@ struct nexthop_list {
  * (1..65535) in 'mx.example:70000'" or "'[mx.example' lacks its ']'".
  */
 int nexthop_parse(const char *text, struct nexthop_list *out, char *err, size_t err_size);
+
+/*
+ * The check at start (and --check-config) of what config.c keeps as text
+ * for delivery: relayhost and every [domain]'s transport parse, and
+ * source_address is an IP address. 0, or -EINVAL with err naming the
+ * file, line (or [domain] section) and key.
+ */
+int nexthop_check_config(const struct config *cfg, char *err, size_t err_size);
 
 #endif

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "core/config.h"
 #include "net/nexthop.h"
 
 static struct nexthop_list list;
@@ -131,4 +132,40 @@ Test(nexthop, errors_say_what_is_wrong)
 		cr_expect(strstr(err, bad[i].says) != NULL, "'%s': '%s' does not say '%s'",
 			  bad[i].text, err, bad[i].says);
 	}
+}
+
+/* What ferryd --check-config says about the delivery keys. */
+static void check_config_says(const char *text, const char *says)
+{
+	static struct config cfg;
+	char load_err[512];
+	config_defaults(&cfg);
+	cr_assert_eq(config_load_string(&cfg, text, "n.conf", load_err, sizeof(load_err)), 0, "%s",
+		     load_err);
+	err[0] = '\0';
+	int r = nexthop_check_config(&cfg, err, sizeof(err));
+	if (says == NULL)
+		cr_expect_eq(r, 0, "'%s' refused: %s", text, err);
+	else
+		cr_expect(r == -EINVAL && strstr(err, says) != NULL, "'%s': '%s' does not say '%s'",
+			  text, err, says);
+	config_free(&cfg);
+}
+
+Test(nexthop, config_check_names_file_line_section_and_key)
+{
+	check_config_says("[server]\nworkers = 1\n", NULL); /* demo.test's built-in transport */
+	check_config_says("[delivery]\nsource_address = 192.0.2.25\n"
+			  "relayhost = [smarthost.example]:587\n"
+			  "[domain a.example]\ntransport = [::1]:2526, mx.a.example\n"
+			  "[domain b.example]\n",
+			  NULL);
+	check_config_says("[delivery]\n\nrelayhost = [smarthost.example:587\n",
+			  "n.conf:3: key 'relayhost': '[smarthost.example:587' lacks its ']'");
+	check_config_says("[delivery]\nsource_address = mx.example\n",
+			  "n.conf:2: key 'source_address': not an IPv4 or IPv6 address");
+	check_config_says("[domain a.example]\nhold = yes\n[domain .B.example]\n"
+			  "transport = mx.b.example:70000\n",
+			  "n.conf:3: [domain .b.example] key 'transport': port 70000 is out of "
+			  "range");
 }
