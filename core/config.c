@@ -1,16 +1,14 @@
 #include "core/array.h"
 #include "core/config.h"
+#include "core/config_domain.h"
 #include "core/cpuset.h"
 
-#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <ini.h>
 #include <limits.h>
-#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -33,10 +31,17 @@ struct config_key {
 	enum config_type type;
 	size_t offset;
 	size_t string_size; /* CONFIG_STRING */
-	uint64_t min, max;  /* CONFIG_UINT, CONFIG_DURATION (ms), CONFIG_SIZE */
+	/* CONFIG_UINT, CONFIG_DURATION (ms), CONFIG_SIZE; CONFIG_STRING: min is
+	 * its shortest length (0: "" is a value, e.g. "none") */
+	uint64_t min, max;
 };
 
 #define KEY_STRING(sec, name, field)                                                               \
+	{                                                                                          \
+		sec, #name, CONFIG_STRING, offsetof(struct config, field),                         \
+			sizeof(((struct config *)0)->field), 1, 0                                  \
+	}
+#define KEY_STRING_OR_EMPTY(sec, name, field)                                                      \
 	{                                                                                          \
 		sec, #name, CONFIG_STRING, offsetof(struct config, field),                         \
 			sizeof(((struct config *)0)->field), 0, 0                                  \
@@ -45,6 +50,8 @@ struct config_key {
 	{                                                                                          \
 		sec, #name, type, offsetof(struct config, field), 0, lo, hi                        \
 	}
+
+#define CONFIG_DAY_MS 86400000u
 
 /* The one table of keys: parsing, duplicates and printing all walk it. */
 static const struct config_key config_keys[] = {
@@ -86,6 +93,30 @@ static const struct config_key config_keys[] = {
 	KEY("spool", min_free_disk, CONFIG_SIZE, spool_min_free, 0, UINT64_MAX),
 	KEY("spool", shards, CONFIG_UINT, shards, 0, 65536),
 	KEY("spool", compact_threshold, CONFIG_UINT, spool_compact_threshold, 0, 100),
+	KEY_STRING_OR_EMPTY("delivery", source_address, source_address),
+	KEY_STRING_OR_EMPTY("delivery", relayhost, relayhost),
+	KEY("delivery", connect_timeout, CONFIG_DURATION, connect_timeout_ms, 1000, 3600000),
+	KEY("delivery", greeting_timeout, CONFIG_DURATION, greeting_timeout_ms, 1000, 3600000),
+	KEY("delivery", command_timeout, CONFIG_DURATION, command_timeout_ms, 1000, 3600000),
+	KEY("delivery", data_init_timeout, CONFIG_DURATION, data_init_timeout_ms, 1000, 3600000),
+	KEY("delivery", data_block_timeout, CONFIG_DURATION, data_block_timeout_ms, 1000, 3600000),
+	KEY("delivery", data_done_timeout, CONFIG_DURATION, data_done_timeout_ms, 1000, 3600000),
+	KEY("delivery", connection_reuse_time, CONFIG_DURATION, connection_reuse_time_ms, 0,
+	    300000),
+	KEY("delivery", retry_initial, CONFIG_DURATION, retry_initial_ms, 1000, CONFIG_DAY_MS),
+	KEY("delivery", retry_factor, CONFIG_UINT, retry_factor, 1, 10),
+	KEY("delivery", retry_max, CONFIG_DURATION, retry_max_ms, 1000, 30 * CONFIG_DAY_MS),
+	KEY("delivery", max_queue_lifetime, CONFIG_DURATION, max_queue_lifetime_ms, 60000,
+	    30 * CONFIG_DAY_MS),
+	KEY("delivery", concurrency, CONFIG_UINT, concurrency, 1, 1000),
+	KEY("delivery", max_outbound_connections, CONFIG_UINT, max_outbound_connections, 1,
+	    1000000),
+	KEY("delivery", recipients_per_transaction, CONFIG_UINT, recipients_per_transaction, 1,
+	    CONFIG_MAX_RECIPIENTS),
+	KEY("delivery", max_received_headers, CONFIG_UINT, max_received_headers, 1, 1000),
+	KEY("delivery", destination_failures, CONFIG_UINT, destination_failures, 1, 1000),
+	KEY("delivery", destination_backoff, CONFIG_DURATION, destination_backoff_ms, 1000,
+	    CONFIG_DAY_MS),
 	KEY("log", level, CONFIG_LOG_LEVEL, log_level, 0, 0),
 	KEY("log", destination, CONFIG_LOG_DESTINATION, log_destination, 0, 0),
 	KEY("log", max_lines_per_client, CONFIG_UINT, log_max_lines_per_client, 0, 1000000),
@@ -161,133 +192,35 @@ void config_defaults(struct config *cfg)
 	cfg->group_commit_bytes = 1u << 20;
 	cfg->spool_min_free = 100u << 20;
 	cfg->spool_compact_threshold = 50;
+	/* RFC 5321 4.5.3.2's timeouts; connect's is Postfix's. */
+	cfg->connect_timeout_ms = 30000;
+	cfg->greeting_timeout_ms = 300000;
+	cfg->command_timeout_ms = 300000;
+	cfg->data_init_timeout_ms = 120000;
+	cfg->data_block_timeout_ms = 180000;
+	cfg->data_done_timeout_ms = 600000;
+	cfg->connection_reuse_time_ms = 2000;
+	cfg->retry_initial_ms = 300000;
+	cfg->retry_factor = 2;
+	cfg->retry_max_ms = 3600000;
+	cfg->max_queue_lifetime_ms = 5 * CONFIG_DAY_MS;
+	cfg->concurrency = 20;
+	cfg->max_outbound_connections = 1000;
+	cfg->recipients_per_transaction = 100; /* RFC 5321 4.5.3.1.8: what a server must take */
+	cfg->max_received_headers = 50;        /* as Postfix's hopcount_limit */
+	cfg->destination_failures = 5;
+	cfg->destination_backoff_ms = 300000;
 	cfg->log_level = LOG_LEVEL_INFO;
 	cfg->log_destination = LOG_TO_STDERR;
 	cfg->log_max_lines_per_client = 100;
+	config_domain_defaults(cfg);
 }
 
 void config_free(struct config *cfg)
 {
 	config_list_clear(&cfg->relay_domains);
 	config_list_clear(&cfg->trusted_networks);
-}
-
-/* A unit suffix and what it multiplies by ("" is the bare number). */
-struct config_unit {
-	const char *suffix;
-	uint64_t scale;
-};
-
-/* A whole number followed by one of `units` (compared ignoring case), no
- * larger than `max` once scaled. */
-static int config_parse_scaled(const char *text, const struct config_unit *units, uint64_t max,
-			       uint64_t *out)
-{
-	char *end;
-	errno = 0;
-	if (!isdigit((unsigned char)text[0]))
-		return -EINVAL;
-	unsigned long long v = strtoull(text, &end, 10);
-	if (errno != 0)
-		return -EINVAL;
-	for (const struct config_unit *u = units; u->suffix != NULL; u++) {
-		if (strcasecmp(end, u->suffix) != 0)
-			continue;
-		if (v > max / u->scale)
-			return -EINVAL;
-		*out = v * u->scale;
-		return 0;
-	}
-	return -EINVAL;
-}
-
-int config_parse_duration_ms(const char *text, uint32_t *out_ms)
-{
-	static const struct config_unit units[] = {
-		{"", 1000},     {"s", 1000},    {"ms", 1}, {"m", 60000},
-		{"min", 60000}, {"h", 3600000}, {NULL, 0},
-	};
-	uint64_t v;
-	int r = config_parse_scaled(text, units, UINT32_MAX, &v);
-	if (r == 0)
-		*out_ms = (uint32_t)v;
-	return r;
-}
-
-int config_parse_size(const char *text, uint64_t *out)
-{
-	static const struct config_unit units[] = {
-		{"", 1},
-		{"b", 1},
-		{"k", 1024},
-		{"kib", 1024},
-		{"m", 1024 * 1024},
-		{"mib", 1024 * 1024},
-		{"g", 1024 * 1024 * 1024},
-		{"gib", 1024 * 1024 * 1024},
-		{NULL, 0},
-	};
-	return config_parse_scaled(text, units, UINT64_MAX, out);
-}
-
-/* A plain count: a whole number, no unit. */
-static int config_parse_count(const char *text, uint64_t *out)
-{
-	static const struct config_unit units[] = {{"", 1}, {NULL, 0}};
-	return config_parse_scaled(text, units, UINT64_MAX, out);
-}
-
-int config_parse_listen(const char *text, struct config_listen *out)
-{
-	char host[64];
-	const char *port_text;
-	size_t len = strlen(text);
-	if (len == 0 || len >= sizeof(out->text))
-		return -EINVAL;
-	memset(out, 0, sizeof(*out));
-	if (text[0] == '[') {
-		const char *close = strchr(text, ']');
-		if (close == NULL || close[1] != ':')
-			return -EINVAL;
-		size_t hlen = (size_t)(close - text - 1);
-		if (hlen >= sizeof(host))
-			return -EINVAL;
-		memcpy(host, text + 1, hlen);
-		host[hlen] = '\0';
-		port_text = close + 2;
-	} else {
-		const char *colon = strrchr(text, ':');
-		if (colon == NULL || memchr(text, ':', (size_t)(colon - text)) != NULL)
-			return -EINVAL; /* IPv6 needs brackets */
-		size_t hlen = (size_t)(colon - text);
-		if (hlen >= sizeof(host))
-			return -EINVAL;
-		memcpy(host, text, hlen);
-		host[hlen] = '\0';
-		port_text = colon + 1;
-	}
-	char *end;
-	if (!isdigit((unsigned char)port_text[0]))
-		return -EINVAL;
-	unsigned long port = strtoul(port_text, &end, 10);
-	if (*end != '\0' || port > 65535)
-		return -EINVAL;
-
-	struct sockaddr_in *in4 = (struct sockaddr_in *)&out->addr;
-	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&out->addr;
-	if (text[0] != '[' && inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
-		in4->sin_family = AF_INET;
-		in4->sin_port = htons((uint16_t)port);
-		out->addr_len = sizeof(*in4);
-	} else if (text[0] == '[' && inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
-		in6->sin6_family = AF_INET6;
-		in6->sin6_port = htons((uint16_t)port);
-		out->addr_len = sizeof(*in6);
-	} else {
-		return -EINVAL;
-	}
-	memcpy(out->text, text, len + 1);
-	return 0;
+	config_domain_free(cfg);
 }
 
 struct config_parse_state {
@@ -297,6 +230,9 @@ struct config_parse_state {
 	bool listen_from_file;
 	int status;
 	struct config_reader *reader;
+	char section[256];        /* the current section's name, whole */
+	int domain;               /* its index in cfg->domains; -1: no [domain] section */
+	uint32_t domain_keys_set; /* config_domain_set's record of its keys */
 };
 
 static void config_fail(struct config_parse_state *st, int line, const char *key, const char *fmt,
@@ -377,7 +313,7 @@ static void config_set(struct config_parse_state *st, const struct config_key *k
 	uint32_t v32 = 0;
 	switch (k->type) {
 	case CONFIG_STRING:
-		if (value[0] == '\0' || strlen(value) >= k->string_size) {
+		if (strlen(value) < k->min || strlen(value) >= k->string_size) {
 			config_fail(st, line, k->name, "empty or too long: '%s'", value);
 			return;
 		}
@@ -457,10 +393,11 @@ static void config_set(struct config_parse_state *st, const struct config_key *k
 		return;
 	}
 	if (v64 < k->min || v64 > k->max) {
-		char range[128];
+		char range[128], lo[32], hi[32];
 		if (k->type == CONFIG_DURATION)
-			snprintf(range, sizeof(range), "out of range %llums..%llums: '%%s'",
-				 (unsigned long long)k->min, (unsigned long long)k->max);
+			snprintf(range, sizeof(range), "out of range %s..%s: '%%s'",
+				 config_format_duration((uint32_t)k->min, lo, sizeof(lo)),
+				 config_format_duration((uint32_t)k->max, hi, sizeof(hi)));
 		else
 			snprintf(range, sizeof(range), "out of range %llu..%llu: '%%s'",
 				 (unsigned long long)k->min, (unsigned long long)k->max);
@@ -473,17 +410,60 @@ static void config_set(struct config_parse_state *st, const struct config_key *k
 		*(uint32_t *)field = (uint32_t)v64;
 }
 
+/* "domain NAME" (or a bare "domain", which lacks its name). */
+static bool config_is_domain_section(const char *section)
+{
+	return strncmp(section, "domain", 6) == 0 &&
+	       (section[6] == '\0' || isspace((unsigned char)section[6]));
+}
+
+/*
+ * Every section header, seen by the reader before inih parses its line:
+ * inih cuts section names at 49 characters (a domain may have 253) and
+ * says nothing of a section without keys (a [domain] section may be
+ * empty, and must still be counted once).
+ */
+static void config_section_begin(struct config_parse_state *st, const char *section, unsigned line)
+{
+	snprintf(st->section, sizeof(st->section), "%s", section);
+	st->domain = -1;
+	if (st->status != 0 || !config_is_domain_section(section))
+		return;
+	char why[512];
+	int r = config_domain_begin(st->cfg, section + 6, line, why, sizeof(why));
+	if (r < 0) {
+		config_fail(st, (int)line, NULL, "%s", why);
+		return;
+	}
+	st->domain = r;
+	st->domain_keys_set = 0;
+}
+
 /*
  * Debian's inih is built without line numbers in the handler, so lines are
  * fed through our own reader, which counts them (and catches lines longer
- * than inih's buffer, which it would otherwise split in two).
+ * than inih's buffer, which it would otherwise split in two), and shows
+ * config_section_begin each section header.
  */
 struct config_reader {
 	FILE *file;       /* or */
 	const char *text; /* the rest of the string */
 	unsigned line;
 	bool too_long;
+	struct config_parse_state *st;
 };
+
+static void config_reader_look_for_section(struct config_reader *rd, const char *line)
+{
+	while (*line == ' ' || *line == '\t')
+		line++;
+	const char *close = line[0] == '[' ? strchr(line, ']') : NULL;
+	if (close == NULL)
+		return; /* not a header, or inih reports the missing ']' */
+	char section[256];
+	snprintf(section, sizeof(section), "%.*s", (int)(close - line - 1), line + 1);
+	config_section_begin(rd->st, section, rd->line);
+}
 
 static char *config_read_line(char *str, int num, void *stream)
 {
@@ -511,6 +491,7 @@ static char *config_read_line(char *str, int num, void *stream)
 		rd->too_long = true;
 		return NULL;
 	}
+	config_reader_look_for_section(rd, str);
 	return str;
 }
 
@@ -522,6 +503,26 @@ static int config_ini_handler(void *user, const char *section, const char *name,
 		return 0;
 	if (name == NULL) /* a section header alone: check it exists */
 		name = "";
+	/* inih's name may be cut short; a different one means that inih took
+	 * an indented header for the continuation of the key above it. */
+	if (strncmp(st->section, section, strlen(section)) != 0) {
+		config_fail(st, line, NULL,
+			    "'[%s]' is taken as part of the value above it: start a section "
+			    "header at the beginning of its line",
+			    st->section);
+		return 0;
+	}
+	if (config_is_domain_section(section)) {
+		char why[512];
+		if (st->domain < 0) {
+			config_fail(st, line, name, "not in a [domain NAME] section%s", "");
+			return 0;
+		}
+		if (config_domain_set(&st->cfg->domains[st->domain], name, value,
+				      &st->domain_keys_set, why, sizeof(why)) != 0)
+			config_fail(st, line, name, "%s", why);
+		return st->status == 0;
+	}
 	bool section_known = false;
 	for (size_t i = 0; i < CONFIG_NKEYS; i++) {
 		const struct config_key *k = &config_keys[i];
@@ -535,6 +536,7 @@ static int config_ini_handler(void *user, const char *section, const char *name,
 			return 0;
 		}
 		st->cfg->set_in_file[i] = true;
+		st->cfg->line_in_file[i] = (unsigned)line;
 		config_set(st, k, value, line);
 		return st->status == 0;
 	}
@@ -571,6 +573,15 @@ static int config_finish(struct config_parse_state *st)
 			 cfg->source, cfg->shards, cfg->workers);
 		return -EINVAL;
 	}
+	if (cfg->retry_max_ms < cfg->retry_initial_ms) {
+		unsigned line = config_key_line(cfg, "delivery", "retry_max");
+		if (line == 0)
+			line = config_key_line(cfg, "delivery", "retry_initial");
+		snprintf(st->err, st->err_size,
+			 "%s:%u: key 'retry_max': shorter than retry_initial, the first wait",
+			 cfg->source, line);
+		return -EINVAL;
+	}
 	if (cfg->max_connections_per_client > cfg->max_connections)
 		cfg->max_connections_per_client = cfg->max_connections;
 	/* Its default follows the host name, whichever line set that. */
@@ -581,7 +592,9 @@ static int config_finish(struct config_parse_state *st)
 
 static int config_parse(struct config *cfg, struct config_reader *rd, char *err, size_t err_size)
 {
-	struct config_parse_state st = {.cfg = cfg, .err = err, .err_size = err_size, .reader = rd};
+	struct config_parse_state st = {
+		.cfg = cfg, .err = err, .err_size = err_size, .reader = rd, .domain = -1};
+	rd->st = &st;
 	int r = ini_parse_stream(config_read_line, rd, config_ini_handler, &st);
 	if (rd->too_long)
 		config_fail(&st, (int)rd->line, NULL, "%s",
@@ -626,6 +639,15 @@ bool config_is_set(const struct config *cfg, const char *section, const char *na
 		    strcmp(config_keys[i].name, name) == 0)
 			return cfg->set_in_file[i];
 	return false;
+}
+
+unsigned config_key_line(const struct config *cfg, const char *section, const char *name)
+{
+	for (size_t i = 0; i < CONFIG_NKEYS; i++)
+		if (strcmp(config_keys[i].section, section) == 0 &&
+		    strcmp(config_keys[i].name, name) == 0)
+			return cfg->line_in_file[i];
+	return 0;
 }
 
 int config_open(struct config *cfg, const char *path, const char *program)
@@ -706,4 +728,5 @@ void config_print(const struct config *cfg, FILE *out)
 			break;
 		}
 	}
+	config_domain_print(cfg, out);
 }

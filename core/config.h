@@ -14,6 +14,11 @@
  * the layer that owns them validates them at start-up and reports with
  * config_error_at(), or names the key.
  *
+ * [domain NAME] sections (any number; NAME a domain, or ".NAME" for its
+ * subdomains) give one destination domain its own delivery settings; see
+ * struct config_domain. Like a list, the file's sections replace the
+ * built-in one (demo.test, held, for trying ferry out).
+ *
  * Every key is documented in docs/config.md.
  */
 #ifndef FERRY_CORE_CONFIG_H
@@ -32,6 +37,11 @@
 /* Room for an address (RFC 5321: 254 octets) and the default postmaster
  * built from any host name; net/ checks that it is an address. */
 #define CONFIG_ADDRESS_MAX 511
+/* A next hop, or a list of up to 8 tried in order (net/nexthop.h). */
+#define CONFIG_TRANSPORT_MAX 1023
+/* An IPv4 or IPv6 address as text (with room to spare for a typo that
+ * net/ then reports whole). */
+#define CONFIG_SOURCE_ADDRESS_MAX 63
 
 struct config_item {
 	char *value;
@@ -56,9 +66,26 @@ struct config_listen {
 
 #define CONFIG_MAX_KEYS 128
 
+/* RFC 1035: 253 octets of name, without the trailing dot. */
+#define CONFIG_DOMAIN_NAME_MAX 253
+
+/* One [domain NAME] section: how mail for that domain is delivered. */
+struct config_domain {
+	char name[CONFIG_DOMAIN_NAME_MAX + 3];    /* lowercased, without the leading dot */
+	bool subdomains;                          /* written ".name": its subdomains, not it */
+	unsigned line;                            /* of the section's header; 0: built in */
+	char transport[CONFIG_TRANSPORT_MAX + 1]; /* "": relayhost, else MX; net/ parses it */
+	bool hold;                                /* queue its mail, deliver none (ETRN, ...) */
+	uint32_t concurrency;                     /* 0: [delivery] concurrency */
+	uint64_t max_messages;                    /* messages queued for it; 0: no quota */
+	uint64_t max_size;                        /* octets queued for it; 0: no quota */
+	uint32_t queue_lifetime_ms;               /* 0: [delivery] max_queue_lifetime */
+};
+
 struct config {
-	char source[512];                  /* file name, or "(built-in defaults)" */
-	bool set_in_file[CONFIG_MAX_KEYS]; /* by key, in the order of config.c's table */
+	char source[512];                       /* file name, or "(built-in defaults)" */
+	bool set_in_file[CONFIG_MAX_KEYS];      /* by key, in the order of config.c's table */
+	unsigned line_in_file[CONFIG_MAX_KEYS]; /* the line that set it (a list: the last) */
 
 	/* [server] */
 	char hostname[CONFIG_HOSTNAME_MAX + 1];
@@ -103,6 +130,32 @@ struct config {
 	uint32_t shards;                  /* 0: 8 per worker */
 	uint32_t spool_compact_threshold; /* percent; 0: never compact */
 
+	/* [delivery]: outbound SMTP */
+	char source_address[CONFIG_SOURCE_ADDRESS_MAX + 1]; /* "": any; net/ checks it */
+	char relayhost[CONFIG_TRANSPORT_MAX + 1];           /* "": MX; net/ parses it */
+	uint32_t connect_timeout_ms;
+	uint32_t greeting_timeout_ms;
+	uint32_t command_timeout_ms;       /* EHLO, MAIL, RCPT, RSET, QUIT */
+	uint32_t data_init_timeout_ms;     /* DATA's 354 */
+	uint32_t data_block_timeout_ms;    /* each write of the body */
+	uint32_t data_done_timeout_ms;     /* the reply to the final dot */
+	uint32_t connection_reuse_time_ms; /* idle before QUIT */
+	uint32_t retry_initial_ms;         /* retry n waits initial * factor^(n-1), */
+	uint32_t retry_factor;             /* at most retry_max (>= retry_initial) */
+	uint32_t retry_max_ms;
+	uint32_t max_queue_lifetime_ms;
+	uint32_t concurrency;                /* connections per destination */
+	uint32_t max_outbound_connections;   /* per worker */
+	uint32_t recipients_per_transaction; /* at most CONFIG_MAX_RECIPIENTS */
+	uint32_t max_received_headers;       /* more: a mail loop */
+	uint32_t destination_failures;       /* connection failures in a row: destination down */
+	uint32_t destination_backoff_ms;     /* how long it stays down */
+
+	/* [domain NAME] sections, in the file's order */
+	struct config_domain *domains;
+	size_t ndomains, domains_cap;
+	bool domains_from_file; /* the file has replaced the built-in ones already */
+
 	/* [log] */
 	int log_level;                     /* enum log_level */
 	int log_destination;               /* enum log_destination */
@@ -133,16 +186,40 @@ void config_free(struct config *cfg);
 /* Was section/name given in the file (as opposed to its default)? */
 bool config_is_set(const struct config *cfg, const char *section, const char *name);
 
+/* The line of the file that set section/name (a list: its last line); 0
+ * when it has its default. */
+unsigned config_key_line(const struct config *cfg, const char *section, const char *name);
+
 /* Print the effective configuration in the file's own syntax. */
 void config_print(const struct config *cfg, FILE *out);
+
+/*
+ * The [domain] entry that rules mail for `domain` (len octets, any case):
+ * an entry for that very name, else the entry for the closest parent
+ * written with a leading dot (".customer.example" rules a.customer.example
+ * and a.b.customer.example, not customer.example nor xcustomer.example).
+ * NULL: none does; [delivery] applies. (core/config_domain.c)
+ */
+const struct config_domain *config_domain_find(const struct config *cfg, const char *domain,
+					       size_t len);
 
 /* Format an error about a list item for the layer that validated it. */
 void config_error_at(const struct config *cfg, const struct config_item *item, const char *key,
 		     const char *why, char *err, size_t err_size);
 
-/* Value parsers, exposed for tests. Return 0 or -EINVAL. */
+/* Value parsers (core/config_value.c). Return 0 or -EINVAL. */
+/* A number with ms, s, m (min), h or d; bare: seconds. At most UINT32_MAX ms
+ * (about 49 days). */
 int config_parse_duration_ms(const char *text, uint32_t *out_ms);
+/* A duration in its largest unit that states it exactly ("5d", "90s",
+ * "250ms", "0"), which config_parse_duration_ms reads back; returns out. */
+const char *config_format_duration(uint32_t ms, char *out, size_t size);
+/* Octets, with K, M, G (binary; KiB, MiB, GiB too). */
 int config_parse_size(const char *text, uint64_t *out);
+/* A plain whole number: no unit. */
+int config_parse_count(const char *text, uint64_t *out);
+/* yes/no, true/false, on/off, 1/0, in any case. */
+int config_parse_bool(const char *text, bool *out);
 int config_parse_listen(const char *text, struct config_listen *out);
 
 #endif

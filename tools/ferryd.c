@@ -20,6 +20,7 @@
 #include "core/worker.h"
 #include "net/admin.h"
 #include "net/listener.h"
+#include "net/nexthop.h"
 #include "net/server.h"
 #include "queue/queue.h"
 
@@ -192,7 +193,8 @@ int main(int argc, char **argv)
 	struct queue_store *store = NULL;
 	int status = 1;
 	uint32_t lowered = ferryd_fit_default_connections(&cfg);
-	if (net_server_create(&srv, &cfg, err, sizeof(err)) != 0) {
+	if (net_server_create(&srv, &cfg, err, sizeof(err)) != 0 ||
+	    nexthop_check_config(&cfg, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ferryd: config: %s\n", err);
 		goto out;
 	}

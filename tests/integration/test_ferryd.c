@@ -1634,6 +1634,20 @@ Test(ferryd, check_config_names_file_line_and_key)
 	cr_assert_not_null(strstr(res.err, "'hostmaster'"), "stderr does not quote the value: %s",
 			   res.err);
 
+	/* A [domain] transport that is no next hop, in the section of line 4. */
+	snprintf(path, sizeof(path), "%s/bad-transport.conf", fi.dir);
+	cr_assert_eq(harness_write_file(path, "[domain customer.example]\n"
+					      "hold = yes\n"
+					      "\n"
+					      "[domain .other.example]\n"
+					      "transport = [mx.other.example]:70000\n"),
+		     0);
+	check_config(path, &res);
+	cr_assert_neq(res.status, 0, "a bad transport was accepted:\n%s", res.out);
+	cr_assert_not_null(strstr(res.err, ":4: [domain .other.example] key 'transport': port "
+					   "70000 is out of range"),
+			   "stderr does not name the section, key and fault: %s", res.err);
+
 	/* A good file: exit 0 and the effective configuration. */
 	snprintf(path, sizeof(path), "%s/good.conf", fi.dir);
 	cr_assert_eq(harness_write_file(path, "[server]\n"

@@ -216,6 +216,8 @@ Test(config, print_round_trips)
 	cr_assert_eq(again.idle_timeout_ms, cfg.idle_timeout_ms);
 	cr_assert_eq(again.max_input_held, cfg.max_input_held);
 	cr_assert_eq(again.max_output_queue, cfg.max_output_queue);
+	cr_assert_eq(again.max_queue_lifetime_ms, cfg.max_queue_lifetime_ms);
+	cr_assert_str_eq(again.relayhost, "", "an empty relayhost reads back as none");
 	config_free(&again);
 	free(text);
 }
@@ -231,6 +233,10 @@ Test(config, duration_and_size_parsers)
 	cr_assert_neq(config_parse_duration_ms("-1s", &ms), 0);
 	cr_assert_neq(config_parse_duration_ms("", &ms), 0);
 	cr_assert_neq(config_parse_duration_ms("99999999999s", &ms), 0);
+	cr_assert_eq(config_parse_duration_ms("5d", &ms), 0);
+	cr_assert_eq(ms, 5u * 86400000);
+	cr_assert_eq(config_parse_duration_ms("49d", &ms), 0, "49 days fit in 32 bits of ms");
+	cr_assert_neq(config_parse_duration_ms("50d", &ms), 0, "50 days do not");
 	cr_assert_eq(config_parse_size("512K", &size), 0);
 	cr_assert_eq(size, 524288);
 	cr_assert_eq(config_parse_size("1GiB", &size), 0);
@@ -251,4 +257,324 @@ Test(config, counts_take_no_size_suffix)
 		      0, "10K messages was taken as a count");
 	cr_assert(strstr(err, "c.conf:2:") != NULL && strstr(err, "max_messages") != NULL, "%s",
 		  err);
+}
+
+Test(config, yes_and_no)
+{
+	bool v = false;
+	cr_assert_eq(config_parse_bool("YES", &v), 0);
+	cr_assert(v);
+	cr_assert_eq(config_parse_bool("off", &v), 0);
+	cr_assert_not(v);
+	cr_assert_neq(config_parse_bool("maybe", &v), 0);
+	cr_assert_neq(config_parse_bool("", &v), 0);
+}
+
+Test(config, delivery_defaults_are_rfc_5321s)
+{
+	cr_assert_eq(config_load(&cfg, NULL, err, sizeof(err)), 0, "%s", err);
+	cr_assert_str_eq(cfg.source_address, "");
+	cr_assert_str_eq(cfg.relayhost, "");
+	cr_assert_eq(cfg.connect_timeout_ms, 30000);
+	cr_assert_eq(cfg.greeting_timeout_ms, 300000);
+	cr_assert_eq(cfg.command_timeout_ms, 300000);
+	cr_assert_eq(cfg.data_init_timeout_ms, 120000);
+	cr_assert_eq(cfg.data_block_timeout_ms, 180000);
+	cr_assert_eq(cfg.data_done_timeout_ms, 600000);
+	cr_assert_eq(cfg.connection_reuse_time_ms, 2000);
+	cr_assert_eq(cfg.retry_initial_ms, 300000);
+	cr_assert_eq(cfg.retry_factor, 2);
+	cr_assert_eq(cfg.retry_max_ms, 3600000);
+	cr_assert_eq(cfg.max_queue_lifetime_ms, 5u * 86400000);
+	cr_assert_eq(cfg.concurrency, 20);
+	cr_assert_eq(cfg.max_outbound_connections, 1000);
+	cr_assert_eq(cfg.recipients_per_transaction, 100);
+	cr_assert_eq(cfg.max_received_headers, 50);
+	cr_assert_eq(cfg.destination_failures, 5);
+	cr_assert_eq(cfg.destination_backoff_ms, 300000);
+}
+
+Test(config, delivery_keys)
+{
+	const char *text = "[delivery]\n"
+			   "source_address = 2001:db8::25\n"
+			   "relayhost = [smarthost.isp.example]:587\n"
+			   "connect_timeout = 10s\n"
+			   "data_done_timeout = 20m\n"
+			   "connection_reuse_time = 0\n"
+			   "retry_initial = 1m\n"
+			   "retry_factor = 3\n"
+			   "retry_max = 4h\n"
+			   "max_queue_lifetime = 30d\n"
+			   "concurrency = 5\n"
+			   "recipients_per_transaction = 2000\n"
+			   "destination_failures = 3\n"
+			   "destination_backoff = 90s\n";
+	cr_assert_eq(config_load_string(&cfg, text, "d.conf", err, sizeof(err)), 0, "%s", err);
+	cr_assert_str_eq(cfg.source_address, "2001:db8::25");
+	cr_assert_str_eq(cfg.relayhost, "[smarthost.isp.example]:587");
+	cr_assert_eq(cfg.connect_timeout_ms, 10000);
+	cr_assert_eq(cfg.data_done_timeout_ms, 1200000);
+	cr_assert_eq(cfg.connection_reuse_time_ms, 0);
+	cr_assert_eq(cfg.retry_initial_ms, 60000);
+	cr_assert_eq(cfg.retry_factor, 3);
+	cr_assert_eq(cfg.retry_max_ms, 4u * 3600000);
+	cr_assert_eq(cfg.max_queue_lifetime_ms, 30u * 86400000);
+	cr_assert_eq(cfg.concurrency, 5);
+	cr_assert_eq(cfg.recipients_per_transaction, 2000);
+	cr_assert_eq(cfg.destination_failures, 3);
+	cr_assert_eq(cfg.destination_backoff_ms, 90000);
+	cr_assert_eq(config_key_line(&cfg, "delivery", "relayhost"), 3);
+	cr_assert_eq(config_key_line(&cfg, "delivery", "max_received_headers"), 0);
+}
+
+Test(config, bad_delivery_values_are_refused)
+{
+	static const struct {
+		const char *text, *says;
+	} bad[] = {
+		{"[delivery]\nmax_queue_lifetime = 31d\n", "out of range 1m..30d"},
+		{"[delivery]\nretry_factor = 0\n", "out of range 1..10"},
+		{"[delivery]\nretry_factor = 11\n", "retry_factor"},
+		{"[delivery]\nconcurrency = 1001\n", "concurrency"},
+		{"[delivery]\nrecipients_per_transaction = 2001\n", "recipients_per_transaction"},
+		{"[delivery]\nconnect_timeout = 500ms\n", "out of range 1s..1h"},
+		{"[delivery]\nrelayhost = a\nrelayhost = b\n", "set twice"},
+		{"[delivery]\nretry_initial = 2h\n",
+		 ":2: key 'retry_max': shorter than retry_initial"},
+		{"[delivery]\nretry_max = 1m\nretry_initial = 5m\n", ":2: key 'retry_max'"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		config_free(&cfg);
+		config_defaults(&cfg);
+		err[0] = '\0';
+		cr_assert_neq(config_load_string(&cfg, bad[i].text, "bad.conf", err, sizeof(err)),
+			      0, "accepted: %s", bad[i].text);
+		cr_assert(strstr(err, "bad.conf:") != NULL && strstr(err, bad[i].says) != NULL,
+			  "'%s' does not say '%s'", err, bad[i].says);
+	}
+}
+
+/* ---- [domain NAME] sections ---------------------------------------------------------- */
+
+static char *config_printed(const struct config *c)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+	config_print(c, f);
+	fclose(f);
+	return text;
+}
+
+Test(config, builtin_domain_is_demo_test_held)
+{
+	cr_assert_eq(config_load(&cfg, NULL, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(cfg.ndomains, 1);
+	const struct config_domain *d = config_domain_find(&cfg, "Demo.Test", 9);
+	cr_assert_not_null(d);
+	cr_assert_str_eq(d->name, "demo.test");
+	cr_assert_not(d->subdomains);
+	cr_assert_eq(d->line, 0);
+	cr_assert_str_eq(d->transport, "[127.0.0.1]:2526");
+	cr_assert(d->hold);
+	cr_assert_null(config_domain_find(&cfg, "x.demo.test", 11));
+	cr_assert_null(config_domain_find(&cfg, "example.com", 11));
+}
+
+Test(config, domain_sections)
+{
+	const char *text = "[server]\n"
+			   "workers = 1\n"
+			   "[domain Customer.Example]\n"
+			   "transport = [mx.customer.example]:25\n"
+			   "hold = yes\n"
+			   "concurrency = 4\n"
+			   "max_messages = 10000\n"
+			   "max_size = 2G\n"
+			   "queue_lifetime = 10d\n"
+			   "[domain .customer.example]\n"
+			   "transport = relay.customer.example:2525\n"
+			   "[domain  .b.customer.example ]\n"
+			   "\n"
+			   "[limits]\n"
+			   "max_errors = 5\n";
+	cr_assert_eq(config_load_string(&cfg, text, "d.conf", err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(cfg.ndomains, 3, "the file's sections replace demo.test");
+	cr_assert_null(config_domain_find(&cfg, "demo.test", 9));
+	cr_assert_eq(cfg.max_errors, 5, "keys after a [domain] section go to their own section");
+
+	const struct config_domain *d = &cfg.domains[0];
+	cr_assert_str_eq(d->name, "customer.example");
+	cr_assert_eq(d->line, 3);
+	cr_assert_str_eq(d->transport, "[mx.customer.example]:25");
+	cr_assert(d->hold);
+	cr_assert_eq(d->concurrency, 4);
+	cr_assert_eq(d->max_messages, 10000);
+	cr_assert_eq(d->max_size, 2ull << 30);
+	cr_assert_eq(d->queue_lifetime_ms, 10u * 86400000);
+
+	d = &cfg.domains[1];
+	cr_assert_str_eq(d->name, "customer.example");
+	cr_assert(d->subdomains);
+	cr_assert_not(d->hold, "hold defaults to no");
+	cr_assert_eq(d->concurrency, 0, "0: the [delivery] default");
+	cr_assert_eq(d->queue_lifetime_ms, 0);
+
+	d = &cfg.domains[2];
+	cr_assert_str_eq(d->name, "b.customer.example");
+	cr_assert(d->subdomains);
+	cr_assert_eq(d->line, 12);
+	cr_assert_str_eq(d->transport, "", "an empty section: relayhost, else MX");
+}
+
+Test(config, domain_lookup_prefers_the_name_then_the_closest_parent)
+{
+	const char *text = "[domain .customer.example]\n"
+			   "transport = [any.customer.example]\n"
+			   "[domain .b.customer.example]\n"
+			   "transport = [b.customer.example]\n"
+			   "[domain customer.example]\n"
+			   "transport = [self.customer.example]\n"
+			   "[domain x.b.customer.example]\n"
+			   "hold = yes\n";
+	cr_assert_eq(config_load_string(&cfg, text, "d.conf", err, sizeof(err)), 0, "%s", err);
+	static const struct {
+		const char *domain;
+		int index; /* -1: none */
+	} cases[] = {
+		{"customer.example", 2},
+		{"CUSTOMER.EXAMPLE", 2},
+		{"a.customer.example", 0},
+		{"a.b.customer.example", 1},
+		{"b.customer.example", 0},
+		{"x.b.customer.example", 3},
+		{"y.x.b.customer.example", 1},
+		{"xcustomer.example", -1},
+		{"customer.example.org", -1},
+		{"example", -1},
+		{"", -1},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const struct config_domain *d =
+			config_domain_find(&cfg, cases[i].domain, strlen(cases[i].domain));
+		if (cases[i].index < 0)
+			cr_expect_null(d, "%s matched %s", cases[i].domain, d ? d->name : "");
+		else
+			cr_expect_eq(d, &cfg.domains[cases[i].index], "%s matched entry %ld",
+				     cases[i].domain, d ? (long)(d - cfg.domains) : -1L);
+	}
+	/* The length bounds the name: no terminating NUL is needed. */
+	cr_assert_eq(config_domain_find(&cfg, "customer.example>", 16), &cfg.domains[2]);
+}
+
+Test(config, bad_domain_sections_are_refused)
+{
+	static const struct {
+		const char *text, *says;
+	} bad[] = {
+		{"[domain a.example]\nhold = yes\n[domain A.example]\n",
+		 "bad.conf:3: [domain a.example] given twice (first on line 1)"},
+		{"[domain .a.example]\n[server]\nworkers = 1\n[domain .a.example]\n",
+		 "bad.conf:4: [domain .a.example] given twice"},
+		{"[domain a.example]\nholds = yes\n", "bad.conf:2: key 'holds': unknown key"},
+		{"[domain a.example]\nhold = maybe\n", "bad.conf:2: key 'hold': not yes or no"},
+		{"[domain a.example]\nhold = yes\nhold = no\n",
+		 "bad.conf:3: key 'hold': set twice"},
+		{"[domain a.example]\nconcurrency = 1001\n", "out of range 0..1000"},
+		{"[domain a.example]\nmax_messages = 10K\n", "not a whole number"},
+		{"[domain a.example]\nmax_size = lots\n", "not a size"},
+		{"[domain a.example]\nqueue_lifetime = 31d\n", "out of range 0..30d"},
+		{"[domain]\n", "bad.conf:1: [domain] lacks its name"},
+		{"[domain a..example]\n", "not a domain name"},
+		{"[domain -a.example]\n", "not a domain name"},
+		{"[domain a-.example]\n", "not a domain name"},
+		{"[domain a.example.]\n", "not a domain name"},
+		{"[domain a_b.example]\n", "not a domain name"},
+		{"[domain ..a.example]\n", "not a domain name"},
+		{"[domain a.example b.example]\n", "not a domain name"},
+		{"[domain "
+		 "a234567890123456789012345678901234567890123456789012345678901234.example]\n",
+		 "not a domain name"},
+		{"[domain a.example]\ntransport = x\n  [domain b.example]\n",
+		 "bad.conf:3: '[domain b.example]' is taken as part of the value above it"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		config_free(&cfg);
+		config_defaults(&cfg);
+		err[0] = '\0';
+		cr_assert_neq(config_load_string(&cfg, bad[i].text, "bad.conf", err, sizeof(err)),
+			      0, "accepted: %s", bad[i].text);
+		cr_expect(strstr(err, bad[i].says) != NULL, "'%s' does not say '%s'", err,
+			  bad[i].says);
+	}
+}
+
+/* inih cuts section names at 49 characters: the whole name must count. */
+Test(config, long_domain_names_are_kept_whole)
+{
+	const char *text =
+		"[domain .a-rather-long-label.another-rather-long-label.customer.example]\n"
+		"hold = yes\n"
+		"[domain .a-rather-long-label.another-rather-long-label.customer.example.org]\n"
+		"hold = no\n";
+	cr_assert_eq(config_load_string(&cfg, text, "l.conf", err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(cfg.ndomains, 2);
+	cr_assert_str_eq(cfg.domains[1].name,
+			 "a-rather-long-label.another-rather-long-label.customer.example.org");
+	cr_assert(cfg.domains[0].hold);
+	cr_assert_not(cfg.domains[1].hold);
+}
+
+Test(config, domain_sections_print_and_read_back)
+{
+	const char *text = "[domain .customer.example]\n"
+			   "transport = [mx1.customer.example]:25, [mx2.customer.example]:25\n"
+			   "hold = yes\n"
+			   "max_size = 1M\n"
+			   "queue_lifetime = 36h\n"
+			   "[domain empty.example]\n";
+	cr_assert_eq(config_load_string(&cfg, text, "p.conf", err, sizeof(err)), 0, "%s", err);
+	char *printed = config_printed(&cfg);
+	cr_assert(strstr(printed,
+			 "\n[domain .customer.example]\n"
+			 "transport = [mx1.customer.example]:25, [mx2.customer.example]:25\n"
+			 "hold = yes\n") != NULL,
+		  "%s", printed);
+	cr_assert(strstr(printed, "queue_lifetime = 36h\n") != NULL, "%s", printed);
+	cr_assert(strstr(printed, "\n[domain empty.example]\ntransport = \n") != NULL, "%s",
+		  printed);
+
+	struct config again;
+	config_defaults(&again);
+	cr_assert_eq(config_load_string(&again, printed, "printed", err, sizeof(err)), 0,
+		     "printed config does not load: %s\n%s", err, printed);
+	cr_assert_eq(again.ndomains, cfg.ndomains);
+	for (size_t i = 0; i < cfg.ndomains; i++) {
+		const struct config_domain *a = &cfg.domains[i], *b = &again.domains[i];
+		cr_assert_str_eq(a->name, b->name);
+		cr_assert_eq(a->subdomains, b->subdomains);
+		cr_assert_str_eq(a->transport, b->transport);
+		cr_assert_eq(a->hold, b->hold);
+		cr_assert_eq(a->concurrency, b->concurrency);
+		cr_assert_eq(a->max_messages, b->max_messages);
+		cr_assert_eq(a->max_size, b->max_size);
+		cr_assert_eq(a->queue_lifetime_ms, b->queue_lifetime_ms);
+	}
+	config_free(&again);
+	free(printed);
+
+	/* The defaults too: demo.test survives --check-config's output. */
+	config_free(&cfg);
+	config_defaults(&cfg);
+	cr_assert_eq(config_load(&cfg, NULL, err, sizeof(err)), 0, "%s", err);
+	printed = config_printed(&cfg);
+	config_defaults(&again);
+	cr_assert_eq(config_load_string(&again, printed, "printed", err, sizeof(err)), 0, "%s",
+		     err);
+	cr_assert_eq(again.ndomains, 1);
+	cr_assert_str_eq(again.domains[0].transport, "[127.0.0.1]:2526");
+	cr_assert(again.domains[0].hold);
+	config_free(&again);
+	free(printed);
 }
