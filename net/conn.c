@@ -349,6 +349,8 @@ static void conn_send_complete(struct worker_op *op, const struct io_uring_cqe *
 		conn_feed_held(c);
 	}
 	conn_flush(c);
+	if (c->handler->sent != NULL && c->state == CONN_OPEN)
+		c->handler->sent(c);
 }
 
 /* ---- timers -------------------------------------------------------------- */

@@ -105,6 +105,10 @@ struct conn_handler {
 	/* conn_connect() only: 0, or -errno (-ECONNREFUSED, -ETIMEDOUT for
 	 * the connect timeout...); after a failure the conn is torn down. */
 	void (*connected)(struct conn *c, int status);
+	/* Optional: a send went out whole (the peer is reading); what is
+	 * still queued is conn_output_queued(). A user that produces output
+	 * faster than the peer reads (a body to upload) makes more here. */
+	void (*sent)(struct conn *c);
 	/* The connection broke (error: errno); it is torn down next. */
 	void (*failed)(struct conn *c, enum conn_failure what, int error);
 	/* Nothing of the conn is left: its socket is closed and its buffers

@@ -21,6 +21,7 @@
 #include "net/admin.h"
 #include "net/listener.h"
 #include "net/nexthop.h"
+#include "net/outbound.h"
 #include "net/server.h"
 #include "queue/queue.h"
 
@@ -191,6 +192,7 @@ int main(int argc, char **argv)
 	char err[1024];
 	struct net_server *srv = NULL;
 	struct queue_store *store = NULL;
+	static struct outbound_settings delivery;
 	int status = 1;
 	uint32_t lowered = ferryd_fit_default_connections(&cfg);
 	if (net_server_create(&srv, &cfg, err, sizeof(err)) != 0 ||
@@ -260,6 +262,10 @@ int main(int argc, char **argv)
 		  (unsigned long long)sum.torn, (unsigned long long)sum.corrupt,
 		  (unsigned long long)sum.bytes, (unsigned long long)sum.elapsed_ms);
 	srv->store = store;
+	if (outbound_settings_init(&delivery, &cfg, store, err, sizeof(err)) != 0) {
+		fprintf(stderr, "ferryd: config: %s\n", err);
+		goto out;
+	}
 
 	/* Workers inherit this mask: only the main thread takes signals. */
 	sigset_t signals;
@@ -273,6 +279,7 @@ int main(int argc, char **argv)
 	/* Each layer's life on every worker, lowest layer first. */
 	static struct worker_services services;
 	worker_services_add(&services, &queue_service, store);
+	worker_services_add(&services, &outbound_service, &delivery);
 	worker_services_add(&services, &net_inbound_service, srv);
 	struct worker_group group;
 	if (worker_group_start(&group, cfg.workers, &services, err, sizeof(err)) != 0) {
@@ -318,6 +325,7 @@ int main(int argc, char **argv)
 	status = 0;
 out:
 	queue_store_close(store);
+	outbound_settings_free(&delivery);
 	net_server_destroy(srv);
 	config_free(&cfg);
 	return status;

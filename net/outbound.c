@@ -1,0 +1,602 @@
+/*
+ * outbound — delivery's service on each worker: destinations, their
+ * pools, retries and outcomes (outbound.h).
+ */
+#include "net/outbound.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "core/check.h"
+#include "core/log.h"
+#include "net/outbound_session.h"
+#include "queue/queue.h"
+#include "queue/sched.h"
+
+#define OUTBOUND_MIN_BUCKETS 64u
+
+/* ---- settings ---------------------------------------------------------------- */
+
+static int outbound_parse_source(struct outbound_settings *s, const char *text, char *err,
+				 size_t err_size)
+{
+	if (text[0] == '\0')
+		return 0;
+	memset(&s->source, 0, sizeof(s->source));
+	if (inet_pton(AF_INET, text, &s->source.in.sin_addr) == 1) {
+		s->source.in.sin_family = AF_INET;
+		s->source_len = sizeof(s->source.in);
+		return 0;
+	}
+	if (inet_pton(AF_INET6, text, &s->source.in6.sin6_addr) == 1) {
+		s->source.in6.sin6_family = AF_INET6;
+		s->source_len = sizeof(s->source.in6);
+		return 0;
+	}
+	snprintf(err, err_size, "[delivery] source_address '%s': not an IPv4 or IPv6 address",
+		 text);
+	return -EINVAL;
+}
+
+int outbound_settings_init(struct outbound_settings *s, const struct config *cfg,
+			   struct queue_store *store, char *err, size_t err_size)
+{
+	*s = (struct outbound_settings){
+		.cfg = cfg,
+		.store = store,
+		.connect_timeout_ms = cfg->connect_timeout_ms,
+		.greeting_timeout_ms = cfg->greeting_timeout_ms,
+		.command_timeout_ms = cfg->command_timeout_ms,
+		.data_init_timeout_ms = cfg->data_init_timeout_ms,
+		.data_block_timeout_ms = cfg->data_block_timeout_ms,
+		.data_done_timeout_ms = cfg->data_done_timeout_ms,
+		.reuse_time_ms = cfg->connection_reuse_time_ms,
+		.retry_initial_ms = cfg->retry_initial_ms,
+		.retry_factor = cfg->retry_factor,
+		.retry_max_ms = cfg->retry_max_ms,
+		.lifetime_ms = cfg->max_queue_lifetime_ms,
+		.concurrency = cfg->concurrency,
+		.max_connections = cfg->max_outbound_connections,
+		.rcpts_per_transaction = cfg->recipients_per_transaction,
+		.destination_failures = cfg->destination_failures,
+		.destination_backoff_ms = cfg->destination_backoff_ms,
+	};
+	snprintf(s->helo_name, sizeof(s->helo_name), "%s", cfg->hostname);
+	char why[256];
+	if (outbound_parse_source(s, cfg->source_address, err, err_size) != 0)
+		return -EINVAL;
+	if (cfg->relayhost[0] != '\0' &&
+	    nexthop_parse(cfg->relayhost, &s->relayhost, why, sizeof(why)) != 0) {
+		snprintf(err, err_size, "[delivery] relayhost '%s': %s", cfg->relayhost, why);
+		return -EINVAL;
+	}
+	s->rules = calloc(cfg->ndomains ? cfg->ndomains : 1, sizeof(*s->rules));
+	if (s->rules == NULL)
+		return -ENOMEM;
+	s->nrules = cfg->ndomains;
+	for (size_t i = 0; i < cfg->ndomains; i++) {
+		const struct config_domain *d = &cfg->domains[i];
+		s->rules[i].domain = d;
+		if (d->transport[0] != '\0' &&
+		    nexthop_parse(d->transport, &s->rules[i].transport, why, sizeof(why)) != 0) {
+			snprintf(err, err_size, "%s:%u: [domain %s%s] transport '%s': %s",
+				 cfg->source, d->line, d->subdomains ? "." : "", d->name,
+				 d->transport, why);
+			outbound_settings_free(s);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+void outbound_settings_free(struct outbound_settings *s)
+{
+	free(s->rules);
+	s->rules = NULL;
+	s->nrules = 0;
+}
+
+static const struct outbound_rule *outbound_rule_for(const struct outbound_settings *s,
+						     const char *domain, size_t len)
+{
+	const struct config_domain *d = config_domain_find(s->cfg, domain, len);
+	if (d == NULL)
+		return NULL;
+	return &s->rules[d - s->cfg->domains];
+}
+
+/* ---- destinations --------------------------------------------------------------- */
+
+static void outbound_retry_fire(struct timer *t);
+
+/* FNV-1a of the lower-cased domain. */
+static uint64_t outbound_hash(const char *domain, size_t len)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)domain[i];
+		h = (h ^ (c >= 'A' && c <= 'Z' ? c + 32u : c)) * 0x100000001b3ull;
+	}
+	return h;
+}
+
+static struct list_node *outbound_bucket(struct outbound *ob, uint64_t hash)
+{
+	return &ob->buckets[hash & (ob->nbuckets - 1)];
+}
+
+static struct outbound_dest *outbound_find(struct outbound *ob, const char *domain, size_t len,
+					   uint64_t hash)
+{
+	struct list_node *head = outbound_bucket(ob, hash);
+	struct outbound_dest *d;
+	list_for_each_entry(d, head, hash_link)
+	{
+		if (d->hash == hash && d->len == len && strncasecmp(d->domain, domain, len) == 0)
+			return d;
+	}
+	return NULL;
+}
+
+static void outbound_grow(struct outbound *ob)
+{
+	uint32_t n = ob->nbuckets * 2;
+	struct list_node *b = malloc(n * sizeof(*b));
+	if (b == NULL)
+		return; /* longer chains, still correct */
+	for (uint32_t i = 0; i < n; i++)
+		list_init(&b[i]);
+	for (uint32_t i = 0; i < ob->nbuckets; i++) {
+		while (!list_empty(&ob->buckets[i])) {
+			struct outbound_dest *d = container_of(list_first(&ob->buckets[i]),
+							       struct outbound_dest, hash_link);
+			list_remove(&d->hash_link);
+			list_insert_tail(&b[d->hash & (n - 1)], &d->hash_link);
+		}
+	}
+	free(ob->buckets);
+	ob->buckets = b;
+	ob->nbuckets = n;
+}
+
+static struct outbound_dest *outbound_dest_get(struct outbound *ob, const char *domain, size_t len)
+{
+	if (len == 0 || len >= sizeof(((struct outbound_dest *)0)->domain))
+		return NULL;
+	uint64_t hash = outbound_hash(domain, len);
+	struct outbound_dest *d = outbound_find(ob, domain, len, hash);
+	if (d != NULL)
+		return d;
+	d = calloc(1, sizeof(*d));
+	if (d == NULL)
+		return NULL;
+	d->ob = ob;
+	for (size_t i = 0; i < len; i++)
+		d->domain[i] =
+			(char)((domain[i] >= 'A' && domain[i] <= 'Z') ? domain[i] + 32 : domain[i]);
+	d->len = (uint16_t)len;
+	d->hash = hash;
+	const struct outbound_settings *s = ob->settings;
+	d->rule = outbound_rule_for(s, d->domain, len);
+	if (d->rule != NULL && d->rule->transport.count > 0)
+		d->hops = &d->rule->transport;
+	else if (s->relayhost.count > 0)
+		d->hops = &s->relayhost;
+	d->held = d->rule != NULL && d->rule->domain->hold;
+	d->concurrency = d->rule != NULL && d->rule->domain->concurrency
+				 ? d->rule->domain->concurrency
+				 : s->concurrency;
+	list_init(&d->idle);
+	list_node_init(&d->active_link);
+	timer_init(&d->retry, outbound_retry_fire);
+	list_insert_tail(outbound_bucket(ob, hash), &d->hash_link);
+	if (++ob->ndests > ob->nbuckets)
+		outbound_grow(ob);
+	return d;
+}
+
+/* Nothing of it left here: no connection, no recipient, no timer. */
+static void outbound_dest_maybe_free(struct outbound_dest *d)
+{
+	struct sched_counts counts;
+	if (d->sessions > 0 || timer_armed(&d->retry) || list_linked(&d->active_link) ||
+	    sched_counts(d->ob->queue, d->domain, d->len, &counts))
+		return;
+	list_remove(&d->hash_link);
+	d->ob->ndests--;
+	free(d);
+}
+
+static void outbound_activate(struct outbound_dest *d)
+{
+	if (!list_linked(&d->active_link))
+		list_insert_tail(&d->ob->active, &d->active_link);
+}
+
+/* The retry timer at the earliest deferred recipient (or the end of a
+ * down-mark, whichever is later). */
+static void outbound_arm_retry(struct outbound_dest *d)
+{
+	struct outbound *ob = d->ob;
+	struct sched_counts counts;
+	if (!sched_counts(ob->queue, d->domain, d->len, &counts) ||
+	    counts.next_due_ms == UINT64_MAX || d->held)
+		return;
+	uint64_t due = counts.next_due_ms;
+	if (due < d->down_until_ms)
+		due = d->down_until_ms;
+	uint64_t now = ob->worker->now_ms;
+	timer_arm(&ob->worker->timers, &d->retry, now, due > now ? due - now : 0);
+}
+
+static void outbound_retry_fire(struct timer *t)
+{
+	struct outbound_dest *d = container_of(t, struct outbound_dest, retry);
+	struct outbound *ob = d->ob;
+	uint64_t now = ob->worker->now_ms;
+	if (now < d->down_until_ms) {
+		outbound_arm_retry(d);
+		return;
+	}
+	if (sched_release_due(ob->queue, d->domain, d->len, now) > 0)
+		outbound_activate(d);
+	outbound_arm_retry(d);
+	outbound_dest_maybe_free(d);
+}
+
+/* ---- the store's hooks ------------------------------------------------------------ */
+
+static bool outbound_hook_held(void *arg, const char *domain, size_t len)
+{
+	struct outbound *ob = arg;
+	const struct outbound_rule *rule = outbound_rule_for(ob->settings, domain, len);
+	return rule != NULL && rule->domain->hold;
+}
+
+static void outbound_hook_ready(void *arg, const char *domain, size_t len)
+{
+	struct outbound *ob = arg;
+	struct outbound_dest *d = outbound_dest_get(ob, domain, len);
+	if (d == NULL) {
+		log_event(
+			LOG_LEVEL_ERROR,
+			"event=delivery_stalled note=\"out of memory; the recipients wait for the "
+			"next retry or a restart\"");
+		return;
+	}
+	outbound_activate(d);
+}
+
+/* ---- scheduling ---------------------------------------------------------------------- */
+
+static void outbound_defer_ready(struct outbound_dest *d, const char *why);
+
+/* Give an active destination what connections it may have now. */
+static void outbound_kick(struct outbound *ob, struct outbound_dest *d)
+{
+	const struct outbound_settings *s = ob->settings;
+	struct sched_counts counts;
+	if (!sched_counts(ob->queue, d->domain, d->len, &counts) || counts.ready == 0)
+		return;
+	uint64_t now = ob->worker->now_ms;
+	if (d->hops == NULL || now < d->down_until_ms) {
+		/* Nowhere to go (yet): the READY ones wait their turn. */
+		const char *why = d->hops == NULL
+					  ? "no transport or relayhost for this domain, and MX "
+					    "lookups are not available yet"
+					  : "the destination is down after repeated connection "
+					    "failures";
+		outbound_defer_ready(d, why);
+		return;
+	}
+	/* Idle connections first, then new ones. */
+	while (counts.ready > 0 && !list_empty(&d->idle)) {
+		struct outbound_session *sess = outbound_session_of_idle_link(list_first(&d->idle));
+		outbound_session_wake(sess);
+		if (!sched_counts(ob->queue, d->domain, d->len, &counts))
+			return;
+	}
+	uint32_t wanted = (counts.ready + s->rcpts_per_transaction - 1) / s->rcpts_per_transaction;
+	while (counts.ready > 0 && wanted > 0 && d->sessions < d->concurrency &&
+	       ob->connections < s->max_connections) {
+		unsigned hop = d->next_hop % d->hops->count;
+		int r = outbound_session_start(d, hop);
+		if (r != 0) {
+			char why[160];
+			snprintf(why, sizeof(why), "cannot connect to %s: %s",
+				 d->hops->hops[hop].host,
+				 r == -EHOSTUNREACH ? "host names need DNS, not available yet"
+						    : strerror(-r));
+			outbound_connect_result(d, false, why);
+			return;
+		}
+		d->sessions++;
+		ob->connections++;
+		wanted--;
+	}
+}
+
+static void outbound_run(struct outbound *ob)
+{
+	/* Each destination once per turn, in turn: none starves another. */
+	struct list_node batch;
+	list_init(&batch);
+	list_splice_tail(&batch, &ob->active);
+	while (!list_empty(&batch)) {
+		struct outbound_dest *d =
+			container_of(list_first(&batch), struct outbound_dest, active_link);
+		list_remove(&d->active_link);
+		if (ob->draining)
+			continue;
+		outbound_kick(ob, d);
+		outbound_dest_maybe_free(d);
+	}
+}
+
+size_t outbound_take(struct outbound_dest *d, struct queue_rcpt **out, size_t max)
+{
+	/* A held domain's READY recipients were flushed: they go too. */
+	if (d->ob->draining)
+		return 0;
+	return sched_take_message(d->ob->queue, d->domain, d->len, out, max);
+}
+
+/* ---- outcomes ------------------------------------------------------------------------- */
+
+static uint64_t outbound_backoff_ms(const struct outbound_settings *s, uint32_t attempts)
+{
+	uint64_t ms = s->retry_initial_ms;
+	for (uint32_t i = 1; i < attempts && ms < s->retry_max_ms; i++)
+		ms *= s->retry_factor;
+	return ms < s->retry_max_ms ? ms : s->retry_max_ms;
+}
+
+static int64_t outbound_wall_ms(void)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+void outbound_outcome(struct outbound_dest *d, struct queue_rcpt *r, int code, const char *status,
+		      const char *reply, const char *relay)
+{
+	struct outbound *ob = d->ob;
+	const struct outbound_settings *s = ob->settings;
+	struct sched_message info;
+	sched_rcpt_message(r, &info);
+	size_t alen;
+	const char *address = sched_rcpt_address(r, &alen);
+	int64_t age_ms = outbound_wall_ms() - info.arrival_ms;
+	uint32_t lifetime = d->rule != NULL && d->rule->domain->queue_lifetime_ms
+				    ? d->rule->domain->queue_lifetime_ms
+				    : s->lifetime_ms;
+	char reason[300];
+	if (status == NULL)
+		status = "";
+	if (code != 0)
+		snprintf(reason, sizeof(reason), "%d%s%s %s", code, status[0] ? " " : "", status,
+			 reply);
+	else /* no reply: what broke, with the status it stands for */
+		snprintf(reason, sizeof(reason), "%s%s%s", status, status[0] ? " " : "", reply);
+	enum { SENT, BOUNCED, EXPIRED, DEFERRED } result = DEFERRED;
+	if (code >= 200 && code < 300)
+		result = SENT;
+	else if (code >= 500)
+		result = BOUNCED;
+	else if (age_ms >= (int64_t)lifetime)
+		result = EXPIRED;
+	static const char *const names[] = {"sent", "bounced", "expired", "deferred"};
+	/* Logged first: the outcome may end the message, and its strings. */
+	log_event(LOG_LEVEL_INFO,
+		  "event=delivery queue_id=%s rcpt=%.*s relay=%s delay=%.3fs status=%s code=%d "
+		  "reply=\"%s\"",
+		  info.id, (int)alen, address, relay, (double)age_ms / 1000.0, names[result], code,
+		  reason);
+	switch (result) {
+	case SENT:
+		sched_finish(ob->queue, r, QUEUE_DELIVERED, reason);
+		ob->delivered++;
+		break;
+	case BOUNCED:
+	case EXPIRED:
+		sched_finish(ob->queue, r, QUEUE_FAILED, reason);
+		ob->failed++;
+		break;
+	case DEFERRED: {
+		uint64_t until =
+			ob->worker->now_ms + outbound_backoff_ms(s, sched_rcpt_attempts(r) + 1);
+		if (until < d->down_until_ms)
+			until = d->down_until_ms;
+		sched_defer(ob->queue, r, until, reason);
+		ob->deferred++;
+		outbound_arm_retry(d);
+		break;
+	}
+	}
+}
+
+/* Every READY recipient of d is deferred with `why` (no connection could
+ * take them). */
+static void outbound_defer_ready(struct outbound_dest *d, const char *why)
+{
+	struct outbound *ob = d->ob;
+	struct queue_rcpt *r[64];
+	size_t n;
+	while ((n = sched_take_ready(ob->queue, d->domain, d->len, r, 64)) > 0)
+		for (size_t i = 0; i < n; i++)
+			outbound_outcome(d, r[i], 0, "4.4.1", why, "none");
+}
+
+void outbound_connect_result(struct outbound_dest *d, bool ok, const char *why)
+{
+	const struct outbound_settings *s = d->ob->settings;
+	if (ok) {
+		d->failures = 0;
+		d->round_failures = 0;
+		return;
+	}
+	d->failures++;
+	d->round_failures++;
+	if (d->hops != NULL && d->hops->count > 1)
+		d->next_hop++; /* the next connection tries the next hop */
+	log_event(LOG_LEVEL_WARN, "event=connect_failed domain=%s failures=%u reason=\"%s\"",
+		  d->domain, d->failures, why);
+	/* Every hop failed once, and no connection of d's is left to take
+	 * its mail: what waits is deferred (one attempt each), not tried
+	 * again at once. Enough such failures in a row mark d down. */
+	unsigned hops = d->hops != NULL ? d->hops->count : 1;
+	if (d->round_failures < hops || d->sessions > 1)
+		return;
+	d->round_failures = 0;
+	if (d->failures >= s->destination_failures) {
+		d->down_until_ms = d->ob->worker->now_ms + s->destination_backoff_ms;
+		d->failures = 0;
+		log_event(LOG_LEVEL_WARN, "event=destination_down domain=%s for=%us reason=\"%s\"",
+			  d->domain, s->destination_backoff_ms / 1000, why);
+	}
+	outbound_defer_ready(d, why);
+}
+
+void outbound_session_gone(struct outbound_dest *d)
+{
+	struct outbound *ob = d->ob;
+	d->sessions--;
+	ob->connections--;
+	/* It may open another (the next hop, after a failure), or a
+	 * destination that waited for a free worker slot may. */
+	outbound_activate(d);
+}
+
+/* ---- the service ----------------------------------------------------------------------- */
+
+static bool outbound_start_visit(void *arg, const char *domain, size_t len,
+				 const struct sched_counts *counts)
+{
+	struct outbound *ob = arg;
+	if (outbound_hook_held(ob, domain, len)) {
+		sched_hold(ob->queue, domain, len);
+		return true;
+	}
+	if (counts->ready > 0)
+		outbound_hook_ready(ob, domain, len);
+	return true;
+}
+
+static int outbound_service_start(struct worker *w, void *arg, void **state)
+{
+	const struct outbound_settings *s = arg;
+	struct outbound *ob = calloc(1, sizeof(*ob));
+	if (ob == NULL)
+		return -ENOMEM;
+	ob->worker = w;
+	ob->settings = s;
+	ob->queue = queue_store_queue(s->store, w->index);
+	if (ob->queue == NULL || queue_worker(ob->queue) != w) {
+		snprintf(w->error, sizeof(w->error),
+			 "worker %u: delivery needs the store's service started first", w->index);
+		free(ob);
+		return -EINVAL;
+	}
+	ob->nbuckets = OUTBOUND_MIN_BUCKETS;
+	ob->buckets = malloc(ob->nbuckets * sizeof(*ob->buckets));
+	if (ob->buckets == NULL) {
+		free(ob);
+		return -ENOMEM;
+	}
+	for (uint32_t i = 0; i < ob->nbuckets; i++)
+		list_init(&ob->buckets[i]);
+	list_init(&ob->active);
+	list_init(&ob->sessions);
+	struct sched_hooks hooks = {
+		.held = outbound_hook_held,
+		.ready = outbound_hook_ready,
+		.arg = ob,
+	};
+	sched_set_hooks(ob->queue, &hooks);
+	/* What recovery brought back: held domains' mail to HELD, the rest
+	 * to be delivered. */
+	sched_foreach(ob->queue, outbound_start_visit, ob);
+	*state = ob;
+	return 0;
+}
+
+static void outbound_service_before_wait(struct worker *w, void *state)
+{
+	(void)w;
+	outbound_run(state);
+}
+
+static void outbound_drain_sessions(struct outbound *ob, bool cut)
+{
+	struct list_node *n, *next;
+	for (n = ob->sessions.next; n != &ob->sessions; n = next) {
+		next = n->next;
+		struct outbound_session *s = outbound_session_of_all_link(n);
+		if (cut)
+			outbound_session_cut(s);
+		else
+			outbound_session_drain(s);
+	}
+}
+
+static void outbound_drain_deadline(struct timer *t)
+{
+	struct outbound *ob = container_of(t, struct outbound, drain_timer);
+	if (ob->connections > 0)
+		log_event(LOG_LEVEL_WARN,
+			  "event=delivery_cut connections=%u note=\"shutdown_timeout passed; their "
+			  "recipients stay queued\"",
+			  ob->connections);
+	outbound_drain_sessions(ob, true);
+}
+
+static void outbound_service_drain(struct worker *w, void *state)
+{
+	struct outbound *ob = state;
+	ob->draining = true;
+	outbound_drain_sessions(ob, false);
+	timer_init(&ob->drain_timer, outbound_drain_deadline);
+	timer_arm(&w->timers, &ob->drain_timer, w->now_ms, ob->settings->cfg->shutdown_timeout_ms);
+}
+
+static bool outbound_service_idle(struct worker *w, void *state)
+{
+	(void)w;
+	return ((struct outbound *)state)->connections == 0;
+}
+
+static void outbound_service_stop(struct worker *w, void *state)
+{
+	(void)w;
+	struct outbound *ob = state;
+	if (timer_armed(&ob->drain_timer))
+		timer_cancel(&ob->worker->timers, &ob->drain_timer);
+	sched_set_hooks(ob->queue, NULL);
+	for (uint32_t i = 0; i < ob->nbuckets; i++) {
+		while (!list_empty(&ob->buckets[i])) {
+			struct outbound_dest *d = container_of(list_first(&ob->buckets[i]),
+							       struct outbound_dest, hash_link);
+			list_remove(&d->hash_link);
+			if (timer_armed(&d->retry))
+				timer_cancel(&ob->worker->timers, &d->retry);
+			free(d);
+		}
+	}
+	free(ob->buckets);
+	free(ob);
+}
+
+const struct worker_service outbound_service = {
+	.name = "delivery",
+	.start = outbound_service_start,
+	.before_wait = outbound_service_before_wait,
+	.drain = outbound_service_drain,
+	.idle = outbound_service_idle,
+	.stop = outbound_service_stop,
+};

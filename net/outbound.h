@@ -1,0 +1,148 @@
+/*
+ * outbound — delivery on each worker: which destinations have work, how
+ * many connections each gets, where they go, and what becomes of each
+ * recipient. After OpenSMTPD's mta.c (where and how many); one client
+ * conversation is net/outbound_session.c.
+ *
+ * Each worker delivers the recipients of the shards it owns
+ * (queue/sched.h). A destination is one recipient domain. It becomes
+ * active when the store says it has READY recipients (a hook), when its
+ * retry timer releases deferred ones, or when an operator flushes it; an
+ * active destination gets connections up to its concurrency (and the
+ * worker's cap), each of which takes one message's recipients for the
+ * domain at a time (up to recipients_per_transaction) until none is
+ * READY, then stays open for connection_reuse_time in case more come.
+ *
+ * Fairness: a destination never holds more than its concurrency, so a
+ * slow or dead one cannot take the worker's connections from the others;
+ * after destination_failures connection failures in a row it is marked
+ * down for destination_backoff and its READY recipients are deferred
+ * until then, not tried once a second.
+ *
+ * Outcomes (one log line each, event=delivery):
+ *   2xx                      delivered: sched_finish(DELIVERED)
+ *   4xx, connection lost,    deferred: sched_defer, retry_initial *
+ *   timeout                  retry_factor^(attempts-1), at most retry_max
+ *   5xx, or older than the   failed: sched_finish(FAILED)
+ *   queue lifetime
+ *
+ * Shutdown: no new transaction starts; those under way may finish for
+ * shutdown_timeout, then their connections are cut and their recipients
+ * stay queued, untried (a next hop that took the message but whose reply
+ * was not heard gets it again: at least once).
+ *
+ * Next hops: the domain's transport ([domain] section), else the
+ * relayhost. MX lookups are not done yet: a domain with neither is
+ * deferred with a reply that says so.
+ */
+#ifndef FERRY_NET_OUTBOUND_H
+#define FERRY_NET_OUTBOUND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/config.h"
+#include "core/list.h"
+#include "core/timer.h"
+#include "core/worker.h"
+#include "net/conn.h"
+#include "net/nexthop.h"
+
+struct queue;
+struct queue_rcpt;
+struct queue_store;
+struct outbound_session;
+
+/* A [domain] section, its transport parsed. */
+struct outbound_rule {
+	const struct config_domain *domain;
+	struct nexthop_list transport; /* count 0: none given */
+};
+
+/* What every worker's delivery reads, resolved from the config once. */
+struct outbound_settings {
+	const struct config *cfg;
+	struct queue_store *store;
+	char helo_name[CONFIG_HOSTNAME_MAX + 1];
+	union conn_address source; /* bound before connecting */
+	socklen_t source_len;      /* 0: any */
+	struct nexthop_list relayhost;
+	uint32_t connect_timeout_ms, greeting_timeout_ms, command_timeout_ms;
+	uint32_t data_init_timeout_ms, data_block_timeout_ms, data_done_timeout_ms;
+	uint32_t reuse_time_ms;
+	uint32_t retry_initial_ms, retry_factor, retry_max_ms;
+	uint32_t lifetime_ms;
+	uint32_t concurrency, max_connections, rcpts_per_transaction;
+	uint32_t destination_failures, destination_backoff_ms;
+	struct outbound_rule *rules; /* parallel to cfg->domains */
+	size_t nrules;
+};
+
+/* Parse transports, relayhost and source address: 0, or -EINVAL with err
+ * naming the key. */
+int outbound_settings_init(struct outbound_settings *s, const struct config *cfg,
+			   struct queue_store *store, char *err, size_t err_size);
+void outbound_settings_free(struct outbound_settings *s);
+
+/* The delivery service on every worker; its arg is the settings. Register
+ * it above the store's service. */
+extern const struct worker_service outbound_service;
+
+/* ---- for outbound_session.c ------------------------------------------------- */
+
+struct outbound;
+
+/* One destination's pool on a worker. */
+struct outbound_dest {
+	struct outbound *ob;
+	struct list_node hash_link;
+	struct list_node active_link; /* on ob->active while it may take a connection */
+	char domain[256];
+	uint16_t len;
+	uint64_t hash;
+	const struct outbound_rule *rule; /* NULL: no [domain] section */
+	const struct nexthop_list *hops;  /* transport or relayhost; NULL: none */
+	unsigned next_hop;                /* the hop the next connection tries */
+	unsigned sessions;                /* connections open (or opening) */
+	unsigned concurrency;
+	struct list_node idle;   /* sessions ready with nothing to send */
+	unsigned failures;       /* connection failures in a row */
+	unsigned round_failures; /* of them, since its mail was last deferred */
+	uint64_t down_until_ms;
+	struct timer retry; /* releases deferred recipients when due */
+	bool active;
+	bool held;
+};
+
+struct outbound {
+	struct worker *worker;
+	struct queue *queue;
+	const struct outbound_settings *settings;
+	struct list_node *buckets; /* struct outbound_dest by hash_link */
+	uint32_t nbuckets, ndests;
+	struct list_node active;   /* destinations that may take a connection */
+	struct list_node sessions; /* every session, by all_link */
+	unsigned connections;
+	bool draining;
+	struct timer drain_timer;             /* past shutdown_timeout: what is open is cut */
+	uint64_t delivered, deferred, failed; /* recipients, for the counters to come */
+};
+
+/* A session is ready for its next message: up to max recipients of one
+ * message moved to INFLIGHT for it. Returns how many (0: nothing). */
+size_t outbound_take(struct outbound_dest *d, struct queue_rcpt **out, size_t max);
+
+/* One recipient's outcome, from the reply (code 0: the connection failed,
+ * `reply` says how) given by `relay` ("host[address]:port"). */
+void outbound_outcome(struct outbound_dest *d, struct queue_rcpt *r, int code, const char *status,
+		      const char *reply, const char *relay);
+
+/* The connection could not be made or greeted (a failure toward marking
+ * the destination down), or it was (the count starts again). */
+void outbound_connect_result(struct outbound_dest *d, bool ok, const char *why);
+
+/* A session is gone (its conn closed): the destination may open another. */
+void outbound_session_gone(struct outbound_dest *d);
+
+#endif

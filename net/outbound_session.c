@@ -1,0 +1,561 @@
+/*
+ * outbound_session — one client connection on a conn (outbound_session.h).
+ */
+#include "net/outbound_session.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/check.h"
+#include "core/log.h"
+#include "net/conn.h"
+#include "net/outbound.h"
+#include "net/smtp_client.h"
+#include "queue/body.h"
+#include "queue/sched.h"
+
+/* Body octets queued for the server before the next run is read. */
+#define SESSION_BODY_AHEAD 65536
+/* A body whose message is being moved by compaction: look again. */
+#define SESSION_PIN_RETRY_MS 20
+
+struct outbound_session {
+	struct conn conn;
+	struct buf out;
+	struct smtp_client client;
+	struct outbound_dest *dest;
+	struct outbound *ob;
+	struct list_node idle_link;           /* on dest->idle while idle */
+	struct list_node all_link;            /* on ob->sessions */
+	char relay[CONFIG_HOSTNAME_MAX + 64]; /* "host[address]:port" */
+
+	/* The transaction in hand. */
+	struct queue_rcpt **rcpts;
+	const char **rcpt_addresses;
+	size_t *rcpt_lens;
+	bool *accepted;
+	unsigned nrcpts;
+	struct sched_message info;
+	struct smtp_client_message msg;
+	struct queue_body_reader body;
+	bool body_open;
+	bool body_ended; /* the whole body is in the output */
+	bool greeted;    /* READY once: the connection counted as made */
+	bool quitting;
+	bool draining;
+};
+
+static const struct conn_handler session_conn_handler;
+static const struct smtp_client_events session_client_events;
+
+struct list_node *outbound_session_idle_link(struct outbound_session *s)
+{
+	return &s->idle_link;
+}
+
+struct outbound_session *outbound_session_of_idle_link(struct list_node *link)
+{
+	return container_of(link, struct outbound_session, idle_link);
+}
+
+struct outbound_session *outbound_session_of_all_link(struct list_node *link)
+{
+	return container_of(link, struct outbound_session, all_link);
+}
+
+/* ---- timeouts ---------------------------------------------------------------- */
+
+static void session_arm(struct outbound_session *s)
+{
+	const struct outbound_settings *set = s->ob->settings;
+	uint32_t ms = set->command_timeout_ms;
+	switch (smtp_client_phase(&s->client)) {
+	case SMTP_CLIENT_PHASE_GREETING:
+		ms = set->greeting_timeout_ms;
+		break;
+	case SMTP_CLIENT_PHASE_DATA_INIT:
+		ms = set->data_init_timeout_ms;
+		break;
+	case SMTP_CLIENT_PHASE_BODY:
+		ms = set->data_block_timeout_ms;
+		break;
+	case SMTP_CLIENT_PHASE_DATA_DONE:
+		ms = set->data_done_timeout_ms;
+		break;
+	case SMTP_CLIENT_PHASE_IDLE:
+		ms = set->reuse_time_ms;
+		break;
+	default:
+		break;
+	}
+	conn_set_timeout(&s->conn, ms);
+}
+
+/* ---- the transaction ------------------------------------------------------------- */
+
+static void session_body_close(struct outbound_session *s)
+{
+	if (s->body_open) {
+		queue_body_close(&s->body);
+		s->body_open = false;
+	}
+}
+
+/* Every recipient still in hand gets this outcome, the body let go of
+ * first (the last outcome may end the message). */
+static void session_end_transaction(struct outbound_session *s, int code, const char *status,
+				    const char *reply, bool only_accepted)
+{
+	session_body_close(s);
+	for (unsigned i = 0; i < s->nrcpts; i++) {
+		if (s->rcpts[i] == NULL || (only_accepted && !s->accepted[i]))
+			continue;
+		outbound_outcome(s->dest, s->rcpts[i], code, status, reply, s->relay);
+		s->rcpts[i] = NULL;
+	}
+	s->nrcpts = 0;
+	s->body_ended = false;
+}
+
+static int session_alloc_transaction(struct outbound_session *s, size_t max)
+{
+	s->rcpts = calloc(max, sizeof(*s->rcpts));
+	s->rcpt_addresses = calloc(max, sizeof(*s->rcpt_addresses));
+	s->rcpt_lens = calloc(max, sizeof(*s->rcpt_lens));
+	s->accepted = calloc(max, sizeof(*s->accepted));
+	return s->rcpts && s->rcpt_addresses && s->rcpt_lens && s->accepted ? 0 : -ENOMEM;
+}
+
+static void session_go_idle(struct outbound_session *s)
+{
+	if (list_linked(&s->idle_link))
+		return;
+	list_insert_tail(&s->dest->idle, &s->idle_link);
+	if (s->draining)
+		outbound_session_drain(s);
+}
+
+/* READY: the next message for the destination, or idle. */
+static void session_next(struct outbound_session *s)
+{
+	const struct outbound_settings *set = s->ob->settings;
+	for (;;) {
+		size_t n = s->draining
+				   ? 0
+				   : outbound_take(s->dest, s->rcpts, set->rcpts_per_transaction);
+		if (n == 0) {
+			session_go_idle(s);
+			return;
+		}
+		s->nrcpts = (unsigned)n;
+		sched_rcpt_message(s->rcpts[0], &s->info);
+		for (size_t i = 0; i < n; i++) {
+			s->rcpt_addresses[i] = sched_rcpt_address(s->rcpts[i], &s->rcpt_lens[i]);
+			s->accepted[i] = false;
+		}
+		s->msg = (struct smtp_client_message){
+			.sender = s->info.sender,
+			.sender_len = s->info.sender_len,
+			.rcpts = s->rcpt_addresses,
+			.rcpt_lens = s->rcpt_lens,
+			.nrcpts = s->nrcpts,
+			.size = s->info.size,
+			.eightbit = s->info.eightbit,
+			.smtputf8 = s->info.smtputf8,
+		};
+		int r = smtp_client_send(&s->client, &s->msg);
+		if (r == 0) {
+			conn_flush(&s->conn);
+			return;
+		}
+		/* Refused before a byte was sent: fail it, take the next. */
+		if (r == -EMSGSIZE)
+			session_end_transaction(s, 552, "5.3.4",
+						"message size exceeds the next hop's SIZE limit",
+						false);
+		else
+			session_end_transaction(s, 553, "5.6.7",
+						"the message needs SMTPUTF8, which the next hop "
+						"does not offer",
+						false);
+	}
+}
+
+void outbound_session_wake(struct outbound_session *s)
+{
+	list_remove(&s->idle_link);
+	session_next(s);
+	session_arm(s);
+}
+
+/* ---- the body ------------------------------------------------------------------------ */
+
+static void session_body_more(struct outbound_session *s);
+static void session_release(struct outbound_session *s);
+
+static void session_body_run(struct queue_body_reader *rd, int status, const char *data, size_t len)
+{
+	struct outbound_session *s = rd->user;
+	if (s->conn.state == CONN_CLOSED) {
+		session_release(s); /* it closed while the read was in flight */
+		return;
+	}
+	if (s->conn.state != CONN_OPEN)
+		return; /* closing: its end comes through the conn */
+	if (status < 0) {
+		/* The spool could not be read: nothing sent can end the
+		 * message now, so the connection goes, the recipients wait. */
+		session_end_transaction(s, 451, "4.3.0", "the queued message could not be read",
+					false);
+		conn_abort(&s->conn);
+		return;
+	}
+	smtp_client_body(&s->client, data, len);
+	conn_flush(&s->conn);
+	session_body_more(s);
+}
+
+/* Read on while what is queued for the server is small; the server's
+ * reading (sent()) calls again. */
+static void session_body_more(struct outbound_session *s)
+{
+	if (s->body_ended || queue_body_busy(&s->body) ||
+	    conn_output_queued(&s->conn) >= SESSION_BODY_AHEAD)
+		return;
+	int r = queue_body_read(&s->body);
+	if (r == 1) {
+		s->body_ended = true;
+		smtp_client_body_end(&s->client);
+		conn_flush(&s->conn);
+		session_arm(s);
+	} else if (r == -EMFILE) {
+		conn_alarm(&s->conn, SESSION_PIN_RETRY_MS);
+	} else if (r < 0) {
+		session_end_transaction(s, 451, "4.3.0", "the queued message could not be read",
+					false);
+		conn_abort(&s->conn);
+	}
+}
+
+static void session_body_start(struct outbound_session *s)
+{
+	int r = queue_body_open(&s->body, s->ob->queue, s->rcpts[0], session_body_run, s);
+	if (r == -EAGAIN) {
+		conn_alarm(&s->conn, SESSION_PIN_RETRY_MS);
+		return;
+	}
+	if (r < 0) {
+		session_end_transaction(s, 451, "4.3.0", "out of memory reading the message",
+					false);
+		conn_abort(&s->conn);
+		return;
+	}
+	s->body_open = true;
+	session_body_more(s);
+}
+
+/* ---- the conversation's events ------------------------------------------------------ */
+
+static struct outbound_session *session_of_client(struct smtp_client *c)
+{
+	return container_of(c, struct outbound_session, client);
+}
+
+static void session_ready(struct smtp_client *c)
+{
+	struct outbound_session *s = session_of_client(c);
+	if (!s->greeted) {
+		s->greeted = true;
+		outbound_connect_result(s->dest, true, NULL);
+	}
+	session_next(s);
+}
+
+static void session_rcpt(struct smtp_client *c, unsigned i, const struct smtp_reply *r)
+{
+	struct outbound_session *s = session_of_client(c);
+	if (r->code >= 200 && r->code < 300) {
+		s->accepted[i] = true;
+		return;
+	}
+	/* Refused at RCPT: its outcome now (the others of the message keep
+	 * it alive: nothing here ends the message under the body reader). */
+	outbound_outcome(s->dest, s->rcpts[i], r->code, r->status, r->text, s->relay);
+	s->rcpts[i] = NULL;
+}
+
+static void session_body(struct smtp_client *c)
+{
+	session_body_start(session_of_client(c));
+}
+
+static void session_message(struct smtp_client *c, unsigned accepted, const struct smtp_reply *r)
+{
+	struct outbound_session *s = session_of_client(c);
+	(void)accepted;
+	session_end_transaction(s, r->code, r->status, r->text, !s->client.mail_refused);
+	/* Those refused at RCPT are told already; anything left (MAIL
+	 * refused) took r above. */
+	smtp_client_reset(c);
+	conn_flush(&s->conn);
+}
+
+static void session_failed(struct smtp_client *c, const struct smtp_reply *r)
+{
+	struct outbound_session *s = session_of_client(c);
+	const char *why = r->text[0] ? r->text : "the connection failed";
+	if (!s->greeted)
+		outbound_connect_result(s->dest, false, why);
+	/* A conversation that broke defers what it held, whatever the code:
+	 * a 5xx greeting or a protocol error says nothing of the recipients. */
+	int code = r->code >= 400 && r->code < 500 ? r->code : 0;
+	session_end_transaction(s, code, r->status, why, false);
+	if (s->greeted)
+		log_event(LOG_LEVEL_INFO, "event=outbound_closed relay=%s reason=\"%s\"", s->relay,
+			  why);
+	conn_close(&s->conn);
+}
+
+static void session_closed(struct smtp_client *c)
+{
+	struct outbound_session *s = session_of_client(c);
+	conn_close(&s->conn);
+}
+
+static const struct smtp_client_events session_client_events = {
+	.ready = session_ready,
+	.rcpt = session_rcpt,
+	.body = session_body,
+	.message = session_message,
+	.failed = session_failed,
+	.closed = session_closed,
+};
+
+/* ---- the conn's events -------------------------------------------------------------- */
+
+static struct outbound_session *session_of_conn(struct conn *c)
+{
+	return container_of(c, struct outbound_session, conn);
+}
+
+static size_t session_input(struct conn *c, const char *data, size_t len)
+{
+	struct outbound_session *s = session_of_conn(c);
+	if (list_linked(&s->idle_link))
+		list_remove(&s->idle_link); /* a reply while idle: the client tells */
+	size_t used = smtp_client_input(&s->client, data, len);
+	conn_flush(c);
+	if (c->state == CONN_OPEN)
+		session_arm(s);
+	return used < len ? len : used; /* after failed()/closed(): the rest is dropped */
+}
+
+static void session_input_end(struct conn *c)
+{
+	struct outbound_session *s = session_of_conn(c);
+	if (list_linked(&s->idle_link))
+		list_remove(&s->idle_link);
+	smtp_client_lost(&s->client, "the server closed the connection");
+	conn_close(c);
+}
+
+static void session_timeout(struct conn *c)
+{
+	struct outbound_session *s = session_of_conn(c);
+	enum smtp_client_phase phase = smtp_client_phase(&s->client);
+	if (phase == SMTP_CLIENT_PHASE_IDLE) {
+		/* Nothing came for reuse_time: say goodbye. */
+		if (list_linked(&s->idle_link))
+			list_remove(&s->idle_link);
+		smtp_client_quit(&s->client);
+		conn_flush(c);
+		conn_set_timeout(c, s->ob->settings->command_timeout_ms);
+		return;
+	}
+	static const char *const waits[] = {
+		[SMTP_CLIENT_PHASE_GREETING] = "timeout waiting for the greeting",
+		[SMTP_CLIENT_PHASE_COMMAND] = "timeout waiting for a reply",
+		[SMTP_CLIENT_PHASE_DATA_INIT] = "timeout waiting for the reply to DATA",
+		[SMTP_CLIENT_PHASE_BODY] = "timeout sending the message",
+		[SMTP_CLIENT_PHASE_DATA_DONE] = "timeout waiting for the reply to the message",
+	};
+	const char *why =
+		phase < sizeof(waits) / sizeof(waits[0]) && waits[phase] ? waits[phase] : "timeout";
+	smtp_client_lost(&s->client, why);
+	conn_abort(c);
+}
+
+static void session_alarm(struct conn *c)
+{
+	struct outbound_session *s = session_of_conn(c);
+	if (smtp_client_phase(&s->client) != SMTP_CLIENT_PHASE_BODY)
+		return;
+	if (!s->body_open)
+		session_body_start(s);
+	else
+		session_body_more(s);
+}
+
+static void session_sent(struct conn *c)
+{
+	struct outbound_session *s = session_of_conn(c);
+	if (s->body_open) {
+		conn_touch(c); /* the server reads: the block timeout starts again */
+		session_body_more(s);
+	}
+}
+
+static void session_connected(struct conn *c, int status)
+{
+	struct outbound_session *s = session_of_conn(c);
+	if (status == 0) {
+		session_arm(s);
+		return;
+	}
+	char why[128];
+	snprintf(why, sizeof(why), "connect to %s: %s", s->relay, strerror(-status));
+	outbound_connect_result(s->dest, false, why);
+}
+
+static void session_conn_failed(struct conn *c, enum conn_failure what, int error)
+{
+	struct outbound_session *s = session_of_conn(c);
+	(void)what;
+	if (list_linked(&s->idle_link))
+		list_remove(&s->idle_link);
+	char why[128];
+	snprintf(why, sizeof(why), "lost connection with %s: %s", s->relay, strerror(error));
+	smtp_client_lost(&s->client, why);
+}
+
+static void session_conn_closed(struct conn *c)
+{
+	struct outbound_session *s = session_of_conn(c);
+	if (queue_body_busy(&s->body))
+		return; /* the read's completion releases it */
+	session_release(s);
+}
+
+/* The conn is closed and no read is in flight: free the session. */
+static void session_release(struct outbound_session *s)
+{
+	/* What the conversation never ended goes back untried (its end was
+	 * never heard: failed() defers what a broken conversation held). */
+	session_body_close(s);
+	for (unsigned i = 0; i < s->nrcpts; i++)
+		if (s->rcpts[i] != NULL)
+			sched_return(s->ob->queue, s->rcpts[i]);
+	s->nrcpts = 0;
+	if (list_linked(&s->idle_link))
+		list_remove(&s->idle_link);
+	list_remove(&s->all_link);
+	struct outbound_dest *d = s->dest;
+	buf_release(&s->out);
+	free(s->rcpts);
+	free(s->rcpt_addresses);
+	free(s->rcpt_lens);
+	free(s->accepted);
+	free(s);
+	outbound_session_gone(d);
+}
+
+static const struct conn_handler session_conn_handler = {
+	.input = session_input,
+	.input_end = session_input_end,
+	.timeout = session_timeout,
+	.alarm = session_alarm,
+	.connected = session_connected,
+	.sent = session_sent,
+	.failed = session_conn_failed,
+	.closed = session_conn_closed,
+};
+
+/* ---- start, drain --------------------------------------------------------------------- */
+
+static void session_describe(struct outbound_session *s, const struct nexthop *hop)
+{
+	char address[INET6_ADDRSTRLEN] = "?";
+	if (hop->addr.sa.sa_family == AF_INET)
+		inet_ntop(AF_INET, &hop->addr.in.sin_addr, address, sizeof(address));
+	else if (hop->addr.sa.sa_family == AF_INET6)
+		inet_ntop(AF_INET6, &hop->addr.in6.sin6_addr, address, sizeof(address));
+	snprintf(s->relay, sizeof(s->relay), "%s[%s]:%u", hop->host, address, (unsigned)hop->port);
+}
+
+int outbound_session_start(struct outbound_dest *d, unsigned hop_index)
+{
+	struct outbound *ob = d->ob;
+	const struct outbound_settings *set = ob->settings;
+	const struct nexthop *hop = &d->hops->hops[hop_index];
+	if (!hop->literal)
+		return -EHOSTUNREACH; /* names need DNS, which comes next */
+	struct outbound_session *s = calloc(1, sizeof(*s));
+	if (s == NULL || session_alloc_transaction(s, set->rcpts_per_transaction) != 0)
+		goto fail;
+	s->dest = d;
+	s->ob = ob;
+	list_node_init(&s->idle_link);
+	session_describe(s, hop);
+	smtp_client_init(&s->client, &session_client_events, s, &s->out, set->helo_name);
+	struct conn_setup setup = {
+		.worker = ob->worker,
+		.handler = &session_conn_handler,
+		.output = &s->out,
+	};
+	struct conn_target target = {
+		.address = &hop->addr.sa,
+		.address_len = hop->addr_len,
+		.source = set->source_len ? &set->source.sa : NULL,
+		.source_len = set->source_len,
+		.timeout_ms = set->connect_timeout_ms,
+	};
+	int r = conn_connect(&s->conn, &setup, &target);
+	if (r != 0) {
+		free(s->rcpts);
+		free(s->rcpt_addresses);
+		free(s->rcpt_lens);
+		free(s->accepted);
+		free(s);
+		return r;
+	}
+	list_insert_tail(&ob->sessions, &s->all_link);
+	return 0;
+fail:
+	if (s != NULL) {
+		free(s->rcpts);
+		free(s->rcpt_addresses);
+		free(s->rcpt_lens);
+		free(s->accepted);
+		free(s);
+	}
+	return -ENOMEM;
+}
+
+void outbound_session_drain(struct outbound_session *s)
+{
+	s->draining = true;
+	if (s->quitting)
+		return;
+	enum smtp_client_phase phase = smtp_client_phase(&s->client);
+	if (phase == SMTP_CLIENT_PHASE_IDLE) {
+		s->quitting = true;
+		if (list_linked(&s->idle_link))
+			list_remove(&s->idle_link);
+		smtp_client_quit(&s->client);
+		conn_flush(&s->conn);
+		conn_set_timeout(&s->conn, 2000);
+	} else if (phase == SMTP_CLIENT_PHASE_GREETING || s->conn.state == CONN_CONNECTING) {
+		conn_abort(&s->conn);
+	}
+	/* In a transaction: it ends, then session_next() finds draining. */
+}
+
+void outbound_session_cut(struct outbound_session *s)
+{
+	if (list_linked(&s->idle_link))
+		list_remove(&s->idle_link);
+	conn_abort(&s->conn);
+}
