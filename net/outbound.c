@@ -76,8 +76,11 @@ int outbound_settings_init(struct outbound_settings *s, const struct config *cfg
 		return -EINVAL;
 	}
 	s->rules = calloc(cfg->ndomains ? cfg->ndomains : 1, sizeof(*s->rules));
-	if (s->rules == NULL)
+	s->workers = calloc(cfg->workers ? cfg->workers : 1, sizeof(*s->workers));
+	if (s->rules == NULL || s->workers == NULL) {
+		outbound_settings_free(s);
 		return -ENOMEM;
+	}
 	s->nrules = cfg->ndomains;
 	for (size_t i = 0; i < cfg->ndomains; i++) {
 		const struct config_domain *d = &cfg->domains[i];
@@ -96,6 +99,8 @@ int outbound_settings_init(struct outbound_settings *s, const struct config *cfg
 
 void outbound_settings_free(struct outbound_settings *s)
 {
+	free(s->workers);
+	s->workers = NULL;
 	free(s->rules);
 	s->rules = NULL;
 	s->nrules = 0;
@@ -204,7 +209,9 @@ static struct outbound_dest *outbound_dest_get(struct outbound *ob, const char *
 static void outbound_dest_maybe_free(struct outbound_dest *d)
 {
 	struct sched_counts counts;
+	bool config_held = d->rule != NULL && d->rule->domain->hold;
 	if (d->sessions > 0 || timer_armed(&d->retry) || list_linked(&d->active_link) ||
+	    d->held != config_held || /* an operator's word outlives its mail */
 	    sched_counts(d->ob->queue, d->domain, d->len, &counts))
 		return;
 	list_remove(&d->hash_link);
@@ -254,6 +261,9 @@ static void outbound_retry_fire(struct timer *t)
 static bool outbound_hook_held(void *arg, const char *domain, size_t len)
 {
 	struct outbound *ob = arg;
+	const struct outbound_dest *d = outbound_find(ob, domain, len, outbound_hash(domain, len));
+	if (d != NULL)
+		return d->held; /* the config's, or what an operator said since */
 	const struct outbound_rule *rule = outbound_rule_for(ob->settings, domain, len);
 	return rule != NULL && rule->domain->hold;
 }
@@ -473,6 +483,64 @@ void outbound_session_gone(struct outbound_dest *d)
 	outbound_activate(d);
 }
 
+/* ---- operator's and ETRN's moves ------------------------------------------------------ */
+
+struct outbound *outbound_of_worker(const struct outbound_settings *s, unsigned index)
+{
+	return index < s->cfg->workers ? s->workers[index] : NULL;
+}
+
+unsigned outbound_flush(struct outbound *ob, const char *domain, size_t len)
+{
+	unsigned moved = sched_flush(ob->queue, domain, len);
+	struct outbound_dest *d = outbound_find(ob, domain, len, outbound_hash(domain, len));
+	if (d == NULL && moved > 0)
+		d = outbound_dest_get(ob, domain, len);
+	if (d == NULL)
+		return moved;
+	d->down_until_ms = 0;
+	d->failures = d->round_failures = 0;
+	if (timer_armed(&d->retry))
+		timer_cancel(&ob->worker->timers, &d->retry);
+	outbound_activate(d);
+	return moved;
+}
+
+struct outbound_flush_walk {
+	struct outbound *ob;
+	unsigned moved;
+};
+
+static bool outbound_flush_visit(void *arg, const char *domain, size_t len,
+				 const struct sched_counts *counts)
+{
+	struct outbound_flush_walk *fw = arg;
+	if (counts->deferred + counts->held > 0)
+		fw->moved += outbound_flush(fw->ob, domain, len);
+	return true;
+}
+
+unsigned outbound_flush_all(struct outbound *ob)
+{
+	struct outbound_flush_walk fw = {ob, 0};
+	sched_foreach(ob->queue, outbound_flush_visit, &fw);
+	return fw.moved;
+}
+
+int outbound_hold(struct outbound *ob, const char *domain, size_t len, bool hold)
+{
+	struct outbound_dest *d = outbound_dest_get(ob, domain, len);
+	if (d == NULL)
+		return -ENOMEM;
+	d->held = hold;
+	int moved = hold ? (int)sched_hold(ob->queue, domain, len)
+			 : (int)outbound_flush(ob, domain, len);
+	log_event(LOG_LEVEL_INFO, "event=%s domain=%s recipients=%d", hold ? "hold" : "release",
+		  d->domain, moved);
+	outbound_dest_maybe_free(d);
+	return moved;
+}
+
 /* ---- the service ----------------------------------------------------------------------- */
 
 static bool outbound_start_visit(void *arg, const char *domain, size_t len,
@@ -522,6 +590,7 @@ static int outbound_service_start(struct worker *w, void *arg, void **state)
 	/* What recovery brought back: held domains' mail to HELD, the rest
 	 * to be delivered. */
 	sched_foreach(ob->queue, outbound_start_visit, ob);
+	s->workers[w->index] = ob;
 	*state = ob;
 	return 0;
 }
@@ -573,8 +642,8 @@ static bool outbound_service_idle(struct worker *w, void *state)
 
 static void outbound_service_stop(struct worker *w, void *state)
 {
-	(void)w;
 	struct outbound *ob = state;
+	ob->settings->workers[w->index] = NULL;
 	if (timer_armed(&ob->drain_timer))
 		timer_cancel(&ob->worker->timers, &ob->drain_timer);
 	sched_set_hooks(ob->queue, NULL);

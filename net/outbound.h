@@ -77,6 +77,7 @@ struct outbound_settings {
 	uint32_t destination_failures, destination_backoff_ms;
 	struct outbound_rule *rules; /* parallel to cfg->domains */
 	size_t nrules;
+	struct outbound **workers; /* per worker, set by its service's start */
 };
 
 /* Parse transports, relayhost and source address: 0, or -EINVAL with err
@@ -89,9 +90,30 @@ void outbound_settings_free(struct outbound_settings *s);
  * it above the store's service. */
 extern const struct worker_service outbound_service;
 
-/* ---- for outbound_session.c ------------------------------------------------- */
-
 struct outbound;
+
+/* Worker i's delivery (NULL before its service started): for the admin
+ * socket and ETRN, which send a cross-worker message to the worker that
+ * owns a domain's shard (queue/sched.h, sched_owner) and call these there. */
+struct outbound *outbound_of_worker(const struct outbound_settings *s, unsigned index);
+
+/*
+ * Operator's and ETRN's moves, on the worker owning the domain's shard:
+ *   flush    every HELD and DEFERRED recipient of the domain becomes READY
+ *            now, its backoff and the destination's down-mark forgotten,
+ *            and delivery starts at once; returns how many moved.
+ *   flush_all  the same for every destination of this worker's shards.
+ *   hold     (hold true) the domain's mail is held from now on, READY and
+ *            DEFERRED included, until released or ferryd restarts (the
+ *            config's hold = yes comes back then); release (hold false)
+ *            ends a hold, config's included, until restart, and flushes.
+ *            Returns how many recipients moved; -ENOMEM.
+ */
+unsigned outbound_flush(struct outbound *ob, const char *domain, size_t len);
+unsigned outbound_flush_all(struct outbound *ob);
+int outbound_hold(struct outbound *ob, const char *domain, size_t len, bool hold);
+
+/* ---- for outbound_session.c ------------------------------------------------- */
 
 /* One destination's pool on a worker. */
 struct outbound_dest {
