@@ -292,6 +292,7 @@ int net_server_create(struct net_server **out, const struct config *cfg, char *e
 		.max_messages = cfg->max_messages_per_session,
 		.policy = &srv->policy,
 		.postmaster = cfg->postmaster,
+		.max_received_headers = cfg->max_received_headers,
 	};
 	atomic_init(&srv->connections, 0);
 	*out = srv;

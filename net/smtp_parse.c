@@ -612,3 +612,30 @@ out:
 	*produced = o;
 	return status;
 }
+
+/* ---- the header section of a body ------------------------------------------ */
+
+void smtp_header_scan_feed(struct smtp_header_scan *h, const char *data, size_t len)
+{
+	static const char field[] = "received:";
+	for (size_t i = 0; i < len && !h->done; i++) {
+		char c = data[i];
+		if (c == '\n') {
+			if (h->line_len == 0 || (h->line_len == 1 && h->first_cr))
+				h->done = true; /* the empty line: the body follows */
+			h->line_len = 0;
+			h->mismatch = false;
+			h->first_cr = false;
+			continue;
+		}
+		if (h->line_len < sizeof(field) - 1 && !h->mismatch) {
+			char lower = c >= 'A' && c <= 'Z' ? (char)(c + 32) : c;
+			h->mismatch = lower != field[h->line_len];
+			if (!h->mismatch && h->line_len == sizeof(field) - 2)
+				h->received++;
+		}
+		h->first_cr = h->line_len == 0 && c == '\r';
+		if (h->line_len < UINT32_MAX)
+			h->line_len++;
+	}
+}

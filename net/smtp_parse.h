@@ -210,4 +210,20 @@ enum smtp_data_status smtp_data_decode(struct smtp_data_decoder *d, const char *
 				       size_t *consumed, char *out, size_t out_cap,
 				       size_t *produced);
 
+/* ---- the header section of a body ------------------------------------------ */
+
+/* Counts the Received: fields (any case) of a message's header section,
+ * fed the decoded body in any chunks; it stops looking at the first empty
+ * line, so the body costs nothing. A count past the limit is a mail loop
+ * (RFC 5321 6.3). */
+struct smtp_header_scan {
+	uint32_t received; /* Received: fields so far */
+	uint32_t line_len; /* octets of the current line so far (saturating) */
+	bool mismatch;     /* the current line does not start with "Received:" */
+	bool first_cr;     /* the current line so far is a lone CR */
+	bool done;         /* the empty line was seen */
+};
+
+void smtp_header_scan_feed(struct smtp_header_scan *h, const char *data, size_t len);
+
 #endif

@@ -521,6 +521,7 @@ static void smtp_handle_data(struct smtp_session *s, const struct smtp_command *
 	}
 	uint32_t max_line = s->settings->max_text_line - 2;
 	smtp_data_decoder_init(&s->data, max_line, s->settings->max_message_size);
+	s->headers = (struct smtp_header_scan){0};
 	s->state = SMTP_STATE_DATA;
 	smtp_reply(s, "354 End data with <CR><LF>.<CR><LF>");
 }
@@ -691,6 +692,13 @@ static void smtp_data_finish(struct smtp_session *s)
 			 "500 5.5.2 Message refused: line too long (the limit is %u octets)",
 			 s->settings->max_text_line);
 		refusal = text;
+	} else if (s->settings->max_received_headers != 0 &&
+		   s->headers.received > s->settings->max_received_headers) {
+		snprintf(text, sizeof(text),
+			 "554 5.4.6 Message refused: %u Received: header fields, more than %u "
+			 "(a mail loop)",
+			 s->headers.received, s->settings->max_received_headers);
+		refusal = text;
 	} else if (s->message == NULL) {
 		refusal = smtp_store_error_reply(s->store_error);
 	}
@@ -717,6 +725,8 @@ static size_t smtp_data_feed(struct smtp_session *s, const char *data, size_t le
 		enum smtp_data_status st = smtp_data_decode(&s->data, data + done, len - done,
 							    &used, chunk, sizeof(chunk), &produced);
 		done += used;
+		if (produced > 0 && !s->headers.done)
+			smtp_header_scan_feed(&s->headers, chunk, produced);
 		if (produced > 0 && s->message != NULL) {
 			int r = queue_message_write(s->message, chunk, produced);
 			if (r < 0) {

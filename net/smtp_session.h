@@ -50,6 +50,8 @@ struct smtp_settings {
 	const struct policy *policy;
 	/* What RCPT TO:<Postmaster> (no domain, any case) stands for. */
 	const char *postmaster;
+	/* A message with more Received: fields is a mail loop (0: no limit). */
+	uint32_t max_received_headers;
 };
 
 enum smtp_state {
@@ -97,6 +99,7 @@ struct smtp_session {
 	struct smtp_line_reader line;
 	char *line_storage;
 	struct smtp_data_decoder data;
+	struct smtp_header_scan headers; /* Received: fields, for loops */
 
 	/* the transaction */
 	struct buf envelope_text; /* sender, then parameters, then recipients */

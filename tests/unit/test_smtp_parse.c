@@ -1190,3 +1190,31 @@ Test(smtp_data, long_body_every_output_size)
 		data_assert_same(&whole, &part, "long body");
 	}
 }
+
+/* ---- the header section: Received: fields --------------------------------- */
+
+static uint32_t received_in(const char *text, size_t piece)
+{
+	struct smtp_header_scan h = {0};
+	size_t len = strlen(text);
+	for (size_t at = 0; at < len; at += piece)
+		smtp_header_scan_feed(&h, text + at, len - at < piece ? len - at : piece);
+	return h.received;
+}
+
+Test(header_scan, counts_received_fields_of_the_header_section_only)
+{
+	static const char text[] = "Received: from a\r\n"
+				   "\tby b\r\n"
+				   "X-Received: not one\r\n"
+				   "received:from c\r\n"
+				   "Receive: no\r\n"
+				   "RECEIVED: from d\r\n"
+				   "\r\n"
+				   "Received: in the body\r\n";
+	for (size_t piece = 1; piece <= sizeof(text); piece++)
+		cr_assert_eq(received_in(text, piece), 3, "split every %zu octets", piece);
+	cr_assert_eq(received_in("\r\nReceived: x\r\n", 4), 0, "no header section");
+	cr_assert_eq(received_in("Subject: x\r\n\rReceived: y\r\n", 64), 0,
+		     "a CR alone at a line's start is no empty line, and no field either");
+}

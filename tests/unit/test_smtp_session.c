@@ -129,6 +129,7 @@ static void setup(void)
 		.max_messages = 3,
 		.policy = &policy,
 		.postmaster = "hostmaster@isp.test",
+		.max_received_headers = 3,
 	};
 	fake_queue_reset();
 	cr_assert_eq(queue_open(&queue, NULL, NULL, 0), 0);
@@ -1479,6 +1480,27 @@ Test(session, smuggling_refused)
 		cr_assert_str_eq(commit(0), queued(1), "%s", c->name);
 		cr_assert_str_eq(stored_body(1), "clean\r\n", "%s", c->name);
 	}
+}
+
+/*
+ * More Received: fields than the limit is a mail loop: refused at the end
+ * of DATA, never stored; at the limit it is taken. Only the header section
+ * counts, in any case.
+ */
+Test(session, mail_loop_refused_by_its_received_fields)
+{
+	to_data(UNTRUSTED);
+	expect("Received: from a\r\nreceived: from b\r\n\tby c\r\nRECEIVED: from d\r\n"
+	       "RECEIVED: from e\r\nSubject: loop\r\n\r\nReceived: in the body\r\n.\r\n",
+	       "554 5.4.6 Message refused: 4 Received: header fields, more than 3 (a mail "
+	       "loop)\r\n");
+	cr_assert_str_eq(fake_queue_state(0), "aborted");
+	cr_assert_eq(session.state, SMTP_STATE_HELO);
+	expect("MAIL FROM:<sender@client.test>\r\nRCPT TO:<user@relay.example>\r\nDATA\r\n"
+	       "Received: from a\r\nReceived: from b\r\nReceived: from c\r\n\r\n"
+	       "Received: x\r\nReceived: y\r\n.\r\n",
+	       MAIL_OK RCPT_OK GO_AHEAD);
+	cr_assert_str_eq(commit(0), queued(1));
 }
 
 #define NUL_IN_DATA                                                                                \
