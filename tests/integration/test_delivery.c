@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define START_MS 20000 /* ferryd up and accepting */
@@ -53,8 +54,8 @@ static void next_hop_start(struct next_hop *h, const char *const *options)
 	char script[PATH_MAX];
 	const char *src = getenv("FERRY_SOURCE_DIR");
 	snprintf(script, sizeof(script), "%s/tests/integration/fake_smtp.py", src ? src : ".");
-	const char *argv[24] = {"python3", script, "--port", "0", "--record", h->record,
-				"--lifetime", "170"};
+	const char *argv[24] = {"python3",  script,    "--port",     "0",
+				"--record", h->record, "--lifetime", "170"};
 	int n = 8;
 	for (const char *const *o = options; o != NULL && *o != NULL && n < 22; o++)
 		argv[n++] = *o;
@@ -236,9 +237,13 @@ Test(delivery, permanent_and_temporary_refusals_per_recipient)
 		     "a recipient arrived twice, or the refused one arrived");
 	cr_assert_eq(log_wait(&fi, "rcpt=bad@odd.test", 1, WAIT_MS), 1);
 	cr_assert_eq(harness_log_count(&fi, "rcpt=bad@odd.test relay=127.0.0.1[127.0.0.1]"), 1);
-	cr_assert_eq(harness_log_count(&fi, "status=bounced code=550 reply=\"550 5.1.1 no such user\""), 1);
+	cr_assert_eq(
+		harness_log_count(&fi, "status=bounced code=550 reply=\"550 5.1.1 no such user\""),
+		1);
 	cr_assert_eq(harness_log_count(&fi, "rcpt=late@odd.test"), 2);
-	cr_assert_eq(harness_log_count(&fi, "status=deferred code=451 reply=\"451 4.3.0 try later\""), 1);
+	cr_assert_eq(
+		harness_log_count(&fi, "status=deferred code=451 reply=\"451 4.3.0 try later\""),
+		1);
 	cr_assert_eq(log_wait(&fi, "status=sent", 2, WAIT_MS), 2);
 	cr_assert_eq(log_wait(&fi, "event=message_done queue_id=", 1, WAIT_MS), 1,
 		     "the message did not end with its last recipient");
@@ -304,8 +309,7 @@ Test(delivery, queue_lifetime_expires_a_recipient)
 	static const char *const rcpts[] = {"x@gone.test", NULL};
 	send_message(&fi, rcpts, body_text, NULL);
 	cr_assert_eq(log_wait(&fi, "rcpt=x@gone.test relay=none", 1, WAIT_MS), 1);
-	cr_assert_eq(log_wait(&fi, "status=expired", 1, WAIT_MS), 1,
-		     "the recipient never expired");
+	cr_assert_eq(log_wait(&fi, "status=expired", 1, WAIT_MS), 1, "the recipient never expired");
 	cr_assert_eq(log_wait(&fi, "event=message_done", 1, WAIT_MS), 1);
 	int attempts = harness_log_count(&fi, "rcpt=x@gone.test");
 	harness_sleep_ms(2500);
@@ -403,7 +407,8 @@ Test(delivery, restart_mid_delivery_delivers_each_recipient_once)
 	cr_assert_geq(next_hop_wait(&hop, "\"event\": \"message\"", 2, WAIT_MS), 2);
 	cr_assert_eq(harness_stop(&fi, STOP_MS), 0, "ferryd did not stop cleanly");
 	int before = next_hop_count(&hop, "\"event\": \"message\"");
-	cr_assert_lt(before, N, "everything was delivered before the stop: the test proves nothing");
+	cr_assert_lt(before, N,
+		     "everything was delivered before the stop: the test proves nothing");
 	cr_assert_eq(harness_start(&fi, START_MS), 0, "ferryd did not start again");
 	cr_assert_eq(next_hop_wait(&hop, "\"event\": \"message\"", N, 60000), N,
 		     "not every message arrived after the restart");
@@ -414,5 +419,66 @@ Test(delivery, restart_mid_delivery_delivers_each_recipient_once)
 		cr_assert_eq(next_hop_count(&hop, want), 1, "%s arrived %d times", rcpt[i],
 			     next_hop_count(&hop, want));
 	}
+	stop_ferryd_cleanly(&fi);
+}
+
+/*
+ * Postfix's smtp-sink, a real MTA's receiving end, takes ferry's
+ * deliveries: every message arrives once, with its envelope, ferry's
+ * Received: field and the body as sent.
+ */
+Test(delivery, postfix_smtp_sink_receives_every_message)
+{
+	char dir[] = "/tmp/ferry-postfix-XXXXXX";
+	cr_assert_not_null(mkdtemp(dir));
+	cr_assert_eq(chmod(dir, 01777), 0); /* smtp-sink writes as nobody */
+	int fd;
+	int port = closed_port(&fd);
+	close(fd);
+	char listen[32], dump[PATH_MAX + 8], out[PATH_MAX + 8];
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+	snprintf(dump, sizeof(dump), "%s/msg", dir);
+	snprintf(out, sizeof(out), "%s/out", dir);
+	char *argv[] = {"/usr/sbin/smtp-sink", "-u", "nobody", "-d", dump, listen, "64", NULL};
+	cr_assert_gt(harness_spawn(argv, out), 0, "cannot start Postfix's smtp-sink");
+	char extra[256];
+	snprintf(extra, sizeof(extra), "[domain postfix.test]\ntransport = [127.0.0.1]:%d\n", port);
+	struct ferry_instance fi;
+	start_ferryd(&fi, extra);
+	enum { N = 10 };
+	static const char *const rcpts[] = {"p@postfix.test", "q@postfix.test", NULL};
+	char ids[N][32];
+	for (int i = 0; i < N; i++)
+		send_message(&fi, rcpts, body_text, ids[i]);
+	cr_assert_eq(log_wait(&fi, "status=sent code=250", 2 * N, WAIT_MS), 2 * N,
+		     "smtp-sink did not take every recipient");
+	char cmd[PATH_MAX + 64];
+	snprintf(cmd, sizeof(cmd), "cat %s/msg* 2>/dev/null", dir);
+	FILE *p = popen(cmd, "r");
+	cr_assert_not_null(p);
+	static char all[1 << 20];
+	size_t len = fread(all, 1, sizeof(all) - 1, p);
+	all[len] = '\0';
+	pclose(p);
+	int files = 0, rcpt_args = 0, bodies = 0, received = 0;
+	for (const char *at = all; (at = strstr(at, "X-Mail-Args: <alice@client.example>")); at++)
+		files++;
+	for (const char *at = all;
+	     (at = strstr(at, "X-Rcpt-Args: <p@postfix.test>\nX-Rcpt-Args: <q@postfix.test>"));
+	     at++)
+		rcpt_args++;
+	/* smtp-sink stores lines with LF alone. */
+	for (const char *at = all;
+	     (at = strstr(at, "First line.\n.a line that starts with a dot\nLast line.")); at++)
+		bodies++;
+	for (int i = 0; i < N; i++) {
+		char want[96];
+		snprintf(want, sizeof(want), "by relay.test (ferry) with ESMTP id %s", ids[i]);
+		received += strstr(all, want) != NULL;
+	}
+	cr_assert_eq(files, N, "%d transactions stored by smtp-sink", files);
+	cr_assert_eq(rcpt_args, N, "a transaction lacks a recipient");
+	cr_assert_eq(bodies, N, "a body arrived changed");
+	cr_assert_eq(received, N, "ferry's Received: field is missing");
 	stop_ferryd_cleanly(&fi);
 }
