@@ -14,6 +14,7 @@
 
 #include "core/check.h"
 #include "core/log.h"
+#include "net/bounce.h"
 #include "net/outbound_session.h"
 #include "queue/queue.h"
 #include "queue/sched.h"
@@ -414,10 +415,23 @@ void outbound_outcome(struct outbound_dest *d, struct queue_rcpt *r, int code, c
 		ob->delivered++;
 		break;
 	case BOUNCED:
-	case EXPIRED:
-		sched_finish(ob->queue, r, QUEUE_FAILED, reason);
-		ob->failed++;
+	case EXPIRED: {
+		/* The remote MTA named in the DSN: the host part of the relay. */
+		char host[CONFIG_HOSTNAME_MAX + 1] = "";
+		if (code != 0 && strcmp(relay, "none") != 0)
+			snprintf(host, sizeof(host), "%.*s", (int)strcspn(relay, "["), relay);
+		if (result == EXPIRED) {
+			char expired[sizeof(reason) + 64];
+			snprintf(expired, sizeof(expired),
+				 "delivery time expired after %us in the queue; the last attempt "
+				 "said: %s",
+				 lifetime / 1000, reason);
+			bounce_add(ob->bounces, r, "4.4.7", expired, NULL);
+		} else {
+			bounce_add(ob->bounces, r, NULL, reason, host[0] ? host : NULL);
+		}
 		break;
+	}
 	case DEFERRED: {
 		uint64_t until =
 			ob->worker->now_ms + outbound_backoff_ms(s, sched_rcpt_attempts(r) + 1);
@@ -581,6 +595,12 @@ static int outbound_service_start(struct worker *w, void *arg, void **state)
 		list_init(&ob->buckets[i]);
 	list_init(&ob->active);
 	list_init(&ob->sessions);
+	ob->bounces = bounce_new(ob);
+	if (ob->bounces == NULL) {
+		free(ob->buckets);
+		free(ob);
+		return -ENOMEM;
+	}
 	struct sched_hooks hooks = {
 		.held = outbound_hook_held,
 		.ready = outbound_hook_ready,
@@ -598,7 +618,9 @@ static int outbound_service_start(struct worker *w, void *arg, void **state)
 static void outbound_service_before_wait(struct worker *w, void *state)
 {
 	(void)w;
-	outbound_run(state);
+	struct outbound *ob = state;
+	outbound_run(ob);
+	bounce_run(ob->bounces);
 }
 
 static void outbound_drain_sessions(struct outbound *ob, bool cut)
@@ -637,7 +659,8 @@ static void outbound_service_drain(struct worker *w, void *state)
 static bool outbound_service_idle(struct worker *w, void *state)
 {
 	(void)w;
-	return ((struct outbound *)state)->connections == 0;
+	const struct outbound *ob = state;
+	return ob->connections == 0 && bounce_idle(ob->bounces);
 }
 
 static void outbound_service_stop(struct worker *w, void *state)
@@ -658,6 +681,7 @@ static void outbound_service_stop(struct worker *w, void *state)
 		}
 	}
 	free(ob->buckets);
+	bounce_free(ob->bounces);
 	free(ob);
 }
 

@@ -23,8 +23,8 @@
  *   2xx                      delivered: sched_finish(DELIVERED)
  *   4xx, connection lost,    deferred: sched_defer, retry_initial *
  *   timeout                  retry_factor^(attempts-1), at most retry_max
- *   5xx, or older than the   failed: sched_finish(FAILED)
- *   queue lifetime
+ *   5xx, or older than the   failed: bounced (net/bounce.h: a DSN to the
+ *   queue lifetime           sender, then sched_finish FAILED)
  *
  * Shutdown: no new transaction starts; those under way may finish for
  * shutdown_timeout, then their connections are cut and their recipients
@@ -51,6 +51,7 @@
 
 struct queue;
 struct queue_rcpt;
+struct bounce;
 struct queue_store;
 struct outbound_session;
 
@@ -148,6 +149,7 @@ struct outbound {
 	unsigned connections;
 	bool draining;
 	struct timer drain_timer;             /* past shutdown_timeout: what is open is cut */
+	struct bounce *bounces;               /* failed recipients on their way to a DSN */
 	uint64_t delivered, deferred, failed; /* recipients, for the counters to come */
 };
 

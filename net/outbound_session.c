@@ -36,7 +36,9 @@ struct outbound_session {
 	struct queue_rcpt **rcpts;
 	const char **rcpt_addresses;
 	size_t *rcpt_lens;
-	bool *accepted;
+	/* A recipient's own refusal at RCPT, kept until the transaction ends:
+	 * a message's failures make one DSN. NULL: none. */
+	struct smtp_reply **refused;
 	unsigned nrcpts;
 	struct sched_message info;
 	struct smtp_client_message msg;
@@ -104,20 +106,42 @@ static void session_body_close(struct outbound_session *s)
 	}
 }
 
-/* Every recipient still in hand gets this outcome, the body let go of
- * first (the last outcome may end the message). */
+/* The recipients in hand get their outcomes, the body let go of first
+ * (the last outcome may end the message): a recipient refused at RCPT its
+ * own reply, every other one this one. */
 static void session_end_transaction(struct outbound_session *s, int code, const char *status,
-				    const char *reply, bool only_accepted)
+				    const char *reply)
 {
 	session_body_close(s);
 	for (unsigned i = 0; i < s->nrcpts; i++) {
-		if (s->rcpts[i] == NULL || (only_accepted && !s->accepted[i]))
-			continue;
-		outbound_outcome(s->dest, s->rcpts[i], code, status, reply, s->relay);
+		struct smtp_reply *own = s->refused[i];
+		if (s->rcpts[i] != NULL) {
+			if (own != NULL)
+				outbound_outcome(s->dest, s->rcpts[i], own->code, own->status,
+						 own->text, s->relay);
+			else
+				outbound_outcome(s->dest, s->rcpts[i], code, status, reply,
+						 s->relay);
+		}
 		s->rcpts[i] = NULL;
+		free(own);
+		s->refused[i] = NULL;
 	}
 	s->nrcpts = 0;
 	s->body_ended = false;
+}
+
+static void session_free(struct outbound_session *s)
+{
+	if (s->refused != NULL)
+		for (unsigned i = 0; i < s->ob->settings->rcpts_per_transaction; i++)
+			free(s->refused[i]);
+	buf_release(&s->out);
+	free(s->rcpts);
+	free(s->rcpt_addresses);
+	free(s->rcpt_lens);
+	free(s->refused);
+	free(s);
 }
 
 static int session_alloc_transaction(struct outbound_session *s, size_t max)
@@ -125,8 +149,8 @@ static int session_alloc_transaction(struct outbound_session *s, size_t max)
 	s->rcpts = calloc(max, sizeof(*s->rcpts));
 	s->rcpt_addresses = calloc(max, sizeof(*s->rcpt_addresses));
 	s->rcpt_lens = calloc(max, sizeof(*s->rcpt_lens));
-	s->accepted = calloc(max, sizeof(*s->accepted));
-	return s->rcpts && s->rcpt_addresses && s->rcpt_lens && s->accepted ? 0 : -ENOMEM;
+	s->refused = calloc(max, sizeof(*s->refused));
+	return s->rcpts && s->rcpt_addresses && s->rcpt_lens && s->refused ? 0 : -ENOMEM;
 }
 
 static void session_go_idle(struct outbound_session *s)
@@ -154,7 +178,6 @@ static void session_next(struct outbound_session *s)
 		sched_rcpt_message(s->rcpts[0], &s->info);
 		for (size_t i = 0; i < n; i++) {
 			s->rcpt_addresses[i] = sched_rcpt_address(s->rcpts[i], &s->rcpt_lens[i]);
-			s->accepted[i] = false;
 		}
 		s->msg = (struct smtp_client_message){
 			.sender = s->info.sender,
@@ -174,13 +197,11 @@ static void session_next(struct outbound_session *s)
 		/* Refused before a byte was sent: fail it, take the next. */
 		if (r == -EMSGSIZE)
 			session_end_transaction(s, 552, "5.3.4",
-						"message size exceeds the next hop's SIZE limit",
-						false);
+						"message size exceeds the next hop's SIZE limit");
 		else
 			session_end_transaction(s, 553, "5.6.7",
 						"the message needs SMTPUTF8, which the next hop "
-						"does not offer",
-						false);
+						"does not offer");
 	}
 }
 
@@ -208,8 +229,7 @@ static void session_body_run(struct queue_body_reader *rd, int status, const cha
 	if (status < 0) {
 		/* The spool could not be read: nothing sent can end the
 		 * message now, so the connection goes, the recipients wait. */
-		session_end_transaction(s, 451, "4.3.0", "the queued message could not be read",
-					false);
+		session_end_transaction(s, 451, "4.3.0", "the queued message could not be read");
 		conn_abort(&s->conn);
 		return;
 	}
@@ -234,8 +254,7 @@ static void session_body_more(struct outbound_session *s)
 	} else if (r == -EMFILE) {
 		conn_alarm(&s->conn, SESSION_PIN_RETRY_MS);
 	} else if (r < 0) {
-		session_end_transaction(s, 451, "4.3.0", "the queued message could not be read",
-					false);
+		session_end_transaction(s, 451, "4.3.0", "the queued message could not be read");
 		conn_abort(&s->conn);
 	}
 }
@@ -248,8 +267,7 @@ static void session_body_start(struct outbound_session *s)
 		return;
 	}
 	if (r < 0) {
-		session_end_transaction(s, 451, "4.3.0", "out of memory reading the message",
-					false);
+		session_end_transaction(s, 451, "4.3.0", "out of memory reading the message");
 		conn_abort(&s->conn);
 		return;
 	}
@@ -277,14 +295,13 @@ static void session_ready(struct smtp_client *c)
 static void session_rcpt(struct smtp_client *c, unsigned i, const struct smtp_reply *r)
 {
 	struct outbound_session *s = session_of_client(c);
-	if (r->code >= 200 && r->code < 300) {
-		s->accepted[i] = true;
+	if (r->code >= 200 && r->code < 300)
 		return;
-	}
-	/* Refused at RCPT: its outcome now (the others of the message keep
-	 * it alive: nothing here ends the message under the body reader). */
-	outbound_outcome(s->dest, s->rcpts[i], r->code, r->status, r->text, s->relay);
-	s->rcpts[i] = NULL;
+	/* Its outcome comes with the others', at the transaction's end. */
+	s->refused[i] = malloc(sizeof(*r));
+	if (s->refused[i] != NULL)
+		*s->refused[i] = *r;
+	/* else it takes the transaction's reply: tried again, at worst */
 }
 
 static void session_body(struct smtp_client *c)
@@ -295,10 +312,8 @@ static void session_body(struct smtp_client *c)
 static void session_message(struct smtp_client *c, unsigned accepted, const struct smtp_reply *r)
 {
 	struct outbound_session *s = session_of_client(c);
-	(void)accepted;
-	session_end_transaction(s, r->code, r->status, r->text, !s->client.mail_refused);
-	/* Those refused at RCPT are told already; anything left (MAIL
-	 * refused) took r above. */
+	(void)accepted; /* those refused at RCPT have their own reply */
+	session_end_transaction(s, r->code, r->status, r->text);
 	smtp_client_reset(c);
 	conn_flush(&s->conn);
 }
@@ -312,7 +327,7 @@ static void session_failed(struct smtp_client *c, const struct smtp_reply *r)
 	/* A conversation that broke defers what it held, whatever the code:
 	 * a 5xx greeting or a protocol error says nothing of the recipients. */
 	int code = r->code >= 400 && r->code < 500 ? r->code : 0;
-	session_end_transaction(s, code, r->status, why, false);
+	session_end_transaction(s, code, r->status, why);
 	if (s->greeted)
 		log_event(LOG_LEVEL_INFO, "event=outbound_closed relay=%s reason=\"%s\"", s->relay,
 			  why);
@@ -448,17 +463,12 @@ static void session_release(struct outbound_session *s)
 	for (unsigned i = 0; i < s->nrcpts; i++)
 		if (s->rcpts[i] != NULL)
 			sched_return(s->ob->queue, s->rcpts[i]);
-	s->nrcpts = 0;
+	s->nrcpts = 0; /* session_free frees what they were refused with */
 	if (list_linked(&s->idle_link))
 		list_remove(&s->idle_link);
 	list_remove(&s->all_link);
 	struct outbound_dest *d = s->dest;
-	buf_release(&s->out);
-	free(s->rcpts);
-	free(s->rcpt_addresses);
-	free(s->rcpt_lens);
-	free(s->accepted);
-	free(s);
+	session_free(s);
 	outbound_session_gone(d);
 }
 
@@ -514,22 +524,15 @@ int outbound_session_start(struct outbound_dest *d, unsigned hop_index)
 	};
 	int r = conn_connect(&s->conn, &setup, &target);
 	if (r != 0) {
-		free(s->rcpts);
-		free(s->rcpt_addresses);
-		free(s->rcpt_lens);
-		free(s->accepted);
-		free(s);
+		session_free(s);
 		return r;
 	}
 	list_insert_tail(&ob->sessions, &s->all_link);
 	return 0;
 fail:
 	if (s != NULL) {
-		free(s->rcpts);
-		free(s->rcpt_addresses);
-		free(s->rcpt_lens);
-		free(s->accepted);
-		free(s);
+		s->ob = ob;
+		session_free(s);
 	}
 	return -ENOMEM;
 }

@@ -39,6 +39,7 @@ class Server:
         self.record = open(args.record, "a", buffering=1) if args.record else None
 
     def log(self, obj):
+        obj["t"] = round(time.time(), 4)
         if self.record:
             with self.lock:
                 self.record.write(json.dumps(obj) + "\n")
@@ -151,6 +152,9 @@ class Server:
                 conn, _ = s.accept()
             except socket.timeout:
                 continue
+            # Replies are written one by one: without this, Nagle holds each
+            # behind the ACK of the one before.
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self.lock:
                 self.connections += 1
                 number = self.connections

@@ -127,15 +127,16 @@ static void start_ferryd(struct ferry_instance *fi, const char *extra)
 
 /* One message from alice to `rcpts` (NULL-terminated) with `body` (lines
  * ending in CRLF, dot-stuffed as sent); its queue id to id. */
-static void send_message(const struct ferry_instance *fi, const char *const *rcpts,
-			 const char *body, char id[32])
+static void send_message_from(const struct ferry_instance *fi, const char *from,
+			      const char *const *rcpts, const char *body, char id[32])
 {
 	struct smtp_client c;
 	struct smtp_reply r;
 	char line[512];
 	connect_greeted(&c, fi);
 	expect_command(&c, "EHLO client.example", 250, NULL);
-	expect_command(&c, "MAIL FROM:<alice@client.example>", 250, NULL);
+	snprintf(line, sizeof(line), "MAIL FROM:<%s>", from);
+	expect_command(&c, line, 250, NULL);
 	for (const char *const *p = rcpts; *p != NULL; p++) {
 		snprintf(line, sizeof(line), "RCPT TO:<%s>", *p);
 		expect_command(&c, line, 250, NULL);
@@ -148,6 +149,12 @@ static void send_message(const struct ferry_instance *fi, const char *const *rcp
 		cr_assert(smtp_reply_queue_id(&r, id, 32), "no queue id in '%s'", r.text);
 	expect_command(&c, "QUIT", 221, NULL);
 	smtp_client_close(&c);
+}
+
+static void send_message(const struct ferry_instance *fi, const char *const *rcpts,
+			 const char *body, char id[32])
+{
+	send_message_from(fi, "alice@client.example", rcpts, body, id);
 }
 
 /* Wait until the log has `want` lines holding `text`. */
@@ -480,5 +487,70 @@ Test(delivery, postfix_smtp_sink_receives_every_message)
 	cr_assert_eq(rcpt_args, N, "a transaction lacks a recipient");
 	cr_assert_eq(bodies, N, "a body arrived changed");
 	cr_assert_eq(received, N, "ferry's Received: field is missing");
+	stop_ferryd_cleanly(&fi);
+}
+
+/*
+ * Recipients refused for good come back to the sender as one delivery
+ * status notification (RFC 3464) per message, from the null sender, with
+ * the fields a postmaster reads; the rest of the message is delivered.
+ * A message from the null sender that fails gets no DSN.
+ */
+Test(delivery, failed_recipients_bounce_as_one_dsn_and_bounces_do_not_bounce)
+{
+	static const char *const options[] = {"--rcpt", "bad@odd.test=550 5.1.1 no such user",
+					      "--rcpt", "worse@odd.test=553 5.1.3 bad address",
+					      NULL};
+	struct next_hop hop = {0};
+	next_hop_start(&hop, options);
+	char extra[512];
+	snprintf(extra, sizeof(extra),
+		 "[domain odd.test]\ntransport = [127.0.0.1]:%d\n"
+		 "[domain client.example]\ntransport = [127.0.0.1]:%d\n",
+		 hop.port, hop.port);
+	struct ferry_instance fi;
+	start_ferryd(&fi, extra);
+	static const char *const rcpts[] = {"good@odd.test", "bad@odd.test", "worse@odd.test",
+					    NULL};
+	char id[32];
+	send_message(&fi, rcpts, body_text, id);
+	cr_assert_eq(next_hop_wait(&hop, "\"rcpts\": [\"alice@client.example\"]", 1, WAIT_MS), 1,
+		     "no DSN reached the sender");
+	harness_sleep_ms(500);
+	cr_assert_eq(next_hop_count(&hop, "\"rcpts\": [\"alice@client.example\"]"), 1,
+		     "more than one DSN for one message");
+	cr_assert_eq(next_hop_count(&hop, "\"from\": \"\""), 1, "the DSN is not from <>");
+	static const char *const fields[] = {
+		"Content-Type: multipart/report; report-type=delivery-status",
+		"Auto-Submitted: auto-replied",
+		"Reporting-MTA: dns; relay.test",
+		"Final-Recipient: rfc822; bad@odd.test",
+		"Final-Recipient: rfc822; worse@odd.test",
+		"Action: failed",
+		"Status: 5.1.1",
+		"Status: 5.1.3",
+		"Remote-MTA: dns; 127.0.0.1",
+		"Diagnostic-Code: smtp; 550 5.1.1 no such user",
+		"Diagnostic-Code: smtp; 553 5.1.3 bad address",
+		/* The original's header section, ferry's Received: first. */
+		"text/rfc822-headers\\r\\nContent-Description: Undelivered Message "
+		"Headers\\r\\n\\r\\nReceived: from client.example",
+	};
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+		cr_assert_eq(next_hop_count(&hop, fields[i]), 1, "the DSN lacks '%s'", fields[i]);
+	cr_assert_eq(next_hop_count(&hop, "Final-Recipient: rfc822; good@odd.test"), 0);
+	char field[64];
+	snprintf(field, sizeof(field), "X-Ferry-Queue-ID: %s", id);
+	cr_assert_eq(next_hop_count(&hop, field), 1, "the DSN does not name the queue id");
+	cr_assert_eq(next_hop_count(&hop, "Subject: to the next hop"), 2,
+		     "the original's headers are not in the DSN (or it was delivered twice)");
+	cr_assert_eq(log_wait(&fi, "event=bounce queue_id=", 1, WAIT_MS), 1);
+
+	/* A bounce that fails ends there. */
+	static const char *const bad[] = {"bad@odd.test", NULL};
+	send_message_from(&fi, "", bad, body_text, NULL);
+	cr_assert_eq(log_wait(&fi, "event=bounce_skipped", 1, WAIT_MS), 1);
+	harness_sleep_ms(500);
+	cr_assert_eq(next_hop_count(&hop, "\"from\": \"\""), 1, "a bounce was bounced");
 	stop_ferryd_cleanly(&fi);
 }
