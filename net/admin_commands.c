@@ -417,8 +417,9 @@ static void admin_answer_move(const struct admin_commands *c, enum admin_command
 	struct admin_request *req = admin_ask_workers(c, command, only, arg, arg_len, &why);
 	if (req == NULL) {
 		/* Abandoned after it was sent: the worker may still do it. */
-		buf_printf(answer, "error: %s (the %s may still take effect; see `queue`)\n", why,
-			   admin_commands[command].name);
+		buf_printf(answer,
+			   "error: %s (the %s may still take effect; check with queue or list)\n",
+			   why, admin_commands[command].name);
 		return;
 	}
 	unsigned long moved = 0;
