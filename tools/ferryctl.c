@@ -6,9 +6,9 @@
  *
  * Online (the default) it asks a running ferryd over <spool>/ferryctl.sock
  * (protocol: net/admin.h, docs/operations.md). Offline (--spool DIR) it
- * reads the spool's segment files itself through the spool view
- * (queue/spool_view.h: read-only, nothing cut or moved), so it works on a
- * stopped ferryd's spool, on a copy, and beside a running ferryd.
+ * reads the spool's segment files itself (tools/ferryctl_offline.h), so
+ * it works on a stopped ferryd's spool, on a copy, and beside a running
+ * ferryd.
  *
  * Both ways produce the same text body (the admin protocol's), and one
  * formatter turns it into the tables an operator reads, so the two views
@@ -41,6 +41,7 @@
 #include "net/admin.h"
 #include "queue/queue.h"
 #include "queue/spool_view.h"
+#include "tools/ferryctl_offline.h"
 
 #define CTL_OK    0
 #define CTL_ERROR 1
@@ -742,220 +743,6 @@ static int ctl_ask(const char *path, const char *request, struct buf *answer)
 	return CTL_OK;
 }
 
-/* ---- offline: the spool view ------------------------------------------------------- */
-
-/* Read dir's spool view. CTL_OK, or CTL_ERROR (said). */
-static int off_open(const char *dir, struct spool_view **out)
-{
-	char err[PATH_MAX + 256];
-	int r = spool_view_open(out, dir, err, sizeof(err));
-	if (r == 0)
-		return CTL_OK;
-	fprintf(stderr, "ferryctl: %s%s\n", err, r == -ENOENT ? " (is it a ferry spool?)" : "");
-	return CTL_ERROR;
-}
-
-/* What the view left out, and what it found torn, said on stderr. */
-static void off_say_verdicts(const struct spool_view *v)
-{
-	for (unsigned i = 0; i < v->corrupt + v->unreadable; i++) {
-		const struct spool_view_segment *s = &v->left_out[i];
-		if (s->corrupt)
-			fprintf(stderr,
-				"ferryctl: warning: segment %s is corrupt after offset %llu; its "
-				"messages are not shown\n",
-				s->name, (unsigned long long)s->end);
-		else
-			fprintf(stderr, "ferryctl: warning: segment %s could not be read\n",
-				s->name);
-	}
-	if (v->torn > 0)
-		fprintf(stderr,
-			"ferryctl: note: %u segment%s end%s in an incomplete batch (ferryd is "
-			"writing it, or it crashed): nothing there was acknowledged\n",
-			v->torn, v->torn == 1 ? "" : "s", v->torn == 1 ? "s" : "");
-}
-
-static bool off_rcpt_queued(const struct spool_view_rcpt *r)
-{
-	return r->state == SPOOL_VIEW_QUEUED || r->state == SPOOL_VIEW_DEFERRED;
-}
-
-struct off_entry {
-	const char *domain;
-	const struct spool_view_message *message;
-	const struct spool_view_rcpt *rcpt;
-};
-
-static int off_entry_cmp(const void *a, const void *b)
-{
-	return strcmp(((const struct off_entry *)a)->domain, ((const struct off_entry *)b)->domain);
-}
-
-/* queue: the admin protocol's lines, one per destination. */
-static int off_report_destinations(const struct spool_view *v, struct buf *out)
-{
-	size_t n = 0, cap = 0;
-	for (size_t i = 0; i < v->count; i++)
-		if (!v->messages[i].done)
-			cap += v->messages[i].nrcpts;
-	struct off_entry *all = malloc((cap + 1) * sizeof(*all));
-	if (all == NULL)
-		return -ENOMEM;
-	for (size_t i = 0; i < v->count; i++) {
-		const struct spool_view_message *m = &v->messages[i];
-		for (unsigned k = 0; !m->done && k < m->nrcpts; k++)
-			if (off_rcpt_queued(&m->rcpts[k]))
-				all[n++] = (struct off_entry){m->rcpts[k].domain, m, &m->rcpts[k]};
-	}
-	if (n > 0)
-		qsort(all, n, sizeof(*all), off_entry_cmp);
-	for (size_t i = 0; i < n;) {
-		size_t j = i;
-		unsigned long long ready = 0, deferred = 0;
-		long long oldest = 0;
-		for (; j < n && strcmp(all[j].domain, all[i].domain) == 0; j++) {
-			bool is_deferred = all[j].rcpt->state == SPOOL_VIEW_DEFERRED;
-			ready += !is_deferred;
-			deferred += is_deferred;
-			if (oldest == 0 || all[j].message->arrival_ms < oldest)
-				oldest = all[j].message->arrival_ms;
-		}
-		buf_printf(out, "%s %llu %llu %llu 0 0 %lld\n", all[i].domain, ready + deferred,
-			   ready, deferred, oldest);
-		i = j;
-	}
-	free(all);
-	return 0;
-}
-
-static void off_report_domain(const struct spool_view *v, const char *domain, struct buf *out)
-{
-	char sender[CTL_QUOTED], rcpt[CTL_QUOTED];
-	for (size_t i = 0; i < v->count; i++) {
-		const struct spool_view_message *m = &v->messages[i];
-		for (unsigned k = 0; !m->done && k < m->nrcpts; k++) {
-			const struct spool_view_rcpt *r = &m->rcpts[k];
-			if (!off_rcpt_queued(r) || strcmp(r->domain, domain) != 0)
-				continue;
-			if (m->sender_len == 0)
-				snprintf(sender, sizeof(sender), "<>");
-			else
-				log_quote(sender, sizeof(sender), m->sender, m->sender_len);
-			log_quote(rcpt, sizeof(rcpt), r->address, r->len);
-			/* As ferryd's list; the replies are not in the view. */
-			buf_printf(out, "%s %s %u %lld %llu %s %s %lld \"\"\n", m->id,
-				   r->state == SPOOL_VIEW_DEFERRED ? "deferred" : "ready",
-				   r->attempts, (long long)m->arrival_ms,
-				   (unsigned long long)m->body_len, sender, rcpt,
-				   r->state == SPOOL_VIEW_DEFERRED ? (long long)r->next_attempt_ms
-								   : 0LL);
-		}
-	}
-}
-
-/* off_report_message: the message's body moved since the view was taken. */
-#define OFF_MOVED 2
-
-/*
- * show: the admin protocol's answer body for one message. 1, or 0 if it
- * is not there, or OFF_MOVED (only when `moved_ok` is false, with nothing
- * appended) when compaction moved it under the reader: read the view
- * again.
- */
-static int off_report_message(const struct spool_view *v, const char *id, bool moved_ok,
-			      struct buf *out)
-{
-	const struct spool_view_message *m = spool_view_find(v, id);
-	if (m == NULL || m->done)
-		return 0;
-	struct buf headers = {0};
-	char why[256];
-	int r = spool_view_read_headers(v->segments_fd, m->writer, m->extents, m->nextents,
-					ADMIN_HEADERS_MAX, &headers, why, sizeof(why));
-	if (r == SPOOL_VIEW_MOVED && !moved_ok) {
-		buf_release(&headers);
-		return OFF_MOVED;
-	}
-	char quoted[CTL_QUOTED];
-	buf_printf(out, "id %s\narrival %lld\nsize %llu\n", m->id, (long long)m->arrival_ms,
-		   (unsigned long long)m->body_len);
-	buf_printf(out, "client %s\n", log_quote(quoted, sizeof(quoted), m->client, m->client_len));
-	buf_printf(out, "helo %s\n", log_quote(quoted, sizeof(quoted), m->helo, m->helo_len));
-	buf_printf(out, "sender %s\n",
-		   m->sender_len ? log_quote(quoted, sizeof(quoted), m->sender, m->sender_len)
-				 : "<>");
-	for (unsigned i = 0; i < m->nparams; i++)
-		buf_printf(out, "param %s\n",
-			   log_quote(quoted, sizeof(quoted), m->params[i].text, m->params[i].len));
-	static const char *const states[] = {[SPOOL_VIEW_QUEUED] = "queued",
-					     [SPOOL_VIEW_DEFERRED] = "deferred",
-					     [SPOOL_VIEW_DELIVERED] = "delivered",
-					     [SPOOL_VIEW_FAILED] = "failed"};
-	for (unsigned i = 0; i < m->nrcpts; i++) /* every one, as ferryd answers */
-		buf_printf(out, "rcpt %s %s %u \"\"\n",
-			   log_quote(quoted, sizeof(quoted), m->rcpts[i].address, m->rcpts[i].len),
-			   states[m->rcpts[i].state], m->rcpts[i].attempts);
-	for (uint32_t i = 0; i < m->nextents; i++) {
-		char name[SPOOL_VIEW_SEGMENT_NAME_MAX];
-		spool_view_segment_name(name, m->writer, m->extents[i].sequence);
-		buf_printf(out, "body %s %llu %u\n", name, (unsigned long long)m->extents[i].offset,
-			   m->extents[i].len);
-	}
-	if (r != 0)
-		buf_printf(out, "headers-error %s\n", why);
-	buf_printf(out, "\n");
-	buf_append(out, buf_head(&headers), buf_len(&headers));
-	buf_release(&headers);
-	return 1;
-}
-
-/* Segments the offline view had to leave out (corrupt, unreadable): the
- * answer is printed, but ferryctl exits 1. */
-static unsigned off_left_out;
-
-/* The same answer ferryd would give ("ok\n..." or "error: ...\n"). */
-static int off_answer(const char *dir, enum ctl_command command, const char *arg,
-		      struct buf *answer)
-{
-	struct spool_view *v = NULL;
-	struct buf body = {0};
-	int found = 1;
-	/* A show reads the headers after the view was taken; a compaction
-	 * may have moved the message in between: then read the view once
-	 * more, as ferryd is asked once more online. */
-	for (int attempt = 0;; attempt++) {
-		spool_view_close(v);
-		v = NULL;
-		if (off_open(dir, &v) != CTL_OK) {
-			buf_release(&body);
-			return CTL_ERROR;
-		}
-		buf_clear(&body);
-		if (command == CTL_QUEUE)
-			found = off_report_destinations(v, &body) == 0 ? 1 : -1;
-		else if (command == CTL_LIST)
-			off_report_domain(v, arg, &body);
-		else
-			found = off_report_message(v, arg, attempt > 0, &body);
-		if (found != OFF_MOVED)
-			break;
-	}
-	off_say_verdicts(v);
-	off_left_out = v->corrupt + v->unreadable;
-	if (found > 0) {
-		buf_printf(answer, "ok\n");
-		buf_append(answer, buf_head(&body), buf_len(&body));
-	} else if (found == 0) {
-		buf_printf(answer, "error: no message %s in the queue\n", arg);
-	} else {
-		buf_printf(answer, "error: out of memory\n");
-	}
-	buf_release(&body);
-	spool_view_close(v);
-	return CTL_OK;
-}
-
 /* ---- main ----------------------------------------------------------------------- */
 
 /* Check the command's argument as ferryd does, then normalise its case. */
@@ -1084,8 +871,17 @@ int main(int argc, char **argv)
 	log_setup(LOG_LEVEL_ERROR, LOG_TO_STDERR);
 	struct buf answer = {0};
 	int status;
+	/* Segments the offline view had to leave out (corrupt, unreadable):
+	 * the answer is printed, but ferryctl exits 1. */
+	unsigned left_out = 0;
 	if (spool_dir != NULL) {
-		status = off_answer(spool_dir, command, arg, &answer);
+		static const enum ferryctl_view views[] = {[CTL_QUEUE] = FERRYCTL_QUEUE,
+							   [CTL_LIST] = FERRYCTL_LIST,
+							   [CTL_SHOW] = FERRYCTL_SHOW};
+		status = ferryctl_offline_answer(spool_dir, views[command], arg, &answer,
+						 &left_out) == 0
+				 ? CTL_OK
+				 : CTL_ERROR;
 	} else {
 		char where[PATH_MAX + 64];
 		if (socket_path == NULL) {
@@ -1150,9 +946,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ferryctl: writing the output: %s\n", strerror(errno));
 		return CTL_ERROR;
 	}
-	if (status == CTL_OK && off_left_out > 0) {
+	if (status == CTL_OK && left_out > 0) {
 		fprintf(stderr, "ferryctl: %u segment%s left out of this view (see above)\n",
-			off_left_out, off_left_out == 1 ? " was" : "s were");
+			left_out, left_out == 1 ? " was" : "s were");
 		status = CTL_ERROR;
 	}
 	return status;
