@@ -23,19 +23,13 @@
 #include "core/buf.h"
 #include "core/log.h"
 #include "core/worker.h"
-#include "core/xmsg.h"
-#include "queue/queue.h"
-#include "queue/spool_view.h"
+#include "net/admin_commands.h"
 
-#define ADMIN_SOCKET_TEMP   ADMIN_SOCKET_NAME ".new"
-#define ADMIN_READ_MS       5000  /* for the request line */
-#define ADMIN_WRITE_MS      30000 /* for the whole answer */
-#define ADMIN_WORKERS_MS    5000  /* for every worker's part */
-#define ADMIN_ACCEPT_PAUSE  100   /* ms, after accept ran out of descriptors */
-#define ADMIN_BACKLOG       16
-#define ADMIN_LIST_PER_TURN 2048 /* recipients a worker lists in one loop turn */
-
-enum admin_command { ADMIN_QUEUE, ADMIN_LIST, ADMIN_SHOW };
+#define ADMIN_SOCKET_TEMP  ADMIN_SOCKET_NAME ".new"
+#define ADMIN_READ_MS      5000  /* for the request line */
+#define ADMIN_WRITE_MS     30000 /* for the whole answer */
+#define ADMIN_ACCEPT_PAUSE 100   /* ms, after accept ran out of descriptors */
+#define ADMIN_BACKLOG      16
 
 struct admin;
 
@@ -56,13 +50,10 @@ struct admin_client {
 	uint64_t on_peer_since; /* CLOCK_MONOTONIC ms */
 };
 
-static const char *const admin_command_names[] = {"queue", "list", "show"};
-
 struct admin {
-	struct queue_store *store;
+	struct admin_commands commands; /* its segments_fd is ours to close */
 	char *spool_dir;
-	int spool_fd;    /* the spool directory: the socket lives there */
-	int segments_fd; /* <spool>/segments, for reading headers */
+	int spool_fd; /* the spool directory: the socket lives there */
 	int listen_fd;
 	int stop_fd; /* eventfd: admin_stop() wakes the thread */
 	pthread_t thread;
@@ -71,317 +62,6 @@ struct admin {
 	pthread_mutex_t lock; /* the clients' shared fields */
 	struct admin_client clients[ADMIN_MAX_CLIENTS];
 };
-
-/* ---- one request, answered by every worker --------------------------------- */
-
-struct admin_request;
-
-/* One worker's part: its handler fills `out` on that worker's thread. */
-struct admin_part {
-	struct xmsg link;
-	struct admin_request *request;
-	struct queue *queue;
-	struct buf out;
-	int found;                         /* show: queue_report_message() found the message */
-	struct queue_report_cursor cursor; /* list: where the last turn stopped */
-};
-
-/*
- * Shared by the admin thread and the workers. refs counts the admin
- * thread's hold plus every part whose handler has not finished; whoever
- * drops the last one frees it, so a request the admin gave up on (a worker
- * slow to answer) is freed by that worker, never under it.
- */
-struct admin_request {
-	pthread_mutex_t lock;
-	pthread_cond_t done;
-	unsigned refs;
-	unsigned pending; /* parts not answered yet */
-	bool abandoned;   /* the admin stopped waiting: skip the work */
-	enum admin_command command;
-	char arg[ADMIN_REQUEST_MAX + 1];
-	size_t arg_len;
-	uint32_t nparts;
-	struct admin_part parts[];
-};
-
-static void admin_request_free(struct admin_request *req)
-{
-	for (uint32_t i = 0; i < req->nparts; i++)
-		buf_release(&req->parts[i].out);
-	pthread_cond_destroy(&req->done);
-	pthread_mutex_destroy(&req->lock);
-	free(req);
-}
-
-/* Drop one reference; `answered`: a part's handler is done with it. */
-static void admin_request_release(struct admin_request *req, bool answered)
-{
-	pthread_mutex_lock(&req->lock);
-	if (answered && --req->pending == 0)
-		pthread_cond_signal(&req->done);
-	bool last = --req->refs == 0;
-	pthread_mutex_unlock(&req->lock);
-	if (last)
-		admin_request_free(req);
-}
-
-/* On the worker that owns part->queue. */
-static void admin_part_run(struct xmsg *msg)
-{
-	struct admin_part *part = container_of(msg, struct admin_part, link);
-	struct admin_request *req = part->request;
-	pthread_mutex_lock(&req->lock);
-	bool wanted = !req->abandoned;
-	pthread_mutex_unlock(&req->lock);
-	if (wanted) {
-		switch (req->command) {
-		case ADMIN_QUEUE:
-			queue_report_destinations(part->queue, &part->out);
-			break;
-		case ADMIN_LIST:
-			/* A bounded share per loop turn: the rest on the next
-			 * one, the part sent again to this same worker. */
-			if (queue_report_domain(part->queue, req->arg, req->arg_len, &part->cursor,
-						ADMIN_LIST_PER_TURN, &part->out) == 1) {
-				worker_send(queue_worker(part->queue), &part->link, admin_part_run);
-				return;
-			}
-			break;
-		case ADMIN_SHOW:
-			part->found = queue_report_message(part->queue, req->arg, &part->out);
-			break;
-		}
-	}
-	admin_request_release(req, true);
-}
-
-/*
- * Ask every worker for its part and wait at most ADMIN_WORKERS_MS. Returns
- * the request with every part answered (the caller releases it), or NULL
- * with *why set.
- */
-static struct admin_request *admin_ask_workers(struct admin *a, enum admin_command command,
-					       const char *arg, size_t arg_len, const char **why)
-{
-	uint32_t n = queue_store_workers(a->store);
-	struct admin_request *req = calloc(1, sizeof(*req) + n * sizeof(req->parts[0]));
-	*why = "ferryd is out of memory";
-	if (req == NULL)
-		return NULL;
-	pthread_condattr_t attr;
-	pthread_condattr_init(&attr);
-	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-	pthread_cond_init(&req->done, &attr);
-	pthread_condattr_destroy(&attr);
-	pthread_mutex_init(&req->lock, NULL);
-	req->command = command;
-	memcpy(req->arg, arg, arg_len);
-	req->arg[arg_len] = '\0';
-	req->arg_len = arg_len;
-	req->nparts = n;
-	req->refs = n + 1;
-	req->pending = n;
-	for (uint32_t i = 0; i < n; i++) {
-		req->parts[i].request = req;
-		req->parts[i].queue = queue_store_queue(a->store, i);
-	}
-	for (uint32_t i = 0; i < n; i++) {
-		struct queue *q = req->parts[i].queue;
-		struct worker *w = q != NULL ? queue_worker(q) : NULL;
-		if (w == NULL) /* not running: nothing of it to report */
-			admin_request_release(req, true);
-		else
-			worker_send(w, &req->parts[i].link, admin_part_run);
-	}
-
-	struct timespec deadline;
-	clock_gettime(CLOCK_MONOTONIC, &deadline);
-	deadline.tv_sec += ADMIN_WORKERS_MS / 1000;
-	deadline.tv_nsec += (long)(ADMIN_WORKERS_MS % 1000) * 1000000;
-	if (deadline.tv_nsec >= 1000000000) {
-		deadline.tv_sec++;
-		deadline.tv_nsec -= 1000000000;
-	}
-	pthread_mutex_lock(&req->lock);
-	while (req->pending > 0)
-		if (pthread_cond_timedwait(&req->done, &req->lock, &deadline) == ETIMEDOUT)
-			break;
-	bool answered = req->pending == 0;
-	if (!answered)
-		req->abandoned = true;
-	pthread_mutex_unlock(&req->lock);
-	if (answered)
-		return req;
-	log_event(LOG_LEVEL_ERROR,
-		  "event=admin_timeout command=%s waited_ms=%d note=\"a worker did not answer "
-		  "an operator request in time\"",
-		  admin_command_names[command], ADMIN_WORKERS_MS);
-	admin_request_release(req, false);
-	*why = "ferryd did not answer in time";
-	return NULL;
-}
-
-/* ---- show: the header section from the segment files ------------------------ */
-
-/*
- * Append the message's header section to out, reading the extents named by
- * the envelope's "body SEGMENT OFFSET LEN" lines, as many as
- * ADMIN_HEADERS_MAX needs. Returns 0, SPOOL_VIEW_MOVED (a segment named is
- * gone: compaction moved the message since the worker answered), or -errno,
- * with why set.
- */
-static int admin_read_headers(struct admin *a, const char *envelope, size_t envelope_len,
-			      struct buf *out, char *why, size_t why_size)
-{
-	struct queue_extent *extents = NULL;
-	size_t n = 0, cap = 0;
-	uint64_t covered = 0;
-	uint32_t writer = 0;
-	int r = 0;
-	const char *p = envelope, *stop = envelope + envelope_len;
-	while (p < stop && covered < ADMIN_HEADERS_MAX) {
-		const char *nl = memchr(p, '\n', (size_t)(stop - p));
-		const char *line = p;
-		size_t line_len = nl != NULL ? (size_t)(nl - p) : (size_t)(stop - p);
-		p = nl != NULL ? nl + 1 : stop;
-		char text[128];
-		if (line_len < 5 || memcmp(line, "body ", 5) != 0 || line_len >= sizeof(text))
-			continue;
-		memcpy(text, line, line_len);
-		text[line_len] = '\0';
-		char name[SPOOL_VIEW_SEGMENT_NAME_MAX + 1];
-		unsigned long long offset, len;
-		uint32_t line_writer;
-		uint64_t sequence;
-		/* One message's body lies in one writer's segments. */
-		if (sscanf(text, "body %32s %llu %llu", name, &offset, &len) != 3 ||
-		    !spool_view_parse_segment_name(name, &line_writer, &sequence) ||
-		    len > UINT32_MAX || (n > 0 && line_writer != writer)) {
-			snprintf(why, why_size, "bad body line from the store: %s", text);
-			r = -EINVAL;
-			break;
-		}
-		if (array_reserve(extents, cap, n + 1) != 0) {
-			snprintf(why, why_size, "out of memory");
-			r = -ENOMEM;
-			break;
-		}
-		extents[n++] = (struct queue_extent){sequence, offset, (uint32_t)len};
-		writer = line_writer;
-		covered += len;
-	}
-	if (r == 0)
-		r = spool_view_read_headers(a->segments_fd, writer, extents, n, ADMIN_HEADERS_MAX,
-					    out, why, why_size);
-	free(extents);
-	return r;
-}
-
-/* ---- requests and answers ------------------------------------------------------ */
-
-/* Answer one request line (printable, no line end) into answer. Returns
- * the command's name for the log, or "invalid". */
-static const char *admin_answer(struct admin *a, char *line, struct buf *answer)
-{
-	char *arg = strchr(line, ' ');
-	size_t arg_len = 0;
-	if (arg != NULL) {
-		*arg++ = '\0';
-		while (*arg == ' ')
-			arg++;
-		arg_len = strlen(arg);
-		while (arg_len > 0 && arg[arg_len - 1] == ' ')
-			arg[--arg_len] = '\0';
-	}
-	enum admin_command command;
-	if (strcmp(line, "queue") == 0) {
-		command = ADMIN_QUEUE;
-		if (arg_len > 0) {
-			buf_printf(answer, "error: 'queue' takes no argument\n");
-			return "invalid";
-		}
-	} else if (strcmp(line, "list") == 0) {
-		command = ADMIN_LIST;
-		if (!admin_domain_ok(arg, arg_len)) {
-			if (arg_len == 0)
-				buf_printf(answer, "error: usage: list DOMAIN\n");
-			else
-				buf_printf(answer, "error: '%s' is not a domain\n", arg);
-			return "invalid";
-		}
-		for (size_t i = 0; i < arg_len; i++)
-			arg[i] = (char)tolower((unsigned char)arg[i]);
-	} else if (strcmp(line, "show") == 0) {
-		command = ADMIN_SHOW;
-		if (!admin_queue_id_ok(arg, arg_len)) {
-			if (arg_len == 0)
-				buf_printf(answer, "error: usage: show QUEUEID\n");
-			else
-				buf_printf(
-					answer,
-					"error: '%s' is not a queue id (%d letters and digits)\n",
-					arg, QUEUE_ID_LEN);
-			return "invalid";
-		}
-		for (size_t i = 0; i < arg_len; i++)
-			arg[i] = (char)toupper((unsigned char)arg[i]);
-	} else {
-		buf_printf(answer,
-			   "error: unknown command '%s' (try: queue, list DOMAIN, show QUEUEID)\n",
-			   line);
-		return "invalid";
-	}
-
-	const char *why;
-	struct admin_request *req;
-	struct admin_part *shown = NULL;
-	struct buf headers = {0};
-	char why_headers[256];
-	int headers_status = 0;
-	/* A show's body extents are read here, after the worker answered; a
-	 * compaction may have moved the message in between (its old segment
-	 * is gone): then ask once more. */
-	for (int attempt = 0;; attempt++) {
-		req = admin_ask_workers(a, command, arg != NULL ? arg : "", arg_len, &why);
-		if (req == NULL || command != ADMIN_SHOW)
-			break;
-		shown = NULL;
-		for (uint32_t i = 0; i < req->nparts && shown == NULL; i++)
-			if (req->parts[i].found)
-				shown = &req->parts[i];
-		if (shown == NULL)
-			break;
-		buf_clear(&headers);
-		headers_status = admin_read_headers(a, buf_head(&shown->out), buf_len(&shown->out),
-						    &headers, why_headers, sizeof(why_headers));
-		if (headers_status != SPOOL_VIEW_MOVED || attempt > 0)
-			break;
-		admin_request_release(req, false);
-	}
-	if (req == NULL) {
-		buf_printf(answer, "error: %s\n", why);
-		return admin_command_names[command];
-	}
-	if (command == ADMIN_SHOW && shown == NULL) {
-		buf_printf(answer, "error: no message %s in the queue\n", arg);
-	} else if (command == ADMIN_SHOW) {
-		buf_printf(answer, "ok\n");
-		buf_append(answer, buf_head(&shown->out), buf_len(&shown->out));
-		if (headers_status != 0)
-			buf_printf(answer, "headers-error %s\n", why_headers);
-		buf_printf(answer, "\n");
-		buf_append(answer, buf_head(&headers), buf_len(&headers));
-	} else {
-		buf_printf(answer, "ok\n");
-		for (uint32_t i = 0; i < req->nparts; i++)
-			buf_append(answer, buf_head(&req->parts[i].out),
-				   buf_len(&req->parts[i].out));
-	}
-	buf_release(&headers);
-	admin_request_release(req, false);
-	return admin_command_names[command];
-}
 
 /* Wait for `events` on fd until deadline (CLOCK_MONOTONIC ms). 1: ready,
  * 0: timed out, -1: admin_stop() was called. */
@@ -447,8 +127,7 @@ static bool admin_read_request(struct admin *a, int fd, char *line, size_t size,
 		}
 	}
 	if (len == 0) {
-		buf_printf(answer,
-			   "error: empty request (try: queue, list DOMAIN, show QUEUEID)\n");
+		buf_printf(answer, "error: empty request (try: %s)\n", ADMIN_COMMANDS_HINT);
 		return false;
 	}
 	return true;
@@ -522,7 +201,7 @@ static void admin_serve(struct admin_client *c)
 		return;
 	}
 	if (asked)
-		command = admin_answer(a, line, &answer);
+		command = admin_commands_answer(&a->commands, line, &answer);
 	if (buf_len(&answer) == 0) {
 		buf_release(&answer);
 		return;
@@ -766,8 +445,8 @@ static void admin_free(struct admin *a)
 		close(a->listen_fd);
 	if (a->stop_fd >= 0)
 		close(a->stop_fd);
-	if (a->segments_fd >= 0)
-		close(a->segments_fd);
+	if (a->commands.segments_fd >= 0)
+		close(a->commands.segments_fd);
 	if (a->spool_fd >= 0)
 		close(a->spool_fd);
 	pthread_mutex_destroy(&a->lock);
@@ -775,7 +454,8 @@ static void admin_free(struct admin *a)
 	free(a);
 }
 
-int admin_start(struct admin **out, struct queue_store *store, const char *spool_dir, char *err,
+int admin_start(struct admin **out, struct queue_store *store,
+		const struct outbound_settings *delivery, const char *spool_dir, char *err,
 		size_t err_size)
 {
 	*out = NULL;
@@ -785,15 +465,16 @@ int admin_start(struct admin **out, struct queue_store *store, const char *spool
 		snprintf(err, err_size, "admin socket: out of memory");
 		return -ENOMEM;
 	}
-	a->store = store;
-	a->spool_fd = a->segments_fd = a->listen_fd = a->stop_fd = -1;
+	a->commands.store = store;
+	a->commands.delivery = delivery;
+	a->spool_fd = a->commands.segments_fd = a->listen_fd = a->stop_fd = -1;
 	pthread_mutex_init(&a->lock, NULL);
 	int r;
 	a->spool_fd = open(spool_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (a->spool_fd >= 0)
-		a->segments_fd =
+		a->commands.segments_fd =
 			openat(a->spool_fd, "segments", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (a->segments_fd < 0) {
+	if (a->commands.segments_fd < 0) {
 		r = -errno;
 		snprintf(err, err_size, "admin socket: cannot open %s%s: %s", spool_dir,
 			 a->spool_fd >= 0 ? "/segments" : "", strerror(-r));

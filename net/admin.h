@@ -7,18 +7,16 @@
  * nothing, or does not read its answer, delays no one else: each has its
  * own deadlines, and when every place is taken the client that has waited
  * longest on its own side is closed to make room. A client's thread reads
- * one request line, answers, and closes. None touches a worker's state: for each
- * request it sends every worker a cross-worker message whose handler runs
- * the store's report function (queue.h, "operator views") on that worker's
- * own thread into a buffer of the request, and waits, bounded, for all of
- * them. A request outlives a wait that timed out (reference counted), since
- * a late worker still writes into it. A show's header section is read by
- * the admin thread itself, from the body extents the worker named, with
- * the spool view's blocking reads (queue/spool_view.h), never on a worker.
+ * one request line, answers, and closes. None touches a worker's state:
+ * what a request does runs on the workers' own threads, by cross-worker
+ * message (net/admin_commands.h). A show's header section is read by the
+ * client's thread itself, from the body extents the worker named, with the
+ * spool view's blocking reads (queue/spool_view.h), never on a worker.
  *
  * Wire protocol (text, one connection per request; docs/operations.md):
  *
- *   request   "queue" | "list DOMAIN" | "show QUEUEID", ended by LF or CRLF,
+ *   request   "queue" | "list DOMAIN" | "show QUEUEID" | "flush [DOMAIN]"
+ *             | "hold DOMAIN" | "release DOMAIN", ended by LF or CRLF,
  *             printable ASCII, at most ADMIN_REQUEST_MAX octets
  *   answer    "ok" LF, then the body; or "error: <why>" LF. The server
  *             closes the connection after the answer: EOF ends the body.
@@ -28,14 +26,27 @@
  *             <oldest arrival, unix ms>"
  *   list      one line per queued recipient of DOMAIN:
  *             "<queue id> <state> <attempts> <arrival ms> <size> <sender>
- *             <recipient>" (sender "<>" when null; addresses escaped as
- *             log_quote does, so they hold no space)
+ *             <recipient> <next attempt ms> <last reply>" (sender "<>"
+ *             when null; next attempt 0 unless deferred; last reply ""
+ *             when none; text escaped as log_quote does, so a field holds
+ *             no space unless quoted)
  *   show      the envelope, one "key value" line each: id, arrival, size,
- *             client, helo, sender, param*, rcpt*, body SEGMENT OFFSET LEN*
- *             (and "headers-error <why>" when the header section could not
- *             be read); then an empty line, then the message's header
- *             section as stored (CRLF lines, up to the empty line that ends
- *             it, at most ADMIN_HEADERS_MAX octets).
+ *             client, helo, sender, param*, "rcpt ADDRESS STATE ATTEMPTS
+ *             REPLY"* (STATE: queued, deferred, delivered, failed, as
+ *             journaled), body SEGMENT OFFSET LEN* (and "headers-error
+ *             <why>" when the header section could not be read); then an
+ *             empty line, then the message's header section as stored
+ *             (CRLF lines, up to the empty line that ends it, at most
+ *             ADMIN_HEADERS_MAX octets).
+ *   flush     every held and deferred recipient of DOMAIN (without one:
+ *             of every domain) is made ready now, its backoff forgotten:
+ *             "flushed <recipients>"
+ *   hold      DOMAIN's mail is held from now on, until released or
+ *             ferryd restarts: "held <recipients moved to held>"
+ *   release   ends a hold of DOMAIN (the config's too, until restart)
+ *             and flushes it: "released <recipients made ready>"
+ *             (flush, hold, release: "error: delivery is not running ..."
+ *             from a ferryd started without delivery.)
  *
  * Start it once the workers run; stop it before they are told to shut down
  * (its requests need live workers to be answered).
@@ -48,6 +59,7 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "net/address.h"
 #include "queue/queue.h"
 
 #define ADMIN_SOCKET_NAME "ferryctl.sock"
@@ -55,6 +67,8 @@
 #define ADMIN_REQUEST_MAX 512
 #define ADMIN_HEADERS_MAX 65536
 #define ADMIN_MAX_CLIENTS 16 /* served at once, each on its own thread */
+#define ADMIN_COMMANDS_HINT                                                                        \
+	"queue, list DOMAIN, show QUEUEID, flush [DOMAIN], hold DOMAIN, release DOMAIN"
 /* Descriptors the admin socket may hold at once, for ferryd's budget: the
  * spool and segments directories, the listening socket, the stop eventfd,
  * and per client its socket and a segment file read for `show`. */
@@ -73,6 +87,16 @@ static inline bool admin_domain_ok(const char *s, size_t len)
 	return true;
 }
 
+/* What flush, hold and release take: a domain name (net/address.h's
+ * syntax) or an address literal ("[192.0.2.1]"), the forms a recipient's
+ * domain is queued under. Needs ferry_smtp. */
+static inline bool admin_destination_ok(const char *s, size_t len)
+{
+	if (len >= 2 && s[0] == '[' && s[len - 1] == ']')
+		return admin_domain_ok(s, len);
+	return len > 0 && address_domain_valid(s, len, false);
+}
+
 static inline bool admin_queue_id_ok(const char *s, size_t len)
 {
 	if (len != QUEUE_ID_LEN)
@@ -85,13 +109,17 @@ static inline bool admin_queue_id_ok(const char *s, size_t len)
 
 struct admin;
 struct queue_store;
+struct outbound_settings;
 
 /*
  * Bind <spool_dir>/ferryctl.sock (replacing a stale one; refusing when
  * another process still answers on it) and start the admin thread.
- * Returns 0 or -errno with err saying what failed.
+ * `delivery` is what flush, hold and release act on (its workers' array
+ * filled: start the admin after the workers); NULL answers them with an
+ * error. Returns 0 or -errno with err saying what failed.
  */
-int admin_start(struct admin **out, struct queue_store *store, const char *spool_dir, char *err,
+int admin_start(struct admin **out, struct queue_store *store,
+		const struct outbound_settings *delivery, const char *spool_dir, char *err,
 		size_t err_size);
 
 /* End the threads (clients being served are dropped), remove the socket

@@ -69,10 +69,22 @@ struct queue_message *store_message_new(uint32_t nrcpt, const char *const *strin
 	return m;
 }
 
+void store_reply_set(char **slot, const char *reason)
+{
+	free(*slot);
+	*slot = reason[0] != '\0' ? strndup(reason, STORE_REPLY_MAX) : NULL;
+}
+
 void store_message_free(struct queue_message *m)
 {
 	/* A reader unpins before it reports the outcome that may end it. */
 	CHECK(atomic_load(&m->pins) == 0);
+	/* Every recipient left its index first (or every worker stopped):
+	 * no shard owner still uses its last_reply. */
+	for (uint32_t i = 0; i < m->nrcpt; i++) {
+		free(m->rcpts[i].last_reply);
+		free(m->rcpts[i].journal_reply);
+	}
 	buf_release(&m->pending);
 	free(m->extents);
 	free(m->text);
@@ -598,6 +610,7 @@ void store_rcpt_journal(struct queue *q, struct store_rcpt *r, enum record_type 
 		return; /* a late word on a recipient that has ended */
 	/* Every outcome is the end of one more attempt. */
 	bool ended = recover_rcpt_apply(&r->outcome, type, r->outcome.attempts + 1);
+	store_reply_set(&r->journal_reply, reason);
 	struct timespec now;
 	clock_gettime(CLOCK_REALTIME, &now);
 	struct record_rcpt_state rs = {

@@ -262,18 +262,29 @@ const char *queue_store_spool_dir(const struct queue_store *store);
  * queue_report_destinations: per destination in the shards q owns:
  *   "<domain> <messages> <ready> <deferred> <held> <inflight> <oldest arrival, unix ms>"
  * queue_report_domain: per queued recipient of `domain` in q's shards:
- *   "<queue id> <state> <attempts> <arrival ms> <size> <sender> <recipient>"
- *   (state: ready, deferred, held, inflight; sender "<>" when null), at
+ *   "<queue id> <state> <attempts> <arrival ms> <size> <sender> <recipient>
+ *   <next attempt ms> <last reply>"
+ *   (state: ready, deferred, held, inflight; sender "<>" when null;
+ *   attempts made so far; next attempt in unix ms, converted from the
+ *   worker's clock, for a deferred one, else 0; the next hop's reply to
+ *   the last attempt, log_quote()d, "" when there was none since ferryd
+ *   started), at
  *   most `max` lines per call, so that a huge domain is listed over
  *   several loop turns (call again with the same cursor, zeroed before
  *   the first call, on a later turn, while it returns 1). A recipient
  *   that moves between two calls may be listed twice or not at all.
  * queue_report_message: when q owns the message with this id, its envelope:
  *   "id ID", "arrival MS", "size N", "client ADDR", "helo NAME", "sender S",
- *   "param P"*, "rcpt R"*, then "body SEGMENT OFFSET LEN"* (segment file
+ *   "param P"*, "rcpt R STATE ATTEMPTS REPLY"*, then "body SEGMENT OFFSET
+ *   LEN"* (segment file
  *   names under <spool>/segments) so the caller can read the body without
- *   blocking the worker. Found through q's id map. Returns 1 if found, 0
- *   if not.
+ *   blocking the worker. A recipient's STATE is the journal's (queued:
+ *   no outcome yet, deferred, delivered, failed), with its ATTEMPTS and
+ *   the REPLY journaled with its last outcome (log_quote()d, "" when
+ *   unknown: none yet, or journaled before a restart): all the owner's
+ *   own, read race-free; whether a queued one is ready, held or in
+ *   flight is its shard owner's to say (queue_report_domain). Found
+ *   through q's id map. Returns 1 if found, 0 if not.
  */
 struct queue_report_cursor {
 	unsigned state;   /* of the destination's states, the one being listed */

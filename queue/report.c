@@ -7,6 +7,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/log.h"
 #include "queue/segment.h"
@@ -14,6 +15,12 @@
 
 static const char *const report_state_names[INDEX_NSTATES] = {"ready", "deferred", "held",
 							      "inflight"};
+static const char *const report_outcome_names[] = {
+	[RECOVER_RCPT_QUEUED] = "queued",
+	[RECOVER_RCPT_DEFERRED] = "deferred",
+	[RECOVER_RCPT_DELIVERED] = "delivered",
+	[RECOVER_RCPT_FAILED] = "failed",
+};
 
 static const struct store_rcpt *report_rcpt_of(const struct index_entry *e)
 {
@@ -64,19 +71,43 @@ void queue_report_destinations(struct queue *q, struct buf *out)
 			index_foreach(&st->shards[i].index, report_destination, out);
 }
 
-static void report_rcpt(struct buf *out, const struct store_rcpt *r)
+/* The worker's monotonic clock and the wall clock, read once per call:
+ * due times are monotonic, an operator reads wall-clock times. */
+struct report_clock {
+	uint64_t now_ms;
+	int64_t wall_ms;
+};
+
+static struct report_clock report_clock_now(const struct queue *q)
+{
+	struct timespec wall;
+	clock_gettime(CLOCK_REALTIME, &wall);
+	return (struct report_clock){store_now_ms(q),
+				     (int64_t)wall.tv_sec * 1000 + wall.tv_nsec / 1000000};
+}
+
+static void report_rcpt(struct buf *out, const struct store_rcpt *r,
+			const struct report_clock *clock)
 {
 	const struct queue_message *m = r->message;
-	char sender[600], rcpt[600];
+	char sender[600], rcpt[600], reply[4 * STORE_REPLY_MAX + 8];
 	if (m->sender_len == 0)
 		snprintf(sender, sizeof(sender), "<>");
 	else
 		log_quote(sender, sizeof(sender), m->text, m->sender_len);
 	log_quote(rcpt, sizeof(rcpt), r->address, r->len);
-	/* Attempts are the message owner's to count (and another thread's):
-	 * ferryctl's offline view reads them from the journal. */
-	buf_printf(out, "%s %s %u %lld %llu %s %s\n", m->id, report_state_names[r->entry.state], 0u,
-		   (long long)m->arrival_ms, (unsigned long long)m->body_len, sender, rcpt);
+	const char *last = r->last_reply != NULL ? r->last_reply : "";
+	log_quote(reply, sizeof(reply), last, strlen(last));
+	long long next = 0;
+	if (r->entry.state == INDEX_DEFERRED)
+		next = clock->wall_ms + (r->entry.due_ms > clock->now_ms
+						 ? (long long)(r->entry.due_ms - clock->now_ms)
+						 : 0);
+	/* Attempts and the last reply as this thread, the shard's owner,
+	 * knows them (store.h): no other thread writes them. */
+	buf_printf(out, "%s %s %u %lld %llu %s %s %lld %s\n", m->id,
+		   report_state_names[r->entry.state], r->attempts, (long long)m->arrival_ms,
+		   (unsigned long long)m->body_len, sender, rcpt, next, reply);
 }
 
 /*
@@ -103,6 +134,7 @@ int queue_report_domain(struct queue *q, const char *domain, size_t len,
 	if (st->shards[shard].owner != q->index)
 		return 0;
 	struct index_destination *d = index_find(&st->shards[shard].index, domain, len);
+	struct report_clock clock = report_clock_now(q);
 	size_t listed = 0;
 	for (; d != NULL && c->state < INDEX_NSTATES; c->state++, c->position = 0, c->next = NULL) {
 		if (c->state == INDEX_DEFERRED) {
@@ -110,7 +142,7 @@ int queue_report_domain(struct queue *q, const char *domain, size_t len,
 			for (; c->position < d->count[INDEX_DEFERRED]; c->position++) {
 				if (listed++ == max)
 					return 1;
-				report_rcpt(out, report_rcpt_of(d->heap[c->position]));
+				report_rcpt(out, report_rcpt_of(d->heap[c->position]), &clock);
 			}
 			continue;
 		}
@@ -121,7 +153,7 @@ int queue_report_domain(struct queue *q, const char *domain, size_t len,
 				c->changes = d->changes;
 				return 1;
 			}
-			report_rcpt(out, report_rcpt_of(e));
+			report_rcpt(out, report_rcpt_of(e), &clock);
 		}
 	}
 	return 0;
@@ -144,9 +176,18 @@ static void report_strings(struct buf *out, const struct queue_message *m)
 		buf_printf(out, "param %s\n", log_quote(quoted, sizeof(quoted), p, strlen(p)));
 		p += strlen(p) + 1;
 	}
-	for (uint32_t i = 0; i < m->nrcpt; i++)
-		buf_printf(out, "rcpt %s\n",
-			   log_quote(quoted, sizeof(quoted), m->rcpts[i].address, m->rcpts[i].len));
+	/* Each recipient as the journal (this thread, the owner) knows it:
+	 * its live state (ready, held, in flight) is its shard owner's, on
+	 * another thread, and `list DOMAIN` shows that. */
+	for (uint32_t i = 0; i < m->nrcpt; i++) {
+		const struct store_rcpt *r = &m->rcpts[i];
+		const char *reply = r->journal_reply != NULL ? r->journal_reply : "";
+		char quoted_reply[4 * STORE_REPLY_MAX + 8];
+		buf_printf(out, "rcpt %s %s %u %s\n",
+			   log_quote(quoted, sizeof(quoted), r->address, r->len),
+			   report_outcome_names[r->outcome.state], r->outcome.attempts,
+			   log_quote(quoted_reply, sizeof(quoted_reply), reply, strlen(reply)));
+	}
 }
 
 int queue_report_message(struct queue *q, const char *id, struct buf *out)

@@ -259,6 +259,9 @@ void sched_finish(struct queue *q, struct queue_rcpt *qr, enum queue_outcome out
 	struct store_rcpt *r = store_rcpt_of(qr);
 	CHECK(r->entry.dest != NULL && r->entry.state == INDEX_INFLIGHT);
 	index_remove(&q->store->shards[r->shard].index, &r->entry);
+	/* Before the outcome goes to the owner, which may free the message. */
+	free(r->last_reply);
+	r->last_reply = NULL;
 	sched_journal(q, r, outcome == QUEUE_DELIVERED ? RECORD_RCPT_DELIVERED : RECORD_RCPT_FAILED,
 		      reason, 0);
 }
@@ -269,6 +272,7 @@ void sched_defer(struct queue *q, struct queue_rcpt *qr, uint64_t until_ms, cons
 	CHECK(r->entry.dest != NULL && r->entry.state == INDEX_INFLIGHT);
 	index_move(&r->entry, INDEX_DEFERRED, until_ms);
 	r->attempts++;
+	store_reply_set(&r->last_reply, reason != NULL ? reason : "");
 	/* The journal keeps the wall-clock time of the next attempt. */
 	uint64_t now = store_now_ms(q);
 	struct timespec wall;

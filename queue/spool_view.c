@@ -43,6 +43,8 @@ struct spool_view_state {
 	struct spool_view_copy *copies;
 	size_t ncopies, copies_cap;
 	struct recover_outcomes outcomes; /* applied once every message is known */
+	int64_t *outcome_times;           /* each one's time_ms, by the same index */
+	size_t outcome_times_cap;
 	struct spool_view_segment *left_out;
 	size_t nleft_out, left_out_cap;
 	struct spool_view_message *messages;
@@ -124,6 +126,7 @@ static int spool_view_on_message(void *arg, const struct recover_message *rm)
 		r->len = s->len;
 		r->state = SPOOL_VIEW_QUEUED;
 		r->attempts = 0;
+		r->next_attempt_ms = 0;
 		char *domain = cursor;
 		r->domain = spool_view_text(&cursor, s->data + domain_at, s->len - domain_at);
 		for (char *p = domain; *p != '\0'; p++)
@@ -145,6 +148,11 @@ static int spool_view_on_rcpt_state(void *arg, enum record_type type,
 	(void)worker;
 	(void)sequence;
 	struct spool_view_state *sv = arg;
+	/* Beside the outcome, its time: a deferral's is its next attempt,
+	 * which an operator wants and recovery does not. */
+	if (array_reserve(sv->outcome_times, sv->outcome_times_cap, sv->outcomes.count + 1) != 0)
+		return -ENOMEM;
+	sv->outcome_times[sv->outcomes.count] = st->time_ms;
 	return recover_outcomes_keep(&sv->outcomes, st->id, type, st->recipient, st->attempts);
 }
 
@@ -265,6 +273,10 @@ static void spool_view_apply_outcomes(struct spool_view_state *sv)
 		recover_rcpt_apply(&state, o->type, o->attempts);
 		r->state = (enum spool_view_rcpt_state)state.state;
 		r->attempts = state.attempts;
+		r->next_attempt_ms =
+			r->state == SPOOL_VIEW_DEFERRED && o->type == RECORD_RCPT_DEFERRED
+				? sv->outcome_times[i]
+				: r->next_attempt_ms;
 	}
 }
 
@@ -325,6 +337,9 @@ int spool_view_open(struct spool_view **out, const char *spool_dir, char *err, s
 		return r;
 	}
 	recover_outcomes_free(&sv->outcomes);
+	free(sv->outcome_times);
+	sv->outcome_times = NULL;
+	sv->outcome_times_cap = 0;
 	*out = &sv->view;
 	return 0;
 }
@@ -338,6 +353,7 @@ void spool_view_close(struct spool_view *v)
 		free(sv->copies[i].block);
 	free(sv->copies);
 	recover_outcomes_free(&sv->outcomes);
+	free(sv->outcome_times);
 	free(sv->left_out);
 	free(sv->messages);
 	if (v->segments_fd >= 0)

@@ -68,6 +68,10 @@ struct spool_view_rcpt {
 	const char *domain; /* after the last '@', lower-cased ("" without '@') */
 	enum spool_view_rcpt_state state;
 	uint32_t attempts;
+	/* DEFERRED: its next attempt as the journal has it (unix ms); else
+	 * 0. (The reply to each attempt is in the journal too, but not
+	 * in the view.) */
+	int64_t next_attempt_ms;
 };
 
 /* Strings are NUL-terminated and their lengths given too. */

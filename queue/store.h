@@ -97,7 +97,27 @@ struct store_rcpt {
 	/* Attempts as the shard's owner counts them (delivery's backoff):
 	 * outcome.attempts when it was indexed, one more per sched_defer. */
 	uint32_t attempts;
+	/* The next hop's reply to the last attempt, at most
+	 * STORE_REPLY_MAX octets, NUL-terminated; NULL until there is one
+	 * (and after a restart: the journal keeps it, memory does not).
+	 * Allocated only when an attempt ends, so a queue of a million
+	 * untried recipients pays a pointer each. Two copies, one per
+	 * thread, so that neither is read while the other thread writes it:
+	 *   last_reply     the shard owner's (list), set by sched_defer,
+	 *                  freed when the recipient leaves its index
+	 *                  (sched_finish) or its message is freed;
+	 *   journal_reply  the message owner's (show), set when an outcome
+	 *                  is journaled, freed with the message. */
+	char *last_reply;
+	char *journal_reply;
 };
+
+#define STORE_REPLY_MAX 255
+
+/* *slot becomes a copy of reason (at most STORE_REPLY_MAX octets; NULL
+ * for ""), the old one freed; out of memory leaves it NULL (only a view
+ * loses it). */
+void store_reply_set(char **slot, const char *reason);
 
 struct queue_message {
 	char id[QUEUE_ID_LEN + 1];

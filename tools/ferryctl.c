@@ -2,16 +2,18 @@
  * ferryctl — the operator's tool.
  *
  *   ferryctl [-c CONFIG | --socket PATH | --spool DIR] queue | list DOMAIN | show QUEUEID
+ *   ferryctl [-c CONFIG | --socket PATH] flush [DOMAIN] | hold DOMAIN | release DOMAIN
  *
  * Online (the default) it asks a running ferryd over <spool>/ferryctl.sock
  * (protocol: net/admin.h, docs/operations.md). Offline (--spool DIR) it
- * reads the spool's segment files itself through the spool view
- * (queue/spool_view.h: read-only, nothing cut or moved), so it works on a
- * stopped ferryd's spool, on a copy, and beside a running ferryd.
+ * reads the spool's segment files itself (tools/ferryctl_offline.h), so
+ * it works on a stopped ferryd's spool, on a copy, and beside a running
+ * ferryd.
  *
  * Both ways produce the same text body (the admin protocol's), and one
  * formatter turns it into the tables an operator reads, so the two views
- * cannot drift apart.
+ * cannot drift apart. The moves (flush, hold, release) act on a running
+ * ferryd's memory, so they are online only.
  *
  * Exit status: 0 ok, 1 an error from ferryd or the spool, 2 usage.
  */
@@ -26,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -38,6 +41,7 @@
 #include "net/admin.h"
 #include "queue/queue.h"
 #include "queue/spool_view.h"
+#include "tools/ferryctl_offline.h"
 
 #define CTL_OK    0
 #define CTL_ERROR 1
@@ -47,9 +51,13 @@
 #define CTL_QUOTED     600 /* log_quote()d addresses, as the store's */
 #define CTL_MAX_FIELDS 8
 
-enum ctl_command { CTL_QUEUE, CTL_LIST, CTL_SHOW };
+enum ctl_command { CTL_QUEUE, CTL_LIST, CTL_SHOW, CTL_FLUSH, CTL_HOLD, CTL_RELEASE };
 
-static const char *const ctl_command_names[] = {"queue", "list", "show"};
+static const char *const ctl_command_names[] = {"queue", "list", "show",
+						"flush", "hold", "release"};
+
+#define CTL_NCOMMANDS (sizeof(ctl_command_names) / sizeof(ctl_command_names[0]))
+#define CTL_REPLY_MIN 20 /* columns list leaves a last reply on a narrow terminal */
 
 static void ctl_usage(FILE *out)
 {
@@ -59,14 +67,22 @@ static void ctl_usage(FILE *out)
 		"  queue           per destination: recipients queued, ready, deferred, held,\n"
 		"                  in flight, and the age of the oldest\n"
 		"  list DOMAIN     the queued recipients of DOMAIN: queue id, state, attempts,\n"
-		"                  age, size, sender, recipient\n"
-		"  show QUEUEID    a message's envelope and headers\n"
+		"                  next attempt, age, size, sender, recipient, last reply\n"
+		"  show QUEUEID    a message's envelope, each recipient's state, and headers\n"
+		"  flush [DOMAIN]  make the held and deferred recipients of DOMAIN (without\n"
+		"                  one: of every domain) ready for delivery now, forgetting\n"
+		"                  their retry wait (postqueue -s DOMAIN / postqueue -f)\n"
+		"  hold DOMAIN     deliver nothing to DOMAIN until it is released (or ferryd\n"
+		"                  restarts); its mail is still accepted and queued\n"
+		"  release DOMAIN  end a hold (the config's hold = yes too, until ferryd\n"
+		"                  restarts) and deliver DOMAIN's mail now\n"
 		"options:\n"
 		"  -c, --config FILE  ferryd's configuration: talk to the ferryd of its spool\n"
 		"                     (default: the built-in defaults, spool ./var/spool)\n"
 		"      --socket PATH  talk to ferryd over this socket instead\n"
 		"      --spool DIR    offline: read the spool DIR's segment files directly,\n"
-		"                     read-only (with or without a running ferryd)\n"
+		"                     read-only (with or without a running ferryd); for\n"
+		"                     queue, list and show only\n"
 		"  -h, --help         this text\n"
 		"      --version      print the version\n"
 		"A relative spool directory is taken from the current directory.\n"
@@ -169,6 +185,63 @@ static const char *ctl_age(char *out, size_t size, int64_t now_ms, long long the
 	else
 		snprintf(out, size, "%lldd", s / 86400);
 	return out;
+}
+
+/* When a deferred recipient is tried next: "in 4m", or "now" once due;
+ * "-" when it is not deferred or the time is not known. */
+static const char *ctl_next_attempt(char *out, size_t size, int64_t now_ms, const char *state,
+				    long long next_ms)
+{
+	if (strcmp(state, "deferred") != 0 || next_ms <= 0) {
+		snprintf(out, size, "-");
+		return out;
+	}
+	if (next_ms <= now_ms) {
+		snprintf(out, size, "now");
+		return out;
+	}
+	/* Rounded up: "in 0s" would read as "now". */
+	char age[32];
+	ctl_age(age, sizeof(age), next_ms + 999, now_ms);
+	snprintf(out, size, "in %s", age);
+	return out;
+}
+
+/* A log_quote()d value shown bare: the quotes around it dropped, \" and
+ * \\ undone (\xNN stays: it stands for a byte a terminal must not get).
+ * In place. */
+static char *ctl_unquote(char *s)
+{
+	size_t len = strlen(s);
+	if (len < 2 || s[0] != '"' || s[len - 1] != '"')
+		return s;
+	s[len - 1] = '\0';
+	char *w = s;
+	for (const char *r = s + 1; *r != '\0'; r++) {
+		if (*r == '\\' && (r[1] == '"' || r[1] == '\\'))
+			r++;
+		*w++ = *r;
+	}
+	*w = '\0';
+	return s;
+}
+
+/* Cut s to at most max columns, marking the cut with "...". In place. */
+static char *ctl_truncate(char *s, size_t max)
+{
+	if (strlen(s) > max && max > 3)
+		memcpy(s + max - 3, "...", 4);
+	return s;
+}
+
+/* Columns of the terminal out writes to; 0 when it is not one (a pipe
+ * or a file gets whole lines: grep wants all of a reply). */
+static size_t ctl_terminal_columns(FILE *out)
+{
+	struct winsize ws;
+	if (!isatty(fileno(out)) || ioctl(fileno(out), TIOCGWINSZ, &ws) != 0)
+		return 0;
+	return ws.ws_col;
 }
 
 static int ctl_width(unsigned long long v)
@@ -301,8 +374,9 @@ static int ctl_print_queue(char *body, char *end, int64_t now_ms, FILE *out)
 
 struct ctl_recipient {
 	const char *id, *state, *sender, *address;
+	char *reply; /* unquoted; "" when none */
 	unsigned long long attempts, size;
-	long long arrival_ms;
+	long long arrival_ms, next_ms;
 };
 
 static int ctl_recipient_cmp(const void *a, const void *b)
@@ -314,10 +388,35 @@ static int ctl_recipient_cmp(const void *a, const void *b)
 	return c != 0 ? c : strcmp(x->address, y->address);
 }
 
+/* One line of the list body into r (pointing into line); false when it
+ * is not one. A ferryd older than the last two fields gives 7. */
+static bool ctl_parse_recipient(char *line, struct ctl_recipient *r)
+{
+	char *f[CTL_MAX_FIELDS + 1];
+	int n = ctl_split(line, f, 9);
+	if ((n != 7 && n != 9) || !ctl_number(f[2], &r->attempts) ||
+	    !ctl_signed(f[3], &r->arrival_ms) || !ctl_number(f[4], &r->size))
+		return false;
+	r->next_ms = 0;
+	r->reply = f[n - 1] + strlen(f[n - 1]); /* "" */
+	if (n == 9) {
+		if (!ctl_signed(f[7], &r->next_ms))
+			return false;
+		r->reply = ctl_unquote(f[8]);
+	}
+	r->id = f[0];
+	r->state = f[1];
+	r->sender = f[5];
+	r->address = f[6];
+	return true;
+}
+
 static int ctl_print_list(const char *domain, char *body, char *end, int64_t now_ms, FILE *out)
 {
-	static const char *const titles[7] = {"QUEUE-ID", "STATE",  "ATTEMPTS", "AGE",
-					      "SIZE",     "SENDER", "RECIPIENT"};
+	enum { COLUMNS = 9 };
+	static const char *const titles[COLUMNS] = {"QUEUE-ID", "STATE",     "ATTEMPTS",
+						    "NEXT",     "AGE",       "SIZE",
+						    "SENDER",   "RECIPIENT", "LAST-REPLY"};
 	size_t n = 0, cap = 0;
 	struct ctl_recipient *rows = NULL;
 	char *cursor = body, *line;
@@ -325,20 +424,14 @@ static int ctl_print_list(const char *domain, char *body, char *end, int64_t now
 	while ((line = ctl_next_line(&cursor, end)) != NULL) {
 		if (*line == '\0')
 			continue;
-		char *f[CTL_MAX_FIELDS];
 		char copy[2048];
 		snprintf(copy, sizeof(copy), "%s", line);
 		struct ctl_recipient r;
-		if (ctl_split(line, f, 7) != 7 || !ctl_number(f[2], &r.attempts) ||
-		    !ctl_signed(f[3], &r.arrival_ms) || !ctl_number(f[4], &r.size)) {
+		if (!ctl_parse_recipient(line, &r)) {
 			ctl_bad_line(copy);
 			status = CTL_ERROR;
 			continue;
 		}
-		r.id = f[0];
-		r.state = f[1];
-		r.sender = f[5];
-		r.address = f[6];
 		if (!ctl_room(rows, cap, n)) {
 			free(rows);
 			return CTL_ERROR;
@@ -351,30 +444,47 @@ static int ctl_print_list(const char *domain, char *body, char *end, int64_t now
 		return status;
 	}
 	qsort(rows, n, sizeof(*rows), ctl_recipient_cmp);
-	int width[6];
-	for (int k = 0; k < 6; k++)
+	int width[COLUMNS];
+	for (int k = 0; k < COLUMNS; k++)
 		width[k] = (int)strlen(titles[k]);
-	char age[32];
-	for (size_t i = 0; i < n; i++) {
-		width[0] = ctl_max(width[0], (int)strlen(rows[i].id));
-		width[1] = ctl_max(width[1], (int)strlen(rows[i].state));
-		width[2] = ctl_max(width[2], ctl_width(rows[i].attempts));
-		width[3] =
-			ctl_max(width[3],
-				(int)strlen(ctl_age(age, sizeof(age), now_ms, rows[i].arrival_ms)));
-		width[4] = ctl_max(width[4], ctl_width(rows[i].size));
-		width[5] = ctl_max(width[5], (int)strlen(rows[i].sender));
-	}
-	fprintf(out, "%-*s  %-*s  %*s  %*s  %*s  %-*s  %s\n", width[0], titles[0], width[1],
-		titles[1], width[2], titles[2], width[3], titles[3], width[4], titles[4], width[5],
-		titles[5], titles[6]);
-	/* Addresses arrive escaped (log_quote): printable ASCII only. */
+	char age[32], next[40];
 	for (size_t i = 0; i < n; i++) {
 		const struct ctl_recipient *r = &rows[i];
-		fprintf(out, "%-*s  %-*s  %*llu  %*s  %*llu  %-*s  %s\n", width[0], r->id, width[1],
-			r->state, width[2], r->attempts, width[3],
-			ctl_age(age, sizeof(age), now_ms, r->arrival_ms), width[4], r->size,
-			width[5], r->sender, r->address);
+		width[0] = ctl_max(width[0], (int)strlen(r->id));
+		width[1] = ctl_max(width[1], (int)strlen(r->state));
+		width[2] = ctl_max(width[2], ctl_width(r->attempts));
+		width[3] =
+			ctl_max(width[3], (int)strlen(ctl_next_attempt(next, sizeof(next), now_ms,
+								       r->state, r->next_ms)));
+		width[4] = ctl_max(width[4],
+				   (int)strlen(ctl_age(age, sizeof(age), now_ms, r->arrival_ms)));
+		width[5] = ctl_max(width[5], ctl_width(r->size));
+		width[6] = ctl_max(width[6], (int)strlen(r->sender));
+		width[7] = ctl_max(width[7], (int)strlen(r->address));
+	}
+	/* The last reply takes what the terminal has left, at least
+	 * CTL_REPLY_MIN columns. */
+	size_t columns = ctl_terminal_columns(out), used = 2 * (COLUMNS - 1);
+	for (int k = 0; k < COLUMNS - 1; k++)
+		used += (size_t)width[k];
+	size_t room = columns == 0                     ? 0
+		      : columns > used + CTL_REPLY_MIN ? columns - used
+						       : CTL_REPLY_MIN;
+	fprintf(out, "%-*s  %-*s  %*s  %-*s  %*s  %*s  %-*s  %-*s  %s\n", width[0], titles[0],
+		width[1], titles[1], width[2], titles[2], width[3], titles[3], width[4], titles[4],
+		width[5], titles[5], width[6], titles[6], width[7], titles[7], titles[8]);
+	/* Addresses and replies arrive escaped (log_quote): printable ASCII
+	 * only. */
+	for (size_t i = 0; i < n; i++) {
+		const struct ctl_recipient *r = &rows[i];
+		fprintf(out, "%-*s  %-*s  %*llu  %-*s  %*s  %*llu  %-*s  %-*s  %s\n", width[0],
+			r->id, width[1], r->state, width[2], r->attempts, width[3],
+			ctl_next_attempt(next, sizeof(next), now_ms, r->state, r->next_ms),
+			width[4], ctl_age(age, sizeof(age), now_ms, r->arrival_ms), width[5],
+			r->size, width[6], r->sender, width[7], r->address,
+			r->reply[0] == '\0' ? "-"
+			: room > 0          ? ctl_truncate(r->reply, room)
+					    : r->reply);
 	}
 	free(rows);
 	return status;
@@ -394,6 +504,27 @@ static void ctl_print_headers(const char *data, size_t len, FILE *out)
 		data += line + 1;
 		len -= line + 1;
 	}
+}
+
+/* "ADDRESS STATE ATTEMPTS REPLY" (a ferryd older than that: "ADDRESS")
+ * as "x@example.com (deferred after 1 attempt: 451 4.7.1 try later)". */
+static void ctl_print_show_rcpt(char *value, FILE *out)
+{
+	char *f[4];
+	unsigned long long attempts;
+	if (ctl_split(value, f, 4) != 4 || !ctl_number(f[2], &attempts)) {
+		fprintf(out, "%s\n", value);
+		return;
+	}
+	const char *reply = ctl_unquote(f[3]);
+	fprintf(out, "%s (%s", ctl_unquote(f[0]), f[1]);
+	if (attempts == 0 && strcmp(f[1], "queued") == 0)
+		fprintf(out, ", not tried yet");
+	else if (attempts > 0)
+		fprintf(out, " after %llu attempt%s", attempts, attempts == 1 ? "" : "s");
+	if (*reply != '\0')
+		fprintf(out, ": %s", reply);
+	fprintf(out, ")\n");
 }
 
 static int ctl_print_show(char *body, char *end, int64_t now_ms, FILE *out)
@@ -453,7 +584,8 @@ static int ctl_print_show(char *body, char *end, int64_t now_ms, FILE *out)
 				fprintf(out, "params:      (none)\n");
 				params = true;
 			}
-			fprintf(out, "%s%s\n", rcpts ? "             " : "recipients:  ", value);
+			fprintf(out, "%s", rcpts ? "             " : "recipients:  ");
+			ctl_print_show_rcpt(value, out);
 			rcpts = true;
 		} else if (strcmp(line, "body") == 0) {
 			char name[SPOOL_VIEW_SEGMENT_NAME_MAX + 1];
@@ -479,6 +611,39 @@ static int ctl_print_show(char *body, char *end, int64_t now_ms, FILE *out)
 	if (cursor < end)
 		ctl_print_headers(cursor, (size_t)(end - cursor), out);
 	return status;
+}
+
+/* flush, hold, release: "<done> <recipients>", said in words. */
+static int ctl_print_move(enum ctl_command command, const char *domain, char *body, char *end,
+			  FILE *out)
+{
+	static const char *const done[] = {
+		[CTL_FLUSH] = "flushed", [CTL_HOLD] = "held", [CTL_RELEASE] = "released"};
+	char *cursor = body;
+	char *line = ctl_next_line(&cursor, end);
+	char *f[2];
+	unsigned long long n;
+	if (line == NULL || ctl_split(line, f, 2) != 2 || strcmp(f[0], done[command]) != 0 ||
+	    !ctl_number(f[1], &n)) {
+		ctl_bad_line(line != NULL ? line : "");
+		return CTL_ERROR;
+	}
+	const char *s = n == 1 ? "" : "s", *are = n == 1 ? "is" : "are";
+	if (command == CTL_FLUSH && domain == NULL)
+		fprintf(out, "flush: %llu recipient%s %s ready for delivery now\n", n, s, are);
+	else if (command == CTL_FLUSH)
+		fprintf(out, "flush: %llu recipient%s of %s %s ready for delivery now\n", n, s,
+			domain, are);
+	else if (command == CTL_HOLD)
+		fprintf(out,
+			"hold: %s is held until released (or ferryd restarts); %llu queued "
+			"recipient%s held\n",
+			domain, n, s);
+	else
+		fprintf(out,
+			"release: %s is released; %llu recipient%s %s ready for delivery now\n",
+			domain, n, s, are);
+	return CTL_OK;
 }
 
 /* ---- online: ask ferryd ------------------------------------------------------------ */
@@ -578,220 +743,17 @@ static int ctl_ask(const char *path, const char *request, struct buf *answer)
 	return CTL_OK;
 }
 
-/* ---- offline: the spool view ------------------------------------------------------- */
-
-/* Read dir's spool view. CTL_OK, or CTL_ERROR (said). */
-static int off_open(const char *dir, struct spool_view **out)
-{
-	char err[PATH_MAX + 256];
-	int r = spool_view_open(out, dir, err, sizeof(err));
-	if (r == 0)
-		return CTL_OK;
-	fprintf(stderr, "ferryctl: %s%s\n", err, r == -ENOENT ? " (is it a ferry spool?)" : "");
-	return CTL_ERROR;
-}
-
-/* What the view left out, and what it found torn, said on stderr. */
-static void off_say_verdicts(const struct spool_view *v)
-{
-	for (unsigned i = 0; i < v->corrupt + v->unreadable; i++) {
-		const struct spool_view_segment *s = &v->left_out[i];
-		if (s->corrupt)
-			fprintf(stderr,
-				"ferryctl: warning: segment %s is corrupt after offset %llu; its "
-				"messages are not shown\n",
-				s->name, (unsigned long long)s->end);
-		else
-			fprintf(stderr, "ferryctl: warning: segment %s could not be read\n",
-				s->name);
-	}
-	if (v->torn > 0)
-		fprintf(stderr,
-			"ferryctl: note: %u segment%s end%s in an incomplete batch (ferryd is "
-			"writing it, or it crashed): nothing there was acknowledged\n",
-			v->torn, v->torn == 1 ? "" : "s", v->torn == 1 ? "s" : "");
-}
-
-static bool off_rcpt_queued(const struct spool_view_rcpt *r)
-{
-	return r->state == SPOOL_VIEW_QUEUED || r->state == SPOOL_VIEW_DEFERRED;
-}
-
-struct off_entry {
-	const char *domain;
-	const struct spool_view_message *message;
-	const struct spool_view_rcpt *rcpt;
-};
-
-static int off_entry_cmp(const void *a, const void *b)
-{
-	return strcmp(((const struct off_entry *)a)->domain, ((const struct off_entry *)b)->domain);
-}
-
-/* queue: the admin protocol's lines, one per destination. */
-static int off_report_destinations(const struct spool_view *v, struct buf *out)
-{
-	size_t n = 0, cap = 0;
-	for (size_t i = 0; i < v->count; i++)
-		if (!v->messages[i].done)
-			cap += v->messages[i].nrcpts;
-	struct off_entry *all = malloc((cap + 1) * sizeof(*all));
-	if (all == NULL)
-		return -ENOMEM;
-	for (size_t i = 0; i < v->count; i++) {
-		const struct spool_view_message *m = &v->messages[i];
-		for (unsigned k = 0; !m->done && k < m->nrcpts; k++)
-			if (off_rcpt_queued(&m->rcpts[k]))
-				all[n++] = (struct off_entry){m->rcpts[k].domain, m, &m->rcpts[k]};
-	}
-	if (n > 0)
-		qsort(all, n, sizeof(*all), off_entry_cmp);
-	for (size_t i = 0; i < n;) {
-		size_t j = i;
-		unsigned long long ready = 0, deferred = 0;
-		long long oldest = 0;
-		for (; j < n && strcmp(all[j].domain, all[i].domain) == 0; j++) {
-			bool is_deferred = all[j].rcpt->state == SPOOL_VIEW_DEFERRED;
-			ready += !is_deferred;
-			deferred += is_deferred;
-			if (oldest == 0 || all[j].message->arrival_ms < oldest)
-				oldest = all[j].message->arrival_ms;
-		}
-		buf_printf(out, "%s %llu %llu %llu 0 0 %lld\n", all[i].domain, ready + deferred,
-			   ready, deferred, oldest);
-		i = j;
-	}
-	free(all);
-	return 0;
-}
-
-static void off_report_domain(const struct spool_view *v, const char *domain, struct buf *out)
-{
-	char sender[CTL_QUOTED], rcpt[CTL_QUOTED];
-	for (size_t i = 0; i < v->count; i++) {
-		const struct spool_view_message *m = &v->messages[i];
-		for (unsigned k = 0; !m->done && k < m->nrcpts; k++) {
-			const struct spool_view_rcpt *r = &m->rcpts[k];
-			if (!off_rcpt_queued(r) || strcmp(r->domain, domain) != 0)
-				continue;
-			if (m->sender_len == 0)
-				snprintf(sender, sizeof(sender), "<>");
-			else
-				log_quote(sender, sizeof(sender), m->sender, m->sender_len);
-			log_quote(rcpt, sizeof(rcpt), r->address, r->len);
-			buf_printf(out, "%s %s %u %lld %llu %s %s\n", m->id,
-				   r->state == SPOOL_VIEW_DEFERRED ? "deferred" : "ready",
-				   r->attempts, (long long)m->arrival_ms,
-				   (unsigned long long)m->body_len, sender, rcpt);
-		}
-	}
-}
-
-/* off_report_message: the message's body moved since the view was taken. */
-#define OFF_MOVED 2
-
-/*
- * show: the admin protocol's answer body for one message. 1, or 0 if it
- * is not there, or OFF_MOVED (only when `moved_ok` is false, with nothing
- * appended) when compaction moved it under the reader: read the view
- * again.
- */
-static int off_report_message(const struct spool_view *v, const char *id, bool moved_ok,
-			      struct buf *out)
-{
-	const struct spool_view_message *m = spool_view_find(v, id);
-	if (m == NULL || m->done)
-		return 0;
-	struct buf headers = {0};
-	char why[256];
-	int r = spool_view_read_headers(v->segments_fd, m->writer, m->extents, m->nextents,
-					ADMIN_HEADERS_MAX, &headers, why, sizeof(why));
-	if (r == SPOOL_VIEW_MOVED && !moved_ok) {
-		buf_release(&headers);
-		return OFF_MOVED;
-	}
-	char quoted[CTL_QUOTED];
-	buf_printf(out, "id %s\narrival %lld\nsize %llu\n", m->id, (long long)m->arrival_ms,
-		   (unsigned long long)m->body_len);
-	buf_printf(out, "client %s\n", log_quote(quoted, sizeof(quoted), m->client, m->client_len));
-	buf_printf(out, "helo %s\n", log_quote(quoted, sizeof(quoted), m->helo, m->helo_len));
-	buf_printf(out, "sender %s\n",
-		   m->sender_len ? log_quote(quoted, sizeof(quoted), m->sender, m->sender_len)
-				 : "<>");
-	for (unsigned i = 0; i < m->nparams; i++)
-		buf_printf(out, "param %s\n",
-			   log_quote(quoted, sizeof(quoted), m->params[i].text, m->params[i].len));
-	for (unsigned i = 0; i < m->nrcpts; i++) /* every one, as ferryd answers */
-		buf_printf(out, "rcpt %s\n",
-			   log_quote(quoted, sizeof(quoted), m->rcpts[i].address, m->rcpts[i].len));
-	for (uint32_t i = 0; i < m->nextents; i++) {
-		char name[SPOOL_VIEW_SEGMENT_NAME_MAX];
-		spool_view_segment_name(name, m->writer, m->extents[i].sequence);
-		buf_printf(out, "body %s %llu %u\n", name, (unsigned long long)m->extents[i].offset,
-			   m->extents[i].len);
-	}
-	if (r != 0)
-		buf_printf(out, "headers-error %s\n", why);
-	buf_printf(out, "\n");
-	buf_append(out, buf_head(&headers), buf_len(&headers));
-	buf_release(&headers);
-	return 1;
-}
-
-/* Segments the offline view had to leave out (corrupt, unreadable): the
- * answer is printed, but ferryctl exits 1. */
-static unsigned off_left_out;
-
-/* The same answer ferryd would give ("ok\n..." or "error: ...\n"). */
-static int off_answer(const char *dir, enum ctl_command command, const char *arg,
-		      struct buf *answer)
-{
-	struct spool_view *v = NULL;
-	struct buf body = {0};
-	int found = 1;
-	/* A show reads the headers after the view was taken; a compaction
-	 * may have moved the message in between: then read the view once
-	 * more, as ferryd is asked once more online. */
-	for (int attempt = 0;; attempt++) {
-		spool_view_close(v);
-		v = NULL;
-		if (off_open(dir, &v) != CTL_OK) {
-			buf_release(&body);
-			return CTL_ERROR;
-		}
-		buf_clear(&body);
-		if (command == CTL_QUEUE)
-			found = off_report_destinations(v, &body) == 0 ? 1 : -1;
-		else if (command == CTL_LIST)
-			off_report_domain(v, arg, &body);
-		else
-			found = off_report_message(v, arg, attempt > 0, &body);
-		if (found != OFF_MOVED)
-			break;
-	}
-	off_say_verdicts(v);
-	off_left_out = v->corrupt + v->unreadable;
-	if (found > 0) {
-		buf_printf(answer, "ok\n");
-		buf_append(answer, buf_head(&body), buf_len(&body));
-	} else if (found == 0) {
-		buf_printf(answer, "error: no message %s in the queue\n", arg);
-	} else {
-		buf_printf(answer, "error: out of memory\n");
-	}
-	buf_release(&body);
-	spool_view_close(v);
-	return CTL_OK;
-}
-
 /* ---- main ----------------------------------------------------------------------- */
 
 /* Check the command's argument as ferryd does, then normalise its case. */
 static bool ctl_argument_ok(enum ctl_command command, char *arg)
 {
 	size_t len = strlen(arg);
-	bool domain = command == CTL_LIST;
-	if (domain ? !admin_domain_ok(arg, len) : !admin_queue_id_ok(arg, len))
+	bool domain = command != CTL_SHOW;
+	bool ok = command == CTL_LIST   ? admin_domain_ok(arg, len)
+		  : command == CTL_SHOW ? admin_queue_id_ok(arg, len)
+					: admin_destination_ok(arg, len);
+	if (!ok)
 		return false;
 	/* Domains are kept lower-cased; queue ids are upper-case base32. */
 	for (char *p = arg; *p != '\0'; p++)
@@ -802,7 +764,9 @@ static bool ctl_argument_ok(enum ctl_command command, char *arg)
 static void ctl_short_usage(void)
 {
 	fprintf(stderr, "usage: ferryctl [-c CONFIG | --socket PATH | --spool DIR] "
-			"queue | list DOMAIN | show QUEUEID (--help: more)\n");
+			"queue | list DOMAIN | show QUEUEID\n"
+			"       ferryctl [-c CONFIG | --socket PATH] "
+			"flush [DOMAIN] | hold DOMAIN | release DOMAIN (--help: more)\n");
 }
 
 static int ctl_usage_error(const char *fmt, const char *what)
@@ -853,23 +817,34 @@ int main(int argc, char **argv)
 	if (optind >= argc)
 		return ctl_usage_error("%s", "no command given");
 	const char *name = argv[optind];
-	enum ctl_command command;
-	if (strcmp(name, "queue") == 0)
-		command = CTL_QUEUE;
-	else if (strcmp(name, "list") == 0)
-		command = CTL_LIST;
-	else if (strcmp(name, "show") == 0)
-		command = CTL_SHOW;
-	else
-		return ctl_usage_error(
-			"unknown command '%s' (try: queue, list DOMAIN, show QUEUEID)", name);
+	size_t found = 0;
+	while (found < CTL_NCOMMANDS && strcmp(name, ctl_command_names[found]) != 0)
+		found++;
+	if (found == CTL_NCOMMANDS)
+		return ctl_usage_error("unknown command '%s' (try: " ADMIN_COMMANDS_HINT ")", name);
+	enum ctl_command command = (enum ctl_command)found;
 	int nargs = argc - optind - 1;
 	char *arg = nargs > 0 ? argv[optind + 1] : NULL;
-	if (command == CTL_QUEUE && nargs != 0)
-		return ctl_usage_error("%s", "'queue' takes no argument");
-	if (command != CTL_QUEUE && nargs != 1)
-		return ctl_usage_error(command == CTL_LIST ? "%s: list DOMAIN" : "%s: show QUEUEID",
-				       "give exactly one argument");
+	static const char *const forms[] = {
+		[CTL_QUEUE] = "queue",       [CTL_LIST] = "list DOMAIN",
+		[CTL_SHOW] = "show QUEUEID", [CTL_FLUSH] = "flush [DOMAIN]",
+		[CTL_HOLD] = "hold DOMAIN",  [CTL_RELEASE] = "release DOMAIN",
+	};
+	int most = command == CTL_QUEUE ? 0 : 1;
+	int least = command == CTL_QUEUE || command == CTL_FLUSH ? 0 : 1;
+	if (nargs < least || nargs > most)
+		return ctl_usage_error(most == 0    ? "'%s' takes no argument"
+				       : least == 0 ? "%s: give at most one argument"
+						    : "%s: give exactly one argument",
+				       forms[command]);
+	bool moves = command == CTL_FLUSH || command == CTL_HOLD || command == CTL_RELEASE;
+	if (moves && spool_dir != NULL) {
+		fprintf(stderr,
+			"ferryctl: '%s' changes what a running ferryd does, and --spool only "
+			"reads the spool: use -c CONFIG or --socket PATH\n",
+			ctl_command_names[command]);
+		return CTL_USAGE;
+	}
 	if (arg != NULL && !ctl_argument_ok(command, arg)) {
 		char shown[CTL_QUOTED];
 		snprintf(shown, sizeof(shown), "%s", arg);
@@ -878,8 +853,16 @@ int main(int argc, char **argv)
 				*p = '?';
 		if (command == CTL_LIST)
 			return ctl_usage_error("'%s' is not a domain", shown);
-		fprintf(stderr, "ferryctl: '%s' is not a queue id (%d letters and digits)\n", shown,
-			QUEUE_ID_LEN);
+		if (command == CTL_SHOW)
+			fprintf(stderr,
+				"ferryctl: '%s' is not a queue id (%d letters and digits)\n", shown,
+				QUEUE_ID_LEN);
+		else
+			fprintf(stderr,
+				"ferryctl: '%s' is not a domain name (letters, digits and hyphens "
+				"in dot-separated labels) nor an address literal such as "
+				"[192.0.2.1]\n",
+				shown);
 		return CTL_USAGE;
 	}
 
@@ -888,8 +871,17 @@ int main(int argc, char **argv)
 	log_setup(LOG_LEVEL_ERROR, LOG_TO_STDERR);
 	struct buf answer = {0};
 	int status;
+	/* Segments the offline view had to leave out (corrupt, unreadable):
+	 * the answer is printed, but ferryctl exits 1. */
+	unsigned left_out = 0;
 	if (spool_dir != NULL) {
-		status = off_answer(spool_dir, command, arg, &answer);
+		static const enum ferryctl_view views[] = {[CTL_QUEUE] = FERRYCTL_QUEUE,
+							   [CTL_LIST] = FERRYCTL_LIST,
+							   [CTL_SHOW] = FERRYCTL_SHOW};
+		status = ferryctl_offline_answer(spool_dir, views[command], arg, &answer,
+						 &left_out) == 0
+				 ? CTL_OK
+				 : CTL_ERROR;
 	} else {
 		char where[PATH_MAX + 64];
 		if (socket_path == NULL) {
@@ -944,17 +936,19 @@ int main(int argc, char **argv)
 			status = ctl_print_queue(cursor, end, now, stdout);
 		else if (command == CTL_LIST)
 			status = ctl_print_list(arg, cursor, end, now, stdout);
-		else
+		else if (command == CTL_SHOW)
 			status = ctl_print_show(cursor, end, now, stdout);
+		else
+			status = ctl_print_move(command, arg, cursor, end, stdout);
 	}
 	buf_release(&answer);
 	if (fflush(stdout) != 0 || ferror(stdout)) {
 		fprintf(stderr, "ferryctl: writing the output: %s\n", strerror(errno));
 		return CTL_ERROR;
 	}
-	if (status == CTL_OK && off_left_out > 0) {
+	if (status == CTL_OK && left_out > 0) {
 		fprintf(stderr, "ferryctl: %u segment%s left out of this view (see above)\n",
-			off_left_out, off_left_out == 1 ? " was" : "s were");
+			left_out, left_out == 1 ? " was" : "s were");
 		status = CTL_ERROR;
 	}
 	return status;

@@ -149,7 +149,7 @@ static void harness_loopback(struct sockaddr_in *sa, int port)
 	sa->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 }
 
-static int harness_free_port(void)
+int harness_free_port(void)
 {
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
@@ -759,6 +759,33 @@ pid_t harness_spawn(char *const argv[], const char *out_path)
 		return -1;
 	harness_spawned[slot] = pid;
 	return pid;
+}
+
+pid_t harness_start_sink(int port, unsigned count, const char *out_path, int timeout_ms)
+{
+	char bench[PATH_MAX], count_text[16], listen[32];
+	snprintf(count_text, sizeof(count_text), "%u", count);
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+	char *argv[] = {(char *)harness_build_path("ferry-bench", bench, sizeof(bench)),
+			"sink",
+			"--json",
+			"--count",
+			count_text,
+			listen,
+			NULL};
+	pid_t pid = harness_spawn(argv, out_path);
+	if (pid < 0)
+		return -1;
+	int64_t deadline = harness_now_ms() + timeout_ms;
+	while (harness_now_ms() < deadline) {
+		if (harness_port_accepts(port, 200))
+			return pid;
+		if (harness_wait_pid(pid, 0) >= 0)
+			break; /* it exited: the port was taken, or it could not start */
+		harness_sleep_ms(20);
+	}
+	fprintf(stderr, "harness: the sink on %s did not start in %d ms\n", listen, timeout_ms);
+	return -1;
 }
 
 int harness_wait_pid(pid_t pid, int timeout_ms)

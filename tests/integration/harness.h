@@ -204,6 +204,18 @@ int harness_run(char *const argv[], char *out, size_t out_size, char *err, size_
  */
 pid_t harness_spawn(char *const argv[], const char *out_path);
 
+/* A loopback TCP port that is free now (for a program a test starts). */
+int harness_free_port(void);
+
+/*
+ * Start `ferry-bench sink --json --count <count> 127.0.0.1:<port>` (the
+ * far end of ferryd's deliveries; it exits once it got `count` messages,
+ * printing its totals, "messages" and "recipients" among them, to
+ * out_path) and wait at most timeout_ms until it accepts connections
+ * (a probe connection of its own, no message). Returns its pid or -1.
+ */
+pid_t harness_start_sink(int port, unsigned count, const char *out_path, int timeout_ms);
+
 /* Wait at most timeout_ms for a spawned process to exit; returns its exit
  * code, 128+signal, or -1 if it still runs. */
 int harness_wait_pid(pid_t pid, int timeout_ms);

@@ -35,8 +35,16 @@ TestSuite(ferryctl, .fini = suite_fini, .timeout = 120);
 
 /* ---- helpers ------------------------------------------------------------------- */
 
+/* Held, so that the views show what was queued, not what delivery did
+ * with it: these domains have nowhere to go. */
 static const char relay_extra[] = "[relay]\n"
-				  "relay_domains = alpha.example beta.example gamma.example\n";
+				  "relay_domains = alpha.example beta.example gamma.example\n"
+				  "[domain alpha.example]\n"
+				  "hold = yes\n"
+				  "[domain beta.example]\n"
+				  "hold = yes\n"
+				  "[domain gamma.example]\n"
+				  "hold = yes\n";
 
 struct sent {
 	char id[3][32]; /* queue ids of the three messages, in sending order */
@@ -137,29 +145,31 @@ static bool queue_row(const char *table, const char *label, struct row *r)
 		      &r->deferred, &r->held, &r->inflight, r->oldest) == 6;
 }
 
-static void expect_row(const char *table, const char *label, unsigned long messages,
-		       unsigned long ready)
+/* Every one of the row's recipients held (online), or ready (offline,
+ * where a hold, which lives in ferryd's memory, does not show). */
+static void expect_row(const char *table, const char *label, unsigned long messages, bool offline)
 {
 	struct row r;
 	cr_assert(queue_row(table, label, &r), "no row for '%s' in:\n%s", label, table);
 	cr_expect_eq(r.messages, messages, "%s: %lu queued, expected %lu, in:\n%s", label,
 		     r.messages, messages, table);
-	cr_expect_eq(r.ready, ready, "%s: %lu ready, expected %lu, in:\n%s", label, r.ready, ready,
-		     table);
-	cr_expect_eq(r.deferred + r.held + r.inflight, 0, "%s: not all ready in:\n%s", label,
-		     table);
+	unsigned long want = offline ? r.ready : r.held;
+	cr_expect_eq(want, messages, "%s: %lu %s, expected %lu, in:\n%s", label, want,
+		     offline ? "ready" : "held", messages, table);
+	cr_expect_eq(r.ready + r.deferred + r.held + r.inflight, messages, "%s: not all %s in:\n%s",
+		     label, offline ? "ready" : "held", table);
 	cr_expect(strcmp(r.oldest, "-") != 0 && strlen(r.oldest) >= 2,
 		  "%s: oldest age '%s' in:\n%s", label, r.oldest, table);
 }
 
 /* The three domains and the total, as send_three() queued them. */
-static void expect_three_queued(const char *table)
+static void expect_three_queued(const char *table, bool offline)
 {
 	cr_assert_not_null(find_line_prefix(table, "DOMAIN "), "no table header in:\n%s", table);
-	expect_row(table, "alpha.example", 3, 3);
-	expect_row(table, "beta.example", 2, 2);
-	expect_row(table, "gamma.example", 1, 1);
-	expect_row(table, "total (3 domains)", 6, 6);
+	expect_row(table, "alpha.example", 3, offline);
+	expect_row(table, "beta.example", 2, offline);
+	expect_row(table, "gamma.example", 1, offline);
+	expect_row(table, "total (3 domains)", 6, offline);
 	/* Sorted by domain. */
 	const char *a = strstr(table, "\nalpha."), *b = strstr(table, "\nbeta."),
 		   *g = strstr(table, "\ngamma.");
@@ -187,14 +197,14 @@ Test(ferryctl, queue_counts_recipients_per_domain)
 	send_three(&fi, &s);
 	int rc = run_ferryctl(out, err, "-c", fi.config, "queue", NULL);
 	cr_assert_eq(rc, 0, "ferryctl queue exited %d: %s", rc, err);
-	expect_three_queued(out);
+	expect_three_queued(out, false);
 	cr_expect_null(strstr(out, "offline"), "an online view says offline:\n%s", out);
 	/* --socket reaches the same ferryd. */
 	char sock[PATH_MAX + 32];
 	admin_socket_path(&fi, sock, sizeof(sock));
 	rc = run_ferryctl(out, err, "--socket", sock, "queue", NULL);
 	cr_assert_eq(rc, 0, "ferryctl --socket queue exited %d: %s", rc, err);
-	expect_three_queued(out);
+	expect_three_queued(out, false);
 	stop_ferryd_cleanly(&fi);
 }
 
@@ -215,16 +225,20 @@ Test(ferryctl, list_shows_each_queue_id_of_the_domain)
 	cr_expect_eq(count_lines_with(out, s.id[2]), 1, "%s once (u@) in:\n%s", s.id[2], out);
 	const char *line = find_line_prefix(out, s.id[2]);
 	cr_assert_not_null(line);
-	char id[32], state[16], age[16], sender[128], rcpt[128];
+	char id[32], state[16], next[16], age[16], sender[128], rcpt[128], reply[128];
 	unsigned attempts, size;
-	cr_assert_eq(sscanf(line, "%31s %15s %u %15s %u %127s %127s", id, state, &attempts, age,
-			    &size, sender, rcpt),
-		     7, "bad line: %s", line);
-	cr_expect_str_eq(state, "ready");
+	cr_assert_eq(sscanf(line, "%31s %15s %u %15s %15s %u %127s %127s %127s", id, state,
+			    &attempts, next, age, &size, sender, rcpt, reply),
+		     9, "bad line: %s", line);
+	cr_expect_str_eq(state, "held");
 	cr_expect_eq(attempts, 0);
+	cr_expect_str_eq(next, "-", "a held recipient has no next attempt: %s", line);
 	cr_expect_str_eq(sender, "alice@client.example");
 	cr_expect_str_eq(rcpt, "u@alpha.example");
+	cr_expect_str_eq(reply, "-", "never tried, no reply: %s", line);
 	cr_expect_gt(size, 0);
+	cr_expect_not_null(find_line_prefix(out, "QUEUE-ID          STATE  ATTEMPTS  NEXT  AGE  "),
+			   "header:\n%s", out);
 
 	/* Domains are matched without regard to case. */
 	rc = run_ferryctl(out, err, "-c", fi.config, "list", "BETA.example");
@@ -258,6 +272,9 @@ Test(ferryctl, show_prints_envelope_and_headers)
 	cr_expect_not_null(find_line_prefix(out, "recipients:  x@alpha.example"), "%s", out);
 	cr_expect_not_null(find_line_prefix(out, "             y@alpha.example"), "%s", out);
 	cr_expect_not_null(find_line_prefix(out, "             z@beta.example"), "%s", out);
+	/* Each recipient's state as journaled: held ones were never tried. */
+	cr_expect_not_null(strstr(out, "\nrecipients:  x@alpha.example (queued, not tried yet)\n"),
+			   "%s", out);
 	const char *arrival = find_line_prefix(out, "arrival:     ");
 	cr_assert_not_null(arrival, "%s", out);
 	/* ISO 8601 UTC: 2026-01-02T03:04:05.678Z */
@@ -329,13 +346,28 @@ Test(ferryctl, admin_socket_is_0660_and_speaks_the_protocol)
 
 	raw_request(&fi, "bogus\n", out, sizeof(out));
 	cr_expect_str_eq(out, "error: unknown command 'bogus' (try: queue, list DOMAIN, show "
-			      "QUEUEID)\n");
+			      "QUEUEID, flush [DOMAIN], hold DOMAIN, release DOMAIN)\n");
 	raw_request(&fi, "queue\r\n", out, sizeof(out));
 	cr_expect_str_eq(out, "ok\n", "an empty queue");
 	raw_request(&fi, "show 0000000000000000\n", out, sizeof(out));
 	cr_expect_str_eq(out, "error: no message 0000000000000000 in the queue\n");
 	raw_request(&fi, "list\n", out, sizeof(out));
 	cr_expect_str_eq(out, "error: usage: list DOMAIN\n");
+	raw_request(&fi, "flush\n", out, sizeof(out));
+	cr_expect_str_eq(out, "ok\nflushed 0\n");
+	raw_request(&fi, "flush Nobody.Example\n", out, sizeof(out));
+	cr_expect_str_eq(out, "ok\nflushed 0\n");
+	raw_request(&fi, "hold\n", out, sizeof(out));
+	cr_expect_str_eq(out, "error: usage: hold DOMAIN\n");
+	raw_request(&fi, "release bad..example\n", out, sizeof(out));
+	cr_expect_str_eq(out, "error: 'bad..example' is not a domain name (letters, digits and "
+			      "hyphens in dot-separated labels) nor an address literal such as "
+			      "[192.0.2.1]\n");
+	raw_request(&fi, "hold alpha.example extra\n", out, sizeof(out));
+	cr_expect(strncmp(out, "error: 'alpha.example extra' is not a domain name", 49) == 0, "%s",
+		  out);
+	raw_request(&fi, "queue now\n", out, sizeof(out));
+	cr_expect_str_eq(out, "error: 'queue' takes no argument\n");
 
 	stop_ferryd_cleanly(&fi);
 	cr_expect_neq(stat(path, &st), 0, "the socket outlived ferryd");
@@ -374,7 +406,7 @@ Test(ferryctl, idle_admin_clients_do_not_delay_an_operator)
 		int64_t took = harness_now_ms() - t0;
 		cr_assert_eq(rc, 0, "ferryctl queue beside %d idle clients exited %d: %s", IDLE, rc,
 			     err);
-		expect_three_queued(out);
+		expect_three_queued(out, false);
 		cr_assert_leq(took, ANSWER_MS, "ferryctl queue took %lld ms beside %d idle clients",
 			      (long long)took, IDLE);
 	}
@@ -454,8 +486,24 @@ Test(ferryctl, bad_usage_exits_2)
 	cr_expect_eq(run_ferryctl(out, err, "list", NULL, NULL, NULL), 2, "list without domain");
 	cr_expect_eq(run_ferryctl(out, err, "show", "not-an-id", NULL, NULL), 2, "bad id");
 	cr_expect_eq(run_ferryctl(out, err, "--spool", "/x", "--socket", "/y"), 2, "two sources");
+	cr_expect_eq(run_ferryctl(out, err, "hold", NULL, NULL, NULL), 2, "hold without domain");
+	cr_expect_not_null(strstr(err, "ferryctl: hold DOMAIN: give exactly one argument"), "%s",
+			   err);
+	cr_expect_eq(run_ferryctl(out, err, "flush", "a.example", "b.example", NULL), 2,
+		     "flush of two");
+	cr_expect_not_null(strstr(err, "ferryctl: flush [DOMAIN]: give at most one argument"), "%s",
+			   err);
+	cr_expect_eq(run_ferryctl(out, err, "release", "bad..example", NULL, NULL), 2,
+		     "bad domain");
+	cr_expect_not_null(strstr(err, "ferryctl: 'bad..example' is not a domain name"), "%s", err);
+	cr_expect_eq(run_ferryctl(out, err, "--spool", "/x", "flush", NULL), 2, "flush offline");
+	cr_expect_str_eq(err, "ferryctl: 'flush' changes what a running ferryd does, and --spool "
+			      "only reads the spool: use -c CONFIG or --socket PATH\n");
 	cr_expect_eq(run_ferryctl(out, err, "--help", NULL, NULL, NULL), 0);
 	cr_expect_not_null(strstr(out, "usage: ferryctl"), "%s", out);
+	cr_expect_not_null(strstr(out, "  flush [DOMAIN]  "), "%s", out);
+	cr_expect_not_null(strstr(out, "  hold DOMAIN     "), "%s", out);
+	cr_expect_not_null(strstr(out, "  release DOMAIN  "), "%s", out);
 	cr_expect_eq(run_ferryctl(out, err, "--version", NULL, NULL, NULL), 0);
 	cr_expect(strncmp(out, "ferryctl ", 9) == 0, "%s", out);
 }
@@ -473,7 +521,7 @@ Test(ferryctl, offline_view_matches_while_running_and_after_stop)
 	int rc = run_ferryctl(out, err, "--spool", fi.spool, "queue", NULL);
 	cr_assert_eq(rc, 0, "offline queue (ferryd running) exited %d: %s", rc, err);
 	cr_expect(strncmp(out, "# offline view of ", 18) == 0, "no offline header:\n%s", out);
-	expect_three_queued(out);
+	expect_three_queued(out, true);
 
 	rc = run_ferryctl(out, err, "--spool", fi.spool, "list", "alpha.example");
 	cr_assert_eq(rc, 0, "offline list exited %d: %s", rc, err);
@@ -483,11 +531,13 @@ Test(ferryctl, offline_view_matches_while_running_and_after_stop)
 	stop_ferryd_cleanly(&fi);
 	rc = run_ferryctl(out, err, "--spool", fi.spool, "queue", NULL);
 	cr_assert_eq(rc, 0, "offline queue (ferryd stopped) exited %d: %s", rc, err);
-	expect_three_queued(out);
+	expect_three_queued(out, true);
 
 	rc = run_ferryctl(out, err, "--spool", fi.spool, "show", s.id[1]);
 	cr_assert_eq(rc, 0, "offline show exited %d: %s", rc, err);
-	cr_expect_not_null(find_line_prefix(out, "recipients:  w@Beta.EXAMPLE"), "%s", out);
+	cr_expect_not_null(find_line_prefix(out, "recipients:  w@Beta.EXAMPLE (queued, not tried "
+						 "yet)\n"),
+			   "%s", out);
 	cr_expect_not_null(strstr(out, "\nSubject: second of three\n"), "%s", out);
 	cr_expect_null(strstr(out, "Not a header"), "the body was shown:\n%s", out);
 
@@ -502,7 +552,7 @@ Test(ferryctl, offline_view_matches_while_running_and_after_stop)
 	cr_assert_eq(mkdir(bad, 0700), 0, "mkdir %s", bad);
 	rc = run_ferryctl(out, err, "--spool", fi.spool, "queue", NULL);
 	cr_expect_eq(rc, 1, "offline queue with an unreadable segment: exit %d", rc);
-	expect_three_queued(out);
+	expect_three_queued(out, true);
 	cr_expect_not_null(strstr(err, "w000-000000000999.seg could not be read"), "%s", err);
 	cr_expect_not_null(strstr(err, "left out of this view"), "%s", err);
 	rmdir(bad);
@@ -527,10 +577,197 @@ Test(ferryctl, queue_survives_a_restart)
 	wait_admin_socket(&fi);
 	int rc = run_ferryctl(out, err, "-c", fi.config, "queue", NULL);
 	cr_assert_eq(rc, 0, "ferryctl queue after restart exited %d: %s", rc, err);
-	expect_three_queued(out);
+	expect_three_queued(out, false);
 
 	rc = run_ferryctl(out, err, "-c", fi.config, "show", s.id[0]);
 	cr_assert_eq(rc, 0, "ferryctl show after restart exited %d: %s", rc, err);
 	cr_expect_not_null(strstr(out, "\nSubject: first of three\n"), "%s", out);
+	stop_ferryd_cleanly(&fi);
+}
+
+/* ---- delivery's moves: hold, release, flush -------------------------------------------- */
+
+#define DELIVERY_MS 15000 /* a released or flushed recipient reaches the sink */
+
+/* Run ferryctl -c CONFIG with a command and up to one argument; it must
+ * exit 0. */
+static void ctl_ok(const struct ferry_instance *fi, char *out, char *err, const char *command,
+		   const char *arg)
+{
+	int rc = run_ferryctl(out, err, "-c", fi->config, command, arg);
+	cr_assert_eq(rc, 0, "ferryctl %s %s exited %d: %s%s", command, arg ? arg : "", rc, err,
+		     out);
+}
+
+/* Wait until `ferryctl list DOMAIN` has no recipient left. */
+static void wait_domain_empty(const struct ferry_instance *fi, const char *domain, char *out,
+			      char *err)
+{
+	char want[300];
+	snprintf(want, sizeof(want), "no mail queued for %s\n", domain);
+	int64_t deadline = harness_now_ms() + DELIVERY_MS;
+	do {
+		ctl_ok(fi, out, err, "list", domain);
+		if (strcmp(out, want) == 0)
+			return;
+		harness_sleep_ms(100);
+	} while (harness_now_ms() < deadline);
+	cr_assert_fail("%s still queued after %d ms:\n%s", domain, DELIVERY_MS, out);
+}
+
+/* The sink took `messages` with `rcpts` recipients and exited. */
+static void expect_sink_got(pid_t sink, const char *sink_log, int messages, int rcpts)
+{
+	cr_assert_eq(harness_wait_pid(sink, DELIVERY_MS), 0, "the sink did not get its mail");
+	char want[64];
+	FILE *f = fopen(sink_log, "r");
+	cr_assert_not_null(f);
+	static char text[8192];
+	size_t n = fread(text, 1, sizeof(text) - 1, f);
+	text[n] = '\0';
+	fclose(f);
+	snprintf(want, sizeof(want), "\"messages\":%d,\"recipients\":%d,", messages, rcpts);
+	cr_expect_not_null(strstr(text, want), "sink: %s", text);
+}
+
+Test(ferryctl, hold_keeps_mail_and_release_delivers_it)
+{
+	struct ferry_instance fi;
+	static char out[OUT_SIZE], err[OUT_SIZE], extra[512], sink_log[PATH_MAX + 16];
+	int port = harness_free_port();
+	cr_assert_gt(port, 0);
+	snprintf(extra, sizeof(extra),
+		 "[relay]\n"
+		 "relay_domains = sink.example\n"
+		 "[domain sink.example]\n"
+		 "transport = [127.0.0.1]:%d\n",
+		 port);
+	cr_assert_eq(harness_setup(&fi, extra), 0);
+	cr_assert_eq(harness_start(&fi, START_MS), 0, "ferryd did not start (log above)");
+	wait_admin_socket(&fi);
+	snprintf(sink_log, sizeof(sink_log), "%s/sink.log", fi.dir);
+
+	ctl_ok(&fi, out, err, "hold", "Sink.Example");
+	cr_expect_str_eq(out, "hold: sink.example is held until released (or ferryd restarts); 0 "
+			      "queued recipients held\n");
+	static const char *const rcpts[] = {"a@sink.example", "b@sink.example", NULL};
+	char id[32];
+	send_message(&fi, rcpts, "held for a while", id);
+
+	/* Held: not tried, nothing to wait for, no reply. */
+	harness_sleep_ms(300);
+	ctl_ok(&fi, out, err, "list", "sink.example");
+	cr_expect_eq(count_lines_with(out, id), 2, "in:\n%s", out);
+	const char *line = find_line_prefix(out, id);
+	cr_assert_not_null(line, "%s", out);
+	char got_id[32], state[16], next[16], age[16], sender[128], rcpt[128], reply[128];
+	unsigned attempts, size;
+	cr_assert_eq(sscanf(line, "%31s %15s %u %15s %15s %u %127s %127s %127s", got_id, state,
+			    &attempts, next, age, &size, sender, rcpt, reply),
+		     9, "bad line: %s", line);
+	cr_expect_str_eq(state, "held");
+	cr_expect_eq(attempts, 0);
+	cr_expect_str_eq(next, "-");
+	cr_expect_str_eq(reply, "-");
+
+	pid_t sink = harness_start_sink(port, 1, sink_log, START_MS);
+	cr_assert_gt(sink, 0, "the sink did not start");
+	harness_sleep_ms(300);
+	ctl_ok(&fi, out, err, "list", "sink.example");
+	cr_expect_eq(count_lines_with(out, id), 2, "a held domain was delivered:\n%s", out);
+
+	ctl_ok(&fi, out, err, "release", "sink.example");
+	cr_expect_str_eq(out, "release: sink.example is released; 2 recipients are ready for "
+			      "delivery now\n");
+	expect_sink_got(sink, sink_log, 1, 2);
+	wait_domain_empty(&fi, "sink.example", out, err);
+	stop_ferryd_cleanly(&fi);
+}
+
+Test(ferryctl, flush_tries_a_deferred_domain_now)
+{
+	struct ferry_instance fi;
+	static char out[OUT_SIZE], err[OUT_SIZE], extra[512], sink_log[PATH_MAX + 16];
+	int port = harness_free_port(); /* nothing listens there yet */
+	cr_assert_gt(port, 0);
+	snprintf(extra, sizeof(extra),
+		 "[relay]\n"
+		 "relay_domains = late.example\n"
+		 "[delivery]\n"
+		 "retry_initial = 1h\n"
+		 "[domain late.example]\n"
+		 "transport = [127.0.0.1]:%d\n",
+		 port);
+	cr_assert_eq(harness_setup(&fi, extra), 0);
+	cr_assert_eq(harness_start(&fi, START_MS), 0, "ferryd did not start (log above)");
+	wait_admin_socket(&fi);
+	snprintf(sink_log, sizeof(sink_log), "%s/sink.log", fi.dir);
+	static const char *const rcpts[] = {"c@late.example", NULL};
+	char id[32];
+	send_message(&fi, rcpts, "tried too early", id);
+
+	/* The connection is refused: deferred for an hour. */
+	char reply_want[128];
+	snprintf(reply_want, sizeof(reply_want),
+		 "4.4.1 connect to 127.0.0.1[127.0.0.1]:%d: Connection refused", port);
+	const char *line = NULL;
+	int64_t deadline = harness_now_ms() + DELIVERY_MS;
+	while (harness_now_ms() < deadline) {
+		ctl_ok(&fi, out, err, "list", "late.example");
+		line = find_line_prefix(out, id);
+		if (line != NULL && strstr(line, " deferred ") != NULL)
+			break;
+		harness_sleep_ms(100);
+	}
+	cr_assert(line != NULL && strstr(line, " deferred ") != NULL, "not deferred:\n%s", out);
+	/* NEXT is "in 1h" or "in 59m": its column's width varies. */
+	const char *header = find_line_prefix(out, "QUEUE-ID          STATE     ATTEMPTS  NEXT ");
+	cr_expect(header != NULL && strstr(header, "  RECIPIENT       LAST-REPLY\n") != NULL,
+		  "header:\n%s", out);
+	char got_id[32], state[16], next[16], age[16], sender[128], rcpt[128];
+	unsigned attempts, size;
+	int reply_at = 0;
+	cr_assert_eq(sscanf(line, "%31s %15s %u in %15s %15s %u %127s %127s %n", got_id, state,
+			    &attempts, next, age, &size, sender, rcpt, &reply_at),
+		     8, "bad line: %s", line);
+	cr_expect_eq(attempts, 1);
+	cr_expect(strcmp(next, "59m") == 0 || strcmp(next, "1h") == 0, "next attempt 'in %s'",
+		  next);
+	cr_expect_str_eq(rcpt, "c@late.example");
+	cr_expect(strncmp(line + reply_at, reply_want, strlen(reply_want)) == 0,
+		  "last reply '%.*s', expected '%s'", (int)strcspn(line + reply_at, "\n"),
+		  line + reply_at, reply_want);
+
+	/* show: the recipient as journaled, with the reply. */
+	ctl_ok(&fi, out, err, "show", id);
+	char want[256];
+	snprintf(want, sizeof(want), "recipients:  c@late.example (deferred after 1 attempt: %s)\n",
+		 reply_want);
+	cr_expect_not_null(strstr(out, want), "no '%s' in:\n%s", want, out);
+	/* The offline view agrees on the state, attempts and next attempt;
+	 * replies are not in its view. */
+	int rc = run_ferryctl(out, err, "--spool", fi.spool, "list", "late.example");
+	cr_assert_eq(rc, 0, "offline list exited %d: %s", rc, err);
+	line = find_line_prefix(out, id);
+	cr_assert_not_null(line, "%s", out);
+	cr_assert_eq(sscanf(line, "%31s %15s %u in %15s", got_id, state, &attempts, next), 4,
+		     "offline: %s", line);
+	cr_expect_str_eq(state, "deferred");
+	cr_expect_eq(attempts, 1);
+	cr_expect(strcmp(next, "59m") == 0 || strcmp(next, "1h") == 0, "offline: in %s", next);
+	cr_expect(strstr(line, "c@late.example  -\n") != NULL, "offline reply: %s", line);
+
+	/* The next hop is back: a flush does not wait the hour out. */
+	pid_t sink = harness_start_sink(port, 1, sink_log, START_MS);
+	cr_assert_gt(sink, 0, "the sink did not start");
+	int64_t t0 = harness_now_ms();
+	ctl_ok(&fi, out, err, "flush", "late.example");
+	cr_expect_str_eq(out, "flush: 1 recipient of late.example is ready for delivery now\n");
+	expect_sink_got(sink, sink_log, 1, 1);
+	wait_domain_empty(&fi, "late.example", out, err);
+	cr_expect_lt(harness_now_ms() - t0, 10000, "delivered %lld ms after the flush",
+		     (long long)(harness_now_ms() - t0));
+	ctl_ok(&fi, out, err, "flush", NULL);
+	cr_expect_str_eq(out, "flush: 0 recipients are ready for delivery now\n");
 	stop_ferryd_cleanly(&fi);
 }

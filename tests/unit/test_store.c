@@ -610,7 +610,7 @@ static void t_expect_message(const char *id, const char *sender, const char *con
 	const char *p = report;
 	for (unsigned i = 0; i < nrcpts; i++) {
 		char want[300];
-		snprintf(want, sizeof(want), "\nrcpt %s\n", rcpts[i]);
+		snprintf(want, sizeof(want), "\nrcpt %s ", rcpts[i]); /* then its state */
 		p = strstr(p, want);
 		cr_assert_not_null(p, "recipient %s missing or out of order:\n%s", rcpts[i],
 				   report);
@@ -2039,6 +2039,94 @@ Test(store, deferred_recipients_wait_their_time_and_survive_a_restart)
 	cr_assert_eq(sum.recipients, 1, "the delivered recipient came back");
 	t_start_workers();
 	cr_assert_str_eq(t_state_of("later.example", "ann@"), "ready");
+}
+
+/* The line ferryctl list gets for `rcpt` of `domain` ("" when absent). */
+static const char *t_list_line(const char *domain, const char *rcpt)
+{
+	static char line[1024];
+	buf_clear(&t_out);
+	struct queue_report_cursor cursor = {0};
+	for (uint32_t i = 0; i < ts.nworkers; i++)
+		while (queue_report_domain(ts.queues[i], domain, strlen(domain), &cursor, 100,
+					   &t_out) == 1)
+			;
+	cr_assert_eq(buf_append(&t_out, "", 1), 0);
+	const char *p = strstr(buf_head(&t_out), rcpt);
+	line[0] = '\0';
+	if (p == NULL)
+		return line;
+	while (p > buf_head(&t_out) && p[-1] != '\n')
+		p--;
+	snprintf(line, sizeof(line), "%.*s", (int)strcspn(p, "\n"), p);
+	return line;
+}
+
+/* What an operator reads of a deferred recipient: its attempts, when it
+ * is tried next (wall clock), the next hop's last reply; and in show,
+ * each recipient's state as journaled, with its last reply. */
+Test(store, reports_carry_attempts_next_attempt_and_last_reply)
+{
+	t_open();
+	t_start_workers();
+	static const char *const rcpts[] = {"ann@later.example", "bo@later.example"};
+	static struct t_client c;
+	t_client_init(&c);
+	cr_assert_eq(t_begin_on(ts.queues[0], &c, "alice@client.example", rcpts, 2), 0);
+	cr_assert_geq(t_write(&c, (const uint8_t *)"hi\r\n", 4, 4), 0);
+	t_commit(&c);
+	t_pump_until_committed(&c, 1);
+	struct queue *q = ts.queues[0];
+	struct queue_rcpt *r[4];
+	char id[32], state[16], sender[64], rcpt[64], reply[128];
+	unsigned attempts;
+	long long arrival, size, next;
+
+	/* Untried: no next attempt, no reply. */
+	const char *line = t_list_line("later.example", "ann@");
+	cr_assert_eq(sscanf(line, "%31s %15s %u %lld %lld %63s %63s %lld %127[^\n]", id, state,
+			    &attempts, &arrival, &size, sender, rcpt, &next, reply),
+		     9, "%s", line);
+	cr_expect_str_eq(state, "ready");
+	cr_expect_eq(attempts, 0);
+	cr_expect_eq(next, 0);
+	cr_expect_str_eq(reply, "\"\"");
+
+	cr_assert_eq(sched_take_ready(q, "later.example", 13, r, 4), 2);
+	uint64_t now = ts.workers[0]->now_ms;
+	struct timespec wall;
+	clock_gettime(CLOCK_REALTIME, &wall);
+	long long wall_ms = (long long)wall.tv_sec * 1000 + wall.tv_nsec / 1000000;
+	sched_defer(q, r[0], now + 600000, "451 4.7.1 greylisted, try later");
+	sched_finish(q, r[1], QUEUE_DELIVERED, "250 2.0.0 ok");
+	t_pump_idle();
+
+	line = t_list_line("later.example", "ann@");
+	cr_assert_eq(sscanf(line, "%31s %15s %u %lld %lld %63s %63s %lld %127[^\n]", id, state,
+			    &attempts, &arrival, &size, sender, rcpt, &next, reply),
+		     9, "%s", line);
+	cr_expect_str_eq(state, "deferred");
+	cr_expect_eq(attempts, 1);
+	cr_expect(next >= wall_ms + 590000 && next <= wall_ms + 610000,
+		  "next attempt %lld, expected about %lld", next, wall_ms + 600000);
+	cr_expect_str_eq(reply, "\"451 4.7.1 greylisted, try later\"");
+
+	/* A flush keeps the reply; the next attempt is now. */
+	cr_assert_eq(sched_flush(q, "later.example", 13), 1);
+	line = t_list_line("later.example", "ann@");
+	cr_expect_not_null(strstr(line, " ready 1 "), "%s", line);
+	cr_expect_not_null(strstr(line, " 0 \"451 4.7.1 greylisted, try later\""), "%s", line);
+
+	buf_clear(&t_out);
+	cr_assert(t_report_message(c.id, &t_out));
+	cr_assert_eq(buf_append(&t_out, "", 1), 0);
+	const char *shown = buf_head(&t_out);
+	cr_expect_not_null(strstr(shown,
+				  "\nrcpt ann@later.example deferred 1 \"451 4.7.1 greylisted, try "
+				  "later\"\n"),
+			   "%s", shown);
+	cr_expect_not_null(strstr(shown, "\nrcpt bo@later.example delivered 1 \"250 2.0.0 ok\"\n"),
+			   "%s", shown);
 }
 
 /* The store's state machine guards itself in every build: a message the

@@ -1,0 +1,42 @@
+/*
+ * admin_commands — what the admin socket's requests do (the protocol is
+ * net/admin.h's): a request line is checked, then carried out by the
+ * workers, each on its own thread, through cross-worker messages, and its
+ * answer written. The socket, its threads and its clients are admin.c's.
+ *
+ * Views (queue, list, show) ask every worker for its part: the store's
+ * report functions (queue.h, "operator views") run there, into a buffer of
+ * the request. Moves (flush, hold, release) run delivery's calls
+ * (net/outbound.h) on the worker owning the domain's shard (queue/sched.h,
+ * sched_owner), or on every worker for a flush of everything. The caller
+ * waits at most ADMIN_WORKERS_MS for all of them; a request outlives a
+ * wait that timed out (reference counted), since a late worker still
+ * writes into it. A move that timed out may still happen: the answer says
+ * so.
+ */
+#ifndef FERRY_NET_ADMIN_COMMANDS_H
+#define FERRY_NET_ADMIN_COMMANDS_H
+
+#include "core/buf.h"
+
+struct queue_store;
+struct outbound_settings;
+
+#define ADMIN_WORKERS_MS 5000 /* for every worker's part */
+
+/* What the commands reach, fixed while the admin socket runs. */
+struct admin_commands {
+	struct queue_store *store;
+	const struct outbound_settings *delivery; /* NULL: no delivery to move */
+	int segments_fd;                          /* <spool>/segments, for show */
+};
+
+/*
+ * Answer one request line (printable ASCII, no line end; changed in place)
+ * into answer: "ok" LF and the body, or "error: <why>" LF. Blocks the
+ * calling thread (never a worker's) while the workers answer. Returns the
+ * command's name for the log, or "invalid".
+ */
+const char *admin_commands_answer(const struct admin_commands *c, char *line, struct buf *answer);
+
+#endif
