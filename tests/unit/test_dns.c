@@ -110,7 +110,10 @@ static void t_server_start(void)
 	unsigned port = 0;
 	if (sscanf(line, "port %u", &port) != 1) {
 		int status = 0;
-		bool gone = waitpid(pid, &status, WNOHANG) == pid;
+		bool gone = false; /* its stdout closed: it is exiting, or stuck */
+		for (int i = 0; i < 100 && !gone; i++)
+			if (!(gone = waitpid(pid, &status, WNOHANG) == pid))
+				usleep(10000);
 		if (gone)
 			t_server = -1;
 		cr_assert_fail("the fake DNS server (%s %s) did not start%s", T_PYTHON, script,
@@ -481,8 +484,9 @@ Test(dns, draining_drops_lookups_and_the_resolver_stays_usable)
 	memset(&t_seen_h, 0, sizeof(t_seen_h));
 	struct dns_query *q;
 	cr_assert_eq(dns_lookup_mx(t_dns, "silent.test", t_mx_done, &t_seen_a, &q), 0);
+	t_turn(); /* out, and polled in the kernel */
+	/* One whose answer would come in the next turn. */
 	cr_assert_eq(dns_lookup_host(t_dns, "host.test", 25, t_host_done, &t_seen_h, &q), 0);
-	t_turn();
 	cr_assert_not(dns_idle(t_dns));
 	dns_drain(t_dns);
 	/* Well before the silent lookup's timeout. */
@@ -493,8 +497,8 @@ Test(dns, draining_drops_lookups_and_the_resolver_stays_usable)
 	cr_assert_eq(t_host_seen.count, 3);
 }
 
-/* A callback that closes the resolver: the other answer of the same
- * turn, and the silent lookup, never arrive. */
+/* A callback that closes the resolver: the lookups still out never
+ * call back. */
 static void t_mx_done_and_close(void *arg, const struct dns_mx_result *r)
 {
 	t_mx_done(arg, r);
@@ -509,15 +513,14 @@ Test(dns, a_callback_may_close_the_resolver)
 	memset(&t_seen_h, 0, sizeof(t_seen_h));
 	struct dns_query *q;
 	cr_assert_eq(dns_lookup_mx(t_dns, "silent.test", t_mx_done, &t_seen_b, &q), 0);
-	cr_assert_eq(dns_lookup_host(t_dns, "192.0.2.5", 25, t_host_done, &t_seen_h, &q), 0);
+	cr_assert_eq(dns_lookup_host(t_dns, "silent.test", 25, t_host_done, &t_seen_h, &q), 0);
 	cr_assert_eq(dns_lookup_mx(t_dns, "example.test", t_mx_done_and_close, &t_seen_a, &q), 0);
 	T_UNTIL(t_seen_a.calls > 0, T_WAIT_MS);
 	cr_assert_null(t_dns);
 	T_UNTIL(t_worker.in_flight == 0, T_WAIT_MS);
 	t_turn_for(2 * T_TIMEOUT_MS);
 	cr_assert_eq(t_seen_a.calls, 1);
-	cr_assert_eq(t_seen_b.calls, 0);
-	cr_assert_eq(t_seen_h.calls, 1, "answered in an earlier turn (from the loop at once)");
+	cr_assert_eq(t_seen_b.calls + t_seen_h.calls, 0);
 	t_assert_no_leak();
 }
 
