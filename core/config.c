@@ -117,6 +117,8 @@ static const struct config_key config_keys[] = {
 	KEY("delivery", destination_failures, CONFIG_UINT, destination_failures, 1, 1000),
 	KEY("delivery", destination_backoff, CONFIG_DURATION, destination_backoff_ms, 1000,
 	    CONFIG_DAY_MS),
+	KEY_STRING_OR_EMPTY("delivery", dns_servers, dns_servers),
+	KEY("delivery", smtp_port, CONFIG_UINT, smtp_port, 1, 65535),
 	KEY("log", level, CONFIG_LOG_LEVEL, log_level, 0, 0),
 	KEY("log", destination, CONFIG_LOG_DESTINATION, log_destination, 0, 0),
 	KEY("log", max_lines_per_client, CONFIG_UINT, log_max_lines_per_client, 0, 1000000),
@@ -210,6 +212,7 @@ void config_defaults(struct config *cfg)
 	cfg->max_received_headers = 50;        /* as Postfix's hopcount_limit */
 	cfg->destination_failures = 5;
 	cfg->destination_backoff_ms = 300000;
+	cfg->smtp_port = 25;
 	cfg->log_level = LOG_LEVEL_INFO;
 	cfg->log_destination = LOG_TO_STDERR;
 	cfg->log_max_lines_per_client = 100;

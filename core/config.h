@@ -150,6 +150,8 @@ struct config {
 	uint32_t max_received_headers;       /* more: a mail loop */
 	uint32_t destination_failures;       /* connection failures in a row: destination down */
 	uint32_t destination_backoff_ms;     /* how long it stays down */
+	char dns_servers[CONFIG_TRANSPORT_MAX + 1]; /* "": /etc/resolv.conf's; net/ parses it */
+	uint32_t smtp_port;                         /* of next hops found by MX lookups */
 
 	/* [domain NAME] sections, in the file's order */
 	struct config_domain *domains;

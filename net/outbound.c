@@ -5,6 +5,7 @@
 #include "net/outbound.h"
 
 #include <arpa/inet.h>
+#include <ifaddrs.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +45,33 @@ static int outbound_parse_source(struct outbound_settings *s, const char *text, 
 	return -EINVAL;
 }
 
+/* The interfaces' addresses, for telling an MX that is this relay. */
+static int outbound_local_addresses(struct outbound_settings *s)
+{
+	struct ifaddrs *list;
+	if (getifaddrs(&list) != 0)
+		return 0; /* only the listen addresses count then */
+	unsigned n = 0;
+	for (struct ifaddrs *i = list; i != NULL; i = i->ifa_next)
+		n += i->ifa_addr != NULL &&
+		     (i->ifa_addr->sa_family == AF_INET || i->ifa_addr->sa_family == AF_INET6);
+	s->local = calloc(n ? n : 1, sizeof(*s->local));
+	if (s->local == NULL) {
+		freeifaddrs(list);
+		return -ENOMEM;
+	}
+	for (struct ifaddrs *i = list; i != NULL; i = i->ifa_next) {
+		if (i->ifa_addr == NULL)
+			continue;
+		if (i->ifa_addr->sa_family == AF_INET)
+			memcpy(&s->local[s->nlocal++], i->ifa_addr, sizeof(struct sockaddr_in));
+		else if (i->ifa_addr->sa_family == AF_INET6)
+			memcpy(&s->local[s->nlocal++], i->ifa_addr, sizeof(struct sockaddr_in6));
+	}
+	freeifaddrs(list);
+	return 0;
+}
+
 int outbound_settings_init(struct outbound_settings *s, const struct config *cfg,
 			   struct queue_store *store, char *err, size_t err_size)
 {
@@ -68,6 +96,12 @@ int outbound_settings_init(struct outbound_settings *s, const struct config *cfg
 		.destination_backoff_ms = cfg->destination_backoff_ms,
 	};
 	snprintf(s->helo_name, sizeof(s->helo_name), "%s", cfg->hostname);
+	s->smtp_port = (uint16_t)cfg->smtp_port;
+	s->dns = (struct dns_config){.servers = cfg->dns_servers};
+	for (unsigned i = 0; i < cfg->nlisten; i++)
+		s->listen[s->nlisten++] = cfg->listen[i].addr;
+	if (outbound_local_addresses(s) != 0)
+		return -ENOMEM;
 	char why[256];
 	if (outbound_parse_source(s, cfg->source_address, err, err_size) != 0)
 		return -EINVAL;
@@ -100,6 +134,9 @@ int outbound_settings_init(struct outbound_settings *s, const struct config *cfg
 
 void outbound_settings_free(struct outbound_settings *s)
 {
+	free(s->local);
+	s->local = NULL;
+	s->nlocal = 0;
 	free(s->workers);
 	s->workers = NULL;
 	free(s->rules);
@@ -215,6 +252,9 @@ static void outbound_dest_maybe_free(struct outbound_dest *d)
 	    d->held != config_held || /* an operator's word outlives its mail */
 	    sched_counts(d->ob->queue, d->domain, d->len, &counts))
 		return;
+	if (d->route.state == ROUTE_RESOLVING)
+		return; /* its lookups' end activates it */
+	outbound_route_clear(d);
 	list_remove(&d->hash_link);
 	d->ob->ndests--;
 	free(d);
@@ -295,14 +335,25 @@ static void outbound_kick(struct outbound *ob, struct outbound_dest *d)
 	if (!sched_counts(ob->queue, d->domain, d->len, &counts) || counts.ready == 0)
 		return;
 	uint64_t now = ob->worker->now_ms;
-	if (d->hops == NULL || now < d->down_until_ms) {
-		/* Nowhere to go (yet): the READY ones wait their turn. */
-		const char *why = d->hops == NULL
-					  ? "no transport or relayhost for this domain, and MX "
-					    "lookups are not available yet"
-					  : "the destination is down after repeated connection "
-					    "failures";
-		outbound_defer_ready(d, why);
+	if (now < d->down_until_ms) {
+		/* The READY ones wait for the end of the mark. */
+		outbound_defer_ready(d, "the destination is down after repeated connection "
+					"failures");
+		return;
+	}
+	if (!outbound_route_fresh(d, now)) {
+		struct outbound_route *route = &d->route;
+		if (route->state == ROUTE_NONE && outbound_route_resolve(d) != 0)
+			outbound_defer_ready(d, "out of memory looking up the next hop");
+		if (route->state != ROUTE_FAILED)
+			return; /* outbound_route_done() activates it again */
+		/* No route: what waits is deferred or, for good, failed. */
+		struct queue_rcpt *r[64];
+		size_t n;
+		while ((n = sched_take_ready(ob->queue, d->domain, d->len, r, 64)) > 0)
+			for (size_t i = 0; i < n; i++)
+				outbound_outcome(d, r[i], route->code, route->status, route->reason,
+						 "none");
 		return;
 	}
 	/* Idle connections first, then new ones. */
@@ -315,14 +366,12 @@ static void outbound_kick(struct outbound *ob, struct outbound_dest *d)
 	uint32_t wanted = (counts.ready + s->rcpts_per_transaction - 1) / s->rcpts_per_transaction;
 	while (counts.ready > 0 && wanted > 0 && d->sessions < d->concurrency &&
 	       ob->connections < s->max_connections) {
-		unsigned hop = d->next_hop % d->hops->count;
-		int r = outbound_session_start(d, hop);
+		const struct outbound_target *t = &d->route.targets[d->next_hop % d->route.count];
+		int r = outbound_session_start(d, t);
 		if (r != 0) {
-			char why[160];
-			snprintf(why, sizeof(why), "cannot connect to %s: %s",
-				 d->hops->hops[hop].host,
-				 r == -EHOSTUNREACH ? "host names need DNS, not available yet"
-						    : strerror(-r));
+			char why[300];
+			snprintf(why, sizeof(why), "cannot connect to %s: %s", t->host,
+				 strerror(-r));
 			outbound_connect_result(d, false, why);
 			return;
 		}
@@ -347,6 +396,15 @@ static void outbound_run(struct outbound *ob)
 		outbound_kick(ob, d);
 		outbound_dest_maybe_free(d);
 	}
+	/* Made active again during the run (a route found at once): the
+	 * next turn must come without waiting for a completion. */
+	if (!list_empty(&ob->active) && !timer_armed(&ob->kick_timer))
+		timer_arm(&ob->worker->timers, &ob->kick_timer, ob->worker->now_ms, 0);
+}
+
+static void outbound_kick_fire(struct timer *t)
+{
+	(void)t; /* waking the loop was all: its before_wait runs the list */
 }
 
 size_t outbound_take(struct outbound_dest *d, struct queue_rcpt **out, size_t max)
@@ -467,14 +525,14 @@ void outbound_connect_result(struct outbound_dest *d, bool ok, const char *why)
 	}
 	d->failures++;
 	d->round_failures++;
-	if (d->hops != NULL && d->hops->count > 1)
-		d->next_hop++; /* the next connection tries the next hop */
+	if (d->route.count > 1)
+		d->next_hop++; /* the next connection tries the next address */
 	log_event(LOG_LEVEL_WARN, "event=connect_failed domain=%s failures=%u reason=\"%s\"",
 		  d->domain, d->failures, why);
 	/* Every hop failed once, and no connection of d's is left to take
 	 * its mail: what waits is deferred (one attempt each), not tried
 	 * again at once. Enough such failures in a row mark d down. */
-	unsigned hops = d->hops != NULL ? d->hops->count : 1;
+	unsigned hops = d->route.count > 0 ? d->route.count : 1;
 	if (d->round_failures < hops || d->sessions > 1)
 		return;
 	d->round_failures = 0;
@@ -485,6 +543,12 @@ void outbound_connect_result(struct outbound_dest *d, bool ok, const char *why)
 			  d->domain, s->destination_backoff_ms / 1000, why);
 	}
 	outbound_defer_ready(d, why);
+}
+
+void outbound_route_done(struct outbound_dest *d)
+{
+	d->next_hop = 0;
+	outbound_activate(d);
 }
 
 void outbound_session_gone(struct outbound_dest *d)
@@ -595,11 +659,16 @@ static int outbound_service_start(struct worker *w, void *arg, void **state)
 		list_init(&ob->buckets[i]);
 	list_init(&ob->active);
 	list_init(&ob->sessions);
+	timer_init(&ob->kick_timer, outbound_kick_fire);
 	ob->bounces = bounce_new(ob);
-	if (ob->bounces == NULL) {
+	int r = ob->bounces != NULL ? dns_open(&ob->dns, w, &s->dns, w->error, sizeof(w->error))
+				    : -ENOMEM;
+	if (r != 0) {
+		if (ob->bounces != NULL)
+			bounce_free(ob->bounces);
 		free(ob->buckets);
 		free(ob);
-		return -ENOMEM;
+		return r;
 	}
 	struct sched_hooks hooks = {
 		.held = outbound_hook_held,
@@ -647,10 +716,26 @@ static void outbound_drain_deadline(struct timer *t)
 	outbound_drain_sessions(ob, true);
 }
 
+/* Every destination's lookups are dropped (before the resolver drops
+ * them, after which their handles are gone). */
+static void outbound_drop_lookups(struct outbound *ob)
+{
+	for (uint32_t i = 0; i < ob->nbuckets; i++) {
+		struct outbound_dest *d;
+		list_for_each_entry(d, &ob->buckets[i], hash_link)
+		{
+			if (d->route.state == ROUTE_RESOLVING)
+				outbound_route_clear(d);
+		}
+	}
+}
+
 static void outbound_service_drain(struct worker *w, void *state)
 {
 	struct outbound *ob = state;
 	ob->draining = true;
+	outbound_drop_lookups(ob);
+	dns_drain(ob->dns);
 	outbound_drain_sessions(ob, false);
 	timer_init(&ob->drain_timer, outbound_drain_deadline);
 	timer_arm(&w->timers, &ob->drain_timer, w->now_ms, ob->settings->cfg->shutdown_timeout_ms);
@@ -660,7 +745,7 @@ static bool outbound_service_idle(struct worker *w, void *state)
 {
 	(void)w;
 	const struct outbound *ob = state;
-	return ob->connections == 0 && bounce_idle(ob->bounces);
+	return ob->connections == 0 && bounce_idle(ob->bounces) && dns_idle(ob->dns);
 }
 
 static void outbound_service_stop(struct worker *w, void *state)
@@ -669,6 +754,8 @@ static void outbound_service_stop(struct worker *w, void *state)
 	ob->settings->workers[w->index] = NULL;
 	if (timer_armed(&ob->drain_timer))
 		timer_cancel(&ob->worker->timers, &ob->drain_timer);
+	if (timer_armed(&ob->kick_timer))
+		timer_cancel(&ob->worker->timers, &ob->kick_timer);
 	sched_set_hooks(ob->queue, NULL);
 	for (uint32_t i = 0; i < ob->nbuckets; i++) {
 		while (!list_empty(&ob->buckets[i])) {
@@ -677,11 +764,13 @@ static void outbound_service_stop(struct worker *w, void *state)
 			list_remove(&d->hash_link);
 			if (timer_armed(&d->retry))
 				timer_cancel(&ob->worker->timers, &d->retry);
+			outbound_route_clear(d);
 			free(d);
 		}
 	}
 	free(ob->buckets);
 	bounce_free(ob->bounces);
+	dns_close(ob->dns);
 	free(ob);
 }
 

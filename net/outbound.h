@@ -32,8 +32,9 @@
  * was not heard gets it again: at least once).
  *
  * Next hops: the domain's transport ([domain] section), else the
- * relayhost. MX lookups are not done yet: a domain with neither is
- * deferred with a reply that says so.
+ * relayhost, else the domain's MX records, each turned into addresses by
+ * net/outbound_route.c; a route that cannot be found defers (4xx) or
+ * fails (5xx: no such domain, a null MX, a loop) the destination's mail.
  */
 #ifndef FERRY_NET_OUTBOUND_H
 #define FERRY_NET_OUTBOUND_H
@@ -48,6 +49,7 @@
 #include "core/worker.h"
 #include "net/conn.h"
 #include "net/nexthop.h"
+#include "net/outbound_route.h"
 
 struct queue;
 struct queue_rcpt;
@@ -76,6 +78,14 @@ struct outbound_settings {
 	uint32_t lifetime_ms;
 	uint32_t concurrency, max_connections, rcpts_per_transaction;
 	uint32_t destination_failures, destination_backoff_ms;
+	uint16_t smtp_port;    /* of next hops found by MX */
+	struct dns_config dns; /* the resolver each worker opens */
+	/* This relay's own addresses: an MX host that resolves to one is a
+	 * loop (net/mx.h). */
+	struct sockaddr_storage listen[CONFIG_MAX_LISTEN];
+	unsigned nlisten;
+	struct sockaddr_storage *local; /* the interfaces' addresses (getifaddrs) */
+	unsigned nlocal;
 	struct outbound_rule *rules; /* parallel to cfg->domains */
 	size_t nrules;
 	struct outbound **workers; /* per worker, set by its service's start */
@@ -126,7 +136,8 @@ struct outbound_dest {
 	uint64_t hash;
 	const struct outbound_rule *rule; /* NULL: no [domain] section */
 	const struct nexthop_list *hops;  /* transport or relayhost; NULL: none */
-	unsigned next_hop;                /* the hop the next connection tries */
+	struct outbound_route route;      /* the hops as addresses (outbound_route.h) */
+	unsigned next_hop;                /* the route target the next connection tries */
 	unsigned sessions;                /* connections open (or opening) */
 	unsigned concurrency;
 	struct list_node idle;   /* sessions ready with nothing to send */
@@ -149,6 +160,8 @@ struct outbound {
 	unsigned connections;
 	bool draining;
 	struct timer drain_timer;             /* past shutdown_timeout: what is open is cut */
+	struct dns *dns;                      /* MX and address lookups */
+	struct timer kick_timer;              /* the next turn at once: active work waits */
 	struct bounce *bounces;               /* failed recipients on their way to a DSN */
 	uint64_t delivered, deferred, failed; /* recipients, for the counters to come */
 };
@@ -165,6 +178,9 @@ void outbound_outcome(struct outbound_dest *d, struct queue_rcpt *r, int code, c
 /* The connection could not be made or greeted (a failure toward marking
  * the destination down), or it was (the count starts again). */
 void outbound_connect_result(struct outbound_dest *d, bool ok, const char *why);
+
+/* The destination's route lookup ended (outbound_route.c). */
+void outbound_route_done(struct outbound_dest *d);
 
 /* A session is gone (its conn closed): the destination may open another. */
 void outbound_session_gone(struct outbound_dest *d);

@@ -485,30 +485,31 @@ static const struct conn_handler session_conn_handler = {
 
 /* ---- start, drain --------------------------------------------------------------------- */
 
-static void session_describe(struct outbound_session *s, const struct nexthop *hop)
+static void session_describe(struct outbound_session *s, const struct outbound_target *t)
 {
 	char address[INET6_ADDRSTRLEN] = "?";
-	if (hop->addr.sa.sa_family == AF_INET)
-		inet_ntop(AF_INET, &hop->addr.in.sin_addr, address, sizeof(address));
-	else if (hop->addr.sa.sa_family == AF_INET6)
-		inet_ntop(AF_INET6, &hop->addr.in6.sin6_addr, address, sizeof(address));
-	snprintf(s->relay, sizeof(s->relay), "%s[%s]:%u", hop->host, address, (unsigned)hop->port);
+	unsigned port = 0;
+	if (t->addr.sa.sa_family == AF_INET) {
+		inet_ntop(AF_INET, &t->addr.in.sin_addr, address, sizeof(address));
+		port = ntohs(t->addr.in.sin_port);
+	} else if (t->addr.sa.sa_family == AF_INET6) {
+		inet_ntop(AF_INET6, &t->addr.in6.sin6_addr, address, sizeof(address));
+		port = ntohs(t->addr.in6.sin6_port);
+	}
+	snprintf(s->relay, sizeof(s->relay), "%s[%s]:%u", t->host, address, port);
 }
 
-int outbound_session_start(struct outbound_dest *d, unsigned hop_index)
+int outbound_session_start(struct outbound_dest *d, const struct outbound_target *t)
 {
 	struct outbound *ob = d->ob;
 	const struct outbound_settings *set = ob->settings;
-	const struct nexthop *hop = &d->hops->hops[hop_index];
-	if (!hop->literal)
-		return -EHOSTUNREACH; /* names need DNS, which comes next */
 	struct outbound_session *s = calloc(1, sizeof(*s));
 	if (s == NULL || session_alloc_transaction(s, set->rcpts_per_transaction) != 0)
 		goto fail;
 	s->dest = d;
 	s->ob = ob;
 	list_node_init(&s->idle_link);
-	session_describe(s, hop);
+	session_describe(s, t);
 	smtp_client_init(&s->client, &session_client_events, s, &s->out, set->helo_name);
 	struct conn_setup setup = {
 		.worker = ob->worker,
@@ -516,8 +517,8 @@ int outbound_session_start(struct outbound_dest *d, unsigned hop_index)
 		.output = &s->out,
 	};
 	struct conn_target target = {
-		.address = &hop->addr.sa,
-		.address_len = hop->addr_len,
+		.address = &t->addr.sa,
+		.address_len = dns_address_len(&t->addr),
 		.source = set->source_len ? &set->source.sa : NULL,
 		.source_len = set->source_len,
 		.timeout_ms = set->connect_timeout_ms,

@@ -26,10 +26,11 @@
 
 struct outbound_dest;
 struct outbound_session;
+struct outbound_target;
 
-/* Open a connection for d to its next hop d->hops->hops[hop]. 0, or -errno
+/* Open a connection for d to one of its route's targets. 0, or -errno
  * when not even a socket could be made (nothing to undo then). */
-int outbound_session_start(struct outbound_dest *d, unsigned hop);
+int outbound_session_start(struct outbound_dest *d, const struct outbound_target *t);
 
 /* Idle sessions of a destination (on d->idle): hand one new work. */
 void outbound_session_wake(struct outbound_session *s);

@@ -142,7 +142,7 @@ class Server:
     def run(self):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", self.args.port))
+        s.bind((self.args.address, self.args.port))
         s.listen(128)
         s.settimeout(0.5)
         print("listening %d" % s.getsockname()[1], flush=True)
@@ -165,6 +165,7 @@ class Server:
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--port", type=int, required=True)
+    p.add_argument("--address", default="127.0.0.1", help="a loopback address to listen on")
     p.add_argument("--record", help="append one JSON object per event to this file")
     p.add_argument("--rcpt", action="append", help="ADDRESS=REPLY for RCPT, always")
     p.add_argument("--rcpt-once", action="append", help="ADDRESS=REPLY for RCPT, the first time")

@@ -244,11 +244,20 @@ int harness_setup(struct ferry_instance *fi, const char *extra)
 		 "[spool]\n"
 		 "directory = %s\n"
 		 "%s"
+		 "%s"
 		 "%s\n",
 		 fi->port, fi->spool,
 		 harness_extra_sets(extra, "max_connections")
 			 ? ""
 			 : "[limits]\nmax_connections = " HARNESS_MAX_CONNECTIONS_TEXT "\n",
+		 /* Tests talk to loopback only, DNS included (nothing listens
+		  * on port 1: a lookup fails at once, and mail waits); and
+		  * relay.example's mail stays queued for the tests that read
+		  * the spool back. */
+		 harness_extra_sets(extra, "dns_servers")
+			 ? "[domain relay.example]\nhold = yes\n"
+			 : "[delivery]\ndns_servers = 127.0.0.1:1\n"
+			   "[domain relay.example]\nhold = yes\n",
 		 extra != NULL ? extra : "");
 	int r = harness_write_file(fi->config, text);
 	free(text);

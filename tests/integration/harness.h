@@ -54,9 +54,11 @@ struct ferry_instance {
 /*
  * Make a temporary directory, pick a free loopback port, and write a config
  * listening on 127.0.0.1:<port> with its spool in the directory, 2 workers,
- * relay_domains = relay.example, max_connections = HARNESS_MAX_CONNECTIONS
- * unless `extra` sets it, then `extra` (more [section] / key = value lines;
- * sections may repeat, keys may not). Returns 0 or -errno.
+ * relay_domains = relay.example (held: its mail stays queued),
+ * max_connections = HARNESS_MAX_CONNECTIONS and dns_servers = 127.0.0.1:1
+ * (nothing: lookups fail at once, no query leaves loopback) unless `extra`
+ * sets them, then `extra` (more [section] / key = value lines; sections
+ * may repeat, keys may not). Returns 0 or -errno.
  */
 int harness_setup(struct ferry_instance *fi, const char *extra);
 

@@ -17,6 +17,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/prctl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #define START_MS 20000 /* ferryd up and accepting */
@@ -35,6 +37,10 @@ TestSuite(delivery, .fini = suite_fini, .timeout = 180);
 
 /* ---- the next hop ----------------------------------------------------------------- */
 
+struct next_hop;
+static void next_hop_start_at(struct next_hop *h, const char *address, int port,
+			      const char *const *options);
+
 struct next_hop {
 	char dir[PATH_MAX];
 	char record[PATH_MAX + 16]; /* what it received, one JSON object per line */
@@ -47,6 +53,12 @@ struct next_hop {
  * (NULL-terminated), and wait until it listens. */
 static void next_hop_start(struct next_hop *h, const char *const *options)
 {
+	next_hop_start_at(h, "127.0.0.1", 0, options);
+}
+
+static void next_hop_start_at(struct next_hop *h, const char *address, int port,
+			      const char *const *options)
+{
 	snprintf(h->dir, sizeof(h->dir), "/tmp/ferry-hop-XXXXXX");
 	cr_assert_not_null(mkdtemp(h->dir));
 	snprintf(h->record, sizeof(h->record), "%s/record", h->dir);
@@ -54,9 +66,11 @@ static void next_hop_start(struct next_hop *h, const char *const *options)
 	char script[PATH_MAX];
 	const char *src = getenv("FERRY_SOURCE_DIR");
 	snprintf(script, sizeof(script), "%s/tests/integration/fake_smtp.py", src ? src : ".");
-	const char *argv[24] = {"python3",  script,    "--port",     "0",
-				"--record", h->record, "--lifetime", "170"};
-	int n = 8;
+	char port_text[16];
+	snprintf(port_text, sizeof(port_text), "%d", port);
+	const char *argv[24] = {"python3", script,       "--port", port_text,   "--record",
+				h->record, "--lifetime", "170",    "--address", address};
+	int n = 10;
 	for (const char *const *o = options; o != NULL && *o != NULL && n < 22; o++)
 		argv[n++] = *o;
 	argv[n] = NULL;
@@ -252,7 +266,9 @@ Test(delivery, permanent_and_temporary_refusals_per_recipient)
 		harness_log_count(&fi, "status=deferred code=451 reply=\"451 4.3.0 try later\""),
 		1);
 	cr_assert_eq(log_wait(&fi, "status=sent", 2, WAIT_MS), 2);
-	cr_assert_eq(log_wait(&fi, "event=message_done queue_id=", 1, WAIT_MS), 1,
+	char done[64];
+	snprintf(done, sizeof(done), "event=message_done queue_id=%s", id);
+	cr_assert_eq(log_wait(&fi, done, 1, WAIT_MS), 1,
 		     "the message did not end with its last recipient");
 	stop_ferryd_cleanly(&fi);
 }
@@ -314,10 +330,13 @@ Test(delivery, queue_lifetime_expires_a_recipient)
 	struct ferry_instance fi;
 	start_ferryd(&fi, extra);
 	static const char *const rcpts[] = {"x@gone.test", NULL};
-	send_message(&fi, rcpts, body_text, NULL);
+	char id[32];
+	send_message(&fi, rcpts, body_text, id);
 	cr_assert_eq(log_wait(&fi, "rcpt=x@gone.test relay=none", 1, WAIT_MS), 1);
 	cr_assert_eq(log_wait(&fi, "status=expired", 1, WAIT_MS), 1, "the recipient never expired");
-	cr_assert_eq(log_wait(&fi, "event=message_done", 1, WAIT_MS), 1);
+	char done[64];
+	snprintf(done, sizeof(done), "event=message_done queue_id=%s", id);
+	cr_assert_eq(log_wait(&fi, done, 1, WAIT_MS), 1, "the expired message did not end");
 	int attempts = harness_log_count(&fi, "rcpt=x@gone.test");
 	harness_sleep_ms(2500);
 	cr_assert_eq(harness_log_count(&fi, "rcpt=x@gone.test"), attempts,
@@ -552,5 +571,115 @@ Test(delivery, failed_recipients_bounce_as_one_dsn_and_bounces_do_not_bounce)
 	cr_assert_eq(log_wait(&fi, "event=bounce_skipped", 1, WAIT_MS), 1);
 	harness_sleep_ms(500);
 	cr_assert_eq(next_hop_count(&hop, "\"from\": \"\""), 1, "a bounce was bounced");
+	stop_ferryd_cleanly(&fi);
+}
+
+/* ---- DNS --------------------------------------------------------------------------------- */
+
+/* tests/dns/fake_dns.py serving `records` on a free loopback port; it
+ * runs until *keep (its standard input) is closed. Returns the port. */
+static int dns_start(const char *const *records, int *keep)
+{
+	int in[2], out[2];
+	cr_assert_eq(pipe(in), 0);
+	cr_assert_eq(pipe(out), 0);
+	char script[PATH_MAX];
+	const char *src = getenv("FERRY_SOURCE_DIR");
+	snprintf(script, sizeof(script), "%s/tests/dns/fake_dns.py", src ? src : ".");
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		dup2(in[0], 0);
+		dup2(out[1], 1);
+		close(in[1]);
+		close(out[0]);
+		const char *argv[32] = {"/usr/bin/python3", script};
+		int n = 2;
+		for (const char *const *r = records; *r != NULL && n < 31; r++)
+			argv[n++] = *r;
+		argv[n] = NULL;
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	close(in[0]);
+	close(out[1]);
+	*keep = in[1];
+	FILE *f = fdopen(out[0], "r");
+	cr_assert_not_null(f);
+	int port = 0;
+	char line[64];
+	cr_assert_not_null(fgets(line, sizeof(line), f),
+			   "fake_dns.py did not start (python3-dnslib: tools/install-deps)");
+	cr_assert_eq(sscanf(line, "port %d", &port), 1, "fake_dns.py said '%s'", line);
+	fclose(f);
+	return port;
+}
+
+/*
+ * Without a transport, mail goes where the domain's MX records say,
+ * found on a DNS server on loopback: the most preferred exchanger; the
+ * next one when the first refuses connections; the domain's own address
+ * without MX records. A null MX fails at once (556 5.1.10), and so does
+ * an MX that is this relay, by name or by address (554 5.4.6).
+ */
+Test(delivery, mx_records_route_mail)
+{
+	struct next_hop a = {0}, b = {0};
+	next_hop_start_at(&a, "127.0.0.2", 0, NULL);
+	next_hop_start_at(&b, "127.0.0.3", a.port, NULL);
+	static const char *const zone[] = {"pref.test MX 10 mx1.pref.test",
+					   "pref.test MX 20 mx2.pref.test",
+					   "mx1.pref.test A 127.0.0.2",
+					   "mx2.pref.test A 127.0.0.3",
+					   "fallback.test MX 10 dead.fallback.test",
+					   "fallback.test MX 20 live.fallback.test",
+					   "dead.fallback.test A 127.0.0.4",
+					   "live.fallback.test A 127.0.0.3",
+					   "bare.test A 127.0.0.2",
+					   "null.test MX 0 .",
+					   "self.test MX 10 relay.test",
+					   "selfaddr.test MX 10 me.selfaddr.test",
+					   "me.selfaddr.test A 127.0.0.1",
+					   NULL};
+	int keep;
+	int dns = dns_start(zone, &keep);
+	char extra[512];
+	snprintf(extra, sizeof(extra),
+		 "[delivery]\ndns_servers = 127.0.0.1:%d\nsmtp_port = %d\nretry_initial = 1h\n",
+		 dns, a.port);
+	struct ferry_instance fi;
+	start_ferryd(&fi, extra);
+	static const char *const pref[] = {"p@pref.test", NULL};
+	static const char *const fallback[] = {"f@fallback.test", NULL};
+	static const char *const bare[] = {"b@bare.test", NULL};
+	static const char *const null[] = {"n@null.test", NULL};
+	static const char *const self[] = {"s@self.test", NULL};
+	static const char *const selfaddr[] = {"a@selfaddr.test", NULL};
+	send_message(&fi, pref, body_text, NULL);
+	send_message(&fi, fallback, body_text, NULL);
+	send_message(&fi, bare, body_text, NULL);
+	send_message(&fi, null, body_text, NULL);
+	send_message(&fi, self, body_text, NULL);
+	send_message(&fi, selfaddr, body_text, NULL);
+
+	cr_assert_eq(next_hop_wait(&a, "\"rcpts\": [\"p@pref.test\"]", 1, WAIT_MS), 1,
+		     "pref.test's mail did not reach its most preferred MX");
+	cr_assert_eq(next_hop_wait(&a, "\"rcpts\": [\"b@bare.test\"]", 1, WAIT_MS), 1,
+		     "a domain without MX records did not get mail at its own address");
+	cr_assert_eq(next_hop_wait(&b, "\"rcpts\": [\"f@fallback.test\"]", 1, WAIT_MS), 1,
+		     "fallback.test's mail did not go to the next MX");
+	cr_assert_eq(next_hop_count(&b, "p@pref.test"), 0, "the less preferred MX got mail");
+	cr_assert_geq(harness_log_count(&fi, "event=connect_failed domain=fallback.test"), 1);
+	cr_assert_eq(harness_log_count(&fi, "rcpt=p@pref.test relay=mx1.pref.test[127.0.0.2]:"), 1);
+	cr_assert_eq(log_wait(&fi, "rcpt=n@null.test relay=none", 1, WAIT_MS), 1);
+	cr_assert_eq(harness_log_count(&fi, "status=bounced code=556 reply=\"556 5.1.10"), 1,
+		     "the null MX did not fail with 556 5.1.10");
+	cr_assert_eq(log_wait(&fi, "rcpt=s@self.test relay=none", 1, WAIT_MS), 1);
+	cr_assert_eq(log_wait(&fi, "rcpt=a@selfaddr.test relay=none", 1, WAIT_MS), 1);
+	cr_assert_eq(harness_log_count(&fi, "status=bounced code=554 reply=\"554 5.4.6"), 2,
+		     "an MX that is this relay was not refused as a loop");
+	cr_assert_eq(next_hop_count(&a, "self"), 0);
+	close(keep);
 	stop_ferryd_cleanly(&fi);
 }
