@@ -291,8 +291,10 @@ static void outbound_retry_fire(struct timer *t)
 		outbound_arm_retry(d);
 		return;
 	}
-	if (sched_release_due(ob->queue, d->domain, d->len, now) > 0)
-		outbound_activate(d);
+	sched_release_due(ob->queue, d->domain, d->len, now);
+	struct sched_counts counts;
+	if (sched_counts(ob->queue, d->domain, d->len, &counts) && counts.ready > 0)
+		outbound_activate(d); /* released now, or waiting for a descriptor */
 	outbound_arm_retry(d);
 	outbound_dest_maybe_free(d);
 }
@@ -368,6 +370,15 @@ static void outbound_kick(struct outbound *ob, struct outbound_dest *d)
 	       ob->connections < s->max_connections) {
 		const struct outbound_target *t = &d->route.targets[d->next_hop % d->route.count];
 		int r = outbound_session_start(d, t);
+		if (r == -EMFILE || r == -ENFILE || r == -ENOMEM || r == -ENOBUFS) {
+			/* Ours, not the destination's: tried again in a second. */
+			log_event(LOG_LEVEL_WARN,
+				  "event=outbound_unavailable domain=%s error=\"%s\"", d->domain,
+				  strerror(-r));
+			if (!timer_armed(&d->retry))
+				timer_arm(&ob->worker->timers, &d->retry, now, 1000);
+			return;
+		}
 		if (r != 0) {
 			char why[300];
 			snprintf(why, sizeof(why), "cannot connect to %s: %s", t->host,

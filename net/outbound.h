@@ -97,6 +97,11 @@ int outbound_settings_init(struct outbound_settings *s, const struct config *cfg
 			   struct queue_store *store, char *err, size_t err_size);
 void outbound_settings_free(struct outbound_settings *s);
 
+/* Descriptors a worker's delivery holds beside its max_outbound_connections
+ * connections: the resolver's sockets (one UDP socket per DNS server, a
+ * TCP one for a truncated answer), for the budget ferryd checks at start. */
+#define OUTBOUND_DESCRIPTORS_PER_WORKER 8
+
 /* The delivery service on every worker; its arg is the settings. Register
  * it above the store's service. */
 extern const struct worker_service outbound_service;

@@ -38,9 +38,10 @@ static void ferryd_usage(FILE *out)
  * The descriptors ferryd may hold at once: one per connection
  * max_connections allows, and beside them (docs/operations.md,
  * "Descriptors") per worker its ring and wake-up, each listener with its
- * spare, the spool files its writer and compaction hold, and room for
- * connections refused over a limit while their 421 leaves (they are not
- * counted in max_connections); once, the spool's lock and directories,
+ * spare, the spool files its writer, compaction and delivery's body
+ * readers hold, room for connections refused over a limit while their
+ * 421 leaves (they are not counted in max_connections), and delivery's
+ * outbound connections and DNS sockets; once, the spool's lock and directories,
  * the admin socket and its clients, and a margin for stdio, syslog and
  * the libraries.
  */
@@ -50,7 +51,8 @@ static void ferryd_usage(FILE *out)
 static uint64_t ferryd_descriptors_beside_connections(const struct config *cfg)
 {
 	uint64_t per_worker = WORKER_DESCRIPTORS + (uint64_t)cfg->nlisten * LISTENER_DESCRIPTORS +
-			      QUEUE_DESCRIPTORS_PER_WORKER + FERRYD_REFUSALS_PER_WORKER;
+			      QUEUE_DESCRIPTORS_PER_WORKER + FERRYD_REFUSALS_PER_WORKER +
+			      cfg->max_outbound_connections + OUTBOUND_DESCRIPTORS_PER_WORKER;
 	return cfg->workers * per_worker + QUEUE_STORE_DESCRIPTORS + ADMIN_DESCRIPTORS +
 	       FERRYD_DESCRIPTOR_MARGIN;
 }
@@ -105,7 +107,8 @@ static int ferryd_fit_descriptors(const struct config *cfg, char *err, size_t er
 		uint64_t fits = rl.rlim_max > beside ? rl.rlim_max - beside : 0;
 		snprintf(err, err_size,
 			 "max_connections = %u needs %llu file descriptors (%u connections and "
-			 "%llu for listeners, rings, spool files, the admin socket and a margin), "
+			 "%llu for listeners, rings, spool files, outbound connections, the admin "
+			 "socket and a margin), "
 			 "but the hard limit RLIMIT_NOFILE is %s: raise it (LimitNOFILE=%llu or "
 			 "more in ferryd's systemd unit, or `ulimit -Hn %llu` as root before "
 			 "starting ferryd), or lower max_connections to %llu or less",
