@@ -2922,6 +2922,7 @@ struct sink_thread {
 	struct sink_counters local; /* this thread's own, updated per event */
 	uint64_t published_messages;
 	uint64_t t_first_accept;
+	uint64_t t_first_message;
 	uint64_t t_last_message;
 	pthread_t tid;
 	int error;
@@ -3109,6 +3110,8 @@ static void sink_message_end(struct sink_conn *c)
 	t->local.rcpts += c->rcpts;
 	t->local.bytes += c->message_bytes;
 	t->t_last_message = now_ns();
+	if (!t->t_first_message)
+		t->t_first_message = t->t_last_message;
 	sink_reset_transaction(c);
 	if (t->run->opt->reply_delay_ms) {
 		c->state = SINK_DELAYED;
@@ -3493,14 +3496,24 @@ static void sink_report(struct sink_thread *threads, unsigned count, const struc
 			double seconds)
 {
 	struct sink_counters sum = sink_totals(threads, count);
-	uint64_t first = 0, last = 0;
+	uint64_t first = 0, last = 0, first_message = 0;
 
 	for (unsigned i = 0; i < count; i++) {
 		if (threads[i].t_first_accept && (!first || threads[i].t_first_accept < first))
 			first = threads[i].t_first_accept;
+		if (threads[i].t_first_message &&
+		    (!first_message || threads[i].t_first_message < first_message))
+			first_message = threads[i].t_first_message;
 		if (threads[i].t_last_message > last)
 			last = threads[i].t_last_message;
 	}
+	/* The wall-clock times of the first and last message, for timing
+	 * against an event outside (a flush): monotonic, shifted. */
+	struct timespec wall;
+	clock_gettime(CLOCK_REALTIME, &wall);
+	int64_t shift_ns = (int64_t)wall.tv_sec * 1000000000 + wall.tv_nsec - (int64_t)now_ns();
+	double first_ms = first_message ? ((int64_t)first_message + shift_ns) / 1e6 : 0;
+	double last_ms = last ? ((int64_t)last + shift_ns) / 1e6 : 0;
 	double active = last > first && first ? (double)(last - first) / 1e9 : 0;
 	double rate = active > 0 ? (double)sum.messages / active : 0;
 	if (o->json) {
@@ -3509,9 +3522,10 @@ static void sink_report(struct sink_thread *threads, unsigned count, const struc
 		printf(",\"threads\":%u,\"seconds\":%.6f,\"active_seconds\":%.6f,\"messages\":"
 		       "%" PRIu64 ",\"recipients\":%" PRIu64 ",\"bytes\":%" PRIu64
 		       ",\"connections\":%" PRIu64 ",\"refused\":%" PRIu64
-		       ",\"msgs_per_sec\":%.3f}\n",
+		       ",\"msgs_per_sec\":%.3f,\"first_message_unix_ms\":%.3f"
+		       ",\"last_message_unix_ms\":%.3f}\n",
 		       o->threads, seconds, active, sum.messages, sum.rcpts, sum.bytes,
-		       sum.accepted, sum.refused, rate);
+		       sum.accepted, sum.refused, rate, first_ms, last_ms);
 		return;
 	}
 	printf(BENCH_NAME " sink: %s, %u thread%s, ran %.3f s\n", o->target.text, o->threads,

@@ -4,7 +4,11 @@
 # fresh spool on the same disk as the checkout, runs ferry-bench against it,
 # and stops it. Loopback only; every run is bounded by ferry-bench --timeout.
 #
-#   bench/scenarios.sh [accept|latency|scale|idle|restart|attack|fsync|all]
+#   bench/scenarios.sh [accept|latency|scale|idle|restart|attack|relay|drain|fsync|all]
+#
+# relay sends through ferryd to `ferry-bench sink` (a domain's transport)
+# and drain holds 100,000 messages for one domain, then flushes them to
+# the sink; both start the sink on PORT+1.
 #
 # restart fills the spool with 1,000,000 messages (about 1.4 GB of disk),
 # and attack runs 10,000 attackers of each kind beside a load, with ferryd
@@ -15,9 +19,9 @@ cd "$(dirname "$0")/.."
 
 what=${1:-all}
 case $what in
-accept | latency | scale | idle | restart | attack | fsync | all) ;;
+accept | latency | scale | idle | restart | attack | relay | drain | fsync | all) ;;
 *)
-	echo "usage: bench/scenarios.sh [accept|latency|scale|idle|restart|attack|fsync|all]" >&2
+	echo "usage: bench/scenarios.sh [accept|latency|scale|idle|restart|attack|relay|drain|fsync|all]" >&2
 	exit 2
 	;;
 esac
@@ -25,19 +29,23 @@ port=${FERRY_BENCH_PORT:-2599}
 build=${FERRY_BUILD_DIR:-build}
 work=$(mktemp -d "$PWD/.bench-XXXXXX")
 pid=
+sink_pid=
+sink_port=$((port + 1))
 cleanup() {
 	[[ -n "$pid" ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+	[[ -n "$sink_pid" ]] && kill "$sink_pid" 2>/dev/null && wait "$sink_pid" 2>/dev/null
 	rm -rf "$work"
 }
 trap cleanup EXIT
 
-# start_ferryd [CONF]: CONF (default bench/conf/bench.conf) with this run's
-# listen address and spool.
+# start_ferryd [CONF [EXTRA]]: CONF (default bench/conf/bench.conf) with
+# this run's listen address and spool, then the EXTRA lines.
 start_ferryd() {
 	rm -rf "$work/spool"
 	{
 		printf '[server]\nlisten = 127.0.0.1:%s\n\n[spool]\ndirectory = %s\n\n' "$port" "$work/spool"
 		cat "${1:-bench/conf/bench.conf}"
+		printf '%b' "${2:-}"
 	} >"$work/ferry.conf"
 	"$build/ferryd" -c "$work/ferry.conf" 2>"$work/ferryd.log" &
 	pid=$!
@@ -147,6 +155,63 @@ case $what in restart)
 		stop_ferryd
 	done
 	echo "spool: $(du -sh "$work/spool/segments" | cut -f1) in $(ls "$work/spool/segments" | wc -l) segments"
+	;;
+esac
+# start_sink N: ferry-bench sink on 127.0.0.1:$sink_port until it has N
+# messages (bounded: 300 s); its JSON report goes to $work/sink.json.
+start_sink() {
+	"$build/ferry-bench" sink -t 2 --json --count "$1" --duration 300 "127.0.0.1:$sink_port" \
+		>"$work/sink.json" 2>/dev/null &
+	sink_pid=$!
+	for _ in $(seq 100); do
+		(exec 3<>/dev/tcp/127.0.0.1/$sink_port) 2>/dev/null && return 0
+		sleep 0.05
+	done
+	echo "the sink did not start" >&2
+	exit 1
+}
+
+wait_sink() {
+	wait "$sink_pid" || echo "(sink: exit status $?)"
+	sink_pid=
+	cat "$work/sink.json"
+}
+
+case $what in relay | all)
+	# End to end: ferry-bench -> ferryd -> ferry-bench sink, 1 KiB
+	# messages, 100 inbound sessions. The sink's rate (first connection
+	# to last message) is the relay's: accepted durably and delivered.
+	n=100000
+	start_sink "$n"
+	start_ferryd bench/conf/bench.conf \
+		"\n[domain sink.example]\ntransport = [127.0.0.1]:$sink_port\n"
+	bench -c 100 -n "$n" -s 1024 --to rcpt@sink.example
+	wait_sink
+	stop_ferryd
+	ferryd_log_summary
+	;;
+esac
+case $what in drain | all)
+	# 100,000 held messages for one domain, then ferryctl flush: timed
+	# from the flush to the sink's first and last message.
+	n=100000
+	start_ferryd bench/conf/bench.conf \
+		"\n[domain drain.example]\ntransport = [127.0.0.1]:$sink_port\nhold = yes\n"
+	bench -c 100 -n "$n" -s 1024 --to rcpt@drain.example
+	start_sink "$n"
+	t_flush=$(date +%s%N)
+	"$build/ferryctl" -c "$work/ferry.conf" flush drain.example
+	wait_sink
+	python3 - "$work/sink.json" "$t_flush" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+flush_ms = int(sys.argv[2]) / 1e6
+first, last = r["first_message_unix_ms"] - flush_ms, r["last_message_unix_ms"] - flush_ms
+print(f"drain: {r['messages']} messages, first {first:.1f} ms after the flush, "
+      f"last {last:.0f} ms after it: {r['messages'] / (last / 1000):.0f} messages/s")
+PY
+	stop_ferryd
+	ferryd_log_summary
 	;;
 esac
 case $what in attack)
