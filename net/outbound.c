@@ -120,6 +120,8 @@ int outbound_settings_init(struct outbound_settings *s, const struct config *cfg
 	for (size_t i = 0; i < cfg->ndomains; i++) {
 		const struct config_domain *d = &cfg->domains[i];
 		s->rules[i].domain = d;
+		s->rules[i].quota = d->max_messages != 0 || d->max_size != 0;
+		s->quotas |= s->rules[i].quota;
 		if (d->transport[0] != '\0' &&
 		    nexthop_parse(d->transport, &s->rules[i].transport, why, sizeof(why)) != 0) {
 			snprintf(err, err_size, "%s:%u: [domain %s%s] transport '%s': %s",
@@ -142,6 +144,22 @@ void outbound_settings_free(struct outbound_settings *s)
 	free(s->rules);
 	s->rules = NULL;
 	s->nrules = 0;
+}
+
+bool outbound_queue_full(const void *arg, const char *domain, size_t len)
+{
+	const struct outbound_settings *s = arg;
+	if (!s->quotas)
+		return false;
+	const struct config_domain *cd = config_domain_find(s->cfg, domain, len);
+	if (cd == NULL)
+		return false;
+	const struct outbound_rule *rule = &s->rules[cd - s->cfg->domains];
+	return rule->quota &&
+	       ((cd->max_messages != 0 &&
+		 atomic_load_explicit(&rule->messages, memory_order_relaxed) >= cd->max_messages) ||
+		(cd->max_size != 0 &&
+		 atomic_load_explicit(&rule->bytes, memory_order_relaxed) >= cd->max_size));
 }
 
 static const struct outbound_rule *outbound_rule_for(const struct outbound_settings *s,
@@ -323,6 +341,46 @@ static void outbound_hook_ready(void *arg, const char *domain, size_t len)
 		return;
 	}
 	outbound_activate(d);
+}
+
+/* A message counts in its domain's quota from its first recipient for the
+ * domain entering the queue to its last leaving it. */
+static void outbound_quota_add(struct outbound *ob, const struct queue_rcpt *r, int sign)
+{
+	size_t len;
+	const char *address = sched_rcpt_address(r, &len);
+	const char *at = memrchr(address, '@', len);
+	if (at == NULL)
+		return;
+	const char *domain = at + 1;
+	size_t dlen = len - (size_t)(domain - address);
+	struct outbound_dest *d = outbound_dest_get(ob, domain, dlen);
+	if (d == NULL || d->rule == NULL || !d->rule->quota)
+		return;
+	bool counts = sign > 0 ? sched_rcpt_first_in_domain(r) : sched_rcpt_alone_in_domain(r);
+	if (!counts)
+		return;
+	struct sched_message info;
+	sched_rcpt_message(r, &info);
+	/* The counters are shared; the rule is constant but for them. */
+	struct outbound_rule *rule = (struct outbound_rule *)d->rule;
+	if (sign > 0) {
+		atomic_fetch_add_explicit(&rule->messages, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&rule->bytes, info.size, memory_order_relaxed);
+	} else {
+		atomic_fetch_sub_explicit(&rule->messages, 1, memory_order_relaxed);
+		atomic_fetch_sub_explicit(&rule->bytes, info.size, memory_order_relaxed);
+	}
+}
+
+static void outbound_hook_queued(void *arg, const struct queue_rcpt *r)
+{
+	outbound_quota_add(arg, r, +1);
+}
+
+static void outbound_hook_leaving(void *arg, const struct queue_rcpt *r)
+{
+	outbound_quota_add(arg, r, -1);
 }
 
 /* ---- scheduling ---------------------------------------------------------------------- */
@@ -632,10 +690,18 @@ int outbound_hold(struct outbound *ob, const char *domain, size_t len, bool hold
 
 /* ---- the service ----------------------------------------------------------------------- */
 
+static void outbound_start_count(void *arg, const struct queue_rcpt *r)
+{
+	outbound_quota_add(arg, r, +1);
+}
+
 static bool outbound_start_visit(void *arg, const char *domain, size_t len,
 				 const struct sched_counts *counts)
 {
 	struct outbound *ob = arg;
+	/* What recovery brought back counts in its domain's quota. */
+	if (ob->settings->quotas)
+		sched_visit_rcpts(ob->queue, domain, len, outbound_start_count, ob);
 	if (outbound_hook_held(ob, domain, len)) {
 		sched_hold(ob->queue, domain, len);
 		return true;
@@ -684,6 +750,8 @@ static int outbound_service_start(struct worker *w, void *arg, void **state)
 	struct sched_hooks hooks = {
 		.held = outbound_hook_held,
 		.ready = outbound_hook_ready,
+		.queued = s->quotas ? outbound_hook_queued : NULL,
+		.leaving = s->quotas ? outbound_hook_leaving : NULL,
 		.arg = ob,
 	};
 	sched_set_hooks(ob->queue, &hooks);

@@ -39,6 +39,7 @@
 #ifndef FERRY_NET_OUTBOUND_H
 #define FERRY_NET_OUTBOUND_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -57,10 +58,15 @@ struct bounce;
 struct queue_store;
 struct outbound_session;
 
-/* A [domain] section, its transport parsed. */
+/* A [domain] section, its transport parsed, and what is queued under
+ * its quota (max_messages, max_size; shared by every worker: a message
+ * counts once per domain it is queued for, from its first recipient for
+ * the domain entering the queue to its last leaving it). */
 struct outbound_rule {
 	const struct config_domain *domain;
 	struct nexthop_list transport; /* count 0: none given */
+	bool quota;                    /* max_messages or max_size set */
+	atomic_uint_fast64_t messages, bytes;
 };
 
 /* What every worker's delivery reads, resolved from the config once. */
@@ -87,9 +93,17 @@ struct outbound_settings {
 	struct sockaddr_storage *local; /* the interfaces' addresses (getifaddrs) */
 	unsigned nlocal;
 	struct outbound_rule *rules; /* parallel to cfg->domains */
+	bool quotas;                 /* some rule has a quota */
 	size_t nrules;
 	struct outbound **workers; /* per worker, set by its service's start */
 };
+
+/*
+ * Is the queue of `domain` full, by its [domain] section's quota? Then new
+ * mail for it gets 452 4.2.2 at RCPT (other domains are not affected).
+ * Any thread (the inbound sessions'); arg is the settings.
+ */
+bool outbound_queue_full(const void *arg, const char *domain, size_t len);
 
 /* Parse transports, relayhost and source address: 0, or -EINVAL with err
  * naming the key. */

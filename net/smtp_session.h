@@ -52,6 +52,10 @@ struct smtp_settings {
 	const char *postmaster;
 	/* A message with more Received: fields is a mail loop (0: no limit). */
 	uint32_t max_received_headers;
+	/* Optional: is the queue for this domain full (its quota)? Then a
+	 * recipient there gets 452 4.2.2. Called from the session's thread. */
+	bool (*queue_full)(const void *arg, const char *domain, size_t len);
+	const void *queue_full_arg;
 };
 
 enum smtp_state {

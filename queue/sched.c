@@ -53,6 +53,8 @@ static void store_index_rcpt(struct queue_store *st, struct queue *q, struct sto
 	if (!held && hooks != NULL && hooks->ready != NULL &&
 	    r->entry.dest->count[INDEX_READY] == 1)
 		hooks->ready(hooks->arg, domain, len);
+	if (hooks != NULL && hooks->queued != NULL)
+		hooks->queued(hooks->arg, (const struct queue_rcpt *)r);
 }
 
 static void store_xfer_free(struct store_xfer *x)
@@ -258,6 +260,8 @@ void sched_finish(struct queue *q, struct queue_rcpt *qr, enum queue_outcome out
 {
 	struct store_rcpt *r = store_rcpt_of(qr);
 	CHECK(r->entry.dest != NULL && r->entry.state == INDEX_INFLIGHT);
+	if (q->hooks.leaving != NULL)
+		q->hooks.leaving(q->hooks.arg, qr);
 	index_remove(&q->store->shards[r->shard].index, &r->entry);
 	/* Before the outcome goes to the owner, which may free the message. */
 	free(r->last_reply);
@@ -398,4 +402,51 @@ uint32_t sched_owner(const struct queue *q, const char *domain, size_t len)
 {
 	const struct queue_store *st = q->store;
 	return st->shards[index_shard_for(index_domain_hash(domain, len), st->nshards)].owner;
+}
+
+/* A sibling of r for r's domain in the index (below r's index only, or
+ * any). Siblings of other domains may live on other workers: their
+ * entries are not read. */
+static bool sched_sibling_in_domain(const struct store_rcpt *r, bool below_only)
+{
+	const struct queue_message *m = r->message;
+	size_t len;
+	const char *domain = store_rcpt_domain(r, &len);
+	uint32_t end = below_only ? r->index : m->nrcpt;
+	for (uint32_t i = 0; i < end; i++) {
+		const struct store_rcpt *o = &m->rcpts[i];
+		size_t olen;
+		const char *odomain = store_rcpt_domain(o, &olen);
+		if (o == r || olen != len || strncasecmp(odomain, domain, len) != 0)
+			continue;
+		if (o->entry.dest != NULL)
+			return true;
+	}
+	return false;
+}
+
+bool sched_rcpt_first_in_domain(const struct queue_rcpt *qr)
+{
+	return !sched_sibling_in_domain((const struct store_rcpt *)qr, true);
+}
+
+bool sched_rcpt_alone_in_domain(const struct queue_rcpt *qr)
+{
+	return !sched_sibling_in_domain((const struct store_rcpt *)qr, false);
+}
+
+void sched_visit_rcpts(struct queue *q, const char *domain, size_t len, sched_rcpt_fn *fn,
+		       void *arg)
+{
+	struct index_destination *d = sched_destination(q, domain, len);
+	if (d == NULL)
+		return;
+	static const enum index_state lists[] = {INDEX_READY, INDEX_HELD, INDEX_INFLIGHT};
+	for (size_t k = 0; k < sizeof(lists) / sizeof(lists[0]); k++)
+		for (struct index_entry *e = index_first(d, lists[k]); e != NULL; e = index_next(e))
+			fn(arg,
+			   (const struct queue_rcpt *)container_of(e, struct store_rcpt, entry));
+	for (uint32_t i = 0; i < d->count[INDEX_DEFERRED]; i++)
+		fn(arg,
+		   (const struct queue_rcpt *)container_of(d->heap[i], struct store_rcpt, entry));
 }

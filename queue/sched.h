@@ -118,6 +118,10 @@ uint32_t sched_rcpt_attempts(const struct queue_rcpt *r);
 struct sched_hooks {
 	bool (*held)(void *arg, const char *domain, size_t len);
 	void (*ready)(void *arg, const char *domain, size_t len);
+	/* Optional: a recipient entered the index (after held/ready), or is
+	 * about to leave it for good (sched_finish): per-domain accounting. */
+	void (*queued)(void *arg, const struct queue_rcpt *r);
+	void (*leaving)(void *arg, const struct queue_rcpt *r);
 	void *arg;
 };
 /* On q's worker; NULL clears them. */
@@ -135,6 +139,19 @@ struct sched_counts {
 typedef bool sched_visit_fn(void *arg, const char *domain, size_t len,
 			    const struct sched_counts *counts);
 void sched_foreach(struct queue *q, sched_visit_fn *fn, void *arg);
+
+/* Of its message's recipients for the same domain (case-insensitive) in
+ * the index: is r the one with the lowest index (first: a message counts
+ * once per domain), or the only one (alone: the last to leave)? On the
+ * shard's owner; only recipients of r's domain are looked at. */
+bool sched_rcpt_first_in_domain(const struct queue_rcpt *r);
+bool sched_rcpt_alone_in_domain(const struct queue_rcpt *r);
+
+/* Visit every recipient of `domain` in q's shards, in any state (fn must
+ * not move or finish them). */
+typedef void sched_rcpt_fn(void *arg, const struct queue_rcpt *r);
+void sched_visit_rcpts(struct queue *q, const char *domain, size_t len, sched_rcpt_fn *fn,
+		       void *arg);
 
 /* A destination's counts; false when nothing is queued for it here. */
 bool sched_counts(struct queue *q, const char *domain, size_t len, struct sched_counts *out);

@@ -269,6 +269,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ferryd: config: %s\n", err);
 		goto out;
 	}
+	/* Per-domain quotas: delivery counts, inbound SMTP asks. */
+	srv->settings.queue_full = outbound_queue_full;
+	srv->settings.queue_full_arg = &delivery;
 
 	/* Workers inherit this mask: only the main thread takes signals. */
 	sigset_t signals;

@@ -683,3 +683,76 @@ Test(delivery, mx_records_route_mail)
 	close(keep);
 	stop_ferryd_cleanly(&fi);
 }
+
+/* ---- quotas ------------------------------------------------------------------------------- */
+
+/* One RCPT in a fresh transaction; the reply's code, its text in r. */
+static int try_recipient(const struct ferry_instance *fi, const char *rcpt, struct smtp_reply *r)
+{
+	struct smtp_client c;
+	char line[256];
+	connect_greeted(&c, fi);
+	expect_command(&c, "EHLO client.example", 250, NULL);
+	expect_command(&c, "MAIL FROM:<alice@client.example>", 250, NULL);
+	snprintf(line, sizeof(line), "RCPT TO:<%s>\r\n", rcpt);
+	cr_assert_eq(smtp_client_send_str(&c, line), 0);
+	int code = smtp_client_read_reply(&c, r);
+	smtp_client_close(&c);
+	return code;
+}
+
+/*
+ * A domain's quota of queued messages: once it holds max_messages, new
+ * mail for it gets 452 4.2.2, from the start too after a restart, while
+ * other domains' mail flows; once its mail is delivered, it takes mail
+ * again. A message counts once, however many of its recipients are there.
+ */
+Test(delivery, quota_refuses_a_full_domain_and_no_other)
+{
+	struct next_hop hop = {0};
+	next_hop_start(&hop, NULL);
+	char extra[512];
+	snprintf(extra, sizeof(extra),
+		 "[domain quota.test]\ntransport = [127.0.0.1]:%d\nhold = yes\nmax_messages = 3\n"
+		 "[domain other.test]\ntransport = [127.0.0.1]:%d\n",
+		 hop.port, hop.port);
+	struct ferry_instance fi;
+	start_ferryd(&fi, extra);
+	static const char *const two[] = {"a@quota.test", "b@quota.test", NULL};
+	for (int i = 0; i < 3; i++)
+		send_message(&fi, two, body_text, NULL);
+	struct smtp_reply r;
+	cr_assert_eq(try_recipient(&fi, "c@quota.test", &r), 452, "%s", r.text);
+	cr_assert_str_eq(r.text, "452 4.2.2 <c@quota.test>: Mailbox full: too much mail is "
+				 "waiting for quota.test, try again later");
+	static const char *const other[] = {"o@other.test", NULL};
+	send_message(&fi, other, body_text, NULL);
+	cr_assert_eq(next_hop_wait(&hop, "\"rcpts\": [\"o@other.test\"]", 1, WAIT_MS), 1);
+
+	/* Counted again from the spool at start. */
+	cr_assert_eq(harness_stop(&fi, STOP_MS), 0);
+	cr_assert_eq(harness_start(&fi, START_MS), 0);
+	cr_assert_eq(try_recipient(&fi, "c@quota.test", &r), 452, "after a restart: %s", r.text);
+
+	/* Delivered, the quota is free again. */
+	wait_admin_socket(&fi);
+	char ctl[PATH_MAX], out[4096], err[4096];
+	char *argv[] = {(char *)harness_build_path("ferryctl", ctl, sizeof(ctl)),
+			"-c",
+			fi.config,
+			"flush",
+			"quota.test",
+			NULL};
+	cr_assert_eq(harness_run(argv, out, sizeof(out), err, sizeof(err), IO_MS), 0, "%s", err);
+	cr_assert_eq(
+		next_hop_wait(&hop, "\"rcpts\": [\"a@quota.test\", \"b@quota.test\"]", 3, WAIT_MS),
+		3);
+	int code = 0;
+	for (int64_t end = harness_now_ms() + WAIT_MS; harness_now_ms() < end && code != 250;) {
+		code = try_recipient(&fi, "c@quota.test", &r);
+		if (code != 250)
+			harness_sleep_ms(50);
+	}
+	cr_assert_eq(code, 250, "the quota stayed full after delivery: %s", r.text);
+	stop_ferryd_cleanly(&fi);
+}

@@ -2437,6 +2437,12 @@ Test(store, held_domains_queue_held_and_ready_ones_wake_delivery)
 		     "one transaction: the first message's two recipients");
 	cr_assert_str_eq(sched_rcpt_message_id(r[0]), c[0].id);
 	cr_assert_str_eq(sched_rcpt_message_id(r[1]), c[0].id);
+	/* Quotas count a message once per domain: its first recipient there
+	 * in, its last out. */
+	cr_assert(sched_rcpt_first_in_domain(r[0]));
+	cr_assert_not(sched_rcpt_first_in_domain(r[1]));
+	cr_assert_not(sched_rcpt_alone_in_domain(r[0]));
+	cr_assert_not(sched_rcpt_alone_in_domain(r[1]));
 	sched_return(owner, r[0]);
 	sched_defer(owner, r[1], ts.workers[0]->now_ms + 60000, "451 4.3.0 later");
 	cr_assert_eq(sched_rcpt_attempts(r[1]), 1);
