@@ -14,6 +14,7 @@ given "once" (the first time only). Everything here is bounded: it exits
 after --lifetime seconds.
 """
 import argparse
+import hashlib
 import json
 import socket
 import sys
@@ -104,10 +105,15 @@ class Server:
                     continue
                 say("354 go ahead")
                 data = []
+                taken = 0
                 while True:
                     l = f.readline()
                     if not l:
                         return
+                    taken += len(l)
+                    if a.slow_data and taken >= 65536:
+                        time.sleep(a.slow_data)  # a slow reader: the sender waits
+                        taken = 0
                     if l == b".\r\n":
                         break
                     if l.startswith(b"."):
@@ -116,8 +122,16 @@ class Server:
                 if a.data_delay:
                     time.sleep(a.data_delay)
                 reply = a.data_reply or "250 2.0.0 queued"
+                body = b"".join(data)
+                # Bodies made of numbered lines ("L000000 " and 60 letters,
+                # test_delivery's) are checked whole: their count, order
+                # and content.
+                numbered = [l for l in data if l[:1] == b"L" and l[1:7].isdigit()]
+                expected = [b"L%06d %s\r\n" % (i, b"abcdefghij" * 6) for i in range(len(numbered))]
                 self.log({"conn": number, "event": "message", "helo": helo, "from": mail,
-                          "rcpts": rcpts, "data": b"".join(data).decode("utf-8", "replace"),
+                          "rcpts": rcpts, "data": body.decode("utf-8", "replace")[:65536],
+                          "size": len(body), "sha256": hashlib.sha256(body).hexdigest(),
+                          "numbered": len(numbered), "numbered_ok": numbered == expected,
                           "reply": reply})
                 say(reply)
             elif verb == "RSET":
@@ -173,6 +187,8 @@ def main():
     p.add_argument("--data-reply", help="the reply to the final dot")
     p.add_argument("--data-delay", type=float, default=0, help="seconds before that reply")
     p.add_argument("--size", type=int, default=0, help="advertise SIZE N")
+    p.add_argument("--slow-data", type=float, default=0,
+                   help="sleep this many seconds after each 64 KiB of message data")
     p.add_argument("--no-pipelining", action="store_true")
     p.add_argument("--no-ehlo", action="store_true", help="answer EHLO with 502")
     p.add_argument("--lifetime", type=float, default=300, help="exit after this many seconds")

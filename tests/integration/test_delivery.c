@@ -756,3 +756,67 @@ Test(delivery, quota_refuses_a_full_domain_and_no_other)
 	cr_assert_eq(code, 250, "the quota stayed full after delivery: %s", r.text);
 	stop_ferryd_cleanly(&fi);
 }
+
+/* ---- compaction ------------------------------------------------------------------------------ */
+
+/* A body of n numbered lines that fake_smtp.py checks whole. */
+static char *numbered_body(int n)
+{
+	size_t size = (size_t)n * 70 + 64;
+	char *b = malloc(size);
+	cr_assert_not_null(b);
+	size_t len = (size_t)snprintf(b, size, "Subject: numbered\r\n\r\n");
+	for (int i = 0; i < n; i++)
+		len += (size_t)snprintf(
+			b + len, size - len, "L%06d %s\r\n", i,
+			"abcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghij");
+	return b;
+}
+
+/*
+ * Compaction runs while big bodies are being delivered to a slow next
+ * hop: the spool's segments empty out under them (a fast domain's mail is
+ * delivered and done), their live messages are copied and the old files
+ * deleted, and every body still arrives whole and exact.
+ */
+Test(delivery, compaction_during_delivery_keeps_every_body_whole)
+{
+	static const char *const slow_options[] = {"--slow-data", "0.05", NULL};
+	struct next_hop slow = {0}, fast = {0};
+	next_hop_start(&slow, slow_options);
+	next_hop_start(&fast, NULL);
+	char extra[512];
+	snprintf(extra, sizeof(extra),
+		 "[spool]\nsegment_size = 4M\ncompact_threshold = 90\n"
+		 "[delivery]\nconcurrency = 2\n"
+		 "[domain slow.test]\ntransport = [127.0.0.1]:%d\nconcurrency = 2\n"
+		 "[domain fast.test]\ntransport = [127.0.0.1]:%d\n",
+		 slow.port, fast.port);
+	struct ferry_instance fi;
+	start_ferryd(&fi, extra);
+	enum { SLOW = 6, FAST = 60, SLOW_LINES = 8000, FAST_LINES = 2000 };
+	char *big = numbered_body(SLOW_LINES);   /* 560 KB */
+	char *small = numbered_body(FAST_LINES); /* 140 KB */
+	static const char *const to_slow[] = {"s@slow.test", NULL};
+	static const char *const to_fast[] = {"f@fast.test", NULL};
+	/* Interleaved, so the slow domain's messages sit in segments the
+	 * fast domain's leave mostly dead. */
+	for (int i = 0; i < FAST; i++) {
+		send_message(&fi, to_fast, small, NULL);
+		if (i % (FAST / SLOW) == 0)
+			send_message(&fi, to_slow, big, NULL);
+	}
+	cr_assert_eq(next_hop_wait(&fast, "\"numbered_ok\": true", FAST, WAIT_MS * 2), FAST);
+	cr_assert_eq(next_hop_wait(&slow, "\"event\": \"message\"", SLOW, 120000), SLOW,
+		     "not every slow message arrived");
+	cr_assert_eq(next_hop_count(&slow, "\"numbered_ok\": true"), SLOW,
+		     "a body arrived changed");
+	char want[64];
+	snprintf(want, sizeof(want), "\"numbered\": %d", SLOW_LINES);
+	cr_assert_eq(next_hop_count(&slow, want), SLOW);
+	cr_assert_geq(harness_log_count(&fi, "event=segment_compacted"), 1,
+		      "nothing was compacted: the test proves nothing");
+	free(big);
+	free(small);
+	stop_ferryd_cleanly(&fi);
+}
