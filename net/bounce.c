@@ -143,8 +143,7 @@ no_memory:
 		  "event=bounce_deferred queue_id=%s note=\"out of memory; the recipient is "
 		  "tried again later\"",
 		  info.id);
-	sched_defer(b->ob->queue, r, b->ob->worker->now_ms + b->ob->settings->retry_initial_ms,
-		    "4.3.0 out of memory making a bounce");
+	outbound_defer(b->ob, r, "4.3.0 out of memory making a bounce");
 }
 
 /* ---- ending a job ---------------------------------------------------------------- */
@@ -157,10 +156,22 @@ static void bounce_job_finish(struct bounce_job *job)
 		queue_body_close(&job->body); /* before the last outcome ends the message */
 		job->body_open = false;
 	}
+	/* Their domains, kept before they end (with the message's text). */
+	char(*domains)[256] = calloc(job->count, sizeof(*domains));
 	for (size_t i = 0; i < job->count; i++) {
+		if (domains != NULL) {
+			size_t len;
+			const char *a = sched_rcpt_address(job->rcpts[i].rcpt, &len);
+			const char *at = memrchr(a, '@', len);
+			snprintf(domains[i], sizeof(domains[i]), "%.*s",
+				 at ? (int)(len - (size_t)(at + 1 - a)) : 0, at ? at + 1 : "");
+		}
 		sched_finish(ob->queue, job->rcpts[i].rcpt, QUEUE_FAILED, job->rcpts[i].reason);
 		ob->failed++;
 	}
+	for (size_t i = 0; domains != NULL && i < job->count; i++)
+		outbound_settle(ob, domains[i], strlen(domains[i]));
+	free(domains);
 	bounce_job_free(job);
 }
 
@@ -177,8 +188,7 @@ static void bounce_job_defer(struct bounce_job *job, const char *why)
 		job->body_open = false;
 	}
 	for (size_t i = 0; i < job->count; i++)
-		sched_defer(ob->queue, job->rcpts[i].rcpt,
-			    ob->worker->now_ms + ob->settings->retry_initial_ms, why);
+		outbound_defer(ob, job->rcpts[i].rcpt, why);
 	bounce_job_free(job);
 }
 
@@ -336,7 +346,8 @@ static void bounce_read_more(struct bounce_job *job)
 	if (r == 1)
 		bounce_headers_read(job); /* the whole message is headers */
 	else if (r < 0)
-		bounce_job_defer(job, "4.3.0 the original could not be read");
+		bounce_job_defer(job, r == -EMFILE ? "4.3.0 no spool file could be opened now"
+						   : "4.3.0 the original could not be read");
 }
 
 static void bounce_retry_fire(struct timer *t);

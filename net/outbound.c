@@ -280,8 +280,23 @@ static void outbound_dest_maybe_free(struct outbound_dest *d)
 
 static void outbound_activate(struct outbound_dest *d)
 {
+	if (d->waiting) {
+		list_remove(&d->active_link);
+		d->waiting = false;
+	}
 	if (!list_linked(&d->active_link))
 		list_insert_tail(&d->ob->active, &d->active_link);
+}
+
+/* The retry timer brought forward to now + ms (never pushed back: firing
+ * early only looks again). */
+static void outbound_wake_in(struct outbound_dest *d, uint64_t ms)
+{
+	struct worker *w = d->ob->worker;
+	uint64_t tick = (w->now_ms + ms + TIMER_TICK_MS - 1) / TIMER_TICK_MS;
+	if (timer_armed(&d->retry) && d->retry.expires_tick <= tick)
+		return;
+	timer_arm(&w->timers, &d->retry, w->now_ms, ms);
 }
 
 /* The retry timer at the earliest deferred recipient (or the end of a
@@ -297,7 +312,7 @@ static void outbound_arm_retry(struct outbound_dest *d)
 	if (due < d->down_until_ms)
 		due = d->down_until_ms;
 	uint64_t now = ob->worker->now_ms;
-	timer_arm(&ob->worker->timers, &d->retry, now, due > now ? due - now : 0);
+	outbound_wake_in(d, due > now ? due - now : 0);
 }
 
 static void outbound_retry_fire(struct timer *t)
@@ -354,8 +369,9 @@ static void outbound_quota_add(struct outbound *ob, const struct queue_rcpt *r, 
 		return;
 	const char *domain = at + 1;
 	size_t dlen = len - (size_t)(domain - address);
-	struct outbound_dest *d = outbound_dest_get(ob, domain, dlen);
-	if (d == NULL || d->rule == NULL || !d->rule->quota)
+	/* The rule, not a destination: these hooks make none. */
+	const struct outbound_rule *found = outbound_rule_for(ob->settings, domain, dlen);
+	if (found == NULL || !found->quota)
 		return;
 	bool counts = sign > 0 ? sched_rcpt_first_in_domain(r) : sched_rcpt_alone_in_domain(r);
 	if (!counts)
@@ -363,7 +379,7 @@ static void outbound_quota_add(struct outbound *ob, const struct queue_rcpt *r, 
 	struct sched_message info;
 	sched_rcpt_message(r, &info);
 	/* The counters are shared; the rule is constant but for them. */
-	struct outbound_rule *rule = (struct outbound_rule *)d->rule;
+	struct outbound_rule *rule = (struct outbound_rule *)found;
 	if (sign > 0) {
 		atomic_fetch_add_explicit(&rule->messages, 1, memory_order_relaxed);
 		atomic_fetch_add_explicit(&rule->bytes, info.size, memory_order_relaxed);
@@ -424,6 +440,14 @@ static void outbound_kick(struct outbound *ob, struct outbound_dest *d)
 			return;
 	}
 	uint32_t wanted = (counts.ready + s->rcpts_per_transaction - 1) / s->rcpts_per_transaction;
+	if (wanted > 0 && d->sessions < d->concurrency && ob->connections >= s->max_connections &&
+	    !d->waiting) {
+		/* The worker's connections are all taken: the next to go
+		 * wakes it (outbound_session_gone). */
+		list_insert_tail(&ob->waiting, &d->active_link);
+		d->waiting = true;
+		return;
+	}
 	while (counts.ready > 0 && wanted > 0 && d->sessions < d->concurrency &&
 	       ob->connections < s->max_connections) {
 		const struct outbound_target *t = &d->route.targets[d->next_hop % d->route.count];
@@ -433,15 +457,16 @@ static void outbound_kick(struct outbound *ob, struct outbound_dest *d)
 			log_event(LOG_LEVEL_WARN,
 				  "event=outbound_unavailable domain=%s error=\"%s\"", d->domain,
 				  strerror(-r));
-			if (!timer_armed(&d->retry))
-				timer_arm(&ob->worker->timers, &d->retry, now, 1000);
+			outbound_wake_in(d, 1000);
 			return;
 		}
 		if (r != 0) {
 			char why[300];
 			snprintf(why, sizeof(why), "cannot connect to %s: %s", t->host,
 				 strerror(-r));
-			outbound_connect_result(d, false, why);
+			outbound_connect_result(d, false, false, why);
+			if (d->sessions == 0)
+				outbound_wake_in(d, 1000); /* the next address, in a moment */
 			return;
 		}
 		d->sessions++;
@@ -452,6 +477,8 @@ static void outbound_kick(struct outbound *ob, struct outbound_dest *d)
 
 static void outbound_run(struct outbound *ob)
 {
+	if (!ob->running)
+		return; /* until every worker has started (the service's ready) */
 	/* Each destination once per turn, in turn: none starves another. */
 	struct list_node batch;
 	list_init(&batch);
@@ -584,7 +611,7 @@ static void outbound_defer_ready(struct outbound_dest *d, const char *why)
 			outbound_outcome(d, r[i], 0, "4.4.1", why, "none");
 }
 
-void outbound_connect_result(struct outbound_dest *d, bool ok, const char *why)
+void outbound_connect_result(struct outbound_dest *d, bool ok, bool from_session, const char *why)
 {
 	const struct outbound_settings *s = d->ob->settings;
 	if (ok) {
@@ -592,6 +619,8 @@ void outbound_connect_result(struct outbound_dest *d, bool ok, const char *why)
 		d->round_failures = 0;
 		return;
 	}
+	if (from_session)
+		d->failing++;
 	d->failures++;
 	d->round_failures++;
 	if (d->route.count > 1)
@@ -602,8 +631,8 @@ void outbound_connect_result(struct outbound_dest *d, bool ok, const char *why)
 	 * its mail: what waits is deferred (one attempt each), not tried
 	 * again at once. Enough such failures in a row mark d down. */
 	unsigned hops = d->route.count > 0 ? d->route.count : 1;
-	if (d->round_failures < hops || d->sessions > 1)
-		return;
+	if (d->round_failures < hops || d->sessions > d->failing)
+		return; /* another address to try, or a connection that works */
 	d->round_failures = 0;
 	if (d->failures >= s->destination_failures) {
 		d->down_until_ms = d->ob->worker->now_ms + s->destination_backoff_ms;
@@ -620,14 +649,47 @@ void outbound_route_done(struct outbound_dest *d)
 	outbound_activate(d);
 }
 
-void outbound_session_gone(struct outbound_dest *d)
+void outbound_session_gone(struct outbound_dest *d, bool failed)
 {
 	struct outbound *ob = d->ob;
 	d->sessions--;
+	d->failing -= failed;
 	ob->connections--;
-	/* It may open another (the next hop, after a failure), or a
-	 * destination that waited for a free worker slot may. */
+	/* It may open another (the next hop, after a failure), and so may
+	 * those that waited for a free connection. */
 	outbound_activate(d);
+	while (!list_empty(&ob->waiting)) {
+		struct outbound_dest *w =
+			container_of(list_first(&ob->waiting), struct outbound_dest, active_link);
+		outbound_activate(w);
+	}
+}
+
+void outbound_defer(struct outbound *ob, struct queue_rcpt *r, const char *reason)
+{
+	size_t len;
+	const char *address = sched_rcpt_address(r, &len);
+	const char *at = memrchr(address, '@', len);
+	const char *domain = at != NULL ? at + 1 : address + len;
+	size_t dlen = len - (size_t)(domain - address);
+	struct outbound_dest *d = outbound_find(ob, domain, dlen, outbound_hash(domain, dlen));
+	uint64_t wait = outbound_backoff_ms(ob->settings, sched_rcpt_attempts(r) + 1);
+	sched_defer(ob->queue, r, ob->worker->now_ms + wait, reason);
+	ob->deferred++;
+	if (d != NULL)
+		outbound_arm_retry(d);
+	else
+		log_event(LOG_LEVEL_WARN,
+			  "event=retry_unscheduled domain=%.*s note=\"tried again at the next "
+			  "flush or restart\"",
+			  (int)dlen, domain);
+}
+
+void outbound_settle(struct outbound *ob, const char *domain, size_t len)
+{
+	struct outbound_dest *d = outbound_find(ob, domain, len, outbound_hash(domain, len));
+	if (d != NULL && !list_linked(&d->active_link))
+		outbound_dest_maybe_free(d);
 }
 
 /* ---- operator's and ETRN's moves ------------------------------------------------------ */
@@ -735,6 +797,7 @@ static int outbound_service_start(struct worker *w, void *arg, void **state)
 	for (uint32_t i = 0; i < ob->nbuckets; i++)
 		list_init(&ob->buckets[i]);
 	list_init(&ob->active);
+	list_init(&ob->waiting);
 	list_init(&ob->sessions);
 	timer_init(&ob->kick_timer, outbound_kick_fire);
 	ob->bounces = bounce_new(ob);
@@ -755,12 +818,20 @@ static int outbound_service_start(struct worker *w, void *arg, void **state)
 		.arg = ob,
 	};
 	sched_set_hooks(ob->queue, &hooks);
-	/* What recovery brought back: held domains' mail to HELD, the rest
-	 * to be delivered. */
-	sched_foreach(ob->queue, outbound_start_visit, ob);
 	s->workers[w->index] = ob;
 	*state = ob;
 	return 0;
+}
+
+static void outbound_service_ready(struct worker *w, void *state)
+{
+	(void)w;
+	struct outbound *ob = state;
+	/* Every worker's queue is open now: outcomes may be journaled on
+	 * any of them. What recovery brought back: held domains' mail to
+	 * HELD, the rest to be delivered. */
+	ob->running = true;
+	sched_foreach(ob->queue, outbound_start_visit, ob);
 }
 
 static void outbound_service_before_wait(struct worker *w, void *state)
@@ -856,6 +927,7 @@ static void outbound_service_stop(struct worker *w, void *state)
 const struct worker_service outbound_service = {
 	.name = "delivery",
 	.start = outbound_service_start,
+	.ready = outbound_service_ready,
 	.before_wait = outbound_service_before_wait,
 	.drain = outbound_service_drain,
 	.idle = outbound_service_idle,

@@ -160,11 +160,12 @@ struct outbound_dest {
 	unsigned sessions;                /* connections open (or opening) */
 	unsigned concurrency;
 	struct list_node idle;   /* sessions ready with nothing to send */
+	unsigned failing;        /* of its sessions, those failed and not yet gone */
 	unsigned failures;       /* connection failures in a row */
 	unsigned round_failures; /* of them, since its mail was last deferred */
 	uint64_t down_until_ms;
 	struct timer retry; /* releases deferred recipients when due */
-	bool active;
+	bool waiting;       /* on ob->waiting (by active_link): for a free connection */
 	bool held;
 };
 
@@ -175,6 +176,8 @@ struct outbound {
 	struct list_node *buckets; /* struct outbound_dest by hash_link */
 	uint32_t nbuckets, ndests;
 	struct list_node active;   /* destinations that may take a connection */
+	struct list_node waiting;  /* destinations held back by max_outbound_connections */
+	bool running;              /* every worker has started (the service's ready) */
 	struct list_node sessions; /* every session, by all_link */
 	unsigned connections;
 	bool draining;
@@ -195,13 +198,22 @@ void outbound_outcome(struct outbound_dest *d, struct queue_rcpt *r, int code, c
 		      const char *reply, const char *relay);
 
 /* The connection could not be made or greeted (a failure toward marking
- * the destination down), or it was (the count starts again). */
-void outbound_connect_result(struct outbound_dest *d, bool ok, const char *why);
+ * the destination down), or it was (the count starts again); from_session:
+ * a session of d's that is going now (not one that could not start). */
+void outbound_connect_result(struct outbound_dest *d, bool ok, bool from_session, const char *why);
 
 /* The destination's route lookup ended (outbound_route.c). */
 void outbound_route_done(struct outbound_dest *d);
 
-/* A session is gone (its conn closed): the destination may open another. */
-void outbound_session_gone(struct outbound_dest *d);
+/* A session is gone (its conn closed; `failed`: it was counted as a
+ * connection failure): the destination, and those waiting for a free
+ * connection, may open another. */
+void outbound_session_gone(struct outbound_dest *d, bool failed);
+
+/* For the bouncer: a recipient whose DSN could not be made is deferred
+ * (with its destination's retry set); a destination whose recipients it
+ * ended may go. */
+void outbound_defer(struct outbound *ob, struct queue_rcpt *r, const char *reason);
+void outbound_settle(struct outbound *ob, const char *domain, size_t len);
 
 #endif

@@ -45,7 +45,17 @@ struct outbound_session {
 	struct queue_body_reader body;
 	bool body_open;
 	bool body_ended; /* the whole body is in the output */
-	bool greeted;    /* READY once: the connection counted as made */
+	/* The transaction ended while a body read was in flight: its
+	 * outcome, told once the read is back (the reader cannot be let go
+	 * of before, nor the message ended under it). */
+	struct {
+		bool set;
+		int code;
+		char status[16];
+		char reply[SMTP_CLIENT_TEXT_MAX + 64];
+	} ending;
+	bool greeted; /* READY once: the connection counted as made */
+	bool failed;  /* counted as a connection failure of its destination */
 	bool quitting;
 	bool draining;
 };
@@ -70,10 +80,17 @@ struct outbound_session *outbound_session_of_all_link(struct list_node *link)
 
 /* ---- timeouts ---------------------------------------------------------------- */
 
+/* QUIT's reply, when ferryd says goodbye. */
+#define SESSION_QUIT_TIMEOUT_MS 2000
+
 static void session_arm(struct outbound_session *s)
 {
 	const struct outbound_settings *set = s->ob->settings;
 	uint32_t ms = set->command_timeout_ms;
+	if (s->quitting) {
+		conn_set_timeout(&s->conn, SESSION_QUIT_TIMEOUT_MS);
+		return;
+	}
 	switch (smtp_client_phase(&s->client)) {
 	case SMTP_CLIENT_PHASE_GREETING:
 		ms = set->greeting_timeout_ms;
@@ -112,6 +129,13 @@ static void session_body_close(struct outbound_session *s)
 static void session_end_transaction(struct outbound_session *s, int code, const char *status,
 				    const char *reply)
 {
+	if (queue_body_busy(&s->body)) {
+		s->ending.set = true;
+		s->ending.code = code;
+		snprintf(s->ending.status, sizeof(s->ending.status), "%s", status ? status : "");
+		snprintf(s->ending.reply, sizeof(s->ending.reply), "%s", reply);
+		return; /* session_body_run finishes it */
+	}
 	session_body_close(s);
 	for (unsigned i = 0; i < s->nrcpts; i++) {
 		struct smtp_reply *own = s->refused[i];
@@ -155,11 +179,11 @@ static int session_alloc_transaction(struct outbound_session *s, size_t max)
 
 static void session_go_idle(struct outbound_session *s)
 {
-	if (list_linked(&s->idle_link))
+	if (list_linked(&s->idle_link) || s->quitting)
 		return;
 	list_insert_tail(&s->dest->idle, &s->idle_link);
-	if (s->draining)
-		outbound_session_drain(s);
+	if (s->draining || s->ob->settings->reuse_time_ms == 0)
+		outbound_session_drain(s); /* QUIT now */
 }
 
 /* READY: the next message for the destination, or idle. */
@@ -194,14 +218,20 @@ static void session_next(struct outbound_session *s)
 			conn_flush(&s->conn);
 			return;
 		}
-		/* Refused before a byte was sent: fail it, take the next. */
+		/* Refused before a byte was sent: its outcome, then the next. */
 		if (r == -EMSGSIZE)
 			session_end_transaction(s, 552, "5.3.4",
 						"message size exceeds the next hop's SIZE limit");
-		else
+		else if (r == -EPROTONOSUPPORT)
 			session_end_transaction(s, 553, "5.6.7",
 						"the message needs SMTPUTF8, which the next hop "
 						"does not offer");
+		else if (r == -EINVAL)
+			session_end_transaction(s, 501, "5.1.3",
+						"an address holds a character SMTP cannot carry");
+		else
+			session_end_transaction(s, 451, "4.3.0",
+						"out of memory sending the message");
 	}
 }
 
@@ -220,12 +250,17 @@ static void session_release(struct outbound_session *s);
 static void session_body_run(struct queue_body_reader *rd, int status, const char *data, size_t len)
 {
 	struct outbound_session *s = rd->user;
+	if (s->ending.set) {
+		/* The transaction ended while this read was in flight. */
+		s->ending.set = false;
+		session_end_transaction(s, s->ending.code, s->ending.status, s->ending.reply);
+	}
 	if (s->conn.state == CONN_CLOSED) {
 		session_release(s); /* it closed while the read was in flight */
 		return;
 	}
-	if (s->conn.state != CONN_OPEN)
-		return; /* closing: its end comes through the conn */
+	if (s->conn.state != CONN_OPEN || !s->body_open)
+		return; /* closing, or no longer sending this body */
 	if (status < 0) {
 		/* The spool could not be read: nothing sent can end the
 		 * message now, so the connection goes, the recipients wait. */
@@ -242,7 +277,8 @@ static void session_body_run(struct queue_body_reader *rd, int status, const cha
  * reading (sent()) calls again. */
 static void session_body_more(struct outbound_session *s)
 {
-	if (s->body_ended || queue_body_busy(&s->body) ||
+	if (!s->body_open || s->body_ended || queue_body_busy(&s->body) ||
+	    s->conn.state != CONN_OPEN || smtp_client_phase(&s->client) != SMTP_CLIENT_PHASE_BODY ||
 	    conn_output_queued(&s->conn) >= SESSION_BODY_AHEAD)
 		return;
 	int r = queue_body_read(&s->body);
@@ -287,7 +323,7 @@ static void session_ready(struct smtp_client *c)
 	struct outbound_session *s = session_of_client(c);
 	if (!s->greeted) {
 		s->greeted = true;
-		outbound_connect_result(s->dest, true, NULL);
+		outbound_connect_result(s->dest, true, true, NULL);
 	}
 	session_next(s);
 }
@@ -321,9 +357,13 @@ static void session_message(struct smtp_client *c, unsigned accepted, const stru
 static void session_failed(struct smtp_client *c, const struct smtp_reply *r)
 {
 	struct outbound_session *s = session_of_client(c);
+	if (list_linked(&s->idle_link))
+		list_remove(&s->idle_link); /* no work may reach it now */
 	const char *why = r->text[0] ? r->text : "the connection failed";
-	if (!s->greeted)
-		outbound_connect_result(s->dest, false, why);
+	if (!s->greeted && !s->failed) {
+		s->failed = true;
+		outbound_connect_result(s->dest, false, true, why);
+	}
 	/* A conversation that broke defers what it held, whatever the code:
 	 * a 5xx greeting or a protocol error says nothing of the recipients. */
 	int code = r->code >= 400 && r->code < 500 ? r->code : 0;
@@ -337,6 +377,8 @@ static void session_failed(struct smtp_client *c, const struct smtp_reply *r)
 static void session_closed(struct smtp_client *c)
 {
 	struct outbound_session *s = session_of_client(c);
+	if (list_linked(&s->idle_link))
+		list_remove(&s->idle_link);
 	conn_close(&s->conn);
 }
 
@@ -359,10 +401,11 @@ static struct outbound_session *session_of_conn(struct conn *c)
 static size_t session_input(struct conn *c, const char *data, size_t len)
 {
 	struct outbound_session *s = session_of_conn(c);
-	if (list_linked(&s->idle_link))
-		list_remove(&s->idle_link); /* a reply while idle: the client tells */
 	size_t used = smtp_client_input(&s->client, data, len);
 	conn_flush(c);
+	/* Idle means ready for work: a reply while idle ended that. */
+	if (list_linked(&s->idle_link) && smtp_client_phase(&s->client) != SMTP_CLIENT_PHASE_IDLE)
+		list_remove(&s->idle_link);
 	if (c->state == CONN_OPEN)
 		session_arm(s);
 	return used < len ? len : used; /* after failed()/closed(): the rest is dropped */
@@ -385,9 +428,10 @@ static void session_timeout(struct conn *c)
 		/* Nothing came for reuse_time: say goodbye. */
 		if (list_linked(&s->idle_link))
 			list_remove(&s->idle_link);
+		s->quitting = true;
 		smtp_client_quit(&s->client);
 		conn_flush(c);
-		conn_set_timeout(c, s->ob->settings->command_timeout_ms);
+		conn_set_timeout(c, SESSION_QUIT_TIMEOUT_MS);
 		return;
 	}
 	static const char *const waits[] = {
@@ -432,7 +476,8 @@ static void session_connected(struct conn *c, int status)
 	}
 	char why[128];
 	snprintf(why, sizeof(why), "connect to %s: %s", s->relay, strerror(-status));
-	outbound_connect_result(s->dest, false, why);
+	s->failed = true;
+	outbound_connect_result(s->dest, false, true, why);
 }
 
 static void session_conn_failed(struct conn *c, enum conn_failure what, int error)
@@ -468,8 +513,9 @@ static void session_release(struct outbound_session *s)
 		list_remove(&s->idle_link);
 	list_remove(&s->all_link);
 	struct outbound_dest *d = s->dest;
+	bool failed = s->failed;
 	session_free(s);
-	outbound_session_gone(d);
+	outbound_session_gone(d, failed);
 }
 
 static const struct conn_handler session_conn_handler = {
@@ -541,7 +587,7 @@ fail:
 void outbound_session_drain(struct outbound_session *s)
 {
 	s->draining = true;
-	if (s->quitting)
+	if (s->quitting || s->conn.state >= CONN_CLOSING)
 		return;
 	enum smtp_client_phase phase = smtp_client_phase(&s->client);
 	if (phase == SMTP_CLIENT_PHASE_IDLE) {
@@ -550,7 +596,7 @@ void outbound_session_drain(struct outbound_session *s)
 			list_remove(&s->idle_link);
 		smtp_client_quit(&s->client);
 		conn_flush(&s->conn);
-		conn_set_timeout(&s->conn, 2000);
+		conn_set_timeout(&s->conn, SESSION_QUIT_TIMEOUT_MS);
 	} else if (phase == SMTP_CLIENT_PHASE_GREETING || s->conn.state == CONN_CONNECTING) {
 		conn_abort(&s->conn);
 	}
@@ -561,5 +607,6 @@ void outbound_session_cut(struct outbound_session *s)
 {
 	if (list_linked(&s->idle_link))
 		list_remove(&s->idle_link);
-	conn_abort(&s->conn);
+	if (s->conn.state < CONN_TEARDOWN)
+		conn_abort(&s->conn); /* else it is going already (a read keeps it) */
 }

@@ -37,6 +37,7 @@ class Server:
         self.rcpt_once = parse_rules(args.rcpt_once)
         self.lock = threading.Lock()
         self.connections = 0
+        self.aborted = False  # --abort-data: the first message only
         self.record = open(args.record, "a", buffering=1) if args.record else None
 
     def log(self, obj):
@@ -105,12 +106,19 @@ class Server:
                     continue
                 say("354 go ahead")
                 data = []
-                taken = 0
+                taken = total_taken = 0
                 while True:
                     l = f.readline()
                     if not l:
                         return
                     taken += len(l)
+                    total_taken += len(l)
+                    if a.abort_data and total_taken >= a.abort_data and not self.aborted:
+                        self.aborted = True
+                        # A server that gives up in the middle of a body.
+                        say("421 4.3.0 fake.test going away mid-message")
+                        self.log({"conn": number, "event": "aborted_data"})
+                        return
                     if a.slow_data and taken >= 65536:
                         time.sleep(a.slow_data)  # a slow reader: the sender waits
                         taken = 0
@@ -187,6 +195,8 @@ def main():
     p.add_argument("--data-reply", help="the reply to the final dot")
     p.add_argument("--data-delay", type=float, default=0, help="seconds before that reply")
     p.add_argument("--size", type=int, default=0, help="advertise SIZE N")
+    p.add_argument("--abort-data", type=int, default=0,
+                   help="answer 421 and close after this many octets of the first message's data")
     p.add_argument("--slow-data", type=float, default=0,
                    help="sleep this many seconds after each 64 KiB of message data")
     p.add_argument("--no-pipelining", action="store_true")

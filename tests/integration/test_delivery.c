@@ -820,3 +820,35 @@ Test(delivery, compaction_during_delivery_keeps_every_body_whole)
 	free(small);
 	stop_ferryd_cleanly(&fi);
 }
+
+/*
+ * A next hop that gives up in the middle of a body (421 while ferry is
+ * still reading the message from the spool to send it): the recipient is
+ * deferred, ferryd goes on, and the retry delivers it (the server gives
+ * up only once).
+ */
+Test(delivery, next_hop_giving_up_mid_body_defers_and_retries)
+{
+	static const char *const abort_options[] = {"--abort-data", "200000", NULL};
+	struct next_hop quitter = {0};
+	next_hop_start(&quitter, abort_options);
+	char extra[512];
+	snprintf(extra, sizeof(extra),
+		 "[delivery]\nretry_initial = 1s\n"
+		 "[domain mid.test]\ntransport = [127.0.0.1]:%d\n",
+		 quitter.port);
+	struct ferry_instance fi;
+	start_ferryd(&fi, extra);
+	char *big = numbered_body(8000);
+	static const char *const rcpts[] = {"m@mid.test", NULL};
+	send_message(&fi, rcpts, big, NULL);
+	free(big);
+	cr_assert_eq(next_hop_wait(&quitter, "\"event\": \"aborted_data\"", 1, WAIT_MS), 1);
+	cr_assert_eq(log_wait(&fi, "rcpt=m@mid.test relay=127.0.0.1", 1, WAIT_MS), 1);
+	/* The 421, or the connection it closed (whichever ferry saw first). */
+	cr_assert_eq(harness_log_count(&fi, "status=deferred"), 1,
+		     "giving up in the middle of the body did not defer the recipient");
+	cr_assert_eq(next_hop_wait(&quitter, "\"numbered_ok\": true", 1, WAIT_MS), 1,
+		     "the retry did not deliver the message whole");
+	stop_ferryd_cleanly(&fi);
+}
