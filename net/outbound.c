@@ -90,7 +90,9 @@ int outbound_settings_init(struct outbound_settings *s, const struct config *cfg
 		.retry_max_ms = cfg->retry_max_ms,
 		.lifetime_ms = cfg->max_queue_lifetime_ms,
 		.concurrency = cfg->concurrency,
-		.max_connections = cfg->max_outbound_connections,
+		/* Each worker's share of the total, rounded up. */
+		.max_connections = (cfg->max_outbound_connections + cfg->workers - 1) /
+				   (cfg->workers ? cfg->workers : 1),
 		.rcpts_per_transaction = cfg->recipients_per_transaction,
 		.destination_failures = cfg->destination_failures,
 		.destination_backoff_ms = cfg->destination_backoff_ms,

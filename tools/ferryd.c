@@ -52,8 +52,11 @@ static uint64_t ferryd_descriptors_beside_connections(const struct config *cfg)
 {
 	uint64_t per_worker = WORKER_DESCRIPTORS + (uint64_t)cfg->nlisten * LISTENER_DESCRIPTORS +
 			      QUEUE_DESCRIPTORS_PER_WORKER + FERRYD_REFUSALS_PER_WORKER +
-			      cfg->max_outbound_connections + OUTBOUND_DESCRIPTORS_PER_WORKER;
-	return cfg->workers * per_worker + QUEUE_STORE_DESCRIPTORS + ADMIN_DESCRIPTORS +
+			      OUTBOUND_DESCRIPTORS_PER_WORKER;
+	/* Outbound: each worker's share of the total, rounded up. */
+	uint64_t outbound = cfg->workers * ((cfg->max_outbound_connections + cfg->workers - 1) /
+					    (cfg->workers ? cfg->workers : 1));
+	return cfg->workers * per_worker + outbound + QUEUE_STORE_DESCRIPTORS + ADMIN_DESCRIPTORS +
 	       FERRYD_DESCRIPTOR_MARGIN;
 }
 

@@ -256,7 +256,7 @@ int harness_setup(struct ferry_instance *fi, const char *extra)
 		  * the spool back. */
 		 harness_extra_sets(extra, "dns_servers")
 			 ? "[domain relay.example]\nhold = yes\n"
-			 : "[delivery]\ndns_servers = 127.0.0.1:1\n"
+			 : "[delivery]\ndns_servers = 127.0.0.1:1\nmax_outbound_connections = 64\n"
 			   "[domain relay.example]\nhold = yes\n",
 		 extra != NULL ? extra : "");
 	int r = harness_write_file(fi->config, text);

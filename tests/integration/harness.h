@@ -56,8 +56,9 @@ struct ferry_instance {
  * listening on 127.0.0.1:<port> with its spool in the directory, 2 workers,
  * relay_domains = relay.example (held: its mail stays queued),
  * max_connections = HARNESS_MAX_CONNECTIONS and dns_servers = 127.0.0.1:1
- * (nothing: lookups fail at once, no query leaves loopback) unless `extra`
- * sets them, then `extra` (more [section] / key = value lines; sections
+ * (nothing: lookups fail at once, no query leaves loopback) with
+ * max_outbound_connections = 64 (the descriptors the tests' small limits
+ * hold) unless `extra` sets them, then `extra` (more [section] / key = value lines; sections
  * may repeat, keys may not). Returns 0 or -errno.
  */
 int harness_setup(struct ferry_instance *fi, const char *extra);
