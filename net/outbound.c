@@ -405,6 +405,20 @@ static void outbound_hook_leaving(void *arg, const struct queue_rcpt *r)
 
 static void outbound_defer_ready(struct outbound_dest *d, const char *why);
 
+/* An idle session of another destination connected to one of d's route
+ * targets, or NULL. */
+static struct outbound_session *outbound_shared_idle(struct outbound *ob,
+						     const struct outbound_dest *d)
+{
+	for (struct list_node *n = ob->sessions.next; n != &ob->sessions; n = n->next) {
+		struct outbound_session *sess = outbound_session_of_all_link(n);
+		for (unsigned i = 0; i < d->route.count; i++)
+			if (outbound_session_idle_at(sess, &d->route.targets[i].addr))
+				return sess;
+	}
+	return NULL;
+}
+
 /* Give an active destination what connections it may have now. */
 static void outbound_kick(struct outbound *ob, struct outbound_dest *d)
 {
@@ -442,6 +456,18 @@ static void outbound_kick(struct outbound *ob, struct outbound_dest *d)
 			return;
 	}
 	uint32_t wanted = (counts.ready + s->rcpts_per_transaction - 1) / s->rcpts_per_transaction;
+	/* Then idle connections of other domains to the same next hop:
+	 * domains that share an MX share its connections. */
+	while (wanted > 0 && d->sessions < d->concurrency) {
+		struct outbound_session *shared = outbound_shared_idle(ob, d);
+		if (shared == NULL)
+			break;
+		outbound_session_adopt(shared, d);
+		wanted--;
+		if (!sched_counts(ob->queue, d->domain, d->len, &counts))
+			return;
+		wanted = (counts.ready + s->rcpts_per_transaction - 1) / s->rcpts_per_transaction;
+	}
 	if (wanted > 0 && d->sessions < d->concurrency && ob->connections >= s->max_connections &&
 	    !d->waiting) {
 		/* The worker's connections are all taken: the next to go
@@ -665,6 +691,11 @@ void outbound_session_gone(struct outbound_dest *d, bool failed)
 			container_of(list_first(&ob->waiting), struct outbound_dest, active_link);
 		outbound_activate(w);
 	}
+}
+
+void outbound_session_from(struct outbound_dest *d)
+{
+	outbound_activate(d); /* the next run frees it if nothing is left */
 }
 
 void outbound_defer(struct outbound *ob, struct queue_rcpt *r, const char *reason)

@@ -13,6 +13,11 @@
  * domain at a time (up to recipients_per_transaction) until none is
  * READY, then stays open for connection_reuse_time in case more come.
  *
+ * Connections are shared by next hop: a destination that wants another
+ * connection first takes an idle one of another destination on this
+ * worker connected to one of its own route's addresses (domains that
+ * share an MX share its connections), then opens one.
+ *
  * Fairness: a destination never holds more than its concurrency, so a
  * slow or dead one cannot take the worker's connections from the others;
  * after destination_failures connection failures in a row it is marked
@@ -204,6 +209,10 @@ void outbound_connect_result(struct outbound_dest *d, bool ok, bool from_session
 
 /* The destination's route lookup ended (outbound_route.c). */
 void outbound_route_done(struct outbound_dest *d);
+
+/* A session moved from d to another destination (same next hop): d may
+ * have nothing left. */
+void outbound_session_from(struct outbound_dest *d);
 
 /* A session is gone (its conn closed; `failed`: it was counted as a
  * connection failure): the destination, and those waiting for a free

@@ -31,6 +31,7 @@ struct outbound_session {
 	struct list_node idle_link;           /* on dest->idle while idle */
 	struct list_node all_link;            /* on ob->sessions */
 	char relay[CONFIG_HOSTNAME_MAX + 64]; /* "host[address]:port" */
+	union dns_address target;             /* where it is connected */
 
 	/* The transaction in hand. */
 	struct queue_rcpt **rcpts;
@@ -233,6 +234,29 @@ static void session_next(struct outbound_session *s)
 			session_end_transaction(s, 451, "4.3.0",
 						"out of memory sending the message");
 	}
+}
+
+bool outbound_session_idle_at(const struct outbound_session *s, const union dns_address *a)
+{
+	if (!list_linked(&s->idle_link) || s->quitting || s->target.sa.sa_family != a->sa.sa_family)
+		return false;
+	if (a->sa.sa_family == AF_INET)
+		return s->target.in.sin_port == a->in.sin_port &&
+		       s->target.in.sin_addr.s_addr == a->in.sin_addr.s_addr;
+	return s->target.in6.sin6_port == a->in6.sin6_port &&
+	       memcmp(&s->target.in6.sin6_addr, &a->in6.sin6_addr, sizeof(a->in6.sin6_addr)) == 0;
+}
+
+void outbound_session_adopt(struct outbound_session *s, struct outbound_dest *to)
+{
+	struct outbound_dest *from = s->dest;
+	list_remove(&s->idle_link);
+	from->sessions--;
+	to->sessions++;
+	s->dest = to;
+	outbound_session_from(from);
+	session_next(s);
+	session_arm(s);
 }
 
 void outbound_session_wake(struct outbound_session *s)
@@ -556,6 +580,7 @@ int outbound_session_start(struct outbound_dest *d, const struct outbound_target
 	s->ob = ob;
 	list_node_init(&s->idle_link);
 	session_describe(s, t);
+	s->target = t->addr;
 	smtp_client_init(&s->client, &session_client_events, s, &s->out, set->helo_name);
 	struct conn_setup setup = {
 		.worker = ob->worker,

@@ -22,6 +22,8 @@
 
 #include <stdbool.h>
 
+#include "net/dns.h"
+
 #include "core/list.h"
 
 struct outbound_dest;
@@ -34,6 +36,13 @@ int outbound_session_start(struct outbound_dest *d, const struct outbound_target
 
 /* Idle sessions of a destination (on d->idle): hand one new work. */
 void outbound_session_wake(struct outbound_session *s);
+
+/* An idle session connected to this address (port included)? Then it
+ * can take another destination's mail: domains that share a next hop
+ * share its connections. */
+bool outbound_session_idle_at(const struct outbound_session *s, const union dns_address *a);
+/* Move an idle session to destination `to` and hand it to's work. */
+void outbound_session_adopt(struct outbound_session *s, struct outbound_dest *to);
 
 /* Shutdown: QUIT now if idle; a session in a transaction finishes it. */
 void outbound_session_drain(struct outbound_session *s);

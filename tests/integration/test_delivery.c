@@ -852,3 +852,38 @@ Test(delivery, next_hop_giving_up_mid_body_defers_and_retries)
 		     "the retry did not deliver the message whole");
 	stop_ferryd_cleanly(&fi);
 }
+
+/*
+ * Domains whose next hop is the same server share its connections (on
+ * the worker that delivers them): mail for one domain, then another, goes
+ * over a connection already open.
+ */
+Test(delivery, domains_sharing_a_next_hop_share_its_connection)
+{
+	struct next_hop hop = {0};
+	next_hop_start(&hop, NULL);
+	char extra[512];
+	snprintf(extra, sizeof(extra),
+		 "[delivery]\nconnection_reuse_time = 10s\n"
+		 "[domain one.test]\ntransport = [127.0.0.1]:%d\n"
+		 "[domain two.test]\ntransport = [127.0.0.1]:%d\n"
+		 "[domain three.test]\ntransport = [127.0.0.1]:%d\n",
+		 hop.port, hop.port, hop.port);
+	struct ferry_instance fi;
+	start_ferryd(&fi, extra);
+	static const char *const one[] = {"a@one.test", NULL};
+	static const char *const two[] = {"b@two.test", NULL};
+	static const char *const three[] = {"c@three.test", NULL};
+	const char *const *each[] = {one, two, three};
+	for (int i = 0; i < 3; i++) {
+		send_message(&fi, each[i], body_text, NULL);
+		cr_assert_eq(next_hop_wait(&hop, "\"event\": \"message\"", i + 1, WAIT_MS), i + 1);
+	}
+	/* Each worker delivers its own shards' domains with its own
+	 * connections: of three domains, two are on the same one of the
+	 * harness's two workers, and share. */
+	cr_assert_leq(next_hop_count(&hop, "\"event\": \"connect\""), 2,
+		      "%d connections to one next hop for three domains on two workers",
+		      next_hop_count(&hop, "\"event\": \"connect\""));
+	stop_ferryd_cleanly(&fi);
+}
