@@ -374,7 +374,7 @@ static void session_message(struct smtp_client *c, unsigned accepted, const stru
 	struct outbound_session *s = session_of_client(c);
 	(void)accepted; /* those refused at RCPT have their own reply */
 	session_end_transaction(s, r->code, r->status, r->text);
-	smtp_client_reset(c);
+	smtp_client_next(c); /* ready() at once when the dot was answered */
 	conn_flush(&s->conn);
 }
 

@@ -468,6 +468,7 @@ int smtp_client_send(struct smtp_client *c, const struct smtp_client_message *ms
 	c->rcpt_replies = 0;
 	c->accepted = 0;
 	c->mail_refused = false;
+	c->dot_answered = false;
 	memset(&c->held_reply, 0, sizeof(c->held_reply));
 	c->state = SMTP_CLIENT_MAIL;
 	return 0;
@@ -527,6 +528,16 @@ void smtp_client_reset(struct smtp_client *c)
 	SMTP_CLIENT_PUT(c, "RSET\r\n");
 }
 
+void smtp_client_next(struct smtp_client *c)
+{
+	CHECK(c->state == SMTP_CLIENT_MESSAGE_DONE);
+	if (!c->dot_answered) {
+		smtp_client_reset(c);
+		return;
+	}
+	smtp_client_ready(c);
+}
+
 void smtp_client_quit(struct smtp_client *c)
 {
 	CHECK(c->state == SMTP_CLIENT_MESSAGE_DONE || c->state == SMTP_CLIENT_READY);
@@ -571,9 +582,11 @@ static void smtp_client_on_reply(struct smtp_client *c, const struct smtp_reply 
 		smtp_client_on_data(c, r);
 		break;
 	case SMTP_CLIENT_DOT:
+		c->dot_answered = true;
 		smtp_client_message_done(c, c->accepted, r);
 		break;
 	case SMTP_CLIENT_DOT_EMPTY:
+		c->dot_answered = true;
 		smtp_client_message_done(c, 0, &c->held_reply);
 		break;
 	case SMTP_CLIENT_RSET:

@@ -16,7 +16,8 @@
  *   354 -> events->body(): the caller streams the body through
  *          smtp_client_body() (dot-stuffed here) and calls
  *          smtp_client_body_end(), which sends CRLF "." CRLF
- *   final reply -> events->message() -> RSET (smtp_client_reset()) -> READY
+ *   final reply -> events->message() -> smtp_client_next(): READY at once
+ *                  (RSET first when the transaction did not reach its dot)
  *   smtp_client_quit(): QUIT, 221 -> events->closed()
  *
  * Replies: every reply is parsed whole (multi-line replies joined), its
@@ -125,7 +126,7 @@ struct smtp_client_events {
 	void (*body)(struct smtp_client *c);
 	/* The message is over. `accepted` recipients got 2xx at RCPT, and r
 	 * is the reply for them (see "Outcomes" above; for all of them when
-	 * mail_refused). Then smtp_client_reset() or smtp_client_quit(). */
+	 * mail_refused). Then smtp_client_next(), _reset() or _quit(). */
 	void (*message)(struct smtp_client *c, unsigned accepted, const struct smtp_reply *r);
 	/* The conversation cannot go on: a 4xx/5xx greeting, EHLO refused
 	 * with 4xx (with 5xx: and HELO refused too), RSET refused, a
@@ -167,6 +168,7 @@ struct smtp_client {
 	 * when refused, the last RCPT's when no recipient was accepted. */
 	struct smtp_reply held_reply;
 	bool mail_refused;
+	bool dot_answered;  /* the last message ended with the reply to its dot */
 	bool at_line_start; /* dot-stuffing: the body's next octet starts a line */
 	bool last_cr;       /* the last body octet sent was CR */
 };
@@ -205,6 +207,12 @@ void smtp_client_body_end(struct smtp_client *c);
 
 /* After message() (or when ready): RSET, then ready() again. */
 void smtp_client_reset(struct smtp_client *c);
+/* After message(): on to the next message. When the server answered the
+ * final dot, the transaction is over and the server has forgotten it
+ * (RFC 5321 4.1.1.4): ready() comes at once, from inside this call, with
+ * no RSET round trip; otherwise (MAIL, every RCPT or DATA refused: the
+ * server's transaction may still be open) RSET first, as reset(). */
+void smtp_client_next(struct smtp_client *c);
 /* QUIT (when ready, or after message()). */
 void smtp_client_quit(struct smtp_client *c);
 

@@ -846,6 +846,37 @@ Test(smtp_client, rset_then_ready)
 	h_phase(SMTP_CLIENT_PHASE_IDLE);
 }
 
+/* After a message whose dot was answered the server has forgotten it:
+ * the next MAIL needs no RSET, and ready() comes at once. */
+Test(smtp_client, next_after_an_answered_dot_needs_no_rset)
+{
+	h.body = "Subject: hi\r\n\r\nhello\r\n";
+	h.body_len = strlen(h.body);
+	h_ready(ehlo_all);
+	cr_assert_eq(smtp_client_send(&h.c, &msg2), 0);
+	h_in("250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n");
+	h_events("rcpt 0 250 |ok\nrcpt 1 250 |ok\nbody\n");
+	h_in("550 5.7.1 refused after all\r\n");
+	h_events("message 2 550 5.7.1|refused after all\n");
+	buf_consume(&h.out, buf_len(&h.out));
+	smtp_client_next(&h.c);
+	h_out("");
+	h_events("ready\n");
+	h_phase(SMTP_CLIENT_PHASE_IDLE);
+}
+
+/* A transaction that never reached its dot (DATA refused) may still be
+ * open at the server: RSET first. */
+Test(smtp_client, next_after_a_refused_data_resets)
+{
+	h_after_message();
+	smtp_client_next(&h.c);
+	h_out("RSET\r\n");
+	h_in("250 2.0.0 Ok\r\n");
+	h_events("ready\n");
+	h_phase(SMTP_CLIENT_PHASE_IDLE);
+}
+
 Test(smtp_client, rset_refused_fails)
 {
 	h_after_message();
