@@ -536,7 +536,15 @@ size_t outbound_take(struct outbound_dest *d, struct queue_rcpt **out, size_t ma
 	/* A held domain's READY recipients were flushed: they go too. */
 	if (d->ob->draining)
 		return 0;
-	return sched_take_message(d->ob->queue, d->domain, d->len, out, max);
+	size_t n = sched_take_message(d->ob->queue, d->domain, d->len, out, max);
+	/* More waiting than this connection takes at once: the destination
+	 * may open more, up to its concurrency (the store wakes delivery
+	 * only when READY work appears where there was none). */
+	struct sched_counts counts;
+	if (n > 0 && d->sessions < d->concurrency &&
+	    sched_counts(d->ob->queue, d->domain, d->len, &counts) && counts.ready > 0)
+		outbound_activate(d);
+	return n;
 }
 
 /* ---- outcomes ------------------------------------------------------------------------- */

@@ -205,7 +205,7 @@ Test(delivery, arrives_whole_in_one_transaction_per_message_over_reused_connecti
 	char extra[512];
 	snprintf(extra, sizeof(extra),
 		 "[delivery]\nconnection_reuse_time = 10s\n"
-		 "[domain sink.test]\ntransport = [127.0.0.1]:%d\n",
+		 "[domain sink.test]\ntransport = [127.0.0.1]:%d\nconcurrency = 2\n",
 		 hop.port);
 	struct ferry_instance fi;
 	start_ferryd(&fi, extra);
