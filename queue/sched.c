@@ -6,7 +6,8 @@
  *
  * Between workers: recipients for another worker's shards are gathered in
  * an outbox per target during a loop turn and sent as one cross-worker
- * message per target per turn; an outcome goes back as one message each.
+ * message per target per turn; outcomes go back to the messages' owners
+ * the same way, a turn's worth per owner in one message.
  * store->xfers_in_flight counts both, so that no worker leaves its loop
  * while something is on its way to it.
  */
@@ -113,16 +114,24 @@ void store_index_message(struct queue *q, struct queue_message *m)
 	}
 }
 
+static void sched_outcomes_handle(struct xmsg *msg);
+
 void store_send_outbox(struct queue *q)
 {
 	struct queue_store *st = q->store;
 	for (uint32_t w = 0; w < st->cfg.workers; w++) {
 		struct store_xfer *x = q->outbox[w];
-		if (x == NULL)
-			continue;
-		q->outbox[w] = NULL;
-		atomic_fetch_add(&st->xfers_in_flight, 1);
-		worker_send(st->queues[w].worker, &x->link, store_xfer_handle);
+		if (x != NULL) {
+			q->outbox[w] = NULL;
+			atomic_fetch_add(&st->xfers_in_flight, 1);
+			worker_send(st->queues[w].worker, &x->link, store_xfer_handle);
+		}
+		struct store_outcomes *batch = q->outcomes[w];
+		if (batch != NULL && batch->count > 0) {
+			q->outcomes[w] = NULL;
+			atomic_fetch_add(&st->xfers_in_flight, 1);
+			worker_send(st->queues[w].worker, &batch->link, sched_outcomes_handle);
+		}
 	}
 }
 
@@ -130,17 +139,25 @@ unsigned store_outbox_pending(const struct queue *q)
 {
 	unsigned unsent = 0;
 	for (uint32_t w = 0; q->outbox != NULL && w < q->store->cfg.workers; w++)
-		unsent += q->outbox[w] != NULL;
+		unsent += q->outbox[w] != NULL ||
+			  (q->outcomes[w] != NULL && q->outcomes[w]->count > 0);
 	return unsent;
 }
 
 void store_outbox_free(struct queue *q)
 {
-	for (uint32_t w = 0; q->outbox != NULL && w < q->store->cfg.workers; w++)
+	for (uint32_t w = 0; q->outbox != NULL && w < q->store->cfg.workers; w++) {
 		if (q->outbox[w] != NULL)
 			store_xfer_free(q->outbox[w]);
+		if (q->outcomes[w] != NULL) {
+			free(q->outcomes[w]->items);
+			free(q->outcomes[w]);
+		}
+	}
 	free(q->outbox);
+	free(q->outcomes);
 	q->outbox = NULL;
+	q->outcomes = NULL;
 }
 
 /* ---- sched.h: moves on the shard's owner ------------------------------------------ */
@@ -208,27 +225,26 @@ const char *sched_rcpt_message_id(const struct queue_rcpt *qr)
 	return ((const struct store_rcpt *)qr)->message->id;
 }
 
-/* An outcome, from the shard's worker to the message's owner. */
-struct sched_outcome_msg {
-	struct xmsg link;
-	struct store_rcpt *rcpt;
-	enum record_type type;
-	int64_t next_attempt_ms;
-	char reason[256];
-};
-
-static void sched_outcome_handle(struct xmsg *msg)
+/* Outcomes, from the shard's worker to the messages' owner, a turn's
+ * worth in one cross-worker message. */
+static void sched_outcomes_handle(struct xmsg *msg)
 {
-	struct sched_outcome_msg *o = container_of(msg, struct sched_outcome_msg, link);
-	struct queue *owner = o->rcpt->message->queue;
-	/* The message may be freed inside: its last recipient ends it. */
-	store_rcpt_journal(owner, o->rcpt, o->type, o->reason, o->next_attempt_ms);
-	atomic_fetch_sub(&owner->store->xfers_in_flight, 1);
-	free(o);
+	struct store_outcomes *batch = container_of(msg, struct store_outcomes, link);
+	struct queue_store *st = NULL;
+	for (size_t i = 0; i < batch->count; i++) {
+		struct store_outcome *o = &batch->items[i];
+		struct queue *owner = o->rcpt->message->queue;
+		st = owner->store;
+		/* The message may be freed inside: its last recipient ends it. */
+		store_rcpt_journal(owner, o->rcpt, o->type, o->reason, o->next_attempt_ms);
+	}
+	if (st != NULL)
+		atomic_fetch_sub(&st->xfers_in_flight, 1);
+	free(batch->items);
+	free(batch);
 }
 
-/* Journal an outcome on the message's owner: here, or by cross-worker
- * message. */
+/* Journal an outcome on the message's owner: here, or gathered for it. */
 static void sched_journal(struct queue *q, struct store_rcpt *r, enum record_type type,
 			  const char *reason, int64_t next_attempt_ms)
 {
@@ -239,20 +255,21 @@ static void sched_journal(struct queue *q, struct store_rcpt *r, enum record_typ
 		store_rcpt_journal(owner, r, type, reason, next_attempt_ms);
 		return;
 	}
-	struct sched_outcome_msg *o = calloc(1, sizeof(*o));
-	if (o == NULL) {
+	struct store_outcomes *batch = q->outcomes[owner->index];
+	if (batch == NULL)
+		batch = q->outcomes[owner->index] = calloc(1, sizeof(*batch));
+	if (batch == NULL || array_reserve(batch->items, batch->cap, batch->count + 1) != 0) {
 		log_event(LOG_LEVEL_ERROR,
 			  "event=outcome_lost queue_id=%s rcpt=%u note=\"out of memory; tried "
 			  "again after a restart\"",
 			  r->message->id, r->index);
 		return;
 	}
+	struct store_outcome *o = &batch->items[batch->count++];
 	o->rcpt = r;
 	o->type = type;
 	o->next_attempt_ms = next_attempt_ms;
 	snprintf(o->reason, sizeof(o->reason), "%s", reason);
-	atomic_fetch_add(&q->store->xfers_in_flight, 1);
-	worker_send(owner->worker, &o->link, sched_outcome_handle);
 }
 
 void sched_finish(struct queue *q, struct queue_rcpt *qr, enum queue_outcome outcome,

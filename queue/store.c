@@ -45,7 +45,8 @@ static int store_init_queues(struct queue_store *st)
 		idmap_init(&q->by_id, (ptrdiff_t)offsetof(struct queue_message, id) -
 					      (ptrdiff_t)offsetof(struct queue_message, id_link));
 		q->outbox = calloc(st->cfg.workers, sizeof(*q->outbox));
-		if (q->outbox == NULL)
+		q->outcomes = calloc(st->cfg.workers, sizeof(*q->outcomes));
+		if (q->outbox == NULL || q->outcomes == NULL)
 			return -ENOMEM;
 	}
 	return 0;

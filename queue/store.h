@@ -231,6 +231,21 @@ struct store_xfer {
 	struct store_rcpt **rcpts;
 };
 
+/* Outcomes of recipients whose messages another worker owns, gathered
+ * during one loop turn and sent to it as one cross-worker message. */
+struct store_outcome {
+	struct store_rcpt *rcpt;
+	enum record_type type;
+	int64_t next_attempt_ms;
+	char reason[256];
+};
+
+struct store_outcomes {
+	struct xmsg link;
+	size_t count, cap;
+	struct store_outcome *items;
+};
+
 struct store_shard {
 	struct index_shard index;
 	uint32_t owner;
@@ -252,7 +267,8 @@ struct queue {
 	struct idmap by_id;              /* its STORED messages, by queue id */
 	struct store_segment **segments; /* by sequence */
 	size_t nsegments, segments_cap;
-	struct store_xfer **outbox; /* per target worker, this turn */
+	struct store_xfer **outbox;       /* per target worker, this turn */
+	struct store_outcomes **outcomes; /* outcomes for other owners, this turn */
 	uint64_t free_checked_ms;
 	uint64_t free_bytes; /* on the spool's file system, as last seen */
 	/* FAILING messages get committed() from a no-op's completion, on the
