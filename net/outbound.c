@@ -701,6 +701,63 @@ void outbound_session_gone(struct outbound_dest *d, bool failed)
 	}
 }
 
+static bool outbound_same_address(const union dns_address *a, const union dns_address *b)
+{
+	if (a->sa.sa_family != b->sa.sa_family)
+		return false;
+	if (a->sa.sa_family == AF_INET)
+		return a->in.sin_port == b->in.sin_port &&
+		       a->in.sin_addr.s_addr == b->in.sin_addr.s_addr;
+	return a->in6.sin6_port == b->in6.sin6_port &&
+	       memcmp(&a->in6.sin6_addr, &b->in6.sin6_addr, sizeof(a->in6.sin6_addr)) == 0;
+}
+
+struct outbound_rider_walk {
+	struct outbound *ob;
+	const union dns_address *target;
+	uint64_t now;
+};
+
+/* May a recipient of `domain` ride to target? Its destination is known
+ * here, not held, not down, with a route through that address. */
+static bool outbound_rider_accept(void *arg, const char *domain, size_t len)
+{
+	struct outbound_rider_walk *w = arg;
+	struct outbound_dest *d = outbound_find(w->ob, domain, len, outbound_hash(domain, len));
+	if (d == NULL || d->held || w->now < d->down_until_ms || !outbound_route_fresh(d, w->now))
+		return false;
+	for (unsigned i = 0; i < d->route.count; i++)
+		if (outbound_same_address(&d->route.targets[i].addr, w->target))
+			return true;
+	return false;
+}
+
+size_t outbound_take_riders(struct outbound_dest *d, const struct queue_rcpt *r,
+			    const union dns_address *target, struct queue_rcpt **out,
+			    struct outbound_dest **dests, size_t max)
+{
+	struct outbound *ob = d->ob;
+	if (max == 0 || ob->draining)
+		return 0;
+	struct outbound_rider_walk w = {ob, target, ob->worker->now_ms};
+	size_t n = sched_take_siblings(ob->queue, r, outbound_rider_accept, &w, out, max);
+	for (size_t i = 0; i < n; i++) {
+		size_t len;
+		const char *address = sched_rcpt_address(out[i], &len);
+		const char *at = memrchr(address, '@', len);
+		const char *domain = at != NULL ? at + 1 : address + len;
+		size_t dlen = len - (size_t)(domain - address);
+		dests[i] = outbound_find(ob, domain, dlen, outbound_hash(domain, dlen));
+	}
+	return n;
+}
+
+void outbound_settle_dest(struct outbound_dest *d)
+{
+	if (!list_linked(&d->active_link))
+		outbound_dest_maybe_free(d);
+}
+
 void outbound_session_from(struct outbound_dest *d)
 {
 	outbound_activate(d); /* the next run frees it if nothing is left */

@@ -13,7 +13,10 @@
  * domain at a time (up to recipients_per_transaction) until none is
  * READY, then stays open for connection_reuse_time in case more come.
  *
- * Connections are shared by next hop: a destination that wants another
+ * Transactions and connections are shared by next hop: a message's
+ * recipients for other domains of this worker whose route holds the
+ * connection's address ride in its transaction (outbound_take_riders),
+ * and a destination that wants another
  * connection first takes an idle one of another destination on this
  * worker connected to one of its own route's addresses (domains that
  * share an MX share its connections), then opens one.
@@ -196,6 +199,16 @@ struct outbound {
 /* A session is ready for its next message: up to max recipients of one
  * message moved to INFLIGHT for it. Returns how many (0: nothing). */
 size_t outbound_take(struct outbound_dest *d, struct queue_rcpt **out, size_t max);
+
+/* Recipients of r's message for other domains of this worker whose route
+ * holds `target`, READY, moved to INFLIGHT to ride in r's transaction
+ * (their destinations to dests). Returns how many, at most max. */
+size_t outbound_take_riders(struct outbound_dest *d, const struct queue_rcpt *r,
+			    const union dns_address *target, struct queue_rcpt **out,
+			    struct outbound_dest **dests, size_t max);
+/* A destination whose recipients rode in another's transaction may have
+ * nothing left: free it then (not while it is active: its run does). */
+void outbound_settle_dest(struct outbound_dest *d);
 
 /* One recipient's outcome, from the reply (code 0: the connection failed,
  * `reply` says how) given by `relay` ("host[address]:port"). */

@@ -35,6 +35,9 @@ struct outbound_session {
 
 	/* The transaction in hand. */
 	struct queue_rcpt **rcpts;
+	/* Each recipient's destination: the session's own, or another domain
+	 * of the message with the same next hop, riding along. */
+	struct outbound_dest **rcpt_dests;
 	const char **rcpt_addresses;
 	size_t *rcpt_lens;
 	/* A recipient's own refusal at RCPT, kept until the transaction ends:
@@ -142,15 +145,25 @@ static void session_end_transaction(struct outbound_session *s, int code, const 
 		struct smtp_reply *own = s->refused[i];
 		if (s->rcpts[i] != NULL) {
 			if (own != NULL)
-				outbound_outcome(s->dest, s->rcpts[i], own->code, own->status,
-						 own->text, s->relay);
+				outbound_outcome(s->rcpt_dests[i], s->rcpts[i], own->code,
+						 own->status, own->text, s->relay);
 			else
-				outbound_outcome(s->dest, s->rcpts[i], code, status, reply,
+				outbound_outcome(s->rcpt_dests[i], s->rcpts[i], code, status, reply,
 						 s->relay);
 		}
 		s->rcpts[i] = NULL;
 		free(own);
 		s->refused[i] = NULL;
+	}
+	/* Riders' destinations may have nothing left now (not before: the
+	 * loop above still used them). */
+	for (unsigned i = 0; i < s->nrcpts; i++) {
+		struct outbound_dest *d = s->rcpt_dests[i];
+		bool seen = d == s->dest;
+		for (unsigned k = 0; k < i && !seen; k++)
+			seen = s->rcpt_dests[k] == d; /* settled already, maybe freed */
+		if (!seen)
+			outbound_settle_dest(d);
 	}
 	s->nrcpts = 0;
 	s->body_ended = false;
@@ -166,6 +179,7 @@ static void session_free(struct outbound_session *s)
 	free(s->rcpt_addresses);
 	free(s->rcpt_lens);
 	free(s->refused);
+	free(s->rcpt_dests);
 	free(s);
 }
 
@@ -175,7 +189,10 @@ static int session_alloc_transaction(struct outbound_session *s, size_t max)
 	s->rcpt_addresses = calloc(max, sizeof(*s->rcpt_addresses));
 	s->rcpt_lens = calloc(max, sizeof(*s->rcpt_lens));
 	s->refused = calloc(max, sizeof(*s->refused));
-	return s->rcpts && s->rcpt_addresses && s->rcpt_lens && s->refused ? 0 : -ENOMEM;
+	s->rcpt_dests = calloc(max, sizeof(*s->rcpt_dests));
+	return s->rcpts && s->rcpt_addresses && s->rcpt_lens && s->refused && s->rcpt_dests
+		       ? 0
+		       : -ENOMEM;
 }
 
 static void session_go_idle(struct outbound_session *s)
@@ -199,11 +216,16 @@ static void session_next(struct outbound_session *s)
 			session_go_idle(s);
 			return;
 		}
+		for (size_t i = 0; i < n; i++)
+			s->rcpt_dests[i] = s->dest;
+		/* The message's recipients for other domains on this worker
+		 * whose next hop is this connection's go in this transaction. */
+		n += outbound_take_riders(s->dest, s->rcpts[0], &s->target, s->rcpts + n,
+					  s->rcpt_dests + n, set->rcpts_per_transaction - n);
 		s->nrcpts = (unsigned)n;
 		sched_rcpt_message(s->rcpts[0], &s->info);
-		for (size_t i = 0; i < n; i++) {
+		for (size_t i = 0; i < n; i++)
 			s->rcpt_addresses[i] = sched_rcpt_address(s->rcpts[i], &s->rcpt_lens[i]);
-		}
 		s->msg = (struct smtp_client_message){
 			.sender = s->info.sender,
 			.sender_len = s->info.sender_len,

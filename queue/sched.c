@@ -213,6 +213,32 @@ size_t sched_take_message(struct queue *q, const char *domain, size_t len, struc
 	return n;
 }
 
+size_t sched_take_siblings(struct queue *q, const struct queue_rcpt *qr, sched_accept_fn *accept,
+			   void *arg, struct queue_rcpt **out, size_t max)
+{
+	const struct store_rcpt *r = (const struct store_rcpt *)qr;
+	const struct queue_message *m = r->message;
+	struct queue_store *st = q->store;
+	size_t len, n = 0;
+	const char *domain = store_rcpt_domain(r, &len);
+	for (uint32_t i = 0; i < m->nrcpt && n < max; i++) {
+		struct store_rcpt *o = (struct store_rcpt *)&m->rcpts[i];
+		size_t olen;
+		const char *odomain = store_rcpt_domain(o, &olen);
+		if (olen == len && strncasecmp(odomain, domain, len) == 0)
+			continue; /* r's own domain: taken with it already */
+		/* Only recipients of this worker's shards are looked at: their
+		 * shard was set before they were handed over, and their entry
+		 * is ours. (An ended one was never indexed: no dest.) */
+		if (st->shards[o->shard].owner != q->index || o->entry.dest == NULL ||
+		    o->entry.state != INDEX_READY || !accept(arg, odomain, olen))
+			continue;
+		index_move(&o->entry, INDEX_INFLIGHT, 0);
+		out[n++] = (struct queue_rcpt *)o;
+	}
+	return n;
+}
+
 const char *sched_rcpt_address(const struct queue_rcpt *qr, size_t *len)
 {
 	const struct store_rcpt *r = (const struct store_rcpt *)qr;

@@ -61,6 +61,14 @@ size_t sched_take_ready(struct queue *q, const char *domain, size_t len, struct 
 size_t sched_take_message(struct queue *q, const char *domain, size_t len, struct queue_rcpt **out,
 			  size_t max);
 
+/* The READY recipients of r's message for other domains whose shards q
+ * owns, that `accept` takes (it is given each one's domain), moved to
+ * INFLIGHT: they ride in r's transaction when their domain's next hop is
+ * the one r goes to. Up to max; returns how many. */
+typedef bool sched_accept_fn(void *arg, const char *domain, size_t len);
+size_t sched_take_siblings(struct queue *q, const struct queue_rcpt *r, sched_accept_fn *accept,
+			   void *arg, struct queue_rcpt **out, size_t max);
+
 const char *sched_rcpt_address(const struct queue_rcpt *r, size_t *len);
 const char *sched_rcpt_message_id(const struct queue_rcpt *r);
 
