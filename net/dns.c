@@ -486,6 +486,29 @@ static void dns_library_init(void)
 	dns_library_status = ares_library_init(ARES_LIB_INIT_ALL);
 }
 
+int dns_check_servers(const char *servers, char *err, size_t err_size)
+{
+	if (servers == NULL || servers[0] == '\0')
+		return 0;
+	pthread_once(&dns_library_once, dns_library_init);
+	ares_channel channel;
+	struct ares_options o = {0};
+	if (dns_library_status != ARES_SUCCESS ||
+	    ares_init_options(&channel, &o, 0) != ARES_SUCCESS) {
+		snprintf(err, err_size, "dns: cannot set up c-ares to check the servers");
+		return -EIO;
+	}
+	int r = ares_set_servers_ports_csv(channel, servers);
+	ares_destroy(channel);
+	if (r == ARES_SUCCESS)
+		return 0;
+	snprintf(err, err_size,
+		 "dns servers '%s': not a list of IP addresses with optional ports (e.g. "
+		 "127.0.0.1:53,[::1]:53): %s",
+		 servers, ares_strerror(r));
+	return -EINVAL;
+}
+
 int dns_open(struct dns **out, struct worker *w, const struct dns_config *cfg, char *err,
 	     size_t err_size)
 {

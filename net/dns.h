@@ -132,6 +132,10 @@ typedef void dns_host_fn(void *arg, const struct dns_host_result *result);
  * went wrong, e.g. "dns servers 'x.y': not a list of IP addresses with
  * optional ports (e.g. 127.0.0.1:53,[::1]:53)".
  */
+/* Does `servers` (dns_config's syntax) parse? For --check-config; 0, or
+ * -EINVAL with err saying why (no socket is opened). */
+int dns_check_servers(const char *servers, char *err, size_t err_size);
+
 int dns_open(struct dns **out, struct worker *w, const struct dns_config *cfg, char *err,
 	     size_t err_size);
 

@@ -19,6 +19,7 @@
 #include "core/log.h"
 #include "core/worker.h"
 #include "net/admin.h"
+#include "net/dns.h"
 #include "net/listener.h"
 #include "net/nexthop.h"
 #include "net/outbound.h"
@@ -204,6 +205,11 @@ int main(int argc, char **argv)
 	if (net_server_create(&srv, &cfg, err, sizeof(err)) != 0 ||
 	    nexthop_check_config(&cfg, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ferryd: config: %s\n", err);
+		goto out;
+	}
+	if (dns_check_servers(cfg.dns_servers, err, sizeof(err)) != 0) {
+		fprintf(stderr, "ferryd: config: %s:%u: key 'dns_servers': %s\n", cfg.source,
+			config_key_line(&cfg, "delivery", "dns_servers"), err);
 		goto out;
 	}
 	if (check_only) {

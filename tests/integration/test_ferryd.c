@@ -1634,6 +1634,15 @@ Test(ferryd, check_config_names_file_line_and_key)
 	cr_assert_not_null(strstr(res.err, "'hostmaster'"), "stderr does not quote the value: %s",
 			   res.err);
 
+	/* DNS servers that are no addresses, on line 2. */
+	snprintf(path, sizeof(path), "%s/bad-dns.conf", fi.dir);
+	cr_assert_eq(harness_write_file(path, "[delivery]\ndns_servers = ns1.example:53\n"), 0);
+	check_config(path, &res);
+	cr_assert_neq(res.status, 0, "DNS servers given by name were accepted:\n%s", res.out);
+	cr_assert_not_null(strstr(res.err, ":2:"), "stderr does not name line 2: %s", res.err);
+	cr_assert_not_null(strstr(res.err, "dns_servers"), "stderr does not name the key: %s",
+			   res.err);
+
 	/* A [domain] transport that is no next hop, in the section of line 4. */
 	snprintf(path, sizeof(path), "%s/bad-transport.conf", fi.dir);
 	cr_assert_eq(harness_write_file(path, "[domain customer.example]\n"
