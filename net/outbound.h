@@ -151,7 +151,11 @@ unsigned outbound_flush(struct outbound *ob, const char *domain, size_t len);
 unsigned outbound_flush_all(struct outbound *ob);
 int outbound_hold(struct outbound *ob, const char *domain, size_t len, bool hold);
 
-/* ---- for outbound_session.c ------------------------------------------------- */
+/* ---- for outbound_session.c and the other files of delivery ----------------- */
+
+/* The [domain] rule of `domain` (NULL: none), by config_domain_find. */
+const struct outbound_rule *outbound_rule_for(const struct outbound_settings *s, const char *domain,
+					      size_t len);
 
 /* One destination's pool on a worker. */
 struct outbound_dest {
