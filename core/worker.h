@@ -233,5 +233,7 @@ void worker_recv_buffer_return(struct worker *w, uint16_t bid);
 int worker_send(struct worker *w, struct xmsg *msg, xmsg_fn *handle);
 
 uint64_t worker_clock_ms(void);
+/* CLOCK_REALTIME in milliseconds: times that are journaled or shown. */
+int64_t worker_wall_ms(void);
 
 #endif

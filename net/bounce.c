@@ -61,13 +61,6 @@ struct bounce {
 	unsigned serial;
 };
 
-static int64_t bounce_wall_ms(void)
-{
-	struct timespec now;
-	clock_gettime(CLOCK_REALTIME, &now);
-	return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-}
-
 struct bounce *bounce_new(struct outbound *ob)
 {
 	struct bounce *b = calloc(1, sizeof(*b));
@@ -92,8 +85,7 @@ static void bounce_job_free(struct bounce_job *job)
 	}
 	free(job->rcpts);
 	buf_release(&job->headers);
-	if (job->body_open)
-		queue_body_close(&job->body);
+	queue_body_release(&job->body);
 	list_remove(&job->link);
 	free(job);
 }
@@ -134,7 +126,7 @@ void bounce_add(struct bounce *b, struct queue_rcpt *r, const char *status, cons
 		.status = status,
 		.reason = strdup(reason),
 		.remote_mta = remote_mta != NULL ? strdup(remote_mta) : NULL,
-		.when_ms = bounce_wall_ms(),
+		.when_ms = worker_wall_ms(),
 	};
 	return;
 no_memory:
@@ -156,22 +148,17 @@ static void bounce_job_finish(struct bounce_job *job)
 		queue_body_close(&job->body); /* before the last outcome ends the message */
 		job->body_open = false;
 	}
-	/* Their domains, kept before they end (with the message's text). */
-	char(*domains)[256] = calloc(job->count, sizeof(*domains));
+	/* Their destinations, found before they end (with the message). */
+	struct outbound_dest **dests = calloc(job->count, sizeof(*dests));
 	for (size_t i = 0; i < job->count; i++) {
-		if (domains != NULL) {
-			size_t len;
-			const char *a = sched_rcpt_address(job->rcpts[i].rcpt, &len);
-			const char *at = memrchr(a, '@', len);
-			snprintf(domains[i], sizeof(domains[i]), "%.*s",
-				 at ? (int)(len - (size_t)(at + 1 - a)) : 0, at ? at + 1 : "");
-		}
+		if (dests != NULL)
+			dests[i] = outbound_dest_of(ob, job->rcpts[i].rcpt);
 		sched_finish(ob->queue, job->rcpts[i].rcpt, QUEUE_FAILED, job->rcpts[i].reason);
 		ob->failed++;
 	}
-	for (size_t i = 0; domains != NULL && i < job->count; i++)
-		outbound_settle(ob, domains[i], strlen(domains[i]));
-	free(domains);
+	if (dests != NULL)
+		outbound_settle(dests, job->count);
+	free(dests);
 	bounce_job_free(job);
 }
 
@@ -241,7 +228,7 @@ static int bounce_queue_dsn(struct bounce_job *job)
 		.sender = job->info.sender,
 		.sender_len = job->info.sender_len,
 		.arrival_ms = job->info.arrival_ms,
-		.now_ms = bounce_wall_ms(),
+		.now_ms = worker_wall_ms(),
 		.rcpts = rcpts,
 		.nrcpts = (unsigned)job->count,
 		.headers = buf_head(&job->headers),

@@ -212,13 +212,8 @@ static void outbound_hook_ready(void *arg, const char *domain, size_t len)
  * domain entering the queue to its last leaving it. */
 static void outbound_quota_add(struct outbound *ob, const struct queue_rcpt *r, int sign)
 {
-	size_t len;
-	const char *address = sched_rcpt_address(r, &len);
-	const char *at = memrchr(address, '@', len);
-	if (at == NULL)
-		return;
-	const char *domain = at + 1;
-	size_t dlen = len - (size_t)(domain - address);
+	size_t dlen;
+	const char *domain = sched_rcpt_domain(r, &dlen);
 	/* The rule, not a destination: these hooks make none. */
 	const struct outbound_rule *found = outbound_rule_for(ob->settings, domain, dlen);
 	if (found == NULL || !found->quota)
@@ -405,13 +400,6 @@ static uint64_t outbound_backoff_ms(const struct outbound_settings *s, uint32_t 
 	return ms < s->retry_max_ms ? ms : s->retry_max_ms;
 }
 
-static int64_t outbound_wall_ms(void)
-{
-	struct timespec now;
-	clock_gettime(CLOCK_REALTIME, &now);
-	return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-}
-
 void outbound_outcome(struct outbound_dest *d, struct queue_rcpt *r, int code, const char *status,
 		      const char *reply, const char *relay)
 {
@@ -421,7 +409,7 @@ void outbound_outcome(struct outbound_dest *d, struct queue_rcpt *r, int code, c
 	sched_rcpt_message(r, &info);
 	size_t alen;
 	const char *address = sched_rcpt_address(r, &alen);
-	int64_t age_ms = outbound_wall_ms() - info.arrival_ms;
+	int64_t age_ms = worker_wall_ms() - info.arrival_ms;
 	uint32_t lifetime = d->rule != NULL && d->rule->domain->queue_lifetime_ms
 				    ? d->rule->domain->queue_lifetime_ms
 				    : s->lifetime_ms;
@@ -549,17 +537,6 @@ void outbound_session_gone(struct outbound_dest *d, bool failed)
 	}
 }
 
-static bool outbound_same_address(const union dns_address *a, const union dns_address *b)
-{
-	if (a->sa.sa_family != b->sa.sa_family)
-		return false;
-	if (a->sa.sa_family == AF_INET)
-		return a->in.sin_port == b->in.sin_port &&
-		       a->in.sin_addr.s_addr == b->in.sin_addr.s_addr;
-	return a->in6.sin6_port == b->in6.sin6_port &&
-	       memcmp(&a->in6.sin6_addr, &b->in6.sin6_addr, sizeof(a->in6.sin6_addr)) == 0;
-}
-
 struct outbound_rider_walk {
 	struct outbound *ob;
 	const union dns_address *target;
@@ -575,7 +552,7 @@ static bool outbound_rider_accept(void *arg, const char *domain, size_t len)
 	if (d == NULL || d->held || w->now < d->down_until_ms || !outbound_route_fresh(d, w->now))
 		return false;
 	for (unsigned i = 0; i < d->route.count; i++)
-		if (outbound_same_address(&d->route.targets[i].addr, w->target))
+		if (dns_address_equal(&d->route.targets[i].addr, w->target))
 			return true;
 	return false;
 }
@@ -589,21 +566,27 @@ size_t outbound_take_riders(struct outbound_dest *d, const struct queue_rcpt *r,
 		return 0;
 	struct outbound_rider_walk w = {ob, target, ob->worker->now_ms};
 	size_t n = sched_take_siblings(ob->queue, r, outbound_rider_accept, &w, out, max);
-	for (size_t i = 0; i < n; i++) {
-		size_t len;
-		const char *address = sched_rcpt_address(out[i], &len);
-		const char *at = memrchr(address, '@', len);
-		const char *domain = at != NULL ? at + 1 : address + len;
-		size_t dlen = len - (size_t)(domain - address);
-		dests[i] = outbound_find(ob, domain, dlen, outbound_hash(domain, dlen));
-	}
+	for (size_t i = 0; i < n; i++)
+		dests[i] = outbound_dest_of(ob, out[i]);
 	return n;
 }
 
-void outbound_settle_dest(struct outbound_dest *d)
+struct outbound_dest *outbound_dest_of(struct outbound *ob, const struct queue_rcpt *r)
 {
-	if (!list_linked(&d->active_link))
-		outbound_dest_maybe_free(d);
+	size_t len;
+	const char *domain = sched_rcpt_domain(r, &len);
+	return outbound_find(ob, domain, len, outbound_hash(domain, len));
+}
+
+void outbound_settle(struct outbound_dest *const *dests, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		bool seen = dests[i] == NULL;
+		for (size_t k = 0; k < i && !seen; k++)
+			seen = dests[k] == dests[i]; /* settled already, maybe freed */
+		if (!seen && !list_linked(&dests[i]->active_link))
+			outbound_dest_maybe_free(dests[i]);
+	}
 }
 
 void outbound_session_from(struct outbound_dest *d)
@@ -613,12 +596,7 @@ void outbound_session_from(struct outbound_dest *d)
 
 void outbound_defer(struct outbound *ob, struct queue_rcpt *r, const char *reason)
 {
-	size_t len;
-	const char *address = sched_rcpt_address(r, &len);
-	const char *at = memrchr(address, '@', len);
-	const char *domain = at != NULL ? at + 1 : address + len;
-	size_t dlen = len - (size_t)(domain - address);
-	struct outbound_dest *d = outbound_find(ob, domain, dlen, outbound_hash(domain, dlen));
+	struct outbound_dest *d = outbound_dest_of(ob, r);
 	uint64_t wait = outbound_backoff_ms(ob->settings, sched_rcpt_attempts(r) + 1);
 	sched_defer(ob->queue, r, ob->worker->now_ms + wait, reason);
 	ob->deferred++;
@@ -626,16 +604,9 @@ void outbound_defer(struct outbound *ob, struct queue_rcpt *r, const char *reaso
 		outbound_arm_retry(d);
 	else
 		log_event(LOG_LEVEL_WARN,
-			  "event=retry_unscheduled domain=%.*s note=\"tried again at the next "
+			  "event=retry_unscheduled queue_id=%s note=\"tried again at the next "
 			  "flush or restart\"",
-			  (int)dlen, domain);
-}
-
-void outbound_settle(struct outbound *ob, const char *domain, size_t len)
-{
-	struct outbound_dest *d = outbound_find(ob, domain, len, outbound_hash(domain, len));
-	if (d != NULL && !list_linked(&d->active_link))
-		outbound_dest_maybe_free(d);
+			  sched_rcpt_message_id(r));
 }
 
 /* ---- operator's and ETRN's moves ------------------------------------------------------ */

@@ -210,9 +210,13 @@ size_t outbound_take(struct outbound_dest *d, struct queue_rcpt **out, size_t ma
 size_t outbound_take_riders(struct outbound_dest *d, const struct queue_rcpt *r,
 			    const union dns_address *target, struct queue_rcpt **out,
 			    struct outbound_dest **dests, size_t max);
-/* A destination whose recipients rode in another's transaction may have
- * nothing left: free it then (not while it is active: its run does). */
-void outbound_settle_dest(struct outbound_dest *d);
+/* The destination of a recipient's domain here, or NULL. */
+struct outbound_dest *outbound_dest_of(struct outbound *ob, const struct queue_rcpt *r);
+/* Destinations whose recipients were ended (or deferred) from outside
+ * their own run (riders, the bouncer) may have nothing left: freed then
+ * (not while active: their run does). The same one may come several
+ * times; NULL entries are skipped. */
+void outbound_settle(struct outbound_dest *const *dests, size_t n);
 
 /* One recipient's outcome, from the reply (code 0: the connection failed,
  * `reply` says how) given by `relay` ("host[address]:port"). */
@@ -236,10 +240,8 @@ void outbound_session_from(struct outbound_dest *d);
  * connection, may open another. */
 void outbound_session_gone(struct outbound_dest *d, bool failed);
 
-/* For the bouncer: a recipient whose DSN could not be made is deferred
- * (with its destination's retry set); a destination whose recipients it
- * ended may go. */
+/* For the bouncer: a recipient whose DSN could not be made is deferred,
+ * with its destination's retry set. */
 void outbound_defer(struct outbound *ob, struct queue_rcpt *r, const char *reason);
-void outbound_settle(struct outbound *ob, const char *domain, size_t len);
 
 #endif

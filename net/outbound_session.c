@@ -157,14 +157,10 @@ static void session_end_transaction(struct outbound_session *s, int code, const 
 	}
 	/* Riders' destinations may have nothing left now (not before: the
 	 * loop above still used them). */
-	for (unsigned i = 0; i < s->nrcpts; i++) {
-		struct outbound_dest *d = s->rcpt_dests[i];
-		bool seen = d == s->dest;
-		for (unsigned k = 0; k < i && !seen; k++)
-			seen = s->rcpt_dests[k] == d; /* settled already, maybe freed */
-		if (!seen)
-			outbound_settle_dest(d);
-	}
+	for (unsigned i = 0; i < s->nrcpts; i++)
+		if (s->rcpt_dests[i] == s->dest)
+			s->rcpt_dests[i] = NULL; /* the session's own: it holds it */
+	outbound_settle(s->rcpt_dests, s->nrcpts);
 	s->nrcpts = 0;
 	s->body_ended = false;
 }
@@ -174,6 +170,7 @@ static void session_free(struct outbound_session *s)
 	if (s->refused != NULL)
 		for (unsigned i = 0; i < s->ob->settings->rcpts_per_transaction; i++)
 			free(s->refused[i]);
+	queue_body_release(&s->body);
 	buf_release(&s->out);
 	free(s->rcpts);
 	free(s->rcpt_addresses);
@@ -260,13 +257,7 @@ static void session_next(struct outbound_session *s)
 
 bool outbound_session_idle_at(const struct outbound_session *s, const union dns_address *a)
 {
-	if (!list_linked(&s->idle_link) || s->quitting || s->target.sa.sa_family != a->sa.sa_family)
-		return false;
-	if (a->sa.sa_family == AF_INET)
-		return s->target.in.sin_port == a->in.sin_port &&
-		       s->target.in.sin_addr.s_addr == a->in.sin_addr.s_addr;
-	return s->target.in6.sin6_port == a->in6.sin6_port &&
-	       memcmp(&s->target.in6.sin6_addr, &a->in6.sin6_addr, sizeof(a->in6.sin6_addr)) == 0;
+	return list_linked(&s->idle_link) && !s->quitting && dns_address_equal(&s->target, a);
 }
 
 void outbound_session_adopt(struct outbound_session *s, struct outbound_dest *to)

@@ -121,18 +121,32 @@ int queue_body_open(struct queue_body_reader *rd, struct queue *q, const struct 
 		    queue_body_fn *done, void *user)
 {
 	struct queue_message *m = ((const struct store_rcpt *)qr)->message;
-	*rd = (struct queue_body_reader){.q = q, .m = m, .done = done, .user = user, .file = -1};
+	CHECK(!rd->pinned && !rd->inflight);
+	/* The storage of the reader's last message is used again: a
+	 * connection delivering message after message allocates none. */
+	*rd = (struct queue_body_reader){.q = q,
+					 .m = m,
+					 .done = done,
+					 .user = user,
+					 .file = -1,
+					 .extents = rd->extents,
+					 .extents_cap = rd->extents_cap,
+					 .buf = rd->buf,
+					 .buf_cap = rd->buf_cap};
 	if (!body_pin(m))
 		return -EAGAIN;
 	rd->pinned = true;
-	if (m->nextents > 0) {
-		rd->extents = malloc(m->nextents * sizeof(*rd->extents));
-		if (rd->extents == NULL) {
+	if (m->nextents > rd->extents_cap) {
+		struct queue_extent *e = realloc(rd->extents, m->nextents * sizeof(*e));
+		if (e == NULL) {
 			queue_body_close(rd);
 			return -ENOMEM;
 		}
-		memcpy(rd->extents, m->extents, m->nextents * sizeof(*rd->extents));
+		rd->extents = e;
+		rd->extents_cap = m->nextents;
 	}
+	if (m->nextents > 0)
+		memcpy(rd->extents, m->extents, m->nextents * sizeof(*rd->extents));
 	rd->nextents = m->nextents;
 	return 0;
 }
@@ -193,9 +207,15 @@ void queue_body_close(struct queue_body_reader *rd)
 	if (rd->pinned)
 		body_unpin(rd->m);
 	rd->pinned = false;
+}
+
+void queue_body_release(struct queue_body_reader *rd)
+{
+	queue_body_close(rd);
 	free(rd->extents);
 	free(rd->buf);
 	rd->extents = NULL;
+	rd->extents_cap = 0;
 	rd->buf = NULL;
 	rd->buf_cap = 0;
 }

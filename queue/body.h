@@ -46,6 +46,7 @@ struct queue_body_reader {
 	void *user;
 	struct queue_extent *extents; /* copied when pinned */
 	uint32_t nextents, next;
+	uint32_t extents_cap;
 	int file; /* cache slot of the file being read; -1: none */
 	char *buf;
 	size_t buf_cap;
@@ -56,7 +57,9 @@ struct queue_body_reader {
 /*
  * Pin the message of recipient r and take its extents, for reading on
  * q's worker. 0, -EAGAIN (compaction is switching it right now: try again
- * on a later turn), or -ENOMEM.
+ * on a later turn), or -ENOMEM. rd is zeroed before its first open; then
+ * it may be opened, read and closed again and again (its storage kept:
+ * no allocation per message), and is released once at the end.
  */
 int queue_body_open(struct queue_body_reader *rd, struct queue *q, const struct queue_rcpt *r,
 		    queue_body_fn *done, void *user);
@@ -74,9 +77,11 @@ static inline bool queue_body_busy(const struct queue_body_reader *rd)
 	return rd->inflight;
 }
 
-/* Unpin and free (never while busy). Safe on a reader never opened if it
- * was zeroed. */
+/* Unpin (never while busy); the storage stays for the next open. Safe on
+ * a zeroed reader. */
 void queue_body_close(struct queue_body_reader *rd);
+/* Close, and free the storage. */
+void queue_body_release(struct queue_body_reader *rd);
 
 /* Loop turn: close cached files unused for a while (the store's service
  * calls it). */

@@ -611,14 +611,10 @@ void store_rcpt_journal(struct queue *q, struct store_rcpt *r, enum record_type 
 	/* Every outcome is the end of one more attempt. */
 	bool ended = recover_rcpt_apply(&r->outcome, type, r->outcome.attempts + 1);
 	store_reply_set(&r->journal_reply, reason);
-	struct timespec now;
-	clock_gettime(CLOCK_REALTIME, &now);
 	struct record_rcpt_state rs = {
 		.recipient = r->index,
 		.attempts = r->outcome.attempts,
-		.time_ms = type == RECORD_RCPT_DEFERRED
-				   ? next_attempt_ms
-				   : (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000,
+		.time_ms = type == RECORD_RCPT_DEFERRED ? next_attempt_ms : worker_wall_ms(),
 		.reason = {reason, (uint16_t)strnlen(reason, 255)},
 	};
 	memcpy(rs.id, m->id, RECORD_ID_LEN);

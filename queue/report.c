@@ -80,10 +80,7 @@ struct report_clock {
 
 static struct report_clock report_clock_now(const struct queue *q)
 {
-	struct timespec wall;
-	clock_gettime(CLOCK_REALTIME, &wall);
-	return (struct report_clock){store_now_ms(q),
-				     (int64_t)wall.tv_sec * 1000 + wall.tv_nsec / 1000000};
+	return (struct report_clock){store_now_ms(q), worker_wall_ms()};
 }
 
 static void report_rcpt(struct buf *out, const struct store_rcpt *r,

@@ -246,6 +246,11 @@ const char *sched_rcpt_address(const struct queue_rcpt *qr, size_t *len)
 	return r->address;
 }
 
+const char *sched_rcpt_domain(const struct queue_rcpt *qr, size_t *len)
+{
+	return store_rcpt_domain((const struct store_rcpt *)qr, len);
+}
+
 const char *sched_rcpt_message_id(const struct queue_rcpt *qr)
 {
 	return ((const struct store_rcpt *)qr)->message->id;
@@ -322,10 +327,7 @@ void sched_defer(struct queue *q, struct queue_rcpt *qr, uint64_t until_ms, cons
 	store_reply_set(&r->last_reply, reason != NULL ? reason : "");
 	/* The journal keeps the wall-clock time of the next attempt. */
 	uint64_t now = store_now_ms(q);
-	struct timespec wall;
-	clock_gettime(CLOCK_REALTIME, &wall);
-	int64_t next = (int64_t)wall.tv_sec * 1000 + wall.tv_nsec / 1000000 +
-		       (until_ms > now ? (int64_t)(until_ms - now) : 0);
+	int64_t next = worker_wall_ms() + (until_ms > now ? (int64_t)(until_ms - now) : 0);
 	sched_journal(q, r, RECORD_RCPT_DEFERRED, reason, next);
 }
 

@@ -70,6 +70,8 @@ size_t sched_take_siblings(struct queue *q, const struct queue_rcpt *r, sched_ac
 			   void *arg, struct queue_rcpt **out, size_t max);
 
 const char *sched_rcpt_address(const struct queue_rcpt *r, size_t *len);
+/* Its domain (after the last '@'; empty without one). */
+const char *sched_rcpt_domain(const struct queue_rcpt *r, size_t *len);
 const char *sched_rcpt_message_id(const struct queue_rcpt *r);
 
 /* An INFLIGHT recipient's delivery ended for good: it leaves the index;
