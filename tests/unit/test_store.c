@@ -2349,7 +2349,7 @@ Test(store, a_body_being_read_is_not_moved_by_compaction)
 	cr_assert_not(info.smtputf8);
 	cr_assert_eq(info.sender_len, strlen("alice@client.example"));
 
-	struct queue_body_reader rd;
+	struct queue_body_reader rd = {0};
 	struct t_read tr = {0};
 	cr_assert_eq(queue_body_open(&rd, owner, r, t_body_run, &tr), 0);
 	cr_assert(t_read_run(&rd, &tr));
@@ -2362,7 +2362,7 @@ Test(store, a_body_being_read_is_not_moved_by_compaction)
 		;
 	cr_assert_eq(buf_len(&tr.got), T_SPREAD_BODY);
 	cr_assert(memcmp(buf_head(&tr.got), body, T_SPREAD_BODY) == 0, "the body read differs");
-	queue_body_close(&rd);
+	queue_body_release(&rd);
 	buf_release(&tr.got);
 
 	/* Let go of and delivered: its segment goes too. */
