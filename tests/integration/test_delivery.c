@@ -406,49 +406,6 @@ Test(delivery, over_the_next_hops_size_fails_at_once_and_helo_fallback)
 }
 
 /*
- * A clean shutdown in the middle of deliveries loses nothing and sends
- * nothing twice: the transactions under way finish, the rest stays queued
- * and goes after the restart, each recipient exactly once.
- */
-Test(delivery, restart_mid_delivery_delivers_each_recipient_once)
-{
-	static const char *const slow[] = {"--data-delay", "0.3", NULL};
-	struct next_hop hop = {0};
-	next_hop_start(&hop, slow);
-	char extra[512];
-	snprintf(extra, sizeof(extra),
-		 "[server]\nshutdown_timeout = 20s\n"
-		 "[delivery]\nconcurrency = 2\n"
-		 "[domain slow.test]\ntransport = [127.0.0.1]:%d\n",
-		 hop.port);
-	struct ferry_instance fi;
-	start_ferryd(&fi, extra);
-	enum { N = 30 };
-	char rcpt[N][64];
-	for (int i = 0; i < N; i++) {
-		snprintf(rcpt[i], sizeof(rcpt[i]), "r%02d@slow.test", i);
-		const char *rcpts[] = {rcpt[i], NULL};
-		send_message(&fi, rcpts, body_text, NULL);
-	}
-	cr_assert_geq(next_hop_wait(&hop, "\"event\": \"message\"", 2, WAIT_MS), 2);
-	cr_assert_eq(harness_stop(&fi, STOP_MS), 0, "ferryd did not stop cleanly");
-	int before = next_hop_count(&hop, "\"event\": \"message\"");
-	cr_assert_lt(before, N,
-		     "everything was delivered before the stop: the test proves nothing");
-	cr_assert_eq(harness_start(&fi, START_MS), 0, "ferryd did not start again");
-	cr_assert_eq(next_hop_wait(&hop, "\"event\": \"message\"", N, 60000), N,
-		     "not every message arrived after the restart");
-	harness_sleep_ms(1000);
-	for (int i = 0; i < N; i++) {
-		char want[96];
-		snprintf(want, sizeof(want), "\"rcpts\": [\"%s\"]", rcpt[i]);
-		cr_assert_eq(next_hop_count(&hop, want), 1, "%s arrived %d times", rcpt[i],
-			     next_hop_count(&hop, want));
-	}
-	stop_ferryd_cleanly(&fi);
-}
-
-/*
  * Postfix's smtp-sink, a real MTA's receiving end, takes ferry's
  * deliveries: every message arrives once, with its envelope, ferry's
  * Received: field and the body as sent.
@@ -895,41 +852,63 @@ Test(delivery, domains_sharing_a_next_hop_share_its_connection)
 }
 
 /*
- * kill -9 in the middle of deliveries: nothing is lost; what the next hop
- * took before its outcome was journaled may come again (at least once),
- * everything else comes after the restart.
+ * Deliveries to a slow next hop, stopped in the middle (SIGTERM, or
+ * kill -9 when `crash`), then ferryd started again: every recipient
+ * arrives, exactly once after a clean stop (the transactions under way
+ * finish, the rest waits), at least once after a crash (what the next
+ * hop took before its outcome was journaled may come again).
  */
-Test(delivery, kill_9_mid_delivery_delivers_everything_at_least_once)
+static void restart_mid_delivery(bool crash)
 {
-	static const char *const slow[] = {"--data-delay", "0.2", NULL};
+	static const char *const slow[] = {"--data-delay", "0.3", NULL};
 	struct next_hop hop = {0};
 	next_hop_start(&hop, slow);
 	char extra[512];
 	snprintf(extra, sizeof(extra),
+		 "[server]\nshutdown_timeout = 20s\n"
 		 "[delivery]\nconcurrency = 2\n"
-		 "[domain crash.test]\ntransport = [127.0.0.1]:%d\n",
+		 "[domain slow.test]\ntransport = [127.0.0.1]:%d\n",
 		 hop.port);
 	struct ferry_instance fi;
 	start_ferryd(&fi, extra);
 	enum { N = 20 };
 	char rcpt[N][64];
 	for (int i = 0; i < N; i++) {
-		snprintf(rcpt[i], sizeof(rcpt[i]), "k%02d@crash.test", i);
+		snprintf(rcpt[i], sizeof(rcpt[i]), "r%02d@slow.test", i);
 		const char *rcpts[] = {rcpt[i], NULL};
 		send_message(&fi, rcpts, body_text, NULL);
 	}
 	cr_assert_geq(next_hop_wait(&hop, "\"event\": \"message\"", 2, WAIT_MS), 2);
-	cr_assert_eq(harness_crash(&fi, STOP_MS), 0, "ferryd could not be killed");
-	int before = next_hop_count(&hop, "\"event\": \"message\"");
-	cr_assert_lt(before, N,
-		     "everything was delivered before the crash: the test proves nothing");
-	cr_assert_eq(harness_start(&fi, START_MS), 0, "ferryd did not start after the crash");
+	if (crash)
+		cr_assert_eq(harness_crash(&fi, STOP_MS), 0, "ferryd could not be killed");
+	else
+		cr_assert_eq(harness_stop(&fi, STOP_MS), 0, "ferryd did not stop cleanly");
+	cr_assert_lt(next_hop_count(&hop, "\"event\": \"message\""), N,
+		     "everything was delivered before the stop: the test proves nothing");
+	cr_assert_eq(harness_start(&fi, START_MS), 0, "ferryd did not start again");
 	for (int i = 0; i < N; i++) {
 		char want[96];
 		snprintf(want, sizeof(want), "\"rcpts\": [\"%s\"]", rcpt[i]);
 		cr_assert_geq(next_hop_wait(&hop, want, 1, 60000), 1, "%s was lost", rcpt[i]);
 	}
+	harness_sleep_ms(1000);
+	for (int i = 0; i < N && !crash; i++) {
+		char want[96];
+		snprintf(want, sizeof(want), "\"rcpts\": [\"%s\"]", rcpt[i]);
+		cr_assert_eq(next_hop_count(&hop, want), 1, "%s arrived %d times", rcpt[i],
+			     next_hop_count(&hop, want));
+	}
 	stop_ferryd_cleanly(&fi);
+}
+
+Test(delivery, restart_mid_delivery_delivers_each_recipient_once)
+{
+	restart_mid_delivery(false);
+}
+
+Test(delivery, kill_9_mid_delivery_delivers_everything_at_least_once)
+{
+	restart_mid_delivery(true);
 }
 
 /*
@@ -971,5 +950,32 @@ Test(delivery, recipients_for_one_next_hop_share_a_transaction)
 	int transactions = next_hop_count(&hop, "\"event\": \"message\"") - 3;
 	cr_assert_leq(transactions, 2, "%d transactions for one message to one next hop",
 		      transactions);
+	stop_ferryd_cleanly(&fi);
+}
+
+/*
+ * A next hop that greets with 4xx is passed over for the next one of the
+ * transport's list, as one that refuses the connection is.
+ */
+Test(delivery, a_next_hop_greeting_4xx_is_passed_over_for_the_next)
+{
+	static const char *const busy_options[] = {"--greeting", "421 4.3.2 busy.test too busy",
+						   NULL};
+	struct next_hop busy = {0}, good = {0};
+	next_hop_start(&busy, busy_options);
+	next_hop_start(&good, NULL);
+	char extra[512];
+	snprintf(extra, sizeof(extra),
+		 "[domain list.test]\ntransport = [127.0.0.1]:%d, [127.0.0.1]:%d\n", busy.port,
+		 good.port);
+	struct ferry_instance fi;
+	start_ferryd(&fi, extra);
+	static const char *const rcpts[] = {"l@list.test", NULL};
+	send_message(&fi, rcpts, body_text, NULL);
+	cr_assert_eq(next_hop_wait(&good, "\"rcpts\": [\"l@list.test\"]", 1, WAIT_MS), 1,
+		     "the mail did not go on to the second next hop");
+	cr_assert_eq(next_hop_count(&busy, "\"event\": \"greeting_refused\""), 1);
+	cr_assert_eq(harness_log_count(&fi, "status=deferred"), 0,
+		     "the recipient was deferred instead of tried at the next hop");
 	stop_ferryd_cleanly(&fi);
 }
