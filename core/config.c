@@ -119,6 +119,10 @@ static const struct config_key config_keys[] = {
 	    CONFIG_DAY_MS),
 	KEY_STRING_OR_EMPTY("delivery", dns_servers, dns_servers),
 	KEY("delivery", smtp_port, CONFIG_UINT, smtp_port, 1, 65535),
+	KEY("etrn", max_per_session, CONFIG_UINT, etrn_max_per_session, 1, 100000),
+	KEY("etrn", max_rate_per_client, CONFIG_UINT, etrn_max_rate_per_client, 0, 1000000),
+	KEY("etrn", flood_delay, CONFIG_DURATION, etrn_flood_delay_ms, 0, 60000),
+	KEY("etrn", flush_window, CONFIG_DURATION, etrn_flush_window_ms, 0, 3600000),
 	KEY("log", level, CONFIG_LOG_LEVEL, log_level, 0, 0),
 	KEY("log", destination, CONFIG_LOG_DESTINATION, log_destination, 0, 0),
 	KEY("log", max_lines_per_client, CONFIG_UINT, log_max_lines_per_client, 0, 1000000),
@@ -213,6 +217,10 @@ void config_defaults(struct config *cfg)
 	cfg->destination_failures = 5;
 	cfg->destination_backoff_ms = 300000;
 	cfg->smtp_port = 25;
+	cfg->etrn_max_per_session = 100;
+	cfg->etrn_max_rate_per_client = 60;
+	cfg->etrn_flood_delay_ms = 1000;
+	cfg->etrn_flush_window_ms = 60000;
 	cfg->log_level = LOG_LEVEL_INFO;
 	cfg->log_destination = LOG_TO_STDERR;
 	cfg->log_max_lines_per_client = 100;

@@ -66,6 +66,9 @@ struct config_listen {
 
 #define CONFIG_MAX_KEYS 128
 
+/* A [domain] section's ETRN lists (networks, node names, queue names). */
+#define CONFIG_ETRN_LIST_MAX 1023
+
 /* RFC 1035: 253 octets of name, without the trailing dot. */
 #define CONFIG_DOMAIN_NAME_MAX 253
 
@@ -80,6 +83,11 @@ struct config_domain {
 	uint64_t max_messages;                    /* messages queued for it; 0: no quota */
 	uint64_t max_size;                        /* octets queued for it; 0: no quota */
 	uint32_t queue_lifetime_ms;               /* 0: [delivery] max_queue_lifetime */
+	/* ETRN (net/etrn.h parses and checks these lists at start) */
+	char etrn_networks[CONFIG_ETRN_LIST_MAX + 1]; /* clients that may ETRN it; "": none */
+	bool etrn_counts;                             /* 253/251 with counts (else 250) */
+	char etrn_nodes[CONFIG_ETRN_LIST_MAX + 1];    /* more node names that release it */
+	char etrn_queues[CONFIG_ETRN_LIST_MAX + 1];   /* named queues (#NAME) it is in */
 };
 
 struct config {
@@ -152,6 +160,12 @@ struct config {
 	uint32_t destination_backoff_ms;     /* how long it stays down */
 	char dns_servers[CONFIG_TRANSPORT_MAX + 1]; /* "": /etc/resolv.conf's; net/ parses it */
 	uint32_t smtp_port;                         /* of next hops found by MX lookups */
+
+	/* [etrn]: RFC 1985 remote queue starting (net/etrn.h) */
+	uint32_t etrn_max_per_session;     /* ETRNs in one session; then 421 */
+	uint32_t etrn_max_rate_per_client; /* a minute, all sessions; then 421; 0: none */
+	uint32_t etrn_flood_delay_ms;      /* past half that rate: each reply waits this */
+	uint32_t etrn_flush_window_ms;     /* a flush runs this long: new ETRNs join it */
 
 	/* [domain NAME] sections, in the file's order */
 	struct config_domain *domains;

@@ -42,6 +42,10 @@ static const struct config_domain_key config_domain_keys[] = {
 	DOMAIN_KEY(max_size, CONFIG_DOMAIN_SIZE, max_size, 0, UINT64_MAX),
 	DOMAIN_KEY(queue_lifetime, CONFIG_DOMAIN_DURATION, queue_lifetime_ms, 0,
 		   30 * CONFIG_DOMAIN_DAY_MS),
+	DOMAIN_KEY(etrn_networks, CONFIG_DOMAIN_STRING, etrn_networks, 0, 0),
+	DOMAIN_KEY(etrn_counts, CONFIG_DOMAIN_BOOL, etrn_counts, 0, 1),
+	DOMAIN_KEY(etrn_nodes, CONFIG_DOMAIN_STRING, etrn_nodes, 0, 0),
+	DOMAIN_KEY(etrn_queues, CONFIG_DOMAIN_STRING, etrn_queues, 0, 0),
 };
 #define CONFIG_DOMAIN_NKEYS (sizeof(config_domain_keys) / sizeof(config_domain_keys[0]))
 _Static_assert(CONFIG_DOMAIN_NKEYS <= 32, "keys_set holds a bit per key");
@@ -80,6 +84,7 @@ static int config_domain_add(struct config *cfg, const char *name, size_t len, b
 		d->name[i] = (char)tolower((unsigned char)name[i]);
 	d->subdomains = subdomains;
 	d->line = line;
+	d->etrn_counts = true;
 	*out = d;
 	return 0;
 }
@@ -94,6 +99,8 @@ int config_domain_defaults(struct config *cfg)
 		return r;
 	snprintf(d->transport, sizeof(d->transport), "[127.0.0.1]:2526");
 	d->hold = true;
+	/* ETRN demo.test from this machine releases it. */
+	snprintf(d->etrn_networks, sizeof(d->etrn_networks), "127.0.0.0/8, ::1/128");
 	return 0;
 }
 
@@ -230,7 +237,8 @@ int config_domain_set(struct config_domain *d, const char *key, const char *valu
 	}
 	snprintf(why, why_size,
 		 "unknown key in section [domain %s%s] (known: transport, hold, concurrency, "
-		 "max_messages, max_size, queue_lifetime)",
+		 "max_messages, max_size, queue_lifetime, etrn_networks, etrn_counts, "
+		 "etrn_nodes, etrn_queues)",
 		 d->subdomains ? "." : "", d->name);
 	return -EINVAL;
 }

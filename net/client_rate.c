@@ -109,6 +109,11 @@ static struct client_rate_entry *client_rate_entry(struct client_rate_bucket *b,
 
 bool client_rate_admit(struct client_rate *cr, const struct sockaddr *client, uint64_t now_ms)
 {
+	return client_rate_hit(cr, client, now_ms) <= cr->per_minute;
+}
+
+uint32_t client_rate_hit(struct client_rate *cr, const struct sockaddr *client, uint64_t now_ms)
+{
 	uint8_t key[16];
 	client_limit_key(client, key);
 	struct client_rate_bucket *b =
@@ -122,7 +127,7 @@ bool client_rate_admit(struct client_rate *cr, const struct sockaddr *client, ui
 	}
 	if (e->count < UINT32_MAX)
 		e->count++;
-	bool admitted = e->count <= cr->per_minute;
+	uint32_t count = e->count;
 	pthread_mutex_unlock(&b->lock);
-	return admitted;
+	return count;
 }

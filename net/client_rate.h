@@ -1,6 +1,6 @@
 /*
- * client_rate — new connections per client address per minute, counted
- * across all workers, as Postfix's anvil counts them for
+ * client_rate — new connections (or ETRN commands) per client address per
+ * minute, counted across all workers, as Postfix's anvil counts them for
  * smtpd_client_connection_rate_limit: a client that opens more than
  * `per_minute` connections within a minute (from its first one) is
  * refused for the rest of that minute, whichever worker the kernel hands
@@ -46,5 +46,10 @@ void client_rate_destroy(struct client_rate *cr);
  * minute lasts.
  */
 bool client_rate_admit(struct client_rate *cr, const struct sockaddr *client, uint64_t now_ms);
+
+/* The same count, for a caller with more than one threshold (ETRN slows
+ * a client down before it refuses it): how many the client has had in
+ * its current minute, this one included. */
+uint32_t client_rate_hit(struct client_rate *cr, const struct sockaddr *client, uint64_t now_ms);
 
 #endif

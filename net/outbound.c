@@ -188,8 +188,8 @@ static bool outbound_hook_held(void *arg, const char *domain, size_t len)
 {
 	struct outbound *ob = arg;
 	const struct outbound_dest *d = outbound_find(ob, domain, len, outbound_hash(domain, len));
-	if (d != NULL)
-		return d->held; /* the config's, or what an operator said since */
+	if (d != NULL) /* the config's, or what an operator said since */
+		return d->held && d->flush_until_ms <= ob->worker->now_ms;
 	const struct outbound_rule *rule = outbound_rule_for(ob->settings, domain, len);
 	return rule != NULL && rule->domain->hold;
 }
@@ -629,6 +629,21 @@ unsigned outbound_flush(struct outbound *ob, const char *domain, size_t len)
 	if (timer_armed(&d->retry))
 		timer_cancel(&ob->worker->timers, &d->retry);
 	outbound_activate(d);
+	return moved;
+}
+
+unsigned outbound_etrn_flush(struct outbound *ob, const char *domain, size_t len,
+			     uint32_t window_ms, bool *joined)
+{
+	uint64_t hash = outbound_hash(domain, len);
+	struct outbound_dest *d = outbound_find(ob, domain, len, hash);
+	*joined = d != NULL && d->flush_until_ms > ob->worker->now_ms;
+	if (*joined)
+		return 0;
+	unsigned moved = outbound_flush(ob, domain, len);
+	d = outbound_find(ob, domain, len, hash);
+	if (d != NULL)
+		d->flush_until_ms = ob->worker->now_ms + window_ms;
 	return moved;
 }
 

@@ -148,6 +148,13 @@ struct outbound *outbound_of_worker(const struct outbound_settings *s, unsigned 
  *            Returns how many recipients moved; -ENOMEM.
  */
 unsigned outbound_flush(struct outbound *ob, const char *domain, size_t len);
+/* ETRN's flush: as outbound_flush, unless a flush of the domain started by
+ * ETRN less than window_ms ago still runs (its destination has mail
+ * left): then that one is joined, nothing moves, and *joined is set.
+ * While the window runs, new mail for a held domain is not held: the
+ * site is there to take it. */
+unsigned outbound_etrn_flush(struct outbound *ob, const char *domain, size_t len,
+			     uint32_t window_ms, bool *joined);
 unsigned outbound_flush_all(struct outbound *ob);
 int outbound_hold(struct outbound *ob, const char *domain, size_t len, bool hold);
 
@@ -179,6 +186,7 @@ struct outbound_dest {
 	struct timer retry; /* releases deferred recipients when due */
 	bool waiting;       /* on ob->waiting (by active_link): for a free connection */
 	bool held;
+	uint64_t flush_until_ms; /* an ETRN's flush runs until then (outbound_etrn_flush) */
 };
 
 struct outbound {

@@ -1,6 +1,7 @@
 #include "net/smtp_session.h"
 
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -195,10 +196,12 @@ static void smtp_handle_helo(struct smtp_session *s, const struct smtp_command *
 		   "250-%s\r\n"
 		   "250-PIPELINING\r\n"
 		   "250-SIZE %llu\r\n"
+		   "%s"
 		   "250-8BITMIME\r\n"
 		   "250-ENHANCEDSTATUSCODES\r\n"
 		   "250 SMTPUTF8\r\n",
-		   s->settings->hostname, (unsigned long long)s->settings->max_message_size);
+		   s->settings->hostname, (unsigned long long)s->settings->max_message_size,
+		   s->settings->etrn != NULL ? "250-ETRN\r\n" : "");
 }
 
 static bool smtp_param_is(const struct smtp_param *p, const char *key)
@@ -575,13 +578,22 @@ static void smtp_handle_expn(struct smtp_session *s, const struct smtp_command *
 static void smtp_handle_help(struct smtp_session *s, const struct smtp_command *cmd)
 {
 	(void)cmd;
-	smtp_reply(s, "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP");
+	smtp_reply(s, "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP%s",
+		   s->settings->etrn != NULL ? " ETRN" : "");
 }
 
 static void smtp_handle_etrn(struct smtp_session *s, const struct smtp_command *cmd)
 {
-	(void)cmd;
-	smtp_reply(s, "502 5.5.1 ETRN is not available on this server yet");
+	if (s->settings->etrn == NULL) {
+		smtp_reply(s, "502 5.5.1 Error: ETRN is not available on this server");
+		return;
+	}
+	/* Answered now or later (smtp_session_etrn_reply); until then the
+	 * session reads no further command. */
+	s->etrn_pending = true;
+	s->settings->etrn(s->settings->etrn_arg, s, cmd->arg, cmd->arg_len);
+	if (s->etrn_pending)
+		s->waiting = true;
 }
 
 static void smtp_handle_not_implemented(struct smtp_session *s, const struct smtp_command *cmd)
@@ -822,6 +834,10 @@ int smtp_session_init(struct smtp_session *s, const struct smtp_settings *settin
 	s->out_max = SIZE_MAX;
 	snprintf(s->id, sizeof(s->id), "%s", id);
 	snprintf(s->client_address, sizeof(s->client_address), "%s", client_text);
+	if (client != NULL)
+		memcpy(&s->client, client,
+		       client->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+						     : sizeof(struct sockaddr_in));
 	s->client_trusted = client != NULL && policy_client_trusted(settings->policy, client);
 	snprintf(s->helo, sizeof(s->helo), "unknown");
 	uint32_t cap = settings->max_command_line - 2;
@@ -832,8 +848,30 @@ int smtp_session_init(struct smtp_session *s, const struct smtp_settings *settin
 	return 0;
 }
 
+void smtp_session_etrn_reply(struct smtp_session *s, const char *line, bool close)
+{
+	if (!s->etrn_pending)
+		return;
+	s->etrn_pending = false;
+	bool parked = s->waiting;
+	s->waiting = false;
+	if (s->state != SMTP_STATE_CLOSED) { /* else shutdown or a timeout closed it */
+		if (close)
+			smtp_reply_closing(s, "%s", line);
+		else
+			smtp_reply(s, "%s", line);
+		smtp_drain_if_idle(s);
+	}
+	if (parked)
+		s->hooks->wake(s);
+}
+
 void smtp_session_destroy(struct smtp_session *s)
 {
+	if (s->etrn_pending) {
+		s->etrn_pending = false;
+		s->settings->etrn_cancel(s->settings->etrn_arg, s);
+	}
 	if (s->message != NULL) {
 		if (s->state == SMTP_STATE_COMMIT)
 			queue_message_detach(s->message);

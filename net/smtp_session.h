@@ -34,6 +34,8 @@
 #include "net/smtp_parse.h"
 #include "queue/queue.h"
 
+struct smtp_session;
+
 /* What every session of a server shares, fixed at start-up. */
 struct smtp_settings {
 	const char *hostname;
@@ -56,6 +58,14 @@ struct smtp_settings {
 	 * recipient there gets 452 4.2.2. Called from the session's thread. */
 	bool (*queue_full)(const void *arg, const char *domain, size_t len);
 	const void *queue_full_arg;
+	/* Optional: ETRN (net/etrn_service.h); NULL: not advertised, and
+	 * answered 502. Given the argument, it answers with
+	 * smtp_session_etrn_reply(), at once or later, from the session's
+	 * thread; until then the session runs no further command. A session
+	 * destroyed before its answer calls etrn_cancel. */
+	void (*etrn)(void *arg, struct smtp_session *s, const char *argument, size_t len);
+	void (*etrn_cancel)(void *arg, struct smtp_session *s);
+	void *etrn_arg;
 };
 
 enum smtp_state {
@@ -96,6 +106,7 @@ struct smtp_session {
 
 	char id[17];             /* session id for logs */
 	char client_address[46]; /* textual IP */
+	struct sockaddr_storage client;
 	bool client_trusted;
 	char helo[256];
 	bool esmtp;
@@ -127,6 +138,8 @@ struct smtp_session {
 	uint32_t commands;
 	uint32_t errors;
 	uint32_t messages;
+	uint32_t etrns;    /* ETRN commands, for the etrn hook's per-session limit */
+	bool etrn_pending; /* an ETRN awaits its answer */
 };
 
 /*
@@ -182,6 +195,11 @@ void smtp_session_shutdown(struct smtp_session *s);
  * inside a transaction too (its message is not kept), but for a commit in
  * flight, which ends first. */
 void smtp_session_shutdown_now(struct smtp_session *s);
+
+/* The answer to the ETRN the session waits for (a whole reply line
+ * without CRLF); `close`: it is a 421, and the session ends after it.
+ * Ignored when no ETRN waits. */
+void smtp_session_etrn_reply(struct smtp_session *s, const char *line, bool close);
 
 /* Refuse a connection before the banner (limits): `reply` is a whole
  * reply line without CRLF, e.g. "421 4.7.0 Too many connections". */

@@ -495,3 +495,69 @@ void sched_visit_rcpts(struct queue *q, const char *domain, size_t len, sched_rc
 		fn(arg,
 		   (const struct queue_rcpt *)container_of(d->heap[i], struct store_rcpt, entry));
 }
+
+void sched_foreach_suffix(struct queue *q, const char *domain, size_t len, sched_visit_fn *fn,
+			  void *arg)
+{
+	struct queue_store *st = q->store;
+	struct sched_visit v = {fn, arg};
+	for (uint32_t s = 0; s < st->nshards; s++)
+		if (st->shards[s].owner == q->index)
+			index_foreach_suffix(&st->shards[s].index, domain, len, sched_visit_one,
+					     &v);
+}
+
+/* Is r the first of its message's recipients in a covered domain that is
+ * queued in q's shards? *elsewhere: a covered one is another worker's. */
+static bool sched_first_covered(const struct queue *q, const struct store_rcpt *r,
+				sched_accept_fn *covered, void *arg, bool *elsewhere)
+{
+	const struct queue_message *m = r->message;
+	const struct queue_store *st = q->store;
+	for (uint32_t i = 0; i < m->nrcpt; i++) {
+		const struct store_rcpt *o = &m->rcpts[i];
+		if (o == r)
+			continue;
+		size_t olen;
+		const char *odomain = store_rcpt_domain(o, &olen);
+		if (olen == 0 || !covered(arg, odomain, olen))
+			continue;
+		uint32_t owner =
+			st->shards[index_shard_for(index_domain_hash(odomain, olen), st->nshards)]
+				.owner;
+		if (owner != q->index)
+			*elsewhere = true;
+		else if (i < r->index && o->entry.dest != NULL)
+			return false; /* counted at that one */
+	}
+	return true;
+}
+
+static void sched_tally_one(const struct queue *q, const struct store_rcpt *r,
+			    sched_accept_fn *covered, void *arg, struct sched_tally *t)
+{
+	bool elsewhere = false;
+	if (!sched_first_covered(q, r, covered, arg, &elsewhere))
+		return;
+	t->messages++;
+	if (r->entry.state == INDEX_HELD || r->entry.state == INDEX_DEFERRED)
+		t->waiting++;
+	if (elsewhere)
+		t->elsewhere = true;
+}
+
+void sched_tally(struct queue *q, const char *domain, size_t len, sched_accept_fn *covered,
+		 void *arg, struct sched_tally *t)
+{
+	struct index_destination *d = sched_destination(q, domain, len);
+	if (d == NULL)
+		return;
+	static const enum index_state lists[] = {INDEX_READY, INDEX_HELD, INDEX_INFLIGHT};
+	for (size_t k = 0; k < sizeof(lists) / sizeof(lists[0]); k++)
+		for (struct index_entry *e = index_first(d, lists[k]); e != NULL; e = index_next(e))
+			sched_tally_one(q, container_of(e, struct store_rcpt, entry), covered, arg,
+					t);
+	for (uint32_t i = 0; i < d->count[INDEX_DEFERRED]; i++)
+		sched_tally_one(q, container_of(d->heap[i], struct store_rcpt, entry), covered, arg,
+				t);
+}

@@ -163,6 +163,28 @@ typedef void sched_rcpt_fn(void *arg, const struct queue_rcpt *r);
 void sched_visit_rcpts(struct queue *q, const char *domain, size_t len, sched_rcpt_fn *fn,
 		       void *arg);
 
+/* Visit the destinations in q's shards named `domain` or below it on a
+ * label boundary (ETRN @domain), as sched_foreach does. */
+void sched_foreach_suffix(struct queue *q, const char *domain, size_t len, sched_visit_fn *fn,
+			  void *arg);
+
+/*
+ * ETRN's count of `domain`'s mail in q's shards: the messages with a
+ * recipient queued there (any state) that `covered` accepts the domain
+ * of, each counted once among the covered domains of q's shards (at its
+ * first such recipient still queued), and of them those whose recipient
+ * there is HELD or DEFERRED (what a flush releases). `elsewhere` is set
+ * when a counted message also has a recipient in a covered domain of
+ * another worker's shard: that worker may count it too, so a sum of the
+ * workers' counts is not exact. Adds to *t.
+ */
+struct sched_tally {
+	uint64_t messages, waiting;
+	bool elsewhere;
+};
+void sched_tally(struct queue *q, const char *domain, size_t len, sched_accept_fn *covered,
+		 void *arg, struct sched_tally *t);
+
 /* A destination's counts; false when nothing is queued for it here. */
 bool sched_counts(struct queue *q, const char *domain, size_t len, struct sched_counts *out);
 

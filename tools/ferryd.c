@@ -20,6 +20,8 @@
 #include "core/worker.h"
 #include "net/admin.h"
 #include "net/dns.h"
+#include "net/etrn.h"
+#include "net/etrn_service.h"
 #include "net/listener.h"
 #include "net/nexthop.h"
 #include "net/outbound.h"
@@ -200,13 +202,17 @@ int main(int argc, char **argv)
 	struct net_server *srv = NULL;
 	struct queue_store *store = NULL;
 	static struct outbound_settings delivery;
+	static struct etrn_settings etrn;
 	int status = 1;
 	uint32_t lowered = ferryd_fit_default_connections(&cfg);
+	struct etrn_policy *etrn_check = NULL;
 	if (net_server_create(&srv, &cfg, err, sizeof(err)) != 0 ||
-	    nexthop_check_config(&cfg, err, sizeof(err)) != 0) {
+	    nexthop_check_config(&cfg, err, sizeof(err)) != 0 ||
+	    etrn_policy_build(&etrn_check, &cfg, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ferryd: config: %s\n", err);
 		goto out;
 	}
+	etrn_policy_free(etrn_check);
 	if (dns_check_servers(cfg.dns_servers, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ferryd: config: %s:%u: key 'dns_servers': %s\n", cfg.source,
 			config_key_line(&cfg, "delivery", "dns_servers"), err);
@@ -281,6 +287,13 @@ int main(int argc, char **argv)
 	/* Per-domain quotas: delivery counts, inbound SMTP asks. */
 	srv->settings.queue_full = outbound_queue_full;
 	srv->settings.queue_full_arg = &delivery;
+	if (etrn_settings_init(&etrn, &cfg, store, &delivery, err, sizeof(err)) != 0) {
+		fprintf(stderr, "ferryd: config: %s\n", err);
+		goto out;
+	}
+	srv->settings.etrn = etrn_session_request;
+	srv->settings.etrn_cancel = etrn_session_cancel;
+	srv->settings.etrn_arg = &etrn;
 
 	/* Workers inherit this mask: only the main thread takes signals. */
 	sigset_t signals;
@@ -295,6 +308,7 @@ int main(int argc, char **argv)
 	static struct worker_services services;
 	worker_services_add(&services, &queue_service, store);
 	worker_services_add(&services, &outbound_service, &delivery);
+	worker_services_add(&services, &etrn_service, &etrn);
 	worker_services_add(&services, &net_inbound_service, srv);
 	struct worker_group group;
 	if (worker_group_start(&group, cfg.workers, &services, err, sizeof(err)) != 0) {
@@ -340,6 +354,7 @@ int main(int argc, char **argv)
 	status = 0;
 out:
 	queue_store_close(store);
+	etrn_settings_free(&etrn);
 	outbound_settings_free(&delivery);
 	net_server_destroy(srv);
 	config_free(&cfg);

@@ -71,7 +71,7 @@ void fake_queue_set_space(int error);
 #define VRFY_REPLY   "252 2.5.2 Cannot VRFY user, but will accept message and attempt delivery\r\n"
 #define EXPN_REPLY   "502 5.5.1 EXPN is not supported\r\n"
 #define HELP_REPLY   "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP\r\n"
-#define ETRN_REPLY   "502 5.5.1 ETRN is not available on this server yet\r\n"
+#define ETRN_REPLY   "502 5.5.1 Error: ETRN is not available on this server\r\n"
 #define ETRN_IN_MAIL "503 5.5.1 Error: ETRN is not allowed inside a mail transaction\r\n"
 #define UNKNOWN      "500 5.5.2 Error: command not recognized\r\n"
 #define EMPTY_LINE   "500 5.5.2 Error: bad syntax\r\n"
@@ -313,9 +313,10 @@ static const char *ehlo_reply(void)
 {
 	static char text[256];
 	snprintf(text, sizeof(text),
-		 "250-mx.test\r\n250-PIPELINING\r\n250-SIZE %llu\r\n250-8BITMIME\r\n"
+		 "250-mx.test\r\n250-PIPELINING\r\n250-SIZE %llu\r\n%s250-8BITMIME\r\n"
 		 "250-ENHANCEDSTATUSCODES\r\n250 SMTPUTF8\r\n",
-		 (unsigned long long)settings.max_message_size);
+		 (unsigned long long)settings.max_message_size,
+		 settings.etrn != NULL ? "250-ETRN\r\n" : "");
 	return text;
 }
 
@@ -432,7 +433,7 @@ Test(session, ehlo_lists_the_extensions)
 	cr_assert_eq(session.state, SMTP_STATE_HELO);
 	const char *r = feed_all("EHLO again.test\r\n");
 	cr_assert_str_eq(r, EHLO_REPLY);
-	cr_assert_null(strstr(r, "ETRN"), "ETRN is not implemented: not advertised");
+	cr_assert_null(strstr(r, "ETRN"), "no ETRN hook set: not advertised");
 	cr_assert_null(strstr(r, "STARTTLS"), "no TLS configured: not advertised");
 	cr_assert_null(strstr(r, "CHUNKING"));
 	cr_assert_str_eq(session.helo, "again.test");
@@ -2138,4 +2139,106 @@ Test(session, spool_limits_give_452)
 	cr_assert_str_eq(take(), NO_SPACE);
 	cr_assert_eq(session.state, SMTP_STATE_HELO);
 	to_rcpt(UNTRUSTED); /* and the next transaction works */
+}
+
+/* ---- ETRN: the session's side (the command itself is net/etrn*.c's) ------------------ */
+
+static char etrn_seen[256];
+static unsigned etrn_calls, etrn_cancels;
+static bool etrn_answer_now;
+
+static void test_etrn(void *arg, struct smtp_session *s, const char *argument, size_t len)
+{
+	(void)arg;
+	cr_assert_eq(s, &session);
+	snprintf(etrn_seen, sizeof(etrn_seen), "%.*s", (int)len, argument);
+	etrn_calls++;
+	if (etrn_answer_now)
+		smtp_session_etrn_reply(s, "251 2.0.0 OK, no messages waiting for node x.test",
+					false);
+}
+
+static void test_etrn_cancel(void *arg, struct smtp_session *s)
+{
+	(void)arg;
+	cr_assert_eq(s, &session);
+	etrn_cancels++;
+}
+
+static void etrn_setup(bool answer_now)
+{
+	settings.etrn = test_etrn;
+	settings.etrn_cancel = test_etrn_cancel;
+	etrn_calls = etrn_cancels = 0;
+	etrn_seen[0] = '\0';
+	etrn_answer_now = answer_now;
+}
+
+Test(session, etrn_advertised_when_a_hook_is_set)
+{
+	etrn_setup(true);
+	connect_client(UNTRUSTED);
+	const char *r = feed_all("EHLO client.test\r\n");
+	cr_assert_not_null(strstr(r, "250-ETRN\r\n"), "%s", r);
+}
+
+Test(session, etrn_answered_at_once)
+{
+	etrn_setup(true);
+	to_helo(UNTRUSTED);
+	expect("etrn x.test\n", "251 2.0.0 OK, no messages waiting for node x.test\r\n");
+	cr_assert_str_eq(etrn_seen, "x.test");
+	cr_assert_eq(etrn_calls, 1);
+	cr_assert_not(session.waiting);
+	expect("NOOP\r\n", "250 2.0.0 Ok\r\n");
+}
+
+Test(session, etrn_answered_later_holds_the_commands_behind_it)
+{
+	etrn_setup(false);
+	to_helo(UNTRUSTED);
+	const char *r = feed("ETRN @x.test\r\nNOOP\r\n");
+	cr_assert_str_eq(r, "");
+	cr_assert_eq(consumed, strlen("ETRN @x.test\r\n"), "NOOP waits for the answer");
+	cr_assert(session.waiting);
+	cr_assert_str_eq(etrn_seen, "@x.test");
+	unsigned before = wakes;
+	smtp_session_etrn_reply(&session,
+				"253 2.0.0 OK, 2 pending messages for node @x.test started", false);
+	cr_assert_eq(wakes, before + 1);
+	cr_assert_not(session.waiting);
+	cr_assert_str_eq(take(), "253 2.0.0 OK, 2 pending messages for node @x.test started\r\n");
+	/* A second answer to the same ETRN is ignored. */
+	smtp_session_etrn_reply(&session, "250 2.0.0 twice", false);
+	cr_assert_str_eq(take(), "");
+	expect("NOOP\r\n", "250 2.0.0 Ok\r\n");
+}
+
+Test(session, etrn_421_closes)
+{
+	etrn_setup(false);
+	to_helo(UNTRUSTED);
+	feed_all("ETRN x.test\r\n");
+	smtp_session_etrn_reply(&session, "421 4.7.0 mx.test Error: too many ETRN commands", true);
+	cr_assert_eq(session.state, SMTP_STATE_CLOSED);
+	cr_assert(session.want_close);
+}
+
+Test(session, etrn_unanswered_at_the_end_is_cancelled)
+{
+	etrn_setup(false);
+	to_helo(UNTRUSTED);
+	feed_all("ETRN x.test\r\n");
+	smtp_session_destroy(&session);
+	session_live = false;
+	cr_assert_eq(etrn_cancels, 1);
+}
+
+Test(session, etrn_not_inside_a_transaction)
+{
+	etrn_setup(true);
+	to_helo(UNTRUSTED);
+	expect("MAIL FROM:<a@b.test>\r\n", "250 2.1.0 Ok\r\n");
+	expect("ETRN x.test\r\n", ETRN_IN_MAIL);
+	cr_assert_eq(etrn_calls, 0);
 }
