@@ -455,8 +455,8 @@ static void admin_free(struct admin *a)
 }
 
 int admin_start(struct admin **out, struct queue_store *store,
-		const struct outbound_settings *delivery, const char *spool_dir, char *err,
-		size_t err_size)
+		const struct outbound_settings *delivery, const struct etrn_policy *etrn,
+		const char *spool_dir, char *err, size_t err_size)
 {
 	*out = NULL;
 	struct admin *a = calloc(1, sizeof(*a));
@@ -467,6 +467,7 @@ int admin_start(struct admin **out, struct queue_store *store,
 	}
 	a->commands.store = store;
 	a->commands.delivery = delivery;
+	a->commands.etrn = etrn;
 	a->spool_fd = a->commands.segments_fd = a->listen_fd = a->stop_fd = -1;
 	pthread_mutex_init(&a->lock, NULL);
 	int r;

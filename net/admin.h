@@ -68,7 +68,8 @@
 #define ADMIN_HEADERS_MAX 65536
 #define ADMIN_MAX_CLIENTS 16 /* served at once, each on its own thread */
 #define ADMIN_COMMANDS_HINT                                                                        \
-	"queue, list DOMAIN, show QUEUEID, flush [DOMAIN], hold DOMAIN, release DOMAIN"
+	"queue, list DOMAIN, show QUEUEID, flush [DOMAIN|@DOMAIN|#QUEUE], hold DOMAIN, release "   \
+	"DOMAIN"
 /* Descriptors the admin socket may hold at once, for ferryd's budget: the
  * spool and segments directories, the listening socket, the stop eventfd,
  * and per client its socket and a segment file read for `show`. */
@@ -110,6 +111,7 @@ static inline bool admin_queue_id_ok(const char *s, size_t len)
 struct admin;
 struct queue_store;
 struct outbound_settings;
+struct etrn_policy;
 
 /*
  * Bind <spool_dir>/ferryctl.sock (replacing a stale one; refusing when
@@ -119,8 +121,8 @@ struct outbound_settings;
  * error. Returns 0 or -errno with err saying what failed.
  */
 int admin_start(struct admin **out, struct queue_store *store,
-		const struct outbound_settings *delivery, const char *spool_dir, char *err,
-		size_t err_size);
+		const struct outbound_settings *delivery, const struct etrn_policy *etrn,
+		const char *spool_dir, char *err, size_t err_size);
 
 /* End the threads (clients being served are dropped), remove the socket
  * file if it is still ours, and free. NULL is a no-op. */

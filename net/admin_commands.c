@@ -20,6 +20,8 @@
 #include "core/worker.h"
 #include "core/xmsg.h"
 #include "net/admin.h"
+#include "net/etrn.h"
+#include "net/etrn_service.h"
 #include "net/outbound.h"
 #include "queue/queue.h"
 #include "queue/sched.h"
@@ -50,7 +52,7 @@ static const struct admin_command_spec admin_commands[] = {
 	[ADMIN_QUEUE] = {"queue", ADMIN_ARG_NONE, "queue"},
 	[ADMIN_LIST] = {"list", ADMIN_ARG_DOMAIN, "list DOMAIN"},
 	[ADMIN_SHOW] = {"show", ADMIN_ARG_QUEUE_ID, "show QUEUEID"},
-	[ADMIN_FLUSH] = {"flush", ADMIN_ARG_MAY_DESTINATION, "flush [DOMAIN]"},
+	[ADMIN_FLUSH] = {"flush", ADMIN_ARG_MAY_DESTINATION, "flush [DOMAIN|@DOMAIN|#QUEUE]"},
 	[ADMIN_HOLD] = {"hold", ADMIN_ARG_DESTINATION, "hold DOMAIN"},
 	[ADMIN_RELEASE] = {"release", ADMIN_ARG_DESTINATION, "release DOMAIN"},
 };
@@ -87,6 +89,7 @@ struct admin_request {
 	bool abandoned;   /* the admin stopped waiting: skip the work */
 	enum admin_command command;
 	const struct outbound_settings *delivery;
+	struct etrn_plan plan; /* flush @DOMAIN or #QUEUE: what it covers (ntargets > 0) */
 	char arg[ADMIN_REQUEST_MAX + 1];
 	size_t arg_len;
 	uint32_t nparts;
@@ -97,6 +100,7 @@ static void admin_request_free(struct admin_request *req)
 {
 	for (uint32_t i = 0; i < req->nparts; i++)
 		buf_release(&req->parts[i].out);
+	etrn_plan_free(&req->plan);
 	pthread_cond_destroy(&req->done);
 	pthread_mutex_destroy(&req->lock);
 	free(req);
@@ -121,6 +125,11 @@ static long admin_part_move(const struct admin_request *req, const struct admin_
 	struct outbound *ob = outbound_of_worker(req->delivery, part->index);
 	if (ob == NULL)
 		return -ESRCH; /* its delivery stopped, or never started */
+	if (req->command == ADMIN_FLUSH && req->plan.ntargets > 0) {
+		struct etrn_part_result r;
+		etrn_flush_here(part->queue, ob, &req->plan, 0, true, &r);
+		return r.failed ? -ENOMEM : (long)r.moved;
+	}
 	if (req->command == ADMIN_FLUSH)
 		return req->arg_len == 0 ? (long)outbound_flush_all(ob)
 					 : (long)outbound_flush(ob, req->arg, req->arg_len);
@@ -170,7 +179,8 @@ static void admin_part_run(struct xmsg *msg)
  */
 static struct admin_request *admin_ask_workers(const struct admin_commands *c,
 					       enum admin_command command, uint32_t only,
-					       const char *arg, size_t arg_len, const char **why)
+					       const char *arg, size_t arg_len,
+					       struct etrn_plan *plan, const char **why)
 {
 	uint32_t n = queue_store_workers(c->store);
 	struct admin_request *req = calloc(1, sizeof(*req) + n * sizeof(req->parts[0]));
@@ -185,6 +195,11 @@ static struct admin_request *admin_ask_workers(const struct admin_commands *c,
 	pthread_mutex_init(&req->lock, NULL);
 	req->command = command;
 	req->delivery = c->delivery;
+	if (plan != NULL) { /* the request owns it from now on */
+		req->plan = *plan;
+		plan->targets = NULL;
+		plan->ntargets = 0;
+	}
 	memcpy(req->arg, arg, arg_len);
 	req->arg[arg_len] = '\0';
 	req->arg_len = arg_len;
@@ -310,6 +325,18 @@ static bool admin_check_argument(enum admin_command command, char *arg, size_t l
 	case ADMIN_ARG_MAY_DESTINATION:
 		if (len == 0)
 			return true;
+		if (arg[0] == '@' || arg[0] == '#') { /* ETRN's forms */
+			struct etrn_argument parsed;
+			if (etrn_parse(arg, len, &parsed) != 0) {
+				buf_printf(
+					answer,
+					"error: '%s' is not @DOMAIN (a domain and its "
+					"subdomains) nor #QUEUE (a queue named in etrn_queues)\n",
+					arg);
+				return false;
+			}
+			return true;
+		}
 		/* fall through */
 	case ADMIN_ARG_DESTINATION:
 		ok = admin_destination_ok(arg, len);
@@ -358,7 +385,7 @@ static void admin_answer_view(const struct admin_commands *c, enum admin_command
 	 * compaction may have moved the message in between (its old segment
 	 * is gone): then ask once more. */
 	for (int attempt = 0;; attempt++) {
-		req = admin_ask_workers(c, command, ADMIN_ALL_WORKERS, arg, arg_len, &why);
+		req = admin_ask_workers(c, command, ADMIN_ALL_WORKERS, arg, arg_len, NULL, &why);
 		if (req == NULL || command != ADMIN_SHOW)
 			break;
 		shown = NULL;
@@ -413,8 +440,29 @@ static void admin_answer_move(const struct admin_commands *c, enum admin_command
 	}
 	uint32_t only = arg_len == 0 ? ADMIN_ALL_WORKERS
 				     : sched_owner(queue_store_queue(c->store, 0), arg, arg_len);
+	struct etrn_plan plan = {0};
+	if (arg_len > 0 && (arg[0] == '@' || arg[0] == '#')) {
+		/* ETRN's forms, for an operator: every worker's shards. */
+		struct etrn_argument parsed;
+		etrn_parse(arg, arg_len, &parsed); /* checked already */
+		if (c->etrn == NULL || etrn_plan_make(c->etrn, NULL, &parsed, &plan) != 0) {
+			buf_printf(answer, "error: ferryd is out of memory\n");
+			return;
+		}
+		if (plan.code != 0) {
+			buf_printf(answer,
+				   "error: no [domain] section has etrn_queues = %s: there is no "
+				   "such queue\n",
+				   parsed.name);
+			etrn_plan_free(&plan);
+			return;
+		}
+		only = ADMIN_ALL_WORKERS;
+	}
 	const char *why;
-	struct admin_request *req = admin_ask_workers(c, command, only, arg, arg_len, &why);
+	struct admin_request *req = admin_ask_workers(c, command, only, arg, arg_len,
+						      plan.ntargets > 0 ? &plan : NULL, &why);
+	etrn_plan_free(&plan); /* what the request did not take */
 	if (req == NULL) {
 		/* Abandoned after it was sent: the worker may still do it. */
 		buf_printf(answer,

@@ -8,7 +8,9 @@
  * report functions (queue.h, "operator views") run there, into a buffer of
  * the request. Moves (flush, hold, release) run delivery's calls
  * (net/outbound.h) on the worker owning the domain's shard (queue/sched.h,
- * sched_owner), or on every worker for a flush of everything. The caller
+ * sched_owner), or on every worker for a flush of everything, of a
+ * domain and its subdomains (@DOMAIN) or of a named queue (#QUEUE, as
+ * ETRN's, net/etrn_service.h: etrn_flush_here). The caller
  * waits at most ADMIN_WORKERS_MS for all of them; a request outlives a
  * wait that timed out (reference counted), since a late worker still
  * writes into it. A move that timed out may still happen: the answer says
@@ -21,6 +23,7 @@
 
 struct queue_store;
 struct outbound_settings;
+struct etrn_policy;
 
 #define ADMIN_WORKERS_MS 5000 /* for every worker's part */
 
@@ -28,6 +31,7 @@ struct outbound_settings;
 struct admin_commands {
 	struct queue_store *store;
 	const struct outbound_settings *delivery; /* NULL: no delivery to move */
+	const struct etrn_policy *etrn;           /* flush @DOMAIN, #QUEUE; NULL: none */
 	int segments_fd;                          /* <spool>/segments, for show */
 };
 

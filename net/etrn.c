@@ -282,7 +282,7 @@ static bool etrn_plan_check(const struct etrn_policy *p, struct etrn_plan *plan,
 			    const char *reason)
 {
 	plan->counts = plan->counts && d->etrn_counts;
-	if (plan->code != 0 || etrn_section_allows(p, d, client))
+	if (plan->code != 0 || client == NULL || etrn_section_allows(p, d, client))
 		return plan->code == 0;
 	plan->code = 459;
 	snprintf(plan->reason, sizeof(plan->reason), "%s",
@@ -357,7 +357,8 @@ int etrn_plan_make(const struct etrn_policy *p, const struct sockaddr *client,
 	const char *name = plan->arg.name;
 	size_t len = plan->arg.len;
 	if (arg->form == ETRN_FORM_DOMAIN) {
-		etrn_plan_domain(p, plan, client);
+		if (client != NULL) /* an operator may flush any suffix */
+			etrn_plan_domain(p, plan, client);
 		return plan->code == 0
 			       ? etrn_plan_add(plan, &cap, ETRN_MATCH_SUFFIX, name, len, NULL)
 			       : 0;

@@ -94,7 +94,9 @@ struct etrn_plan {
 };
 
 /*
- * Decide what `arg` from `client` may release. Returns 0 with plan filled
+ * Decide what `arg` from `client` may release (client NULL: an operator,
+ * who may release anything: @domain then covers whatever is queued at or
+ * below it, configured or not). Returns 0 with plan filled
  * (plan->code says the verdict), or -ENOMEM. Free with etrn_plan_free.
  */
 int etrn_plan_make(const struct etrn_policy *p, const struct sockaddr *client,

@@ -2,7 +2,8 @@
  * ferryctl — the operator's tool.
  *
  *   ferryctl [-c CONFIG | --socket PATH | --spool DIR] queue | list DOMAIN | show QUEUEID
- *   ferryctl [-c CONFIG | --socket PATH] flush [DOMAIN] | hold DOMAIN | release DOMAIN
+ *   ferryctl [-c CONFIG | --socket PATH] flush [DOMAIN | @DOMAIN | #QUEUE]
+ *   ferryctl [-c CONFIG | --socket PATH] hold DOMAIN | release DOMAIN
  *
  * Online (the default) it asks a running ferryd over <spool>/ferryctl.sock
  * (protocol: net/admin.h, docs/operations.md). Offline (--spool DIR) it
@@ -39,6 +40,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "net/admin.h"
+#include "net/etrn.h"
 #include "queue/queue.h"
 #include "queue/spool_view.h"
 #include "tools/ferryctl_offline.h"
@@ -72,6 +74,9 @@ static void ctl_usage(FILE *out)
 		"  flush [DOMAIN]  make the held and deferred recipients of DOMAIN (without\n"
 		"                  one: of every domain) ready for delivery now, forgetting\n"
 		"                  their retry wait (postqueue -s DOMAIN / postqueue -f)\n"
+		"  flush @DOMAIN   the same for DOMAIN and every domain below it (ETRN's form)\n"
+		"  flush #QUEUE    the same for the domains whose [domain] section has\n"
+		"                  etrn_queues = QUEUE\n"
 		"  hold DOMAIN     deliver nothing to DOMAIN until it is released (or ferryd\n"
 		"                  restarts); its mail is still accepted and queued\n"
 		"  release DOMAIN  end a hold (the config's hold = yes too, until ferryd\n"
@@ -750,6 +755,13 @@ static bool ctl_argument_ok(enum ctl_command command, char *arg)
 {
 	size_t len = strlen(arg);
 	bool domain = command != CTL_SHOW;
+	if (command == CTL_FLUSH && (arg[0] == '@' || arg[0] == '#')) { /* ETRN's forms */
+		struct etrn_argument etrn;
+		if (etrn_parse(arg, len, &etrn) != 0)
+			return false;
+		memcpy(arg, etrn.shown, strlen(etrn.shown) + 1); /* never longer */
+		return true;
+	}
 	bool ok = command == CTL_LIST   ? admin_domain_ok(arg, len)
 		  : command == CTL_SHOW ? admin_queue_id_ok(arg, len)
 					: admin_destination_ok(arg, len);
@@ -766,7 +778,8 @@ static void ctl_short_usage(void)
 	fprintf(stderr, "usage: ferryctl [-c CONFIG | --socket PATH | --spool DIR] "
 			"queue | list DOMAIN | show QUEUEID\n"
 			"       ferryctl [-c CONFIG | --socket PATH] "
-			"flush [DOMAIN] | hold DOMAIN | release DOMAIN (--help: more)\n");
+			"flush [DOMAIN | @DOMAIN | #QUEUE] | hold DOMAIN | release DOMAIN\n"
+			"       (--help: more)\n");
 }
 
 static int ctl_usage_error(const char *fmt, const char *what)
@@ -827,7 +840,7 @@ int main(int argc, char **argv)
 	char *arg = nargs > 0 ? argv[optind + 1] : NULL;
 	static const char *const forms[] = {
 		[CTL_QUEUE] = "queue",       [CTL_LIST] = "list DOMAIN",
-		[CTL_SHOW] = "show QUEUEID", [CTL_FLUSH] = "flush [DOMAIN]",
+		[CTL_SHOW] = "show QUEUEID", [CTL_FLUSH] = "flush [DOMAIN|@DOMAIN|#QUEUE]",
 		[CTL_HOLD] = "hold DOMAIN",  [CTL_RELEASE] = "release DOMAIN",
 	};
 	int most = command == CTL_QUEUE ? 0 : 1;
@@ -857,6 +870,11 @@ int main(int argc, char **argv)
 			fprintf(stderr,
 				"ferryctl: '%s' is not a queue id (%d letters and digits)\n", shown,
 				QUEUE_ID_LEN);
+		else if (shown[0] == '@' || shown[0] == '#')
+			fprintf(stderr,
+				"ferryctl: '%s' is not @DOMAIN (a domain and those below it) nor "
+				"#QUEUE (a queue name: letters, digits, '-', '_', '.')\n",
+				shown);
 		else
 			fprintf(stderr,
 				"ferryctl: '%s' is not a domain name (letters, digits and hyphens "
