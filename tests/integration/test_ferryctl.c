@@ -345,8 +345,9 @@ Test(ferryctl, admin_socket_is_0660_and_speaks_the_protocol)
 	cr_expect_eq(st.st_mode & 07777, 0660, "mode %04o, expected 0660", st.st_mode & 07777);
 
 	raw_request(&fi, "bogus\n", out, sizeof(out));
-	cr_expect_str_eq(out, "error: unknown command 'bogus' (try: queue, list DOMAIN, show "
-			      "QUEUEID, flush [DOMAIN], hold DOMAIN, release DOMAIN)\n");
+	cr_expect_str_eq(out,
+			 "error: unknown command 'bogus' (try: queue, list DOMAIN, show "
+			 "QUEUEID, flush [DOMAIN|@DOMAIN|#QUEUE], hold DOMAIN, release DOMAIN)\n");
 	raw_request(&fi, "queue\r\n", out, sizeof(out));
 	cr_expect_str_eq(out, "ok\n", "an empty queue");
 	raw_request(&fi, "show 0000000000000000\n", out, sizeof(out));
@@ -491,8 +492,11 @@ Test(ferryctl, bad_usage_exits_2)
 			   err);
 	cr_expect_eq(run_ferryctl(out, err, "flush", "a.example", "b.example", NULL), 2,
 		     "flush of two");
-	cr_expect_not_null(strstr(err, "ferryctl: flush [DOMAIN]: give at most one argument"), "%s",
-			   err);
+	cr_expect_not_null(
+		strstr(err, "ferryctl: flush [DOMAIN|@DOMAIN|#QUEUE]: give at most one argument"),
+		"%s", err);
+	cr_expect_eq(run_ferryctl(out, err, "flush", "@bad..example", NULL, NULL), 2, "bad @");
+	cr_expect_not_null(strstr(err, "ferryctl: '@bad..example' is not @DOMAIN"), "%s", err);
 	cr_expect_eq(run_ferryctl(out, err, "release", "bad..example", NULL, NULL), 2,
 		     "bad domain");
 	cr_expect_not_null(strstr(err, "ferryctl: 'bad..example' is not a domain name"), "%s", err);
