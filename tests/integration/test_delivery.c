@@ -27,6 +27,7 @@
 #define WAIT_MS  30000 /* mail to arrive at the next hop */
 
 #include "tests/integration/checks.h"
+#include "tests/integration/next_hop.h"
 
 static void suite_fini(void)
 {
@@ -34,89 +35,6 @@ static void suite_fini(void)
 }
 
 TestSuite(delivery, .fini = suite_fini, .timeout = 180);
-
-/* ---- the next hop ----------------------------------------------------------------- */
-
-struct next_hop;
-static void next_hop_start_at(struct next_hop *h, const char *address, int port,
-			      const char *const *options);
-
-struct next_hop {
-	char dir[PATH_MAX];
-	char record[PATH_MAX + 16]; /* what it received, one JSON object per line */
-	char out[PATH_MAX + 16];
-	int port;
-	pid_t pid;
-};
-
-/* Start fake_smtp.py on a free loopback port with up to 6 more options
- * (NULL-terminated), and wait until it listens. */
-static void next_hop_start(struct next_hop *h, const char *const *options)
-{
-	next_hop_start_at(h, "127.0.0.1", 0, options);
-}
-
-static void next_hop_start_at(struct next_hop *h, const char *address, int port,
-			      const char *const *options)
-{
-	snprintf(h->dir, sizeof(h->dir), "/tmp/ferry-hop-XXXXXX");
-	cr_assert_not_null(mkdtemp(h->dir));
-	snprintf(h->record, sizeof(h->record), "%s/record", h->dir);
-	snprintf(h->out, sizeof(h->out), "%s/out", h->dir);
-	char script[PATH_MAX];
-	const char *src = getenv("FERRY_SOURCE_DIR");
-	snprintf(script, sizeof(script), "%s/tests/integration/fake_smtp.py", src ? src : ".");
-	char port_text[16];
-	snprintf(port_text, sizeof(port_text), "%d", port);
-	const char *argv[24] = {"python3", script,       "--port", port_text,   "--record",
-				h->record, "--lifetime", "170",    "--address", address};
-	int n = 10;
-	for (const char *const *o = options; o != NULL && *o != NULL && n < 22; o++)
-		argv[n++] = *o;
-	argv[n] = NULL;
-	h->pid = harness_spawn((char *const *)argv, h->out);
-	cr_assert_gt(h->pid, 0, "cannot start fake_smtp.py");
-	for (int64_t end = harness_now_ms() + START_MS; harness_now_ms() < end;) {
-		FILE *f = fopen(h->out, "r");
-		if (f != NULL) {
-			char line[128];
-			while (fgets(line, sizeof(line), f))
-				if (sscanf(line, "listening %d", &h->port) == 1)
-					break;
-			fclose(f);
-		}
-		if (h->port > 0)
-			return;
-		harness_sleep_ms(20);
-	}
-	cr_assert_fail("fake_smtp.py did not listen");
-}
-
-/* Lines of the record holding `text`. */
-static int next_hop_count(const struct next_hop *h, const char *text)
-{
-	FILE *f = fopen(h->record, "r");
-	if (f == NULL)
-		return 0;
-	int n = 0;
-	static char line[1 << 20];
-	while (fgets(line, sizeof(line), f))
-		n += strstr(line, text) != NULL;
-	fclose(f);
-	return n;
-}
-
-/* Wait until the record has at least `want` lines holding `text`. */
-static int next_hop_wait(const struct next_hop *h, const char *text, int want, int timeout_ms)
-{
-	int n = 0;
-	for (int64_t end = harness_now_ms() + timeout_ms; harness_now_ms() < end;) {
-		if ((n = next_hop_count(h, text)) >= want)
-			return n;
-		harness_sleep_ms(50);
-	}
-	return n;
-}
 
 /* A loopback port where nothing listens (the socket is kept, unlistened,
  * so no one else takes the port): connections to it are refused. */
@@ -169,18 +87,6 @@ static void send_message(const struct ferry_instance *fi, const char *const *rcp
 			 const char *body, char id[32])
 {
 	send_message_from(fi, "alice@client.example", rcpts, body, id);
-}
-
-/* Wait until the log has `want` lines holding `text`. */
-static int log_wait(const struct ferry_instance *fi, const char *text, int want, int timeout_ms)
-{
-	int n = 0;
-	for (int64_t end = harness_now_ms() + timeout_ms; harness_now_ms() < end;) {
-		if ((n = harness_log_count(fi, text)) >= want)
-			return n;
-		harness_sleep_ms(50);
-	}
-	return n;
 }
 
 static const char body_text[] = "From: alice@client.example\r\n"
