@@ -4,11 +4,12 @@
 # fresh spool on the same disk as the checkout, runs ferry-bench against it,
 # and stops it. Loopback only; every run is bounded by ferry-bench --timeout.
 #
-#   bench/scenarios.sh [accept|latency|scale|idle|restart|attack|relay|drain|fsync|all]
+#   bench/scenarios.sh [accept|latency|scale|idle|restart|attack|relay|drain|etrn|fsync|all]
 #
-# relay sends through ferryd to `ferry-bench sink` (a domain's transport)
-# and drain holds 100,000 messages for one domain, then flushes them to
-# the sink; both start the sink on PORT+1.
+# relay sends through ferryd to `ferry-bench sink` (a domain's transport),
+# drain holds 100,000 messages for one domain, then flushes them to the
+# sink, and etrn does the same with an RFC 1985 ETRN over SMTP instead of
+# ferryctl flush; all three start the sink on PORT+1.
 #
 # restart fills the spool with 1,000,000 messages (about 1.4 GB of disk),
 # and attack runs 10,000 attackers of each kind beside a load, with ferryd
@@ -19,9 +20,9 @@ cd "$(dirname "$0")/.."
 
 what=${1:-all}
 case $what in
-accept | latency | scale | idle | restart | attack | relay | drain | fsync | all) ;;
+accept | latency | scale | idle | restart | attack | relay | drain | etrn | fsync | all) ;;
 *)
-	echo "usage: bench/scenarios.sh [accept|latency|scale|idle|restart|attack|relay|drain|fsync|all]" >&2
+	echo "usage: bench/scenarios.sh [accept|latency|scale|idle|restart|attack|relay|drain|etrn|fsync|all]" >&2
 	exit 2
 	;;
 esac
@@ -209,6 +210,52 @@ flush_ms = int(sys.argv[2]) / 1e6
 first, last = r["first_message_unix_ms"] - flush_ms, r["last_message_unix_ms"] - flush_ms
 print(f"drain: {r['messages']} messages, first {first:.1f} ms after the flush, "
       f"last {last:.0f} ms after it: {r['messages'] / (last / 1000):.0f} messages/s")
+PY
+	stop_ferryd
+	ferryd_log_summary
+	;;
+esac
+case $what in etrn | all)
+	# drain's 100,000 held messages, released by a client's ETRN over
+	# SMTP instead of ferryctl: timed from the 253 reply (read by the
+	# client) to the sink's first and last message.
+	n=100000
+	start_ferryd bench/conf/bench.conf \
+		"\n[domain etrn.example]\ntransport = [127.0.0.1]:$sink_port\nhold = yes\netrn_networks = 127.0.0.1/32\n"
+	bench -c 100 -n "$n" -s 1024 --to rcpt@etrn.example
+	start_sink "$n"
+	python3 - "$port" etrn.example "$n" "$work/etrn.json" <<'PY' || {
+import json, re, smtplib, sys, time
+port, node, n, out = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
+    smtp.ehlo("bench.ferry.example")
+    t_sent = time.time_ns()
+    smtp.putcmd("ETRN", node)
+    code, text = smtp.getreply()
+    t_reply = time.time_ns()
+reply = f"{code} {text.decode(errors='replace')}"
+json.dump({"reply": reply, "sent_unix_ns": t_sent, "reply_unix_ns": t_reply}, open(out, "w"))
+print(f"ETRN {node}: {reply} ({(t_reply - t_sent) / 1e6:.1f} ms from sending ETRN to reading the reply)")
+if code != 253 or not re.search(rf"\b{n} pending messages\b", reply):
+    print(f"etrn: expected 253 with {n} pending messages", file=sys.stderr)
+    sys.exit(1)
+PY
+		echo "etrn: the ETRN failed; ferryd's log:" >&2
+		tail -n 20 "$work/ferryd.log" >&2
+		exit 1
+	}
+	wait_sink
+	python3 - "$work/sink.json" "$work/etrn.json" "$n" <<'PY'
+import json, sys
+r, e, n = json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), int(sys.argv[3])
+sent_ms, reply_ms = e["sent_unix_ns"] / 1e6, e["reply_unix_ns"] / 1e6
+first, last = r["first_message_unix_ms"] - reply_ms, r["last_message_unix_ms"] - reply_ms
+print(f"etrn: reply {reply_ms - sent_ms:.1f} ms after ETRN was sent; {r['messages']} messages, "
+      f"first {first:.1f} ms after the reply, last {last:.0f} ms after it: "
+      f"{r['messages'] / (last / 1000):.0f} messages/s "
+      f"({r['messages'] / ((r['last_message_unix_ms'] - sent_ms) / 1000):.0f} from the ETRN sent)")
+if r["messages"] != n:
+    print(f"etrn: the sink had {r['messages']} messages, not {n}")
 PY
 	stop_ferryd
 	ferryd_log_summary
