@@ -139,10 +139,11 @@ static uint64_t log_client_hash(const char *text, size_t len)
 }
 
 /* The client a line's fields name, unless the line is one always written
- * (a message accepted). false: none. */
+ * (a message accepted; an ETRN, which [etrn] limits per client itself).
+ * false: none. */
 static bool log_client_of(const char *fields, const char **text, size_t *len)
 {
-	if (strncmp(fields, "event=accepted ", 15) == 0)
+	if (strncmp(fields, "event=accepted ", 15) == 0 || strncmp(fields, "event=etrn ", 11) == 0)
 		return false;
 	const char *p = strstr(fields, " client=");
 	if (p == NULL)

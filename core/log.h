@@ -19,8 +19,10 @@
  *
  *   event=log_suppressed client=192.0.2.7 suppressed=1234 window_s=60
  *
- * `event=accepted` lines (a message on disk: the trail operators follow)
- * and warnings and errors are always written and not counted. The state
+ * `event=accepted` lines (a message on disk: the trail operators follow),
+ * `event=etrn` lines (each ETRN; their rate per client is limited by
+ * [etrn] already) and warnings and errors are always written and not
+ * counted. The state
  * is the thread's own (a session lives on one worker): no lock per line.
  */
 #ifndef FERRY_CORE_LOG_H

@@ -65,6 +65,7 @@ Test(log, a_clients_lines_past_its_share_are_summarised)
 	for (int i = 0; i < 2; i++)
 		log_event(LOG_LEVEL_INFO,
 			  "event=accepted session=1 queue_id=Q client=192.0.2.1 x=%d", i);
+	log_event(LOG_LEVEL_INFO, "event=etrn session=1 client=192.0.2.1 argument=x.example");
 	log_event(LOG_LEVEL_WARN, "event=shutdown_deadline session=1 client=192.0.2.1");
 	log_event(LOG_LEVEL_INFO, "event=connect session=20 client=192.0.2.2 trusted=0");
 	log_event(LOG_LEVEL_INFO, "event=recv_error session=1 error=x");
@@ -73,6 +74,7 @@ Test(log, a_clients_lines_past_its_share_are_summarised)
 	cr_expect_eq(count(text, "event=connect session="), 4, "%s", text);
 	cr_expect_eq(count(text, "client=192.0.2.1 trusted"), 3, "%s", text);
 	cr_expect_eq(count(text, "event=accepted"), 2, "%s", text);
+	cr_expect_eq(count(text, "event=etrn "), 1, "%s", text);
 	cr_expect_eq(count(text, "event=shutdown_deadline"), 1, "%s", text);
 	cr_expect_eq(count(text, "event=recv_error"), 1, "%s", text);
 	cr_expect_eq(
