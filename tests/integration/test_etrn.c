@@ -536,3 +536,49 @@ Test(etrn, msmtp_rmqs_in_its_three_forms)
 	cr_assert_eq(next_hop_count(&hop, "\"event\": \"message\""), 4);
 	stop_ferryd_cleanly(&fi);
 }
+
+/*
+ * ferry-etrn, the site's own client, against ferryd: exit 0 with the
+ * count printed; --wait polls until ferryd answers 251 (the next hop takes
+ * half a second per message, so the first polls still see mail pending);
+ * a refused name exits 3.
+ */
+Test(etrn, ferry_etrn_waits_until_nothing_is_pending)
+{
+	struct next_hop hop;
+	static const char *const slow[] = {"--data-delay", "0.5", NULL};
+	next_hop_start(&hop, slow);
+	static char cfg[4096];
+	cfg[0] = '\0';
+	add_domain(cfg, sizeof(cfg), "site.example", hop.port, "concurrency = 1\n");
+	add_domain(cfg, sizeof(cfg), "forbidden.net", hop.port, "etrn_networks = 192.0.2.0/24\n");
+	struct ferry_instance fi;
+	start_ferryd(&fi, cfg);
+	for (int i = 0; i < 3; i++)
+		send_to(&fi, "u@site.example");
+
+	char tool[PATH_MAX], server[64], out[8192], err[8192];
+	harness_build_path("ferry-etrn", tool, sizeof(tool));
+	snprintf(server, sizeof(server), "127.0.0.1:%d", fi.port);
+	char *argv[] = {tool, "--wait", "--interval",   "0.3", "--timeout",
+			"60", server,   "site.example", NULL};
+	int status = harness_run(argv, out, sizeof(out), err, sizeof(err), 90000);
+	cr_assert_eq(status, 0, "ferry-etrn exited %d:\n%s%s", status, out, err);
+	cr_assert_not_null(strstr(out, "site.example: 253 2.0.0 OK, 3 pending messages for node "
+				       "site.example started\n"),
+			   "%s", out);
+	cr_assert_not_null(strstr(out, "site.example: 251 2.0.0 OK, no messages waiting for node "
+				       "site.example\n"),
+			   "%s", out);
+	cr_assert_eq(next_hop_delivered(&hop, "u@site.example"), 3,
+		     "251 came before the mail was delivered");
+	cr_assert_geq(harness_log_count(&fi, "argument=site.example domains=site.example "
+					     "reply=253"),
+		      2, "no poll saw the mail still pending:\n%s", out);
+
+	char *refused[] = {tool, server, "forbidden.net", NULL};
+	status = harness_run(refused, out, sizeof(out), err, sizeof(err), 60000);
+	cr_assert_eq(status, 3, "ferry-etrn exited %d:\n%s%s", status, out, err);
+	cr_assert_not_null(strstr(err, "459 4.7.1 Node forbidden.net not allowed"), "%s", err);
+	stop_ferryd_cleanly(&fi);
+}

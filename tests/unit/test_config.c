@@ -578,3 +578,66 @@ Test(config, domain_sections_print_and_read_back)
 	config_free(&again);
 	free(printed);
 }
+
+/* ---- ETRN ------------------------------------------------------------------------------ */
+
+Test(config, etrn_keys)
+{
+	cr_assert_eq(config_load(&cfg, NULL, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(cfg.etrn_max_per_session, 100);
+	cr_assert_eq(cfg.etrn_max_rate_per_client, 60);
+	cr_assert_eq(cfg.etrn_flood_delay_ms, 1000);
+	cr_assert_eq(cfg.etrn_flush_window_ms, 60000);
+	const struct config_domain *demo = config_domain_find(&cfg, "demo.test", 9);
+	cr_assert_str_eq(demo->etrn_networks, "127.0.0.0/8, ::1/128", "loopback may ETRN it");
+	cr_assert(demo->etrn_counts);
+	config_free(&cfg);
+
+	config_defaults(&cfg);
+	const char *text = "[etrn]\n"
+			   "max_per_session = 5\n"
+			   "max_rate_per_client = 0\n"
+			   "flood_delay = 250ms\n"
+			   "flush_window = 5m\n"
+			   "[domain customer.example]\n"
+			   "etrn_networks = 192.0.2.0/24 2001:db8::/32\n"
+			   "etrn_counts = no\n"
+			   "etrn_nodes = mail.customer.example\n"
+			   "etrn_queues = cust42, all\n"
+			   "[domain other.example]\n";
+	cr_assert_eq(config_load_string(&cfg, text, "e.conf", err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(cfg.etrn_max_per_session, 5);
+	cr_assert_eq(cfg.etrn_max_rate_per_client, 0);
+	cr_assert_eq(cfg.etrn_flood_delay_ms, 250);
+	cr_assert_eq(cfg.etrn_flush_window_ms, 300000);
+	const struct config_domain *d = &cfg.domains[0];
+	cr_assert_str_eq(d->etrn_networks, "192.0.2.0/24 2001:db8::/32");
+	cr_assert_not(d->etrn_counts);
+	cr_assert_str_eq(d->etrn_nodes, "mail.customer.example");
+	cr_assert_str_eq(d->etrn_queues, "cust42, all");
+	d = &cfg.domains[1];
+	cr_assert_str_eq(d->etrn_networks, "", "no client may ETRN a domain by default");
+	cr_assert(d->etrn_counts, "counts are shown by default");
+}
+
+Test(config, bad_etrn_values_are_refused)
+{
+	static const struct {
+		const char *text, *want;
+	} cases[] = {
+		{"[etrn]\nmax_per_session = 0\n", "key 'max_per_session': out of range"},
+		{"[etrn]\nflood_delay = 2m\n", "key 'flood_delay': out of range"},
+		{"[etrn]\nflush_window = 2h\n", "key 'flush_window': out of range"},
+		{"[etrn]\nbogus = 1\n", "unknown key in section [etrn]"},
+		{"[domain a.example]\netrn_counts = maybe\n", "not yes or no"},
+		{"[domain a.example]\netrn_nodes = a.example\netrn_nodes = b.example\n",
+		 "set twice"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		config_free(&cfg);
+		config_defaults(&cfg);
+		cr_expect_neq(config_load_string(&cfg, cases[i].text, "e.conf", err, sizeof(err)), 0,
+			      "%s", cases[i].text);
+		cr_expect_not_null(strstr(err, cases[i].want), "%s: %s", cases[i].text, err);
+	}
+}
