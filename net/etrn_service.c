@@ -235,12 +235,11 @@ static void etrn_answer(struct etrn_worker *ew, struct smtp_session *s,
 		smtp_session_etrn_reply(s, line, close);
 }
 
+/* Answered (and logged: the flush happened even if the client left). */
 static void etrn_request_answer(struct etrn_request *req)
 {
-	struct smtp_session *s = req->session;
-	if (s != NULL)
-		etrn_answer(req->origin, s, &req->plan.arg, req->plan.arg.shown,
-			    strlen(req->plan.arg.shown), req->code, &req->total, req->plan.reason);
+	etrn_answer(req->origin, req->session, &req->plan.arg, req->plan.arg.shown,
+		    strlen(req->plan.arg.shown), req->code, &req->total, req->plan.reason);
 	etrn_request_free(req);
 }
 
