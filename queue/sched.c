@@ -533,31 +533,30 @@ static bool sched_first_covered(const struct queue *q, const struct store_rcpt *
 	return true;
 }
 
-static void sched_tally_one(const struct queue *q, const struct store_rcpt *r,
-			    sched_accept_fn *covered, void *arg, struct sched_tally *t)
+struct sched_tally_walk {
+	const struct queue *q;
+	sched_accept_fn *covered;
+	void *arg;
+	struct sched_tally *t;
+};
+
+static void sched_tally_one(void *arg, const struct queue_rcpt *qr)
 {
+	struct sched_tally_walk *w = arg;
+	const struct store_rcpt *r = (const struct store_rcpt *)qr;
 	bool elsewhere = false;
-	if (!sched_first_covered(q, r, covered, arg, &elsewhere))
+	if (!sched_first_covered(w->q, r, w->covered, w->arg, &elsewhere))
 		return;
-	t->messages++;
+	w->t->messages++;
 	if (r->entry.state == INDEX_HELD || r->entry.state == INDEX_DEFERRED)
-		t->waiting++;
+		w->t->waiting++;
 	if (elsewhere)
-		t->elsewhere = true;
+		w->t->elsewhere = true;
 }
 
 void sched_tally(struct queue *q, const char *domain, size_t len, sched_accept_fn *covered,
 		 void *arg, struct sched_tally *t)
 {
-	struct index_destination *d = sched_destination(q, domain, len);
-	if (d == NULL)
-		return;
-	static const enum index_state lists[] = {INDEX_READY, INDEX_HELD, INDEX_INFLIGHT};
-	for (size_t k = 0; k < sizeof(lists) / sizeof(lists[0]); k++)
-		for (struct index_entry *e = index_first(d, lists[k]); e != NULL; e = index_next(e))
-			sched_tally_one(q, container_of(e, struct store_rcpt, entry), covered, arg,
-					t);
-	for (uint32_t i = 0; i < d->count[INDEX_DEFERRED]; i++)
-		sched_tally_one(q, container_of(d->heap[i], struct store_rcpt, entry), covered, arg,
-				t);
+	struct sched_tally_walk w = {q, covered, arg, t};
+	sched_visit_rcpts(q, domain, len, sched_tally_one, &w);
 }
