@@ -632,7 +632,7 @@ static void etrn_report_pending(const struct etrn_options *opt, int64_t start,
 int main(int argc, char **argv)
 {
 	struct etrn_options opt;
-	int first_name;
+	int first_name = 0;
 	int status = etrn_parse_args(argc, argv, &opt, &first_name);
 	if (status != 0)
 		return status;
