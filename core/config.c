@@ -123,6 +123,7 @@ static const struct config_key config_keys[] = {
 	KEY("etrn", max_rate_per_client, CONFIG_UINT, etrn_max_rate_per_client, 0, 1000000),
 	KEY("etrn", flood_delay, CONFIG_DURATION, etrn_flood_delay_ms, 0, 60000),
 	KEY("etrn", flush_window, CONFIG_DURATION, etrn_flush_window_ms, 0, 3600000),
+	KEY_STRING_OR_EMPTY("metrics", address, metrics_address),
 	KEY("log", level, CONFIG_LOG_LEVEL, log_level, 0, 0),
 	KEY("log", destination, CONFIG_LOG_DESTINATION, log_destination, 0, 0),
 	KEY("log", max_lines_per_client, CONFIG_UINT, log_max_lines_per_client, 0, 1000000),
@@ -221,6 +222,7 @@ void config_defaults(struct config *cfg)
 	cfg->etrn_max_rate_per_client = 60;
 	cfg->etrn_flood_delay_ms = 1000;
 	cfg->etrn_flush_window_ms = 60000;
+	snprintf(cfg->metrics_address, sizeof(cfg->metrics_address), "127.0.0.1:9325");
 	cfg->log_level = LOG_LEVEL_INFO;
 	cfg->log_destination = LOG_TO_STDERR;
 	cfg->log_max_lines_per_client = 100;

@@ -66,6 +66,9 @@ struct config_listen {
 
 #define CONFIG_MAX_KEYS 128
 
+/* host:port, [v6]:port (net/metrics_http.h checks it). */
+#define CONFIG_METRICS_ADDRESS_MAX 63
+
 /* A [domain] section's ETRN lists (networks, node names, queue names). */
 #define CONFIG_ETRN_LIST_MAX 1023
 
@@ -171,6 +174,9 @@ struct config {
 	struct config_domain *domains;
 	size_t ndomains, domains_cap;
 	bool domains_from_file; /* the file has replaced the built-in ones already */
+
+	/* [metrics] */
+	char metrics_address[CONFIG_METRICS_ADDRESS_MAX + 1]; /* GET /metrics; "": off */
 
 	/* [log] */
 	int log_level;                     /* enum log_level */

@@ -613,3 +613,32 @@ int worker_group_start(struct worker_group *g, unsigned count,
 		worker_send(&g->workers[i], &g->workers[i].ready_msg, worker_ready_handle);
 	return 0;
 }
+
+static const struct metric_family worker_cq_overflows = {
+	"ferry_io_uring_cq_overflows_total",
+	"Completions the kernel could not post at once to a worker's ring (completion-queue "
+	"overflows).",
+	METRIC_COUNTER,
+	METRIC_SUM,
+	NULL,
+	0};
+static const struct metric_family worker_buffers_exhausted = {
+	"ferry_io_uring_recv_buffers_exhausted_total",
+	"Receives that found a worker's provided-buffer ring empty (ENOBUFS; the receive is "
+	"asked again).",
+	METRIC_COUNTER,
+	METRIC_SUM,
+	NULL,
+	0};
+
+void worker_metrics(struct worker *w, struct metrics *out)
+{
+	unsigned overflow = w->ring.cq.koverflow != NULL ? *w->ring.cq.koverflow : 0;
+	metrics_add(out, &worker_cq_overflows, NULL, overflow);
+	metrics_add(out, &worker_buffers_exhausted, NULL, (double)w->recv_buffers_exhausted);
+	for (unsigned i = 0; i < w->services_started; i++) {
+		const struct worker_service *svc = w->services->entries[i].service;
+		if (svc->metrics != NULL)
+			svc->metrics(w, w->service_state[i], out);
+	}
+}

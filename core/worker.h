@@ -50,6 +50,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "core/metrics.h"
 #include "core/timer.h"
 #include "core/xmsg.h"
 
@@ -80,6 +81,9 @@ struct worker_service {
 	/* After the loop (or a failed start of a later service): free
 	 * what start made. */
 	void (*stop)(struct worker *w, void *state);
+	/* Optional: describe this worker's counters (core/metrics.h), on
+	 * the worker's thread, when the metrics endpoint is scraped. */
+	void (*metrics)(struct worker *w, void *state, struct metrics *out);
 };
 
 #define WORKER_MAX_SERVICES 8
@@ -131,6 +135,9 @@ struct worker {
 	/* Requests handed out by worker_sqe() whose last completion has not
 	 * come yet (the loop's own wake-up read not counted). */
 	uint64_t in_flight;
+	/* A recv found the provided-buffer ring empty (ENOBUFS); counted by
+	 * whoever reads, for the metrics. */
+	uint64_t recv_buffers_exhausted;
 
 	bool exit_requested;
 	bool shutting_down;
@@ -228,6 +235,10 @@ static inline void worker_sqe_set_op(struct io_uring_sqe *sqe, struct worker_op 
 /* The provided buffer a recv completion chose. */
 char *worker_recv_buffer(struct worker *w, uint16_t bid);
 void worker_recv_buffer_return(struct worker *w, uint16_t bid);
+
+/* On w's thread: its own counters (the ring's completion-queue
+ * overflows, recv buffers exhausted) and every started service's. */
+void worker_metrics(struct worker *w, struct metrics *out);
 
 /* Send a cross-worker message to w (any thread). */
 int worker_send(struct worker *w, struct xmsg *msg, xmsg_fn *handle);

@@ -154,7 +154,6 @@ static void bounce_job_finish(struct bounce_job *job)
 		if (dests != NULL)
 			dests[i] = outbound_dest_of(ob, job->rcpts[i].rcpt);
 		sched_finish(ob->queue, job->rcpts[i].rcpt, QUEUE_FAILED, job->rcpts[i].reason);
-		ob->failed++;
 	}
 	if (dests != NULL)
 		outbound_settle(dests, job->count);

@@ -321,6 +321,8 @@ static void conn_recv_complete(struct worker_op *op, const struct io_uring_cqe *
 		conn_fail(c, CONN_FAILURE_RECV, -cqe->res);
 		return;
 	}
+	if (cqe->res == -ENOBUFS)
+		c->worker->recv_buffers_exhausted++;
 	conn_recv_arm(c); /* ENOBUFS or a finished multishot: ask again */
 }
 

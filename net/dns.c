@@ -14,6 +14,7 @@
 #include "core/check.h"
 #include "core/list.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/timer.h"
 #include "core/worker.h"
 
@@ -66,6 +67,7 @@ struct dns {
 	bool in_ares;       /* inside a call into c-ares */
 	bool delivering;    /* running the owners' callbacks */
 	bool closing;       /* dns_close() called: free when nothing is in flight */
+	uint64_t lookups[2][DNS_NSTATUSES]; /* by kind (MX, host) and result: the metrics */
 };
 
 /* ---- ordering ----------------------------------------------------------- */
@@ -387,6 +389,8 @@ static void dns_deliver(struct dns *d)
 	while (!d->closing && (n = list_first(&d->ready)) != NULL) {
 		struct dns_query *q = container_of(n, struct dns_query, ready_link);
 		list_remove(n);
+		enum dns_status st = q->kind == DNS_KIND_MX ? q->mx.status : q->host.status;
+		d->lookups[q->kind == DNS_KIND_MX ? 0 : 1][st]++;
 		if (q->kind == DNS_KIND_MX)
 			q->done.mx(q->arg, &q->mx);
 		else
@@ -706,4 +710,29 @@ void dns_cancel(struct dns_query *q)
 	if (list_linked(&q->ready_link))
 		dns_query_free(q); /* answered, not delivered yet */
 				   /* else c-ares still has it: freed when it calls back */
+}
+
+static const struct metric_family dns_lookups = {
+	"ferry_dns_lookups_total",
+	"DNS lookups of delivery (MX, and a host's A and AAAA records), by result.",
+	METRIC_COUNTER,
+	METRIC_SUM,
+	NULL,
+	0};
+
+void dns_metrics(const struct dns *d, struct metrics *out)
+{
+	static const char *const results[DNS_NSTATUSES] = {
+		[DNS_OK] = "ok",           [DNS_NXDOMAIN] = "nxdomain",
+		[DNS_NODATA] = "nodata",   [DNS_TEMPFAIL] = "tempfail",
+		[DNS_NULL_MX] = "null_mx",
+	};
+	for (unsigned k = 0; k < 2; k++)
+		for (unsigned i = 0; i < DNS_NSTATUSES; i++) {
+			char labels[64];
+			snprintf(labels, sizeof(labels), "type=\"%s\",result=\"%s\"",
+				 k == 0 ? "mx" : "host", results[i]);
+			metrics_add(out, &dns_lookups, labels,
+				    d != NULL ? (double)d->lookups[k][i] : 0);
+		}
 }

@@ -73,6 +73,7 @@ enum dns_status {
 	DNS_TEMPFAIL, /* no answer to trust now (SERVFAIL, timeout...): try later */
 	DNS_NULL_MX,  /* RFC 7505: the domain's only MX is "." (it accepts no mail) */
 };
+#define DNS_NSTATUSES (DNS_NULL_MX + 1)
 
 #define DNS_NAME_MAX 255 /* a host name's text, without the NUL */
 #define DNS_HOST_MAX 16  /* addresses kept per host lookup */
@@ -156,6 +157,10 @@ int dns_open(struct dns **out, struct worker *w, const struct dns_config *cfg, c
 void dns_drain(struct dns *d);
 bool dns_idle(const struct dns *d);
 void dns_close(struct dns *d); /* NULL: nothing */
+
+struct metrics;
+/* Its lookups by type and result, for the metrics (d NULL: zeros). */
+void dns_metrics(const struct dns *d, struct metrics *out);
 
 /*
  * Look up domain's MX records; done(arg, result) runs later from the

@@ -13,6 +13,7 @@
 #include "core/array.h"
 #include "core/list.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/timer.h"
 #include "core/xmsg.h"
 #include "net/client_rate.h"
@@ -500,9 +501,52 @@ static void etrn_service_stop(struct worker *w, void *state)
 	free(ew);
 }
 
+static const struct metric_family etrn_requests = {"ferry_etrn_requests_total",
+						   "ETRN commands, by the reply code they got.",
+						   METRIC_COUNTER,
+						   METRIC_SUM,
+						   NULL,
+						   0};
+static const struct metric_family etrn_flushes_started = {
+	"ferry_etrn_flushes_started_total",
+	"Domains whose held and deferred mail an ETRN made ready (a flush started).",
+	METRIC_COUNTER,
+	METRIC_SUM,
+	NULL,
+	0};
+static const struct metric_family etrn_flushes_joined = {
+	"ferry_etrn_flushes_joined_total",
+	"Domains an ETRN found with a flush still running (joined: nothing moved).",
+	METRIC_COUNTER,
+	METRIC_SUM,
+	NULL,
+	0};
+static const struct metric_family etrn_messages_released = {
+	"ferry_etrn_messages_released_total",
+	"Messages held or deferred that an ETRN's flush made ready.",
+	METRIC_COUNTER,
+	METRIC_SUM,
+	NULL,
+	0};
+
+static void etrn_service_metrics(struct worker *w, void *state, struct metrics *out)
+{
+	(void)w;
+	const struct etrn_counters *c = &((struct etrn_worker *)state)->counters;
+	for (unsigned i = 0; i < ETRN_NREPLIES; i++) {
+		char labels[32];
+		snprintf(labels, sizeof(labels), "code=\"%d\"", etrn_codes[i]);
+		metrics_add(out, &etrn_requests, labels, (double)c->requests[i]);
+	}
+	metrics_add(out, &etrn_flushes_started, NULL, (double)c->flushes_started);
+	metrics_add(out, &etrn_flushes_joined, NULL, (double)c->flushes_joined);
+	metrics_add(out, &etrn_messages_released, NULL, (double)c->messages_released);
+}
+
 const struct worker_service etrn_service = {
 	.name = "etrn",
 	.start = etrn_service_start,
 	.idle = etrn_service_idle,
 	.stop = etrn_service_stop,
+	.metrics = etrn_service_metrics,
 };

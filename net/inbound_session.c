@@ -411,6 +411,7 @@ void inbound_session_start(struct net_worker *owner, int fd, const struct sockad
 		return;
 	}
 	s->owner = owner;
+	s->session.counters = &owner->smtp;
 	s->counted = counted;
 	s->client_slot = client_slot;
 	net_worker_session_added(owner, s);

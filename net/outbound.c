@@ -182,6 +182,75 @@ static void outbound_retry_fire(struct timer *t)
 	outbound_dest_maybe_free(d);
 }
 
+/* ---- metrics ------------------------------------------------------------------------ */
+
+/* From seconds to days: a held domain's mail may wait its whole queue
+ * lifetime for an ETRN. */
+static const double outbound_delay_bounds[] = {0.01, 0.05, 0.1, 0.5,  1,     5,     10,    30,
+					       60,   300,  900, 3600, 14400, 86400, 432000};
+static const struct metric_family outbound_delay_family = {
+	"ferry_delivery_delay_seconds",
+	"Time from a message's arrival to a recipient's delivery (2xx from the next hop).",
+	METRIC_HISTOGRAM,
+	METRIC_SUM,
+	outbound_delay_bounds,
+	sizeof(outbound_delay_bounds) / sizeof(outbound_delay_bounds[0])};
+static const struct metric_family outbound_outcomes = {
+	"ferry_deliveries_total",
+	"Delivery attempts of a recipient, by outcome: delivered, deferred (tried again "
+	"later), bounced (a 5xx), expired (past the queue lifetime).",
+	METRIC_COUNTER,
+	METRIC_SUM,
+	NULL,
+	0};
+static const struct metric_family outbound_connections = {
+	"ferry_outbound_connections",
+	"Outbound SMTP connections open now, by state.",
+	METRIC_GAUGE,
+	METRIC_SUM,
+	NULL,
+	0};
+static const struct metric_family outbound_attempts = {
+	"ferry_outbound_connection_attempts_total",
+	"Outbound connections to next hops, by result: made (greeted with 220), or failed "
+	"(refused, timed out, not greeted).",
+	METRIC_COUNTER,
+	METRIC_SUM,
+	NULL,
+	0};
+
+static void outbound_service_metrics(struct worker *w, void *state, struct metrics *out)
+{
+	(void)w;
+	const struct outbound *ob = state;
+	static const char *const outcome[OUTBOUND_NRESULTS] = {
+		[OUTBOUND_SENT] = "delivered",
+		[OUTBOUND_BOUNCED] = "bounced",
+		[OUTBOUND_EXPIRED] = "expired",
+		[OUTBOUND_DEFERRED] = "deferred",
+	};
+	char labels[48];
+	for (unsigned i = 0; i < OUTBOUND_NRESULTS; i++) {
+		snprintf(labels, sizeof(labels), "outcome=\"%s\"", outcome[i]);
+		metrics_add(out, &outbound_outcomes, labels, (double)ob->outcomes[i]);
+	}
+	metrics_add_histogram(out, &outbound_delay_family, NULL, &ob->delay);
+	static const char *const states[] = {"connecting", "delivering", "idle", "closing"};
+	unsigned count[4] = {0};
+	struct list_node *n;
+	list_for_each(n, &ob->sessions)
+	{
+		count[outbound_session_state(outbound_session_of_all_link(n))]++;
+	}
+	for (unsigned i = 0; i < 4; i++) {
+		snprintf(labels, sizeof(labels), "state=\"%s\"", states[i]);
+		metrics_add(out, &outbound_connections, labels, count[i]);
+	}
+	metrics_add(out, &outbound_attempts, "result=\"made\"", (double)ob->connections_made);
+	metrics_add(out, &outbound_attempts, "result=\"failed\"", (double)ob->connections_failed);
+	dns_metrics(ob->dns, out);
+}
+
 /* ---- the store's hooks ------------------------------------------------------------ */
 
 static bool outbound_hook_held(void *arg, const char *domain, size_t len)
@@ -421,13 +490,17 @@ void outbound_outcome(struct outbound_dest *d, struct queue_rcpt *r, int code, c
 			 reply);
 	else /* no reply: what broke, with the status it stands for */
 		snprintf(reason, sizeof(reason), "%s%s%s", status, status[0] ? " " : "", reply);
-	enum { SENT, BOUNCED, EXPIRED, DEFERRED } result = DEFERRED;
+	enum outbound_result result = OUTBOUND_DEFERRED;
 	if (code >= 200 && code < 300)
-		result = SENT;
+		result = OUTBOUND_SENT;
 	else if (code >= 500)
-		result = BOUNCED;
+		result = OUTBOUND_BOUNCED;
 	else if (age_ms >= (int64_t)lifetime)
-		result = EXPIRED;
+		result = OUTBOUND_EXPIRED;
+	ob->outcomes[result]++;
+	if (result == OUTBOUND_SENT)
+		metric_histogram_observe(&ob->delay, &outbound_delay_family,
+					 (double)age_ms / 1000.0);
 	static const char *const names[] = {"sent", "bounced", "expired", "deferred"};
 	/* Logged first: the outcome may end the message, and its strings. */
 	log_event(LOG_LEVEL_INFO,
@@ -436,17 +509,16 @@ void outbound_outcome(struct outbound_dest *d, struct queue_rcpt *r, int code, c
 		  info.id, (int)alen, address, relay, (double)age_ms / 1000.0, names[result], code,
 		  reason);
 	switch (result) {
-	case SENT:
+	case OUTBOUND_SENT:
 		sched_finish(ob->queue, r, QUEUE_DELIVERED, reason);
-		ob->delivered++;
 		break;
-	case BOUNCED:
-	case EXPIRED: {
+	case OUTBOUND_BOUNCED:
+	case OUTBOUND_EXPIRED: {
 		/* The remote MTA named in the DSN: the host part of the relay. */
 		char host[CONFIG_HOSTNAME_MAX + 1] = "";
 		if (code != 0 && strcmp(relay, "none") != 0)
 			snprintf(host, sizeof(host), "%.*s", (int)strcspn(relay, "["), relay);
-		if (result == EXPIRED) {
+		if (result == OUTBOUND_EXPIRED) {
 			char expired[sizeof(reason) + 64];
 			snprintf(expired, sizeof(expired),
 				 "delivery time expired after %us in the queue; the last attempt "
@@ -458,13 +530,12 @@ void outbound_outcome(struct outbound_dest *d, struct queue_rcpt *r, int code, c
 		}
 		break;
 	}
-	case DEFERRED: {
+	case OUTBOUND_DEFERRED: {
 		uint64_t until =
 			ob->worker->now_ms + outbound_backoff_ms(s, sched_rcpt_attempts(r) + 1);
 		if (until < d->down_until_ms)
 			until = d->down_until_ms;
 		sched_defer(ob->queue, r, until, reason);
-		ob->deferred++;
 		outbound_arm_retry(d);
 		break;
 	}
@@ -486,6 +557,10 @@ static void outbound_defer_ready(struct outbound_dest *d, const char *why)
 void outbound_connect_result(struct outbound_dest *d, bool ok, bool from_session, const char *why)
 {
 	const struct outbound_settings *s = d->ob->settings;
+	if (ok)
+		d->ob->connections_made++;
+	else
+		d->ob->connections_failed++;
 	if (ok) {
 		d->failures = 0;
 		d->round_failures = 0;
@@ -599,7 +674,7 @@ void outbound_defer(struct outbound *ob, struct queue_rcpt *r, const char *reaso
 	struct outbound_dest *d = outbound_dest_of(ob, r);
 	uint64_t wait = outbound_backoff_ms(ob->settings, sched_rcpt_attempts(r) + 1);
 	sched_defer(ob->queue, r, ob->worker->now_ms + wait, reason);
-	ob->deferred++;
+	ob->outcomes[OUTBOUND_DEFERRED]++;
 	if (d != NULL)
 		outbound_arm_retry(d);
 	else
@@ -864,4 +939,5 @@ const struct worker_service outbound_service = {
 	.drain = outbound_service_drain,
 	.idle = outbound_service_idle,
 	.stop = outbound_service_stop,
+	.metrics = outbound_service_metrics,
 };

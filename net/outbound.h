@@ -54,6 +54,7 @@
 
 #include "core/config.h"
 #include "core/list.h"
+#include "core/metrics.h"
 #include "core/timer.h"
 #include "core/worker.h"
 #include "net/conn.h"
@@ -164,6 +165,15 @@ int outbound_hold(struct outbound *ob, const char *domain, size_t len, bool hold
 const struct outbound_rule *outbound_rule_for(const struct outbound_settings *s, const char *domain,
 					      size_t len);
 
+/* A recipient's outcome at one attempt. */
+enum outbound_result {
+	OUTBOUND_SENT = 0,
+	OUTBOUND_BOUNCED,
+	OUTBOUND_EXPIRED,
+	OUTBOUND_DEFERRED,
+};
+#define OUTBOUND_NRESULTS (OUTBOUND_DEFERRED + 1)
+
 /* One destination's pool on a worker. */
 struct outbound_dest {
 	struct outbound *ob;
@@ -201,11 +211,16 @@ struct outbound {
 	struct list_node sessions; /* every session, by all_link */
 	unsigned connections;
 	bool draining;
-	struct timer drain_timer;             /* past shutdown_timeout: what is open is cut */
-	struct dns *dns;                      /* MX and address lookups */
-	struct timer kick_timer;              /* the next turn at once: active work waits */
-	struct bounce *bounces;               /* failed recipients on their way to a DSN */
-	uint64_t delivered, deferred, failed; /* recipients, for the counters to come */
+	struct timer drain_timer; /* past shutdown_timeout: what is open is cut */
+	struct dns *dns;          /* MX and address lookups */
+	struct timer kick_timer;  /* the next turn at once: active work waits */
+	struct bounce *bounces;   /* failed recipients on their way to a DSN */
+	/* For the metrics: recipients by outcome (enum outbound_result, as
+	 * event=delivery says it), connections made or failed, and the
+	 * delay from arrival to delivery. */
+	uint64_t outcomes[OUTBOUND_NRESULTS];
+	uint64_t connections_made, connections_failed;
+	struct metric_histogram delay;
 };
 
 /* A session is ready for its next message: up to max recipients of one

@@ -67,6 +67,15 @@ struct outbound_session {
 static const struct conn_handler session_conn_handler;
 static const struct smtp_client_events session_client_events;
 
+unsigned outbound_session_state(const struct outbound_session *s)
+{
+	if (s->quitting || s->failed || s->conn.state >= CONN_TEARDOWN)
+		return 3;
+	if (!s->greeted)
+		return 0;
+	return list_linked(&s->idle_link) ? 2 : 1;
+}
+
 struct list_node *outbound_session_idle_link(struct outbound_session *s)
 {
 	return &s->idle_link;

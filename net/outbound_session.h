@@ -51,6 +51,11 @@ void outbound_session_drain(struct outbound_session *s);
  * back to READY untried. */
 void outbound_session_cut(struct outbound_session *s);
 
+/* Where it stands, for the metrics: 0 connecting (not greeted yet), 1
+ * delivering (a transaction in hand), 2 idle, 3 closing (QUIT, or gone
+ * wrong and going). */
+unsigned outbound_session_state(const struct outbound_session *s);
+
 /* For the pool's lists. */
 struct list_node *outbound_session_idle_link(struct outbound_session *s);
 struct outbound_session *outbound_session_of_idle_link(struct list_node *link);

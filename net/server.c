@@ -10,6 +10,7 @@
 
 #include "core/list.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "net/address.h"
 #include "net/client_limit.h"
 #include "net/client_rate.h"
@@ -54,21 +55,29 @@ void net_worker_accept(struct net_worker *nw, int fd)
 		return;
 	}
 	const char *refusal = NULL;
+	enum net_refusal why = NET_NREFUSALS;
 	bool counted = false;
 	uint32_t slot = CLIENT_LIMIT_NO_SLOT;
+	nw->accepted++;
 	if (nw->worker->shutting_down) {
 		refusal = srv->refusals.shutting_down;
+		why = NET_REFUSED_SHUTTING_DOWN;
 	} else if (!net_server_rate_admits(srv, (struct sockaddr *)&peer, nw->worker->now_ms)) {
 		refusal = srv->refusals.too_fast;
+		why = NET_REFUSED_RATE;
 	} else if (atomic_fetch_add(&srv->connections, 1) >= srv->cfg->max_connections) {
 		atomic_fetch_sub(&srv->connections, 1);
 		refusal = srv->refusals.too_many;
+		why = NET_REFUSED_MAX_CONNECTIONS;
 	} else {
 		counted = true;
 		if (!client_limit_acquire(srv->clients, (struct sockaddr *)&peer, &slot)) {
 			refusal = srv->refusals.too_many_from_client;
+			why = NET_REFUSED_PER_CLIENT;
 		}
 	}
+	if (why != NET_NREFUSALS)
+		nw->refused[why]++;
 	inbound_session_start(nw, fd, (struct sockaddr *)&peer, peer_len, refusal, counted, slot);
 }
 
@@ -174,7 +183,79 @@ static void net_inbound_stop(struct worker *w, void *state)
 	free(nw);
 }
 
+static const struct metric_family net_accepted = {
+	"ferry_connections_accepted_total",
+	"SMTP connections accepted from the kernel (those then refused included).",
+	METRIC_COUNTER,
+	METRIC_SUM,
+	NULL,
+	0};
+static const struct metric_family net_active = {"ferry_connections_active",
+						"Inbound SMTP sessions open now.",
+						METRIC_GAUGE,
+						METRIC_SUM,
+						NULL,
+						0};
+static const struct metric_family net_refused = {
+	"ferry_connections_refused_total",
+	"SMTP connections refused with a 421 before the banner, by the limit that refused them.",
+	METRIC_COUNTER,
+	METRIC_SUM,
+	NULL,
+	0};
+static const struct metric_family net_received = {"ferry_messages_received_total",
+						  "Messages accepted: on disk, 250 sent.",
+						  METRIC_COUNTER,
+						  METRIC_SUM,
+						  NULL,
+						  0};
+static const struct metric_family net_messages_refused = {
+	"ferry_messages_refused_total",
+	"Messages refused (to MAIL, DATA or the end of DATA), by reply code.",
+	METRIC_COUNTER,
+	METRIC_SUM,
+	NULL,
+	0};
+static const struct metric_family net_recipients_refused = {
+	"ferry_recipients_refused_total",
+	"Recipients refused at RCPT, by reply code.",
+	METRIC_COUNTER,
+	METRIC_SUM,
+	NULL,
+	0};
+
+static void net_inbound_metrics(struct worker *w, void *state, struct metrics *out)
+{
+	(void)w;
+	const struct net_worker *nw = state;
+	static const char *const reasons[NET_NREFUSALS] = {
+		[NET_REFUSED_SHUTTING_DOWN] = "shutting_down",
+		[NET_REFUSED_RATE] = "rate_per_client",
+		[NET_REFUSED_MAX_CONNECTIONS] = "max_connections",
+		[NET_REFUSED_PER_CLIENT] = "per_client",
+	};
+	char labels[48];
+	metrics_add(out, &net_accepted, NULL, (double)nw->accepted);
+	metrics_add(out, &net_active, NULL, nw->nsessions);
+	for (unsigned i = 0; i < NET_NREFUSALS; i++) {
+		snprintf(labels, sizeof(labels), "reason=\"%s\"", reasons[i]);
+		metrics_add(out, &net_refused, labels, (double)nw->refused[i]);
+	}
+	metrics_add(out, &net_received, NULL, (double)nw->smtp.messages_received);
+	/* Codes that happened only: a label set per code ever sent. */
+	for (unsigned i = 0; i < SMTP_CODES; i++) {
+		snprintf(labels, sizeof(labels), "code=\"%u\"", 400 + i);
+		if (nw->smtp.messages_refused[i] > 0)
+			metrics_add(out, &net_messages_refused, labels,
+				    (double)nw->smtp.messages_refused[i]);
+		if (nw->smtp.recipients_refused[i] > 0)
+			metrics_add(out, &net_recipients_refused, labels,
+				    (double)nw->smtp.recipients_refused[i]);
+	}
+}
+
 const struct worker_service net_inbound_service = {
+	.metrics = net_inbound_metrics,
 	.name = "smtp-inbound",
 	.start = net_inbound_start,
 	.ready = net_inbound_ready,

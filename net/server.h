@@ -67,6 +67,15 @@ struct net_server {
 };
 
 /* One worker's share of the server; touched only by that worker's thread. */
+/* Why a connection was refused before its banner. */
+enum net_refusal {
+	NET_REFUSED_SHUTTING_DOWN = 0,
+	NET_REFUSED_RATE,            /* max_connection_rate_per_client */
+	NET_REFUSED_MAX_CONNECTIONS, /* max_connections */
+	NET_REFUSED_PER_CLIENT,      /* max_connections_per_client */
+	NET_NREFUSALS,
+};
+
 struct net_worker {
 	struct net_server *server;
 	struct worker *worker;
@@ -77,6 +86,11 @@ struct net_worker {
 	struct list_node sessions; /* struct inbound_session, by link */
 	unsigned nsessions;
 	uint64_t sessions_started;
+	/* For the metrics: connections accepted (refused ones too), refused
+	 * by reason (enum net_refusal), and what the sessions counted. */
+	uint64_t accepted;
+	uint64_t refused[NET_NREFUSALS];
+	struct smtp_counters smtp;
 	struct timer shutdown_timer;
 	bool shutdown_deadline_passed;
 };

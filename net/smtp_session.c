@@ -26,6 +26,18 @@ static void smtp_close_after_reply(struct smtp_session *s)
 	s->state = SMTP_STATE_CLOSED;
 }
 
+/* A 4xx/5xx reply: a message or a recipient refused, by its code. */
+static void smtp_count_refusal(struct smtp_session *s, const char *line)
+{
+	int code = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
+	if (s->counters == NULL || code < 400 || code >= 400 + SMTP_CODES)
+		return;
+	if (s->replying_to == SMTP_VERB_RCPT)
+		s->counters->recipients_refused[code - 400]++;
+	else if (s->replying_to == SMTP_VERB_MAIL || s->replying_to == SMTP_VERB_DATA)
+		s->counters->messages_refused[code - 400]++;
+}
+
 /*
  * Append one reply line. 4xx and 5xx replies are logged (a postmaster
  * tracing a refusal finds the exact words sent) and, when `counted`, count
@@ -46,6 +58,7 @@ __attribute__((format(printf, 3, 0))) static void smtp_vreply(struct smtp_sessio
 
 	if (line[0] != '4' && line[0] != '5')
 		return;
+	smtp_count_refusal(s, line);
 	char quoted[600];
 	log_event(LOG_LEVEL_INFO, "event=reject session=%s client=%s reply=%s", s->id,
 		  s->client_address, log_quote(quoted, sizeof(quoted), line, (size_t)n));
@@ -662,10 +675,12 @@ static void smtp_handle_line(struct smtp_session *s, const char *line, size_t le
 		return;
 	}
 	struct smtp_command cmd;
+	s->replying_to = SMTP_VERB_UNKNOWN;
 	if (smtp_command_parse(line, len, &cmd) == SMTP_PARSE_NUL) {
 		smtp_reply(s, "500 5.5.2 Error: NUL character in command");
 		return;
 	}
+	s->replying_to = cmd.verb;
 	if (cmd.verb == SMTP_VERB_EMPTY) {
 		smtp_reply(s, "500 5.5.2 Error: bad syntax");
 		return;
@@ -788,6 +803,8 @@ static void smtp_queue_committed(struct queue_client *client, int status)
 	if (status == 0) {
 		/* Durable: this is the only place that says so to the client. */
 		smtp_reply(s, "250 2.0.0 Ok: queued as %s", id);
+		if (s->counters != NULL)
+			s->counters->messages_received++;
 		log_event(LOG_LEVEL_INFO,
 			  "event=accepted session=%s queue_id=%s client=%s from=%s nrcpt=%u "
 			  "size=%llu",

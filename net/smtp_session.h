@@ -68,6 +68,17 @@ struct smtp_settings {
 	void *etrn_arg;
 };
 
+/* What a worker's sessions count, for the metrics (net/server.c keeps one
+ * per worker; written by the sessions of that worker only). Refusals by
+ * reply code, 400..599: of a message (to MAIL, DATA, the end of DATA, the
+ * store failing it), and of a recipient (RCPT). */
+#define SMTP_CODES 200
+struct smtp_counters {
+	uint64_t messages_received; /* 250 after the commit */
+	uint64_t messages_refused[SMTP_CODES];
+	uint64_t recipients_refused[SMTP_CODES];
+};
+
 enum smtp_state {
 	SMTP_STATE_GREETING = 0, /* connected, banner not yet sent */
 	SMTP_STATE_READY,        /* banner sent, no HELO/EHLO yet */
@@ -138,8 +149,10 @@ struct smtp_session {
 	uint32_t commands;
 	uint32_t errors;
 	uint32_t messages;
-	uint32_t etrns;    /* ETRN commands, for the etrn hook's per-session limit */
-	bool etrn_pending; /* an ETRN awaits its answer */
+	uint32_t etrns;                 /* ETRN commands, for the etrn hook's per-session limit */
+	struct smtp_counters *counters; /* NULL: none kept (the owner sets it) */
+	enum smtp_verb replying_to;     /* the command whose reply is being written */
+	bool etrn_pending;              /* an ETRN awaits its answer */
 };
 
 /*

@@ -1,6 +1,7 @@
 #include "queue/commit.h"
 
 #include <errno.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -9,6 +10,7 @@
 #include "core/buf.h"
 #include "core/fault.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/worker.h"
 #include "queue/record.h"
 #include "queue/segment.h"
@@ -38,6 +40,7 @@ struct commit_batch {
 	unsigned ops_pending;
 	int status;
 	struct worker_op write_op, sync_op, dir_op;
+	uint64_t submitted_ns; /* CLOCK_MONOTONIC, for the latency histogram */
 };
 
 struct commit_writer {
@@ -51,7 +54,59 @@ struct commit_writer {
 	bool paused_producers; /* commit_over_cap() was true: on_drain owed */
 	size_t backlog;        /* bytes reserved, not yet durable */
 	uint64_t next_sequence;
+	/* For the metrics. */
+	uint64_t commits, sync_errors;
+	struct metric_histogram commit_bytes, commit_seconds;
 };
+
+static const double commit_bytes_bounds[] = {512,    1024,   4096,    16384,   65536,
+					     262144, 524288, 1048576, 4194304, 16777216};
+static const struct metric_family commit_bytes_family = {
+	"ferry_spool_commit_bytes",
+	"Bytes written by one group commit (one write and one fdatasync for every message "
+	"and outcome gathered meanwhile).",
+	METRIC_HISTOGRAM,
+	METRIC_SUM,
+	commit_bytes_bounds,
+	sizeof(commit_bytes_bounds) / sizeof(commit_bytes_bounds[0])};
+static const double commit_seconds_bounds[] = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.025,
+					       0.05,   0.1,   0.25,  0.5,   1,    2.5};
+static const struct metric_family commit_seconds_family = {
+	"ferry_spool_commit_seconds",
+	"Latency of one group commit: from its submission to its fdatasync's completion.",
+	METRIC_HISTOGRAM,
+	METRIC_SUM,
+	commit_seconds_bounds,
+	sizeof(commit_seconds_bounds) / sizeof(commit_seconds_bounds[0])};
+static const struct metric_family commit_count_family = {"ferry_spool_commits_total",
+							 "Group commits made durable (or failed).",
+							 METRIC_COUNTER,
+							 METRIC_SUM,
+							 NULL,
+							 0};
+static const struct metric_family commit_errors_family = {
+	"ferry_spool_sync_errors_total",
+	"Group commits whose write or fdatasync failed: their messages got 451, the segment "
+	"was given up.",
+	METRIC_COUNTER,
+	METRIC_SUM,
+	NULL,
+	0};
+
+static uint64_t commit_clock_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void commit_metrics(const struct commit_writer *cw, struct metrics *out)
+{
+	metrics_add(out, &commit_count_family, NULL, (double)cw->commits);
+	metrics_add(out, &commit_errors_family, NULL, (double)cw->sync_errors);
+	metrics_add_histogram(out, &commit_bytes_family, NULL, &cw->commit_bytes);
+	metrics_add_histogram(out, &commit_seconds_family, NULL, &cw->commit_seconds);
+}
 
 static void commit_op_done(struct commit_batch *b, const struct io_uring_cqe *cqe, bool is_write);
 
@@ -335,6 +390,7 @@ void commit_flush(struct commit_writer *cw)
 		return;
 	commit_seal(cw, b);
 	b->submitted = true;
+	b->submitted_ns = commit_clock_ns();
 	cw->inflight = true;
 	b->ops_pending = ops;
 	/* One write, then one sync that may not overtake it (linked), then
@@ -432,6 +488,13 @@ static void commit_op_done(struct commit_batch *b, const struct io_uring_cqe *cq
 	int status = b->status;
 	if (status == -ECANCELED)
 		status = -EIO;
+	cw->commits++;
+	if (status != 0)
+		cw->sync_errors++;
+	metric_histogram_observe(&cw->commit_bytes, &commit_bytes_family,
+				 (double)buf_len(&b->data));
+	metric_histogram_observe(&cw->commit_seconds, &commit_seconds_family,
+				 (double)(commit_clock_ns() - b->submitted_ns) / 1e9);
 	if (status != 0) {
 		commit_poison(cw, b->segment, b->offset, status);
 	} else {

@@ -114,4 +114,10 @@ bool commit_idle(const struct commit_writer *cw);
 /* Bytes still free for records in the current segment (0 if none). */
 uint64_t commit_room(const struct commit_writer *cw);
 
+struct metrics;
+/* Its group commits for the metrics: how many, failed syncs, and
+ * histograms of their size and of their latency (submission to the last
+ * sync's completion). On the writer's worker. */
+void commit_metrics(const struct commit_writer *cw, struct metrics *out);
+
 #endif

@@ -321,4 +321,5 @@ const struct worker_service queue_service = {
 	.before_wait = store_service_before_wait,
 	.idle = store_service_idle,
 	.stop = store_service_stop,
+	.metrics = store_service_metrics,
 };

@@ -452,4 +452,9 @@ int store_rebuild(struct queue_store *st, char *err, size_t err_size);
 /* The worker's clock when it runs, else the process's. */
 uint64_t store_now_ms(const struct queue *q);
 
+/* The queue service's metrics (queue/store_metrics.c); state is the
+ * worker's struct queue. */
+struct metrics;
+void store_service_metrics(struct worker *w, void *state, struct metrics *out);
+
 #endif

@@ -23,6 +23,7 @@
 #include "net/etrn.h"
 #include "net/etrn_service.h"
 #include "net/listener.h"
+#include "net/metrics_http.h"
 #include "net/nexthop.h"
 #include "net/outbound.h"
 #include "net/server.h"
@@ -213,6 +214,11 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	etrn_policy_free(etrn_check);
+	if (metrics_http_check(cfg.metrics_address, err, sizeof(err)) != 0) {
+		fprintf(stderr, "ferryd: config: %s:%u: key 'address': %s\n", cfg.source,
+			config_key_line(&cfg, "metrics", "address"), err);
+		goto out;
+	}
 	if (dns_check_servers(cfg.dns_servers, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ferryd: config: %s:%u: key 'dns_servers': %s\n", cfg.source,
 			config_key_line(&cfg, "delivery", "dns_servers"), err);
@@ -323,6 +329,16 @@ int main(int argc, char **argv)
 		fprintf(stderr, " %s", cfg.listen[i].text);
 	fprintf(stderr, " with %u workers, spool %s (%llu messages queued)\n", cfg.workers,
 		cfg.spool_dir, (unsigned long long)sum.messages);
+	/* Prometheus's endpoint; like the admin socket, mail flows without it. */
+	struct metrics_http *metrics = NULL;
+	if (metrics_http_start(&metrics, cfg.metrics_address, &group, err, sizeof(err)) != 0) {
+		char quoted[1200];
+		log_event(LOG_LEVEL_ERROR, "event=metrics_unavailable error=%s",
+			  log_quote(quoted, sizeof(quoted), err, strlen(err)));
+	} else if (metrics != NULL) {
+		log_event(LOG_LEVEL_INFO, "event=metrics_listening address=%s",
+			  cfg.metrics_address);
+	}
 	/* ferryctl's socket; mail keeps flowing without it (ferryctl --spool
 	 * still reads the spool), so a failure is logged, not fatal. */
 	struct admin *admin = NULL;
@@ -347,6 +363,7 @@ int main(int argc, char **argv)
 			  sig == SIGTERM ? "TERM" : "INT", cfg.shutdown_timeout_ms);
 		break;
 	}
+	metrics_http_stop(metrics);
 	admin_stop(admin);
 	worker_group_shutdown(&group);
 	worker_group_join(&group);

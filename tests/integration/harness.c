@@ -245,8 +245,12 @@ int harness_setup(struct ferry_instance *fi, const char *extra)
 		 "directory = %s\n"
 		 "%s"
 		 "%s"
+		 "%s"
 		 "%s\n",
 		 fi->port, fi->spool,
+		 /* No /metrics unless a test asks: ferryds side by side would
+		  * want the same port. */
+		 harness_extra_sets(extra, "address") ? "" : "[metrics]\naddress =\n",
 		 harness_extra_sets(extra, "max_connections")
 			 ? ""
 			 : "[limits]\nmax_connections = " HARNESS_MAX_CONNECTIONS_TEXT "\n",
