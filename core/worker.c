@@ -642,3 +642,102 @@ void worker_metrics(struct worker *w, struct metrics *out)
 			svc->metrics(w, w->service_state[i], out);
 	}
 }
+
+struct worker_metrics_request;
+
+/* One worker's snapshot, filled on its thread. */
+struct worker_metrics_part {
+	struct xmsg link;
+	struct worker_metrics_request *request;
+	struct worker *worker;
+	struct metrics snapshot;
+};
+
+/* Shared by the asking thread and the workers; the last reference frees
+ * it (a worker late past the wait may still hold one). */
+struct worker_metrics_request {
+	pthread_mutex_t lock;
+	pthread_cond_t done;
+	unsigned refs, pending;
+	bool abandoned;
+	unsigned nparts;
+	struct worker_metrics_part parts[];
+};
+
+static void worker_metrics_release(struct worker_metrics_request *rq, bool answered)
+{
+	pthread_mutex_lock(&rq->lock);
+	if (answered && --rq->pending == 0)
+		pthread_cond_signal(&rq->done);
+	bool last = --rq->refs == 0;
+	pthread_mutex_unlock(&rq->lock);
+	if (!last)
+		return;
+	for (unsigned i = 0; i < rq->nparts; i++)
+		metrics_free(&rq->parts[i].snapshot);
+	pthread_cond_destroy(&rq->done);
+	pthread_mutex_destroy(&rq->lock);
+	free(rq);
+}
+
+static void worker_metrics_run(struct xmsg *msg)
+{
+	struct worker_metrics_part *part = container_of(msg, struct worker_metrics_part, link);
+	struct worker_metrics_request *rq = part->request;
+	pthread_mutex_lock(&rq->lock);
+	bool wanted = !rq->abandoned;
+	pthread_mutex_unlock(&rq->lock);
+	if (wanted)
+		worker_metrics(part->worker, &part->snapshot);
+	worker_metrics_release(rq, true);
+}
+
+int worker_gather_metrics(struct worker *const *workers, unsigned n, struct metrics *out,
+			  unsigned timeout_ms)
+{
+	struct worker_metrics_request *rq = calloc(1, sizeof(*rq) + n * sizeof(rq->parts[0]));
+	if (rq == NULL)
+		return -ENOMEM;
+	pthread_condattr_t attr;
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&rq->done, &attr);
+	pthread_condattr_destroy(&attr);
+	pthread_mutex_init(&rq->lock, NULL);
+	rq->nparts = n;
+	rq->refs = n + 1;
+	rq->pending = n;
+	for (unsigned i = 0; i < n; i++) {
+		struct worker_metrics_part *part = &rq->parts[i];
+		part->request = rq;
+		part->worker = workers[i];
+		metrics_init(&part->snapshot);
+		worker_send(part->worker, &part->link, worker_metrics_run);
+	}
+	struct timespec deadline;
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	deadline.tv_sec += timeout_ms / 1000;
+	deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+	if (deadline.tv_nsec >= 1000000000) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&rq->lock);
+	while (rq->pending > 0)
+		if (pthread_cond_timedwait(&rq->done, &rq->lock, &deadline) == ETIMEDOUT)
+			break;
+	bool answered = rq->pending == 0;
+	if (!answered)
+		rq->abandoned = true;
+	pthread_mutex_unlock(&rq->lock);
+	if (answered)
+		for (unsigned i = 0; i < n; i++)
+			metrics_merge(out, &rq->parts[i].snapshot);
+	else
+		log_event(LOG_LEVEL_ERROR,
+			  "event=metrics_timeout waited_ms=%u note=\"a worker did not answer a "
+			  "request for its counters in time\"",
+			  timeout_ms);
+	worker_metrics_release(rq, false);
+	return answered ? 0 : -ETIMEDOUT;
+}

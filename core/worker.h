@@ -240,6 +240,17 @@ void worker_recv_buffer_return(struct worker *w, uint16_t bid);
  * overflows, recv buffers exhausted) and every started service's. */
 void worker_metrics(struct worker *w, struct metrics *out);
 
+/*
+ * From any thread but the workers' own: ask each of the n workers for its
+ * worker_metrics() by cross-worker message and merge the answers into
+ * out, waiting at most timeout_ms. 0, or -ETIMEDOUT when a worker did not
+ * answer in time (out is then left as it was: a partial sum would show
+ * counters going down), -ENOMEM. A late worker's answer is dropped (the
+ * request is reference counted).
+ */
+int worker_gather_metrics(struct worker *const *workers, unsigned n, struct metrics *out,
+			  unsigned timeout_ms);
+
 /* Send a cross-worker message to w (any thread). */
 int worker_send(struct worker *w, struct xmsg *msg, xmsg_fn *handle);
 

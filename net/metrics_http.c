@@ -6,80 +6,22 @@
 
 #include <errno.h>
 #include <microhttpd.h>
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/buf.h"
 #include "core/config.h"
-#include "core/list.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/worker.h"
-#include "core/xmsg.h"
 
 struct metrics_http {
 	struct MHD_Daemon *daemon;
 	struct worker_group *group;
 	char address[64];
 };
-
-struct metrics_scrape;
-
-/* One worker's snapshot, filled on its thread. */
-struct metrics_part {
-	struct xmsg link;
-	struct metrics_scrape *scrape;
-	struct worker *worker;
-	struct metrics snapshot;
-};
-
-/* Shared by the endpoint's thread and the workers; the last reference
- * frees it (a worker late past the wait may still hold one). */
-struct metrics_scrape {
-	pthread_mutex_t lock;
-	pthread_cond_t done;
-	unsigned refs, pending;
-	bool abandoned;
-	unsigned nparts;
-	struct metrics_part parts[];
-};
-
-static void metrics_scrape_free(struct metrics_scrape *sc)
-{
-	for (unsigned i = 0; i < sc->nparts; i++)
-		metrics_free(&sc->parts[i].snapshot);
-	pthread_cond_destroy(&sc->done);
-	pthread_mutex_destroy(&sc->lock);
-	free(sc);
-}
-
-static void metrics_scrape_release(struct metrics_scrape *sc, bool answered)
-{
-	pthread_mutex_lock(&sc->lock);
-	if (answered && --sc->pending == 0)
-		pthread_cond_signal(&sc->done);
-	bool last = --sc->refs == 0;
-	pthread_mutex_unlock(&sc->lock);
-	if (last)
-		metrics_scrape_free(sc);
-}
-
-/* On the worker. */
-static void metrics_part_run(struct xmsg *msg)
-{
-	struct metrics_part *part = container_of(msg, struct metrics_part, link);
-	struct metrics_scrape *sc = part->scrape;
-	pthread_mutex_lock(&sc->lock);
-	bool wanted = !sc->abandoned;
-	pthread_mutex_unlock(&sc->lock);
-	if (wanted)
-		worker_metrics(part->worker, &part->snapshot);
-	metrics_scrape_release(sc, true);
-}
 
 static const struct metric_family metrics_build_info = {
 	"ferry_build_info", "ferryd's version; always 1.", METRIC_GAUGE, METRIC_MAX, NULL, 0};
@@ -96,55 +38,18 @@ static const struct metric_family metrics_workers = {
 static bool metrics_gather(struct metrics_http *h, struct buf *out)
 {
 	unsigned n = h->group->count;
-	struct metrics_scrape *sc = calloc(1, sizeof(*sc) + n * sizeof(sc->parts[0]));
-	if (sc == NULL)
-		return false;
-	pthread_condattr_t attr;
-	pthread_condattr_init(&attr);
-	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-	pthread_cond_init(&sc->done, &attr);
-	pthread_condattr_destroy(&attr);
-	pthread_mutex_init(&sc->lock, NULL);
-	sc->nparts = n;
-	sc->refs = n + 1;
-	sc->pending = n;
-	for (unsigned i = 0; i < n; i++) {
-		struct metrics_part *part = &sc->parts[i];
-		part->scrape = sc;
-		part->worker = &h->group->workers[i];
-		metrics_init(&part->snapshot);
-		worker_send(part->worker, &part->link, metrics_part_run);
-	}
-	struct timespec deadline;
-	clock_gettime(CLOCK_MONOTONIC, &deadline);
-	deadline.tv_sec += METRICS_HTTP_WORKERS_MS / 1000;
-	pthread_mutex_lock(&sc->lock);
-	while (sc->pending > 0)
-		if (pthread_cond_timedwait(&sc->done, &sc->lock, &deadline) == ETIMEDOUT)
-			break;
-	bool answered = sc->pending == 0;
-	if (!answered)
-		sc->abandoned = true;
-	pthread_mutex_unlock(&sc->lock);
-	bool ok = answered;
-	if (answered) {
-		struct metrics all;
-		metrics_init(&all);
-		char labels[64];
-		snprintf(labels, sizeof(labels), "version=\"%s\"", FERRY_VERSION);
-		metrics_add(&all, &metrics_build_info, labels, 1);
-		metrics_add(&all, &metrics_workers, NULL, n);
-		for (unsigned i = 0; i < n; i++)
-			metrics_merge(&all, &sc->parts[i].snapshot);
-		ok = !all.failed && metrics_render(&all, out) == 0;
-		metrics_free(&all);
-	} else {
-		log_event(LOG_LEVEL_ERROR,
-			  "event=metrics_timeout waited_ms=%d note=\"a worker did not answer a "
-			  "scrape in time\"",
-			  METRICS_HTTP_WORKERS_MS);
-	}
-	metrics_scrape_release(sc, false);
+	struct worker *workers[n];
+	for (unsigned i = 0; i < n; i++)
+		workers[i] = &h->group->workers[i];
+	struct metrics all;
+	metrics_init(&all);
+	char labels[64];
+	snprintf(labels, sizeof(labels), "version=\"%s\"", FERRY_VERSION);
+	metrics_add(&all, &metrics_build_info, labels, 1);
+	metrics_add(&all, &metrics_workers, NULL, n);
+	bool ok = worker_gather_metrics(workers, n, &all, METRICS_HTTP_WORKERS_MS) == 0 &&
+		  !all.failed && metrics_render(&all, out) == 0;
+	metrics_free(&all);
 	return ok;
 }
 
