@@ -219,6 +219,15 @@ static const struct metric_family outbound_attempts = {
 	NULL,
 	0};
 
+static const struct metric_family outbound_down = {
+	"ferry_outbound_destinations_down",
+	"Destinations taken as down after destination_failures connection failures in a row "
+	"(their mail waits destination_backoff).",
+	METRIC_GAUGE,
+	METRIC_SUM,
+	NULL,
+	0};
+
 static void outbound_service_metrics(struct worker *w, void *state, struct metrics *out)
 {
 	(void)w;
@@ -246,6 +255,15 @@ static void outbound_service_metrics(struct worker *w, void *state, struct metri
 		snprintf(labels, sizeof(labels), "state=\"%s\"", states[i]);
 		metrics_add(out, &outbound_connections, labels, count[i]);
 	}
+	unsigned down = 0;
+	for (uint32_t b = 0; b < ob->nbuckets; b++) {
+		struct outbound_dest *d;
+		list_for_each_entry(d, &ob->buckets[b], hash_link)
+		{
+			down += d->down_until_ms > ob->worker->now_ms;
+		}
+	}
+	metrics_add(out, &outbound_down, NULL, down);
 	metrics_add(out, &outbound_attempts, "result=\"made\"", (double)ob->connections_made);
 	metrics_add(out, &outbound_attempts, "result=\"failed\"", (double)ob->connections_failed);
 	dns_metrics(ob->dns, out);

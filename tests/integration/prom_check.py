@@ -17,6 +17,10 @@ Prometheus scraping it, on loopback only. Every wait is bounded.
   prom_check.py range PROM EXPR START END
       A range query at 1 s steps: every series must be non-decreasing.
       Prints "ok POINTS" or the first decrease.
+
+  prom_check.py documented OPERATIONS_MD SCRAPE
+      Every family of docs/operations.md's Metrics table is in the scrape,
+      and every ferry_ family of the scrape is in the table.
 """
 import json
 import sys
@@ -132,6 +136,21 @@ def range_check(prom, expr, start, end):
     return 0
 
 
+def documented(doc, scrape):
+    import re
+    table = set()
+    for line in open(doc):
+        if line.startswith("| `ferry_"):
+            table.update(re.findall(r"`(ferry_[a-z0-9_]+)`", line.split("|")[1]))
+    served = set(re.findall(r"^# HELP (ferry_[a-z0-9_]+) ", open(scrape).read(), re.M))
+    missing, undocumented = sorted(table - served), sorted(served - table)
+    if missing or undocumented:
+        print(f"documented, not served: {missing}; served, not documented: {undocumented}")
+        return 1
+    print(f"ok {len(table)}")
+    return 0
+
+
 def main(argv):
     cmd = argv[1]
     if cmd == "watch":
@@ -142,6 +161,8 @@ def main(argv):
         return query(argv[2], argv[3], argv[4] if len(argv) > 4 else None)
     if cmd == "range":
         return range_check(argv[2], argv[3], argv[4], argv[5])
+    if cmd == "documented":
+        return documented(argv[2], argv[3])
     print(__doc__)
     return 2
 

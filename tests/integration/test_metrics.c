@@ -143,6 +143,12 @@ Test(metrics, real_prometheus_scrapes_a_loaded_ferryd)
 	status = harness_run(promtool, out, sizeof(out), perr, sizeof(perr), 30000);
 	cr_assert_eq(status, 0, "promtool check metrics:\n%s%s", out, perr);
 
+	/* The scrape serves exactly the families operations.md documents. */
+	char doc[PATH_MAX];
+	const char *src = getenv("FERRY_SOURCE_DIR");
+	snprintf(doc, sizeof(doc), "%s/docs/operations.md", src ? src : ".");
+	cr_assert_eq(prom(out, sizeof(out), "documented", doc, scrape, NULL, NULL), 0, "%s", out);
+
 	/* Prometheus: let it take two more scrapes, then ask. */
 	harness_sleep_ms(2500);
 	char value[64];
