@@ -242,13 +242,18 @@ static void net_inbound_metrics(struct worker *w, void *state, struct metrics *o
 		metrics_add(out, &net_refused, labels, (double)nw->refused[i]);
 	}
 	metrics_add(out, &net_received, NULL, (double)nw->smtp.messages_received);
-	/* Codes that happened only: a label set per code ever sent. */
+	/* The codes ferry sends shown from the start (a rate needs a series
+	 * before its first increase); any other only once it happened. */
+	static const unsigned usual[] = {421, 450, 451, 452, 500, 501, 503, 550, 552, 554};
 	for (unsigned i = 0; i < SMTP_CODES; i++) {
+		bool shown = false;
+		for (size_t k = 0; k < sizeof(usual) / sizeof(usual[0]); k++)
+			shown = shown || usual[k] == 400 + i;
 		snprintf(labels, sizeof(labels), "code=\"%u\"", 400 + i);
-		if (nw->smtp.messages_refused[i] > 0)
+		if (shown || nw->smtp.messages_refused[i] > 0)
 			metrics_add(out, &net_messages_refused, labels,
 				    (double)nw->smtp.messages_refused[i]);
-		if (nw->smtp.recipients_refused[i] > 0)
+		if (shown || nw->smtp.recipients_refused[i] > 0)
 			metrics_add(out, &net_recipients_refused, labels,
 				    (double)nw->smtp.recipients_refused[i]);
 	}
