@@ -627,3 +627,52 @@ Test(etrn, a_count_split_across_workers_is_252)
 	smtp_client_close(&c);
 	stop_ferryd_cleanly(&fi);
 }
+
+/*
+ * The operator's ETRN: `ferryctl flush #QUEUE` and `flush @DOMAIN`
+ * release exactly what they cover, whatever the etrn_networks (an
+ * operator is not a client); an unknown queue is an error.
+ */
+Test(etrn, ferryctl_flushes_a_queue_and_a_domain_tree)
+{
+	struct next_hop hop;
+	next_hop_start(&hop, NULL);
+	static char cfg[4096];
+	cfg[0] = '\0';
+	add_domain(cfg, sizeof(cfg), "a.example", hop.port,
+		   "etrn_networks = 192.0.2.0/24\netrn_queues = pair\n");
+	add_domain(cfg, sizeof(cfg), "b.example", hop.port,
+		   "etrn_networks = 192.0.2.0/24\netrn_queues = pair\n");
+	add_domain(cfg, sizeof(cfg), ".tree.example", hop.port, NULL);
+	add_domain(cfg, sizeof(cfg), "other.example", hop.port, NULL);
+	struct ferry_instance fi;
+	start_ferryd(&fi, cfg);
+	wait_admin_socket(&fi);
+	send_to(&fi, "u@a.example");
+	send_to(&fi, "u@b.example");
+	send_to(&fi, "u@x.tree.example");
+	send_to(&fi, "u@y.z.tree.example");
+	send_to(&fi, "u@other.example");
+
+	char ctl[PATH_MAX];
+	harness_build_path("ferryctl", ctl, sizeof(ctl));
+	static char out[4096], err[4096];
+	char *pair[] = {ctl, "-c", fi.config, "flush", "#pair", NULL};
+	cr_assert_eq(harness_run(pair, out, sizeof(out), err, sizeof(err), 30000), 0, "%s", err);
+	cr_assert_str_eq(out, "flush: 2 recipients of #pair are ready for delivery now\n");
+	char *tree[] = {ctl, "-c", fi.config, "flush", "@Tree.Example", NULL};
+	cr_assert_eq(harness_run(tree, out, sizeof(out), err, sizeof(err), 30000), 0, "%s", err);
+	cr_assert_str_eq(out, "flush: 2 recipients of @tree.example are ready for delivery now\n");
+	static const char *const released[] = {"u@a.example", "u@b.example", "u@x.tree.example",
+					       "u@y.z.tree.example"};
+	for (size_t i = 0; i < sizeof(released) / sizeof(released[0]); i++)
+		cr_assert_eq(next_hop_wait_delivered(&hop, released[i], 1, WAIT_MS), 1, "%s",
+			     released[i]);
+	harness_sleep_ms(500);
+	cr_assert_eq(arrived(&hop, "u@other.example"), 0);
+	char *none[] = {ctl, "-c", fi.config, "flush", "#nosuch", NULL};
+	cr_assert_eq(harness_run(none, out, sizeof(out), err, sizeof(err), 30000), 1);
+	cr_assert_str_eq(err, "ferryctl: no [domain] section has etrn_queues = nosuch: there is "
+			      "no such queue\n");
+	stop_ferryd_cleanly(&fi);
+}
