@@ -4,7 +4,7 @@
 # fresh spool on the same disk as the checkout, runs ferry-bench against it,
 # and stops it. Loopback only; every run is bounded by ferry-bench --timeout.
 #
-#   bench/scenarios.sh [accept|latency|scale|idle|restart|attack|relay|drain|etrn|fsync|all]
+#   bench/scenarios.sh [accept|latency|scale|idle|restart|attack|relay|drain|etrn|fsync|all|charts]
 #
 # relay sends through ferryd to `ferry-bench sink` (a domain's transport),
 # drain holds 100,000 messages for one domain, then flushes them to the
@@ -18,15 +18,17 @@
 #
 # Every scenario but attack also appends its figures to
 # bench/results/SCENARIO.csv (one row per ferry-bench run, the header once;
-# bench/figures.py).
+# bench/figures.py), and then bench/charts.sh redraws the PNG charts in
+# bench/charts/ from those files. `charts` only redraws them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 what=${1:-all}
 case $what in
 accept | latency | scale | idle | restart | attack | relay | drain | etrn | fsync | all) ;;
+charts) exec bench/charts.sh ;;
 *)
-	echo "usage: bench/scenarios.sh [accept|latency|scale|idle|restart|attack|relay|drain|etrn|fsync|all]" >&2
+	echo "usage: bench/scenarios.sh [accept|latency|scale|idle|restart|attack|relay|drain|etrn|fsync|all|charts]" >&2
 	exit 2
 	;;
 esac
@@ -378,4 +380,12 @@ case $what in attack)
 	;;
 esac
 
-((${#recorded[@]} == 0)) || echo "figures appended to ${recorded[*]}"
+# The figures of this run, and the charts drawn from every run's.
+if ((${#recorded[@]} > 0)); then
+	echo "figures appended to ${recorded[*]}"
+	if command -v gnuplot >/dev/null; then
+		bench/charts.sh
+	else
+		echo "(no gnuplot: bench/charts.sh not run; tools/install-deps installs gnuplot-nox)"
+	fi
+fi
