@@ -50,12 +50,12 @@ def num(r, key):
 
 
 def gp_string(s):
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
 def tic(r):
-    # 2026-12-03T16:13:32Z -> 12-03 16:13, then the commit
-    return f"{r['date_utc'][5:10]} {r['date_utc'][11:16]}\\n{r['commit']}"
+    # 2026-12-03T16:13:32Z -> 12-03 16:13:32, then the commit
+    return f"{r['date_utc'][5:10]} {r['date_utc'][11:19]}\\n{r['commit']}"
 
 
 def caption(all_rows, files):
@@ -69,8 +69,8 @@ def caption(all_rows, files):
     elif dates[-1][:16] != dates[0][:16]:
         span += "-" + dates[-1][11:16]
     return (f"{'; '.join(machines)}, shared with other work (loopback, noisy: ±20 % run to run). "
-            f"Commit{'s' if len(commits) > 1 else ''} {', '.join(commits)}; runs {span} UTC; "
-            f"{', '.join(files)}")
+            f"Commit{'s' if len(commits) > 1 else ''} {', '.join(commits)}; runs {span} UTC.\n"
+            f"Data: {', '.join(files)}")
 
 
 def write(name, header, lines, settings):
@@ -138,8 +138,8 @@ if etrn or drain:
 postfix_path = os.path.join(results, "postfix.csv")
 pairs = {"messages/s": [], "ms": []}
 used = []
-NAMES = {"accept": "accepting mail\\n(100 sessions)", "scale": "accepting mail\\n(200 sessions)",
-         "relay": "end to end\\n(relay)", "drain": "drain\\n(flush)", "etrn": "drain\\n(ETRN)"}
+NAMES = {"accept": "accept\\n100 sessions", "scale": "accept\\n200 sessions",
+         "relay": "relay\\nend to end", "drain": "drain\\nferryctl flush", "etrn": "drain\\nETRN"}
 if os.path.exists(postfix_path):
     with open(postfix_path, newline="") as f:
         for p in csv.DictReader(f):
@@ -160,21 +160,29 @@ for unit, name in (("messages/s", "postfix_rate"), ("ms", "postfix_first")):
 if used:
     files = sorted({f"bench/results/{r['scenario']}.csv" for r in used})
     with open(os.path.join(tmp, "postfix.gp"), "w") as f:
-        f.write("caption = " + gp_string("ferry: " + caption(used, files + ["postfix.csv"])) + "\n")
+        f.write("caption = " + gp_string("ferry: " + caption(used, files + ["bench/results/postfix.csv"])) + "\n")
 PY
 
-# Shared look: white background, one font, a caption line at the bottom.
+# Shared look: one font, light grid, bars with their value above them, a
+# target as a dashed red line in the key, the caption at the bottom.
 common='
 set terminal pngcairo size 1100,820 font "DejaVu Sans,11" noenhanced
 set datafile missing "?"
 set grid ytics lc rgb "#dddddd"
 set border 3
 set tics nomirror
-set key top left horizontal
-set style fill solid 0.85 noborder
 set xtics scale 0
+set key top left horizontal samplen 2 width 1
+set style fill solid 0.85 noborder
 set format y "%.0f"
+set style textbox opaque noborder margins 1,1
+target = "dt 2 lw 1.5 lc rgb \"#cc0000\""
 '
+# The two-row layout of the per-run charts; TITLE is the chart's.
+rows() {
+	echo "set multiplot layout 2,1 margins 0.09,0.98,0.19,0.9 spacing 0,0.13 title \"$1\" font \",14\""
+	echo 'set label 9 caption at screen 0.01, screen 0.05 font ",9"'
+}
 drawn=()
 
 if [[ -f $tmp/accept.dat ]]; then
@@ -182,23 +190,19 @@ if [[ -f $tmp/accept.dat ]]; then
 $common
 load "$tmp/accept.gp"
 set output "$out/accept.png"
-set multiplot layout 2,1 margins 0.09,0.98,0.17,0.9 spacing 0,0.12 title "ferryd accepting mail: ferry-bench -c 100 -n 20000 -s 1024, durable (250 after fdatasync)" font ",14"
+$(rows "ferryd accepting mail: ferry-bench -c 100 -n 20000 -s 1024, durable (the 250 after fdatasync)")
 @tics
 set xrange [0.4:xmax]
 set yrange [0:ymax1]
-set label 9 caption at screen 0.01, screen 0.02 font ",9"
 set title "Throughput per run (bench/scenarios.sh accept)"
 set ylabel "messages accepted per second"
-set arrow 1 from graph 0, first 20000 to graph 1, first 20000 nohead dt 2 lc rgb "#cc0000" front
-set label 1 "target 20,000 msgs/s (issue 3)" at graph 0.99, first 20000 right offset 0,0.6 tc rgb "#cc0000" front
 plot "$tmp/accept.dat" using (\$1-0.2):2:(0.38) with boxes lc rgb "#3c78b4" title "pipelined", \
-     "" using (\$1-0.2):2:(sprintf("%.0f", \$2)) with labels offset 0,0.7 notitle, \
      "" using (\$1+0.2):5:(0.38) with boxes lc rgb "#8cb4dc" title "--no-pipelining", \
-     "" using (\$1+0.2):5:(sprintf("%.0f", \$5)) with labels offset 0,0.7 notitle
-unset arrow 1
-unset label 1
+     20000 with lines @target title "target: 20,000 msgs/s (issue 3)", \
+     "" using (\$1-0.2):2:(sprintf("%.0f", \$2)) with labels boxed offset 0,0.7 notitle, \
+     "" using (\$1+0.2):5:(sprintf("%.0f", \$5)) with labels boxed offset 0,0.7 notitle
 unset label 9
-set title "Latency per run: end of DATA (final dot) to the 250 reply"
+set title "Latency per run: end of DATA (the final dot) to the 250 reply"
 set ylabel "latency (ms)"
 set format y "%.1f"
 set yrange [0:ymax2]
@@ -206,10 +210,11 @@ plot "$tmp/accept.dat" using (\$1-0.3):3:(0.18) with boxes lc rgb "#8cb4dc" titl
      "" using (\$1-0.1):4:(0.18) with boxes lc rgb "#3c78b4" title "p99, pipelined", \
      "" using (\$1+0.1):6:(0.18) with boxes lc rgb "#f0b48c" title "p50, --no-pipelining", \
      "" using (\$1+0.3):7:(0.18) with boxes lc rgb "#d2691e" title "p99, --no-pipelining", \
-     "" using (\$1-0.1):4:(sprintf("%.1f", \$4)) with labels offset 0,0.7 notitle, \
-     "" using (\$1+0.3):7:(sprintf("%.1f", \$7)) with labels offset 0,0.7 notitle
+     "" using (\$1-0.3):3:(sprintf("%.1f", \$3)) with labels boxed offset 0,0.7 notitle, \
+     "" using (\$1-0.1):4:(sprintf("%.1f", \$4)) with labels boxed offset 0,0.7 notitle, \
+     "" using (\$1+0.1):6:(sprintf("%.1f", \$6)) with labels boxed offset 0,0.7 notitle, \
+     "" using (\$1+0.3):7:(sprintf("%.1f", \$7)) with labels boxed offset 0,0.7 notitle
 unset multiplot
-set output
 GP
 	drawn+=("$out/accept.png")
 fi
@@ -219,21 +224,17 @@ if [[ -f $tmp/relay.dat ]]; then
 $common
 load "$tmp/relay.gp"
 set output "$out/relay.png"
-set multiplot layout 2,1 margins 0.09,0.98,0.17,0.9 spacing 0,0.12 title "End to end: ferry-bench -> ferryd -> ferry-bench sink, 100,000 messages of 1 KiB, 100 sessions" font ",14"
+$(rows "End to end: ferry-bench -> ferryd -> ferry-bench sink, 100,000 messages of 1 KiB, 100 sessions")
 @tics
 set xrange [0.4:xmax]
 set yrange [0:ymax1]
-set label 9 caption at screen 0.01, screen 0.02 font ",9"
-set title "Throughput per run (bench/scenarios.sh relay)"
+set title "Throughput per run (bench/scenarios.sh relay): accepted (ferry-bench), delivered (the sink, first connection to last message)"
 set ylabel "messages per second"
-set arrow 1 from graph 0, first 15000 to graph 1, first 15000 nohead dt 2 lc rgb "#cc0000" front
-set label 1 "target 15,000 msgs/s delivered (issue 9)" at graph 0.99, first 15000 right offset 0,0.6 tc rgb "#cc0000" front
-plot "$tmp/relay.dat" using (\$1-0.2):2:(0.38) with boxes lc rgb "#8cb4dc" title "accepted (ferry-bench: first connect to last 250)", \
-     "" using (\$1-0.2):2:(sprintf("%.0f", \$2)) with labels offset 0,0.7 notitle, \
-     "" using (\$1+0.2):3:(0.38) with boxes lc rgb "#3c78b4" title "delivered (the sink: first connection to last message)", \
-     "" using (\$1+0.2):3:(sprintf("%.0f", \$3)) with labels offset 0,0.7 notitle
-unset arrow 1
-unset label 1
+plot "$tmp/relay.dat" using (\$1-0.2):2:(0.38) with boxes lc rgb "#8cb4dc" title "accepted", \
+     "" using (\$1+0.2):3:(0.38) with boxes lc rgb "#3c78b4" title "delivered", \
+     15000 with lines @target title "target: 15,000 msgs/s delivered (issue 9)", \
+     "" using (\$1-0.2):2:(sprintf("%.0f", \$2)) with labels boxed offset 0,0.7 notitle, \
+     "" using (\$1+0.2):3:(sprintf("%.0f", \$3)) with labels boxed offset 0,0.7 notitle
 unset label 9
 set title "Latency per run while relaying: end of DATA to the 250 reply"
 set ylabel "latency (ms)"
@@ -241,10 +242,9 @@ set format y "%.1f"
 set yrange [0:ymax2]
 plot "$tmp/relay.dat" using (\$1-0.2):4:(0.38) with boxes lc rgb "#8cb4dc" title "p50", \
      "" using (\$1+0.2):5:(0.38) with boxes lc rgb "#3c78b4" title "p99", \
-     "" using (\$1-0.2):4:(sprintf("%.2f", \$4)) with labels offset 0,0.7 notitle, \
-     "" using (\$1+0.2):5:(sprintf("%.2f", \$5)) with labels offset 0,0.7 notitle
+     "" using (\$1-0.2):4:(sprintf("%.1f", \$4)) with labels boxed offset 0,0.7 notitle, \
+     "" using (\$1+0.2):5:(sprintf("%.1f", \$5)) with labels boxed offset 0,0.7 notitle
 unset multiplot
-set output
 GP
 	drawn+=("$out/relay.png")
 fi
@@ -254,80 +254,68 @@ if [[ -f $tmp/etrn.dat ]]; then
 $common
 load "$tmp/etrn.gp"
 set output "$out/etrn.png"
-set multiplot layout 2,1 margins 0.09,0.98,0.17,0.9 spacing 0,0.12 title "Draining 100,000 held 1 KiB messages for one domain into the sink" font ",14"
+$(rows "Draining 100,000 held 1 KiB messages for one domain into the sink")
+set label 8 paired at screen 0.09, screen 0.1 font ",9"
 @tics
 set xrange [0.4:xmax]
 set yrange [0:ymax1]
-set label 9 caption at screen 0.01, screen 0.02 font ",9"
 set title "Drain rate per run: messages over the time from the release to the last delivery"
 set ylabel "messages per second"
-set arrow 1 from graph 0, first 20000 to graph 1, first 20000 nohead dt 2 lc rgb "#cc0000" front
-set label 1 "target 20,000 msgs/s (issues 9, 10)" at graph 0.99, first 20000 right offset 0,0.6 tc rgb "#cc0000" front
-plot "$tmp/etrn.dat" using (\$1-0.2):2:(0.38) with boxes lc rgb "#3c78b4" title "ETRN over SMTP (bench/scenarios.sh etrn)", \
-     "" using (\$1-0.2):2:(sprintf("%.0f", \$2)) with labels offset 0,0.7 notitle, \
-     "" using (\$1+0.2):4:(0.38) with boxes lc rgb "#8cb4dc" title "ferryctl flush (bench/scenarios.sh drain)", \
-     "" using (\$1+0.2):4:(sprintf("%.0f", \$4)) with labels offset 0,0.7 notitle
-unset arrow 1
-unset label 1
+plot "$tmp/etrn.dat" using (\$1-0.2):2:(0.38) with boxes lc rgb "#3c78b4" title "ETRN over SMTP (scenarios.sh etrn)", \
+     "" using (\$1+0.2):4:(0.38) with boxes lc rgb "#8cb4dc" title "ferryctl flush (scenarios.sh drain)", \
+     20000 with lines @target title "target: 20,000 msgs/s (issues 9, 10)", \
+     "" using (\$1-0.2):2:(sprintf("%.0f", \$2)) with labels boxed offset 0,0.7 notitle, \
+     "" using (\$1+0.2):4:(sprintf("%.0f", \$4)) with labels boxed offset 0,0.7 notitle
 unset label 9
-set title "First delivery per run: after the 253 reply (ETRN), after running ferryctl flush (drain)"
+unset label 8
+set title "First delivery per run: after the 253 reply (ETRN), after starting ferryctl flush (drain)"
 set ylabel "first delivery (ms)"
-set format y "%.0f"
 set yrange [0:ymax2]
-set arrow 1 from graph 0, first 50 to graph 1, first 50 nohead dt 2 lc rgb "#cc0000" front
-set label 1 "target: under 50 ms" at graph 0.99, first 50 right offset 0,0.6 tc rgb "#cc0000" front
-if (strlen(paired) > 0) set label 2 paired at screen 0.09, screen 0.065 font ",9"
 plot "$tmp/etrn.dat" using (\$1-0.2):3:(0.38) with boxes lc rgb "#3c78b4" title "ETRN", \
-     "" using (\$1-0.2):3:(sprintf("%.1f", \$3)) with labels offset 0,0.7 notitle, \
      "" using (\$1+0.2):5:(0.38) with boxes lc rgb "#8cb4dc" title "ferryctl flush", \
-     "" using (\$1+0.2):5:(sprintf("%.1f", \$5)) with labels offset 0,0.7 notitle
+     50 with lines @target title "target: under 50 ms", \
+     "" using (\$1-0.2):3:(sprintf("%.1f", \$3)) with labels boxed offset 0,0.7 notitle, \
+     "" using (\$1+0.2):5:(sprintf("%.1f", \$5)) with labels boxed offset 0,0.7 notitle
 unset multiplot
-set output
 GP
 	drawn+=("$out/etrn.png")
 fi
 
+# ferry beside Postfix: throughput, and first delivery when there is a pair.
+postfix_panel() { # DATA TITLE YLABEL FORMAT LEFT RIGHT (screen fractions)
+	cat <<GP
+load "$tmp/$1.gp"
+set lmargin at screen $5
+set rmargin at screen $6
+set tmargin at screen 0.86
+set bmargin at screen 0.27
+@tics
+set xrange [0.4:xmax]
+set yrange [0:ymax1]
+set title "$2"
+set ylabel "$3"
+plot "$tmp/$1.dat" using (\$1-0.2):2:(0.38) with boxes lc rgb "#3c78b4" title "ferry (measured here)", \
+     "" using (\$1+0.2):4:(0.38) with boxes lc rgb "#e08030" title "Postfix (quoted, not measured)", \
+     "" using (\$1-0.2):2:(sprintf("$4 (%d)", \$2, \$3)) with labels boxed offset 0,0.7 notitle, \
+     "" using (\$1+0.2):4:(sprintf("%.0f", \$4)) with labels boxed offset 0,0.7 notitle
+unset label 9
+unset label 8
+GP
+}
 if [[ -f $tmp/postfix_rate.dat ]]; then
-	first_panel=0
-	[[ -f $tmp/postfix_first.dat ]] && first_panel=1
+	split=0.98 # the throughput panel takes the width the other leaves
+	[[ -f $tmp/postfix_first.dat ]] && split=0.62
 	gnuplot <<GP
 $common
 load "$tmp/postfix.gp"
 set output "$out/postfix.png"
-if ($first_panel) {
-	set multiplot layout 1,2 margins 0.08,0.98,0.2,0.88 spacing 0.08,0 title "ferry beside Postfix: Postfix's figures are quoted from the issues (bench/results/postfix.csv), not measured here" font ",13"
-} else {
-	set multiplot layout 1,1 margins 0.08,0.98,0.2,0.88 title "ferry beside Postfix: Postfix's figures are quoted from the issues (bench/results/postfix.csv), not measured here" font ",13"
-}
-set label 9 caption at screen 0.01, screen 0.02 font ",9"
-set label 8 "ferry: the median of its recorded runs (the number of runs in brackets). Postfix: accept and relay on the same kind of machine; ETRN on a backlog of 5,000, not 100,000." at screen 0.01, screen 0.055 font ",9"
-load "$tmp/postfix_rate.gp"
-@tics
-set xrange [0.4:xmax]
-set yrange [0:ymax1]
+set multiplot title "ferry beside Postfix. Postfix's figures are quoted from the issues (bench/results/postfix.csv): not measured here" font ",13"
 set key top right vertical
-set title "Throughput"
-set ylabel "messages per second"
-plot "$tmp/postfix_rate.dat" using (\$1-0.2):2:(0.38) with boxes lc rgb "#3c78b4" title "ferry (measured)", \
-     "" using (\$1-0.2):2:(sprintf("%.0f (%d)", \$2, \$3)) with labels offset 0,0.7 notitle, \
-     "" using (\$1+0.2):4:(0.38) with boxes lc rgb "#e08030" title "Postfix (quoted)", \
-     "" using (\$1+0.2):4:(sprintf("%.0f", \$4)) with labels offset 0,0.7 notitle
-unset label 9
-unset label 8
-if ($first_panel) {
-	load "$tmp/postfix_first.gp"
-	@tics
-	set xrange [0.4:xmax]
-	set yrange [0:ymax1]
-	set title "First delivery after the request"
-	set ylabel "first delivery (ms)"
-	plot "$tmp/postfix_first.dat" using (\$1-0.2):2:(0.38) with boxes lc rgb "#3c78b4" title "ferry (measured)", \
-	     "" using (\$1-0.2):2:(sprintf("%.1f (%d)", \$2, \$3)) with labels offset 0,0.7 notitle, \
-	     "" using (\$1+0.2):4:(0.38) with boxes lc rgb "#e08030" title "Postfix (quoted)", \
-	     "" using (\$1+0.2):4:(sprintf("%.0f", \$4)) with labels offset 0,0.7 notitle
-}
+set label 9 caption at screen 0.01, screen 0.05 font ",9"
+set label 8 "ferry: the median of its recorded runs (the number of runs in brackets). Postfix: figures stated in issues 2, 3, 9 and 10; its ETRN drained\n5,000 messages (ferry: 100,000), its flush a deferred backlog of unstated size. ferry's ETRN first delivery is counted from sending ETRN here." at screen 0.01, screen 0.125 font ",9"
+$(postfix_panel postfix_rate "Throughput" "messages per second" "%.0f" 0.08 "$split")
+$([[ $split != 0.98 ]] && postfix_panel postfix_first "First delivery after the request" "first delivery (ms)" "%.1f" 0.71 0.98)
 unset multiplot
-set output
 GP
 	drawn+=("$out/postfix.png")
 fi
