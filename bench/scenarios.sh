@@ -4,7 +4,7 @@
 # fresh spool on the same disk as the checkout, runs ferry-bench against it,
 # and stops it. Loopback only; every run is bounded by ferry-bench --timeout.
 #
-#   bench/scenarios.sh [accept|latency|scale|idle|restart|attack|relay|drain|etrn|fsync|all]
+#   bench/scenarios.sh [accept|latency|scale|idle|restart|attack|relay|drain|etrn|fsync|all|charts]
 #
 # relay sends through ferryd to `ferry-bench sink` (a domain's transport),
 # drain holds 100,000 messages for one domain, then flushes them to the
@@ -15,14 +15,20 @@
 # and attack runs 10,000 attackers of each kind beside a load, with ferryd
 # at its production limits (bench/conf/attack.conf): neither is part of
 # `all`.
+#
+# Every scenario but attack also appends its figures to
+# bench/results/SCENARIO.csv (one row per ferry-bench run, the header once;
+# bench/figures.py), and then bench/charts.sh redraws the PNG charts in
+# bench/charts/ from those files. `charts` only redraws them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 what=${1:-all}
 case $what in
 accept | latency | scale | idle | restart | attack | relay | drain | etrn | fsync | all) ;;
+charts) exec bench/charts.sh ;;
 *)
-	echo "usage: bench/scenarios.sh [accept|latency|scale|idle|restart|attack|relay|drain|etrn|fsync|all]" >&2
+	echo "usage: bench/scenarios.sh [accept|latency|scale|idle|restart|attack|relay|drain|etrn|fsync|all|charts]" >&2
 	exit 2
 	;;
 esac
@@ -38,6 +44,33 @@ cleanup() {
 	rm -rf "$work"
 }
 trap cleanup EXIT
+
+# Where each run's figures go, and the commit they are of: the checkout's,
+# marked -dirty when its files (other than the figures and charts
+# themselves) differ from it. FERRY_BENCH_COMMIT names another, for
+# binaries built elsewhere (FERRY_BUILD_DIR).
+results=bench/results
+run_date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+commit=${FERRY_BENCH_COMMIT:-}
+if [[ -z $commit ]]; then
+	commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+	git diff --quiet HEAD -- . ':(exclude)bench/results' ':(exclude)bench/charts' 2>/dev/null ||
+		commit+=-dirty
+fi
+recorded=()
+
+# record SCENARIO LABEL: $work/figures.json, the last run's figures, as a
+# row of bench/results/SCENARIO.csv.
+record() {
+	if [[ ! -s $work/figures.json ]]; then
+		echo "($1, $2: no figures to record)"
+		return 0
+	fi
+	python3 bench/figures.py record "$results/$1.csv" "$run_date" "$commit" "$1" "$2" \
+		"$work/figures.json"
+	rm -f "$work/figures.json"
+	[[ " ${recorded[*]} " == *" $results/$1.csv "* ]] || recorded+=("$results/$1.csv")
+}
 
 # start_ferryd [CONF [EXTRA]]: CONF (default bench/conf/bench.conf) with
 # this run's listen address and spool, then the EXTRA lines.
@@ -79,7 +112,7 @@ machine() {
 # The disk's rate of single appending fdatasyncs, for context.
 fsync_rate() {
 	python3 - "$work" <<'PY'
-import os, sys, time
+import json, os, sys, time
 path = os.path.join(sys.argv[1], "fsync-probe")
 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
 n, t0 = 0, time.time()
@@ -89,14 +122,23 @@ while time.time() - t0 < 3:
     n += 1
 os.close(fd)
 os.unlink(path)
-print(f"fsync probe: {n / (time.time() - t0):.0f} appending fdatasync/s (1 KiB each, one thread)")
+rate = n / (time.time() - t0)
+print(f"fsync probe: {rate:.0f} appending fdatasync/s (1 KiB each, one thread)")
+json.dump({"fdatasync_per_sec": round(rate), "seconds": 3}, open(os.path.join(sys.argv[1], "figures.json"), "w"))
 PY
+	record fsync "1 KiB, one thread"
 }
 
+# bench ARGS: one ferry-bench load, its summary printed as ferry-bench
+# prints it, its figures left in $work/figures.json (for record).
 bench() {
 	echo "\$ ferry-bench $*"
-	"$build/ferry-bench" "$@" --timeout 120 "127.0.0.1:$port" ||
-		echo "(ferry-bench: some messages failed, exit status $?)"
+	local status=0
+	rm -f "$work/figures.json"
+	"$build/ferry-bench" "$@" --timeout 120 --json "127.0.0.1:$port" >"$work/load.json" ||
+		status=$?
+	python3 bench/figures.py load "$work/load.json" "$work/figures.json" "$* --timeout 120"
+	((status == 0)) || echo "(ferry-bench: some messages failed, exit status $status)"
 }
 
 machine
@@ -104,32 +146,44 @@ case $what in fsync | all) fsync_rate ;; esac
 case $what in accept | all)
 	start_ferryd
 	bench -c 100 -n 20000 -s 1024
+	record accept pipelined
 	bench -c 100 -n 20000 -s 1024 --no-pipelining
+	record accept no-pipelining
 	stop_ferryd
 	;;
 esac
 case $what in latency | all)
 	start_ferryd
 	bench -c 100 -n 100000 -s 1024 --rate 10000
+	record latency "offered 10000/s"
 	stop_ferryd
 	;;
 esac
 case $what in scale | all)
 	start_ferryd
-	for c in 100 200 1000; do bench -c "$c" -n 20000 -s 1024; done
+	for c in 100 200 1000; do
+		bench -c "$c" -n 20000 -s 1024
+		record scale "$c sessions"
+	done
 	stop_ferryd
 	;;
 esac
 case $what in idle | all)
 	start_ferryd # fresh: resident memory only grows
-	"$build/ferry-bench" idle -c 10000 --pid "$pid" "127.0.0.1:$port"
+	rm -f "$work/figures.json"
+	"$build/ferry-bench" idle -c 10000 --pid "$pid" --json "127.0.0.1:$port" >"$work/idle.json" ||
+		echo "(ferry-bench idle: exit status $?)"
+	python3 bench/figures.py idle "$work/idle.json" "$work/figures.json"
+	record idle "10000 sessions"
 	stop_ferryd
 	;;
 esac
 case $what in restart)
 	start_ferryd
 	bench -c 100 -n 1000000 -s 1024
+	mv "$work/figures.json" "$work/fill.json" 2>/dev/null || true
 	stop_ferryd
+	declare -A accepting_ms=()
 	# Time from exec to accepting connections, with the whole queue rebuilt:
 	# once with the segments in the page cache, once cold (when allowed).
 	for cache in warm cold; do
@@ -151,11 +205,23 @@ case $what in restart)
 		done
 		((tries < 6000)) || { echo "ferryd did not accept within 60 s" >&2; exit 1; }
 		t1=$(date +%s%N)
-		echo "restart ($cache page cache): accepting connections $(((t1 - t0) / 1000000)) ms after exec"
+		accepting_ms[$cache]=$(((t1 - t0) / 1000000))
+		echo "restart ($cache page cache): accepting connections ${accepting_ms[$cache]} ms after exec"
 		grep 'listening on' "$work/ferryd.log" || true
 		stop_ferryd
 	done
 	echo "spool: $(du -sh "$work/spool/segments" | cut -f1) in $(ls "$work/spool/segments" | wc -l) segments"
+	python3 - "$work/fill.json" "${accepting_ms[warm]:-}" "${accepting_ms[cold]:-}" \
+		"$(du -sb "$work/spool/segments" | cut -f1)" "$(ls "$work/spool/segments" | wc -l)" \
+		>"$work/figures.json" <<'PY'
+import json, os, sys
+fill = json.load(open(sys.argv[1])) if os.path.exists(sys.argv[1]) else {}
+warm, cold, spool_bytes, segments = sys.argv[2:6]
+print(json.dumps({"warm_ms": warm, "cold_ms": cold, "messages": fill.get("messages", ""),
+                  "fill_msgs_per_sec": fill.get("msgs_per_sec", ""), "fill_p99_ms": fill.get("p99_ms", ""),
+                  "fill_max_ms": fill.get("max_ms", ""), "spool_bytes": spool_bytes, "segments": segments}))
+PY
+	record restart "1000000 messages"
 	;;
 esac
 # start_sink N: ferry-bench sink on 127.0.0.1:$sink_port until it has N
@@ -187,7 +253,19 @@ case $what in relay | all)
 	start_ferryd bench/conf/bench.conf \
 		"\n[domain sink.example]\ntransport = [127.0.0.1]:$sink_port\n"
 	bench -c 100 -n "$n" -s 1024 --to rcpt@sink.example
+	mv "$work/figures.json" "$work/fill.json" 2>/dev/null || echo '{}' >"$work/fill.json"
 	wait_sink
+	python3 - "$work/fill.json" "$work/sink.json" >"$work/figures.json" <<'PY'
+import json, sys
+load, r = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+print(json.dumps({"accepted_msgs_per_sec": load.get("msgs_per_sec", ""),
+                  "delivered_msgs_per_sec": round(r["msgs_per_sec"], 1),
+                  "p50_ms": load.get("p50_ms", ""), "p99_ms": load.get("p99_ms", ""),
+                  "max_ms": load.get("max_ms", ""), "sessions": load.get("sessions", ""),
+                  "accepted": load.get("accepted", ""), "delivered": r["messages"],
+                  "connections": r["connections"]}))
+PY
+	record relay "1 KiB, 100 sessions"
 	stop_ferryd
 	ferryd_log_summary
 	;;
@@ -199,18 +277,25 @@ case $what in drain | all)
 	start_ferryd bench/conf/bench.conf \
 		"\n[domain drain.example]\ntransport = [127.0.0.1]:$sink_port\nhold = yes\n"
 	bench -c 100 -n "$n" -s 1024 --to rcpt@drain.example
+	mv "$work/figures.json" "$work/fill.json" 2>/dev/null || echo '{}' >"$work/fill.json"
 	start_sink "$n"
 	t_flush=$(date +%s%N)
 	"$build/ferryctl" -c "$work/ferry.conf" flush drain.example
 	wait_sink
-	python3 - "$work/sink.json" "$t_flush" <<'PY'
+	python3 - "$work/sink.json" "$t_flush" "$work/fill.json" "$work/figures.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 flush_ms = int(sys.argv[2]) / 1e6
 first, last = r["first_message_unix_ms"] - flush_ms, r["last_message_unix_ms"] - flush_ms
 print(f"drain: {r['messages']} messages, first {first:.1f} ms after the flush, "
       f"last {last:.0f} ms after it: {r['messages'] / (last / 1000):.0f} messages/s")
+fill = json.load(open(sys.argv[3]))
+json.dump({"first_ms": round(first, 1), "last_ms": round(last), "msgs_per_sec": round(r["messages"] / (last / 1000)),
+           "messages": r["messages"], "connections": r["connections"],
+           "fill_msgs_per_sec": fill.get("msgs_per_sec", ""), "fill_p99_ms": fill.get("p99_ms", "")},
+          open(sys.argv[4], "w"))
 PY
+	record drain "ferryctl flush"
 	stop_ferryd
 	ferryd_log_summary
 	;;
@@ -223,6 +308,7 @@ case $what in etrn | all)
 	start_ferryd bench/conf/bench.conf \
 		"\n[domain etrn.example]\ntransport = [127.0.0.1]:$sink_port\nhold = yes\netrn_networks = 127.0.0.1/32\n"
 	bench -c 100 -n "$n" -s 1024 --to rcpt@etrn.example
+	mv "$work/figures.json" "$work/fill.json" 2>/dev/null || echo '{}' >"$work/fill.json"
 	start_sink "$n"
 	python3 - "$port" etrn.example "$n" "$work/etrn.json" <<'PY' || {
 import json, re, smtplib, sys, time
@@ -245,7 +331,7 @@ PY
 		exit 1
 	}
 	wait_sink
-	python3 - "$work/sink.json" "$work/etrn.json" "$n" <<'PY'
+	python3 - "$work/sink.json" "$work/etrn.json" "$n" "$work/fill.json" "$work/figures.json" <<'PY'
 import json, sys
 r, e, n = json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), int(sys.argv[3])
 sent_ms, reply_ms = e["sent_unix_ns"] / 1e6, e["reply_unix_ns"] / 1e6
@@ -256,7 +342,16 @@ print(f"etrn: reply {reply_ms - sent_ms:.1f} ms after ETRN was sent; {r['message
       f"({r['messages'] / ((r['last_message_unix_ms'] - sent_ms) / 1000):.0f} from the ETRN sent)")
 if r["messages"] != n:
     print(f"etrn: the sink had {r['messages']} messages, not {n}")
+fill = json.load(open(sys.argv[4]))
+json.dump({"reply_ms": round(reply_ms - sent_ms, 1), "first_ms": round(first, 1), "last_ms": round(last),
+           "msgs_per_sec": round(r["messages"] / (last / 1000)),
+           "first_ms_from_sent": round(r["first_message_unix_ms"] - sent_ms, 1),
+           "msgs_per_sec_from_sent": round(r["messages"] / ((r["last_message_unix_ms"] - sent_ms) / 1000)),
+           "messages": r["messages"], "connections": r["connections"],
+           "fill_msgs_per_sec": fill.get("msgs_per_sec", ""), "fill_p99_ms": fill.get("p99_ms", "")},
+          open(sys.argv[5], "w"))
 PY
+	record etrn "ETRN over SMTP"
 	stop_ferryd
 	ferryd_log_summary
 	;;
@@ -284,3 +379,13 @@ case $what in attack)
 	done
 	;;
 esac
+
+# The figures of this run, and the charts drawn from every run's.
+if ((${#recorded[@]} > 0)); then
+	echo "figures appended to ${recorded[*]}"
+	if command -v gnuplot >/dev/null; then
+		bench/charts.sh
+	else
+		echo "(no gnuplot: bench/charts.sh not run; tools/install-deps installs gnuplot-nox)"
+	fi
+fi
