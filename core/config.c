@@ -600,6 +600,7 @@ static int config_finish(struct config_parse_state *st)
 	/* Its default follows the host name, whichever line set that. */
 	if (cfg->postmaster[0] == '\0')
 		snprintf(cfg->postmaster, sizeof(cfg->postmaster), "postmaster@%s", cfg->hostname);
+	config_domain_index(cfg);
 	return 0;
 }
 

@@ -173,6 +173,10 @@ struct config {
 	/* [domain NAME] sections, in the file's order */
 	struct config_domain *domains;
 	size_t ndomains, domains_cap;
+	/* A hash of the sections by name, built when loading ends, so that
+	 * config_domain_find costs one probe per label, not a scan
+	 * (config_domain.c); NULL or out of date: the scan. */
+	struct config_domain_index *domain_index;
 	bool domains_from_file; /* the file has replaced the built-in ones already */
 
 	/* [metrics] */
@@ -215,12 +219,15 @@ unsigned config_key_line(const struct config *cfg, const char *section, const ch
 /* Print the effective configuration in the file's own syntax. */
 void config_print(const struct config *cfg, FILE *out);
 
+struct config_domain_index;
+
 /*
  * The [domain] entry that rules mail for `domain` (len octets, any case):
  * an entry for that very name, else the entry for the closest parent
  * written with a leading dot (".customer.example" rules a.customer.example
  * and a.b.customer.example, not customer.example nor xcustomer.example).
- * NULL: none does; [delivery] applies. (core/config_domain.c)
+ * NULL: none does; [delivery] applies. One hash probe per label of the
+ * domain once loading has ended (core/config_domain.c).
  */
 const struct config_domain *config_domain_find(const struct config *cfg, const char *domain,
 					       size_t len);

@@ -104,8 +104,70 @@ int config_domain_defaults(struct config *cfg)
 	return 0;
 }
 
+struct config_domain_index {
+	uint32_t mask;   /* capacity - 1, a power of two */
+	size_t count;    /* the sections indexed: stale when cfg->ndomains differs */
+	uint32_t *slots; /* index into cfg->domains + 1; 0: empty */
+};
+
+static void config_domain_index_free(struct config *cfg)
+{
+	if (cfg->domain_index != NULL)
+		free(cfg->domain_index->slots);
+	free(cfg->domain_index);
+	cfg->domain_index = NULL;
+}
+
+/* FNV-1a of the lower-cased name and whether it is a ".name" section. */
+static uint32_t config_domain_hash(const char *name, size_t len, bool subdomains)
+{
+	uint32_t h = subdomains ? 0x811c9dc5u ^ 0x2eu : 0x811c9dc5u;
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ (uint8_t)tolower((unsigned char)name[i])) * 0x01000193u;
+	return h;
+}
+
+void config_domain_index(struct config *cfg)
+{
+	config_domain_index_free(cfg);
+	struct config_domain_index *ix = calloc(1, sizeof(*ix));
+	uint32_t cap = 16;
+	while (cap < cfg->ndomains * 2)
+		cap *= 2;
+	if (ix == NULL || (ix->slots = calloc(cap, sizeof(*ix->slots))) == NULL) {
+		free(ix);
+		return;
+	}
+	ix->mask = cap - 1;
+	ix->count = cfg->ndomains;
+	for (size_t i = 0; i < cfg->ndomains; i++) {
+		const struct config_domain *d = &cfg->domains[i];
+		uint32_t h = config_domain_hash(d->name, strlen(d->name), d->subdomains);
+		while (ix->slots[h & ix->mask] != 0)
+			h++;
+		ix->slots[h & ix->mask] = (uint32_t)i + 1;
+	}
+	cfg->domain_index = ix;
+}
+
+static const struct config_domain *config_domain_probe(const struct config *cfg, const char *name,
+						       size_t len, bool subdomains)
+{
+	const struct config_domain_index *ix = cfg->domain_index;
+	for (uint32_t h = config_domain_hash(name, len, subdomains);; h++) {
+		uint32_t slot = ix->slots[h & ix->mask];
+		if (slot == 0)
+			return NULL;
+		const struct config_domain *d = &cfg->domains[slot - 1];
+		if (d->subdomains == subdomains && strlen(d->name) == len &&
+		    strncasecmp(d->name, name, len) == 0)
+			return d;
+	}
+}
+
 void config_domain_free(struct config *cfg)
 {
+	config_domain_index_free(cfg);
 	free(cfg->domains);
 	cfg->domains = NULL;
 	cfg->ndomains = 0;
@@ -281,6 +343,14 @@ void config_domain_print(const struct config *cfg, FILE *out)
 const struct config_domain *config_domain_find(const struct config *cfg, const char *domain,
 					       size_t len)
 {
+	if (cfg->domain_index != NULL && cfg->domain_index->count == cfg->ndomains) {
+		const struct config_domain *d = config_domain_probe(cfg, domain, len, false);
+		/* Else the closest parent's ".name": the longest first. */
+		for (size_t i = 0; d == NULL && i < len; i++)
+			if (domain[i] == '.')
+				d = config_domain_probe(cfg, domain + i + 1, len - i - 1, true);
+		return d;
+	}
 	const struct config_domain *best = NULL;
 	size_t best_len = 0;
 	for (size_t i = 0; i < cfg->ndomains; i++) {

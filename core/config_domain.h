@@ -32,4 +32,8 @@ void config_domain_print(const struct config *cfg, FILE *out);
 
 void config_domain_free(struct config *cfg);
 
+/* Index the sections by name for config_domain_find (at the end of a
+ * load). Without memory it leaves none: the lookup scans. */
+void config_domain_index(struct config *cfg);
+
 #endif

@@ -636,8 +636,56 @@ Test(config, bad_etrn_values_are_refused)
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		config_free(&cfg);
 		config_defaults(&cfg);
-		cr_expect_neq(config_load_string(&cfg, cases[i].text, "e.conf", err, sizeof(err)), 0,
-			      "%s", cases[i].text);
+		cr_expect_neq(config_load_string(&cfg, cases[i].text, "e.conf", err, sizeof(err)),
+			      0, "%s", cases[i].text);
 		cr_expect_not_null(strstr(err, cases[i].want), "%s: %s", cases[i].text, err);
+	}
+}
+
+/* The hash index answers as the plain scan does (the scan is what a
+ * config without an index uses). */
+Test(config, domain_index_agrees_with_the_scan)
+{
+	const char *text = "[domain customer.example]\n"
+			   "[domain .customer.example]\n"
+			   "[domain .b.customer.example]\n"
+			   "[domain x.b.customer.example]\n"
+			   "[domain Example.ORG]\n"
+			   "[domain .org]\n"
+			   "[domain a.b.c.d.e.f.g]\n"
+			   "[domain .c.d.e.f.g]\n";
+	cr_assert_eq(config_load_string(&cfg, text, "i.conf", err, sizeof(err)), 0, "%s", err);
+	cr_assert_not_null(cfg.domain_index);
+	static const char *const names[] = {"customer.example",
+					    "CUSTOMER.example",
+					    "a.customer.example",
+					    "b.customer.example",
+					    "y.b.customer.example",
+					    "x.b.customer.example",
+					    "xcustomer.example",
+					    "example",
+					    "example.org",
+					    "www.example.org",
+					    "org",
+					    "other.org",
+					    "a.b.c.d.e.f.g",
+					    "z.a.b.c.d.e.f.g",
+					    "d.e.f.g",
+					    "x.c.d.e.f.g",
+					    "",
+					    ".",
+					    "customer.example.",
+					    ".customer.example",
+					    "a..customer.example"};
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		const struct config_domain *indexed =
+			config_domain_find(&cfg, names[i], strlen(names[i]));
+		struct config_domain_index *ix = cfg.domain_index;
+		cfg.domain_index = NULL;
+		const struct config_domain *scanned =
+			config_domain_find(&cfg, names[i], strlen(names[i]));
+		cfg.domain_index = ix;
+		cr_expect_eq(indexed, scanned, "'%s': index %s, scan %s", names[i],
+			     indexed ? indexed->name : "none", scanned ? scanned->name : "none");
 	}
 }
