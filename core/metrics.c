@@ -100,7 +100,9 @@ void metrics_merge(struct metrics *into, const struct metrics *from)
 /* A number as Prometheus reads it: integers without a fraction. */
 static void metrics_number(char *out, size_t size, double v)
 {
-	if (isinf(v))
+	if (isnan(v))
+		snprintf(out, size, "NaN");
+	else if (isinf(v))
 		snprintf(out, size, v > 0 ? "+Inf" : "-Inf");
 	else if (v == floor(v) && fabs(v) < 1e15)
 		snprintf(out, size, "%.0f", v);

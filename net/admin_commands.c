@@ -195,11 +195,8 @@ static struct admin_request *admin_ask_workers(const struct admin_commands *c,
 	pthread_mutex_init(&req->lock, NULL);
 	req->command = command;
 	req->delivery = c->delivery;
-	if (plan != NULL) { /* the request owns it from now on */
-		req->plan = *plan;
-		plan->targets = NULL;
-		plan->ntargets = 0;
-	}
+	if (plan != NULL) /* the request owns it from now on */
+		etrn_plan_move(&req->plan, plan);
 	memcpy(req->arg, arg, arg_len);
 	req->arg[arg_len] = '\0';
 	req->arg_len = arg_len;

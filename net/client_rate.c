@@ -79,7 +79,9 @@ void client_rate_destroy(struct client_rate *cr)
 
 static bool client_rate_expired(const struct client_rate_entry *e, uint64_t now_ms)
 {
-	return e->count == 0 || now_ms - e->since >= CLIENT_RATE_WINDOW_MS;
+	/* Another worker's clock may lag the one that opened the window by
+	 * a loop turn: a time before its start is inside it. */
+	return e->count == 0 || (now_ms >= e->since && now_ms - e->since >= CLIENT_RATE_WINDOW_MS);
 }
 
 /* The entry for key in b: its own, else the place it takes (see the

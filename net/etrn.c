@@ -154,7 +154,8 @@ static int etrn_add_name(void *arg, const char *word, size_t len)
 	char text[ETRN_NAME_MAX + 2];
 	int n = snprintf(text, sizeof(text), "%s%.*s", node ? "" : "#",
 			 (int)(len < ETRN_NAME_MAX ? len : ETRN_NAME_MAX), word);
-	if (len > ETRN_NAME_MAX || etrn_parse(text, (size_t)n, &parsed) != 0) {
+	if (len > ETRN_NAME_MAX || etrn_parse(text, (size_t)n, &parsed) != 0 ||
+	    parsed.form != (node ? ETRN_FORM_NODE : ETRN_FORM_QUEUE)) {
 		snprintf(b->why, b->why_size,
 			 node ? "not a fully qualified host name (e.g. mail.customer.example): "
 				"'%.*s'"
@@ -391,6 +392,16 @@ void etrn_plan_free(struct etrn_plan *plan)
 	free(plan->targets);
 	plan->targets = NULL;
 	plan->ntargets = 0;
+}
+
+void etrn_plan_move(struct etrn_plan *to, struct etrn_plan *from)
+{
+	*to = *from;
+	for (size_t i = 0; i < to->ntargets; i++)
+		if (to->targets[i].name == from->arg.name)
+			to->targets[i].name = to->arg.name;
+	from->targets = NULL;
+	from->ntargets = 0;
 }
 
 bool etrn_plan_covers(const struct etrn_plan *plan, const char *domain, size_t len)

@@ -103,6 +103,10 @@ int etrn_plan_make(const struct etrn_policy *p, const struct sockaddr *client,
 		   const struct etrn_argument *arg, struct etrn_plan *plan);
 void etrn_plan_free(struct etrn_plan *plan);
 
+/* A plan points into itself (an @domain target names plan->arg): it is
+ * never copied as a struct, but moved with this; `from` is left empty. */
+void etrn_plan_move(struct etrn_plan *to, struct etrn_plan *from);
+
 /* Does the plan cover this queued domain (len octets, any case)? */
 bool etrn_plan_covers(const struct etrn_plan *plan, const char *domain, size_t len);
 

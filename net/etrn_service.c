@@ -45,6 +45,8 @@ struct etrn_request {
 	struct list_node link;        /* origin->requests */
 	struct smtp_session *session; /* NULL once the session went */
 	struct etrn_plan plan;
+	char argument[ETRN_NAME_MAX + 8]; /* as sent, for the log (cut short) */
+	size_t argument_len;
 	int code;             /* the reply, once known */
 	uint64_t reply_at_ms; /* not before (a flood is slowed) */
 	struct timer delay;   /* until reply_at_ms */
@@ -239,8 +241,8 @@ static void etrn_answer(struct etrn_worker *ew, struct smtp_session *s,
 /* Answered (and logged: the flush happened even if the client left). */
 static void etrn_request_answer(struct etrn_request *req)
 {
-	etrn_answer(req->origin, req->session, &req->plan.arg, req->plan.arg.shown,
-		    strlen(req->plan.arg.shown), req->code, &req->total, req->plan.reason);
+	etrn_answer(req->origin, req->session, &req->plan.arg, req->argument, req->argument_len,
+		    req->code, &req->total, req->plan.reason);
 	etrn_request_free(req);
 }
 
@@ -340,37 +342,34 @@ void etrn_session_request(void *arg, struct smtp_session *s, const char *argumen
 			delay = cfg->etrn_flood_delay_ms;
 	}
 
+	struct etrn_argument parsed;
+	int code = etrn_parse(argument, len, &parsed);
+	if (code != 0) { /* nothing parsed to show: the argument as sent is logged */
+		etrn_answer(ew, s, NULL, argument, len, code, NULL, NULL);
+		return;
+	}
 	uint32_t nworkers = queue_store_workers(st->store);
 	struct etrn_request *req = calloc(1, sizeof(*req) + nworkers * sizeof(req->parts[0]));
 	if (req == NULL) {
-		etrn_answer(ew, s, NULL, argument, len, 458, NULL, NULL);
+		etrn_answer(ew, s, &parsed, argument, len, 458, NULL, NULL);
 		return;
 	}
+	req->argument_len = len < sizeof(req->argument) ? len : sizeof(req->argument);
+	memcpy(req->argument, argument, req->argument_len);
 	req->origin = ew;
 	req->session = s;
 	req->reply_at_ms = w->now_ms + delay;
 	timer_init(&req->delay, etrn_delay_fire);
 	list_insert_tail(&ew->requests, &req->link);
 
-	struct etrn_argument parsed;
-	int code = etrn_parse(argument, len, &parsed);
-	if (code == 0) {
-		if (etrn_plan_make(st->policy, (const struct sockaddr *)&s->client, &parsed,
-				   &req->plan) != 0) {
-			req->plan.arg = parsed;
-			code = 458;
-		} else {
-			code = req->plan.code;
-		}
+	if (etrn_plan_make(st->policy, (const struct sockaddr *)&s->client, &parsed, &req->plan) !=
+	    0) {
+		req->plan.arg = parsed;
+		req->code = 458;
+	} else {
+		req->code = req->plan.code;
 	}
-	if (code != 0) {
-		req->code = code;
-		if (code == 500 || code == 501) {
-			/* Nothing parsed to show: log the argument as sent. */
-			etrn_answer(ew, s, NULL, argument, len, code, NULL, NULL);
-			etrn_request_free(req);
-			return;
-		}
+	if (req->code != 0) { /* 458, 459: answered (after any flood delay) */
 		etrn_request_done(req);
 		return;
 	}

@@ -150,10 +150,12 @@ struct outbound *outbound_of_worker(const struct outbound_settings *s, unsigned 
  */
 unsigned outbound_flush(struct outbound *ob, const char *domain, size_t len);
 /* ETRN's flush: as outbound_flush, unless a flush of the domain started by
- * ETRN less than window_ms ago still runs (its destination has mail
- * left): then that one is joined, nothing moves, and *joined is set.
- * While the window runs, new mail for a held domain is not held: the
- * site is there to take it. */
+ * ETRN less than window_ms ago still runs (its mail is ready or in
+ * flight, or connections are open): then that one is joined, nothing
+ * moves, and *joined is set. A flush whose mail is all deferred again
+ * (the site refused it) does not run: a new ETRN flushes anew. While the
+ * window runs and the destination lives, new mail for a held domain is
+ * not held: the site is there to take it. */
 unsigned outbound_etrn_flush(struct outbound *ob, const char *domain, size_t len,
 			     uint32_t window_ms, bool *joined);
 unsigned outbound_flush_all(struct outbound *ob);
@@ -262,6 +264,11 @@ void outbound_session_from(struct outbound_dest *d);
  * connection failure): the destination, and those waiting for a free
  * connection, may open another. */
 void outbound_session_gone(struct outbound_dest *d, bool failed);
+
+/* The metrics (net/outbound_metrics.c): a recipient delivered `seconds`
+ * after its message arrived; the service's callback. */
+void outbound_observe_delay(struct outbound *ob, double seconds);
+void outbound_service_metrics(struct worker *w, void *state, struct metrics *out);
 
 /* For the bouncer: a recipient whose DSN could not be made is deferred,
  * with its destination's retry set. */

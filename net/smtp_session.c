@@ -708,6 +708,7 @@ static void smtp_handle_line(struct smtp_session *s, const char *line, size_t le
 
 static void smtp_data_finish(struct smtp_session *s)
 {
+	s->replying_to = SMTP_VERB_DATA; /* the end of DATA answers for the message */
 	const struct smtp_data_decoder *d = &s->data;
 	const char *refusal = NULL;
 	char text[160];
@@ -741,6 +742,7 @@ static void smtp_data_finish(struct smtp_session *s)
 		s->state = SMTP_STATE_HELO;
 		smtp_transaction_reset(s);
 		smtp_reply(s, "%s", refusal);
+		s->replying_to = SMTP_VERB_UNKNOWN;
 		smtp_drain_if_idle(s);
 		return;
 	}
@@ -795,6 +797,7 @@ static struct smtp_session *smtp_session_of(struct queue_client *client)
 
 static void smtp_queue_committed(struct queue_client *client, int status)
 {
+	smtp_session_of(client)->replying_to = SMTP_VERB_DATA;
 	struct smtp_session *s = smtp_session_of(client);
 	/* After this callback the message is the store's alone (queue.h):
 	 * use the id copied at begin. */
@@ -821,6 +824,7 @@ static void smtp_queue_committed(struct queue_client *client, int status)
 	s->message = NULL; /* the store's from now on */
 	s->messages++;
 	s->waiting = false;
+	s->replying_to = SMTP_VERB_UNKNOWN; /* a drain's 421 below is no refusal */
 	if (s->state != SMTP_STATE_CLOSED)
 		s->state = SMTP_STATE_HELO;
 	smtp_transaction_reset(s);
@@ -951,6 +955,8 @@ size_t smtp_session_feed(struct smtp_session *s, const char *data, size_t len)
 			continue;
 		}
 		smtp_handle_line(s, s->line.buf, s->line.len);
+		/* Later replies (a timeout's, shutdown's) are not this line's. */
+		s->replying_to = SMTP_VERB_UNKNOWN;
 		smtp_drain_if_idle(s);
 	}
 	return done;

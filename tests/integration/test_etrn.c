@@ -99,30 +99,21 @@ static int arrived(const struct next_hop *hop, const char *rcpt)
 /*
  * RFC 1985's example session, line by line, with ferry's codes where the
  * RFC allows alternatives: uu.net's two messages are counted (253, where
- * the RFC shows 250), and asked again while its flush runs (the next hop
- * is down, the mail deferred) the flush is joined and the count told
- * again (253, where the RFC shows 252). A lower-case verb ended by a bare
- * LF (old clients) is taken.
+ * the RFC shows 250), and asked again while its flush runs (its site is
+ * slow to take them) the flush is joined and the count told again (253,
+ * where the RFC shows 252). A lower-case verb ended by a bare LF (old
+ * clients) is taken.
  */
 Test(etrn, rfc_1985_example_replayed)
 {
-	struct next_hop hop;
+	struct next_hop hop, slow;
 	next_hop_start(&hop, NULL);
-	int fd;
-	int down = -1;
-	{
-		/* a loopback port where nothing listens: uu.net's hop is down */
-		struct sockaddr_in a = {.sin_family = AF_INET,
-					.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-		socklen_t len = sizeof(a);
-		fd = socket(AF_INET, SOCK_STREAM, 0);
-		cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-		cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-		down = ntohs(a.sin_port);
-	}
+	/* uu.net's site takes its time: its flush still runs when asked again. */
+	static const char *const slowly[] = {"--data-delay", "3", NULL};
+	next_hop_start(&slow, slowly);
 	static char cfg[4096];
 	cfg[0] = '\0';
-	add_domain(cfg, sizeof(cfg), "uu.net", down, NULL);
+	add_domain(cfg, sizeof(cfg), "uu.net", slow.port, NULL);
 	add_domain(cfg, sizeof(cfg), "sigurd.innovat.com", hop.port, NULL);
 	add_domain(cfg, sizeof(cfg), "innovat.com", hop.port, NULL);
 	add_domain(cfg, sizeof(cfg), ".innovat.com", hop.port, NULL);
@@ -165,8 +156,9 @@ Test(etrn, rfc_1985_example_replayed)
 		     1);
 	harness_sleep_ms(500);
 	cr_assert_eq(arrived(&hop, "d@forbidden.net"), 0, "a refused ETRN released mail");
+	cr_assert_eq(next_hop_wait_delivered(&slow, "a@uu.net", 1, WAIT_MS), 1);
+	cr_assert_eq(next_hop_wait_delivered(&slow, "b@uu.net", 1, WAIT_MS), 1);
 	stop_ferryd_cleanly(&fi);
-	close(fd);
 }
 
 /* ---- what each form covers ------------------------------------------------------------ */
@@ -675,4 +667,39 @@ Test(etrn, ferryctl_flushes_a_queue_and_a_domain_tree)
 	cr_assert_str_eq(err, "ferryctl: no [domain] section has etrn_queues = nosuch: there is "
 			      "no such queue\n");
 	stop_ferryd_cleanly(&fi);
+}
+
+/*
+ * A flush whose mail was all deferred again (the site's server refused
+ * the connection) is not running: the next ETRN is no join but a new
+ * flush, which tries the site again at once.
+ */
+Test(etrn, a_flush_the_site_refused_is_tried_again_by_the_next_etrn)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t alen = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM, 0); /* bound, never listening: refused */
+	cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
+	static char cfg[4096];
+	cfg[0] = '\0';
+	add_domain(cfg, sizeof(cfg), "asleep.example", ntohs(a.sin_port), NULL);
+	struct ferry_instance fi;
+	start_ferryd(&fi, cfg);
+	send_to(&fi, "u@asleep.example");
+	struct smtp_client c;
+	etrn_session(&c, &fi);
+	for (int round = 1; round <= 2; round++) {
+		expect_line(&c, "ETRN asleep.example",
+			    "253 2.0.0 OK, 1 pending messages for node asleep.example started");
+		cr_assert_eq(log_wait(&fi, "rcpt=u@asleep.example relay=none", round, WAIT_MS),
+			     round, "attempt %d was not made", round);
+	}
+	expect_command(&c, "QUIT", 221, NULL);
+	smtp_client_close(&c);
+	cr_assert_eq(harness_log_count(&fi, "argument=asleep.example domains=asleep.example "
+					    "reply=253 messages=1 released=1 joined=0"),
+		     2, "%s", harness_log(&fi));
+	stop_ferryd_cleanly(&fi);
+	close(fd);
 }

@@ -2242,3 +2242,23 @@ Test(session, etrn_not_inside_a_transaction)
 	expect("ETRN x.test\r\n", ETRN_IN_MAIL);
 	cr_assert_eq(etrn_calls, 0);
 }
+
+/* The metrics' refusal counters: a recipient refused counts as one, by
+ * its code; a timeout's 421 afterwards is no refusal of anything. */
+Test(session, refusals_are_counted_by_what_they_refuse)
+{
+	static struct smtp_counters c;
+	memset(&c, 0, sizeof(c));
+	to_mail(UNTRUSTED);
+	session.counters = &c;
+	expect("RCPT TO:<x@elsewhere.test>\r\n", RELAY_DENIED("x@elsewhere.test"));
+	expect("RCPT TO:<user@relay.example>\r\n", RCPT_OK);
+	expect("MAIL FROM:<again@client.test>\r\n", "503 5.5.1 Error: nested MAIL command\r\n");
+	smtp_session_timeout(&session);
+	take();
+	cr_assert_eq(c.recipients_refused[554 - 400], 1);
+	cr_assert_eq(c.messages_refused[503 - 400], 1, "the nested MAIL refused");
+	cr_assert_eq(c.messages_refused[421 - 400] + c.recipients_refused[421 - 400], 0,
+		     "the timeout's 421 refused no message");
+	cr_assert_eq(c.messages_received, 0);
+}
