@@ -1,5 +1,7 @@
 /*
- * smtp_session — the server side of one SMTP session, as a state machine.
+ * smtp_session — the server side of one SMTP session, as a state machine
+ * (net/smtp_session.c; its DATA half, the message's way into the store, in
+ * net/smtp_session_data.c).
  * No sockets and no ring: bytes in, replies out, and calls into the queue
  * contract (queue/queue.h). net/inbound_session.c puts it on a connection;
  * the unit tests drive it directly.
