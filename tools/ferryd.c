@@ -1,9 +1,10 @@
 /*
  * ferryd — the relay daemon: reads the config, checks that io_uring works,
- * recovers the spool, starts one worker per core running the services of
- * the layers (the store, inbound SMTP), and waits for SIGTERM/SIGINT to
- * wind them down. Like every program under tools/, it is a place that
- * wires the layers together (core -> queue -> net).
+ * fits its descriptor limit, recovers the spool, starts one worker per
+ * core running the services of the layers (the store, inbound SMTP), gives
+ * up root once they listen (ferryd_privileges.h), and waits for
+ * SIGTERM/SIGINT to wind them down. Like every program under tools/, it is
+ * a place that wires the layers together (core -> queue -> net).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -28,6 +29,7 @@
 #include "net/outbound.h"
 #include "net/server.h"
 #include "queue/queue.h"
+#include "tools/ferryd_privileges.h"
 
 static void ferryd_usage(FILE *out)
 {
@@ -159,6 +161,46 @@ static void ferryd_print_descriptors(const struct config *cfg, FILE *out)
 	fputc('\n', out);
 }
 
+/* For --check-config: who ferryd runs as. */
+static void ferryd_print_identity(const struct ferryd_identity *id, FILE *out)
+{
+	if (id->set)
+		fprintf(out,
+			"# runs as user %s (uid %u), group %s (gid %u), once started as root "
+			"and listening\n",
+			id->user, (unsigned)id->uid, id->group, (unsigned)id->gid);
+	else
+		fprintf(out, "# runs as whoever starts it (no user set)\n");
+}
+
+/*
+ * Give up root (ferryd_privileges.h), then check that the user can reach
+ * the spool by its path (its parents must let it through): the admin
+ * socket and ferryctl go by the path, and a spool found unreachable only
+ * then would leave ferryctl without ferryd.
+ */
+static int ferryd_drop_privileges(const struct ferryd_identity *id, const char *spool_dir,
+				  char *err, size_t err_size)
+{
+	int r = ferryd_privileges_drop(id, err, err_size);
+	if (r != 0) {
+		log_event(LOG_LEVEL_ERROR, "event=privileges_drop_failed user=%s group=%s",
+			  id->user, id->group);
+		return r;
+	}
+	log_event(LOG_LEVEL_INFO, "event=privileges_dropped user=%s uid=%u group=%s gid=%u",
+		  id->user, (unsigned)id->uid, id->group, (unsigned)id->gid);
+	if (access(spool_dir, R_OK | W_OK | X_OK) != 0) {
+		int e = errno;
+		snprintf(err, err_size,
+			 "the spool %s cannot be reached by user '%s' once root is given up: %s "
+			 "(each directory above it must let the user through, e.g. chmod o+x)",
+			 spool_dir, id->user, strerror(e));
+		return -e;
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option options[] = {
@@ -207,7 +249,9 @@ int main(int argc, char **argv)
 	int status = 1;
 	uint32_t lowered = ferryd_fit_default_connections(&cfg);
 	struct etrn_policy *etrn_check = NULL;
-	if (net_server_create(&srv, &cfg, err, sizeof(err)) != 0 ||
+	struct ferryd_identity identity;
+	if (ferryd_identity_resolve(&cfg, &identity, err, sizeof(err)) != 0 ||
+	    net_server_create(&srv, &cfg, err, sizeof(err)) != 0 ||
 	    nexthop_check_config(&cfg, err, sizeof(err)) != 0 ||
 	    etrn_policy_build(&etrn_check, &cfg, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ferryd: config: %s\n", err);
@@ -227,6 +271,7 @@ int main(int argc, char **argv)
 	if (check_only) {
 		config_print(&cfg, stdout);
 		ferryd_print_descriptors(&cfg, stdout);
+		ferryd_print_identity(&identity, stdout);
 		if (lowered != 0)
 			printf("# max_connections: the default, lowered to %u to fit the hard "
 			       "RLIMIT_NOFILE here\n",
@@ -249,6 +294,16 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ferryd: %s\n", err);
 		goto out;
 	}
+	bool drop = false;
+	if (ferryd_identity_check_start(&identity, &drop, err, sizeof(err)) != 0) {
+		fprintf(stderr, "ferryd: %s\n", err);
+		goto out;
+	}
+	if (!identity.set && geteuid() == 0)
+		log_event(LOG_LEVEL_WARN,
+			  "event=running_as_root note=\"no [server] user is set: ferryd serves "
+			  "clients as root; set user (and group) to the account it should run as "
+			  "once its listeners are bound\"");
 	if (ferryd_fit_descriptors(&cfg, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ferryd: %s\n", err);
 		goto out;
@@ -271,6 +326,10 @@ int main(int argc, char **argv)
 		.max_messages = cfg.spool_max_messages,
 		.min_free_bytes = cfg.spool_min_free,
 		.compact_threshold = cfg.spool_compact_threshold,
+		/* Given to the user while ferryd is still root to give it. */
+		.owner_set = drop,
+		.owner_uid = identity.uid,
+		.owner_gid = identity.gid,
 	};
 	if (queue_store_open(&store, &qcfg, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ferryd: spool: %s\n", err);
@@ -317,10 +376,18 @@ int main(int argc, char **argv)
 	worker_services_add(&services, &etrn_service, &etrn);
 	worker_services_add(&services, &net_inbound_service, srv);
 	struct worker_group group;
-	if (worker_group_start(&group, cfg.workers, &services, err, sizeof(err)) != 0) {
+	if (worker_group_start_services(&group, cfg.workers, &services, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ferryd: %s\n", err);
 		goto out;
 	}
+	/* Every listener is bound and nothing is served yet: root ends here. */
+	if (drop && ferryd_drop_privileges(&identity, cfg.spool_dir, err, sizeof(err)) != 0) {
+		fprintf(stderr, "ferryd: %s\n", err);
+		worker_group_shutdown(&group);
+		worker_group_join(&group);
+		goto out;
+	}
+	worker_group_ready(&group);
 	for (unsigned i = 0; i < cfg.nlisten; i++)
 		log_event(LOG_LEVEL_INFO, "event=listening address=%s workers=%u spool=%s",
 			  cfg.listen[i].text, cfg.workers, cfg.spool_dir);
