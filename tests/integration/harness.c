@@ -356,7 +356,8 @@ static bool harness_log_says_listening(const struct ferry_instance *fi, off_t fr
 /*
  * Fork and exec argv[0] (PATH searched) with stdin from /dev/null and
  * stdout, stderr to out_fd, err_fd (closed here in the parent), env added
- * to the environment, and fi's start options (umask) when fi is not NULL.
+ * to the environment, and fi's start options (umask, limits, capabilities)
+ * when fi is not NULL.
  * The child dies with this process (a crashed or timed-out test leaves
  * nothing running). Returns its pid or -1.
  */
@@ -392,6 +393,10 @@ static pid_t harness_fork_exec(char *const argv[], int out_fd, int err_fd, const
 			if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
 				_exit(127);
 		}
+		for (int cap = 0; fi != NULL && geteuid() == 0 && cap < 64; cap++)
+			if ((fi->drop_capabilities >> cap & 1) != 0 &&
+			    prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL)
+				_exit(127); /* EINVAL: no such capability in this kernel */
 		execvp(argv[0], argv);
 		dprintf(STDERR_FILENO, "harness: cannot run %s: %s\n", argv[0], strerror(errno));
 		_exit(127);

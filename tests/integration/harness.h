@@ -49,6 +49,12 @@ struct ferry_instance {
 	bool set_umask; /* ferryd runs under `umask` instead of the test's own */
 	mode_t umask;
 	long nofile_soft, nofile_hard; /* when > 0: ferryd's RLIMIT_NOFILE */
+	/* Capabilities taken from ferryd's bounding set before it starts
+	 * (bit n: capability n), as a systemd unit's CapabilityBoundingSet
+	 * does: started as root, it has only the others. E.g. without
+	 * CAP_SYS_RESOURCE it cannot raise its hard limits. Nothing to take
+	 * from a test not run as root. */
+	uint64_t drop_capabilities;
 };
 
 /*
