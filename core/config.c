@@ -61,6 +61,8 @@ static const struct config_key config_keys[] = {
 	KEY("server", listen_backlog, CONFIG_UINT, listen_backlog, 1, 65535),
 	KEY("server", greeting_delay, CONFIG_DURATION, greeting_delay_ms, 0, 60000),
 	KEY("server", shutdown_timeout, CONFIG_DURATION, shutdown_timeout_ms, 0, 3600000),
+	KEY_STRING_OR_EMPTY("server", user, user),
+	KEY_STRING_OR_EMPTY("server", group, group),
 	KEY("limits", max_connections, CONFIG_UINT, max_connections, 1, 10000000),
 	KEY("limits", max_connections_per_client, CONFIG_UINT, max_connections_per_client, 1,
 	    10000000),
@@ -593,6 +595,13 @@ static int config_finish(struct config_parse_state *st)
 		snprintf(st->err, st->err_size,
 			 "%s:%u: key 'retry_max': shorter than retry_initial, the first wait",
 			 cfg->source, line);
+		return -EINVAL;
+	}
+	if (cfg->group[0] != '\0' && cfg->user[0] == '\0') {
+		snprintf(st->err, st->err_size,
+			 "%s:%u: key 'group': set without 'user' (ferryd started as root runs as "
+			 "user, with group instead of the user's own)",
+			 cfg->source, config_key_line(cfg, "server", "group"));
 		return -EINVAL;
 	}
 	if (cfg->max_connections_per_client > cfg->max_connections)

@@ -37,6 +37,8 @@
 /* Room for an address (RFC 5321: 254 octets) and the default postmaster
  * built from any host name; net/ checks that it is an address. */
 #define CONFIG_ADDRESS_MAX 511
+/* A user or group name ([server] user, group). */
+#define CONFIG_ACCOUNT_NAME_MAX 63
 /* A next hop, or a list of up to 8 tried in order (net/nexthop.h). */
 #define CONFIG_TRANSPORT_MAX 1023
 /* An IPv4 or IPv6 address as text (with room to spare for a typo that
@@ -106,6 +108,11 @@ struct config {
 	uint32_t greeting_delay_ms;
 	uint32_t shutdown_timeout_ms;
 	unsigned listen_backlog;
+	/* Started as root, ferryd binds, then runs as this user and group
+	 * ("": stays who it is; group "": the user's own). tools/ resolves
+	 * them. */
+	char user[CONFIG_ACCOUNT_NAME_MAX + 1];
+	char group[CONFIG_ACCOUNT_NAME_MAX + 1];
 
 	/* [limits] */
 	uint32_t max_connections;

@@ -554,8 +554,8 @@ void worker_group_join(struct worker_group *g)
 	pthread_cond_destroy(&g->cond);
 }
 
-int worker_group_start(struct worker_group *g, unsigned count,
-		       const struct worker_services *services, char *err, size_t err_size)
+int worker_group_start_services(struct worker_group *g, unsigned count,
+				const struct worker_services *services, char *err, size_t err_size)
 {
 	memset(g, 0, sizeof(*g));
 	g->workers = calloc(count, sizeof(*g->workers));
@@ -607,11 +607,24 @@ int worker_group_start(struct worker_group *g, unsigned count,
 		worker_group_join(g);
 		return status;
 	}
+	return 0;
+}
+
+void worker_group_ready(struct worker_group *g)
+{
 	/* Every worker has started every service: work that crosses workers
 	 * (a recipient handed to another shard) has somewhere to go. */
 	for (unsigned i = 0; i < g->count; i++)
 		worker_send(&g->workers[i], &g->workers[i].ready_msg, worker_ready_handle);
-	return 0;
+}
+
+int worker_group_start(struct worker_group *g, unsigned count,
+		       const struct worker_services *services, char *err, size_t err_size)
+{
+	int r = worker_group_start_services(g, count, services, err, err_size);
+	if (r == 0)
+		worker_group_ready(g);
+	return r;
 }
 
 static const struct metric_family worker_cq_overflows = {

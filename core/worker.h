@@ -174,6 +174,19 @@ int worker_probe_io_uring(char *err, size_t err_size);
 int worker_group_start(struct worker_group *g, unsigned count,
 		       const struct worker_services *services, char *err, size_t err_size);
 
+/*
+ * worker_group_start in two steps, for a program with something to do in
+ * between: start_services returns once every service of every worker has
+ * started, and none is ready (inbound SMTP's sockets are bound and listen,
+ * clients wait in the backlog, delivery has not begun); worker_group_ready
+ * then lets them run. ferryd gives up root in between, so no client and
+ * no next hop is ever served as root. A group that never gets ready is
+ * wound down as any other (worker_group_shutdown, worker_group_join).
+ */
+int worker_group_start_services(struct worker_group *g, unsigned count,
+				const struct worker_services *services, char *err, size_t err_size);
+void worker_group_ready(struct worker_group *g);
+
 /* Ask every worker to wind down (each service's drain, on its thread). */
 void worker_group_shutdown(struct worker_group *g);
 

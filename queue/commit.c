@@ -233,7 +233,7 @@ static int commit_roll(struct commit_writer *cw, int *error)
 	}
 	uint64_t sequence = cw->next_sequence++;
 	int fd = segment_create(cw->cfg.dir_fd, cw->cfg.worker_index, sequence,
-				cw->cfg.segment_size, &seg->salt, &seg->end);
+				cw->cfg.segment_size, cw->cfg.owner, &seg->salt, &seg->end);
 	if (fd < 0) {
 		log_event(LOG_LEVEL_ERROR,
 			  "event=segment_create_failed worker=%u sequence=%llu "

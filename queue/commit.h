@@ -32,6 +32,7 @@
 #include <stdint.h>
 
 #include "core/list.h"
+#include "queue/segment.h"
 
 struct worker;
 struct commit_writer;
@@ -75,6 +76,7 @@ struct commit_config {
 	uint64_t first_sequence; /* first segment this writer creates */
 	uint64_t segment_size;
 	size_t batch_cap;
+	struct segment_owner owner; /* of the segments it creates */
 };
 
 int commit_writer_open(struct commit_writer **out, struct worker *w,

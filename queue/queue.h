@@ -31,6 +31,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <time.h>
 
 struct worker;
@@ -104,6 +105,16 @@ struct queue_store_config {
 	/* Compact a closed segment whose live messages weigh less than this
 	 * percentage of it (0: never; see "Compaction" below). */
 	uint32_t compact_threshold;
+	/* owner_set: the user and group the spool belongs to. ferryd starts
+	 * as root (to bind port 25) and runs as them once its listeners are
+	 * bound, so queue_store_open gives them the spool directory, its lock,
+	 * segments/ and quarantine/ and the files in those two, whoever made
+	 * them (an earlier ferryd run as root), and every segment the store
+	 * makes later is theirs too. Else files belong to whoever makes them.
+	 * Giving files away takes root (CAP_CHOWN). */
+	bool owner_set;
+	uid_t owner_uid;
+	gid_t owner_gid;
 };
 
 /* Descriptors the store holds, for the budget ferryd checks at start: the

@@ -131,16 +131,20 @@ static uint64_t segment_new_salt(void)
 	return salt;
 }
 
-int segment_create(int dir_fd, uint32_t worker, uint64_t sequence, uint64_t size, uint64_t *salt,
-		   uint64_t *data_offset)
+int segment_create(int dir_fd, uint32_t worker, uint64_t sequence, uint64_t size,
+		   struct segment_owner owner, uint64_t *salt, uint64_t *data_offset)
 {
 	char name[SEGMENT_NAME_MAX];
 	segment_name(name, worker, sequence);
 	int fd = openat(dir_fd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, SEGMENT_FILE_MODE);
 	if (fd < 0)
 		return -errno;
-	/* Not the umask's: ferryctl --spool in ferryd's group reads it. */
-	if (fchmod(fd, SEGMENT_FILE_MODE) != 0) {
+	/* Not the umask's: ferryctl --spool in ferryd's group reads it. And
+	 * not root's, when a worker rolls to a new segment before ferryd has
+	 * given up root: its user must be able to read it back later. */
+	if (fchmod(fd, SEGMENT_FILE_MODE) != 0 ||
+	    ((owner.uid != (uid_t)-1 || owner.gid != (gid_t)-1) &&
+	     fchown(fd, owner.uid, owner.gid) != 0)) {
 		int e = -errno;
 		unlinkat(dir_fd, name, 0);
 		close(fd);

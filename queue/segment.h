@@ -23,6 +23,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #define SEGMENT_NAME_MAX 32
 
@@ -33,6 +34,16 @@
  * (ferryctl --spool) and reach the admin socket; no one else may. */
 #define SEGMENT_DIR_MODE  0750
 #define SEGMENT_FILE_MODE 0640
+
+/* Who the files the store creates belong to. (uid_t)-1 and (gid_t)-1, as
+ * chown(2) takes them, leave them to their creator; SEGMENT_OWNER_CREATOR
+ * is both. ferryd, started as root to bind port 25, gives its spool to the
+ * user it runs as afterwards (queue.h: queue_store_config's owner). */
+struct segment_owner {
+	uid_t uid;
+	gid_t gid;
+};
+#define SEGMENT_OWNER_CREATOR ((struct segment_owner){(uid_t)-1, (gid_t)-1})
 
 struct segment_file {
 	uint32_t worker;
@@ -64,14 +75,14 @@ int segment_file_compare(const void *a, const void *b);
 int segment_list(int dir_fd, struct segment_file **out);
 
 /*
- * Create a new segment: O_EXCL, mode SEGMENT_FILE_MODE, preallocated to `size` bytes, the header
- * record (with a fresh random salt) written at offset 0 and synced; the
- * caller's first batch syncs the directory that names the file. Returns the
- * fd, with *salt and *data_offset (where the next record goes) set, or
- * -errno.
+ * Create a new segment: O_EXCL, mode SEGMENT_FILE_MODE, given to `owner`,
+ * preallocated to `size` bytes, the header record (with a fresh random
+ * salt) written at offset 0 and synced; the caller's first batch syncs the
+ * directory that names the file. Returns the fd, with *salt and
+ * *data_offset (where the next record goes) set, or -errno.
  */
-int segment_create(int dir_fd, uint32_t worker, uint64_t sequence, uint64_t size, uint64_t *salt,
-		   uint64_t *data_offset);
+int segment_create(int dir_fd, uint32_t worker, uint64_t sequence, uint64_t size,
+		   struct segment_owner owner, uint64_t *salt, uint64_t *data_offset);
 
 /* Move a segment aside into <spool>/quarantine/ (dir fds of both), under
  * its own name, or "<name>.N" when an earlier one already has it. */

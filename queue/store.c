@@ -4,6 +4,7 @@
  * table, recovery at open (rebuild.c), and the store's life on each
  * worker as a worker service.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -109,6 +110,84 @@ static int store_open_spool(struct queue_store *st, char *err, size_t err_size)
 	return 0;
 }
 
+static struct segment_owner store_owner(const struct queue_store *st)
+{
+	if (!st->cfg.owner_set)
+		return SEGMENT_OWNER_CREATOR;
+	return (struct segment_owner){st->cfg.owner_uid, st->cfg.owner_gid};
+}
+
+/* Give the regular files of one of the spool's directories to the owner.
+ * Anything else is left alone: root must not follow a link planted there. */
+static int store_give_files(int dir_fd, struct segment_owner owner, const char *where, char *err,
+			    size_t err_size)
+{
+	int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC); /* its own offset */
+	DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
+	if (dir == NULL) {
+		int e = errno;
+		if (fd >= 0)
+			close(fd);
+		snprintf(err, err_size, "cannot list %s: %s", where, strerror(e));
+		return -e;
+	}
+	int r = 0;
+	struct dirent *entry;
+	while (r == 0 && (entry = readdir(dir)) != NULL) {
+		struct stat st;
+		if (fstatat(dir_fd, entry->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+		    !S_ISREG(st.st_mode) || (st.st_uid == owner.uid && st.st_gid == owner.gid))
+			continue;
+		if (fchownat(dir_fd, entry->d_name, owner.uid, owner.gid, AT_SYMLINK_NOFOLLOW) !=
+		    0) {
+			r = -errno;
+			snprintf(err, err_size, "cannot give %s/%s to uid %u gid %u: %s", where,
+				 entry->d_name, (unsigned)owner.uid, (unsigned)owner.gid,
+				 strerror(-r));
+		}
+	}
+	closedir(dir);
+	return r;
+}
+
+/* The spool to its owner (queue.h): what exists, before anything is
+ * written, and before ferryd gives up the root that this takes. The
+ * files first, their directories last. */
+static int store_give_spool(struct queue_store *st, char *err, size_t err_size)
+{
+	struct segment_owner owner = store_owner(st);
+	char where[4200];
+	snprintf(where, sizeof(where), "%s/segments", st->spool_dir);
+	int r = store_give_files(st->dir_fd, owner, where, err, err_size);
+	snprintf(where, sizeof(where), "%s/quarantine", st->spool_dir);
+	if (r == 0)
+		r = store_give_files(st->quarantine_fd, owner, where, err, err_size);
+	if (r != 0)
+		return r;
+	int spool_fd = open(st->spool_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int spool_error = spool_fd < 0 ? errno : 0;
+	const struct {
+		int fd;
+		const char *name;
+	} held[] = {
+		{st->dir_fd, "/segments"},
+		{st->quarantine_fd, "/quarantine"},
+		{st->lock_fd, "/lock"},
+		{spool_fd, ""},
+	};
+	for (size_t i = 0; r == 0 && i < sizeof(held) / sizeof(held[0]); i++) {
+		if (held[i].fd < 0 || fchown(held[i].fd, owner.uid, owner.gid) != 0) {
+			r = held[i].fd < 0 ? -spool_error : -errno;
+			snprintf(err, err_size, "cannot give %s%s to uid %u gid %u: %s",
+				 st->spool_dir, held[i].name, (unsigned)owner.uid,
+				 (unsigned)owner.gid, strerror(-r));
+		}
+	}
+	if (spool_fd >= 0)
+		close(spool_fd);
+	return r;
+}
+
 int queue_store_open(struct queue_store **out, const struct queue_store_config *cfg, char *err,
 		     size_t err_size)
 {
@@ -136,6 +215,7 @@ int queue_store_open(struct queue_store **out, const struct queue_store_config *
 	}
 	/* Recovery runs here, before any worker (or session) exists. */
 	if ((r = store_open_spool(st, err, err_size)) != 0 ||
+	    (st->cfg.owner_set && (r = store_give_spool(st, err, err_size)) != 0) ||
 	    (r = store_rebuild(st, err, err_size)) != 0)
 		goto fail;
 	st->summary.elapsed_ms = worker_clock_ms() - started;
@@ -228,6 +308,7 @@ int queue_open(struct queue **out, struct worker *w, struct queue_store *store, 
 		.first_sequence = q->next_sequence,
 		.segment_size = store->cfg.segment_size,
 		.batch_cap = store->cfg.batch_cap,
+		.owner = store_owner(store),
 	};
 	struct commit_hooks hooks = {
 		.arg = q,

@@ -1,9 +1,10 @@
 /*
  * ferryd — the relay daemon: reads the config, checks that io_uring works,
- * recovers the spool, starts one worker per core running the services of
- * the layers (the store, inbound SMTP), and waits for SIGTERM/SIGINT to
- * wind them down. Like every program under tools/, it is a place that
- * wires the layers together (core -> queue -> net).
+ * fits its descriptor limit, recovers the spool, starts one worker per
+ * core running the services of the layers (the store, inbound SMTP), gives
+ * up root once they listen (ferryd_privileges.h), and waits for
+ * SIGTERM/SIGINT to wind them down. Like every program under tools/, it is
+ * a place that wires the layers together (core -> queue -> net).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -28,6 +29,7 @@
 #include "net/outbound.h"
 #include "net/server.h"
 #include "queue/queue.h"
+#include "tools/ferryd_privileges.h"
 
 static void ferryd_usage(FILE *out)
 {
@@ -74,12 +76,48 @@ static const char *ferryd_rlimit_text(rlim_t v, char *out, size_t size)
 	return out;
 }
 
+/* RLIMIT_NOFILE as ferryd found it and what it did about it. */
+struct ferryd_nofile {
+	bool known;           /* getrlimit worked */
+	struct rlimit found;  /* at start */
+	int hard_error;       /* as root, raising the hard limit failed: errno */
+	uint64_t hard_wanted; /* ... to this */
+};
+
+static bool ferryd_rlimit_below(rlim_t limit, uint64_t need)
+{
+	return limit != RLIM_INFINITY && limit < need;
+}
+
+/*
+ * First of all (max_connections' default depends on it): as root, raise a
+ * hard RLIMIT_NOFILE that cannot hold what the configuration needs to
+ * that need. It takes CAP_SYS_RESOURCE, and the kernel's fs.nr_open caps
+ * it; a failure is remembered for the refusal's message (or the default's
+ * lowering), not an error in itself.
+ */
+static void ferryd_raise_hard_limit(const struct config *cfg, struct ferryd_nofile *nofile)
+{
+	uint64_t need = cfg->max_connections + ferryd_descriptors_beside_connections(cfg);
+	memset(nofile, 0, sizeof(*nofile));
+	if (getrlimit(RLIMIT_NOFILE, &nofile->found) != 0)
+		return;
+	nofile->known = true;
+	if (geteuid() != 0 || !ferryd_rlimit_below(nofile->found.rlim_max, need))
+		return;
+	struct rlimit raised = {.rlim_cur = (rlim_t)need, .rlim_max = (rlim_t)need};
+	if (setrlimit(RLIMIT_NOFILE, &raised) != 0) {
+		nofile->hard_error = errno;
+		nofile->hard_wanted = need;
+	}
+}
+
 /*
  * max_connections left at its default on a machine whose hard
- * RLIMIT_NOFILE cannot hold it: as many as it can. (Set in the file, it
- * is the operator's number, and ferryd_fit_descriptors refuses to start
- * rather than quietly take fewer.) Returns the lowered value, or 0 when
- * it stands.
+ * RLIMIT_NOFILE cannot hold it (and root could not raise): as many as it
+ * can. (Set in the file, it is the operator's number, and
+ * ferryd_fit_descriptors refuses to start rather than quietly take fewer.)
+ * Returns the lowered value, or 0 when it stands.
  */
 static uint32_t ferryd_fit_default_connections(struct config *cfg)
 {
@@ -96,34 +134,65 @@ static uint32_t ferryd_fit_default_connections(struct config *cfg)
 	return cfg->max_connections;
 }
 
+/* Why root did not raise the hard limit, for the refusal ("" if it did
+ * not try). */
+static const char *ferryd_hard_limit_note(const struct ferryd_nofile *nofile, char *out,
+					  size_t size)
+{
+	out[0] = '\0';
+	if (nofile->hard_error == 0)
+		return out;
+	long nr_open = -1;
+	FILE *f = fopen("/proc/sys/fs/nr_open", "r");
+	if (f != NULL) {
+		if (fscanf(f, "%ld", &nr_open) != 1)
+			nr_open = -1;
+		fclose(f);
+	}
+	char cap[64] = "";
+	if (nr_open > 0)
+		snprintf(cap, sizeof(cap), ", and at most fs.nr_open = %ld", nr_open);
+	snprintf(out, size,
+		 "; as root, ferryd could not raise the hard limit to %llu: %s (that takes "
+		 "CAP_SYS_RESOURCE%s)",
+		 (unsigned long long)nofile->hard_wanted, strerror(nofile->hard_error), cap);
+	return out;
+}
+
 /*
- * Make the soft RLIMIT_NOFILE cover what the configuration may open: it
- * is raised to the hard limit (room for refusals beyond the budget, too).
- * A hard limit below the budget is refused, saying what to change, rather
- * than found out when accept fails at the busiest moment. 0 or -EMFILE.
+ * Make RLIMIT_NOFILE cover what the configuration may open: the soft
+ * limit is raised to the hard limit (room for refusals beyond the budget,
+ * too), which root has raised already if it could. A hard limit below the
+ * budget is refused, saying what is needed, what the limits are and what
+ * to change, rather than found out when accept fails at the busiest
+ * moment. 0 or -EMFILE.
  */
-static int ferryd_fit_descriptors(const struct config *cfg, char *err, size_t err_size)
+static int ferryd_fit_descriptors(const struct config *cfg, const struct ferryd_nofile *nofile,
+				  char *err, size_t err_size)
 {
 	uint64_t beside = ferryd_descriptors_beside_connections(cfg);
 	uint64_t need = cfg->max_connections + beside;
 	struct rlimit rl;
 	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
 		return 0; /* nothing to go by: accept's own errors will tell */
-	if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need) {
-		char hard[32];
+	if (ferryd_rlimit_below(rl.rlim_max, need)) {
+		char hard[32], soft[32], note[256];
 		uint64_t fits = rl.rlim_max > beside ? rl.rlim_max - beside : 0;
-		snprintf(err, err_size,
-			 "max_connections = %u needs %llu file descriptors (%u connections and "
-			 "%llu for listeners, rings, spool files, outbound connections, the admin "
-			 "socket and a margin), "
-			 "but the hard limit RLIMIT_NOFILE is %s: raise it (LimitNOFILE=%llu or "
-			 "more in ferryd's systemd unit, or `ulimit -Hn %llu` as root before "
-			 "starting ferryd), or lower max_connections to %llu or less",
-			 cfg->max_connections, (unsigned long long)need, cfg->max_connections,
-			 (unsigned long long)beside,
-			 ferryd_rlimit_text(rl.rlim_max, hard, sizeof(hard)),
-			 (unsigned long long)need, (unsigned long long)need,
-			 (unsigned long long)fits);
+		snprintf(
+			err, err_size,
+			"max_connections = %u needs %llu file descriptors (%u connections and "
+			"%llu for listeners, rings, spool files, outbound connections, the admin "
+			"socket and a margin), "
+			"but the hard limit RLIMIT_NOFILE is %s (soft %s)%s: raise it "
+			"(LimitNOFILE=%llu or more in ferryd's systemd unit, or `ulimit -n %llu` "
+			"as root before starting ferryd), or lower max_connections to %llu or less",
+			cfg->max_connections, (unsigned long long)need, cfg->max_connections,
+			(unsigned long long)beside,
+			ferryd_rlimit_text(rl.rlim_max, hard, sizeof(hard)),
+			ferryd_rlimit_text(rl.rlim_cur, soft, sizeof(soft)),
+			ferryd_hard_limit_note(nofile, note, sizeof(note)),
+			(unsigned long long)need, (unsigned long long)need,
+			(unsigned long long)fits);
 		return -EMFILE;
 	}
 	if (rl.rlim_cur != rl.rlim_max) {
@@ -138,9 +207,28 @@ static int ferryd_fit_descriptors(const struct config *cfg, char *err, size_t er
 	return 0;
 }
 
+/* Say what ferryd did to its limit (nothing: no line). */
+static void ferryd_log_descriptors(const struct config *cfg, const struct ferryd_nofile *nofile)
+{
+	struct rlimit now;
+	if (!nofile->known || getrlimit(RLIMIT_NOFILE, &now) != 0 ||
+	    (now.rlim_cur == nofile->found.rlim_cur && now.rlim_max == nofile->found.rlim_max))
+		return;
+	char soft[32], hard[32], was_soft[32], was_hard[32];
+	log_event(LOG_LEVEL_INFO,
+		  "event=nofile_raised soft=%s hard=%s was_soft=%s was_hard=%s needed=%llu",
+		  ferryd_rlimit_text(now.rlim_cur, soft, sizeof(soft)),
+		  ferryd_rlimit_text(now.rlim_max, hard, sizeof(hard)),
+		  ferryd_rlimit_text(nofile->found.rlim_cur, was_soft, sizeof(was_soft)),
+		  ferryd_rlimit_text(nofile->found.rlim_max, was_hard, sizeof(was_hard)),
+		  (unsigned long long)(cfg->max_connections +
+				       ferryd_descriptors_beside_connections(cfg)));
+}
+
 /* For --check-config: the budget, and whether this shell's limit holds it
  * (the file may be meant for another machine: a comment, not an error). */
-static void ferryd_print_descriptors(const struct config *cfg, FILE *out)
+static void ferryd_print_descriptors(const struct config *cfg, const struct ferryd_nofile *nofile,
+				     FILE *out)
 {
 	uint64_t need = cfg->max_connections + ferryd_descriptors_beside_connections(cfg);
 	struct rlimit rl;
@@ -149,14 +237,57 @@ static void ferryd_print_descriptors(const struct config *cfg, FILE *out)
 		(unsigned long long)ferryd_descriptors_beside_connections(cfg));
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
 		char soft[32], hard[32];
-		fprintf(out, "; RLIMIT_NOFILE here: soft %s, hard %s%s",
+		fprintf(out, "; RLIMIT_NOFILE here: soft %s, hard %s%s%s",
 			ferryd_rlimit_text(rl.rlim_cur, soft, sizeof(soft)),
 			ferryd_rlimit_text(rl.rlim_max, hard, sizeof(hard)),
-			rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need
+			nofile->known && rl.rlim_max != nofile->found.rlim_max
+				? " (the hard limit raised by root, as ferryd does at start)"
+				: "",
+			ferryd_rlimit_below(rl.rlim_max, need)
 				? " (too low: ferryd would refuse to start)"
 				: "");
 	}
 	fputc('\n', out);
+}
+
+/* For --check-config: who ferryd runs as. */
+static void ferryd_print_identity(const struct ferryd_identity *id, FILE *out)
+{
+	if (id->set)
+		fprintf(out,
+			"# runs as user %s (uid %u), group %s (gid %u), once started as root "
+			"and listening\n",
+			id->user, (unsigned)id->uid, id->group, (unsigned)id->gid);
+	else
+		fprintf(out, "# runs as whoever starts it (no user set)\n");
+}
+
+/*
+ * Give up root (ferryd_privileges.h), then check that the user can reach
+ * the spool by its path (its parents must let it through): the admin
+ * socket and ferryctl go by the path, and a spool found unreachable only
+ * then would leave ferryctl without ferryd.
+ */
+static int ferryd_drop_privileges(const struct ferryd_identity *id, const char *spool_dir,
+				  char *err, size_t err_size)
+{
+	int r = ferryd_privileges_drop(id, err, err_size);
+	if (r != 0) {
+		log_event(LOG_LEVEL_ERROR, "event=privileges_drop_failed user=%s group=%s",
+			  id->user, id->group);
+		return r;
+	}
+	log_event(LOG_LEVEL_INFO, "event=privileges_dropped user=%s uid=%u group=%s gid=%u",
+		  id->user, (unsigned)id->uid, id->group, (unsigned)id->gid);
+	if (access(spool_dir, R_OK | W_OK | X_OK) != 0) {
+		int e = errno;
+		snprintf(err, err_size,
+			 "the spool %s cannot be reached by user '%s' once root is given up: %s "
+			 "(each directory above it must let the user through, e.g. chmod o+x)",
+			 spool_dir, id->user, strerror(e));
+		return -e;
+	}
+	return 0;
 }
 
 int main(int argc, char **argv)
@@ -205,9 +336,13 @@ int main(int argc, char **argv)
 	static struct outbound_settings delivery;
 	static struct etrn_settings etrn;
 	int status = 1;
+	struct ferryd_nofile nofile;
+	ferryd_raise_hard_limit(&cfg, &nofile);
 	uint32_t lowered = ferryd_fit_default_connections(&cfg);
 	struct etrn_policy *etrn_check = NULL;
-	if (net_server_create(&srv, &cfg, err, sizeof(err)) != 0 ||
+	struct ferryd_identity identity;
+	if (ferryd_identity_resolve(&cfg, &identity, err, sizeof(err)) != 0 ||
+	    net_server_create(&srv, &cfg, err, sizeof(err)) != 0 ||
 	    nexthop_check_config(&cfg, err, sizeof(err)) != 0 ||
 	    etrn_policy_build(&etrn_check, &cfg, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ferryd: config: %s\n", err);
@@ -226,7 +361,8 @@ int main(int argc, char **argv)
 	}
 	if (check_only) {
 		config_print(&cfg, stdout);
-		ferryd_print_descriptors(&cfg, stdout);
+		ferryd_print_descriptors(&cfg, &nofile, stdout);
+		ferryd_print_identity(&identity, stdout);
 		if (lowered != 0)
 			printf("# max_connections: the default, lowered to %u to fit the hard "
 			       "RLIMIT_NOFILE here\n",
@@ -249,10 +385,21 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ferryd: %s\n", err);
 		goto out;
 	}
-	if (ferryd_fit_descriptors(&cfg, err, sizeof(err)) != 0) {
+	bool drop = false;
+	if (ferryd_identity_check_start(&identity, &drop, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ferryd: %s\n", err);
 		goto out;
 	}
+	if (!identity.set && geteuid() == 0)
+		log_event(LOG_LEVEL_WARN,
+			  "event=running_as_root note=\"no [server] user is set: ferryd serves "
+			  "clients as root; set user (and group) to the account it should run as "
+			  "once its listeners are bound\"");
+	if (ferryd_fit_descriptors(&cfg, &nofile, err, sizeof(err)) != 0) {
+		fprintf(stderr, "ferryd: %s\n", err);
+		goto out;
+	}
+	ferryd_log_descriptors(&cfg, &nofile);
 	for (unsigned i = 0; i < cfg.nlisten; i++) {
 		if (listener_check_free(&cfg.listen[i], err, sizeof(err)) != 0) {
 			fprintf(stderr, "ferryd: %s\n", err);
@@ -271,6 +418,10 @@ int main(int argc, char **argv)
 		.max_messages = cfg.spool_max_messages,
 		.min_free_bytes = cfg.spool_min_free,
 		.compact_threshold = cfg.spool_compact_threshold,
+		/* Given to the user while ferryd is still root to give it. */
+		.owner_set = drop,
+		.owner_uid = identity.uid,
+		.owner_gid = identity.gid,
 	};
 	if (queue_store_open(&store, &qcfg, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ferryd: spool: %s\n", err);
@@ -317,10 +468,18 @@ int main(int argc, char **argv)
 	worker_services_add(&services, &etrn_service, &etrn);
 	worker_services_add(&services, &net_inbound_service, srv);
 	struct worker_group group;
-	if (worker_group_start(&group, cfg.workers, &services, err, sizeof(err)) != 0) {
+	if (worker_group_start_services(&group, cfg.workers, &services, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ferryd: %s\n", err);
 		goto out;
 	}
+	/* Every listener is bound and nothing is served yet: root ends here. */
+	if (drop && ferryd_drop_privileges(&identity, cfg.spool_dir, err, sizeof(err)) != 0) {
+		fprintf(stderr, "ferryd: %s\n", err);
+		worker_group_shutdown(&group);
+		worker_group_join(&group);
+		goto out;
+	}
+	worker_group_ready(&group);
 	for (unsigned i = 0; i < cfg.nlisten; i++)
 		log_event(LOG_LEVEL_INFO, "event=listening address=%s workers=%u spool=%s",
 			  cfg.listen[i].text, cfg.workers, cfg.spool_dir);

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <grp.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -356,7 +357,8 @@ static bool harness_log_says_listening(const struct ferry_instance *fi, off_t fr
 /*
  * Fork and exec argv[0] (PATH searched) with stdin from /dev/null and
  * stdout, stderr to out_fd, err_fd (closed here in the parent), env added
- * to the environment, and fi's start options (umask) when fi is not NULL.
+ * to the environment, and fi's start options (umask, limits, capabilities,
+ * user) when fi is not NULL.
  * The child dies with this process (a crashed or timed-out test leaves
  * nothing running). Returns its pid or -1.
  */
@@ -390,6 +392,20 @@ static pid_t harness_fork_exec(char *const argv[], int out_fd, int err_fd, const
 				rl.rlim_max = (rlim_t)fi->nofile_hard;
 			rl.rlim_cur = fi->nofile_soft > 0 ? (rlim_t)fi->nofile_soft : rl.rlim_max;
 			if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+				_exit(127);
+		}
+		for (int cap = 0; fi != NULL && geteuid() == 0 && cap < 64; cap++)
+			if ((fi->drop_capabilities >> cap & 1) != 0 &&
+			    prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL)
+				_exit(127); /* EINVAL: no such capability in this kernel */
+		if (fi != NULL && fi->run_as) {
+			if (setgroups(0, NULL) != 0 ||
+			    setresgid(fi->run_gid, fi->run_gid, fi->run_gid) != 0 ||
+			    setresuid(fi->run_uid, fi->run_uid, fi->run_uid) != 0)
+				_exit(127);
+			/* A change of credentials clears the parent-death signal. */
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			if (getppid() != parent)
 				_exit(127);
 		}
 		execvp(argv[0], argv);

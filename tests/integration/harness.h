@@ -11,7 +11,10 @@
  * a hung daemon fails a test instead of hanging the suite; only loopback
  * addresses are used; a ferryd (or any program) started here dies with the
  * test process (PR_SET_PDEATHSIG) and harness_cleanup_all() kills (-9)
- * whatever is still running and removes the temporary directories.
+ * whatever is still running and removes the temporary directories. (A
+ * ferryd that gives up root loses its parent-death signal: the kernel
+ * clears it with any change of credentials. Only the cleanup stops that
+ * one.)
  *
  * The spool is read back through the spool view, with the store's own
  * recovery code and rules, read-only (harness_spool_read), so a test sees
@@ -49,6 +52,17 @@ struct ferry_instance {
 	bool set_umask; /* ferryd runs under `umask` instead of the test's own */
 	mode_t umask;
 	long nofile_soft, nofile_hard; /* when > 0: ferryd's RLIMIT_NOFILE */
+	/* Capabilities taken from ferryd's bounding set before it starts
+	 * (bit n: capability n), as a systemd unit's CapabilityBoundingSet
+	 * does: started as root, it has only the others. E.g. without
+	 * CAP_SYS_RESOURCE it cannot raise its hard limits. Nothing to take
+	 * from a test not run as root. */
+	uint64_t drop_capabilities;
+	/* ferryd starts as this user and group (no supplementary groups)
+	 * instead of the test's own; takes a test run as root. */
+	bool run_as;
+	uid_t run_uid;
+	gid_t run_gid;
 };
 
 /*

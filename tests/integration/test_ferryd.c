@@ -14,13 +14,17 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/capability.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define START_MS 20000 /* ferryd up and accepting */
@@ -1693,6 +1697,170 @@ Test(ferryd, check_config_names_file_line_and_key)
 	harness_cleanup(&fi);
 }
 
+/* ---- the example production configuration ---------------------------------------------- */
+
+/* docs/ferry.conf.example, whole and NUL-terminated (static). */
+static const char *example_config(void)
+{
+	const char *source = getenv("FERRY_SOURCE_DIR");
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s/docs/ferry.conf.example",
+		 source != NULL && source[0] != '\0' ? source : ".");
+	static char text[32768];
+	FILE *f = fopen(path, "r");
+	cr_assert_not_null(f, "%s: %s (FERRY_SOURCE_DIR names the checkout)", path,
+			   strerror(errno));
+	size_t n = fread(text, 1, sizeof(text) - 1, f);
+	fclose(f);
+	cr_assert_lt(n, sizeof(text) - 1, "%s is larger than the test reads", path);
+	text[n] = '\0';
+	return text;
+}
+
+/* A line "key = value" of the example put otherwise: value NULL takes the
+ * line out. Each key must be in the file (set exactly once), so that an
+ * example that changes shape fails here rather than quietly going
+ * untested. `append` goes at the end (sections may be repeated). */
+struct config_edit {
+	const char *key, *value;
+};
+
+static const char *edit_config(const char *text, const struct config_edit *edits, size_t n,
+			       const char *append)
+{
+	static char out[32768];
+	size_t len = 0;
+	unsigned done[16] = {0};
+	cr_assert_leq(n, 16);
+	for (const char *line = text; *line != '\0';) {
+		const char *end = strchr(line, '\n');
+		size_t line_len = end != NULL ? (size_t)(end - line) + 1 : strlen(line);
+		const char *put = line;
+		size_t put_len = line_len;
+		char changed[512];
+		for (size_t i = 0; i < n; i++) {
+			size_t k = strlen(edits[i].key);
+			if (strncmp(line, edits[i].key, k) != 0 || strncmp(line + k, " = ", 3) != 0)
+				continue;
+			done[i]++;
+			if (edits[i].value == NULL)
+				put_len = 0;
+			else
+				put_len = (size_t)snprintf(changed, sizeof(changed), "%s = %s\n",
+							   edits[i].key, edits[i].value);
+			put = changed;
+		}
+		cr_assert_lt(len + put_len, sizeof(out));
+		memcpy(out + len, put, put_len);
+		len += put_len;
+		line += line_len;
+	}
+	cr_assert_lt(len + strlen(append), sizeof(out));
+	memcpy(out + len, append, strlen(append) + 1);
+	for (size_t i = 0; i < n; i++)
+		cr_assert_eq(done[i], 1, "docs/ferry.conf.example sets '%s' %u times, not once",
+			     edits[i].key, done[i]);
+	return out;
+}
+
+/* An unprivileged account for `user` where the example's ferry does not
+ * exist: the example itself says to make it first. */
+static const char *example_user(void)
+{
+	static const char *const names[] = {"ferry", "daemon", "nobody"};
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		const struct passwd *pw = getpwnam(names[i]);
+		if (pw != NULL && pw->pw_uid != 0 && getgrgid(pw->pw_gid) != NULL)
+			return names[i];
+	}
+	cr_skip_test("no unprivileged account here for the example's user");
+	return NULL;
+}
+
+static const char *example_group(const char *user)
+{
+	const struct passwd *pw = getpwnam(user);
+	const struct group *gr = pw != NULL ? getgrgid(pw->pw_gid) : NULL;
+	cr_assert_not_null(gr);
+	static char name[64];
+	snprintf(name, sizeof(name), "%s", gr->gr_name);
+	return name;
+}
+
+/* The example is a valid configuration: --check-config takes it as it is
+ * (only its user must exist here), and reads what it says. */
+Test(ferryd, example_production_config_passes_check_config)
+{
+	struct ferry_instance fi;
+	cr_assert_eq(harness_setup(&fi, NULL), 0);
+	const char *user = example_user();
+	const struct config_edit edits[] = {{"user", user}, {"group", example_group(user)}};
+	char path[PATH_MAX + 32];
+	snprintf(path, sizeof(path), "%s/ferry.conf", fi.dir);
+	cr_assert_eq(harness_write_file(path, edit_config(example_config(), edits, 2, "")), 0);
+	static struct check_result res;
+	check_config(path, &res);
+	cr_assert_eq(res.status, 0, "the example was refused: %s", res.err);
+	static const char *const lines[] = {
+		"hostname = mx1.isp.example",
+		"listen = 0.0.0.0:25, [::]:25",
+		"directory = /var/spool/ferry",
+		"relay_domains = customer-one.example, .customer-one.example, customer-two.example",
+		"[domain customer-one.example]",
+		"etrn_networks = 198.51.100.0/28, 2001:db8:7::/48",
+		"destination = syslog",
+		"# configuration OK",
+	};
+	for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++)
+		cr_expect_not_null(find_line(res.out, lines[i]), "no line '%s' in:\n%s", lines[i],
+				   res.out);
+	harness_cleanup(&fi);
+}
+
+/* And it runs: the same file with what cannot be had in a test put
+ * otherwise (a loopback port, a temporary spool, stderr, no DNS beyond
+ * loopback, no metrics port, a max_connections this machine's descriptor
+ * limit holds) takes mail for a held customer and refuses an ETRN from
+ * outside its etrn_networks. */
+Test(ferryd, example_production_config_runs_a_relay)
+{
+	struct ferry_instance fi;
+	cr_assert_eq(harness_setup(&fi, NULL), 0);
+	char listen[64];
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", fi.port);
+	const char *user = geteuid() == 0 ? example_user() : NULL;
+	const struct config_edit edits[] = {
+		{"listen", listen},
+		{"directory", fi.spool},
+		{"user", user},
+		{"group", user != NULL ? example_group(user) : NULL},
+		{"max_connections", HARNESS_MAX_CONNECTIONS_TEXT},
+		{"address", ""},
+		{"destination", "stderr"},
+	};
+	cr_assert_eq(harness_write_file(fi.config,
+					edit_config(example_config(), edits,
+						    sizeof(edits) / sizeof(edits[0]),
+						    "[delivery]\ndns_servers = 127.0.0.1:1\n")),
+		     0);
+	cr_assert_eq(chmod(fi.dir, 0755), 0); /* its user reaches the spool */
+	cr_assert_eq(harness_start(&fi, START_MS), 0, "the example did not start");
+	if (user != NULL)
+		cr_expect_eq(harness_log_count(&fi, "event=privileges_dropped"), 1, "%s",
+			     harness_log(&fi));
+	struct smtp_client c;
+	connect_greeted(&c, &fi); /* after greeting_delay */
+	open_transaction(&c, "alice@client.example", "bob@customer-one.example");
+	expect_command(&c, "DATA", 354, NULL);
+	char id[32];
+	send_body_queued(&c, "Subject: held for ETRN\r\n\r\nHello.\r\n.\r\n", id);
+	expect_command(&c, "ETRN customer-one.example", 459, "4.7.1");
+	expect_command(&c, "QUIT", 221, NULL);
+	smtp_client_close(&c);
+	check_spooled(&fi, id, "alice@client.example", "bob@customer-one.example");
+	stop_ferryd_cleanly(&fi);
+}
+
 Test(ferryd, listen_address_in_use_is_reported)
 {
 	struct ferry_instance fi;
@@ -1766,6 +1934,7 @@ Test(ferryd, default_max_connections_fits_the_descriptor_limit)
 			strcat(strcat(kept, line), "\n");
 	cr_assert_eq(harness_write_file(fi.config, kept), 0);
 	fi.nofile_soft = fi.nofile_hard = 2048;
+	fi.drop_capabilities = 1ull << CAP_SYS_RESOURCE; /* root would raise the hard limit */
 	cr_assert_eq(harness_start(&fi, START_MS), 0, "ferryd did not start with its defaults");
 	const char *log = harness_log(&fi);
 	const char *event = strstr(log, "event=max_connections_lowered max_connections=");
@@ -1783,17 +1952,35 @@ Test(ferryd, default_max_connections_fits_the_descriptor_limit)
 Test(ferryd, descriptors_short_of_max_connections_are_refused_at_start)
 {
 	/* 1,000 connections cannot fit in 512 descriptors: ferryd says so
-	 * at start, not with clients hanging at the 500th. */
+	 * at start, not with clients hanging at the 500th. Root could raise
+	 * the hard limit, but not without CAP_SYS_RESOURCE (a systemd unit's
+	 * bounding set does not have it). */
 	struct ferry_instance fi;
 	cr_assert_eq(harness_setup(&fi, "[limits]\nmax_connections = 1000\n"), 0);
-	fi.nofile_soft = fi.nofile_hard = 512;
+	static struct check_result res;
+	check_config(fi.config, &res);
+	unsigned long long needed = 0;
+	const char *figure = strstr(res.out, "# file descriptors: ");
+	cr_assert(figure != NULL && sscanf(figure, "# file descriptors: %llu", &needed) == 1, "%s",
+		  res.out);
+	fi.nofile_soft = 300;
+	fi.nofile_hard = 512;
+	fi.drop_capabilities = 1ull << CAP_SYS_RESOURCE;
 	cr_assert_eq(harness_start(&fi, START_MS), -1, "ferryd started with 512 descriptors");
 	cr_assert_eq(fi.exit_status, 1, "ferryd exited %d", fi.exit_status);
 	const char *log = harness_log(&fi);
-	cr_expect_not_null(strstr(log, "max_connections = 1000 needs "), "%s", log);
-	cr_expect_not_null(strstr(log, "hard limit RLIMIT_NOFILE is 512"), "%s", log);
-	cr_expect_not_null(strstr(log, "LimitNOFILE="), "%s", log);
+	char says[128];
+	snprintf(says, sizeof(says), "max_connections = 1000 needs %llu file descriptors", needed);
+	cr_expect_not_null(strstr(log, says), "not '%s' in: %s", says, log);
+	cr_expect_not_null(strstr(log, "hard limit RLIMIT_NOFILE is 512 (soft 300)"), "%s", log);
+	snprintf(says, sizeof(says), "LimitNOFILE=%llu", needed);
+	cr_expect_not_null(strstr(log, says), "not '%s' in: %s", says, log);
 	cr_expect_not_null(strstr(log, "or lower max_connections to "), "%s", log);
+	if (geteuid() == 0) {
+		snprintf(says, sizeof(says),
+			 "as root, ferryd could not raise the hard limit to %llu", needed);
+		cr_expect_not_null(strstr(log, says), "not '%s' in: %s", says, log);
+	}
 	cr_expect_null(strstr(log, "Sanitizer"), "%s", log);
 
 	/* A hard limit that holds them: the soft one is raised to it. */
@@ -1802,6 +1989,11 @@ Test(ferryd, descriptors_short_of_max_connections_are_refused_at_start)
 	cr_assert_eq(harness_start(&fi, START_MS), 0, "ferryd did not start with 2048 descriptors");
 	cr_expect_eq(ferryd_nofile_soft(&fi), 2048, "ferryd's soft limit is %ld",
 		     ferryd_nofile_soft(&fi));
+	snprintf(says, sizeof(says),
+		 "event=nofile_raised soft=2048 hard=2048 was_soft=256 was_hard=2048 needed=%llu",
+		 needed);
+	cr_expect_not_null(strstr(harness_log(&fi), says), "not '%s' in: %s", says,
+			   harness_log(&fi));
 	struct smtp_client c;
 	connect_greeted(&c, &fi);
 	expect_command(&c, "QUIT", 221, NULL);

@@ -175,6 +175,40 @@ Test(config, bad_values_are_refused)
 	}
 }
 
+Test(config, user_and_group)
+{
+	cr_assert_eq(config_load(&cfg, NULL, err, sizeof(err)), 0);
+	cr_assert_str_eq(cfg.user, "", "by default ferryd stays who it is");
+	cr_assert_str_eq(cfg.group, "");
+	config_free(&cfg);
+	config_defaults(&cfg);
+	cr_assert_eq(config_load_string(&cfg, "[server]\nuser = ferry\ngroup = mail\n", "u.conf",
+					err, sizeof(err)),
+		     0, "%s", err);
+	cr_assert_str_eq(cfg.user, "ferry");
+	cr_assert_str_eq(cfg.group, "mail");
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+	config_print(&cfg, f);
+	fclose(f);
+	cr_assert(strstr(text, "\nuser = ferry\ngroup = mail\n") != NULL, "%s", text);
+	free(text);
+
+	config_free(&cfg);
+	config_defaults(&cfg);
+	cr_assert_neq(
+		config_load_string(&cfg, "[server]\n\ngroup = mail\n", "g.conf", err, sizeof(err)),
+		0, "a group without a user was accepted");
+	cr_assert(strstr(err, "g.conf:3: key 'group'") != NULL, "%s", err);
+	config_free(&cfg);
+	config_defaults(&cfg);
+	char text_long[200];
+	snprintf(text_long, sizeof(text_long), "[server]\nuser = %070d\n", 0);
+	cr_assert_neq(config_load_string(&cfg, text_long, "l.conf", err, sizeof(err)), 0);
+	cr_assert(strstr(err, "l.conf:2: key 'user'") != NULL, "%s", err);
+}
+
 Test(config, overlong_line_is_an_error_not_a_split)
 {
 	char text[1200] = "[relay]\nrelay_domains = ";

@@ -82,7 +82,8 @@ static void t_segment_new(struct t_segment *s, uint32_t writer, uint64_t sequenc
 	memset(s, 0, sizeof(*s));
 	s->writer = writer;
 	s->sequence = sequence;
-	int fd = segment_create(t_segments_fd, writer, sequence, T_SEGMENT_SIZE, &s->salt, &s->end);
+	int fd = segment_create(t_segments_fd, writer, sequence, T_SEGMENT_SIZE,
+				SEGMENT_OWNER_CREATOR, &s->salt, &s->end);
 	cr_assert_geq(fd, 0, "segment_create(w%u, %llu): %s", writer, (unsigned long long)sequence,
 		      strerror(-fd));
 	s->fd = fd;

@@ -1573,6 +1573,83 @@ Test(store, near_miss_names_in_segments_are_left_alone)
 	}
 }
 
+/* ferryd started as root gives its spool to the user it runs as: what an
+ * earlier run as root left, and each segment a worker makes while still
+ * root. A link planted in the spool is not followed. */
+static void t_expect_owner(const char *path, uid_t uid, gid_t gid)
+{
+	struct stat st;
+	cr_assert_eq(lstat(path, &st), 0, "%s: %s", path, strerror(errno));
+	cr_expect(st.st_uid == uid && st.st_gid == gid, "%s belongs to %u:%u, not %u:%u", path,
+		  (unsigned)st.st_uid, (unsigned)st.st_gid, (unsigned)uid, (unsigned)gid);
+}
+
+static void t_expect_segments_owner(uid_t uid, gid_t gid)
+{
+	char dir[256], path[600];
+	snprintf(dir, sizeof(dir), "%s/segments", ts.spool);
+	DIR *d = opendir(dir);
+	cr_assert_not_null(d);
+	unsigned seen = 0;
+	for (struct dirent *e; (e = readdir(d)) != NULL;) {
+		if (strstr(e->d_name, ".seg") == NULL)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		t_expect_owner(path, uid, gid);
+		seen++;
+	}
+	closedir(d);
+	cr_assert_gt(seen, 0, "no segment in %s", dir);
+}
+
+Test(store, spool_is_given_to_its_owner_with_what_an_earlier_run_left)
+{
+	if (geteuid() != 0)
+		cr_skip_test("giving files away takes root (ferryd gives its spool to its user "
+			     "as root)");
+	enum { OWNER_UID = 4242, OWNER_GID = 4243 }; /* chown takes ids no account has */
+	t_open();
+	t_start_workers();
+	static struct t_client c[2];
+	t_send(&c[0], "bob@dest.example", (const uint8_t *)"hi\r\n", 4);
+	t_pump_until_committed(&c[0], 1);
+	t_close();
+	char path[600], outside[256], link[300];
+	snprintf(path, sizeof(path), "%s/quarantine/w009-000000000001.seg", ts.spool);
+	t_write_file(path, (const uint8_t *)"x", 1);
+	snprintf(t_scratch, sizeof(t_scratch), "/tmp/ferry-test-store-outside-XXXXXX");
+	cr_assert_not_null(mkdtemp(t_scratch));
+	snprintf(outside, sizeof(outside), "%s/passwd", t_scratch);
+	t_write_file(outside, (const uint8_t *)"x", 1);
+	snprintf(link, sizeof(link), "%s/segments/planted.seg", ts.spool);
+	cr_assert_eq(symlink(outside, link), 0, "%s", strerror(errno));
+
+	ts.cfg.owner_set = true;
+	ts.cfg.owner_uid = OWNER_UID;
+	ts.cfg.owner_gid = OWNER_GID;
+	t_open();
+	t_expect_owner(ts.spool, OWNER_UID, OWNER_GID);
+	static const char *const names[] = {"lock", "segments", "quarantine",
+					    "quarantine/w009-000000000001.seg"};
+	for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", ts.spool, names[i]);
+		t_expect_owner(path, OWNER_UID, OWNER_GID);
+	}
+	t_expect_owner(link, 0, 0);
+	t_expect_owner(outside, 0, 0);
+	cr_assert_eq(unlink(link), 0);
+	t_expect_segments_owner(OWNER_UID, OWNER_GID);
+	/* A restarted writer never appends to an old segment: this one is new,
+	 * made by root, and its user's all the same. */
+	unsigned before = t_segments();
+	t_start_workers();
+	t_send(&c[1], "bob@dest.example", (const uint8_t *)"hi\r\n", 4);
+	t_pump_until_committed(&c[1], 1);
+	cr_assert_eq(c[1].status, 0);
+	cr_assert_gt(t_segments(), before, "no new segment was made");
+	t_expect_segments_owner(OWNER_UID, OWNER_GID);
+}
+
 /* ---- 8. limits --------------------------------------------------------------- */
 
 Test(store, max_bytes_refuses_new_mail_and_keeps_the_old)

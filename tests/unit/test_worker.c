@@ -2,8 +2,8 @@
  * Tests for core/worker.c's services: the order the layers' services run
  * in (start and ready bottom up, before_wait, drain and stop top down), a
  * failed start that stops what had started, a drained worker that leaves
- * only once every service is idle, and a group of worker threads that
- * leaves together.
+ * only once every service is idle, a group of worker threads that leaves
+ * together, and one started in two steps that is not ready in between.
  */
 #include <criterion/criterion.h>
 
@@ -11,6 +11,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/worker.h"
 
@@ -134,9 +135,19 @@ static void t_group_stop(struct worker *w, void *state)
 	atomic_fetch_add(&t_group_stops, 1);
 }
 
+static atomic_int t_group_readies;
+
+static void t_group_ready(struct worker *w, void *state)
+{
+	(void)w;
+	(void)state;
+	atomic_fetch_add(&t_group_readies, 1);
+}
+
 static const struct worker_service t_group_service = {
 	.name = "group-test",
 	.start = t_group_start,
+	.ready = t_group_ready,
 	.stop = t_group_stop,
 };
 
@@ -151,4 +162,35 @@ Test(worker, a_group_starts_and_leaves_together)
 	worker_group_shutdown(&g);
 	worker_group_join(&g);
 	cr_assert_eq(atomic_load(&t_group_stops), 2);
+}
+
+/* Started in two steps (ferryd gives up root in between): no service is
+ * ready until worker_group_ready, and a group that never gets ready still
+ * winds down. */
+Test(worker, a_group_started_in_two_steps_is_ready_only_when_told)
+{
+	struct worker_services set = {0};
+	worker_services_add(&set, &t_group_service, NULL);
+	struct worker_group g;
+	char err[256];
+	atomic_store(&t_group_stops, 0);
+	atomic_store(&t_group_readies, 0);
+	cr_assert_eq(worker_group_start_services(&g, 2, &set, err, sizeof(err)), 0, "%s", err);
+	usleep(100 * 1000);
+	cr_assert_eq(atomic_load(&t_group_readies), 0, "a service was ready before the group");
+	worker_group_ready(&g);
+	for (int i = 0; i < 500 && atomic_load(&t_group_readies) < 2; i++)
+		usleep(10 * 1000);
+	cr_assert_eq(atomic_load(&t_group_readies), 2);
+	worker_group_shutdown(&g);
+	worker_group_join(&g);
+	cr_assert_eq(atomic_load(&t_group_stops), 2);
+
+	atomic_store(&t_group_stops, 0);
+	atomic_store(&t_group_readies, 0);
+	cr_assert_eq(worker_group_start_services(&g, 2, &set, err, sizeof(err)), 0, "%s", err);
+	worker_group_shutdown(&g);
+	worker_group_join(&g);
+	cr_assert_eq(atomic_load(&t_group_stops), 2);
+	cr_assert_eq(atomic_load(&t_group_readies), 0);
 }
