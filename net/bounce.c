@@ -14,6 +14,7 @@
 #include "core/list.h"
 #include "core/log.h"
 #include "net/outbound.h"
+#include "net/outbound_operator.h"
 #include "queue/body.h"
 #include "queue/dsn.h"
 #include "queue/queue.h"
@@ -101,6 +102,11 @@ void bounce_free(struct bounce *b)
 void bounce_add(struct bounce *b, struct queue_rcpt *r, const char *status, const char *reason,
 		const char *remote_mta)
 {
+	if (sched_rcpt_mark(r) == SCHED_MARK_DELETE) {
+		/* Deleted by an operator while it was tried: no DSN. */
+		outbound_operator_delete(b->ob, r);
+		return;
+	}
 	struct sched_message info;
 	sched_rcpt_message(r, &info);
 	struct bounce_job *job = NULL, *j;

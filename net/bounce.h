@@ -14,7 +14,9 @@
  * recipients instead.
  *
  * Mail from the null sender (a bounce itself) gets no DSN: its failed
- * recipients end at once (RFC 5321 6.1; no bounce loops).
+ * recipients end at once (RFC 5321 6.1; no bounce loops). Nor does a
+ * recipient an operator deleted while it was being tried
+ * (net/outbound_operator.h): it is deleted instead.
  */
 #ifndef FERRY_NET_BOUNCE_H
 #define FERRY_NET_BOUNCE_H
