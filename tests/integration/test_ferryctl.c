@@ -347,7 +347,9 @@ Test(ferryctl, admin_socket_is_0660_and_speaks_the_protocol)
 	raw_request(&fi, "bogus\n", out, sizeof(out));
 	cr_expect_str_eq(out,
 			 "error: unknown command 'bogus' (try: queue, list DOMAIN, show "
-			 "QUEUEID, flush [DOMAIN|@DOMAIN|#QUEUE], hold DOMAIN, release DOMAIN)\n");
+			 "QUEUEID, flush [DOMAIN|@DOMAIN|#QUEUE], hold DOMAIN|QUEUEID, release "
+			 "DOMAIN|QUEUEID, delete DOMAIN|QUEUEID, bounce DOMAIN|QUEUEID, stats, "
+			 "config)\n");
 	raw_request(&fi, "queue\r\n", out, sizeof(out));
 	cr_expect_str_eq(out, "ok\n", "an empty queue");
 	raw_request(&fi, "show 0000000000000000\n", out, sizeof(out));
@@ -359,11 +361,26 @@ Test(ferryctl, admin_socket_is_0660_and_speaks_the_protocol)
 	raw_request(&fi, "flush Nobody.Example\n", out, sizeof(out));
 	cr_expect_str_eq(out, "ok\nflushed 0\n");
 	raw_request(&fi, "hold\n", out, sizeof(out));
-	cr_expect_str_eq(out, "error: usage: hold DOMAIN\n");
+	cr_expect_str_eq(out, "error: usage: hold DOMAIN|QUEUEID\n");
 	raw_request(&fi, "release bad..example\n", out, sizeof(out));
 	cr_expect_str_eq(out, "error: 'bad..example' is not a domain name (letters, digits and "
-			      "hyphens in dot-separated labels) nor an address literal such as "
-			      "[192.0.2.1]\n");
+			      "hyphens in dot-separated labels), an address literal such as "
+			      "[192.0.2.1], nor a queue id (16 letters and digits)\n");
+	raw_request(&fi, "delete\n", out, sizeof(out));
+	cr_expect_str_eq(out, "error: usage: delete DOMAIN|QUEUEID\n");
+	raw_request(&fi, "bounce 0000000000000000\n", out, sizeof(out));
+	cr_expect_str_eq(out, "error: no message 0000000000000000 in the queue\n");
+	raw_request(&fi, "delete Nobody.Example\n", out, sizeof(out));
+	cr_expect_str_eq(out, "ok\ndeleted 0 0\n");
+	raw_request(&fi, "stats now\n", out, sizeof(out));
+	cr_expect_str_eq(out, "error: 'stats' takes no argument\n");
+	raw_request(&fi, "stats\n", out, sizeof(out));
+	cr_expect(strncmp(out, "ok\n# HELP ", 10) == 0, "stats: %.200s", out);
+	cr_expect_not_null(strstr(out, "\nferry_messages_received_total 0\n"), "%s", out);
+	raw_request(&fi, "config\n", out, sizeof(out));
+	cr_expect(strncmp(out, "ok\n# ferryd effective configuration (from ", 42) == 0,
+		  "config: %.200s", out);
+	cr_expect_not_null(strstr(out, "\n[server]\nhostname = relay.test\n"), "%s", out);
 	raw_request(&fi, "hold alpha.example extra\n", out, sizeof(out));
 	cr_expect(strncmp(out, "error: 'alpha.example extra' is not a domain name", 49) == 0, "%s",
 		  out);
