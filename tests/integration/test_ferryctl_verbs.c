@@ -33,6 +33,19 @@
 			     out);                                                                 \
 	} while (0)
 
+/* Run `command` (a ferryctl command line, no quoting needed) on a terminal
+ * of its own, through script(1), answering `answer` to what it asks (NULL:
+ * nothing, an end of input); the terminal's output goes to out. */
+static int run_ferryctl_shell(char *out, char *err, const char *answer, const char *command)
+{
+	char line[3 * PATH_MAX];
+	snprintf(line, sizeof(line), "%s%s%sscript -qec '%s' /dev/null", answer ? "echo " : "",
+		 answer ? answer : "", answer ? " | " : "", command);
+	char *argv[] = {"sh", "-c", line, NULL};
+	out[0] = err[0] = '\0';
+	return harness_run(argv, out, OUT_SIZE, err, OUT_SIZE, CTL_MS);
+}
+
 /* A ferryd with `extra` config, its admin socket up. */
 static void start_with(struct ferry_instance *fi, const char *extra)
 {
@@ -202,12 +215,27 @@ Test(ferryctl, delete_asks_first_and_deleted_mail_stays_gone_after_a_restart)
 	ctl_json(&fi, out, err, "queue");
 	cr_expect_str_eq(json_get(out, "d['total']['recipients']"), "6");
 
+	/* On a terminal (script(1) gives it one) it asks; no answer is no. */
+	char ctl[PATH_MAX], command[2 * PATH_MAX + 64];
+	harness_build_path("ferryctl", ctl, sizeof(ctl));
+	snprintf(command, sizeof(command), "%s -c %s delete gamma.example", ctl, fi.config);
+	rc = run_ferryctl_shell(out, err, NULL, command);
+	cr_expect_eq(rc, 1, "a delete not confirmed: exit %d: %s%s", rc, out, err);
+	cr_expect_not_null(strstr(out, "delete 1 recipient of gamma.example? [y/N] "), "%s", out);
+	cr_expect_not_null(strstr(out, "ferryctl: nothing was deleted"), "%s", out);
+	ctl_json(&fi, out, err, "queue");
+	cr_expect_str_eq(json_get(out, "d['total']['recipients']"), "6");
+
 	ctl_json(&fi, out, err, "-y", "delete", s.id[0]);
 	cr_expect_str_eq(json_get(out, "d['command'], d['by'], d['recipients'], d['inflight']"),
 			 "('delete', 'queue_id', 3, 0)");
+	/* Said yes to on the terminal. */
+	rc = run_ferryctl_shell(out, err, "y", command);
+	cr_expect_eq(rc, 0, "a delete confirmed: exit %d: %s%s", rc, out, err);
+	cr_expect_not_null(strstr(out, "delete: 1 recipient of gamma.example deleted"), "%s", out);
 	ctl_json(&fi, out, err, "delete", "--yes", "gamma.example");
 	cr_expect_str_eq(json_get(out, "d['command'], d['by'], d['recipients'], d['inflight']"),
-			 "('delete', 'domain', 1, 0)");
+			 "('delete', 'domain', 0, 0)");
 	/* The words for people. */
 	rc = run_ferryctl_args(out, err, "-c", fi.config, "-y", "delete", "nobody.example", NULL);
 	cr_expect_eq(rc, 0);
