@@ -43,6 +43,12 @@ void bounce_free(struct bounce *b);
 void bounce_add(struct bounce *b, struct queue_rcpt *r, const char *status, const char *reason,
 		const char *remote_mta);
 
+/* The same for a recipient an operator fails (ferryctl bounce): no
+ * attempt of its own, so its journal keeps the attempts it had
+ * (QUEUE_REMOVED); no remote MTA. */
+void bounce_add_removed(struct bounce *b, struct queue_rcpt *r, const char *status,
+			const char *reason);
+
 /* Loop turn: start a job for each message that got failures. */
 void bounce_run(struct bounce *b);
 

@@ -20,7 +20,7 @@ void outbound_operator_delete(struct outbound *ob, struct queue_rcpt *r)
 	/* Logged first: the outcome may end the message, and its strings. */
 	log_event(LOG_LEVEL_INFO, "event=deleted queue_id=%s rcpt=%.*s", sched_rcpt_message_id(r),
 		  (int)len, address);
-	sched_finish(ob->queue, r, QUEUE_FAILED, OUTBOUND_DELETED_REASON);
+	sched_finish(ob->queue, r, QUEUE_REMOVED, OUTBOUND_DELETED_REASON);
 }
 
 static void outbound_operator_bounce(struct outbound *ob, struct queue_rcpt *r)
@@ -30,7 +30,7 @@ static void outbound_operator_bounce(struct outbound *ob, struct queue_rcpt *r)
 	log_event(LOG_LEVEL_INFO, "event=bounced_by_operator queue_id=%s rcpt=%.*s",
 		  sched_rcpt_message_id(r), (int)len, address);
 	/* As a 5xx would: the bouncer ends it once its DSN is durable. */
-	bounce_add(ob->bounces, r, OUTBOUND_BOUNCED_STATUS, OUTBOUND_BOUNCED_REASON, NULL);
+	bounce_add_removed(ob->bounces, r, OUTBOUND_BOUNCED_STATUS, OUTBOUND_BOUNCED_REASON);
 }
 
 void outbound_operator_ending(void *arg, struct queue_rcpt *r, enum sched_mark mark)

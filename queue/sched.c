@@ -267,7 +267,8 @@ static void sched_outcomes_handle(struct xmsg *msg)
 		struct queue *owner = o->rcpt->message->queue;
 		st = owner->store;
 		/* The message may be freed inside: its last recipient ends it. */
-		store_rcpt_journal(owner, o->rcpt, o->type, o->reason, o->next_attempt_ms);
+		store_rcpt_journal(owner, o->rcpt, o->type, o->reason, o->next_attempt_ms,
+				   o->attempted);
 	}
 	if (st != NULL)
 		atomic_fetch_sub(&st->xfers_in_flight, 1);
@@ -277,13 +278,13 @@ static void sched_outcomes_handle(struct xmsg *msg)
 
 /* Journal an outcome on the message's owner: here, or gathered for it. */
 static void sched_journal(struct queue *q, struct store_rcpt *r, enum record_type type,
-			  const char *reason, int64_t next_attempt_ms)
+			  bool attempted, const char *reason, int64_t next_attempt_ms)
 {
 	struct queue *owner = r->message->queue;
 	if (reason == NULL)
 		reason = "";
 	if (owner == q || owner->worker == NULL) {
-		store_rcpt_journal(owner, r, type, reason, next_attempt_ms);
+		store_rcpt_journal(owner, r, type, reason, next_attempt_ms, attempted);
 		return;
 	}
 	struct store_outcomes *batch = q->outcomes[owner->index];
@@ -299,6 +300,7 @@ static void sched_journal(struct queue *q, struct store_rcpt *r, enum record_typ
 	struct store_outcome *o = &batch->items[batch->count++];
 	o->rcpt = r;
 	o->type = type;
+	o->attempted = attempted;
 	o->next_attempt_ms = next_attempt_ms;
 	snprintf(o->reason, sizeof(o->reason), "%s", reason);
 }
@@ -315,7 +317,7 @@ void sched_finish(struct queue *q, struct queue_rcpt *qr, enum queue_outcome out
 	free(r->last_reply);
 	r->last_reply = NULL;
 	sched_journal(q, r, outcome == QUEUE_DELIVERED ? RECORD_RCPT_DELIVERED : RECORD_RCPT_FAILED,
-		      reason, 0);
+		      outcome != QUEUE_REMOVED, reason, 0);
 }
 
 /*
@@ -351,7 +353,7 @@ void sched_defer(struct queue *q, struct queue_rcpt *qr, uint64_t until_ms, cons
 	/* The journal keeps the wall-clock time of the next attempt. */
 	uint64_t now = store_now_ms(q);
 	int64_t next = worker_wall_ms() + (until_ms > now ? (int64_t)(until_ms - now) : 0);
-	sched_journal(q, r, RECORD_RCPT_DEFERRED, reason, next);
+	sched_journal(q, r, RECORD_RCPT_DEFERRED, true, reason, next);
 }
 
 void sched_return(struct queue *q, struct queue_rcpt *qr)

@@ -50,6 +50,9 @@ struct queue_rcpt;
 enum queue_outcome {
 	QUEUE_DELIVERED = 0, /* the next hop took it (2xx) */
 	QUEUE_FAILED,        /* refused for good (5xx, or too old): bounced */
+	/* Ended by an operator (ferryctl delete, bounce), not by an attempt:
+	 * journaled as failed, its attempts as they were. */
+	QUEUE_REMOVED,
 };
 
 /* Move up to max READY recipients of `domain` to INFLIGHT and hand them

@@ -2147,7 +2147,7 @@ static void t_ending(void *arg, struct queue_rcpt *r, enum sched_mark mark)
 	cr_assert_eq(mark, SCHED_MARK_DELETE);
 	cr_assert_eq(sched_rcpt_state(r), SCHED_INFLIGHT);
 	t_endings++;
-	sched_finish(ts.queues[0], r, QUEUE_FAILED, "deleted by the operator");
+	sched_finish(ts.queues[0], r, QUEUE_REMOVED, "deleted by the operator");
 }
 
 /*
@@ -2222,10 +2222,22 @@ Test(store, operator_marks_hold_one_message_and_end_recipients_in_flight)
 	cr_assert_eq(t_collect(c[0].id, &r), 1);
 	cr_assert_eq(sched_rcpt_state(r[0]), SCHED_HELD);
 	sched_take(q, r[0]);
-	sched_finish(q, r[0], QUEUE_FAILED, "deleted by the operator");
+	sched_finish(q, r[0], QUEUE_REMOVED, "deleted by the operator");
 	free(r);
 	sched_set_hooks(q, NULL);
 	t_pump_idle();
+
+	/* Journaled failed, and not as an attempt: neither was tried. */
+	struct spool_view *v;
+	char err[256];
+	cr_assert_eq(spool_view_open(&v, ts.spool, err, sizeof(err)), 0, "%s", err);
+	const struct spool_view_message *m = spool_view_find(v, c[0].id);
+	cr_assert_not_null(m);
+	for (unsigned i = 0; i < 2; i++) {
+		cr_expect_eq(m->rcpts[i].state, SPOOL_VIEW_FAILED);
+		cr_expect_eq(m->rcpts[i].attempts, 0, "a deletion counted as an attempt");
+	}
+	spool_view_close(v);
 
 	/* The first message is done; the second comes back, ready (a
 	 * restart forgets an operator's hold). */
