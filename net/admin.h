@@ -128,9 +128,10 @@ static inline bool admin_queue_id_ok(const char *s, size_t len)
 }
 
 /* What hold, release, delete and bounce take: a queue id when it has the
- * shape of one (QUEUE_ID_LEN letters and digits: no domain name a
- * recipient is queued under looks like that, as it has a dot), else a
- * domain (admin_destination_ok). */
+ * shape of one (QUEUE_ID_LEN letters and digits, so no dot), else a
+ * domain (admin_destination_ok). A domain of a single label of that shape
+ * cannot be named there; mail is queued under dotted names (or address
+ * literals) in practice. */
 static inline bool admin_target_is_queue_id(const char *s, size_t len)
 {
 	return admin_queue_id_ok(s, len);
