@@ -454,7 +454,7 @@ static void admin_free(struct admin *a)
 	free(a);
 }
 
-int admin_start(struct admin **out, struct queue_store *store,
+int admin_start(struct admin **out, const struct config *cfg, struct queue_store *store,
 		const struct outbound_settings *delivery, const struct etrn_policy *etrn,
 		const char *spool_dir, char *err, size_t err_size)
 {
@@ -465,6 +465,7 @@ int admin_start(struct admin **out, struct queue_store *store,
 		snprintf(err, err_size, "admin socket: out of memory");
 		return -ENOMEM;
 	}
+	a->commands.cfg = cfg;
 	a->commands.store = store;
 	a->commands.delivery = delivery;
 	a->commands.etrn = etrn;

@@ -16,8 +16,12 @@
  * Wire protocol (text, one connection per request; docs/operations.md):
  *
  *   request   "queue" | "list DOMAIN" | "show QUEUEID" | "flush [DOMAIN]"
- *             | "hold DOMAIN" | "release DOMAIN", ended by LF or CRLF,
- *             printable ASCII, at most ADMIN_REQUEST_MAX octets
+ *             | "flush @DOMAIN" | "flush #QUEUE" | "hold TARGET"
+ *             | "release TARGET" | "delete TARGET" | "bounce TARGET"
+ *             | "stats" | "config", ended by LF or CRLF, printable ASCII,
+ *             at most ADMIN_REQUEST_MAX octets. TARGET is a domain, or a
+ *             queue id: QUEUE_ID_LEN letters and digits (no dot) are a
+ *             queue id (admin_target_is_queue_id).
  *   answer    "ok" LF, then the body; or "error: <why>" LF. The server
  *             closes the connection after the answer: EOF ends the body.
  *
@@ -26,10 +30,11 @@
  *             <oldest arrival, unix ms>"
  *   list      one line per queued recipient of DOMAIN:
  *             "<queue id> <state> <attempts> <arrival ms> <size> <sender>
- *             <recipient> <next attempt ms> <last reply>" (sender "<>"
- *             when null; next attempt 0 unless deferred; last reply ""
- *             when none; text escaped as log_quote does, so a field holds
- *             no space unless quoted)
+ *             <recipient> <next attempt ms> <last reply>" (state ready,
+ *             deferred, held, held-id (held by its queue id), inflight;
+ *             sender "<>" when null; next attempt 0 unless deferred; last
+ *             reply "" when none; text escaped as log_quote does, so a
+ *             field holds no space unless quoted)
  *   show      the envelope, one "key value" line each: id, arrival, size,
  *             client, helo, sender, param*, "rcpt ADDRESS STATE ATTEMPTS
  *             REPLY"* (STATE: queued, deferred, delivered, failed, as
@@ -40,13 +45,27 @@
  *             ADMIN_HEADERS_MAX octets).
  *   flush     every held and deferred recipient of DOMAIN (without one:
  *             of every domain) is made ready now, its backoff forgotten:
- *             "flushed <recipients>"
+ *             "flushed <recipients>" (those held by queue id stay held)
  *   hold      DOMAIN's mail is held from now on, until released or
- *             ferryd restarts: "held <recipients moved to held>"
+ *             ferryd restarts: "held <recipients moved to held>"; a
+ *             QUEUEID's queued recipients are held until released by id:
+ *             "held <recipients held> <in flight: held if deferred>"
  *   release   ends a hold of DOMAIN (the config's too, until restart)
- *             and flushes it: "released <recipients made ready>"
- *             (flush, hold, release: "error: delivery is not running ..."
- *             from a ferryd started without delivery.)
+ *             and flushes it: "released <recipients made ready>"; of a
+ *             QUEUEID: "released <made ready> <still held by their domain>"
+ *   delete    the TARGET's queued recipients end without a DSN:
+ *             "deleted <recipients> <in flight: deleted when their
+ *             attempt ends, unless delivered>"
+ *   bounce    the TARGET's queued recipients fail now with a DSN:
+ *             "bounced <recipients> <in flight: bounced when their
+ *             attempt ends, unless delivered>"
+ *             (moves: "error: delivery is not running ..." from a ferryd
+ *             started without delivery; net/outbound_operator.h says what
+ *             each does.)
+ *   stats     every worker's counters merged, in the Prometheus text
+ *             format, as GET /metrics has them
+ *   config    the effective configuration, as ferryd --check-config
+ *             prints it: "[section]" and "key = value" lines
  *
  * Start it once the workers run; stop it before they are told to shut down
  * (its requests need live workers to be answered).
@@ -68,8 +87,8 @@
 #define ADMIN_HEADERS_MAX 65536
 #define ADMIN_MAX_CLIENTS 16 /* served at once, each on its own thread */
 #define ADMIN_COMMANDS_HINT                                                                        \
-	"queue, list DOMAIN, show QUEUEID, flush [DOMAIN|@DOMAIN|#QUEUE], hold DOMAIN, release "   \
-	"DOMAIN"
+	"queue, list DOMAIN, show QUEUEID, flush [DOMAIN|@DOMAIN|#QUEUE], hold DOMAIN|QUEUEID, "   \
+	"release DOMAIN|QUEUEID, delete DOMAIN|QUEUEID, bounce DOMAIN|QUEUEID, stats, config"
 /* Descriptors the admin socket may hold at once, for ferryd's budget: the
  * spool and segments directories, the listening socket, the stop eventfd,
  * and per client its socket and a segment file read for `show`. */
@@ -108,7 +127,18 @@ static inline bool admin_queue_id_ok(const char *s, size_t len)
 	return true;
 }
 
+/* What hold, release, delete and bounce take: a queue id when it has the
+ * shape of one (QUEUE_ID_LEN letters and digits, so no dot), else a
+ * domain (admin_destination_ok). A domain of a single label of that shape
+ * cannot be named there; mail is queued under dotted names (or address
+ * literals) in practice. */
+static inline bool admin_target_is_queue_id(const char *s, size_t len)
+{
+	return admin_queue_id_ok(s, len);
+}
+
 struct admin;
+struct config;
 struct queue_store;
 struct outbound_settings;
 struct etrn_policy;
@@ -116,11 +146,12 @@ struct etrn_policy;
 /*
  * Bind <spool_dir>/ferryctl.sock (replacing a stale one; refusing when
  * another process still answers on it) and start the admin thread.
- * `delivery` is what flush, hold and release act on (its workers' array
- * filled: start the admin after the workers); NULL answers them with an
- * error. Returns 0 or -errno with err saying what failed.
+ * `delivery` is what the moves act on (its workers' array filled: start
+ * the admin after the workers); NULL answers them with an error. `cfg`
+ * is what config shows (NULL: an error). Returns 0 or -errno with err
+ * saying what failed.
  */
-int admin_start(struct admin **out, struct queue_store *store,
+int admin_start(struct admin **out, const struct config *cfg, struct queue_store *store,
 		const struct outbound_settings *delivery, const struct etrn_policy *etrn,
 		const char *spool_dir, char *err, size_t err_size);
 

@@ -1,43 +1,34 @@
 /*
  * admin_commands — the admin socket's requests carried out (see
- * admin_commands.h): checked here, run on the workers, answered.
+ * admin_commands.h): checked here, views, stats and config answered here,
+ * moves by admin_moves.c, each worker's part run by admin_request.c.
  */
 #include "net/admin_commands.h"
 
 #include <ctype.h>
 #include <errno.h>
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/array.h"
-#include "core/list.h"
-#include "core/log.h"
+#include "core/config.h"
+#include "core/metrics.h"
 #include "core/worker.h"
-#include "core/xmsg.h"
 #include "net/admin.h"
+#include "net/admin_request.h"
 #include "net/etrn.h"
-#include "net/etrn_service.h"
-#include "net/outbound.h"
 #include "queue/queue.h"
-#include "queue/sched.h"
 #include "queue/spool_view.h"
-
-#define ADMIN_LIST_PER_TURN 2048 /* recipients a worker lists in one loop turn */
-#define ADMIN_ALL_WORKERS   UINT32_MAX
-
-enum admin_command { ADMIN_QUEUE, ADMIN_LIST, ADMIN_SHOW, ADMIN_FLUSH, ADMIN_HOLD, ADMIN_RELEASE };
 
 /* What a command's argument must be. */
 enum admin_argument {
 	ADMIN_ARG_NONE,
 	ADMIN_ARG_DOMAIN,          /* list: any queued destination's spelling */
-	ADMIN_ARG_DESTINATION,     /* hold, release: a domain name or address literal */
-	ADMIN_ARG_MAY_DESTINATION, /* flush: one, or none for everything */
+	ADMIN_ARG_MAY_DESTINATION, /* flush: a domain name, or none for everything */
+	ADMIN_ARG_TARGET,          /* hold, release, delete, bounce: a domain name or a queue id */
 	ADMIN_ARG_QUEUE_ID,
 };
 
@@ -47,202 +38,26 @@ struct admin_command_spec {
 	const char *usage;
 };
 
-/* By enum admin_command. */
+/* By enum admin_command: the requests a client may send (ADMIN_LOCATE is
+ * the moves' own). */
 static const struct admin_command_spec admin_commands[] = {
 	[ADMIN_QUEUE] = {"queue", ADMIN_ARG_NONE, "queue"},
 	[ADMIN_LIST] = {"list", ADMIN_ARG_DOMAIN, "list DOMAIN"},
 	[ADMIN_SHOW] = {"show", ADMIN_ARG_QUEUE_ID, "show QUEUEID"},
 	[ADMIN_FLUSH] = {"flush", ADMIN_ARG_MAY_DESTINATION, "flush [DOMAIN|@DOMAIN|#QUEUE]"},
-	[ADMIN_HOLD] = {"hold", ADMIN_ARG_DESTINATION, "hold DOMAIN"},
-	[ADMIN_RELEASE] = {"release", ADMIN_ARG_DESTINATION, "release DOMAIN"},
+	[ADMIN_HOLD] = {"hold", ADMIN_ARG_TARGET, "hold DOMAIN|QUEUEID"},
+	[ADMIN_RELEASE] = {"release", ADMIN_ARG_TARGET, "release DOMAIN|QUEUEID"},
+	[ADMIN_DELETE] = {"delete", ADMIN_ARG_TARGET, "delete DOMAIN|QUEUEID"},
+	[ADMIN_BOUNCE] = {"bounce", ADMIN_ARG_TARGET, "bounce DOMAIN|QUEUEID"},
+	[ADMIN_STATS] = {"stats", ADMIN_ARG_NONE, "stats"},
+	[ADMIN_CONFIG] = {"config", ADMIN_ARG_NONE, "config"},
 };
 
 #define ADMIN_NCOMMANDS (sizeof(admin_commands) / sizeof(admin_commands[0]))
 
-/* ---- one request, answered by the workers ------------------------------------ */
-
-struct admin_request;
-
-/* One worker's part: its handler fills `out` on that worker's thread. */
-struct admin_part {
-	struct xmsg link;
-	struct admin_request *request;
-	struct queue *queue;
-	struct buf out;
-	uint32_t index;                    /* the worker's number */
-	int found;                         /* show: queue_report_message() found the message */
-	struct queue_report_cursor cursor; /* list: where the last turn stopped */
-	long moved;                        /* flush, hold, release: recipients moved, or -errno */
-};
-
-/*
- * Shared by the admin thread and the workers. refs counts the admin
- * thread's hold plus every part whose handler has not finished; whoever
- * drops the last one frees it, so a request the admin gave up on (a worker
- * slow to answer) is freed by that worker, never under it.
- */
-struct admin_request {
-	pthread_mutex_t lock;
-	pthread_cond_t done;
-	unsigned refs;
-	unsigned pending; /* parts not answered yet */
-	bool abandoned;   /* the admin stopped waiting: skip the work */
-	enum admin_command command;
-	const struct outbound_settings *delivery;
-	struct etrn_plan plan; /* flush @DOMAIN or #QUEUE: what it covers (ntargets > 0) */
-	char arg[ADMIN_REQUEST_MAX + 1];
-	size_t arg_len;
-	uint32_t nparts;
-	struct admin_part parts[];
-};
-
-static void admin_request_free(struct admin_request *req)
+const char *admin_command_name(enum admin_command command)
 {
-	for (uint32_t i = 0; i < req->nparts; i++)
-		buf_release(&req->parts[i].out);
-	etrn_plan_free(&req->plan);
-	pthread_cond_destroy(&req->done);
-	pthread_mutex_destroy(&req->lock);
-	free(req);
-}
-
-/* Drop one reference; `answered`: a part's handler is done with it. */
-static void admin_request_release(struct admin_request *req, bool answered)
-{
-	pthread_mutex_lock(&req->lock);
-	if (answered && --req->pending == 0)
-		pthread_cond_signal(&req->done);
-	bool last = --req->refs == 0;
-	pthread_mutex_unlock(&req->lock);
-	if (last)
-		admin_request_free(req);
-}
-
-/* Delivery's move, on the worker that owns part->queue (and, for a
- * domain, its shard). */
-static long admin_part_move(const struct admin_request *req, const struct admin_part *part)
-{
-	struct outbound *ob = outbound_of_worker(req->delivery, part->index);
-	if (ob == NULL)
-		return -ESRCH; /* its delivery stopped, or never started */
-	if (req->command == ADMIN_FLUSH && req->plan.ntargets > 0) {
-		struct etrn_part_result r;
-		etrn_flush_here(part->queue, ob, &req->plan, 0, true, &r);
-		return r.failed ? -ENOMEM : (long)r.moved;
-	}
-	if (req->command == ADMIN_FLUSH)
-		return req->arg_len == 0 ? (long)outbound_flush_all(ob)
-					 : (long)outbound_flush(ob, req->arg, req->arg_len);
-	return outbound_hold(ob, req->arg, req->arg_len, req->command == ADMIN_HOLD);
-}
-
-/* On the worker that owns part->queue. */
-static void admin_part_run(struct xmsg *msg)
-{
-	struct admin_part *part = container_of(msg, struct admin_part, link);
-	struct admin_request *req = part->request;
-	pthread_mutex_lock(&req->lock);
-	bool wanted = !req->abandoned;
-	pthread_mutex_unlock(&req->lock);
-	if (wanted) {
-		switch (req->command) {
-		case ADMIN_QUEUE:
-			queue_report_destinations(part->queue, &part->out);
-			break;
-		case ADMIN_LIST:
-			/* A bounded share per loop turn: the rest on the next
-			 * one, the part sent again to this same worker. */
-			if (queue_report_domain(part->queue, req->arg, req->arg_len, &part->cursor,
-						ADMIN_LIST_PER_TURN, &part->out) == 1) {
-				worker_send(queue_worker(part->queue), &part->link, admin_part_run);
-				return;
-			}
-			break;
-		case ADMIN_SHOW:
-			part->found = queue_report_message(part->queue, req->arg, &part->out);
-			break;
-		case ADMIN_FLUSH:
-		case ADMIN_HOLD:
-		case ADMIN_RELEASE:
-			part->moved = admin_part_move(req, part);
-			break;
-		}
-	}
-	admin_request_release(req, true);
-}
-
-/*
- * Ask worker `only` (ADMIN_ALL_WORKERS: every one) for its part and wait
- * at most ADMIN_WORKERS_MS. Returns the request with every part answered
- * (the caller releases it), or NULL with *why set. A worker not asked, or
- * not running, answers nothing (moved 0, or -ESRCH when it was asked).
- */
-static struct admin_request *admin_ask_workers(const struct admin_commands *c,
-					       enum admin_command command, uint32_t only,
-					       const char *arg, size_t arg_len,
-					       struct etrn_plan *plan, const char **why)
-{
-	uint32_t n = queue_store_workers(c->store);
-	struct admin_request *req = calloc(1, sizeof(*req) + n * sizeof(req->parts[0]));
-	*why = "ferryd is out of memory";
-	if (req == NULL)
-		return NULL;
-	pthread_condattr_t attr;
-	pthread_condattr_init(&attr);
-	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-	pthread_cond_init(&req->done, &attr);
-	pthread_condattr_destroy(&attr);
-	pthread_mutex_init(&req->lock, NULL);
-	req->command = command;
-	req->delivery = c->delivery;
-	if (plan != NULL) /* the request owns it from now on */
-		etrn_plan_move(&req->plan, plan);
-	memcpy(req->arg, arg, arg_len);
-	req->arg[arg_len] = '\0';
-	req->arg_len = arg_len;
-	req->nparts = n;
-	req->refs = n + 1;
-	req->pending = n;
-	for (uint32_t i = 0; i < n; i++) {
-		req->parts[i].request = req;
-		req->parts[i].queue = queue_store_queue(c->store, i);
-		req->parts[i].index = i;
-		req->parts[i].moved = only == ADMIN_ALL_WORKERS || only == i ? -ESRCH : 0;
-	}
-	for (uint32_t i = 0; i < n; i++) {
-		struct queue *q = req->parts[i].queue;
-		struct worker *w = q != NULL ? queue_worker(q) : NULL;
-		if (w == NULL || (only != ADMIN_ALL_WORKERS && only != i))
-			admin_request_release(req, true); /* nothing of it to ask */
-		else
-			worker_send(w, &req->parts[i].link, admin_part_run);
-	}
-
-	struct timespec deadline;
-	clock_gettime(CLOCK_MONOTONIC, &deadline);
-	deadline.tv_sec += ADMIN_WORKERS_MS / 1000;
-	deadline.tv_nsec += (long)(ADMIN_WORKERS_MS % 1000) * 1000000;
-	if (deadline.tv_nsec >= 1000000000) {
-		deadline.tv_sec++;
-		deadline.tv_nsec -= 1000000000;
-	}
-	pthread_mutex_lock(&req->lock);
-	while (req->pending > 0)
-		if (pthread_cond_timedwait(&req->done, &req->lock, &deadline) == ETIMEDOUT)
-			break;
-	bool answered = req->pending == 0;
-	if (!answered)
-		req->abandoned = true;
-	pthread_mutex_unlock(&req->lock);
-	if (answered)
-		return req;
-	log_event(LOG_LEVEL_ERROR,
-		  "event=admin_timeout command=%s waited_ms=%d note=\"a worker did not answer "
-		  "an operator request in time\"",
-		  admin_commands[command].name, ADMIN_WORKERS_MS);
-	admin_request_release(req, false);
-	*why = "ferryd did not answer in time";
-	return NULL;
+	return command < ADMIN_NCOMMANDS ? admin_commands[command].name : "locate";
 }
 
 /* ---- show: the header section from the segment files ------------------------ */
@@ -335,8 +150,10 @@ static bool admin_check_argument(enum admin_command command, char *arg, size_t l
 			return true;
 		}
 		/* fall through */
-	case ADMIN_ARG_DESTINATION:
 		ok = admin_destination_ok(arg, len);
+		break;
+	case ADMIN_ARG_TARGET:
+		ok = admin_target_is_queue_id(arg, len) || admin_destination_ok(arg, len);
 		break;
 	case ADMIN_ARG_QUEUE_ID:
 		ok = admin_queue_id_ok(arg, len);
@@ -353,6 +170,12 @@ static bool admin_check_argument(enum admin_command command, char *arg, size_t l
 				   QUEUE_ID_LEN);
 		else if (spec->argument == ADMIN_ARG_DOMAIN)
 			buf_printf(answer, "error: '%s' is not a domain\n", arg);
+		else if (spec->argument == ADMIN_ARG_TARGET)
+			buf_printf(answer,
+				   "error: '%s' is not a domain name (letters, digits and hyphens "
+				   "in dot-separated labels), an address literal such as "
+				   "[192.0.2.1], nor a queue id (%d letters and digits)\n",
+				   arg, QUEUE_ID_LEN);
 		else
 			buf_printf(answer,
 				   "error: '%s' is not a domain name (letters, digits and hyphens "
@@ -361,7 +184,8 @@ static bool admin_check_argument(enum admin_command command, char *arg, size_t l
 				   arg);
 		return false;
 	}
-	bool upper = spec->argument == ADMIN_ARG_QUEUE_ID;
+	bool upper = spec->argument == ADMIN_ARG_QUEUE_ID ||
+		     (spec->argument == ADMIN_ARG_TARGET && admin_target_is_queue_id(arg, len));
 	for (size_t i = 0; i < len; i++)
 		arg[i] = (char)(upper ? toupper((unsigned char)arg[i])
 				      : tolower((unsigned char)arg[i]));
@@ -382,7 +206,8 @@ static void admin_answer_view(const struct admin_commands *c, enum admin_command
 	 * compaction may have moved the message in between (its old segment
 	 * is gone): then ask once more. */
 	for (int attempt = 0;; attempt++) {
-		req = admin_ask_workers(c, command, ADMIN_ALL_WORKERS, arg, arg_len, NULL, &why);
+		struct admin_ask ask = {.only = ADMIN_ALL_WORKERS, .arg = arg, .arg_len = arg_len};
+		req = admin_ask_workers(c, command, &ask, &why);
 		if (req == NULL || command != ADMIN_SHOW)
 			break;
 		shown = NULL;
@@ -421,68 +246,59 @@ static void admin_answer_view(const struct admin_commands *c, enum admin_command
 	admin_request_release(req, false);
 }
 
-/* flush, hold, release: on the domain's shard owner, or (flush without a
- * domain) on every worker; the answer counts the recipients moved. */
-static void admin_answer_move(const struct admin_commands *c, enum admin_command command,
-			      const char *arg, size_t arg_len, struct buf *answer)
+/* stats: every worker's counters, as the metrics endpoint serves them. */
+static void admin_answer_stats(const struct admin_commands *c, struct buf *answer)
 {
-	static const char *const done[] = {
-		[ADMIN_FLUSH] = "flushed", [ADMIN_HOLD] = "held", [ADMIN_RELEASE] = "released"};
-	if (c->delivery == NULL) {
-		buf_printf(answer,
-			   "error: delivery is not running in this ferryd: there is nothing to "
-			   "%s\n",
-			   admin_commands[command].name);
-		return;
-	}
-	uint32_t only = arg_len == 0 ? ADMIN_ALL_WORKERS
-				     : sched_owner(queue_store_queue(c->store, 0), arg, arg_len);
-	struct etrn_plan plan = {0};
-	if (arg_len > 0 && (arg[0] == '@' || arg[0] == '#')) {
-		/* ETRN's forms, for an operator: every worker's shards. */
-		struct etrn_argument parsed;
-		etrn_parse(arg, arg_len, &parsed); /* checked already */
-		if (c->etrn == NULL || etrn_plan_make(c->etrn, NULL, &parsed, &plan) != 0) {
-			buf_printf(answer, "error: ferryd is out of memory\n");
-			return;
-		}
-		if (plan.code != 0) {
+	uint32_t n = queue_store_workers(c->store);
+	struct worker **workers = calloc(n, sizeof(*workers));
+	for (uint32_t i = 0; workers != NULL && i < n; i++) {
+		struct queue *q = queue_store_queue(c->store, i);
+		workers[i] = q != NULL ? queue_worker(q) : NULL;
+		if (workers[i] == NULL) {
 			buf_printf(answer,
-				   "error: no [domain] section has etrn_queues = %s: there is no "
-				   "such queue\n",
-				   parsed.name);
-			etrn_plan_free(&plan);
+				   "error: worker %u is not running (is ferryd stopping?)\n", i);
+			free(workers);
 			return;
 		}
-		only = ADMIN_ALL_WORKERS;
 	}
-	const char *why;
-	struct admin_request *req = admin_ask_workers(c, command, only, arg, arg_len,
-						      plan.ntargets > 0 ? &plan : NULL, &why);
-	etrn_plan_free(&plan); /* what the request did not take */
-	if (req == NULL) {
-		/* Abandoned after it was sent: the worker may still do it. */
-		buf_printf(answer,
-			   "error: %s (the %s may still take effect; check with queue or list)\n",
-			   why, admin_commands[command].name);
+	struct metrics all;
+	struct buf text = {0};
+	metrics_init(&all);
+	int r = workers != NULL ? worker_gather_metrics(workers, n, &all, ADMIN_WORKERS_MS)
+				: -ENOMEM;
+	if (r == 0 && (all.failed || metrics_render(&all, &text) != 0))
+		r = -ENOMEM;
+	if (r == -ETIMEDOUT)
+		buf_printf(answer, "error: ferryd did not answer in time\n");
+	else if (r != 0)
+		buf_printf(answer, "error: ferryd is out of memory\n");
+	else if (buf_printf(answer, "ok\n") >= 0)
+		buf_append(answer, buf_head(&text), buf_len(&text));
+	buf_release(&text);
+	metrics_free(&all);
+	free(workers);
+}
+
+/* config: the effective configuration, as ferryd --check-config prints it. */
+static void admin_answer_config(const struct admin_commands *c, struct buf *answer)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = c->cfg != NULL ? open_memstream(&text, &len) : NULL;
+	if (f == NULL) {
+		buf_printf(answer, "error: %s\n",
+			   c->cfg != NULL ? "ferryd is out of memory"
+					  : "this ferryd keeps no configuration to show");
 		return;
 	}
-	unsigned long moved = 0;
-	long error = 0;
-	for (uint32_t i = 0; i < req->nparts; i++) {
-		if (req->parts[i].moved < 0)
-			error = req->parts[i].moved;
-		else
-			moved += (unsigned long)req->parts[i].moved;
-	}
-	admin_request_release(req, false);
-	if (error == -ENOMEM)
+	config_print(c->cfg, f);
+	if (fclose(f) != 0 || text == NULL) {
 		buf_printf(answer, "error: ferryd is out of memory\n");
-	else if (error != 0)
-		buf_printf(answer, "error: delivery is not running on every worker (is ferryd "
-				   "stopping?)\n");
-	else
-		buf_printf(answer, "ok\n%s %lu\n", done[command], moved);
+	} else {
+		buf_printf(answer, "ok\n");
+		buf_append(answer, text, len);
+	}
+	free(text);
 }
 
 const char *admin_commands_answer(const struct admin_commands *c, char *line, struct buf *answer)
@@ -497,21 +313,34 @@ const char *admin_commands_answer(const struct admin_commands *c, char *line, st
 		while (arg_len > 0 && arg[arg_len - 1] == ' ')
 			arg[--arg_len] = '\0';
 	}
-	size_t command = 0;
-	while (command < ADMIN_NCOMMANDS && strcmp(line, admin_commands[command].name) != 0)
-		command++;
-	if (command == ADMIN_NCOMMANDS) {
+	size_t found = 0;
+	while (found < ADMIN_NCOMMANDS && strcmp(line, admin_commands[found].name) != 0)
+		found++;
+	if (found == ADMIN_NCOMMANDS) {
 		buf_printf(answer, "error: unknown command '%s' (try: %s)\n", line,
 			   ADMIN_COMMANDS_HINT);
 		return "invalid";
 	}
-	if (!admin_check_argument((enum admin_command)command, arg, arg_len, answer))
+	enum admin_command command = (enum admin_command)found;
+	if (!admin_check_argument(command, arg, arg_len, answer))
 		return "invalid";
 	if (arg == NULL)
 		arg = "";
-	if (command == ADMIN_FLUSH || command == ADMIN_HOLD || command == ADMIN_RELEASE)
-		admin_answer_move(c, (enum admin_command)command, arg, arg_len, answer);
-	else
-		admin_answer_view(c, (enum admin_command)command, arg, arg_len, answer);
+	switch (command) {
+	case ADMIN_QUEUE:
+	case ADMIN_LIST:
+	case ADMIN_SHOW:
+		admin_answer_view(c, command, arg, arg_len, answer);
+		break;
+	case ADMIN_STATS:
+		admin_answer_stats(c, answer);
+		break;
+	case ADMIN_CONFIG:
+		admin_answer_config(c, answer);
+		break;
+	default:
+		admin_answer_move(c, command, arg, arg_len, answer);
+		break;
+	}
 	return admin_commands[command].name;
 }

@@ -6,21 +6,26 @@
  *
  * Views (queue, list, show) ask every worker for its part: the store's
  * report functions (queue.h, "operator views") run there, into a buffer of
- * the request. Moves (flush, hold, release) run delivery's calls
- * (net/outbound.h) on the worker owning the domain's shard (queue/sched.h,
- * sched_owner), or on every worker for a flush of everything, of a
- * domain and its subdomains (@DOMAIN) or of a named queue (#QUEUE, as
- * ETRN's, net/etrn_service.h: etrn_flush_here). The caller
- * waits at most ADMIN_WORKERS_MS for all of them; a request outlives a
- * wait that timed out (reference counted), since a late worker still
+ * the request. Moves (flush, hold, release, delete, bounce) run delivery's
+ * calls (net/outbound.h, net/outbound_operator.h) on the worker owning the
+ * domain's shard (queue/sched.h, sched_owner), or on every worker for a
+ * flush of everything, of a domain and its subdomains (@DOMAIN) or of a
+ * named queue (#QUEUE, as ETRN's, net/etrn_service.h: etrn_flush_here),
+ * and for a move of one message by its queue id (each worker moves its
+ * recipients in the domains it owns). The caller waits at most
+ * ADMIN_WORKERS_MS for all of them; a request outlives a wait that timed
+ * out (reference counted, net/admin_request.h), since a late worker still
  * writes into it. A move that timed out may still happen: the answer says
- * so.
+ * so. stats gathers every worker's counters (worker_gather_metrics, as the
+ * metrics endpoint does) and answers their Prometheus text; config prints
+ * the configuration ferryd runs with (config_print).
  */
 #ifndef FERRY_NET_ADMIN_COMMANDS_H
 #define FERRY_NET_ADMIN_COMMANDS_H
 
 #include "core/buf.h"
 
+struct config;
 struct queue_store;
 struct outbound_settings;
 struct etrn_policy;
@@ -29,6 +34,7 @@ struct etrn_policy;
 
 /* What the commands reach, fixed while the admin socket runs. */
 struct admin_commands {
+	const struct config *cfg; /* config; NULL: none to show */
 	struct queue_store *store;
 	const struct outbound_settings *delivery; /* NULL: no delivery to move */
 	const struct etrn_policy *etrn;           /* flush @DOMAIN, #QUEUE; NULL: none */

@@ -14,6 +14,7 @@
 #include "core/list.h"
 #include "core/log.h"
 #include "net/outbound.h"
+#include "net/outbound_operator.h"
 #include "queue/body.h"
 #include "queue/dsn.h"
 #include "queue/queue.h"
@@ -36,6 +37,7 @@ struct bounce_rcpt {
 	char *reason;
 	char *remote_mta;
 	int64_t when_ms;
+	enum queue_outcome outcome; /* FAILED, or REMOVED by an operator */
 };
 
 struct bounce_job {
@@ -98,9 +100,14 @@ void bounce_free(struct bounce *b)
 	free(b);
 }
 
-void bounce_add(struct bounce *b, struct queue_rcpt *r, const char *status, const char *reason,
-		const char *remote_mta)
+static void bounce_gather(struct bounce *b, struct queue_rcpt *r, const char *status,
+			  const char *reason, const char *remote_mta, enum queue_outcome outcome)
 {
+	if (sched_rcpt_mark(r) == SCHED_MARK_DELETE) {
+		/* Deleted by an operator while it was tried: no DSN. */
+		outbound_operator_delete(b->ob, r);
+		return;
+	}
 	struct sched_message info;
 	sched_rcpt_message(r, &info);
 	struct bounce_job *job = NULL, *j;
@@ -127,6 +134,7 @@ void bounce_add(struct bounce *b, struct queue_rcpt *r, const char *status, cons
 		.reason = strdup(reason),
 		.remote_mta = remote_mta != NULL ? strdup(remote_mta) : NULL,
 		.when_ms = worker_wall_ms(),
+		.outcome = outcome,
 	};
 	return;
 no_memory:
@@ -136,6 +144,18 @@ no_memory:
 		  "tried again later\"",
 		  info.id);
 	outbound_defer(b->ob, r, "4.3.0 out of memory making a bounce");
+}
+
+void bounce_add(struct bounce *b, struct queue_rcpt *r, const char *status, const char *reason,
+		const char *remote_mta)
+{
+	bounce_gather(b, r, status, reason, remote_mta, QUEUE_FAILED);
+}
+
+void bounce_add_removed(struct bounce *b, struct queue_rcpt *r, const char *status,
+			const char *reason)
+{
+	bounce_gather(b, r, status, reason, NULL, QUEUE_REMOVED);
 }
 
 /* ---- ending a job ---------------------------------------------------------------- */
@@ -153,7 +173,8 @@ static void bounce_job_finish(struct bounce_job *job)
 	for (size_t i = 0; i < job->count; i++) {
 		if (dests != NULL)
 			dests[i] = outbound_dest_of(ob, job->rcpts[i].rcpt);
-		sched_finish(ob->queue, job->rcpts[i].rcpt, QUEUE_FAILED, job->rcpts[i].reason);
+		sched_finish(ob->queue, job->rcpts[i].rcpt, job->rcpts[i].outcome,
+			     job->rcpts[i].reason);
 	}
 	if (dests != NULL)
 		outbound_settle(dests, job->count);

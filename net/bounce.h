@@ -14,7 +14,9 @@
  * recipients instead.
  *
  * Mail from the null sender (a bounce itself) gets no DSN: its failed
- * recipients end at once (RFC 5321 6.1; no bounce loops).
+ * recipients end at once (RFC 5321 6.1; no bounce loops). Nor does a
+ * recipient an operator deleted while it was being tried
+ * (net/outbound_operator.h): it is deleted instead.
  */
 #ifndef FERRY_NET_BOUNCE_H
 #define FERRY_NET_BOUNCE_H
@@ -40,6 +42,12 @@ void bounce_free(struct bounce *b);
  */
 void bounce_add(struct bounce *b, struct queue_rcpt *r, const char *status, const char *reason,
 		const char *remote_mta);
+
+/* The same for a recipient an operator fails (ferryctl bounce): no
+ * attempt of its own, so its journal keeps the attempts it had
+ * (QUEUE_REMOVED); no remote MTA. */
+void bounce_add_removed(struct bounce *b, struct queue_rcpt *r, const char *status,
+			const char *reason);
 
 /* Loop turn: start a job for each message that got failures. */
 void bounce_run(struct bounce *b);

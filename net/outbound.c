@@ -15,6 +15,7 @@
 #include "core/check.h"
 #include "core/log.h"
 #include "net/bounce.h"
+#include "net/outbound_operator.h"
 #include "net/outbound_session.h"
 #include "queue/queue.h"
 #include "queue/sched.h"
@@ -206,6 +207,16 @@ static void outbound_hook_ready(void *arg, const char *domain, size_t len)
 		return;
 	}
 	outbound_activate(d);
+}
+
+bool outbound_domain_held(struct outbound *ob, const char *domain, size_t len)
+{
+	return outbound_hook_held(ob, domain, len);
+}
+
+void outbound_wake(struct outbound *ob, const char *domain, size_t len)
+{
+	outbound_hook_ready(ob, domain, len);
 }
 
 /* A message counts in its domain's quota from its first recipient for the
@@ -758,6 +769,7 @@ static int outbound_service_start(struct worker *w, void *arg, void **state)
 		.ready = outbound_hook_ready,
 		.queued = s->quotas ? outbound_hook_queued : NULL,
 		.leaving = s->quotas ? outbound_hook_leaving : NULL,
+		.ending = outbound_operator_ending,
 		.arg = ob,
 	};
 	sched_set_hooks(ob->queue, &hooks);

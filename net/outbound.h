@@ -160,6 +160,14 @@ unsigned outbound_etrn_flush(struct outbound *ob, const char *domain, size_t len
 			     uint32_t window_ms, bool *joined);
 unsigned outbound_flush_all(struct outbound *ob);
 int outbound_hold(struct outbound *ob, const char *domain, size_t len, bool hold);
+/* (Hold and release of one message, delete and bounce: outbound_operator.h.) */
+
+/* Is `domain`'s new mail held now (its [domain] section's hold = yes, or
+ * an operator's hold, less an ETRN's flush window)? On the shard's owner. */
+bool outbound_domain_held(struct outbound *ob, const char *domain, size_t len);
+/* `domain` has READY recipients that it may not have had: its destination
+ * takes connections (on the next loop turn). */
+void outbound_wake(struct outbound *ob, const char *domain, size_t len);
 
 /* ---- for outbound_session.c and the other files of delivery ----------------- */
 

@@ -385,6 +385,7 @@ int index_insert(struct index_shard *s, const char *domain, size_t len, struct i
 
 	e->dest = d;
 	e->due_ms = 0;
+	e->mark = 0;
 	list_node_init(&e->link); /* the caller's memory: not on any list (index.h) */
 	index_attach(d, e, st, due_ms);
 	s->entries++;
@@ -465,18 +466,17 @@ unsigned index_release_due(struct index_destination *d, uint64_t now_ms)
 unsigned index_flush(struct index_destination *d)
 {
 	unsigned moved = index_release_due(d, UINT64_MAX);
-	struct list_node *held = &d->lists[INDEX_HELD];
+	struct index_entry *e, *next;
 
-	if (list_empty(held))
-		return moved;
-	struct index_entry *e;
-	list_for_each_entry(e, held, link) e->state = INDEX_READY;
-	/* The whole HELD list onto READY's tail, order kept. */
-	list_splice_tail(&d->lists[INDEX_READY], held);
-	d->changes++;
-	moved += d->count[INDEX_HELD];
-	d->count[INDEX_READY] += d->count[INDEX_HELD];
-	d->count[INDEX_HELD] = 0;
+	/* One by one, in order: a marked entry stays where it is. */
+	list_for_each_entry_safe(e, next, &d->lists[INDEX_HELD], link)
+	{
+		if (e->mark != 0)
+			continue;
+		index_detach(d, e);
+		index_attach(d, e, INDEX_READY, 0);
+		moved++;
+	}
 	return moved;
 }
 

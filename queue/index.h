@@ -38,13 +38,17 @@ enum index_state { INDEX_READY = 0, INDEX_DEFERRED, INDEX_HELD, INDEX_INFLIGHT, 
 struct index_destination;
 
 /* Embedded in the store's recipient; opaque to it but for `state`,
- * `due_ms` and `dest`. */
+ * `due_ms`, `dest` and `mark`. */
 struct index_entry {
 	struct list_node link; /* in its state's list (READY, HELD, INFLIGHT) */
 	struct index_destination *dest;
 	uint64_t due_ms;    /* DEFERRED: when to try again */
 	uint32_t heap_slot; /* DEFERRED: position in the heap */
 	uint8_t state;      /* enum index_state */
+	/* The store's (an operator's word on this one recipient; 0 when
+	 * inserted): a HELD entry with a mark stays HELD through
+	 * index_flush. The index reads nothing else of it. */
+	uint8_t mark;
 };
 
 struct index_destination {
@@ -115,8 +119,8 @@ uint64_t index_next_due(const struct index_destination *d);
  * Returns how many moved. */
 unsigned index_release_due(struct index_destination *d, uint64_t now_ms);
 
-/* Move every DEFERRED and HELD entry to READY (ETRN, operator flush).
- * Returns how many moved. */
+/* Move every DEFERRED entry, and every HELD one without a mark, to READY
+ * (ETRN, operator flush), in order. Returns how many moved. */
 unsigned index_flush(struct index_destination *d);
 
 /* Move every READY and DEFERRED entry to HELD (a domain put on hold at

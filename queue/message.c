@@ -602,14 +602,14 @@ static void store_message_finish(struct queue *q, struct queue_message *m)
 }
 
 void store_rcpt_journal(struct queue *q, struct store_rcpt *r, enum record_type type,
-			const char *reason, int64_t next_attempt_ms)
+			const char *reason, int64_t next_attempt_ms, bool attempted)
 {
 	struct queue_message *m = r->message;
 	CHECK(m->state == STORE_STORED);
 	if (recover_rcpt_ended(r->outcome.state))
 		return; /* a late word on a recipient that has ended */
-	/* Every outcome is the end of one more attempt. */
-	bool ended = recover_rcpt_apply(&r->outcome, type, r->outcome.attempts + 1);
+	/* Every outcome is the end of one more attempt, but an operator's. */
+	bool ended = recover_rcpt_apply(&r->outcome, type, r->outcome.attempts + attempted);
 	store_reply_set(&r->journal_reply, reason);
 	struct record_rcpt_state rs = {
 		.recipient = r->index,

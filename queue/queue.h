@@ -275,7 +275,8 @@ const char *queue_store_spool_dir(const struct queue_store *store);
  * queue_report_domain: per queued recipient of `domain` in q's shards:
  *   "<queue id> <state> <attempts> <arrival ms> <size> <sender> <recipient>
  *   <next attempt ms> <last reply>"
- *   (state: ready, deferred, held, inflight; sender "<>" when null;
+ *   (state: ready, deferred, held, held-id (held by its queue id: a flush
+ *   leaves it; sched.h's marks), inflight; sender "<>" when null;
  *   attempts made so far; next attempt in unix ms, converted from the
  *   worker's clock, for a deferred one, else 0; the next hop's reply to
  *   the last attempt, log_quote()d, "" when there was none since ferryd
@@ -305,6 +306,12 @@ struct queue_report_cursor {
 };
 
 void queue_report_destinations(struct queue *q, struct buf *out);
+/* queue_report_message_domains: when q owns the message with this id, the
+ * domains of its recipients not ended yet as its journal has them (each
+ * once, case-insensitively, as its first such recipient wrote it), each
+ * followed by a NUL: where an operator's move of the message must go
+ * (sched.h, sched_owner). Returns 1 if found, 0 if not. */
+int queue_report_message_domains(struct queue *q, const char *id, struct buf *out);
 int queue_report_domain(struct queue *q, const char *domain, size_t len,
 			struct queue_report_cursor *cursor, size_t max, struct buf *out);
 int queue_report_message(struct queue *q, const char *id, struct buf *out);

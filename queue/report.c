@@ -7,6 +7,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "core/log.h"
@@ -102,9 +103,13 @@ static void report_rcpt(struct buf *out, const struct store_rcpt *r,
 						 : 0);
 	/* Attempts and the last reply as this thread, the shard's owner,
 	 * knows them (store.h): no other thread writes them. */
-	buf_printf(out, "%s %s %u %lld %llu %s %s %lld %s\n", m->id,
-		   report_state_names[r->entry.state], r->attempts, (long long)m->arrival_ms,
-		   (unsigned long long)m->body_len, sender, rcpt, next, reply);
+	/* Held by its queue id: a flush leaves it (sched.h, the marks). */
+	const char *state = r->entry.state == INDEX_HELD && r->entry.mark == SCHED_MARK_HOLD
+				    ? "held-id"
+				    : report_state_names[r->entry.state];
+	buf_printf(out, "%s %s %u %lld %llu %s %s %lld %s\n", m->id, state, r->attempts,
+		   (long long)m->arrival_ms, (unsigned long long)m->body_len, sender, rcpt, next,
+		   reply);
 }
 
 /*
@@ -203,6 +208,35 @@ int queue_report_message(struct queue *q, const char *id, struct buf *out)
 		segment_name(name, m->writer, m->extents[i].sequence);
 		buf_printf(out, "body %s %llu %u\n", name, (unsigned long long)m->extents[i].offset,
 			   m->extents[i].len);
+	}
+	return 1;
+}
+
+int queue_report_message_domains(struct queue *q, const char *id, struct buf *out)
+{
+	if (strlen(id) != QUEUE_ID_LEN)
+		return 0;
+	struct idmap_node *node = idmap_find(&q->by_id, id);
+	if (node == NULL)
+		return 0;
+	const struct queue_message *m = container_of(node, struct queue_message, id_link);
+	for (uint32_t i = 0; i < m->nrcpt; i++) {
+		const struct store_rcpt *r = &m->rcpts[i];
+		if (recover_rcpt_ended(r->outcome.state))
+			continue;
+		size_t len;
+		const char *domain = store_rcpt_domain(r, &len);
+		bool seen = len == 0;
+		for (uint32_t k = 0; k < i && !seen; k++) {
+			size_t klen;
+			const char *other = store_rcpt_domain(&m->rcpts[k], &klen);
+			seen = !recover_rcpt_ended(m->rcpts[k].outcome.state) && klen == len &&
+			       strncasecmp(other, domain, len) == 0;
+		}
+		if (!seen) {
+			buf_append(out, domain, len);
+			buf_append(out, "", 1);
+		}
 	}
 	return 1;
 }

@@ -267,7 +267,8 @@ static void sched_outcomes_handle(struct xmsg *msg)
 		struct queue *owner = o->rcpt->message->queue;
 		st = owner->store;
 		/* The message may be freed inside: its last recipient ends it. */
-		store_rcpt_journal(owner, o->rcpt, o->type, o->reason, o->next_attempt_ms);
+		store_rcpt_journal(owner, o->rcpt, o->type, o->reason, o->next_attempt_ms,
+				   o->attempted);
 	}
 	if (st != NULL)
 		atomic_fetch_sub(&st->xfers_in_flight, 1);
@@ -277,13 +278,13 @@ static void sched_outcomes_handle(struct xmsg *msg)
 
 /* Journal an outcome on the message's owner: here, or gathered for it. */
 static void sched_journal(struct queue *q, struct store_rcpt *r, enum record_type type,
-			  const char *reason, int64_t next_attempt_ms)
+			  bool attempted, const char *reason, int64_t next_attempt_ms)
 {
 	struct queue *owner = r->message->queue;
 	if (reason == NULL)
 		reason = "";
 	if (owner == q || owner->worker == NULL) {
-		store_rcpt_journal(owner, r, type, reason, next_attempt_ms);
+		store_rcpt_journal(owner, r, type, reason, next_attempt_ms, attempted);
 		return;
 	}
 	struct store_outcomes *batch = q->outcomes[owner->index];
@@ -299,6 +300,7 @@ static void sched_journal(struct queue *q, struct store_rcpt *r, enum record_typ
 	struct store_outcome *o = &batch->items[batch->count++];
 	o->rcpt = r;
 	o->type = type;
+	o->attempted = attempted;
 	o->next_attempt_ms = next_attempt_ms;
 	snprintf(o->reason, sizeof(o->reason), "%s", reason);
 }
@@ -315,28 +317,52 @@ void sched_finish(struct queue *q, struct queue_rcpt *qr, enum queue_outcome out
 	free(r->last_reply);
 	r->last_reply = NULL;
 	sched_journal(q, r, outcome == QUEUE_DELIVERED ? RECORD_RCPT_DELIVERED : RECORD_RCPT_FAILED,
-		      reason, 0);
+		      outcome != QUEUE_REMOVED, reason, 0);
+}
+
+/*
+ * An INFLIGHT r's attempt ends without an outcome (deferred, handed back)
+ * and an operator wants it ended: the `ending` hook takes it, still
+ * INFLIGHT. True when it did (r may be gone).
+ */
+static bool sched_operator_ends(struct queue *q, struct store_rcpt *r)
+{
+	enum sched_mark mark = (enum sched_mark)r->entry.mark;
+	if (mark != SCHED_MARK_DELETE && mark != SCHED_MARK_BOUNCE)
+		return false;
+	r->entry.mark = SCHED_MARK_NONE;
+	if (q->hooks.ending == NULL)
+		return false;
+	q->hooks.ending(q->hooks.arg, (struct queue_rcpt *)r, mark);
+	return true;
 }
 
 void sched_defer(struct queue *q, struct queue_rcpt *qr, uint64_t until_ms, const char *reason)
 {
 	struct store_rcpt *r = store_rcpt_of(qr);
 	CHECK(r->entry.dest != NULL && r->entry.state == INDEX_INFLIGHT);
-	index_move(&r->entry, INDEX_DEFERRED, until_ms);
+	if (sched_operator_ends(q, r))
+		return;
+	/* Held by its queue id meanwhile: it waits for its release. */
+	if (r->entry.mark == SCHED_MARK_HOLD)
+		index_move(&r->entry, INDEX_HELD, 0);
+	else
+		index_move(&r->entry, INDEX_DEFERRED, until_ms);
 	r->attempts++;
 	store_reply_set(&r->last_reply, reason != NULL ? reason : "");
 	/* The journal keeps the wall-clock time of the next attempt. */
 	uint64_t now = store_now_ms(q);
 	int64_t next = worker_wall_ms() + (until_ms > now ? (int64_t)(until_ms - now) : 0);
-	sched_journal(q, r, RECORD_RCPT_DEFERRED, reason, next);
+	sched_journal(q, r, RECORD_RCPT_DEFERRED, true, reason, next);
 }
 
 void sched_return(struct queue *q, struct queue_rcpt *qr)
 {
-	(void)q;
 	struct store_rcpt *r = store_rcpt_of(qr);
 	CHECK(r->entry.dest != NULL && r->entry.state == INDEX_INFLIGHT);
-	index_move(&r->entry, INDEX_READY, 0);
+	if (sched_operator_ends(q, r))
+		return;
+	index_move(&r->entry, r->entry.mark == SCHED_MARK_HOLD ? INDEX_HELD : INDEX_READY, 0);
 }
 
 unsigned sched_release_due(struct queue *q, const char *domain, size_t len, uint64_t now_ms)
@@ -548,7 +574,9 @@ static void sched_tally_one(void *arg, const struct queue_rcpt *qr)
 	if (!sched_first_covered(w->q, r, w->covered, w->arg, &elsewhere))
 		return;
 	w->t->messages++;
-	if (r->entry.state == INDEX_HELD || r->entry.state == INDEX_DEFERRED)
+	/* Held by its queue id, it is not what a flush releases. */
+	if ((r->entry.state == INDEX_HELD && r->entry.mark != SCHED_MARK_HOLD) ||
+	    r->entry.state == INDEX_DEFERRED)
 		w->t->waiting++;
 	if (elsewhere)
 		w->t->elsewhere = true;
@@ -559,4 +587,106 @@ void sched_tally(struct queue *q, const char *domain, size_t len, sched_accept_f
 {
 	struct sched_tally_walk w = {q, covered, arg, t};
 	sched_visit_rcpts(q, domain, len, sched_tally_one, &w);
+}
+
+/* ---- the operator's marks ---------------------------------------------------------- */
+
+/* r belongs to one of q's shards and is queued there. */
+static struct store_rcpt *sched_operated(const struct queue *q, struct queue_rcpt *qr)
+{
+	struct store_rcpt *r = store_rcpt_of(qr);
+	CHECK(r->entry.dest != NULL && q->store->shards[r->shard].owner == q->index);
+	return r;
+}
+
+enum sched_state sched_rcpt_state(const struct queue_rcpt *qr)
+{
+	static const enum sched_state states[INDEX_NSTATES] = {
+		[INDEX_READY] = SCHED_READY,
+		[INDEX_DEFERRED] = SCHED_DEFERRED,
+		[INDEX_HELD] = SCHED_HELD,
+		[INDEX_INFLIGHT] = SCHED_INFLIGHT,
+	};
+	return states[((const struct store_rcpt *)qr)->entry.state];
+}
+
+enum sched_mark sched_rcpt_mark(const struct queue_rcpt *qr)
+{
+	return (enum sched_mark)((const struct store_rcpt *)qr)->entry.mark;
+}
+
+struct sched_collection {
+	const char *id; /* NULL: every one */
+	struct queue_rcpt **rcpts;
+	size_t count, cap;
+	bool failed;
+};
+
+static void sched_collect_one(void *arg, const struct queue_rcpt *qr)
+{
+	struct sched_collection *c = arg;
+	const struct store_rcpt *r = (const struct store_rcpt *)qr;
+	if (c->failed || (c->id != NULL && strcmp(r->message->id, c->id) != 0))
+		return;
+	if (array_reserve(c->rcpts, c->cap, c->count + 1) != 0) {
+		c->failed = true;
+		return;
+	}
+	c->rcpts[c->count++] = (struct queue_rcpt *)qr;
+}
+
+int sched_collect(struct queue *q, const char *domain, size_t len, const char *id,
+		  struct queue_rcpt ***out, size_t *n)
+{
+	struct sched_collection c = {.id = id};
+	sched_visit_rcpts(q, domain, len, sched_collect_one, &c);
+	if (c.failed) {
+		free(c.rcpts);
+		c.rcpts = NULL;
+		c.count = 0;
+	}
+	*out = c.rcpts;
+	*n = c.count;
+	return c.failed ? -ENOMEM : 0;
+}
+
+void sched_park(struct queue *q, struct queue_rcpt *qr)
+{
+	struct store_rcpt *r = sched_operated(q, qr);
+	if (r->entry.state == INDEX_INFLIGHT) {
+		/* Held when its attempt is deferred, unless it is to end then. */
+		if (r->entry.mark == SCHED_MARK_NONE)
+			r->entry.mark = SCHED_MARK_HOLD;
+		return;
+	}
+	r->entry.mark = SCHED_MARK_HOLD;
+	if (r->entry.state != INDEX_HELD)
+		index_move(&r->entry, INDEX_HELD, 0);
+}
+
+bool sched_unpark(struct queue *q, struct queue_rcpt *qr, bool stay_held)
+{
+	struct store_rcpt *r = sched_operated(q, qr);
+	if (r->entry.mark != SCHED_MARK_HOLD)
+		return false;
+	r->entry.mark = SCHED_MARK_NONE;
+	if (r->entry.state == INDEX_HELD && !stay_held)
+		index_move(&r->entry, INDEX_READY, 0);
+	return true;
+}
+
+void sched_take(struct queue *q, struct queue_rcpt *qr)
+{
+	struct store_rcpt *r = sched_operated(q, qr);
+	CHECK(r->entry.state != INDEX_INFLIGHT);
+	r->entry.mark = SCHED_MARK_NONE;
+	index_move(&r->entry, INDEX_INFLIGHT, 0);
+}
+
+void sched_mark_inflight(struct queue *q, struct queue_rcpt *qr, enum sched_mark mark)
+{
+	struct store_rcpt *r = sched_operated(q, qr);
+	CHECK(r->entry.state == INDEX_INFLIGHT &&
+	      (mark == SCHED_MARK_DELETE || mark == SCHED_MARK_BOUNCE));
+	r->entry.mark = (uint8_t)mark;
 }

@@ -26,6 +26,9 @@
  *   DEFERRED -> READY                  sched_release_due, once T has passed
  *   DEFERRED, HELD -> READY            sched_flush (ETRN, ferryctl flush)
  *
+ * and an operator may say more of one recipient (ferryctl hold, release,
+ * delete, bounce, by queue id or domain; "the operator's marks" below).
+ *
  * Journaling is not waited for: after a crash a recipient may be tried
  * again (at least once, never lost). A deferred recipient comes back
  * READY after a restart (its attempts are kept in the journal).
@@ -47,6 +50,9 @@ struct queue_rcpt;
 enum queue_outcome {
 	QUEUE_DELIVERED = 0, /* the next hop took it (2xx) */
 	QUEUE_FAILED,        /* refused for good (5xx, or too old): bounced */
+	/* Ended by an operator (ferryctl delete, bounce), not by an attempt:
+	 * journaled as failed, its attempts as they were. */
+	QUEUE_REMOVED,
 };
 
 /* Move up to max READY recipients of `domain` to INFLIGHT and hand them
@@ -81,12 +87,13 @@ void sched_finish(struct queue *q, struct queue_rcpt *r, enum queue_outcome outc
 		  const char *reason);
 
 /* An INFLIGHT recipient is to be tried again at or after until_ms; the
- * attempt is journaled with `reason`. */
+ * attempt is journaled with `reason`. (An operator's mark changes that:
+ * held instead, or ended by the `ending` hook, after which r is invalid.) */
 void sched_defer(struct queue *q, struct queue_rcpt *r, uint64_t until_ms, const char *reason);
 
 /* An INFLIGHT recipient goes back to READY, no attempt counted or
  * journaled: its delivery never started (the worker is shutting down,
- * the body could not be read yet). */
+ * the body could not be read yet). (An operator's mark: as sched_defer.) */
 void sched_return(struct queue *q, struct queue_rcpt *r);
 
 /* DEFERRED recipients of `domain` due at or before now_ms become READY,
@@ -116,9 +123,66 @@ void sched_rcpt_message(const struct queue_rcpt *r, struct sched_message *out);
 /* Attempts made for the recipient (kept in the journal across restarts). */
 uint32_t sched_rcpt_attempts(const struct queue_rcpt *r);
 
+/* ---- the operator's marks ------------------------------------------------------- */
+
+/*
+ * What an operator said of one recipient, kept on its shard's owner, in
+ * memory only (a restart forgets it, as it forgets a domain's hold):
+ *
+ *   HOLD     held by its queue id (ferryctl hold QUEUEID): HELD, and a
+ *            flush (ETRN, ferryctl flush, a domain's release) leaves it
+ *            HELD; only sched_unpark ends it. An INFLIGHT one goes HELD
+ *            instead of DEFERRED or READY when its attempt is deferred
+ *            (sched_defer: the attempt is still counted and journaled) or
+ *            handed back (sched_return).
+ *   DELETE,  to be ended by the operator (ferryctl delete, bounce) once its
+ *   BOUNCE   attempt under way ends: given to an INFLIGHT recipient. If
+ *            the attempt is deferred or handed back, the `ending` hook
+ *            gets it instead, still INFLIGHT, to end it; a delivered one
+ *            stays delivered, a refused one is the bouncer's (which reads
+ *            the mark: sched_rcpt_mark).
+ */
+enum sched_mark {
+	SCHED_MARK_NONE = 0,
+	SCHED_MARK_HOLD,
+	SCHED_MARK_DELETE,
+	SCHED_MARK_BOUNCE,
+};
+
+enum sched_state { SCHED_READY = 0, SCHED_DEFERRED, SCHED_HELD, SCHED_INFLIGHT };
+
+enum sched_state sched_rcpt_state(const struct queue_rcpt *r);
+enum sched_mark sched_rcpt_mark(const struct queue_rcpt *r);
+
+/*
+ * The recipients of `domain` in q's shards, in any state (only those of
+ * the message with queue id `id` when id is not NULL), into *out, an
+ * array the caller frees (NULL when none), *n how many: the operator
+ * moves them one by one with the calls below. 0 or -ENOMEM. On q's
+ * worker; valid until the caller's next move of them or loop turn.
+ */
+int sched_collect(struct queue *q, const char *domain, size_t len, const char *id,
+		  struct queue_rcpt ***out, size_t *n);
+
+/* Hold r by its queue id (mark HOLD): READY, DEFERRED or HELD becomes
+ * HELD; an INFLIGHT one is marked (unless marked DELETE or BOUNCE). */
+void sched_park(struct queue *q, struct queue_rcpt *r);
+
+/* End r's hold by queue id: the mark HOLD is taken off, and a HELD r
+ * becomes READY unless `stay_held` (its domain is held). False when r
+ * had no mark HOLD (nothing changed). */
+bool sched_unpark(struct queue *q, struct queue_rcpt *r, bool stay_held);
+
+/* A READY, DEFERRED or HELD recipient becomes INFLIGHT, for the operator
+ * to end it now (sched_finish, or a bounce). */
+void sched_take(struct queue *q, struct queue_rcpt *r);
+
+/* Mark an INFLIGHT recipient DELETE or BOUNCE (the last word wins). */
+void sched_mark_inflight(struct queue *q, struct queue_rcpt *r, enum sched_mark mark);
+
 /*
  * Delivery's hooks into the shards a worker owns, set by the layer above
- * (net/ cannot be called from here). Both run on q's worker.
+ * (net/ cannot be called from here). All run on q's worker.
  *   held   the recipients of a message that just became durable, for a
  *          domain in q's shards: true puts them HELD instead of READY.
  *   ready  `domain` has READY recipients it had none of a moment ago
@@ -132,6 +196,12 @@ struct sched_hooks {
 	 * about to leave it for good (sched_finish): per-domain accounting. */
 	void (*queued)(void *arg, const struct queue_rcpt *r);
 	void (*leaving)(void *arg, const struct queue_rcpt *r);
+	/* Optional: r, marked DELETE or BOUNCE (`mark`, now cleared), was to
+	 * be deferred or handed back: it is still INFLIGHT, for the hook to
+	 * end (without it, r is deferred or handed back as usual). Called
+	 * from inside sched_defer and sched_return: r may be gone when they
+	 * return. */
+	void (*ending)(void *arg, struct queue_rcpt *r, enum sched_mark mark);
 	void *arg;
 };
 /* On q's worker; NULL clears them. */

@@ -236,6 +236,7 @@ struct store_xfer {
 struct store_outcome {
 	struct store_rcpt *rcpt;
 	enum record_type type;
+	bool attempted; /* not an operator's ending */
 	int64_t next_attempt_ms;
 	char reason[256];
 };
@@ -397,9 +398,11 @@ uint8_t *store_reserve_state(struct queue *q, struct queue_message *m, size_t si
 
 /* On the owner: journal one recipient's outcome (RECORD_RCPT_DELIVERED,
  * _FAILED, or _DEFERRED until next_attempt_ms, wall clock), by the outcome
- * rule of recover.h; its message finishes with its last recipient. */
+ * rule of recover.h, as the end of one more attempt unless an operator
+ * ended it (`attempted` false); its message finishes with its last
+ * recipient. */
 void store_rcpt_journal(struct queue *q, struct store_rcpt *r, enum record_type type,
-			const char *reason, int64_t next_attempt_ms);
+			const char *reason, int64_t next_attempt_ms, bool attempted);
 
 /* The writer's hooks about batches (commit.h). */
 void store_on_poison(void *arg, uint64_t sequence, uint64_t good_end, bool cut);

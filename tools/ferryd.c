@@ -501,8 +501,8 @@ int main(int argc, char **argv)
 	/* ferryctl's socket; mail keeps flowing without it (ferryctl --spool
 	 * still reads the spool), so a failure is logged, not fatal. */
 	struct admin *admin = NULL;
-	if (admin_start(&admin, store, &delivery, etrn.policy, cfg.spool_dir, err, sizeof(err)) !=
-	    0) {
+	if (admin_start(&admin, &cfg, store, &delivery, etrn.policy, cfg.spool_dir, err,
+			sizeof(err)) != 0) {
 		char quoted[1200];
 		log_event(LOG_LEVEL_ERROR, "event=admin_unavailable error=%s",
 			  log_quote(quoted, sizeof(quoted), err, strlen(err)));

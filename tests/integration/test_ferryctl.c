@@ -25,6 +25,7 @@
 #define OUT_SIZE 65536
 
 #include "tests/integration/checks.h"
+#include "tests/integration/ferryctl_run.h"
 
 static void suite_fini(void)
 {
@@ -34,99 +35,6 @@ static void suite_fini(void)
 TestSuite(ferryctl, .fini = suite_fini, .timeout = 120);
 
 /* ---- helpers ------------------------------------------------------------------- */
-
-/* Held, so that the views show what was queued, not what delivery did
- * with it: these domains have nowhere to go. */
-static const char relay_extra[] = "[relay]\n"
-				  "relay_domains = alpha.example beta.example gamma.example\n"
-				  "[domain alpha.example]\n"
-				  "hold = yes\n"
-				  "[domain beta.example]\n"
-				  "hold = yes\n"
-				  "[domain gamma.example]\n"
-				  "hold = yes\n";
-
-struct sent {
-	char id[3][32]; /* queue ids of the three messages, in sending order */
-};
-
-static void start_ferryd(struct ferry_instance *fi)
-{
-	cr_assert_eq(harness_setup(fi, relay_extra), 0, "cannot set up a temporary directory");
-	cr_assert_eq(harness_start(fi, START_MS), 0, "ferryd did not start (see its log above)");
-	wait_admin_socket(fi);
-}
-
-/* One transaction to `rcpts` (NULL-terminated); the queue id goes to id. */
-static void send_message(const struct ferry_instance *fi, const char *const *rcpts,
-			 const char *subject, char id[32])
-{
-	struct smtp_client c;
-	struct smtp_reply r;
-	char line[512];
-	cr_assert_eq(smtp_client_connect(&c, fi->port, IO_MS), 0, "cannot connect to ferryd");
-	cr_assert_eq(smtp_client_read_reply(&c, &r), 220, "greeting: %s", r.text);
-	expect_command(&c, "EHLO client.example", 250, NULL);
-	expect_command(&c, "MAIL FROM:<alice@client.example>", 250, NULL);
-	for (const char *const *p = rcpts; *p != NULL; p++) {
-		snprintf(line, sizeof(line), "RCPT TO:<%s>", *p);
-		expect_command(&c, line, 250, NULL);
-	}
-	expect_command(&c, "DATA", 354, NULL);
-	snprintf(line, sizeof(line),
-		 "From: alice@client.example\r\n"
-		 "Subject: %s\r\n"
-		 "\r\n"
-		 "Not a header: this is the body.\r\n"
-		 ".\r\n",
-		 subject);
-	cr_assert_eq(smtp_client_send_str(&c, line), 0, "cannot send the body");
-	cr_assert_eq(smtp_client_read_reply(&c, &r), 250, "end of DATA: %s", r.text);
-	cr_assert(smtp_reply_queue_id(&r, id, 32), "no queue id in '%s'", r.text);
-	expect_command(&c, "QUIT", 221, NULL);
-	smtp_client_close(&c);
-}
-
-/* alpha.example: 3 recipients (2 messages), beta.example: 2 (2 messages,
- * one written in upper case), gamma.example: 1. */
-static void send_three(const struct ferry_instance *fi, struct sent *s)
-{
-	static const char *const first[] = {"x@alpha.example", "y@alpha.example", "z@beta.example",
-					    NULL};
-	static const char *const second[] = {"w@Beta.EXAMPLE", NULL};
-	static const char *const third[] = {"v@gamma.example", "u@alpha.example", NULL};
-	send_message(fi, first, "first of three", s->id[0]);
-	send_message(fi, second, "second of three", s->id[1]);
-	send_message(fi, third, "third of three", s->id[2]);
-}
-
-/* Run ferryctl with up to 4 arguments (NULL-terminated); returns its exit
- * status, stdout and stderr in out/err. */
-static int run_ferryctl(char *out, char *err, const char *a1, const char *a2, const char *a3,
-			const char *a4)
-{
-	char ctl[PATH_MAX];
-	char *argv[] = {(char *)harness_build_path("ferryctl", ctl, sizeof(ctl)),
-			(char *)a1,
-			(char *)a2,
-			(char *)a3,
-			(char *)a4,
-			NULL};
-	out[0] = err[0] = '\0';
-	return harness_run(argv, out, OUT_SIZE, err, OUT_SIZE, CTL_MS);
-}
-
-static const char *find_line_prefix(const char *text, const char *prefix)
-{
-	size_t n = strlen(prefix);
-	for (const char *p = text; p != NULL && *p != '\0'; p = strchr(p, '\n')) {
-		if (*p == '\n')
-			p++;
-		if (strncmp(p, prefix, n) == 0)
-			return p;
-	}
-	return NULL;
-}
 
 struct row {
 	unsigned long messages, ready, deferred, held, inflight;
@@ -177,15 +85,6 @@ static void expect_three_queued(const char *table, bool offline)
 		  "domains not sorted in:\n%s", table);
 }
 
-/* Every line of `list` that names id, counted. */
-static int count_lines_with(const char *text, const char *id)
-{
-	int n = 0;
-	for (const char *p = strstr(text, id); p != NULL; p = strstr(p + 1, id))
-		n++;
-	return n;
-}
-
 /* ---- online views ------------------------------------------------------------------ */
 
 Test(ferryctl, queue_counts_recipients_per_domain)
@@ -227,7 +126,7 @@ Test(ferryctl, list_shows_each_queue_id_of_the_domain)
 	cr_assert_not_null(line);
 	char id[32], state[16], next[16], age[16], sender[128], rcpt[128], reply[128];
 	unsigned attempts, size;
-	cr_assert_eq(sscanf(line, "%31s %15s %u %15s %15s %u %127s %127s %127s", id, state,
+	cr_assert_eq(sscanf(line, "%31s %15s %u %15s %15s %uB %127s %127s %127s", id, state,
 			    &attempts, next, age, &size, sender, rcpt, reply),
 		     9, "bad line: %s", line);
 	cr_expect_str_eq(state, "held");
@@ -236,7 +135,7 @@ Test(ferryctl, list_shows_each_queue_id_of_the_domain)
 	cr_expect_str_eq(sender, "alice@client.example");
 	cr_expect_str_eq(rcpt, "u@alpha.example");
 	cr_expect_str_eq(reply, "-", "never tried, no reply: %s", line);
-	cr_expect_gt(size, 0);
+	cr_expect(size > 0 && size < 1024, "SIZE %uB: under 1 KiB, in octets", size);
 	cr_expect_not_null(find_line_prefix(out, "QUEUE-ID          STATE  ATTEMPTS  NEXT  AGE  "),
 			   "header:\n%s", out);
 
@@ -347,7 +246,9 @@ Test(ferryctl, admin_socket_is_0660_and_speaks_the_protocol)
 	raw_request(&fi, "bogus\n", out, sizeof(out));
 	cr_expect_str_eq(out,
 			 "error: unknown command 'bogus' (try: queue, list DOMAIN, show "
-			 "QUEUEID, flush [DOMAIN|@DOMAIN|#QUEUE], hold DOMAIN, release DOMAIN)\n");
+			 "QUEUEID, flush [DOMAIN|@DOMAIN|#QUEUE], hold DOMAIN|QUEUEID, release "
+			 "DOMAIN|QUEUEID, delete DOMAIN|QUEUEID, bounce DOMAIN|QUEUEID, stats, "
+			 "config)\n");
 	raw_request(&fi, "queue\r\n", out, sizeof(out));
 	cr_expect_str_eq(out, "ok\n", "an empty queue");
 	raw_request(&fi, "show 0000000000000000\n", out, sizeof(out));
@@ -359,11 +260,26 @@ Test(ferryctl, admin_socket_is_0660_and_speaks_the_protocol)
 	raw_request(&fi, "flush Nobody.Example\n", out, sizeof(out));
 	cr_expect_str_eq(out, "ok\nflushed 0\n");
 	raw_request(&fi, "hold\n", out, sizeof(out));
-	cr_expect_str_eq(out, "error: usage: hold DOMAIN\n");
+	cr_expect_str_eq(out, "error: usage: hold DOMAIN|QUEUEID\n");
 	raw_request(&fi, "release bad..example\n", out, sizeof(out));
 	cr_expect_str_eq(out, "error: 'bad..example' is not a domain name (letters, digits and "
-			      "hyphens in dot-separated labels) nor an address literal such as "
-			      "[192.0.2.1]\n");
+			      "hyphens in dot-separated labels), an address literal such as "
+			      "[192.0.2.1], nor a queue id (16 letters and digits)\n");
+	raw_request(&fi, "delete\n", out, sizeof(out));
+	cr_expect_str_eq(out, "error: usage: delete DOMAIN|QUEUEID\n");
+	raw_request(&fi, "bounce 0000000000000000\n", out, sizeof(out));
+	cr_expect_str_eq(out, "error: no message 0000000000000000 in the queue\n");
+	raw_request(&fi, "delete Nobody.Example\n", out, sizeof(out));
+	cr_expect_str_eq(out, "ok\ndeleted 0 0\n");
+	raw_request(&fi, "stats now\n", out, sizeof(out));
+	cr_expect_str_eq(out, "error: 'stats' takes no argument\n");
+	raw_request(&fi, "stats\n", out, sizeof(out));
+	cr_expect(strncmp(out, "ok\n# HELP ", 10) == 0, "stats: %.200s", out);
+	cr_expect_not_null(strstr(out, "\nferry_messages_received_total 0\n"), "%s", out);
+	raw_request(&fi, "config\n", out, sizeof(out));
+	cr_expect(strncmp(out, "ok\n# ferryd effective configuration (from ", 42) == 0,
+		  "config: %.200s", out);
+	cr_expect_not_null(strstr(out, "\n[server]\nhostname = relay.test\n"), "%s", out);
 	raw_request(&fi, "hold alpha.example extra\n", out, sizeof(out));
 	cr_expect(strncmp(out, "error: 'alpha.example extra' is not a domain name", 49) == 0, "%s",
 		  out);
@@ -488,8 +404,8 @@ Test(ferryctl, bad_usage_exits_2)
 	cr_expect_eq(run_ferryctl(out, err, "show", "not-an-id", NULL, NULL), 2, "bad id");
 	cr_expect_eq(run_ferryctl(out, err, "--spool", "/x", "--socket", "/y"), 2, "two sources");
 	cr_expect_eq(run_ferryctl(out, err, "hold", NULL, NULL, NULL), 2, "hold without domain");
-	cr_expect_not_null(strstr(err, "ferryctl: hold DOMAIN: give exactly one argument"), "%s",
-			   err);
+	cr_expect_not_null(strstr(err, "ferryctl: hold DOMAIN|QUEUEID: give exactly one argument"),
+			   "%s", err);
 	cr_expect_eq(run_ferryctl(out, err, "flush", "a.example", "b.example", NULL), 2,
 		     "flush of two");
 	cr_expect_not_null(
@@ -593,16 +509,6 @@ Test(ferryctl, queue_survives_a_restart)
 
 #define DELIVERY_MS 15000 /* a released or flushed recipient reaches the sink */
 
-/* Run ferryctl -c CONFIG with a command and up to one argument; it must
- * exit 0. */
-static void ctl_ok(const struct ferry_instance *fi, char *out, char *err, const char *command,
-		   const char *arg)
-{
-	int rc = run_ferryctl(out, err, "-c", fi->config, command, arg);
-	cr_assert_eq(rc, 0, "ferryctl %s %s exited %d: %s%s", command, arg ? arg : "", rc, err,
-		     out);
-}
-
 /* Wait until `ferryctl list DOMAIN` has no recipient left. */
 static void wait_domain_empty(const struct ferry_instance *fi, const char *domain, char *out,
 			      char *err)
@@ -666,7 +572,7 @@ Test(ferryctl, hold_keeps_mail_and_release_delivers_it)
 	cr_assert_not_null(line, "%s", out);
 	char got_id[32], state[16], next[16], age[16], sender[128], rcpt[128], reply[128];
 	unsigned attempts, size;
-	cr_assert_eq(sscanf(line, "%31s %15s %u %15s %15s %u %127s %127s %127s", got_id, state,
+	cr_assert_eq(sscanf(line, "%31s %15s %u %15s %15s %uB %127s %127s %127s", got_id, state,
 			    &attempts, next, age, &size, sender, rcpt, reply),
 		     9, "bad line: %s", line);
 	cr_expect_str_eq(state, "held");
@@ -731,7 +637,7 @@ Test(ferryctl, flush_tries_a_deferred_domain_now)
 	char got_id[32], state[16], next[16], age[16], sender[128], rcpt[128];
 	unsigned attempts, size;
 	int reply_at = 0;
-	cr_assert_eq(sscanf(line, "%31s %15s %u in %15s %15s %u %127s %127s %n", got_id, state,
+	cr_assert_eq(sscanf(line, "%31s %15s %u in %15s %15s %uB %127s %127s %n", got_id, state,
 			    &attempts, next, age, &size, sender, rcpt, &reply_at),
 		     8, "bad line: %s", line);
 	cr_expect_eq(attempts, 1);

@@ -422,6 +422,40 @@ Test(index, flush_order)
 	index_shard_free(&s);
 }
 
+/* A HELD entry with a mark (an operator held it by its queue id) stays
+ * through a flush; the others keep their order around it, and a hold
+ * leaves the mark alone. */
+Test(index, flush_leaves_marked_held_entries)
+{
+	struct index_shard s;
+	struct index_entry held[4], ready;
+
+	cr_assert_eq(index_shard_init(&s), 0);
+	for (int i = 0; i < 4; i++)
+		cr_assert_eq(test_insert(&s, "site.example", &held[i], INDEX_HELD, 0), 0);
+	cr_assert_eq(held[0].mark, 0, "inserted with a mark");
+	held[1].mark = 1;
+	held[3].mark = 1;
+	struct index_destination *d = test_find(&s, "site.example");
+	cr_assert_eq(index_flush(d), 2);
+	cr_assert_eq(index_first(d, INDEX_READY), &held[0]);
+	cr_assert_eq(index_next(&held[0]), &held[2]);
+	cr_assert_eq(index_first(d, INDEX_HELD), &held[1]);
+	cr_assert_eq(index_next(&held[1]), &held[3]);
+	cr_assert_eq(index_flush(d), 0);
+	test_check_destination(d);
+
+	cr_assert_eq(test_insert(&s, "site.example", &ready, INDEX_READY, 0), 0);
+	cr_assert_eq(index_hold(d), 3);
+	cr_assert_eq(d->count[INDEX_HELD], 5);
+	cr_assert_eq(index_flush(d), 3, "a hold made nothing marked");
+	held[1].mark = 0;
+	cr_assert_eq(index_flush(d), 1);
+	cr_assert_eq(d->count[INDEX_HELD], 1);
+	test_check_destination(d);
+	index_shard_free(&s);
+}
+
 /* ---- the heap under many moves ------------------------------------------- */
 
 Test(index, heap_order_after_many_moves)

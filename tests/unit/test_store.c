@@ -2206,6 +2206,126 @@ Test(store, reports_carry_attempts_next_attempt_and_last_reply)
 			   "%s", shown);
 }
 
+/* The recipients of message `id` (NULL: all) queued for ops.example. */
+static size_t t_collect(const char *id, struct queue_rcpt ***out)
+{
+	size_t n;
+	cr_assert_eq(sched_collect(ts.queues[0], "ops.example", 11, id, out, &n), 0);
+	return n;
+}
+
+static unsigned t_endings;
+
+/* The delivery's `ending` hook, as net/outbound_operator.c has it for a
+ * deletion: the recipient ends journaled failed. */
+static void t_ending(void *arg, struct queue_rcpt *r, enum sched_mark mark)
+{
+	(void)arg;
+	cr_assert_eq(mark, SCHED_MARK_DELETE);
+	cr_assert_eq(sched_rcpt_state(r), SCHED_INFLIGHT);
+	t_endings++;
+	sched_finish(ts.queues[0], r, QUEUE_REMOVED, "deleted by the operator");
+}
+
+/*
+ * An operator's word on single recipients (sched.h, the marks): held by
+ * its queue id, a recipient stays held through a flush and a domain's
+ * hold and release, and leaves only by its own release (to READY, or
+ * HELD when its domain is held); marked in flight, it is held when its
+ * attempt is deferred, or ended by the hook when the operator deleted it.
+ * A deletion is a journaled failure: a restart does not bring it back.
+ */
+Test(store, operator_marks_hold_one_message_and_end_recipients_in_flight)
+{
+	t_open();
+	t_start_workers();
+	static const char *const first[] = {"a@ops.example", "b@ops.example"};
+	static const char *const second[] = {"c@ops.example"};
+	static struct t_client c[2];
+	t_client_init(&c[0]);
+	t_client_init(&c[1]);
+	cr_assert_eq(t_begin_on(ts.queues[0], &c[0], "alice@client.example", first, 2), 0);
+	cr_assert_eq(t_begin_on(ts.queues[0], &c[1], "alice@client.example", second, 1), 0);
+	for (int i = 0; i < 2; i++) {
+		cr_assert_geq(t_write(&c[i], (const uint8_t *)"hi\r\n", 4, 4), 0);
+		t_commit(&c[i]);
+	}
+	t_pump_until_committed(c, 2);
+	struct queue *q = ts.queues[0];
+	struct queue_rcpt **r;
+
+	/* Held by id: a flush, a hold and a release of the domain leave it. */
+	cr_assert_eq(t_collect(NULL, &r), 3);
+	free(r);
+	cr_assert_eq(t_collect(c[0].id, &r), 2);
+	sched_park(q, r[0]);
+	sched_park(q, r[1]);
+	free(r);
+	cr_assert_str_eq(t_state_of("ops.example", "a@"), "held-id");
+	cr_assert_str_eq(t_state_of("ops.example", "c@"), "ready");
+	cr_assert_eq(sched_hold(q, "ops.example", 11), 1, "only c@ was ready");
+	cr_assert_eq(sched_flush(q, "ops.example", 11), 1, "only c@ was held by the domain");
+	cr_assert_str_eq(t_state_of("ops.example", "b@"), "held-id");
+	cr_assert_str_eq(t_state_of("ops.example", "c@"), "ready");
+
+	/* Its release: held still while its domain is held, else ready. */
+	cr_assert_eq(t_collect(c[0].id, &r), 2);
+	cr_assert(sched_unpark(q, r[0], true));
+	cr_assert(sched_unpark(q, r[1], false));
+	cr_assert_not(sched_unpark(q, r[1], false), "released twice");
+	free(r);
+	cr_assert_str_eq(t_state_of("ops.example", "a@"), "held");
+	cr_assert_str_eq(t_state_of("ops.example", "b@"), "ready");
+
+	/* In flight: held when deferred; deleted through the hook. */
+	struct queue_rcpt *taken[4];
+	cr_assert_eq(sched_take_ready(q, "ops.example", 11, taken, 4), 2);
+	/* c@ was ready first (the flush), then b@ (its release). */
+	struct queue_rcpt *cc = taken[0], *b = taken[1];
+	size_t len;
+	cr_assert_str_eq(sched_rcpt_address(b, &len), "b@ops.example");
+	sched_park(q, cc);
+	cr_assert_eq(sched_rcpt_mark(cc), SCHED_MARK_HOLD);
+	cr_assert_str_eq(t_state_of("ops.example", "c@"), "inflight");
+	sched_defer(q, cc, ts.workers[0]->now_ms + 60000, "451 4.7.1 try later");
+	cr_assert_str_eq(t_state_of("ops.example", "c@"), "held-id");
+	struct sched_hooks hooks = {.ending = t_ending};
+	sched_set_hooks(q, &hooks);
+	sched_mark_inflight(q, b, SCHED_MARK_DELETE);
+	sched_defer(q, b, ts.workers[0]->now_ms + 60000, "451 4.7.1 try later");
+	cr_assert_eq(t_endings, 1, "the hook did not end the deleted one");
+	cr_assert_str_eq(t_state_of("ops.example", "b@"), "absent");
+	/* Deleted while queued: taken, then ended. */
+	cr_assert_eq(t_collect(c[0].id, &r), 1);
+	cr_assert_eq(sched_rcpt_state(r[0]), SCHED_HELD);
+	sched_take(q, r[0]);
+	sched_finish(q, r[0], QUEUE_REMOVED, "deleted by the operator");
+	free(r);
+	sched_set_hooks(q, NULL);
+	t_pump_idle();
+
+	/* Journaled failed, and not as an attempt: neither was tried. */
+	struct spool_view *v;
+	char err[256];
+	cr_assert_eq(spool_view_open(&v, ts.spool, err, sizeof(err)), 0, "%s", err);
+	const struct spool_view_message *m = spool_view_find(v, c[0].id);
+	cr_assert_not_null(m);
+	for (unsigned i = 0; i < 2; i++) {
+		cr_expect_eq(m->rcpts[i].state, SPOOL_VIEW_FAILED);
+		cr_expect_eq(m->rcpts[i].attempts, 0, "a deletion counted as an attempt");
+	}
+	spool_view_close(v);
+
+	/* The first message is done; the second comes back, ready (a
+	 * restart forgets an operator's hold). */
+	struct queue_store_summary sum = t_restart();
+	cr_assert_eq(sum.messages, 1);
+	cr_assert_eq(sum.recipients, 1);
+	t_start_workers();
+	cr_assert_not(t_present(c[0].id), "a deleted message came back");
+	cr_assert_str_eq(t_state_of("ops.example", "c@"), "ready");
+}
+
 /* The store's state machine guards itself in every build: a message the
  * session aborts after committing it would be freed under the writer. */
 Test(store, aborting_a_committed_message_stops_ferryd, .signal = SIGABRT)
