@@ -656,7 +656,63 @@ void worker_metrics(struct worker *w, struct metrics *out)
 	}
 }
 
-struct worker_metrics_request;
+void worker_ask_init(struct worker_ask *a, unsigned parts)
+{
+	pthread_condattr_t attr;
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&a->done, &attr);
+	pthread_condattr_destroy(&attr);
+	pthread_mutex_init(&a->lock, NULL);
+	a->refs = parts + 1;
+	a->pending = parts;
+	a->abandoned = false;
+}
+
+void worker_ask_destroy(struct worker_ask *a)
+{
+	pthread_cond_destroy(&a->done);
+	pthread_mutex_destroy(&a->lock);
+}
+
+bool worker_ask_wanted(struct worker_ask *a)
+{
+	pthread_mutex_lock(&a->lock);
+	bool wanted = !a->abandoned;
+	pthread_mutex_unlock(&a->lock);
+	return wanted;
+}
+
+bool worker_ask_release(struct worker_ask *a, bool answered)
+{
+	pthread_mutex_lock(&a->lock);
+	if (answered && --a->pending == 0)
+		pthread_cond_signal(&a->done);
+	bool last = --a->refs == 0;
+	pthread_mutex_unlock(&a->lock);
+	return last;
+}
+
+bool worker_ask_wait(struct worker_ask *a, unsigned timeout_ms)
+{
+	struct timespec deadline;
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	deadline.tv_sec += timeout_ms / 1000;
+	deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+	if (deadline.tv_nsec >= 1000000000) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&a->lock);
+	while (a->pending > 0)
+		if (pthread_cond_timedwait(&a->done, &a->lock, &deadline) == ETIMEDOUT)
+			break;
+	bool answered = a->pending == 0;
+	if (!answered)
+		a->abandoned = true;
+	pthread_mutex_unlock(&a->lock);
+	return answered;
+}
 
 /* One worker's snapshot, filled on its thread. */
 struct worker_metrics_part {
@@ -666,30 +722,19 @@ struct worker_metrics_part {
 	struct metrics snapshot;
 };
 
-/* Shared by the asking thread and the workers; the last reference frees
- * it (a worker late past the wait may still hold one). */
 struct worker_metrics_request {
-	pthread_mutex_t lock;
-	pthread_cond_t done;
-	unsigned refs, pending;
-	bool abandoned;
+	struct worker_ask ask;
 	unsigned nparts;
 	struct worker_metrics_part parts[];
 };
 
 static void worker_metrics_release(struct worker_metrics_request *rq, bool answered)
 {
-	pthread_mutex_lock(&rq->lock);
-	if (answered && --rq->pending == 0)
-		pthread_cond_signal(&rq->done);
-	bool last = --rq->refs == 0;
-	pthread_mutex_unlock(&rq->lock);
-	if (!last)
+	if (!worker_ask_release(&rq->ask, answered))
 		return;
 	for (unsigned i = 0; i < rq->nparts; i++)
 		metrics_free(&rq->parts[i].snapshot);
-	pthread_cond_destroy(&rq->done);
-	pthread_mutex_destroy(&rq->lock);
+	worker_ask_destroy(&rq->ask);
 	free(rq);
 }
 
@@ -697,10 +742,7 @@ static void worker_metrics_run(struct xmsg *msg)
 {
 	struct worker_metrics_part *part = container_of(msg, struct worker_metrics_part, link);
 	struct worker_metrics_request *rq = part->request;
-	pthread_mutex_lock(&rq->lock);
-	bool wanted = !rq->abandoned;
-	pthread_mutex_unlock(&rq->lock);
-	if (wanted)
+	if (worker_ask_wanted(&rq->ask))
 		worker_metrics(part->worker, &part->snapshot);
 	worker_metrics_release(rq, true);
 }
@@ -711,15 +753,8 @@ int worker_gather_metrics(struct worker *const *workers, unsigned n, struct metr
 	struct worker_metrics_request *rq = calloc(1, sizeof(*rq) + n * sizeof(rq->parts[0]));
 	if (rq == NULL)
 		return -ENOMEM;
-	pthread_condattr_t attr;
-	pthread_condattr_init(&attr);
-	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-	pthread_cond_init(&rq->done, &attr);
-	pthread_condattr_destroy(&attr);
-	pthread_mutex_init(&rq->lock, NULL);
+	worker_ask_init(&rq->ask, n);
 	rq->nparts = n;
-	rq->refs = n + 1;
-	rq->pending = n;
 	for (unsigned i = 0; i < n; i++) {
 		struct worker_metrics_part *part = &rq->parts[i];
 		part->request = rq;
@@ -727,22 +762,7 @@ int worker_gather_metrics(struct worker *const *workers, unsigned n, struct metr
 		metrics_init(&part->snapshot);
 		worker_send(part->worker, &part->link, worker_metrics_run);
 	}
-	struct timespec deadline;
-	clock_gettime(CLOCK_MONOTONIC, &deadline);
-	deadline.tv_sec += timeout_ms / 1000;
-	deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
-	if (deadline.tv_nsec >= 1000000000) {
-		deadline.tv_sec++;
-		deadline.tv_nsec -= 1000000000;
-	}
-	pthread_mutex_lock(&rq->lock);
-	while (rq->pending > 0)
-		if (pthread_cond_timedwait(&rq->done, &rq->lock, &deadline) == ETIMEDOUT)
-			break;
-	bool answered = rq->pending == 0;
-	if (!answered)
-		rq->abandoned = true;
-	pthread_mutex_unlock(&rq->lock);
+	bool answered = worker_ask_wait(&rq->ask, timeout_ms);
 	if (answered)
 		for (unsigned i = 0; i < n; i++)
 			metrics_merge(out, &rq->parts[i].snapshot);

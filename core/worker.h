@@ -254,6 +254,31 @@ void worker_recv_buffer_return(struct worker *w, uint16_t bid);
 void worker_metrics(struct worker *w, struct metrics *out);
 
 /*
+ * What a thread other than the workers' waits for when it asks workers
+ * for parts of an answer (ferryctl's requests, a metrics scrape), embedded
+ * in the request. Reference counted: the waiter's hold plus one per part;
+ * whoever drops the last frees the request, so a part that answers after
+ * the waiter gave up never writes into freed memory.
+ */
+struct worker_ask {
+	pthread_mutex_t lock;
+	pthread_cond_t done;
+	unsigned refs, pending; /* the waiter + parts; parts not answered */
+	bool abandoned;         /* the waiter stopped waiting: skip the work */
+};
+
+void worker_ask_init(struct worker_ask *a, unsigned parts);
+void worker_ask_destroy(struct worker_ask *a);
+/* A part, on its worker: does the waiter still want it? */
+bool worker_ask_wanted(struct worker_ask *a);
+/* Drop one reference (`answered`: a part's work is done). True when it
+ * was the last: the caller frees the request (worker_ask_destroy first). */
+bool worker_ask_release(struct worker_ask *a, bool answered);
+/* The waiter: every part answered within timeout_ms? Else the request
+ * is marked abandoned. Either way the waiter still holds its reference. */
+bool worker_ask_wait(struct worker_ask *a, unsigned timeout_ms);
+
+/*
  * From any thread but the workers' own: ask each of the n workers for its
  * worker_metrics() by cross-worker message and merge the answers into
  * out, waiting at most timeout_ms. 0, or -ETIMEDOUT when a worker did not

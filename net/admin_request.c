@@ -21,19 +21,13 @@ static void admin_request_free(struct admin_request *req)
 		buf_release(&req->parts[i].out);
 	buf_release(&req->domains);
 	etrn_plan_free(&req->plan);
-	pthread_cond_destroy(&req->done);
-	pthread_mutex_destroy(&req->lock);
+	worker_ask_destroy(&req->ask);
 	free(req);
 }
 
 void admin_request_release(struct admin_request *req, bool answered)
 {
-	pthread_mutex_lock(&req->lock);
-	if (answered && --req->pending == 0)
-		pthread_cond_signal(&req->done);
-	bool last = --req->refs == 0;
-	pthread_mutex_unlock(&req->lock);
-	if (last)
+	if (worker_ask_release(&req->ask, answered))
 		admin_request_free(req);
 }
 
@@ -42,10 +36,7 @@ static void admin_part_run(struct xmsg *msg)
 {
 	struct admin_part *part = container_of(msg, struct admin_part, link);
 	struct admin_request *req = part->request;
-	pthread_mutex_lock(&req->lock);
-	bool wanted = !req->abandoned;
-	pthread_mutex_unlock(&req->lock);
-	if (wanted) {
+	if (worker_ask_wanted(&req->ask)) {
 		switch (req->command) {
 		case ADMIN_QUEUE:
 			queue_report_destinations(part->queue, &part->out);
@@ -94,12 +85,7 @@ static struct admin_request *admin_request_new(const struct admin_commands *c,
 		free(req);
 		return NULL;
 	}
-	pthread_condattr_t attr;
-	pthread_condattr_init(&attr);
-	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-	pthread_cond_init(&req->done, &attr);
-	pthread_condattr_destroy(&attr);
-	pthread_mutex_init(&req->lock, NULL);
+	worker_ask_init(&req->ask, n);
 	req->command = command;
 	req->delivery = c->delivery;
 	if (ask->plan != NULL) /* the request owns it from now on */
@@ -109,8 +95,6 @@ static struct admin_request *admin_request_new(const struct admin_commands *c,
 	req->arg_len = ask->arg_len;
 	req->by_id = ask->by_id;
 	req->nparts = n;
-	req->refs = n + 1;
-	req->pending = n;
 	for (uint32_t i = 0; i < n; i++) {
 		req->parts[i].request = req;
 		req->parts[i].queue = queue_store_queue(c->store, i);
@@ -136,22 +120,7 @@ struct admin_request *admin_ask_workers(const struct admin_commands *c, enum adm
 			worker_send(w, &req->parts[i].link, admin_part_run);
 	}
 
-	struct timespec deadline;
-	clock_gettime(CLOCK_MONOTONIC, &deadline);
-	deadline.tv_sec += ADMIN_WORKERS_MS / 1000;
-	deadline.tv_nsec += (long)(ADMIN_WORKERS_MS % 1000) * 1000000;
-	if (deadline.tv_nsec >= 1000000000) {
-		deadline.tv_sec++;
-		deadline.tv_nsec -= 1000000000;
-	}
-	pthread_mutex_lock(&req->lock);
-	while (req->pending > 0)
-		if (pthread_cond_timedwait(&req->done, &req->lock, &deadline) == ETIMEDOUT)
-			break;
-	bool answered = req->pending == 0;
-	if (!answered)
-		req->abandoned = true;
-	pthread_mutex_unlock(&req->lock);
+	bool answered = worker_ask_wait(&req->ask, ADMIN_WORKERS_MS);
 	if (answered)
 		return req;
 	log_event(LOG_LEVEL_ERROR,

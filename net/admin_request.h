@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "core/buf.h"
+#include "core/worker.h"
 #include "core/xmsg.h"
 #include "net/admin.h"
 #include "net/admin_commands.h"
@@ -62,11 +63,7 @@ struct admin_part {
 };
 
 struct admin_request {
-	pthread_mutex_t lock;
-	pthread_cond_t done;
-	unsigned refs;
-	unsigned pending; /* parts not answered yet */
-	bool abandoned;   /* the client's thread stopped waiting: skip the work */
+	struct worker_ask ask; /* the admin thread waits for the parts */
 	enum admin_command command;
 	const struct outbound_settings *delivery;
 	struct etrn_plan plan; /* flush @DOMAIN or #QUEUE: what it covers (ntargets > 0) */
