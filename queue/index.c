@@ -534,3 +534,18 @@ void index_foreach_suffix(const struct index_shard *s, const char *domain, size_
 			return;
 	}
 }
+
+void index_foreach_entry(const struct index_destination *d, index_entry_fn *fn, void *arg)
+{
+	static const enum index_state lists[] = {INDEX_READY, INDEX_HELD, INDEX_INFLIGHT};
+	for (size_t k = 0; k < sizeof(lists) / sizeof(lists[0]); k++) {
+		struct index_entry *e = index_first(d, lists[k]);
+		while (e != NULL) {
+			struct index_entry *next = index_next(e);
+			fn(arg, e);
+			e = next;
+		}
+	}
+	for (uint32_t i = 0; i < d->count[INDEX_DEFERRED]; i++)
+		fn(arg, d->heap[i]);
+}

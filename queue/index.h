@@ -127,6 +127,12 @@ unsigned index_flush(struct index_destination *d);
  * run time, or found held at start). Returns how many moved. */
 unsigned index_hold(struct index_destination *d);
 
+/* Visit every entry of d, whatever its state (READY, HELD and INFLIGHT
+ * in list order, then DEFERRED in heap order). fn must not move or
+ * remove entries. */
+typedef void index_entry_fn(void *arg, struct index_entry *e);
+void index_foreach_entry(const struct index_destination *d, index_entry_fn *fn, void *arg);
+
 /* Visit destinations; return false from fn to stop. fn must not insert
  * into or remove from the shard. */
 typedef bool index_visit_fn(struct index_destination *d, void *arg);

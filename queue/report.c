@@ -28,25 +28,18 @@ static const struct store_rcpt *report_rcpt_of(const struct index_entry *e)
 	return container_of(e, struct store_rcpt, entry);
 }
 
+static void report_older(void *arg, struct index_entry *e)
+{
+	int64_t *oldest = arg;
+	const struct store_rcpt *r = report_rcpt_of(e);
+	if (r->message->arrival_ms < *oldest)
+		*oldest = r->message->arrival_ms;
+}
+
 static int64_t report_oldest(const struct index_destination *d)
 {
 	int64_t oldest = INT64_MAX;
-	for (int st = 0; st < INDEX_NSTATES; st++) {
-		if (st == INDEX_DEFERRED) {
-			for (uint32_t i = 0; i < d->count[st]; i++) {
-				const struct store_rcpt *r = report_rcpt_of(d->heap[i]);
-				if (r->message->arrival_ms < oldest)
-					oldest = r->message->arrival_ms;
-			}
-			continue;
-		}
-		for (struct index_entry *e = index_first(d, (enum index_state)st); e != NULL;
-		     e = index_next(e)) {
-			const struct store_rcpt *r = report_rcpt_of(e);
-			if (r->message->arrival_ms < oldest)
-				oldest = r->message->arrival_ms;
-		}
-	}
+	index_foreach_entry(d, report_older, &oldest);
 	return oldest == INT64_MAX ? 0 : oldest;
 }
 

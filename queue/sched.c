@@ -506,20 +506,24 @@ bool sched_rcpt_alone_in_domain(const struct queue_rcpt *qr)
 	return !sched_sibling_in_domain((const struct store_rcpt *)qr, false);
 }
 
+struct sched_rcpt_visit {
+	sched_rcpt_fn *fn;
+	void *arg;
+};
+
+static void sched_visit_entry(void *arg, struct index_entry *e)
+{
+	struct sched_rcpt_visit *v = arg;
+	v->fn(v->arg, (const struct queue_rcpt *)container_of(e, struct store_rcpt, entry));
+}
+
 void sched_visit_rcpts(struct queue *q, const char *domain, size_t len, sched_rcpt_fn *fn,
 		       void *arg)
 {
 	struct index_destination *d = sched_destination(q, domain, len);
-	if (d == NULL)
-		return;
-	static const enum index_state lists[] = {INDEX_READY, INDEX_HELD, INDEX_INFLIGHT};
-	for (size_t k = 0; k < sizeof(lists) / sizeof(lists[0]); k++)
-		for (struct index_entry *e = index_first(d, lists[k]); e != NULL; e = index_next(e))
-			fn(arg,
-			   (const struct queue_rcpt *)container_of(e, struct store_rcpt, entry));
-	for (uint32_t i = 0; i < d->count[INDEX_DEFERRED]; i++)
-		fn(arg,
-		   (const struct queue_rcpt *)container_of(d->heap[i], struct store_rcpt, entry));
+	struct sched_rcpt_visit v = {fn, arg};
+	if (d != NULL)
+		index_foreach_entry(d, sched_visit_entry, &v);
 }
 
 void sched_foreach_suffix(struct queue *q, const char *domain, size_t len, sched_visit_fn *fn,

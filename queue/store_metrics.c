@@ -93,8 +93,9 @@ struct store_tally {
 	uint64_t bytes[INDEX_NSTATES];
 };
 
-static void store_tally_entry(struct store_tally *t, const struct index_entry *e)
+static void store_tally_entry(void *arg, struct index_entry *e)
 {
+	struct store_tally *t = arg;
 	const struct store_rcpt *r = container_of(e, struct store_rcpt, entry);
 	t->recipients[e->state]++;
 	if (!sched_rcpt_first_in_domain((const struct queue_rcpt *)r))
@@ -105,13 +106,7 @@ static void store_tally_entry(struct store_tally *t, const struct index_entry *e
 
 static bool store_tally_destination(struct index_destination *d, void *arg)
 {
-	struct store_tally *t = arg;
-	static const enum index_state lists[] = {INDEX_READY, INDEX_HELD, INDEX_INFLIGHT};
-	for (size_t k = 0; k < sizeof(lists) / sizeof(lists[0]); k++)
-		for (struct index_entry *e = index_first(d, lists[k]); e != NULL; e = index_next(e))
-			store_tally_entry(t, e);
-	for (uint32_t i = 0; i < d->count[INDEX_DEFERRED]; i++)
-		store_tally_entry(t, d->heap[i]);
+	index_foreach_entry(d, store_tally_entry, arg);
 	return true;
 }
 

@@ -458,6 +458,31 @@ Test(index, flush_leaves_marked_held_entries)
 
 /* ---- the heap under many moves ------------------------------------------- */
 
+static void test_count_visit(void *arg, struct index_entry *e)
+{
+	unsigned *seen = arg;
+	seen[e->state]++;
+}
+
+Test(index, foreach_entry_visits_every_state_once)
+{
+	struct index_shard s;
+	struct index_entry e[7];
+	static const enum index_state states[] = {INDEX_READY,    INDEX_DEFERRED, INDEX_HELD,
+						  INDEX_INFLIGHT, INDEX_DEFERRED, INDEX_READY,
+						  INDEX_HELD};
+	cr_assert_eq(index_shard_init(&s), 0);
+	for (int i = 0; i < 7; i++)
+		cr_assert_eq(test_insert(&s, "site.example", &e[i], states[i], 10 + i), 0);
+	unsigned seen[INDEX_NSTATES] = {0};
+	index_foreach_entry(test_find(&s, "site.example"), test_count_visit, seen);
+	cr_assert_eq(seen[INDEX_READY], 2);
+	cr_assert_eq(seen[INDEX_DEFERRED], 2);
+	cr_assert_eq(seen[INDEX_HELD], 2);
+	cr_assert_eq(seen[INDEX_INFLIGHT], 1);
+	index_shard_free(&s);
+}
+
 Test(index, heap_order_after_many_moves)
 {
 	enum { N = 5000, MOVES = 200000 };
