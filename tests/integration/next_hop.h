@@ -8,7 +8,10 @@
 #ifndef FERRY_TESTS_INTEGRATION_NEXT_HOP_H
 #define FERRY_TESTS_INTEGRATION_NEXT_HOP_H
 
+#include <arpa/inet.h>
 #include <limits.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -136,6 +139,19 @@ static inline int log_wait(const struct ferry_instance *fi, const char *text, in
 		harness_sleep_ms(50);
 	}
 	return n;
+}
+
+/* A next hop that is down: a loopback port where nothing listens (the socket is kept, unlistened,
+ * so no one else takes the port): connections to it are refused. */
+static inline int next_hop_closed_port(int *fd)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(a);
+	*fd = socket(AF_INET, SOCK_STREAM, 0);
+	cr_assert_geq(*fd, 0);
+	cr_assert_eq(bind(*fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	cr_assert_eq(getsockname(*fd, (struct sockaddr *)&a, &len), 0);
+	return ntohs(a.sin_port);
 }
 
 #endif

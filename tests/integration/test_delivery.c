@@ -36,19 +36,6 @@ static void suite_fini(void)
 
 TestSuite(delivery, .fini = suite_fini, .timeout = 180);
 
-/* A loopback port where nothing listens (the socket is kept, unlistened,
- * so no one else takes the port): connections to it are refused. */
-static int closed_port(int *fd)
-{
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof(a);
-	*fd = socket(AF_INET, SOCK_STREAM, 0);
-	cr_assert_geq(*fd, 0);
-	cr_assert_eq(bind(*fd, (struct sockaddr *)&a, sizeof(a)), 0);
-	cr_assert_eq(getsockname(*fd, (struct sockaddr *)&a, &len), 0);
-	return ntohs(a.sin_port);
-}
-
 /* ---- ferryd ----------------------------------------------------------------------------- */
 
 static void start_ferryd(struct ferry_instance *fi, const char *extra)
@@ -189,7 +176,7 @@ Test(delivery, dead_destination_backed_off_while_a_live_one_flows)
 	struct next_hop hop = {0};
 	next_hop_start(&hop, NULL);
 	int dead_fd;
-	int dead = closed_port(&dead_fd);
+	int dead = next_hop_closed_port(&dead_fd);
 	char extra[512];
 	snprintf(extra, sizeof(extra),
 		 "[delivery]\nretry_initial = 1s\nretry_max = 2s\ndestination_failures = 2\n"
@@ -227,7 +214,7 @@ Test(delivery, dead_destination_backed_off_while_a_live_one_flows)
 Test(delivery, queue_lifetime_expires_a_recipient)
 {
 	int dead_fd;
-	int dead = closed_port(&dead_fd);
+	int dead = next_hop_closed_port(&dead_fd);
 	char extra[512];
 	snprintf(extra, sizeof(extra),
 		 "[delivery]\nretry_initial = 1s\nretry_max = 1s\n"
@@ -322,7 +309,7 @@ Test(delivery, postfix_smtp_sink_receives_every_message)
 	cr_assert_not_null(mkdtemp(dir));
 	cr_assert_eq(chmod(dir, 01777), 0); /* smtp-sink writes as nobody */
 	int fd;
-	int port = closed_port(&fd);
+	int port = next_hop_closed_port(&fd);
 	close(fd);
 	char listen[32], dump[PATH_MAX + 8], out[PATH_MAX + 8];
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);

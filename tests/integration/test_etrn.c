@@ -676,14 +676,11 @@ Test(etrn, ferryctl_flushes_a_queue_and_a_domain_tree)
  */
 Test(etrn, a_flush_the_site_refused_is_tried_again_by_the_next_etrn)
 {
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t alen = sizeof(a);
-	int fd = socket(AF_INET, SOCK_STREAM, 0); /* bound, never listening: refused */
-	cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-	cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
+	int fd;
+	int down = next_hop_closed_port(&fd);
 	static char cfg[4096];
 	cfg[0] = '\0';
-	add_domain(cfg, sizeof(cfg), "asleep.example", ntohs(a.sin_port), NULL);
+	add_domain(cfg, sizeof(cfg), "asleep.example", down, NULL);
 	struct ferry_instance fi;
 	start_ferryd(&fi, cfg);
 	send_to(&fi, "u@asleep.example");

@@ -2061,6 +2061,17 @@ static const char *t_state_of(const char *domain, const char *rcpt)
 	return state;
 }
 
+/* One message from alice to ann and bo @later.example, stored on worker 0. */
+static void t_store_later(struct t_client *c)
+{
+	static const char *const rcpts[] = {"ann@later.example", "bo@later.example"};
+	t_client_init(c);
+	cr_assert_eq(t_begin_on(ts.queues[0], c, "alice@client.example", rcpts, 2), 0);
+	cr_assert_geq(t_write(c, (const uint8_t *)"hi\r\n", 4, 4), 0);
+	t_commit(c);
+	t_pump_until_committed(c, 1);
+}
+
 /* A delivery that is refused for now: the recipient waits its time, is
  * released when it has passed, a flush (ETRN) releases it at once, and
  * its attempts are journaled: a restart brings it back to be tried. */
@@ -2068,13 +2079,8 @@ Test(store, deferred_recipients_wait_their_time_and_survive_a_restart)
 {
 	t_open();
 	t_start_workers();
-	static const char *const rcpts[] = {"ann@later.example", "bo@later.example"};
 	static struct t_client c;
-	t_client_init(&c);
-	cr_assert_eq(t_begin_on(ts.queues[0], &c, "alice@client.example", rcpts, 2), 0);
-	cr_assert_geq(t_write(&c, (const uint8_t *)"hi\r\n", 4, 4), 0);
-	t_commit(&c);
-	t_pump_until_committed(&c, 1);
+	t_store_later(&c);
 	struct queue *q = ts.queues[0];
 	struct queue_rcpt *r[4];
 	cr_assert_eq(sched_take_ready(q, "later.example", 13, r, 4), 2);
@@ -2146,13 +2152,8 @@ Test(store, reports_carry_attempts_next_attempt_and_last_reply)
 {
 	t_open();
 	t_start_workers();
-	static const char *const rcpts[] = {"ann@later.example", "bo@later.example"};
 	static struct t_client c;
-	t_client_init(&c);
-	cr_assert_eq(t_begin_on(ts.queues[0], &c, "alice@client.example", rcpts, 2), 0);
-	cr_assert_geq(t_write(&c, (const uint8_t *)"hi\r\n", 4, 4), 0);
-	t_commit(&c);
-	t_pump_until_committed(&c, 1);
+	t_store_later(&c);
 	struct queue *q = ts.queues[0];
 	struct queue_rcpt *r[4];
 	char id[32], state[16], sender[64], rcpt[64], reply[128];
