@@ -1628,6 +1628,25 @@ Test(ferryd, check_config_names_file_line_and_key)
 	cr_assert_not_null(strstr(res.err, "hostname"), "stderr does not name the key: %s",
 			   res.err);
 
+	/* An ETRN network and a metrics address that are no such thing: the
+	 * layers that own them say so, naming section, key and line. */
+	snprintf(path, sizeof(path), "%s/bad-etrn.conf", fi.dir);
+	cr_assert_eq(harness_write_file(path, "[domain site.example]\n"
+					      "hold = yes\n"
+					      "etrn_networks = 192.0.2.1/24\n"),
+		     0);
+	check_config(path, &res);
+	cr_assert_neq(res.status, 0, "a bad etrn network was accepted:\n%s", res.out);
+	cr_assert_not_null(strstr(res.err, "[domain site.example] (line 1): key 'etrn_networks': "
+					   "not a network"),
+			   "%s", res.err);
+	snprintf(path, sizeof(path), "%s/bad-metrics.conf", fi.dir);
+	cr_assert_eq(harness_write_file(path, "[metrics]\naddress = localhost\n"), 0);
+	check_config(path, &res);
+	cr_assert_neq(res.status, 0, "a bad metrics address was accepted:\n%s", res.out);
+	cr_assert_not_null(strstr(res.err, ":2: key 'address': not an address and port"), "%s",
+			   res.err);
+
 	/* A postmaster that is no address. */
 	snprintf(path, sizeof(path), "%s/bad-postmaster.conf", fi.dir);
 	cr_assert_eq(harness_write_file(path, "[relay]\npostmaster = hostmaster\n"), 0);
