@@ -22,6 +22,26 @@
 #include "queue/queue.h"
 #include "queue/sched.h"
 
+/* A worker's ETRN counters; read on its own thread. */
+enum etrn_reply_slot {
+	ETRN_REPLY_250 = 0,
+	ETRN_REPLY_251,
+	ETRN_REPLY_252,
+	ETRN_REPLY_253,
+	ETRN_REPLY_421,
+	ETRN_REPLY_458,
+	ETRN_REPLY_459,
+	ETRN_REPLY_500,
+	ETRN_REPLY_501,
+	ETRN_NREPLIES,
+};
+struct etrn_counters {
+	uint64_t requests[ETRN_NREPLIES]; /* by reply code */
+	uint64_t flushes_started;         /* domains flushed */
+	uint64_t flushes_joined;          /* domains whose running flush was joined */
+	uint64_t messages_released;       /* of them, messages that were HELD or DEFERRED */
+};
+
 struct etrn_worker {
 	struct worker *worker;
 	const struct etrn_settings *settings;
@@ -57,11 +77,6 @@ struct etrn_request {
 };
 
 static const int etrn_codes[ETRN_NREPLIES] = {250, 251, 252, 253, 421, 458, 459, 500, 501};
-
-int etrn_reply_code(enum etrn_reply_slot slot)
-{
-	return etrn_codes[slot];
-}
 
 static void etrn_count_reply(struct etrn_worker *ew, int code)
 {
@@ -414,11 +429,6 @@ void etrn_session_cancel(void *arg, struct smtp_session *s)
 			etrn_request_free(req);
 		return;
 	}
-}
-
-const struct etrn_counters *etrn_worker_counters(const struct etrn_settings *s, unsigned i)
-{
-	return i < s->cfg->workers && s->workers[i] != NULL ? &s->workers[i]->counters : NULL;
 }
 
 /* ---- settings and the service --------------------------------------------------------- */

@@ -26,8 +26,8 @@
  * ETRN for it meanwhile joins it (is counted, moves nothing).
  *
  * Every ETRN is logged (event=etrn: client, argument, matched domains,
- * reply code, messages and released) and counted per worker (struct
- * etrn_counters), for the metrics exporter.
+ * reply code, messages and released) and counted per worker, for the
+ * metrics (ferry_etrn_*) and event=etrn_totals at stop.
  */
 #ifndef FERRY_NET_ETRN_SERVICE_H
 #define FERRY_NET_ETRN_SERVICE_H
@@ -44,28 +44,6 @@ struct queue_store;
 struct outbound;
 struct outbound_settings;
 struct smtp_session;
-
-/* A worker's ETRN counters; read on its own thread. */
-enum etrn_reply_slot {
-	ETRN_REPLY_250 = 0,
-	ETRN_REPLY_251,
-	ETRN_REPLY_252,
-	ETRN_REPLY_253,
-	ETRN_REPLY_421,
-	ETRN_REPLY_458,
-	ETRN_REPLY_459,
-	ETRN_REPLY_500,
-	ETRN_REPLY_501,
-	ETRN_NREPLIES,
-};
-struct etrn_counters {
-	uint64_t requests[ETRN_NREPLIES]; /* by reply code */
-	uint64_t flushes_started;         /* domains flushed */
-	uint64_t flushes_joined;          /* domains whose running flush was joined */
-	uint64_t messages_released;       /* of them, messages that were HELD or DEFERRED */
-};
-/* The code of a slot (250, ...). */
-int etrn_reply_code(enum etrn_reply_slot slot);
 
 struct etrn_worker;
 
@@ -92,9 +70,6 @@ extern const struct worker_service etrn_service;
 /* The smtp_settings hooks (etrn, etrn_cancel); arg is the settings. */
 void etrn_session_request(void *arg, struct smtp_session *s, const char *argument, size_t len);
 void etrn_session_cancel(void *arg, struct smtp_session *s);
-
-/* Worker i's counters (NULL before its service started); on worker i. */
-const struct etrn_counters *etrn_worker_counters(const struct etrn_settings *s, unsigned i);
 
 /* What one worker holds and did for an ETRN (or an operator's flush). */
 struct etrn_part_result {
