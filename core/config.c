@@ -1,4 +1,5 @@
 #include "core/array.h"
+#include "core/check.h"
 #include "core/config.h"
 #include "core/config_domain.h"
 #include "core/cpuset.h"
@@ -34,40 +35,44 @@ struct config_key {
 	/* CONFIG_UINT, CONFIG_DURATION (ms), CONFIG_SIZE; CONFIG_STRING: min is
 	 * its shortest length (0: "" is a value, e.g. "none") */
 	uint64_t min, max;
+	bool restart; /* a running ferryd keeps its value until restarted */
 };
 
+#define KEY_ENTRY(sec, name_text, type, field, size, lo, hi, restart)                              \
+	{                                                                                          \
+		sec, name_text, type, offsetof(struct config, field), size, lo, hi, restart        \
+	}
+#define FIELD_SIZE(field) sizeof(((struct config *)0)->field)
 #define KEY_STRING(sec, name, field)                                                               \
-	{                                                                                          \
-		sec, #name, CONFIG_STRING, offsetof(struct config, field),                         \
-			sizeof(((struct config *)0)->field), 1, 0                                  \
-	}
+	KEY_ENTRY(sec, #name, CONFIG_STRING, field, FIELD_SIZE(field), 1, 0, false)
 #define KEY_STRING_OR_EMPTY(sec, name, field)                                                      \
-	{                                                                                          \
-		sec, #name, CONFIG_STRING, offsetof(struct config, field),                         \
-			sizeof(((struct config *)0)->field), 0, 0                                  \
-	}
-#define KEY(sec, name, type, field, lo, hi)                                                        \
-	{                                                                                          \
-		sec, #name, type, offsetof(struct config, field), 0, lo, hi                        \
-	}
+	KEY_ENTRY(sec, #name, CONFIG_STRING, field, FIELD_SIZE(field), 0, 0, false)
+#define KEY(sec, name, type, field, lo, hi) KEY_ENTRY(sec, #name, type, field, 0, lo, hi, false)
+/* The same for the keys that only a restart changes (config_restart_changes). */
+#define KEY_STRING_RESTART(sec, name, field)                                                       \
+	KEY_ENTRY(sec, #name, CONFIG_STRING, field, FIELD_SIZE(field), 1, 0, true)
+#define KEY_STRING_OR_EMPTY_RESTART(sec, name, field)                                              \
+	KEY_ENTRY(sec, #name, CONFIG_STRING, field, FIELD_SIZE(field), 0, 0, true)
+#define KEY_RESTART(sec, name, type, field, lo, hi)                                                \
+	KEY_ENTRY(sec, #name, type, field, 0, lo, hi, true)
 
 #define CONFIG_DAY_MS 86400000u
 
-/* The one table of keys: parsing, duplicates and printing all walk it. */
+/* The one table of keys: parsing, duplicates, printing and reloads all walk it. */
 static const struct config_key config_keys[] = {
 	KEY_STRING("server", hostname, hostname),
-	KEY("server", workers, CONFIG_UINT, workers, 0, 256),
-	KEY("server", listen, CONFIG_LISTEN, listen, 0, 0),
-	KEY("server", listen_backlog, CONFIG_UINT, listen_backlog, 1, 65535),
+	KEY_RESTART("server", workers, CONFIG_UINT, workers, 0, 256),
+	KEY_RESTART("server", listen, CONFIG_LISTEN, listen, 0, 0),
+	KEY_RESTART("server", listen_backlog, CONFIG_UINT, listen_backlog, 1, 65535),
 	KEY("server", greeting_delay, CONFIG_DURATION, greeting_delay_ms, 0, 60000),
 	KEY("server", shutdown_timeout, CONFIG_DURATION, shutdown_timeout_ms, 0, 3600000),
-	KEY_STRING_OR_EMPTY("server", user, user),
-	KEY_STRING_OR_EMPTY("server", group, group),
-	KEY("limits", max_connections, CONFIG_UINT, max_connections, 1, 10000000),
-	KEY("limits", max_connections_per_client, CONFIG_UINT, max_connections_per_client, 1,
-	    10000000),
-	KEY("limits", max_connection_rate_per_client, CONFIG_UINT, max_connection_rate_per_client,
-	    0, 10000000),
+	KEY_STRING_OR_EMPTY_RESTART("server", user, user),
+	KEY_STRING_OR_EMPTY_RESTART("server", group, group),
+	KEY_RESTART("limits", max_connections, CONFIG_UINT, max_connections, 1, 10000000),
+	KEY_RESTART("limits", max_connections_per_client, CONFIG_UINT, max_connections_per_client,
+		    1, 10000000),
+	KEY_RESTART("limits", max_connection_rate_per_client, CONFIG_UINT,
+		    max_connection_rate_per_client, 0, 10000000),
 	KEY("limits", max_commands_per_session, CONFIG_UINT, max_commands_per_session, 10,
 	    100000000),
 	KEY("limits", max_messages_per_session, CONFIG_UINT, max_messages_per_session, 1,
@@ -87,14 +92,15 @@ static const struct config_key config_keys[] = {
 	KEY("relay", relay_domains, CONFIG_LIST, relay_domains, 0, 0),
 	KEY("relay", trusted_networks, CONFIG_LIST, trusted_networks, 0, 0),
 	KEY_STRING("relay", postmaster, postmaster),
-	KEY_STRING("spool", directory, spool_dir),
-	KEY("spool", segment_size, CONFIG_SIZE, segment_size, 4u << 20, (uint64_t)1 << 32),
-	KEY("spool", group_commit_bytes, CONFIG_SIZE, group_commit_bytes, 64u << 10, 64u << 20),
-	KEY("spool", max_size, CONFIG_SIZE, spool_max_size, 0, UINT64_MAX),
-	KEY("spool", max_messages, CONFIG_COUNT, spool_max_messages, 0, UINT64_MAX),
-	KEY("spool", min_free_disk, CONFIG_SIZE, spool_min_free, 0, UINT64_MAX),
-	KEY("spool", shards, CONFIG_UINT, shards, 0, 65536),
-	KEY("spool", compact_threshold, CONFIG_UINT, spool_compact_threshold, 0, 100),
+	KEY_STRING_RESTART("spool", directory, spool_dir),
+	KEY_RESTART("spool", segment_size, CONFIG_SIZE, segment_size, 4u << 20, (uint64_t)1 << 32),
+	KEY_RESTART("spool", group_commit_bytes, CONFIG_SIZE, group_commit_bytes, 64u << 10,
+		    64u << 20),
+	KEY_RESTART("spool", max_size, CONFIG_SIZE, spool_max_size, 0, UINT64_MAX),
+	KEY_RESTART("spool", max_messages, CONFIG_COUNT, spool_max_messages, 0, UINT64_MAX),
+	KEY_RESTART("spool", min_free_disk, CONFIG_SIZE, spool_min_free, 0, UINT64_MAX),
+	KEY_RESTART("spool", shards, CONFIG_UINT, shards, 0, 65536),
+	KEY_RESTART("spool", compact_threshold, CONFIG_UINT, spool_compact_threshold, 0, 100),
 	KEY_STRING_OR_EMPTY("delivery", source_address, source_address),
 	KEY_STRING_OR_EMPTY("delivery", relayhost, relayhost),
 	KEY("delivery", connect_timeout, CONFIG_DURATION, connect_timeout_ms, 1000, 3600000),
@@ -111,23 +117,23 @@ static const struct config_key config_keys[] = {
 	KEY("delivery", max_queue_lifetime, CONFIG_DURATION, max_queue_lifetime_ms, 60000,
 	    30 * CONFIG_DAY_MS),
 	KEY("delivery", concurrency, CONFIG_UINT, concurrency, 1, 1000),
-	KEY("delivery", max_outbound_connections, CONFIG_UINT, max_outbound_connections, 1,
-	    1000000),
+	KEY_RESTART("delivery", max_outbound_connections, CONFIG_UINT, max_outbound_connections, 1,
+		    1000000),
 	KEY("delivery", recipients_per_transaction, CONFIG_UINT, recipients_per_transaction, 1,
 	    CONFIG_MAX_RECIPIENTS),
 	KEY("delivery", max_received_headers, CONFIG_UINT, max_received_headers, 1, 1000),
 	KEY("delivery", destination_failures, CONFIG_UINT, destination_failures, 1, 1000),
 	KEY("delivery", destination_backoff, CONFIG_DURATION, destination_backoff_ms, 1000,
 	    CONFIG_DAY_MS),
-	KEY_STRING_OR_EMPTY("delivery", dns_servers, dns_servers),
+	KEY_STRING_OR_EMPTY_RESTART("delivery", dns_servers, dns_servers),
 	KEY("delivery", smtp_port, CONFIG_UINT, smtp_port, 1, 65535),
 	KEY("etrn", max_per_session, CONFIG_UINT, etrn_max_per_session, 1, 100000),
-	KEY("etrn", max_rate_per_client, CONFIG_UINT, etrn_max_rate_per_client, 0, 1000000),
+	KEY_RESTART("etrn", max_rate_per_client, CONFIG_UINT, etrn_max_rate_per_client, 0, 1000000),
 	KEY("etrn", flood_delay, CONFIG_DURATION, etrn_flood_delay_ms, 0, 60000),
 	KEY("etrn", flush_window, CONFIG_DURATION, etrn_flush_window_ms, 0, 3600000),
-	KEY_STRING_OR_EMPTY("metrics", address, metrics_address),
+	KEY_STRING_OR_EMPTY_RESTART("metrics", address, metrics_address),
 	KEY("log", level, CONFIG_LOG_LEVEL, log_level, 0, 0),
-	KEY("log", destination, CONFIG_LOG_DESTINATION, log_destination, 0, 0),
+	KEY_RESTART("log", destination, CONFIG_LOG_DESTINATION, log_destination, 0, 0),
 	KEY("log", max_lines_per_client, CONFIG_UINT, log_max_lines_per_client, 0, 1000000),
 };
 #define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
@@ -671,6 +677,119 @@ unsigned config_key_line(const struct config *cfg, const char *section, const ch
 		    strcmp(config_keys[i].name, name) == 0)
 			return cfg->line_in_file[i];
 	return 0;
+}
+
+/* config_set writes every CONFIG_UINT, `unsigned` ones too, as a uint32_t. */
+_Static_assert(sizeof(unsigned) == sizeof(uint32_t), "CONFIG_UINT fields are 32 bits");
+
+static bool config_lists_equal(const struct config_list *a, const struct config_list *b)
+{
+	if (a->count != b->count)
+		return false;
+	for (size_t i = 0; i < a->count; i++)
+		if (strcmp(a->items[i].value, b->items[i].value) != 0)
+			return false;
+	return true;
+}
+
+/* By address, not text: "[::1]:25" and "[0:0:0:0:0:0:0:1]:25" are one socket. */
+static bool config_listens_equal(const struct config *a, const struct config *b)
+{
+	if (a->nlisten != b->nlisten)
+		return false;
+	for (unsigned i = 0; i < a->nlisten; i++)
+		if (a->listen[i].addr_len != b->listen[i].addr_len ||
+		    memcmp(&a->listen[i].addr, &b->listen[i].addr, a->listen[i].addr_len) != 0)
+			return false;
+	return true;
+}
+
+static bool config_values_equal(const struct config_key *k, const struct config *a,
+				const struct config *b)
+{
+	const char *fa = (const char *)a + k->offset, *fb = (const char *)b + k->offset;
+	switch (k->type) {
+	case CONFIG_STRING:
+		return strcmp(fa, fb) == 0;
+	case CONFIG_UINT:
+	case CONFIG_DURATION:
+		return *(const uint32_t *)fa == *(const uint32_t *)fb;
+	case CONFIG_SIZE:
+	case CONFIG_COUNT:
+		return *(const uint64_t *)fa == *(const uint64_t *)fb;
+	case CONFIG_LIST:
+		return config_lists_equal((const struct config_list *)fa,
+					  (const struct config_list *)fb);
+	case CONFIG_LISTEN:
+		return config_listens_equal(a, b);
+	case CONFIG_LOG_LEVEL:
+	case CONFIG_LOG_DESTINATION:
+		return *(const int *)fa == *(const int *)fb;
+	}
+	return false;
+}
+
+size_t config_restart_changes(const struct config *running, const struct config *next, char *out,
+			      size_t size)
+{
+	size_t changes = 0, len = 0; /* len: what the names take, cut or not */
+	if (size > 0)
+		out[0] = '\0';
+	for (size_t i = 0; i < CONFIG_NKEYS; i++) {
+		const struct config_key *k = &config_keys[i];
+		if (!k->restart || config_values_equal(k, running, next))
+			continue;
+		bool room = len < size;
+		int n = snprintf(room ? out + len : NULL, room ? size - len : 0, "%s[%s] %s",
+				 changes > 0 ? ", " : "", k->section, k->name);
+		len += (size_t)n;
+		changes++;
+	}
+	if (size > 0 && len >= size) {
+		size_t end = size - 1, dots = end < 3 ? end : 3;
+		memcpy(out + end - dots, "...", dots);
+		out[end] = '\0';
+	}
+	return changes;
+}
+
+void config_keep_running_values(struct config *next, const struct config *running)
+{
+	for (size_t i = 0; i < CONFIG_NKEYS; i++) {
+		const struct config_key *k = &config_keys[i];
+		if (!k->restart)
+			continue;
+		/* Copying a list would need memory, which a reload must not fail
+		 * for here; no list is restart-only. */
+		CHECK(k->type != CONFIG_LIST);
+		if (next->set_in_file[i] || running->set_in_file[i])
+			continue;
+		char *to = (char *)next + k->offset;
+		const char *from = (const char *)running + k->offset;
+		switch (k->type) {
+		case CONFIG_STRING:
+			memcpy(to, from, k->string_size);
+			break;
+		case CONFIG_UINT:
+		case CONFIG_DURATION:
+			*(uint32_t *)to = *(const uint32_t *)from;
+			break;
+		case CONFIG_SIZE:
+		case CONFIG_COUNT:
+			*(uint64_t *)to = *(const uint64_t *)from;
+			break;
+		case CONFIG_LIST:
+			break;
+		case CONFIG_LISTEN:
+			memcpy(next->listen, running->listen, sizeof(next->listen));
+			next->nlisten = running->nlisten;
+			break;
+		case CONFIG_LOG_LEVEL:
+		case CONFIG_LOG_DESTINATION:
+			*(int *)to = *(const int *)from;
+			break;
+		}
+	}
 }
 
 int config_open(struct config *cfg, const char *path, const char *program)

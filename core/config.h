@@ -19,6 +19,10 @@
  * struct config_domain. Like a list, the file's sections replace the
  * built-in one (demo.test, held, for trying ferry out).
  *
+ * A running ferryd can take a new file (a reload), except for its
+ * restart-only keys, what it sets up once at start (listeners, spool,
+ * privileges, connection limits): a file that changes one needs a restart.
+ *
  * Every key is documented in docs/config.md.
  */
 #ifndef FERRY_CORE_CONFIG_H
@@ -222,6 +226,26 @@ bool config_is_set(const struct config *cfg, const char *section, const char *na
 /* The line of the file that set section/name (a list: its last line); 0
  * when it has its default. */
 unsigned config_key_line(const struct config *cfg, const char *section, const char *name);
+
+/*
+ * How many restart-only keys have another value in `next` than in
+ * `running`. Their names go to out (size bytes, NUL-terminated; out may be
+ * NULL when size is 0) as "[server] listen, [spool] directory", in the
+ * order config_print shows them: "" when none, ending in "..." when cut
+ * short. Values are compared, not their text: listen addresses by the
+ * address each stands for, in order. Call config_keep_running_values
+ * first.
+ */
+size_t config_restart_changes(const struct config *running, const struct config *next, char *out,
+			      size_t size);
+
+/*
+ * Give `next` the running value of each restart-only key that neither
+ * file sets: what ferryd computed at start for it (workers = 0 made one
+ * per CPU; max_connections lowered to fit RLIMIT_NOFILE) stays, and is no
+ * change.
+ */
+void config_keep_running_values(struct config *next, const struct config *running);
 
 /* Print the effective configuration in the file's own syntax. */
 void config_print(const struct config *cfg, FILE *out);
