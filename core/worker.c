@@ -279,6 +279,13 @@ static void worker_services_ready(struct worker *w)
 			worker_service_at(w, i)->ready(w, w->service_state[i]);
 }
 
+static void worker_services_reconfigure(struct worker *w, void *arg)
+{
+	for (unsigned i = 0; i < w->services_started; i++)
+		if (worker_service_at(w, i)->reconfigure != NULL)
+			worker_service_at(w, i)->reconfigure(w, w->service_state[i], arg);
+}
+
 static void worker_services_stop(struct worker *w)
 {
 	while (w->services_started > 0) {
@@ -772,5 +779,63 @@ int worker_gather_metrics(struct worker *const *workers, unsigned n, struct metr
 			  "request for its counters in time\"",
 			  timeout_ms);
 	worker_metrics_release(rq, false);
+	return answered ? 0 : -ETIMEDOUT;
+}
+
+/* One worker's share of a reconfiguration: its message. */
+struct worker_reconfigure_part {
+	struct xmsg link;
+	struct worker_reconfigure_request *request;
+	struct worker *worker;
+};
+
+struct worker_reconfigure_request {
+	struct worker_ask ask;
+	void *arg;
+	void (*done)(void *arg);
+	struct worker_reconfigure_part parts[];
+};
+
+static void worker_reconfigure_release(struct worker_reconfigure_request *rq, bool answered)
+{
+	if (!worker_ask_release(&rq->ask, answered))
+		return;
+	worker_ask_destroy(&rq->ask);
+	free(rq);
+}
+
+/* Unlike a metrics part, this one runs even when the waiter gave up: the
+ * caller was told its message still runs, and counts on done. done goes
+ * before the release, so a waiter that saw every part answered also saw
+ * every done. */
+static void worker_reconfigure_run(struct xmsg *msg)
+{
+	struct worker_reconfigure_part *part =
+		container_of(msg, struct worker_reconfigure_part, link);
+	struct worker_reconfigure_request *rq = part->request;
+	worker_services_reconfigure(part->worker, rq->arg);
+	if (rq->done != NULL)
+		rq->done(rq->arg);
+	worker_reconfigure_release(rq, true);
+}
+
+int worker_group_reconfigure(struct worker_group *g, void *arg, void (*done)(void *arg),
+			     unsigned timeout_ms)
+{
+	unsigned n = g->count;
+	struct worker_reconfigure_request *rq = calloc(1, sizeof(*rq) + n * sizeof(rq->parts[0]));
+	if (rq == NULL)
+		return -ENOMEM;
+	worker_ask_init(&rq->ask, n);
+	rq->arg = arg;
+	rq->done = done;
+	for (unsigned i = 0; i < n; i++) {
+		struct worker_reconfigure_part *part = &rq->parts[i];
+		part->request = rq;
+		part->worker = &g->workers[i];
+		worker_send(part->worker, &part->link, worker_reconfigure_run);
+	}
+	bool answered = worker_ask_wait(&rq->ask, timeout_ms);
+	worker_reconfigure_release(rq, false);
 	return answered ? 0 : -ETIMEDOUT;
 }

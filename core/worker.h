@@ -13,6 +13,9 @@
  *                   it (inbound SMTP uses the worker's queue)
  *     ready         registration order, once EVERY worker has started:
  *                   work that reaches other workers may begin
+ *     reconfigure   registration order, when worker_group_reconfigure's
+ *                   message arrives: take the new configuration, lower
+ *                   layers first so the ones above see it in place
  *     before_wait   every loop turn, reverse order: upper layers gather
  *                   work, then lower ones submit what was gathered (the
  *                   store's group commit goes last)
@@ -71,6 +74,11 @@ struct worker_service {
 	int (*start)(struct worker *w, void *arg, void **state);
 	/* Optional: every worker of the group has started. */
 	void (*ready)(struct worker *w, void *state);
+	/* Optional: on the worker thread, between completions (when
+	 * worker_group_reconfigure's message arrives): take the new
+	 * configuration arg, whatever the program's layers agreed on
+	 * (opaque to core). Runs for every started service, ready or not. */
+	void (*reconfigure)(struct worker *w, void *state, void *arg);
 	/* Optional: every loop turn, before the worker sleeps. */
 	void (*before_wait)(struct worker *w, void *state);
 	/* Optional: SIGTERM/SIGINT: stop taking new work, wind down. */
@@ -288,6 +296,28 @@ bool worker_ask_wait(struct worker_ask *a, unsigned timeout_ms);
  */
 int worker_gather_metrics(struct worker *const *workers, unsigned n, struct metrics *out,
 			  unsigned timeout_ms);
+
+/*
+ * From any thread but the workers' own: send each worker of g a
+ * cross-worker message that runs, on that worker's thread, every started
+ * service's reconfigure(w, state, arg) in registration order, then
+ * done(arg) if done is not NULL: the caller can hand one reference to arg
+ * per worker (g->count of them) and have each dropped when its worker is
+ * through. Waits at most timeout_ms for every worker to have run it
+ * (done included).
+ *   0           every worker ran it, done too.
+ *   -ETIMEDOUT  some worker had not yet: its message still runs later and
+ *               still calls done, on its thread; arg must live until the
+ *               last done (the message's own memory is reference counted
+ *               and freed by whoever finishes last).
+ *   -ENOMEM     nothing could be allocated: no message was sent and done
+ *               is never called.
+ * Only while the group's loops run (after worker_group_start_services,
+ * before worker_group_shutdown): a worker that has left its loop runs no
+ * more messages, so its reconfigure and done would never come.
+ */
+int worker_group_reconfigure(struct worker_group *g, void *arg, void (*done)(void *arg),
+			     unsigned timeout_ms);
 
 /* Send a cross-worker message to w (any thread). */
 int worker_send(struct worker *w, struct xmsg *msg, xmsg_fn *handle);
