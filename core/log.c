@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -11,9 +12,12 @@
 #include <time.h>
 #include <unistd.h>
 
-static enum log_level log_max_level = LOG_LEVEL_INFO;
+/* The level and the per-client limit change at a reload, while workers
+ * log: read and written relaxed (a line or two either side of the
+ * change is fine). */
+static _Atomic int log_max_level = LOG_LEVEL_INFO;
 static enum log_destination log_dest = LOG_TO_STDERR;
-static unsigned log_client_limit; /* lines a minute per client per thread; 0: none */
+static _Atomic unsigned log_client_limit; /* lines a minute per client per thread; 0: none */
 
 #define LOG_BUFFER_SIZE 65536
 #define LOG_LINE_MAX    2048
@@ -51,20 +55,30 @@ static _Thread_local struct log_clients *log_clients;
 
 void log_setup(enum log_level level, enum log_destination dest)
 {
-	log_max_level = level;
+	log_set_level(level);
 	log_dest = dest;
 	if (dest == LOG_TO_SYSLOG)
 		openlog("ferryd", LOG_PID | LOG_NDELAY, LOG_MAIL);
 }
 
+void log_set_level(enum log_level level)
+{
+	atomic_store_explicit(&log_max_level, (int)level, memory_order_relaxed);
+}
+
 void log_client_lines(unsigned per_minute)
 {
-	log_client_limit = per_minute;
+	atomic_store_explicit(&log_client_limit, per_minute, memory_order_relaxed);
+}
+
+static unsigned log_client_max(void)
+{
+	return atomic_load_explicit(&log_client_limit, memory_order_relaxed);
 }
 
 static bool log_enabled(enum log_level level)
 {
-	return level <= log_max_level;
+	return (int)level <= atomic_load_explicit(&log_max_level, memory_order_relaxed);
 }
 
 static void log_write_all(const char *p, size_t n)
@@ -191,7 +205,7 @@ static bool log_client_allows(const char *text, size_t len)
 		*c = (struct log_client){.hash = h, .since_ms = now, .len = (uint8_t)len};
 		memcpy(c->text, text, len);
 	}
-	if (c->lines < log_client_limit) {
+	if (c->lines < log_client_max()) {
 		c->lines++;
 		return true;
 	}
@@ -268,7 +282,7 @@ void log_event(enum log_level level, const char *fmt, ...)
 	va_list ap;
 	va_start(ap, fmt);
 	/* Only a worker's lines are counted per client: sessions live there. */
-	log_line_v(level, fmt, ap, log_buffered && log_client_limit > 0);
+	log_line_v(level, fmt, ap, log_buffered && log_client_max() > 0);
 	va_end(ap);
 }
 

@@ -38,8 +38,11 @@ enum log_destination { LOG_TO_STDERR = 0, LOG_TO_SYSLOG };
 /* Called once at start, before threads exist. */
 void log_setup(enum log_level level, enum log_destination dest);
 
+/* A new level ([log] level at a reload); any thread. */
+void log_set_level(enum log_level level);
+
 /* Lines a minute about one client, per worker thread (0: no limit, the
- * default). Called at start, before threads exist. */
+ * default). At start, or at a reload; any thread. */
 void log_client_lines(unsigned per_minute);
 
 #define LOG_CLIENT_WINDOW_MS 60000
