@@ -454,9 +454,9 @@ static void admin_free(struct admin *a)
 	free(a);
 }
 
-int admin_start(struct admin **out, const struct config *cfg, struct queue_store *store,
-		const struct outbound_settings *delivery, const struct etrn_policy *etrn,
-		const char *spool_dir, char *err, size_t err_size)
+int admin_start(struct admin **out, struct net_reload *reload, struct queue_store *store,
+		const struct outbound_shared *delivery, const char *spool_dir, char *err,
+		size_t err_size)
 {
 	*out = NULL;
 	struct admin *a = calloc(1, sizeof(*a));
@@ -465,10 +465,9 @@ int admin_start(struct admin **out, const struct config *cfg, struct queue_store
 		snprintf(err, err_size, "admin socket: out of memory");
 		return -ENOMEM;
 	}
-	a->commands.cfg = cfg;
+	a->commands.reload = reload;
 	a->commands.store = store;
 	a->commands.delivery = delivery;
-	a->commands.etrn = etrn;
 	a->spool_fd = a->commands.segments_fd = a->listen_fd = a->stop_fd = -1;
 	pthread_mutex_init(&a->lock, NULL);
 	int r;

@@ -18,7 +18,7 @@
  *   request   "queue" | "list DOMAIN" | "show QUEUEID" | "flush [DOMAIN]"
  *             | "flush @DOMAIN" | "flush #QUEUE" | "hold TARGET"
  *             | "release TARGET" | "delete TARGET" | "bounce TARGET"
- *             | "stats" | "config", ended by LF or CRLF, printable ASCII,
+ *             | "stats" | "config" | "reload", ended by LF or CRLF, printable ASCII,
  *             at most ADMIN_REQUEST_MAX octets. TARGET is a domain, or a
  *             queue id: QUEUE_ID_LEN letters and digits (no dot) are a
  *             queue id (admin_target_is_queue_id).
@@ -66,6 +66,11 @@
  *             format, as GET /metrics has them
  *   config    the effective configuration, as ferryd --check-config
  *             prints it: "[section]" and "key = value" lines
+ *   reload    the configuration file read again (net/reload.h): "ok" and
+ *             "generation N from FILE is running" (or accepted, a worker
+ *             late to switch); refused: "error: <why>; generation N keeps
+ *             running", why naming file, line and key, or the keys only a
+ *             restart can change
  *
  * Start it once the workers run; stop it before they are told to shut down
  * (its requests need live workers to be answered).
@@ -88,7 +93,8 @@
 #define ADMIN_MAX_CLIENTS 16 /* served at once, each on its own thread */
 #define ADMIN_COMMANDS_HINT                                                                        \
 	"queue, list DOMAIN, show QUEUEID, flush [DOMAIN|@DOMAIN|#QUEUE], hold DOMAIN|QUEUEID, "   \
-	"release DOMAIN|QUEUEID, delete DOMAIN|QUEUEID, bounce DOMAIN|QUEUEID, stats, config"
+	"release DOMAIN|QUEUEID, delete DOMAIN|QUEUEID, bounce DOMAIN|QUEUEID, stats, config, "    \
+	"reload"
 /* Descriptors the admin socket may hold at once, for ferryd's budget: the
  * spool and segments directories, the listening socket, the stop eventfd,
  * and per client its socket and a segment file read for `show`. */
@@ -138,22 +144,22 @@ static inline bool admin_target_is_queue_id(const char *s, size_t len)
 }
 
 struct admin;
-struct config;
+struct net_reload;
 struct queue_store;
-struct outbound_settings;
-struct etrn_policy;
+struct outbound_shared;
 
 /*
  * Bind <spool_dir>/ferryctl.sock (replacing a stale one; refusing when
  * another process still answers on it) and start the admin thread.
  * `delivery` is what the moves act on (its workers' array filled: start
- * the admin after the workers); NULL answers them with an error. `cfg`
- * is what config shows (NULL: an error). Returns 0 or -errno with err
- * saying what failed.
+ * the admin after the workers); NULL answers them with an error.
+ * `reload` gives the configuration config shows, the ETRN policy flush
+ * @DOMAIN and #QUEUE use, and reload itself (NULL: errors). Returns 0 or
+ * -errno with err saying what failed.
  */
-int admin_start(struct admin **out, const struct config *cfg, struct queue_store *store,
-		const struct outbound_settings *delivery, const struct etrn_policy *etrn,
-		const char *spool_dir, char *err, size_t err_size);
+int admin_start(struct admin **out, struct net_reload *reload, struct queue_store *store,
+		const struct outbound_shared *delivery, const char *spool_dir, char *err,
+		size_t err_size);
 
 /* End the threads (clients being served are dropped), remove the socket
  * file if it is still ours, and free. NULL is a no-op. */

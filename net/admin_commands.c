@@ -20,6 +20,8 @@
 #include "net/admin.h"
 #include "net/admin_request.h"
 #include "net/etrn.h"
+#include "net/generation.h"
+#include "net/reload.h"
 #include "queue/queue.h"
 #include "queue/spool_view.h"
 
@@ -51,6 +53,7 @@ static const struct admin_command_spec admin_commands[] = {
 	[ADMIN_BOUNCE] = {"bounce", ADMIN_ARG_TARGET, "bounce DOMAIN|QUEUEID"},
 	[ADMIN_STATS] = {"stats", ADMIN_ARG_NONE, "stats"},
 	[ADMIN_CONFIG] = {"config", ADMIN_ARG_NONE, "config"},
+	[ADMIN_RELOAD] = {"reload", ADMIN_ARG_NONE, "reload"},
 };
 
 #define ADMIN_NCOMMANDS (sizeof(admin_commands) / sizeof(admin_commands[0]))
@@ -284,14 +287,16 @@ static void admin_answer_config(const struct admin_commands *c, struct buf *answ
 {
 	char *text = NULL;
 	size_t len = 0;
-	FILE *f = c->cfg != NULL ? open_memstream(&text, &len) : NULL;
+	struct net_generation *gen = c->reload != NULL ? net_reload_current(c->reload) : NULL;
+	FILE *f = gen != NULL ? open_memstream(&text, &len) : NULL;
 	if (f == NULL) {
 		buf_printf(answer, "error: %s\n",
-			   c->cfg != NULL ? "ferryd is out of memory"
-					  : "this ferryd keeps no configuration to show");
+			   gen != NULL ? "ferryd is out of memory"
+				       : "this ferryd keeps no configuration to show");
+		net_generation_drop(gen);
 		return;
 	}
-	config_print(c->cfg, f);
+	config_print(&gen->cfg, f);
 	if (fclose(f) != 0 || text == NULL) {
 		buf_printf(answer, "error: ferryd is out of memory\n");
 	} else {
@@ -299,6 +304,23 @@ static void admin_answer_config(const struct admin_commands *c, struct buf *answ
 		buf_append(answer, text, len);
 	}
 	free(text);
+	net_generation_drop(gen);
+}
+
+/* reload: the file again (net/reload.h); "ok" and what runs now, or why
+ * it was refused. */
+static void admin_answer_reload(const struct admin_commands *c, struct buf *answer)
+{
+	char msg[1600];
+	if (c->reload == NULL) {
+		buf_printf(answer, "error: this ferryd cannot reload its configuration\n");
+		return;
+	}
+	int r = net_reload_run(c->reload, "ferryctl", msg, sizeof(msg));
+	if (r == 0 || r == -ETIMEDOUT)
+		buf_printf(answer, "ok\n%s\n", msg);
+	else
+		buf_printf(answer, "error: %s\n", msg);
 }
 
 const char *admin_commands_answer(const struct admin_commands *c, char *line, struct buf *answer)
@@ -337,6 +359,9 @@ const char *admin_commands_answer(const struct admin_commands *c, char *line, st
 		break;
 	case ADMIN_CONFIG:
 		admin_answer_config(c, answer);
+		break;
+	case ADMIN_RELOAD:
+		admin_answer_reload(c, answer);
 		break;
 	default:
 		admin_answer_move(c, command, arg, arg_len, answer);

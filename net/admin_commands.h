@@ -18,27 +18,29 @@
  * writes into it. A move that timed out may still happen: the answer says
  * so. stats gathers every worker's counters (worker_gather_metrics, as the
  * metrics endpoint does) and answers their Prometheus text; config prints
- * the configuration ferryd runs with (config_print).
+ * the configuration ferryd runs with (config_print); reload reads the
+ * file again (net/reload.h) and answers what runs now, or why the file
+ * was refused.
  */
 #ifndef FERRY_NET_ADMIN_COMMANDS_H
 #define FERRY_NET_ADMIN_COMMANDS_H
 
 #include "core/buf.h"
 
-struct config;
+struct net_reload;
 struct queue_store;
-struct outbound_settings;
-struct etrn_policy;
+struct outbound_shared;
 
 #define ADMIN_WORKERS_MS 5000 /* for every worker's part */
 
 /* What the commands reach, fixed while the admin socket runs. */
 struct admin_commands {
-	const struct config *cfg; /* config; NULL: none to show */
+	/* The running generation (config shows its config, flush @DOMAIN
+	 * and #QUEUE plan with its ETRN policy) and reload; NULL: neither. */
+	struct net_reload *reload;
 	struct queue_store *store;
-	const struct outbound_settings *delivery; /* NULL: no delivery to move */
-	const struct etrn_policy *etrn;           /* flush @DOMAIN, #QUEUE; NULL: none */
-	int segments_fd;                          /* <spool>/segments, for show */
+	const struct outbound_shared *delivery; /* NULL: no delivery to move */
+	int segments_fd;                        /* <spool>/segments, for show */
 };
 
 /*

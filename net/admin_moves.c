@@ -17,6 +17,7 @@
 #include "net/admin_request.h"
 #include "net/etrn_service.h"
 #include "net/outbound.h"
+#include "net/reload.h"
 #include "queue/sched.h"
 
 /* The operation of an operator's command on single messages or whole
@@ -83,12 +84,12 @@ void admin_part_move(const struct admin_request *req, struct admin_part *part)
 
 /* @DOMAIN or #QUEUE, an operator's ETRN: into *plan. false with the error
  * answered. */
-static bool admin_etrn_plan(const struct admin_commands *c, const char *arg, size_t arg_len,
+static bool admin_etrn_plan(const struct net_generation *gen, const char *arg, size_t arg_len,
 			    struct etrn_plan *plan, struct buf *answer)
 {
 	struct etrn_argument parsed;
 	etrn_parse(arg, arg_len, &parsed); /* checked already */
-	if (c->etrn == NULL || etrn_plan_make(c->etrn, NULL, &parsed, plan) != 0) {
+	if (gen == NULL || etrn_plan_make(gen->etrn, NULL, &parsed, plan) != 0) {
 		buf_printf(answer, "error: ferryd is out of memory\n");
 		return false;
 	}
@@ -179,16 +180,21 @@ void admin_answer_move(const struct admin_commands *c, enum admin_command comman
 	}
 	struct admin_ask ask = {.arg = arg, .arg_len = arg_len};
 	struct etrn_plan plan = {0};
+	struct net_generation *gen = NULL;
 	struct buf domains = {0};
 	ask.by_id = command != ADMIN_FLUSH && admin_target_is_queue_id(arg, arg_len);
 	if (arg_len == 0) {
 		ask.only = ADMIN_ALL_WORKERS; /* flush everything */
 	} else if (command == ADMIN_FLUSH && (arg[0] == '@' || arg[0] == '#')) {
 		/* ETRN's forms, for an operator: every worker's shards. */
-		if (!admin_etrn_plan(c, arg, arg_len, &plan, answer))
+		gen = c->reload != NULL ? net_reload_current(c->reload) : NULL;
+		if (!admin_etrn_plan(gen, arg, arg_len, &plan, answer)) {
+			net_generation_drop(gen);
 			return;
+		}
 		ask.only = ADMIN_ALL_WORKERS;
 		ask.plan = &plan;
+		ask.gen = gen;
 	} else if (ask.by_id) {
 		if (!admin_locate(c, arg, arg_len, &domains, answer)) {
 			buf_release(&domains);
@@ -202,6 +208,7 @@ void admin_answer_move(const struct admin_commands *c, enum admin_command comman
 	const char *why;
 	struct admin_request *req = admin_ask_workers(c, command, &ask, &why);
 	etrn_plan_free(&plan); /* what the request did not take */
+	net_generation_drop(gen);
 	buf_release(&domains);
 	if (req == NULL) {
 		/* Abandoned after it was sent: the workers may still do it. */

@@ -21,6 +21,7 @@ static void admin_request_free(struct admin_request *req)
 		buf_release(&req->parts[i].out);
 	buf_release(&req->domains);
 	etrn_plan_free(&req->plan);
+	net_generation_drop(req->gen);
 	worker_ask_destroy(&req->ask);
 	free(req);
 }
@@ -66,6 +67,7 @@ static void admin_part_run(struct xmsg *msg)
 			break;
 		case ADMIN_STATS:
 		case ADMIN_CONFIG:
+		case ADMIN_RELOAD:
 			break; /* not the workers' (admin_commands.c) */
 		}
 	}
@@ -88,8 +90,10 @@ static struct admin_request *admin_request_new(const struct admin_commands *c,
 	worker_ask_init(&req->ask, n);
 	req->command = command;
 	req->delivery = c->delivery;
-	if (ask->plan != NULL) /* the request owns it from now on */
+	if (ask->plan != NULL) { /* the request owns it from now on */
 		etrn_plan_move(&req->plan, ask->plan);
+		req->gen = net_generation_hold(ask->gen);
+	}
 	memcpy(req->arg, ask->arg, ask->arg_len);
 	req->arg[ask->arg_len] = '\0';
 	req->arg_len = ask->arg_len;

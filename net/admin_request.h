@@ -26,6 +26,7 @@
 #include "net/admin.h"
 #include "net/admin_commands.h"
 #include "net/etrn.h"
+#include "net/generation.h"
 #include "net/outbound_operator.h"
 #include "queue/queue.h"
 
@@ -40,6 +41,7 @@ enum admin_command {
 	ADMIN_BOUNCE,
 	ADMIN_STATS,
 	ADMIN_CONFIG,
+	ADMIN_RELOAD,
 	ADMIN_LOCATE, /* no request of its own: where a message's recipients are (moves by id) */
 };
 
@@ -65,8 +67,9 @@ struct admin_part {
 struct admin_request {
 	struct worker_ask ask; /* the admin thread waits for the parts */
 	enum admin_command command;
-	const struct outbound_settings *delivery;
-	struct etrn_plan plan; /* flush @DOMAIN or #QUEUE: what it covers (ntargets > 0) */
+	const struct outbound_shared *delivery;
+	struct etrn_plan plan;      /* flush @DOMAIN or #QUEUE: what it covers (ntargets > 0) */
+	struct net_generation *gen; /* the plan points into its config (held); NULL: no plan */
 	char arg[ADMIN_REQUEST_MAX + 1];
 	size_t arg_len;
 	bool by_id;         /* hold, release, delete, bounce of the message arg */
@@ -81,8 +84,9 @@ struct admin_ask {
 	const char *arg;
 	size_t arg_len;
 	bool by_id;
-	struct etrn_plan *plan;    /* NULL, or taken over by the request */
-	const struct buf *domains; /* NULL, or copied into the request */
+	struct etrn_plan *plan;     /* NULL, or taken over by the request */
+	struct net_generation *gen; /* with a plan: the one it was made with */
+	const struct buf *domains;  /* NULL, or copied into the request */
 };
 
 /*

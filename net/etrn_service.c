@@ -17,6 +17,7 @@
 #include "core/timer.h"
 #include "core/xmsg.h"
 #include "net/client_rate.h"
+#include "net/generation.h"
 #include "net/outbound.h"
 #include "net/smtp_session.h"
 #include "queue/queue.h"
@@ -45,6 +46,7 @@ struct etrn_counters {
 struct etrn_worker {
 	struct worker *worker;
 	const struct etrn_settings *settings;
+	struct net_generation *gen; /* the policy it answers with (held); a reload moves it */
 	struct queue *queue;
 	struct list_node requests; /* from this worker's sessions, unanswered */
 	struct etrn_counters counters;
@@ -62,6 +64,7 @@ struct etrn_part {
 
 struct etrn_request {
 	struct etrn_worker *origin;
+	struct net_generation *gen;   /* the plan points into its config (held) */
 	struct list_node link;        /* origin->requests */
 	struct smtp_session *session; /* NULL once the session went */
 	struct etrn_plan plan;
@@ -206,7 +209,7 @@ static void etrn_part_run(struct xmsg *msg)
 	const struct etrn_settings *s = req->origin->settings;
 	struct etrn_worker *ew = s->workers[part->worker];
 	etrn_flush_here(ew->queue, outbound_of_worker(s->delivery, part->worker), &req->plan,
-			s->cfg->etrn_flush_window_ms, false, &part->result);
+			req->gen->cfg.etrn_flush_window_ms, false, &part->result);
 	ew->counters.flushes_started += part->result.started;
 	ew->counters.flushes_joined += part->result.joined;
 	ew->counters.messages_released += part->result.released;
@@ -221,6 +224,7 @@ static void etrn_request_free(struct etrn_request *req)
 		timer_cancel(&req->origin->worker->timers, &req->delay);
 	list_remove(&req->link);
 	etrn_plan_free(&req->plan);
+	net_generation_drop(req->gen);
 	free(req);
 }
 
@@ -329,9 +333,9 @@ static void etrn_plan_workers(const struct etrn_plan *plan, struct queue *q, uin
 void etrn_session_request(void *arg, struct smtp_session *s, const char *argument, size_t len)
 {
 	const struct etrn_settings *st = arg;
-	const struct config *cfg = st->cfg;
 	struct worker *w = queue_worker(s->queue);
 	struct etrn_worker *ew = st->workers[w->index];
+	const struct config *cfg = &ew->gen->cfg;
 	char refusal[300];
 
 	if (++s->etrns > cfg->etrn_max_per_session) {
@@ -372,13 +376,14 @@ void etrn_session_request(void *arg, struct smtp_session *s, const char *argumen
 	req->argument_len = len < sizeof(req->argument) ? len : sizeof(req->argument);
 	memcpy(req->argument, argument, req->argument_len);
 	req->origin = ew;
+	req->gen = net_generation_hold(ew->gen);
 	req->session = s;
 	req->reply_at_ms = w->now_ms + delay;
 	timer_init(&req->delay, etrn_delay_fire);
 	list_insert_tail(&ew->requests, &req->link);
 
-	if (etrn_plan_make(st->policy, (const struct sockaddr *)&s->client, &parsed, &req->plan) !=
-	    0) {
+	if (etrn_plan_make(req->gen->etrn, (const struct sockaddr *)&s->client, &parsed,
+			   &req->plan) != 0) {
 		req->plan.arg = parsed;
 		req->code = 458;
 	} else {
@@ -434,16 +439,12 @@ void etrn_session_cancel(void *arg, struct smtp_session *s)
 /* ---- settings and the service --------------------------------------------------------- */
 
 int etrn_settings_init(struct etrn_settings *s, const struct config *cfg, struct queue_store *store,
-		       const struct outbound_settings *delivery, char *err, size_t err_size)
+		       const struct outbound_shared *delivery, char *err, size_t err_size)
 {
 	memset(s, 0, sizeof(*s));
-	s->cfg = cfg;
 	s->store = store;
 	s->delivery = delivery;
-	int r = etrn_policy_build(&s->policy, cfg, err, err_size);
-	if (r != 0)
-		return r;
-	s->workers = calloc(cfg->workers, sizeof(*s->workers));
+	s->workers = calloc(cfg->workers ? cfg->workers : 1, sizeof(*s->workers));
 	if (s->workers == NULL || (cfg->etrn_max_rate_per_client > 0 &&
 				   client_rate_create(&s->rates, cfg->etrn_max_rate_per_client,
 						      cfg->max_connections) != 0)) {
@@ -456,7 +457,6 @@ int etrn_settings_init(struct etrn_settings *s, const struct config *cfg, struct
 
 void etrn_settings_free(struct etrn_settings *s)
 {
-	etrn_policy_free(s->policy);
 	client_rate_destroy(s->rates);
 	free(s->workers);
 	memset(s, 0, sizeof(*s));
@@ -464,17 +464,30 @@ void etrn_settings_free(struct etrn_settings *s)
 
 static int etrn_service_start(struct worker *w, void *arg, void **state)
 {
-	struct etrn_settings *s = arg;
+	struct net_generation *gen = arg;
+	struct etrn_settings *s = gen->rt->etrn;
 	struct etrn_worker *ew = calloc(1, sizeof(*ew));
 	if (ew == NULL)
 		return -ENOMEM;
 	ew->worker = w;
 	ew->settings = s;
+	ew->gen = net_generation_hold(gen);
 	ew->queue = queue_store_queue(s->store, w->index);
 	list_init(&ew->requests);
 	s->workers[w->index] = ew;
 	*state = ew;
 	return 0;
+}
+
+/* A reload: ETRNs from now on are answered by the new policy (a request
+ * under way keeps the one it was planned with). */
+static void etrn_service_reconfigure(struct worker *w, void *state, void *arg)
+{
+	(void)w;
+	struct etrn_worker *ew = state;
+	struct net_generation *old = ew->gen;
+	ew->gen = net_generation_hold(arg);
+	net_generation_drop(old);
 }
 
 static bool etrn_service_idle(struct worker *w, void *state)
@@ -507,6 +520,7 @@ static void etrn_service_stop(struct worker *w, void *state)
 	struct etrn_request *req, *tmp;
 	list_for_each_entry_safe(req, tmp, &ew->requests, link) etrn_request_free(req);
 	ew->settings->workers[w->index] = NULL;
+	net_generation_drop(ew->gen);
 	free(ew);
 }
 
@@ -558,4 +572,5 @@ const struct worker_service etrn_service = {
 	.idle = etrn_service_idle,
 	.stop = etrn_service_stop,
 	.metrics = etrn_service_metrics,
+	.reconfigure = etrn_service_reconfigure,
 };

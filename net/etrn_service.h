@@ -42,29 +42,31 @@ struct client_rate;
 struct queue;
 struct queue_store;
 struct outbound;
-struct outbound_settings;
+struct outbound_shared;
 struct smtp_session;
 
 struct etrn_worker;
 
-/* What every worker's ETRN reads, fixed at start. */
+/* What every worker's ETRN keeps for the whole run; the policy and the
+ * [etrn] limits a reload may change are the generation's (net/generation.h:
+ * each worker answers with its current one). */
 struct etrn_settings {
-	const struct config *cfg;
-	struct etrn_policy *policy;
-	struct client_rate *rates; /* ETRNs per client a minute; NULL: no limit */
+	struct client_rate *rates; /* ETRNs per client a minute; NULL: no limit (restart) */
 	struct queue_store *store;
-	const struct outbound_settings *delivery;
+	const struct outbound_shared *delivery;
 	struct etrn_worker **workers; /* per worker, set by its service's start */
 };
 
-/* Check and build from cfg ([domain] etrn_* keys, [etrn]): 0, -EINVAL
- * with err saying what is wrong, -ENOMEM. */
+/* Make the run's part from cfg (its workers and [etrn] max_rate_per_client):
+ * 0, or -ENOMEM with err saying so. The policy is checked and built
+ * with each generation (etrn_policy_build). */
 int etrn_settings_init(struct etrn_settings *s, const struct config *cfg, struct queue_store *store,
-		       const struct outbound_settings *delivery, char *err, size_t err_size);
+		       const struct outbound_shared *delivery, char *err, size_t err_size);
 void etrn_settings_free(struct etrn_settings *s);
 
-/* On every worker; its arg is the settings. Register it above delivery's
- * service and below inbound SMTP's. */
+/* On every worker; its arg is the first generation (its runtime's etrn
+ * initialised). Register it above delivery's service and below inbound
+ * SMTP's. */
 extern const struct worker_service etrn_service;
 
 /* The smtp_settings hooks (etrn, etrn_cancel); arg is the settings. */

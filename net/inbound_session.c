@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "net/outbound.h"
 #include "net/server.h"
 
 /* A refused connection's 421 has this long to leave. */
@@ -15,7 +16,19 @@
 
 static void inbound_session_wake(struct smtp_session *ss);
 
-static const struct smtp_session_hooks inbound_session_hooks = {.wake = inbound_session_wake};
+/* A domain's quota, by the worker's current generation: its counts are
+ * the live ones (a session's own generation may be older). */
+static bool inbound_session_queue_full(struct smtp_session *ss, const char *domain, size_t len)
+{
+	struct inbound_session *s = container_of(ss, struct inbound_session, session);
+	const struct outbound_settings *delivery = s->owner->gen->delivery;
+	return delivery != NULL && outbound_queue_full(delivery, domain, len);
+}
+
+static const struct smtp_session_hooks inbound_session_hooks = {
+	.wake = inbound_session_wake,
+	.queue_full = inbound_session_queue_full,
+};
 
 static struct inbound_session *inbound_session_of(struct conn *c)
 {
@@ -29,7 +42,7 @@ static struct inbound_session *inbound_session_of(struct conn *c)
 
 static uint32_t inbound_session_timeout_ms(const struct inbound_session *s)
 {
-	const struct config *cfg = s->owner->server->cfg;
+	const struct config *cfg = &s->gen->cfg;
 	uint32_t t =
 		smtp_session_in_data(&s->session) ? cfg->data_timeout_ms : cfg->idle_timeout_ms;
 	return s->stopping && t > INBOUND_SHUTDOWN_PROGRESS_MS ? INBOUND_SHUTDOWN_PROGRESS_MS : t;
@@ -46,7 +59,7 @@ static uint32_t inbound_session_timeout_ms(const struct inbound_session *s)
  * minimum rate, if no more come: never before data_timeout. */
 static uint64_t inbound_session_rate_deadline(const struct inbound_session *s)
 {
-	const struct config *cfg = s->owner->server->cfg;
+	const struct config *cfg = &s->gen->cfg;
 	uint64_t size = s->session.data.size;
 	uint64_t covered = size * 1000 / cfg->min_data_rate + 1; /* ms the octets pay for */
 	uint64_t due = s->body_started_ms +
@@ -58,7 +71,7 @@ static uint64_t inbound_session_rate_deadline(const struct inbound_session *s)
 /* Is the body below the minimum rate, counted over its whole time? */
 static bool inbound_session_body_too_slow(const struct inbound_session *s)
 {
-	const struct config *cfg = s->owner->server->cfg;
+	const struct config *cfg = &s->gen->cfg;
 	uint64_t elapsed = s->conn.worker->now_ms - s->body_started_ms;
 	return elapsed >= cfg->data_timeout_ms &&
 	       s->session.data.size * 1000 < (uint64_t)cfg->min_data_rate * elapsed;
@@ -67,14 +80,13 @@ static bool inbound_session_body_too_slow(const struct inbound_session *s)
 /* A body under the rate check: received, not waiting for the store. */
 static bool inbound_session_body_timed(const struct inbound_session *s)
 {
-	return s->body_started_ms != 0 && s->wait_started_ms == 0 &&
-	       s->owner->server->cfg->min_data_rate > 0;
+	return s->body_started_ms != 0 && s->wait_started_ms == 0 && s->gen->cfg.min_data_rate > 0;
 }
 
 /* When the next deadline falls due, or 0 when none runs. */
 static uint64_t inbound_session_deadline(const struct inbound_session *s)
 {
-	const struct config *cfg = s->owner->server->cfg;
+	const struct config *cfg = &s->gen->cfg;
 	uint64_t due = 0;
 	if (s->line_started_ms != 0)
 		due = s->line_started_ms + cfg->command_deadline_ms;
@@ -151,7 +163,7 @@ static void inbound_session_progress_mark(struct inbound_session *s)
  */
 static void inbound_session_check_progress(struct inbound_session *s)
 {
-	const struct config *cfg = s->owner->server->cfg;
+	const struct config *cfg = &s->gen->cfg;
 	uint64_t elapsed = s->conn.worker->now_ms - s->progress_ms;
 	uint64_t needed = (uint64_t)cfg->min_data_rate * elapsed / 1000;
 	const struct smtp_session *ss = &s->session;
@@ -172,7 +184,7 @@ static void inbound_session_check_progress(struct inbound_session *s)
 /* The alarm: a deadline may have passed. */
 static void inbound_session_check_deadlines(struct inbound_session *s)
 {
-	const struct config *cfg = s->owner->server->cfg;
+	const struct config *cfg = &s->gen->cfg;
 	uint64_t now = s->conn.worker->now_ms;
 	s->alarm_due_ms = 0;
 	if (s->line_started_ms != 0 && now >= s->line_started_ms + cfg->command_deadline_ms) {
@@ -353,6 +365,7 @@ static void inbound_session_closed(struct conn *c)
 	smtp_session_destroy(&s->session);
 	net_server_release(owner->server, s->counted, s->client_slot, conn_peer(c));
 	net_worker_session_removed(owner, s);
+	net_generation_drop(s->gen);
 	free(s);
 }
 
@@ -397,20 +410,24 @@ void inbound_session_start(struct net_worker *owner, int fd, const struct sockad
 			   uint32_t client_slot)
 {
 	struct net_server *srv = owner->server;
+	struct net_generation *gen = owner->gen;
+	const struct config *cfg = &gen->cfg;
 	struct inbound_session *s = calloc(1, sizeof(*s));
 	char peer_text[INET6_ADDRSTRLEN];
 	char id[17];
 	inbound_session_peer_text(peer, peer_text, sizeof(peer_text));
 	snprintf(id, sizeof(id), "%02x%014llx", owner->index & 0xff,
 		 (unsigned long long)++owner->sessions_started);
-	if (s == NULL || smtp_session_init(&s->session, &srv->settings, &inbound_session_hooks,
-					   owner->queue, peer, peer_text, id) != 0) {
+	if (s == NULL ||
+	    smtp_session_init(&s->session, &gen->inbound->settings, &inbound_session_hooks,
+			      owner->queue, peer, peer_text, id) != 0) {
 		close(fd);
 		net_server_release(srv, counted, client_slot, peer);
 		free(s);
 		return;
 	}
 	s->owner = owner;
+	s->gen = net_generation_hold(gen);
 	s->session.counters = &owner->smtp;
 	s->counted = counted;
 	s->client_slot = client_slot;
@@ -419,12 +436,12 @@ void inbound_session_start(struct net_worker *owner, int fd, const struct sockad
 		.worker = owner->worker,
 		.handler = &inbound_session_conn_handler,
 		.output = &s->session.out,
-		.held_max = (size_t)srv->cfg->max_input_held,
-		.output_max = (size_t)srv->cfg->max_output_queue,
+		.held_max = (size_t)cfg->max_input_held,
+		.output_max = (size_t)cfg->max_output_queue,
 		/* Replies are small: the kernel need not hold megabytes of them
 		 * for a client that does not read (it would, autotuned). Half,
 		 * since the kernel doubles what it is given. */
-		.send_buffer = (size_t)srv->cfg->max_output_queue / 2,
+		.send_buffer = (size_t)cfg->max_output_queue / 2,
 	};
 	conn_accept(&s->conn, &setup, fd, peer, peer_len);
 
@@ -440,7 +457,7 @@ void inbound_session_start(struct net_worker *owner, int fd, const struct sockad
 		conn_close(&s->conn);
 		return;
 	}
-	uint32_t delay = srv->cfg->greeting_delay_ms;
+	uint32_t delay = cfg->greeting_delay_ms;
 	if (delay == 0)
 		inbound_session_greet(s);
 	else

@@ -45,6 +45,7 @@
 
 #include "core/list.h"
 #include "net/conn.h"
+#include "net/generation.h"
 #include "net/smtp_session.h"
 
 struct net_worker;
@@ -52,6 +53,7 @@ struct net_worker;
 struct inbound_session {
 	struct conn conn;
 	struct net_worker *owner;
+	struct net_generation *gen; /* its settings and limits, to its end (held) */
 	struct list_node link;      /* the owner's sessions */
 	uint32_t client_slot;       /* per-client accounting; see server.c */
 	bool counted;               /* holds a place in the connection limits */

@@ -70,7 +70,7 @@ static void listener_note_error(struct listener *l, int error)
 static bool listener_reset_queue(struct listener *l)
 {
 	shutdown(l->fd, SHUT_RD);
-	if (listen(l->fd, (int)l->owner->server->cfg->listen_backlog) != 0) {
+	if (listen(l->fd, (int)l->owner->gen->cfg.listen_backlog) != 0) {
 		log_event(LOG_LEVEL_ERROR, "event=listen_error listen=%s error=\"%s\"",
 			  l->address->text, strerror(errno));
 		return false;
@@ -94,7 +94,7 @@ static bool listener_shed(struct listener *l)
 	char reply[320];
 	int len = snprintf(reply, sizeof(reply),
 			   "421 4.3.2 %s Service temporarily unavailable, try again later\r\n",
-			   l->owner->server->cfg->hostname);
+			   l->owner->gen->cfg.hostname);
 	/* Non-blocking for these accepts only: nothing of the ring's is in
 	 * flight on the socket now, and a client that reset meanwhile must
 	 * not block the worker. */

@@ -15,6 +15,7 @@
 #include "core/check.h"
 #include "core/log.h"
 #include "net/bounce.h"
+#include "net/generation.h"
 #include "net/outbound_operator.h"
 #include "net/outbound_session.h"
 #include "queue/queue.h"
@@ -76,6 +77,28 @@ static void outbound_grow(struct outbound *ob)
 	ob->nbuckets = n;
 }
 
+/* Does the configuration hold this rule's mail ([domain] hold = yes)? */
+static bool outbound_config_held(const struct outbound_rule *rule)
+{
+	return rule != NULL && rule->domain->hold;
+}
+
+/* The destination's rule, next hops and concurrency, from the settings
+ * it runs with now (at its birth, or after a reload). */
+static void outbound_dest_configure(struct outbound_dest *d)
+{
+	const struct outbound_settings *s = d->ob->settings;
+	d->rule = outbound_rule_for(s, d->domain, d->len);
+	d->hops = NULL;
+	if (d->rule != NULL && d->rule->transport.count > 0)
+		d->hops = &d->rule->transport;
+	else if (s->relayhost.count > 0)
+		d->hops = &s->relayhost;
+	d->concurrency = d->rule != NULL && d->rule->domain->concurrency
+				 ? d->rule->domain->concurrency
+				 : s->concurrency;
+}
+
 static struct outbound_dest *outbound_dest_get(struct outbound *ob, const char *domain, size_t len)
 {
 	if (len == 0 || len >= sizeof(((struct outbound_dest *)0)->domain))
@@ -93,16 +116,8 @@ static struct outbound_dest *outbound_dest_get(struct outbound *ob, const char *
 			(char)((domain[i] >= 'A' && domain[i] <= 'Z') ? domain[i] + 32 : domain[i]);
 	d->len = (uint16_t)len;
 	d->hash = hash;
-	const struct outbound_settings *s = ob->settings;
-	d->rule = outbound_rule_for(s, d->domain, len);
-	if (d->rule != NULL && d->rule->transport.count > 0)
-		d->hops = &d->rule->transport;
-	else if (s->relayhost.count > 0)
-		d->hops = &s->relayhost;
-	d->held = d->rule != NULL && d->rule->domain->hold;
-	d->concurrency = d->rule != NULL && d->rule->domain->concurrency
-				 ? d->rule->domain->concurrency
-				 : s->concurrency;
+	outbound_dest_configure(d);
+	d->held = outbound_config_held(d->rule);
 	list_init(&d->idle);
 	list_node_init(&d->active_link);
 	timer_init(&d->retry, outbound_retry_fire);
@@ -116,7 +131,7 @@ static struct outbound_dest *outbound_dest_get(struct outbound *ob, const char *
 static void outbound_dest_maybe_free(struct outbound_dest *d)
 {
 	struct sched_counts counts;
-	bool config_held = d->rule != NULL && d->rule->domain->hold;
+	bool config_held = outbound_config_held(d->rule);
 	if (d->sessions > 0 || timer_armed(&d->retry) || list_linked(&d->active_link) ||
 	    d->held != config_held || /* an operator's word outlives its mail */
 	    sched_counts(d->ob->queue, d->domain, d->len, &counts))
@@ -191,8 +206,7 @@ static bool outbound_hook_held(void *arg, const char *domain, size_t len)
 	const struct outbound_dest *d = outbound_find(ob, domain, len, outbound_hash(domain, len));
 	if (d != NULL) /* the config's, or what an operator said since */
 		return d->held && d->flush_until_ms <= ob->worker->now_ms;
-	const struct outbound_rule *rule = outbound_rule_for(ob->settings, domain, len);
-	return rule != NULL && rule->domain->hold;
+	return outbound_config_held(outbound_rule_for(ob->settings, domain, len));
 }
 
 static void outbound_hook_ready(void *arg, const char *domain, size_t len)
@@ -322,8 +336,8 @@ static void outbound_kick(struct outbound *ob, struct outbound_dest *d)
 			return;
 		wanted = (counts.ready + s->rcpts_per_transaction - 1) / s->rcpts_per_transaction;
 	}
-	if (wanted > 0 && d->sessions < d->concurrency && ob->connections >= s->max_connections &&
-	    !d->waiting) {
+	if (wanted > 0 && d->sessions < d->concurrency &&
+	    ob->connections >= s->shared->max_connections && !d->waiting) {
 		/* The worker's connections are all taken: the next to go
 		 * wakes it (outbound_session_gone). */
 		list_insert_tail(&ob->waiting, &d->active_link);
@@ -331,7 +345,7 @@ static void outbound_kick(struct outbound *ob, struct outbound_dest *d)
 		return;
 	}
 	while (counts.ready > 0 && wanted > 0 && d->sessions < d->concurrency &&
-	       ob->connections < s->max_connections) {
+	       ob->connections < s->shared->max_connections) {
 		const struct outbound_target *t = &d->route.targets[d->next_hop % d->route.count];
 		int r = outbound_session_start(d, t);
 		if (r == -EMFILE || r == -ENFILE || r == -ENOMEM || r == -ENOBUFS) {
@@ -627,9 +641,9 @@ void outbound_defer(struct outbound *ob, struct queue_rcpt *r, const char *reaso
 
 /* ---- operator's and ETRN's moves ------------------------------------------------------ */
 
-struct outbound *outbound_of_worker(const struct outbound_settings *s, unsigned index)
+struct outbound *outbound_of_worker(const struct outbound_shared *sh, unsigned index)
 {
-	return index < s->cfg->workers ? s->workers[index] : NULL;
+	return index < sh->nworkers ? sh->workers[index] : NULL;
 }
 
 unsigned outbound_flush(struct outbound *ob, const char *domain, size_t len)
@@ -727,24 +741,42 @@ static bool outbound_start_visit(void *arg, const char *domain, size_t len,
 	return true;
 }
 
+/* The store's hooks, quota counting only when some rule has a quota. */
+static void outbound_set_hooks(struct outbound *ob)
+{
+	bool quotas = ob->settings->quotas;
+	struct sched_hooks hooks = {
+		.held = outbound_hook_held,
+		.ready = outbound_hook_ready,
+		.queued = quotas ? outbound_hook_queued : NULL,
+		.leaving = quotas ? outbound_hook_leaving : NULL,
+		.ending = outbound_operator_ending,
+		.arg = ob,
+	};
+	sched_set_hooks(ob->queue, &hooks);
+}
+
 static int outbound_service_start(struct worker *w, void *arg, void **state)
 {
-	const struct outbound_settings *s = arg;
+	struct net_generation *gen = arg;
+	const struct outbound_shared *sh = gen->rt->delivery;
 	struct outbound *ob = calloc(1, sizeof(*ob));
 	if (ob == NULL)
 		return -ENOMEM;
 	ob->worker = w;
-	ob->settings = s;
-	ob->queue = queue_store_queue(s->store, w->index);
-	if (ob->queue == NULL || queue_worker(ob->queue) != w) {
+	ob->settings = gen->delivery;
+	ob->queue = queue_store_queue(sh->store, w->index);
+	if (ob->settings == NULL || ob->queue == NULL || queue_worker(ob->queue) != w) {
 		snprintf(w->error, sizeof(w->error),
 			 "worker %u: delivery needs the store's service started first", w->index);
 		free(ob);
 		return -EINVAL;
 	}
+	ob->gen = net_generation_hold(gen);
 	ob->nbuckets = OUTBOUND_MIN_BUCKETS;
 	ob->buckets = malloc(ob->nbuckets * sizeof(*ob->buckets));
 	if (ob->buckets == NULL) {
+		net_generation_drop(ob->gen);
 		free(ob);
 		return -ENOMEM;
 	}
@@ -755,25 +787,18 @@ static int outbound_service_start(struct worker *w, void *arg, void **state)
 	list_init(&ob->sessions);
 	timer_init(&ob->kick_timer, outbound_kick_fire);
 	ob->bounces = bounce_new(ob);
-	int r = ob->bounces != NULL ? dns_open(&ob->dns, w, &s->dns, w->error, sizeof(w->error))
+	int r = ob->bounces != NULL ? dns_open(&ob->dns, w, &sh->dns, w->error, sizeof(w->error))
 				    : -ENOMEM;
 	if (r != 0) {
 		if (ob->bounces != NULL)
 			bounce_free(ob->bounces);
+		net_generation_drop(ob->gen);
 		free(ob->buckets);
 		free(ob);
 		return r;
 	}
-	struct sched_hooks hooks = {
-		.held = outbound_hook_held,
-		.ready = outbound_hook_ready,
-		.queued = s->quotas ? outbound_hook_queued : NULL,
-		.leaving = s->quotas ? outbound_hook_leaving : NULL,
-		.ending = outbound_operator_ending,
-		.arg = ob,
-	};
-	sched_set_hooks(ob->queue, &hooks);
-	s->workers[w->index] = ob;
+	outbound_set_hooks(ob);
+	sh->workers[w->index] = ob;
 	*state = ob;
 	return 0;
 }
@@ -787,6 +812,112 @@ static void outbound_service_ready(struct worker *w, void *state)
 	 * HELD, the rest to be delivered. */
 	ob->running = true;
 	sched_foreach(ob->queue, outbound_start_visit, ob);
+}
+
+/* ---- a reload ------------------------------------------------------------------------- */
+
+/* The same next hops, written the same way (a route found for the one
+ * serves the other)? */
+static bool outbound_hops_equal(const struct nexthop_list *a, const struct nexthop_list *b)
+{
+	if (a == NULL || b == NULL)
+		return a == b;
+	if (a->count != b->count)
+		return false;
+	for (unsigned i = 0; i < a->count; i++)
+		if (strcmp(a->hops[i].host, b->hops[i].host) != 0 ||
+		    a->hops[i].port != b->hops[i].port ||
+		    a->hops[i].mx_lookup != b->hops[i].mx_lookup)
+			return false;
+	return true;
+}
+
+/* A destination moves to the new settings: its rule, next hops and
+ * concurrency; its hold follows the configuration's unless an operator
+ * said otherwise since. A route found for other next hops is forgotten
+ * and its sessions take no new message; lookups under way start again
+ * (they read the old settings). */
+static void outbound_dest_reload(struct outbound_dest *d)
+{
+	struct outbound *ob = d->ob;
+	bool was_config_held = outbound_config_held(d->rule);
+	bool was_held = d->held;
+	const struct nexthop_list *old_hops = d->hops; /* the old settings live until the end */
+	outbound_dest_configure(d);
+	if (was_held == was_config_held)
+		d->held = outbound_config_held(d->rule);
+	bool changed = !outbound_hops_equal(old_hops, d->hops);
+	if (changed || d->route.state == ROUTE_RESOLVING)
+		outbound_route_clear(d);
+	for (struct list_node *n = ob->sessions.next; changed && n != &ob->sessions; n = n->next) {
+		struct outbound_session *sess = outbound_session_of_all_link(n);
+		if (outbound_session_dest(sess) == d)
+			outbound_session_retire(sess);
+	}
+	if (d->held && !was_held)
+		sched_hold(ob->queue, d->domain, d->len);
+	else if (!d->held && was_held)
+		outbound_flush(ob, d->domain, d->len); /* as ferryctl release */
+	else
+		outbound_activate(d); /* the next run looks at it with what changed */
+}
+
+struct outbound_reload_walk {
+	struct outbound *ob;
+	const struct outbound_settings *old;
+};
+
+/* A domain with mail here: counted in its new rule's quota; without a
+ * destination (none of its mail moving), held or released as its
+ * configuration now says. */
+static bool outbound_reload_visit(void *arg, const char *domain, size_t len,
+				  const struct sched_counts *counts)
+{
+	(void)counts;
+	struct outbound_reload_walk *rw = arg;
+	struct outbound *ob = rw->ob;
+	if (ob->settings->quotas)
+		sched_visit_rcpts(ob->queue, domain, len, outbound_start_count, ob);
+	if (outbound_find(ob, domain, len, outbound_hash(domain, len)) != NULL)
+		return true; /* outbound_dest_reload's */
+	bool was = outbound_config_held(outbound_rule_for(rw->old, domain, len));
+	bool now = outbound_config_held(outbound_rule_for(ob->settings, domain, len));
+	if (now && !was)
+		sched_hold(ob->queue, domain, len);
+	else if (was && !now)
+		outbound_flush(ob, domain, len);
+	return true;
+}
+
+/*
+ * On this worker, at a loop boundary: delivery runs with the new
+ * generation's settings from here on. Every destination moves to them
+ * (outbound_dest_reload); quotas are counted again into the new rules
+ * from what this worker's shards hold (the old rules' counts are the old
+ * generation's; each worker adds its own, so the new counts are whole
+ * once every worker has switched).
+ */
+static void outbound_service_reconfigure(struct worker *w, void *state, void *arg)
+{
+	(void)w;
+	struct outbound *ob = state;
+	struct net_generation *gen = arg;
+	if (gen->delivery == NULL)
+		return;
+	struct net_generation *old_gen = ob->gen;
+	struct outbound_reload_walk rw = {ob, ob->settings};
+	ob->gen = net_generation_hold(gen);
+	ob->settings = gen->delivery;
+	outbound_set_hooks(ob);
+	for (uint32_t i = 0; i < ob->nbuckets; i++) {
+		struct outbound_dest *d;
+		list_for_each_entry(d, &ob->buckets[i], hash_link)
+		{
+			outbound_dest_reload(d);
+		}
+	}
+	sched_foreach(ob->queue, outbound_reload_visit, &rw);
+	net_generation_drop(old_gen); /* nothing points into it any more */
 }
 
 static void outbound_service_before_wait(struct worker *w, void *state)
@@ -856,7 +987,7 @@ static bool outbound_service_idle(struct worker *w, void *state)
 static void outbound_service_stop(struct worker *w, void *state)
 {
 	struct outbound *ob = state;
-	ob->settings->workers[w->index] = NULL;
+	ob->settings->shared->workers[w->index] = NULL;
 	if (timer_armed(&ob->drain_timer))
 		timer_cancel(&ob->worker->timers, &ob->drain_timer);
 	if (timer_armed(&ob->kick_timer))
@@ -876,6 +1007,7 @@ static void outbound_service_stop(struct worker *w, void *state)
 	free(ob->buckets);
 	bounce_free(ob->bounces);
 	dns_close(ob->dns);
+	net_generation_drop(ob->gen);
 	free(ob);
 }
 
@@ -888,4 +1020,5 @@ const struct worker_service outbound_service = {
 	.idle = outbound_service_idle,
 	.stop = outbound_service_stop,
 	.metrics = outbound_service_metrics,
+	.reconfigure = outbound_service_reconfigure,
 };

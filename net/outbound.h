@@ -66,6 +66,7 @@ struct queue_rcpt;
 struct bounce;
 struct queue_store;
 struct outbound_session;
+struct net_generation;
 
 /* A [domain] section, its transport parsed, and what is queued under
  * its quota (max_messages, max_size; shared by every worker: a message
@@ -78,10 +79,27 @@ struct outbound_rule {
 	atomic_uint_fast64_t messages, bytes;
 };
 
-/* What every worker's delivery reads, resolved from the config once. */
+/* What delivery keeps for the whole run, whatever a reload changes:
+ * made once at start from keys that need a restart to change. */
+struct outbound_shared {
+	struct queue_store *store;
+	struct outbound **workers; /* per worker, set by its service's start */
+	unsigned nworkers;
+	uint32_t max_connections; /* per worker: max_outbound_connections shared out */
+	char dns_servers[CONFIG_TRANSPORT_MAX + 1];
+	struct dns_config dns; /* the resolver each worker opens */
+};
+
+int outbound_shared_init(struct outbound_shared *sh, const struct config *cfg,
+			 struct queue_store *store, char *err, size_t err_size);
+void outbound_shared_free(struct outbound_shared *sh);
+
+/* What every worker's delivery reads, resolved from one generation's
+ * config (net/generation.h): a reload makes new settings, and each
+ * worker moves its destinations to them (the service's reconfigure). */
 struct outbound_settings {
 	const struct config *cfg;
-	struct queue_store *store;
+	const struct outbound_shared *shared;
 	char helo_name[CONFIG_HOSTNAME_MAX + 1];
 	union conn_address source; /* bound before connecting */
 	socklen_t source_len;      /* 0: any */
@@ -91,10 +109,9 @@ struct outbound_settings {
 	uint32_t reuse_time_ms;
 	uint32_t retry_initial_ms, retry_factor, retry_max_ms;
 	uint32_t lifetime_ms;
-	uint32_t concurrency, max_connections, rcpts_per_transaction;
+	uint32_t concurrency, rcpts_per_transaction;
 	uint32_t destination_failures, destination_backoff_ms;
-	uint16_t smtp_port;    /* of next hops found by MX */
-	struct dns_config dns; /* the resolver each worker opens */
+	uint16_t smtp_port; /* of next hops found by MX */
 	/* This relay's own addresses: an MX host that resolves to one is a
 	 * loop (net/mx.h). */
 	struct sockaddr_storage listen[CONFIG_MAX_LISTEN];
@@ -104,29 +121,30 @@ struct outbound_settings {
 	struct outbound_rule *rules; /* parallel to cfg->domains */
 	bool quotas;                 /* some rule has a quota */
 	size_t nrules;
-	struct outbound **workers; /* per worker, set by its service's start */
 };
 
 /*
  * Is the queue of `domain` full, by its [domain] section's quota? Then new
  * mail for it gets 452 4.2.2 at RCPT (other domains are not affected).
- * Any thread (the inbound sessions'); arg is the settings.
+ * Any thread (the inbound sessions'). Right after a reload the counts are
+ * complete once every worker has switched (each counts its own shards).
  */
-bool outbound_queue_full(const void *arg, const char *domain, size_t len);
+bool outbound_queue_full(const struct outbound_settings *s, const char *domain, size_t len);
 
 /* Parse transports, relayhost and source address: 0, or -EINVAL with err
- * naming the key. */
-int outbound_settings_init(struct outbound_settings *s, const struct config *cfg,
-			   struct queue_store *store, char *err, size_t err_size);
-void outbound_settings_free(struct outbound_settings *s);
+ * naming the key, -ENOMEM. */
+int outbound_settings_create(struct outbound_settings **out, const struct config *cfg,
+			     const struct outbound_shared *shared, char *err, size_t err_size);
+void outbound_settings_destroy(struct outbound_settings *s);
 
 /* Descriptors a worker's delivery holds beside its max_outbound_connections
  * connections: the resolver's sockets (one UDP socket per DNS server, a
  * TCP one for a truncated answer), for the budget ferryd checks at start. */
 #define OUTBOUND_DESCRIPTORS_PER_WORKER 8
 
-/* The delivery service on every worker; its arg is the settings. Register
- * it above the store's service. */
+/* The delivery service on every worker; its arg is the first generation
+ * (net/generation.h; its runtime's delivery is initialised). Register it
+ * above the store's service. */
 extern const struct worker_service outbound_service;
 
 struct outbound;
@@ -134,7 +152,7 @@ struct outbound;
 /* Worker i's delivery (NULL before its service started): for the admin
  * socket and ETRN, which send a cross-worker message to the worker that
  * owns a domain's shard (queue/sched.h, sched_owner) and call these there. */
-struct outbound *outbound_of_worker(const struct outbound_settings *s, unsigned index);
+struct outbound *outbound_of_worker(const struct outbound_shared *sh, unsigned index);
 
 /*
  * Operator's and ETRN's moves, on the worker owning the domain's shard:
@@ -212,8 +230,9 @@ struct outbound_dest {
 struct outbound {
 	struct worker *worker;
 	struct queue *queue;
-	const struct outbound_settings *settings;
-	struct list_node *buckets; /* struct outbound_dest by hash_link */
+	struct net_generation *gen;               /* the one it runs with (held) */
+	const struct outbound_settings *settings; /* gen's */
+	struct list_node *buckets;                /* struct outbound_dest by hash_link */
 	uint32_t nbuckets, ndests;
 	struct list_node active;   /* destinations that may take a connection */
 	struct list_node waiting;  /* destinations held back by max_outbound_connections */

@@ -650,6 +650,20 @@ void outbound_session_drain(struct outbound_session *s)
 	/* In a transaction: it ends, then session_next() finds draining. */
 }
 
+void outbound_session_retire(struct outbound_session *s)
+{
+	s->draining = true;
+	if (list_linked(&s->idle_link))
+		outbound_session_drain(s);
+	/* Connecting or greeting: once READY, session_next() finds it
+	 * draining; in a transaction: it ends, then the same. */
+}
+
+const struct outbound_dest *outbound_session_dest(const struct outbound_session *s)
+{
+	return s->dest;
+}
+
 void outbound_session_cut(struct outbound_session *s)
 {
 	if (list_linked(&s->idle_link))

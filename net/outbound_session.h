@@ -47,6 +47,12 @@ void outbound_session_adopt(struct outbound_session *s, struct outbound_dest *to
 /* Shutdown: QUIT now if idle; a session in a transaction finishes it. */
 void outbound_session_drain(struct outbound_session *s);
 
+/* A reload changed its destination's next hops: it takes no new
+ * message (one in hand is finished), and QUITs once idle. */
+void outbound_session_retire(struct outbound_session *s);
+/* The destination it works for now. */
+const struct outbound_dest *outbound_session_dest(const struct outbound_session *s);
+
 /* Shutdown's deadline: the connection is cut at once; its recipients go
  * back to READY untried. */
 void outbound_session_cut(struct outbound_session *s);

@@ -1,8 +1,9 @@
 /*
  * outbound_settings — what every worker's delivery reads, resolved from
- * the config once before the workers start (outbound.h): transports and
- * relayhost parsed, the relay's own addresses gathered, the per-domain
- * rules and their shared quota counters.
+ * one generation's config (outbound.h): transports and relayhost parsed,
+ * the relay's own addresses gathered, the per-domain rules and their
+ * shared quota counters; and what stays for the whole run (the shared
+ * part: the store, each worker's delivery, the resolver's servers).
  */
 #include "net/outbound.h"
 
@@ -63,12 +64,44 @@ static int outbound_local_addresses(struct outbound_settings *s)
 	return 0;
 }
 
-int outbound_settings_init(struct outbound_settings *s, const struct config *cfg,
-			   struct queue_store *store, char *err, size_t err_size)
+int outbound_shared_init(struct outbound_shared *sh, const struct config *cfg,
+			 struct queue_store *store, char *err, size_t err_size)
 {
+	unsigned workers = cfg->workers ? cfg->workers : 1;
+	*sh = (struct outbound_shared){
+		.store = store,
+		.nworkers = cfg->workers,
+		/* Each worker's share of the total, rounded up. */
+		.max_connections = (cfg->max_outbound_connections + workers - 1) / workers,
+	};
+	snprintf(sh->dns_servers, sizeof(sh->dns_servers), "%s", cfg->dns_servers);
+	sh->dns = (struct dns_config){.servers = sh->dns_servers};
+	sh->workers = calloc(workers, sizeof(*sh->workers));
+	if (sh->workers == NULL) {
+		snprintf(err, err_size, "out of memory");
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+void outbound_shared_free(struct outbound_shared *sh)
+{
+	free(sh->workers);
+	sh->workers = NULL;
+}
+
+int outbound_settings_create(struct outbound_settings **out, const struct config *cfg,
+			     const struct outbound_shared *shared, char *err, size_t err_size)
+{
+	*out = NULL;
+	struct outbound_settings *s = calloc(1, sizeof(*s));
+	if (s == NULL) {
+		snprintf(err, err_size, "out of memory");
+		return -ENOMEM;
+	}
 	*s = (struct outbound_settings){
 		.cfg = cfg,
-		.store = store,
+		.shared = shared,
 		.connect_timeout_ms = cfg->connect_timeout_ms,
 		.greeting_timeout_ms = cfg->greeting_timeout_ms,
 		.command_timeout_ms = cfg->command_timeout_ms,
@@ -81,32 +114,34 @@ int outbound_settings_init(struct outbound_settings *s, const struct config *cfg
 		.retry_max_ms = cfg->retry_max_ms,
 		.lifetime_ms = cfg->max_queue_lifetime_ms,
 		.concurrency = cfg->concurrency,
-		/* Each worker's share of the total, rounded up. */
-		.max_connections = (cfg->max_outbound_connections + cfg->workers - 1) /
-				   (cfg->workers ? cfg->workers : 1),
 		.rcpts_per_transaction = cfg->recipients_per_transaction,
 		.destination_failures = cfg->destination_failures,
 		.destination_backoff_ms = cfg->destination_backoff_ms,
 	};
 	snprintf(s->helo_name, sizeof(s->helo_name), "%s", cfg->hostname);
 	s->smtp_port = (uint16_t)cfg->smtp_port;
-	s->dns = (struct dns_config){.servers = cfg->dns_servers};
 	for (unsigned i = 0; i < cfg->nlisten; i++)
 		s->listen[s->nlisten++] = cfg->listen[i].addr;
-	if (outbound_local_addresses(s) != 0)
-		return -ENOMEM;
 	char why[256];
-	if (outbound_parse_source(s, cfg->source_address, err, err_size) != 0)
+	if (outbound_local_addresses(s) != 0) {
+		snprintf(err, err_size, "out of memory");
+		outbound_settings_destroy(s);
+		return -ENOMEM;
+	}
+	if (outbound_parse_source(s, cfg->source_address, err, err_size) != 0) {
+		outbound_settings_destroy(s);
 		return -EINVAL;
+	}
 	if (cfg->relayhost[0] != '\0' &&
 	    nexthop_parse(cfg->relayhost, &s->relayhost, why, sizeof(why)) != 0) {
 		snprintf(err, err_size, "[delivery] relayhost '%s': %s", cfg->relayhost, why);
+		outbound_settings_destroy(s);
 		return -EINVAL;
 	}
 	s->rules = calloc(cfg->ndomains ? cfg->ndomains : 1, sizeof(*s->rules));
-	s->workers = calloc(cfg->workers ? cfg->workers : 1, sizeof(*s->workers));
-	if (s->rules == NULL || s->workers == NULL) {
-		outbound_settings_free(s);
+	if (s->rules == NULL) {
+		snprintf(err, err_size, "out of memory");
+		outbound_settings_destroy(s);
 		return -ENOMEM;
 	}
 	s->nrules = cfg->ndomains;
@@ -120,28 +155,25 @@ int outbound_settings_init(struct outbound_settings *s, const struct config *cfg
 			snprintf(err, err_size, "%s:%u: [domain %s%s] transport '%s': %s",
 				 cfg->source, d->line, d->subdomains ? "." : "", d->name,
 				 d->transport, why);
-			outbound_settings_free(s);
+			outbound_settings_destroy(s);
 			return -EINVAL;
 		}
 	}
+	*out = s;
 	return 0;
 }
 
-void outbound_settings_free(struct outbound_settings *s)
+void outbound_settings_destroy(struct outbound_settings *s)
 {
+	if (s == NULL)
+		return;
 	free(s->local);
-	s->local = NULL;
-	s->nlocal = 0;
-	free(s->workers);
-	s->workers = NULL;
 	free(s->rules);
-	s->rules = NULL;
-	s->nrules = 0;
+	free(s);
 }
 
-bool outbound_queue_full(const void *arg, const char *domain, size_t len)
+bool outbound_queue_full(const struct outbound_settings *s, const char *domain, size_t len)
 {
-	const struct outbound_settings *s = arg;
 	if (!s->quotas)
 		return false;
 	const struct config_domain *cd = config_domain_find(s->cfg, domain, len);

@@ -36,10 +36,11 @@ void net_server_release(struct net_server *srv, bool counted, uint32_t client_sl
 
 /* Trusted clients (your own submission hosts, which may burst) are not
  * rate limited, as Postfix exempts $mynetworks from anvil's limits. */
-static bool net_server_rate_admits(struct net_server *srv, const struct sockaddr *peer,
+static bool net_server_rate_admits(struct net_worker *nw, const struct sockaddr *peer,
 				   uint64_t now_ms)
 {
-	return srv->rates == NULL || policy_client_trusted(&srv->policy, peer) ||
+	struct net_server *srv = nw->server;
+	return srv->rates == NULL || policy_client_trusted(&nw->gen->inbound->policy, peer) ||
 	       client_rate_admit(srv->rates, peer, now_ms);
 }
 
@@ -48,6 +49,7 @@ static bool net_server_rate_admits(struct net_server *srv, const struct sockaddr
 void net_worker_accept(struct net_worker *nw, int fd)
 {
 	struct net_server *srv = nw->server;
+	const struct net_refusals *refusals = &nw->gen->inbound->refusals;
 	struct sockaddr_storage peer;
 	socklen_t peer_len = sizeof(peer);
 	if (getpeername(fd, (struct sockaddr *)&peer, &peer_len) != 0) {
@@ -60,19 +62,19 @@ void net_worker_accept(struct net_worker *nw, int fd)
 	uint32_t slot = CLIENT_LIMIT_NO_SLOT;
 	nw->accepted++;
 	if (nw->worker->shutting_down) {
-		refusal = srv->refusals.shutting_down;
+		refusal = refusals->shutting_down;
 		why = NET_REFUSED_SHUTTING_DOWN;
-	} else if (!net_server_rate_admits(srv, (struct sockaddr *)&peer, nw->worker->now_ms)) {
-		refusal = srv->refusals.too_fast;
+	} else if (!net_server_rate_admits(nw, (struct sockaddr *)&peer, nw->worker->now_ms)) {
+		refusal = refusals->too_fast;
 		why = NET_REFUSED_RATE;
-	} else if (atomic_fetch_add(&srv->connections, 1) >= srv->cfg->max_connections) {
+	} else if (atomic_fetch_add(&srv->connections, 1) >= nw->gen->cfg.max_connections) {
 		atomic_fetch_sub(&srv->connections, 1);
-		refusal = srv->refusals.too_many;
+		refusal = refusals->too_many;
 		why = NET_REFUSED_MAX_CONNECTIONS;
 	} else {
 		counted = true;
 		if (!client_limit_acquire(srv->clients, (struct sockaddr *)&peer, &slot)) {
-			refusal = srv->refusals.too_many_from_client;
+			refusal = refusals->too_many_from_client;
 			why = NET_REFUSED_PER_CLIENT;
 		}
 	}
@@ -97,13 +99,15 @@ void net_worker_session_removed(struct net_worker *nw, struct inbound_session *s
 
 static int net_inbound_start(struct worker *w, void *arg, void **state)
 {
-	struct net_server *srv = arg;
-	const struct config *cfg = srv->cfg;
+	struct net_generation *gen = arg;
+	struct net_server *srv = gen->rt->inbound;
+	const struct config *cfg = &gen->cfg;
 	struct net_worker *nw = calloc(1, sizeof(*nw));
 	if (nw == NULL)
 		return -ENOMEM;
 	*state = nw;
 	nw->server = srv;
+	nw->gen = net_generation_hold(gen);
 	nw->worker = w;
 	list_init(&nw->sessions);
 	nw->index = w->index;
@@ -160,7 +164,7 @@ static void net_inbound_drain(struct worker *w, void *state)
 		inbound_session_shutdown(s);
 	}
 	timer_init(&nw->shutdown_timer, net_inbound_deadline);
-	timer_arm(&w->timers, &nw->shutdown_timer, w->now_ms, nw->server->cfg->shutdown_timeout_ms);
+	timer_arm(&w->timers, &nw->shutdown_timer, w->now_ms, nw->gen->cfg.shutdown_timeout_ms);
 }
 
 static bool net_inbound_idle(struct worker *w, void *state)
@@ -180,7 +184,19 @@ static void net_inbound_stop(struct worker *w, void *state)
 	if (timer_armed(&nw->shutdown_timer))
 		timer_cancel(&w->timers, &nw->shutdown_timer);
 	free(nw->listeners);
+	net_generation_drop(nw->gen);
 	free(nw);
+}
+
+/* A reload: sessions from now on start with the new generation; those
+ * open keep theirs. */
+static void net_inbound_reconfigure(struct worker *w, void *state, void *arg)
+{
+	struct net_worker *nw = state;
+	(void)w;
+	struct net_generation *old = nw->gen;
+	nw->gen = net_generation_hold(arg);
+	net_generation_drop(old);
 }
 
 static const struct metric_family net_accepted = {
@@ -267,36 +283,37 @@ const struct worker_service net_inbound_service = {
 	.drain = net_inbound_drain,
 	.idle = net_inbound_idle,
 	.stop = net_inbound_stop,
+	.reconfigure = net_inbound_reconfigure,
 };
 
 /* ---- the server ------------------------------------------------------------ */
 
-int net_server_create(struct net_server **out, const struct config *cfg, char *err, size_t err_size)
+int net_inbound_conf_create(struct net_inbound_conf **out, const struct config *cfg, char *err,
+			    size_t err_size)
 {
-	struct net_server *srv = calloc(1, sizeof(*srv));
-	if (srv == NULL) {
+	*out = NULL;
+	struct net_inbound_conf *c = calloc(1, sizeof(*c));
+	if (c == NULL) {
 		snprintf(err, err_size, "out of memory");
 		return -ENOMEM;
 	}
-	srv->cfg = cfg;
+	c->cfg = cfg;
 	size_t nnet = cfg->trusted_networks.count, ndom = cfg->relay_domains.count;
-	srv->networks = calloc(nnet ? nnet : 1, sizeof(*srv->networks));
-	srv->domains = calloc(ndom ? ndom : 1, sizeof(*srv->domains));
-	int clients_status = client_limit_create(&srv->clients, cfg->max_connections_per_client,
-						 cfg->max_connections);
-	if (srv->networks == NULL || srv->domains == NULL || clients_status != 0) {
+	c->networks = calloc(nnet ? nnet : 1, sizeof(*c->networks));
+	c->domains = calloc(ndom ? ndom : 1, sizeof(*c->domains));
+	if (c->networks == NULL || c->domains == NULL) {
 		snprintf(err, err_size, "out of memory");
-		net_server_destroy(srv);
+		net_inbound_conf_free(c);
 		return -ENOMEM;
 	}
 	for (size_t i = 0; i < nnet; i++) {
 		const struct config_item *item = &cfg->trusted_networks.items[i];
-		if (policy_parse_network(item->value, &srv->networks[i]) != 0) {
+		if (policy_parse_network(item->value, &c->networks[i]) != 0) {
 			config_error_at(cfg, item, "trusted_networks",
 					"not a network (e.g. 192.0.2.0/24, 2001:db8::/32, "
 					"without host bits)",
 					err, err_size);
-			net_server_destroy(srv);
+			net_inbound_conf_free(c);
 			return -EINVAL;
 		}
 	}
@@ -311,19 +328,21 @@ int net_server_create(struct net_server **out, const struct config *cfg, char *e
 					"not a domain name (e.g. example.com, or .example.com "
 					"for its subdomains)",
 					err, err_size);
-			net_server_destroy(srv);
+			net_inbound_conf_free(c);
 			return -EINVAL;
 		}
-		srv->domains[i] = strdup(lower);
-		if (srv->domains[i] == NULL) {
-			net_server_destroy(srv);
+		c->domains[i] = strdup(lower);
+		if (c->domains[i] == NULL) {
+			snprintf(err, err_size, "out of memory");
+			net_inbound_conf_free(c);
 			return -ENOMEM;
 		}
+		c->ndomains = i + 1;
 	}
-	if (policy_domains_build(&srv->policy.relay_domains, (const char *const *)srv->domains,
-				 ndom) != 0) {
+	if (policy_domains_build(&c->policy.relay_domains, (const char *const *)c->domains, ndom) !=
+	    0) {
 		snprintf(err, err_size, "out of memory");
-		net_server_destroy(srv);
+		net_inbound_conf_free(c);
 		return -ENOMEM;
 	}
 	/* It goes into every greeting and reply: a typo (or a '#' comment
@@ -332,7 +351,7 @@ int net_server_create(struct net_server **out, const struct config *cfg, char *e
 		snprintf(err, err_size,
 			 "%s: key 'hostname': not a host name (e.g. mx1.isp.example): '%s'",
 			 cfg->source, cfg->hostname);
-		net_server_destroy(srv);
+		net_inbound_conf_free(c);
 		return -EINVAL;
 	}
 	struct mailbox postmaster;
@@ -343,10 +362,10 @@ int net_server_create(struct net_server **out, const struct config *cfg, char *e
 			 "%s: key 'postmaster': not a mail address (e.g. postmaster@isp.example; "
 			 "the default is postmaster@ and the host name): '%s'",
 			 cfg->source, cfg->postmaster);
-		net_server_destroy(srv);
+		net_inbound_conf_free(c);
 		return -EINVAL;
 	}
-	struct net_refusals *refusals = &srv->refusals;
+	struct net_refusals *refusals = &c->refusals;
 	snprintf(refusals->shutting_down, sizeof(refusals->shutting_down),
 		 "421 4.3.2 %s Service shutting down", cfg->hostname);
 	snprintf(refusals->too_many, sizeof(refusals->too_many),
@@ -354,19 +373,12 @@ int net_server_create(struct net_server **out, const struct config *cfg, char *e
 	snprintf(refusals->too_many_from_client, sizeof(refusals->too_many_from_client),
 		 "421 4.7.0 %s Too many connections from your address, try again later",
 		 cfg->hostname);
-	srv->policy.trusted = srv->networks;
-	srv->policy.ntrusted = nnet;
-	if (cfg->max_connection_rate_per_client > 0 &&
-	    client_rate_create(&srv->rates, cfg->max_connection_rate_per_client,
-			       cfg->max_connections) != 0) {
-		snprintf(err, err_size, "out of memory");
-		net_server_destroy(srv);
-		return -ENOMEM;
-	}
 	snprintf(refusals->too_fast, sizeof(refusals->too_fast),
 		 "421 4.7.0 %s Error: too many connections from your address, slow down",
 		 cfg->hostname);
-	srv->settings = (struct smtp_settings){
+	c->policy.trusted = c->networks;
+	c->policy.ntrusted = nnet;
+	c->settings = (struct smtp_settings){
 		.hostname = cfg->hostname,
 		.max_command_line = cfg->max_command_line,
 		.max_text_line = cfg->max_text_line,
@@ -376,10 +388,39 @@ int net_server_create(struct net_server **out, const struct config *cfg, char *e
 		.max_errors = cfg->max_errors,
 		.max_commands = cfg->max_commands_per_session,
 		.max_messages = cfg->max_messages_per_session,
-		.policy = &srv->policy,
+		.policy = &c->policy,
 		.postmaster = cfg->postmaster,
 		.max_received_headers = cfg->max_received_headers,
 	};
+	*out = c;
+	return 0;
+}
+
+void net_inbound_conf_free(struct net_inbound_conf *c)
+{
+	if (c == NULL)
+		return;
+	for (size_t i = 0; i < c->ndomains; i++)
+		free(c->domains[i]);
+	free(c->domains);
+	policy_domains_free(c->policy.relay_domains);
+	free(c->networks);
+	free(c);
+}
+
+int net_server_create(struct net_server **out, const struct config *cfg, char *err, size_t err_size)
+{
+	struct net_server *srv = calloc(1, sizeof(*srv));
+	if (srv == NULL ||
+	    client_limit_create(&srv->clients, cfg->max_connections_per_client,
+				cfg->max_connections) != 0 ||
+	    (cfg->max_connection_rate_per_client > 0 &&
+	     client_rate_create(&srv->rates, cfg->max_connection_rate_per_client,
+				cfg->max_connections) != 0)) {
+		snprintf(err, err_size, "out of memory");
+		net_server_destroy(srv);
+		return -ENOMEM;
+	}
 	atomic_init(&srv->connections, 0);
 	*out = srv;
 	return 0;
@@ -389,12 +430,6 @@ void net_server_destroy(struct net_server *srv)
 {
 	if (srv == NULL)
 		return;
-	if (srv->domains != NULL)
-		for (size_t i = 0; i < srv->cfg->relay_domains.count; i++)
-			free(srv->domains[i]);
-	free(srv->domains);
-	policy_domains_free(srv->policy.relay_domains);
-	free(srv->networks);
 	client_limit_destroy(srv->clients);
 	client_rate_destroy(srv->rates);
 	free(srv);

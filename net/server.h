@@ -8,6 +8,14 @@
  * connections in total and per client address must hold across workers.
  * They are touched once per connection, never per command or message.
  *
+ * What the configuration decides (limits, relay policy, the host name in
+ * replies) is the generation's (struct net_inbound_conf): each worker
+ * starts new sessions with its current generation, which a reload
+ * replaces (the service's reconfigure); a session keeps the one it
+ * started with to its end, so a reload drops no session and changes no
+ * limit under one. Quotas are the exception: a recipient is checked
+ * against its worker's current generation, whose counts are live.
+ *
  * On each worker it runs as a worker service (net_inbound_service,
  * registered after the store's: its sessions write to the worker's
  * queue). Listeners bind at start and accept once every worker is ready,
@@ -33,6 +41,7 @@
 #include "core/list.h"
 #include "core/timer.h"
 #include "core/worker.h"
+#include "net/generation.h"
 #include "net/policy.h"
 #include "net/smtp_session.h"
 
@@ -52,14 +61,28 @@ struct net_refusals {
 	char too_fast[CONFIG_HOSTNAME_MAX + 96]; /* the per-client connection rate */
 };
 
-struct net_server {
+/* Inbound SMTP's part of a generation (net/generation.h): the settings
+ * and relay policy built from its config, read-only once built. */
+struct net_inbound_conf {
 	const struct config *cfg;
-	struct queue_store *store; /* set before the workers start */
 	struct smtp_settings settings;
 	struct net_refusals refusals;
 	struct policy policy;
 	struct policy_network *networks;
 	char **domains;
+	size_t ndomains;
+};
+
+/* Build from a loaded config; validates what config.c keeps as text
+ * (networks, relay domains, host name, postmaster). On error, err says
+ * file, line and key. */
+int net_inbound_conf_create(struct net_inbound_conf **out, const struct config *cfg, char *err,
+			    size_t err_size);
+void net_inbound_conf_free(struct net_inbound_conf *c);
+
+/* What inbound SMTP keeps for the whole run, whatever reloads change. */
+struct net_server {
+	struct queue_store *store; /* set before the workers start */
 
 	atomic_uint connections;
 	struct client_limit *clients; /* connections per client address */
@@ -78,6 +101,7 @@ enum net_refusal {
 
 struct net_worker {
 	struct net_server *server;
+	struct net_generation *gen; /* what new sessions start with (held); a reload moves it */
 	struct worker *worker;
 	unsigned index;
 	struct queue *queue;
@@ -108,14 +132,15 @@ void net_worker_accept(struct net_worker *nw, int fd);
 void net_worker_session_added(struct net_worker *nw, struct inbound_session *s);
 void net_worker_session_removed(struct net_worker *nw, struct inbound_session *s);
 
-/* Build the server from a loaded config; validates what config.c keeps as
- * text (networks, relay domains). On error, err says file, line and key. */
+/* The runtime of inbound SMTP (struct net_runtime's inbound), sized by
+ * cfg's connection limits, which need a restart to change. */
 int net_server_create(struct net_server **out, const struct config *cfg, char *err,
 		      size_t err_size);
 void net_server_destroy(struct net_server *srv);
 
-/* Inbound SMTP on each worker; register it with the struct net_server
- * (whose store is set) as its argument, after queue_service. */
+/* Inbound SMTP on each worker; register it with the first generation as
+ * its argument (its runtime's inbound server, whose store is set), after
+ * queue_service. */
 extern const struct worker_service net_inbound_service;
 
 #endif

@@ -436,8 +436,7 @@ static void smtp_handle_rcpt(struct smtp_session *s, const struct smtp_command *
 		smtp_reply(s, "554 5.7.1 <%.*s>: Relay access denied", (int)len, mb.local);
 		return;
 	}
-	if (s->settings->queue_full != NULL &&
-	    s->settings->queue_full(s->settings->queue_full_arg, mb.domain, mb.domain_len)) {
+	if (s->hooks->queue_full != NULL && s->hooks->queue_full(s, mb.domain, mb.domain_len)) {
 		smtp_reply(s,
 			   "452 4.2.2 <%.*s>: Mailbox full: too much mail is waiting for %.*s, try "
 			   "again later",

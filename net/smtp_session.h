@@ -56,10 +56,6 @@ struct smtp_settings {
 	const char *postmaster;
 	/* A message with more Received: fields is a mail loop (0: no limit). */
 	uint32_t max_received_headers;
-	/* Optional: is the queue for this domain full (its quota)? Then a
-	 * recipient there gets 452 4.2.2. Called from the session's thread. */
-	bool (*queue_full)(const void *arg, const char *domain, size_t len);
-	const void *queue_full_arg;
 	/* Optional: ETRN (net/etrn_service.h); NULL: not advertised, and
 	 * answered 502. Given the argument, it answers with
 	 * smtp_session_etrn_reply(), at once or later, from the session's
@@ -98,6 +94,11 @@ struct smtp_session_hooks {
 	/* Something happened outside a feed (the store committed, or has room
 	 * again): the owner should send `out` and feed held-back input. */
 	void (*wake)(struct smtp_session *s);
+	/* Optional: is the queue for this domain full (its quota)? Then a
+	 * recipient there gets 452 4.2.2. Called from the session's thread;
+	 * a hook, not a setting, since the counts are live while settings
+	 * are what the session started with. */
+	bool (*queue_full)(struct smtp_session *s, const char *domain, size_t len);
 };
 
 struct smtp_recipient_span {

@@ -5,7 +5,7 @@
  *   ferryctl [-c CONFIG | --socket PATH] [--json] flush [DOMAIN | @DOMAIN | #QUEUE]
  *   ferryctl [-c CONFIG | --socket PATH] [--json] hold | release  DOMAIN | QUEUEID
  *   ferryctl [-c CONFIG | --socket PATH] [--json] [-y] delete | bounce  DOMAIN | QUEUEID
- *   ferryctl [-c CONFIG | --socket PATH] [--json] stats | config
+ *   ferryctl [-c CONFIG | --socket PATH] [--json] stats | config | reload
  *
  * Online (the default) it asks a running ferryd over <spool>/ferryctl.sock
  * (protocol: net/admin.h, docs/operations.md; the client is
@@ -17,7 +17,7 @@
  * formatter turns it into the tables an operator reads or the JSON a
  * program reads (ferryctl_views.h), so the views cannot drift apart. The
  * moves act on a running ferryd's memory, so they are online only, as
- * are stats (ferryctl_stats.h) and config.
+ * are stats (ferryctl_stats.h), config and reload.
  *
  * Exit status: 0 ok, 1 an error from ferryd or the spool (or a delete or
  * bounce not confirmed), 2 usage (and a delete or bounce without -y whose
@@ -59,6 +59,7 @@ enum ctl_command {
 	CTL_BOUNCE,
 	CTL_STATS,
 	CTL_CONFIG,
+	CTL_RELOAD,
 	CTL_NCOMMANDS
 };
 
@@ -80,6 +81,7 @@ static const struct {
 	[CTL_BOUNCE] = {"bounce", "bounce DOMAIN|QUEUEID", CTL_ARG_TARGET, false},
 	[CTL_STATS] = {"stats", "stats", CTL_ARG_NONE, false},
 	[CTL_CONFIG] = {"config", "config", CTL_ARG_NONE, false},
+	[CTL_RELOAD] = {"reload", "reload", CTL_ARG_NONE, false},
 };
 
 static void ctl_usage(FILE *out)
@@ -118,6 +120,11 @@ static void ctl_usage(FILE *out)
 		"                  queue by state, the oldest message, commit latency,\n"
 		"                  connections (takes a second: two snapshots)\n"
 		"  config          the configuration ferryd runs with\n"
+		"  reload          read ferryd's configuration file again and run with it\n"
+		"                  (as SIGHUP does); a bad file, or one that changes a key\n"
+		"                  only a restart can (listen, workers, spool, ...), is\n"
+		"                  refused with the reason, and the running one stays\n"
+		"                  (postfix reload)\n"
 		"options:\n"
 		"  -c, --config FILE  ferryd's configuration: talk to the ferryd of its spool\n"
 		"                     (default: the built-in defaults, spool ./var/spool)\n"
@@ -215,16 +222,24 @@ static int ctl_bad_argument(enum ctl_argument kind, const char *arg)
 	return CTL_USAGE;
 }
 
-/* The admin socket of the ferryd of config_path's spool, or socket_path. */
-static int ctl_socket(const char *config_path, const char *socket_path, char *where, size_t size)
+/* The admin socket of the ferryd of config_path's spool, or socket_path.
+ * A file that does not load names no spool: for reload, that is the
+ * answer ferryd would give too, so it is said so. */
+static int ctl_socket(const char *config_path, const char *socket_path, bool reload, char *where,
+		      size_t size)
 {
 	if (socket_path != NULL) {
 		snprintf(where, size, "%s", socket_path);
 		return CTL_OK;
 	}
 	static struct config cfg;
-	if (config_open(&cfg, config_path, "ferryctl") != 0)
+	if (config_open(&cfg, config_path, "ferryctl") != 0) {
+		if (reload)
+			fprintf(stderr,
+				"ferryctl: not reloaded: ferryd was not asked, and keeps "
+				"running its configuration (fix the file, or use --socket)\n");
 		return CTL_ERROR;
+	}
 	snprintf(where, size, "%s/%s", cfg.spool_dir, ADMIN_SOCKET_NAME);
 	config_free(&cfg);
 	return CTL_OK;
@@ -243,6 +258,8 @@ static int ctl_print(const struct ctl_output *o, enum ctl_command command, const
 		return ctl_print_show(o, offline, body, end);
 	case CTL_CONFIG:
 		return ctl_print_config(o, body, end);
+	case CTL_RELOAD:
+		return ctl_print_reload(o, body, end);
 	default:
 		return ctl_print_move(o, ctl_commands[command].name, arg, body, end);
 	}
@@ -375,7 +392,7 @@ int main(int argc, char **argv)
 			"ferryctl: '%s' %s, and --spool only reads the spool: use -c CONFIG or "
 			"--socket PATH\n",
 			name,
-			command == CTL_STATS || command == CTL_CONFIG
+			command == CTL_STATS || command == CTL_CONFIG || command == CTL_RELOAD
 				? "asks a running ferryd"
 				: "changes what a running ferryd does");
 		return CTL_USAGE;
@@ -398,7 +415,8 @@ int main(int argc, char **argv)
 		status = ctl_offline(&o, command, arg, spool_dir);
 	} else {
 		char where[PATH_MAX + 64];
-		status = ctl_socket(config_path, socket_path, where, sizeof(where));
+		status = ctl_socket(config_path, socket_path, command == CTL_RELOAD, where,
+				    sizeof(where));
 		if (status == CTL_OK)
 			status = ctl_online(&o, command, arg, where, yes);
 	}

@@ -364,6 +364,32 @@ static void ctl_json_config(const struct ctl_output *o, char *body, char *end)
 	ctl_json_end(&j);
 }
 
+int ctl_print_reload(const struct ctl_output *o, char *body, char *end)
+{
+	char *line = ctl_next_line(&body, end);
+	unsigned long long generation = 0;
+	if (line == NULL || sscanf(line, "generation %llu", &generation) != 1) {
+		ctl_bad_line(line != NULL ? line : "");
+		return CTL_ERROR;
+	}
+	if (o->json) {
+		struct ctl_json j;
+		ctl_json_start(&j, o->out);
+		ctl_json_open(&j, NULL, '{');
+		ctl_json_bool(&j, "reloaded", true);
+		ctl_json_uint(&j, "generation", generation);
+		ctl_json_bool(&j, "switched", strstr(line, " is running") != NULL);
+		ctl_json_string(&j, "message", line);
+		ctl_json_close(&j, '}');
+		ctl_json_end(&j);
+		return CTL_OK;
+	}
+	fputs("reloaded: ", o->out);
+	ctl_put_safe(line, strlen(line), o->out);
+	fputc('\n', o->out);
+	return CTL_OK;
+}
+
 int ctl_print_config(const struct ctl_output *o, char *body, char *end)
 {
 	if (o->json) {

@@ -49,4 +49,8 @@ int ctl_confirm(const char *path, const char *command, const char *target, bool 
  * printed). */
 int ctl_print_config(const struct ctl_output *o, char *body, char *end);
 
+/* reload's answer: "reloaded: generation N from FILE is running"; JSON
+ * {"reloaded": true, "generation": N, "switched": bool, "message": ...}. */
+int ctl_print_reload(const struct ctl_output *o, char *body, char *end);
+
 #endif

@@ -21,12 +21,12 @@
 #include "core/worker.h"
 #include "net/admin.h"
 #include "net/dns.h"
-#include "net/etrn.h"
 #include "net/etrn_service.h"
+#include "net/generation.h"
 #include "net/listener.h"
 #include "net/metrics_http.h"
-#include "net/nexthop.h"
 #include "net/outbound.h"
+#include "net/reload.h"
 #include "net/server.h"
 #include "queue/queue.h"
 #include "tools/ferryd_privileges.h"
@@ -331,37 +331,39 @@ int main(int argc, char **argv)
 	if (config_open(&cfg, config_path, "ferryd") != 0)
 		return 1;
 	char err[1024];
-	struct net_server *srv = NULL;
-	struct queue_store *store = NULL;
-	static struct outbound_settings delivery;
+	/* What runs for the whole of ferryd's life, whatever reloads change;
+	 * filled in as it comes up. */
+	static struct outbound_shared delivery;
 	static struct etrn_settings etrn;
+	static struct net_runtime rt = {.delivery = &delivery, .etrn = &etrn};
+	struct queue_store *store = NULL;
+	struct net_generation *gen = NULL; /* the first: ours until reload takes it */
+	struct net_reload *reload = NULL;
 	int status = 1;
 	struct ferryd_nofile nofile;
 	ferryd_raise_hard_limit(&cfg, &nofile);
 	uint32_t lowered = ferryd_fit_default_connections(&cfg);
-	struct etrn_policy *etrn_check = NULL;
 	struct ferryd_identity identity;
 	if (ferryd_identity_resolve(&cfg, &identity, err, sizeof(err)) != 0 ||
-	    net_server_create(&srv, &cfg, err, sizeof(err)) != 0 ||
-	    nexthop_check_config(&cfg, err, sizeof(err)) != 0 ||
-	    etrn_policy_build(&etrn_check, &cfg, err, sizeof(err)) != 0) {
+	    net_generation_create(&gen, &cfg, 1, &rt, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ferryd: config: %s\n", err);
+		config_free(&cfg);
 		goto out;
 	}
-	etrn_policy_free(etrn_check);
-	if (metrics_http_check(cfg.metrics_address, err, sizeof(err)) != 0) {
-		fprintf(stderr, "ferryd: config: %s:%u: key 'address': %s\n", cfg.source,
-			config_key_line(&cfg, "metrics", "address"), err);
+	const struct config *c = &gen->cfg; /* cfg is the generation's now */
+	if (metrics_http_check(c->metrics_address, err, sizeof(err)) != 0) {
+		fprintf(stderr, "ferryd: config: %s:%u: key 'address': %s\n", c->source,
+			config_key_line(c, "metrics", "address"), err);
 		goto out;
 	}
-	if (dns_check_servers(cfg.dns_servers, err, sizeof(err)) != 0) {
-		fprintf(stderr, "ferryd: config: %s:%u: key 'dns_servers': %s\n", cfg.source,
-			config_key_line(&cfg, "delivery", "dns_servers"), err);
+	if (dns_check_servers(c->dns_servers, err, sizeof(err)) != 0) {
+		fprintf(stderr, "ferryd: config: %s:%u: key 'dns_servers': %s\n", c->source,
+			config_key_line(c, "delivery", "dns_servers"), err);
 		goto out;
 	}
 	if (check_only) {
-		config_print(&cfg, stdout);
-		ferryd_print_descriptors(&cfg, &nofile, stdout);
+		config_print(c, stdout);
+		ferryd_print_descriptors(c, &nofile, stdout);
 		ferryd_print_identity(&identity, stdout);
 		if (lowered != 0)
 			printf("# max_connections: the default, lowered to %u to fit the hard "
@@ -371,7 +373,7 @@ int main(int argc, char **argv)
 		status = 0;
 		goto out;
 	}
-	log_setup((enum log_level)cfg.log_level, (enum log_destination)cfg.log_destination);
+	log_setup((enum log_level)c->log_level, (enum log_destination)c->log_destination);
 	if (lowered != 0)
 		log_event(
 			LOG_LEVEL_WARN,
@@ -379,7 +381,7 @@ int main(int argc, char **argv)
 			"not fit the hard RLIMIT_NOFILE here; raise that limit, or set "
 			"max_connections\"",
 			lowered);
-	log_client_lines(cfg.log_max_lines_per_client);
+	log_client_lines(c->log_max_lines_per_client);
 
 	if (worker_probe_io_uring(err, sizeof(err)) != 0) {
 		fprintf(stderr, "ferryd: %s\n", err);
@@ -395,13 +397,13 @@ int main(int argc, char **argv)
 			  "event=running_as_root note=\"no [server] user is set: ferryd serves "
 			  "clients as root; set user (and group) to the account it should run as "
 			  "once its listeners are bound\"");
-	if (ferryd_fit_descriptors(&cfg, &nofile, err, sizeof(err)) != 0) {
+	if (ferryd_fit_descriptors(c, &nofile, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ferryd: %s\n", err);
 		goto out;
 	}
-	ferryd_log_descriptors(&cfg, &nofile);
-	for (unsigned i = 0; i < cfg.nlisten; i++) {
-		if (listener_check_free(&cfg.listen[i], err, sizeof(err)) != 0) {
+	ferryd_log_descriptors(c, &nofile);
+	for (unsigned i = 0; i < c->nlisten; i++) {
+		if (listener_check_free(&c->listen[i], err, sizeof(err)) != 0) {
 			fprintf(stderr, "ferryd: %s\n", err);
 			goto out;
 		}
@@ -409,15 +411,15 @@ int main(int argc, char **argv)
 
 	/* Recovery runs here, single-threaded, before anyone is told 220. */
 	struct queue_store_config qcfg = {
-		.spool_dir = cfg.spool_dir,
-		.workers = cfg.workers,
-		.shards = cfg.shards,
-		.segment_size = cfg.segment_size,
-		.batch_cap = cfg.group_commit_bytes,
-		.max_bytes = cfg.spool_max_size,
-		.max_messages = cfg.spool_max_messages,
-		.min_free_bytes = cfg.spool_min_free,
-		.compact_threshold = cfg.spool_compact_threshold,
+		.spool_dir = c->spool_dir,
+		.workers = c->workers,
+		.shards = c->shards,
+		.segment_size = c->segment_size,
+		.batch_cap = c->group_commit_bytes,
+		.max_bytes = c->spool_max_size,
+		.max_messages = c->spool_max_messages,
+		.min_free_bytes = c->spool_min_free,
+		.compact_threshold = c->spool_compact_threshold,
 		/* Given to the user while ferryd is still root to give it. */
 		.owner_set = drop,
 		.owner_uid = identity.uid,
@@ -432,25 +434,18 @@ int main(int argc, char **argv)
 	log_event(LOG_LEVEL_INFO,
 		  "event=recovered spool=%s messages=%llu recipients=%llu segments=%llu torn=%llu "
 		  "corrupt=%llu bytes=%llu elapsed_ms=%llu",
-		  cfg.spool_dir, (unsigned long long)sum.messages,
+		  c->spool_dir, (unsigned long long)sum.messages,
 		  (unsigned long long)sum.recipients, (unsigned long long)sum.segments,
 		  (unsigned long long)sum.torn, (unsigned long long)sum.corrupt,
 		  (unsigned long long)sum.bytes, (unsigned long long)sum.elapsed_ms);
-	srv->store = store;
-	if (outbound_settings_init(&delivery, &cfg, store, err, sizeof(err)) != 0) {
-		fprintf(stderr, "ferryd: config: %s\n", err);
+	rt.store = store;
+	if (net_server_create(&rt.inbound, c, err, sizeof(err)) != 0 ||
+	    outbound_shared_init(&delivery, c, store, err, sizeof(err)) != 0 ||
+	    etrn_settings_init(&etrn, c, store, &delivery, err, sizeof(err)) != 0) {
+		fprintf(stderr, "ferryd: %s\n", err);
 		goto out;
 	}
-	/* Per-domain quotas: delivery counts, inbound SMTP asks. */
-	srv->settings.queue_full = outbound_queue_full;
-	srv->settings.queue_full_arg = &delivery;
-	if (etrn_settings_init(&etrn, &cfg, store, &delivery, err, sizeof(err)) != 0) {
-		fprintf(stderr, "ferryd: config: %s\n", err);
-		goto out;
-	}
-	srv->settings.etrn = etrn_session_request;
-	srv->settings.etrn_cancel = etrn_session_cancel;
-	srv->settings.etrn_arg = &etrn;
+	rt.inbound->store = store;
 
 	/* Workers inherit this mask: only the main thread takes signals. */
 	sigset_t signals;
@@ -461,48 +456,56 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &signals, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	/* Each layer's life on every worker, lowest layer first. */
+	/* Each layer's life on every worker, lowest layer first; the layers
+	 * above the store start from the first generation. */
 	static struct worker_services services;
 	worker_services_add(&services, &queue_service, store);
-	worker_services_add(&services, &outbound_service, &delivery);
-	worker_services_add(&services, &etrn_service, &etrn);
-	worker_services_add(&services, &net_inbound_service, srv);
+	worker_services_add(&services, &outbound_service, gen);
+	worker_services_add(&services, &etrn_service, gen);
+	worker_services_add(&services, &net_inbound_service, gen);
 	struct worker_group group;
-	if (worker_group_start_services(&group, cfg.workers, &services, err, sizeof(err)) != 0) {
+	if (worker_group_start_services(&group, c->workers, &services, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ferryd: %s\n", err);
 		goto out;
 	}
 	/* Every listener is bound and nothing is served yet: root ends here. */
-	if (drop && ferryd_drop_privileges(&identity, cfg.spool_dir, err, sizeof(err)) != 0) {
+	if (drop && ferryd_drop_privileges(&identity, c->spool_dir, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ferryd: %s\n", err);
 		worker_group_shutdown(&group);
 		worker_group_join(&group);
 		goto out;
 	}
 	worker_group_ready(&group);
-	for (unsigned i = 0; i < cfg.nlisten; i++)
+	for (unsigned i = 0; i < c->nlisten; i++)
 		log_event(LOG_LEVEL_INFO, "event=listening address=%s workers=%u spool=%s",
-			  cfg.listen[i].text, cfg.workers, cfg.spool_dir);
+			  c->listen[i].text, c->workers, c->spool_dir);
 	fprintf(stderr, "ferryd %s: listening on", FERRY_VERSION);
-	for (unsigned i = 0; i < cfg.nlisten; i++)
-		fprintf(stderr, " %s", cfg.listen[i].text);
-	fprintf(stderr, " with %u workers, spool %s (%llu messages queued)\n", cfg.workers,
-		cfg.spool_dir, (unsigned long long)sum.messages);
+	for (unsigned i = 0; i < c->nlisten; i++)
+		fprintf(stderr, " %s", c->listen[i].text);
+	fprintf(stderr, " with %u workers, spool %s (%llu messages queued)\n", c->workers,
+		c->spool_dir, (unsigned long long)sum.messages);
+	/* From here the running generation is reload's (SIGHUP, ferryctl
+	 * reload); what ferryd itself still reads of the first one needs a
+	 * restart to change (the spool, the metrics address). */
+	if (net_reload_create(&reload, config_path, net_generation_hold(gen), &rt, &group) != 0) {
+		net_generation_drop(gen);
+		log_event(LOG_LEVEL_ERROR,
+			  "event=reload_unavailable note=\"out of memory; restart ferryd to change "
+			  "its configuration\"");
+	}
 	/* Prometheus's endpoint; like the admin socket, mail flows without it. */
 	struct metrics_http *metrics = NULL;
-	if (metrics_http_start(&metrics, cfg.metrics_address, &group, err, sizeof(err)) != 0) {
+	if (metrics_http_start(&metrics, c->metrics_address, &group, err, sizeof(err)) != 0) {
 		char quoted[1200];
 		log_event(LOG_LEVEL_ERROR, "event=metrics_unavailable error=%s",
 			  log_quote(quoted, sizeof(quoted), err, strlen(err)));
 	} else if (metrics != NULL) {
-		log_event(LOG_LEVEL_INFO, "event=metrics_listening address=%s",
-			  cfg.metrics_address);
+		log_event(LOG_LEVEL_INFO, "event=metrics_listening address=%s", c->metrics_address);
 	}
 	/* ferryctl's socket; mail keeps flowing without it (ferryctl --spool
 	 * still reads the spool), so a failure is logged, not fatal. */
 	struct admin *admin = NULL;
-	if (admin_start(&admin, &cfg, store, &delivery, etrn.policy, cfg.spool_dir, err,
-			sizeof(err)) != 0) {
+	if (admin_start(&admin, reload, store, &delivery, c->spool_dir, err, sizeof(err)) != 0) {
 		char quoted[1200];
 		log_event(LOG_LEVEL_ERROR, "event=admin_unavailable error=%s",
 			  log_quote(quoted, sizeof(quoted), err, strlen(err)));
@@ -514,12 +517,20 @@ int main(int argc, char **argv)
 		if (sigwait(&signals, &sig) != 0)
 			continue;
 		if (sig == SIGHUP) {
-			log_event(LOG_LEVEL_WARN,
-				  "event=sighup note=\"reload is not supported; restart ferryd\"");
+			char msg[1600];
+			if (reload == NULL)
+				log_event(LOG_LEVEL_ERROR,
+					  "event=reload_refused trigger=SIGHUP reason=\"reload is "
+					  "unavailable (out of memory at start); restart ferryd\"");
+			else
+				net_reload_run(reload, "SIGHUP", msg, sizeof(msg)); /* it logs */
 			continue;
 		}
+		struct net_generation *now =
+			reload != NULL ? net_reload_current(reload) : net_generation_hold(gen);
 		log_event(LOG_LEVEL_INFO, "event=stopping signal=%s deadline_ms=%u",
-			  sig == SIGTERM ? "TERM" : "INT", cfg.shutdown_timeout_ms);
+			  sig == SIGTERM ? "TERM" : "INT", now->cfg.shutdown_timeout_ms);
+		net_generation_drop(now);
 		break;
 	}
 	metrics_http_stop(metrics);
@@ -532,8 +543,9 @@ int main(int argc, char **argv)
 out:
 	queue_store_close(store);
 	etrn_settings_free(&etrn);
-	outbound_settings_free(&delivery);
-	net_server_destroy(srv);
-	config_free(&cfg);
+	outbound_shared_free(&delivery);
+	net_server_destroy(rt.inbound);
+	net_reload_free(reload);
+	net_generation_drop(gen);
 	return status;
 }

@@ -248,7 +248,7 @@ Test(ferryctl, admin_socket_is_0660_and_speaks_the_protocol)
 			 "error: unknown command 'bogus' (try: queue, list DOMAIN, show "
 			 "QUEUEID, flush [DOMAIN|@DOMAIN|#QUEUE], hold DOMAIN|QUEUEID, release "
 			 "DOMAIN|QUEUEID, delete DOMAIN|QUEUEID, bounce DOMAIN|QUEUEID, stats, "
-			 "config)\n");
+			 "config, reload)\n");
 	raw_request(&fi, "queue\r\n", out, sizeof(out));
 	cr_expect_str_eq(out, "ok\n", "an empty queue");
 	raw_request(&fi, "show 0000000000000000\n", out, sizeof(out));

@@ -1,0 +1,266 @@
+/*
+ * Configuration reload against a running ferryd (net/reload.h): the file
+ * is rewritten, then ferryctl reload or SIGHUP. A new relay policy holds
+ * for new sessions while a session opened before goes on with its own;
+ * a [domain] section's new transport and hold move its queued mail to a
+ * next hop (tests/integration/next_hop.h) without a flush; a quota added
+ * counts what is queued already; a broken file and a file that changes a
+ * key only a restart can change are refused with the reason, and the
+ * running configuration stays.
+ */
+#include <criterion/criterion.h>
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define START_MS 20000 /* ferryd up and accepting */
+#define IO_MS    15000 /* one SMTP reply */
+#define STOP_MS  20000 /* SIGTERM to exit */
+#define CTL_MS   30000 /* one ferryctl run */
+#define WAIT_MS  30000 /* a reload logged, mail at the next hop */
+#define OUT_SIZE 65536
+
+#include "tests/integration/checks.h"
+#include "tests/integration/ferryctl_run.h"
+#include "tests/integration/next_hop.h"
+
+static void teardown(void)
+{
+	harness_cleanup_all();
+}
+
+TestSuite(reload, .fini = teardown, .timeout = 240);
+
+/* Loopback is not trusted here: relaying is by relay_domains alone. */
+#define UNTRUSTED "[relay]\ntrusted_networks = 192.0.2.0/24\n"
+
+static void start_with(struct ferry_instance *fi, const char *extra)
+{
+	cr_assert_eq(harness_setup(fi, extra), 0, "cannot set up a temporary directory");
+	cr_assert_eq(harness_start(fi, START_MS), 0, "ferryd did not start (see its log above)");
+	wait_admin_socket(fi);
+}
+
+/* The config file again, with the test's part `extra` in place of the
+ * one it was started with (`before`). */
+static void rewrite_config(const struct ferry_instance *fi, const char *before, const char *extra)
+{
+	static char text[OUT_SIZE], next[OUT_SIZE];
+	FILE *f = fopen(fi->config, "r");
+	cr_assert_not_null(f);
+	size_t n = fread(text, 1, sizeof(text) - 1, f);
+	fclose(f);
+	text[n] = '\0';
+	char *at = strstr(text, before);
+	cr_assert_not_null(at, "the config does not hold the test's part");
+	snprintf(next, sizeof(next), "%.*s%s%s", (int)(at - text), text, extra,
+		 at + strlen(before));
+	cr_assert_eq(harness_write_file(fi->config, next), 0);
+}
+
+/* ferryctl -c CONFIG --json reload: exits 0, and generation `want` runs. */
+static void reload_ok(const struct ferry_instance *fi, int want)
+{
+	char out[OUT_SIZE], err[OUT_SIZE], expected[32];
+	int rc = run_ferryctl_args(out, err, "-c", fi->config, "--json", "reload", NULL);
+	cr_assert_eq(rc, 0, "ferryctl reload exited %d: %s%s", rc, err, out);
+	snprintf(expected, sizeof(expected), "%d", want);
+	cr_assert_str_eq(json_get(out, "d['generation']"), expected, "%s", out);
+	cr_assert_str_eq(json_get(out, "d['switched']"), "True", "%s", out);
+}
+
+/* A new session's reply to RCPT TO:<rcpt>. */
+static int rcpt_reply(const struct ferry_instance *fi, const char *rcpt, struct smtp_reply *r)
+{
+	struct smtp_client c;
+	char line[300];
+	connect_greeted(&c, fi);
+	expect_command(&c, "EHLO client.example", 250, NULL);
+	expect_command(&c, "MAIL FROM:<sender@client.example>", 250, NULL);
+	snprintf(line, sizeof(line), "RCPT TO:<%s>", rcpt);
+	int code = smtp_client_command(&c, line, r);
+	smtp_client_close(&c);
+	return code;
+}
+
+/* One message to rcpt in a new session, accepted. */
+static void send_to(const struct ferry_instance *fi, const char *rcpt)
+{
+	const char *rcpts[] = {rcpt, NULL};
+	char id[32];
+	send_message_from(fi, "sender@client.example", rcpts, "reload", id);
+}
+
+Test(reload, a_new_relay_policy_holds_for_new_sessions_and_an_open_session_keeps_its_own)
+{
+	static const char before[] = UNTRUSTED;
+	static const char after[] = UNTRUSTED "relay_domains = new.example\n"
+					      "[domain new.example]\nhold = yes\n";
+	struct ferry_instance fi;
+	start_with(&fi, before);
+	struct smtp_reply r;
+	cr_assert_eq(rcpt_reply(&fi, "user@new.example", &r), 554, "before: %s", r.text);
+
+	/* Opened before the reload, used after it. */
+	struct smtp_client old;
+	connect_greeted(&old, &fi);
+	expect_command(&old, "EHLO client.example", 250, NULL);
+
+	rewrite_config(&fi, before, after);
+	reload_ok(&fi, 2);
+	cr_assert_eq(log_wait(&fi, "event=reloaded trigger=ferryctl generation=2", 1, WAIT_MS), 1);
+
+	cr_assert_eq(rcpt_reply(&fi, "user@new.example", &r), 250, "after: %s", r.text);
+	send_to(&fi, "user@new.example");
+
+	/* The open session was not dropped, and runs with the policy it
+	 * started with: new.example is still not relayed for it. */
+	expect_command(&old, "MAIL FROM:<sender@client.example>", 250, NULL);
+	expect_command(&old, "RCPT TO:<user@new.example>", 554, "5.7.1");
+	expect_command(&old, "RCPT TO:<user@relay.example>", 250, NULL);
+	expect_command(&old, "DATA", 354, NULL);
+	cr_assert_eq(smtp_client_send_str(&old, "Subject: across a reload\r\n\r\nbody\r\n.\r\n"),
+		     0);
+	cr_assert_eq(smtp_client_read_reply(&old, &r), 250, "end of DATA: %s", r.text);
+	expect_command(&old, "QUIT", 221, NULL);
+	smtp_client_close(&old);
+
+	/* ferryctl config shows what runs now. */
+	char out[OUT_SIZE], err[OUT_SIZE];
+	ctl_ok(&fi, out, err, "config", NULL);
+	cr_assert_not_null(strstr(out, "[domain new.example]"), "%s", out);
+	stop_ferryd_cleanly(&fi);
+}
+
+Test(reload, a_broken_file_is_refused_with_its_reason_and_ferryd_keeps_running_the_old_one)
+{
+	static const char before[] = UNTRUSTED;
+	static const char after[] = UNTRUSTED "relay_domains = new.example\n"
+					      "[limits]\nmax_recipients = lots\n";
+	struct ferry_instance fi;
+	start_with(&fi, before);
+	rewrite_config(&fi, before, after);
+
+	/* SIGHUP: refused, and the log says why, by file, line and key. */
+	cr_assert_eq(kill(fi.pid, SIGHUP), 0);
+	cr_assert_eq(log_wait(&fi, "event=reload_refused trigger=SIGHUP", 1, WAIT_MS), 1);
+	const char *line = strstr(harness_log(&fi), "event=reload_refused");
+	cr_assert_not_null(strstr(line, "key 'max_recipients'"), "%s", line);
+
+	/* ferryctl over the socket (the file does not load for ferryctl
+	 * either): refused, exit 1, the reason on stderr. */
+	char out[OUT_SIZE], err[OUT_SIZE], sock[PATH_MAX];
+	admin_socket_path(&fi, sock, sizeof(sock));
+	int rc = run_ferryctl_args(out, err, "--socket", sock, "reload", NULL);
+	cr_assert_eq(rc, 1, "ferryctl reload exited %d: %s%s", rc, err, out);
+	cr_assert_not_null(strstr(err, "key 'max_recipients'"), "%s", err);
+	cr_assert_not_null(strstr(err, "generation 1 keeps running"), "%s", err);
+	/* With -c, ferryctl cannot read the file to find the socket: it
+	 * says ferryd was not asked. */
+	rc = run_ferryctl_args(out, err, "-c", fi.config, "reload", NULL);
+	cr_assert_eq(rc, 1);
+	cr_assert_not_null(strstr(err, "not reloaded"), "%s", err);
+
+	/* Still serving, with the old policy. */
+	struct smtp_reply r;
+	cr_assert_eq(rcpt_reply(&fi, "user@new.example", &r), 554, "%s", r.text);
+	cr_assert_eq(rcpt_reply(&fi, "user@relay.example", &r), 250, "%s", r.text);
+	cr_assert_eq(harness_log_count(&fi, "event=reloaded"), 0);
+
+	/* Mended, the same file reloads. */
+	rewrite_config(&fi, "max_recipients = lots\n", "max_recipients = 50\n");
+	cr_assert_eq(kill(fi.pid, SIGHUP), 0);
+	cr_assert_eq(log_wait(&fi, "event=reloaded trigger=SIGHUP generation=2", 1, WAIT_MS), 1);
+	cr_assert_eq(rcpt_reply(&fi, "user@new.example", &r), 250, "%s", r.text);
+	stop_ferryd_cleanly(&fi);
+}
+
+Test(reload, a_file_that_changes_restart_only_keys_is_refused_naming_them)
+{
+	static const char before[] = "[limits]\nmax_recipients = 100\n";
+	struct ferry_instance fi;
+	start_with(&fi, before);
+	char listen[64], other[64];
+	snprintf(listen, sizeof(listen), "listen = 127.0.0.1:%d\n", fi.port);
+	snprintf(other, sizeof(other), "listen = 127.0.0.1:%d\n", harness_free_port());
+	rewrite_config(&fi, listen, other);
+	rewrite_config(&fi, "workers = 2\n", "workers = 1\n");
+	rewrite_config(&fi, before, "[limits]\nmax_recipients = 1\n");
+
+	char out[OUT_SIZE], err[OUT_SIZE];
+	int rc = run_ferryctl_args(out, err, "-c", fi.config, "reload", NULL);
+	cr_assert_eq(rc, 1, "ferryctl reload exited %d: %s%s", rc, err, out);
+	cr_assert_not_null(strstr(err, "only a restart of ferryd can change [server] workers, "
+				       "[server] listen;"),
+			   "%s", err);
+	/* Nothing of the file was taken: not even the key that could be. */
+	struct smtp_client c;
+	connect_greeted(&c, &fi);
+	expect_command(&c, "EHLO client.example", 250, NULL);
+	expect_command(&c, "MAIL FROM:<sender@client.example>", 250, NULL);
+	expect_command(&c, "RCPT TO:<a@relay.example>", 250, NULL);
+	expect_command(&c, "RCPT TO:<b@relay.example>", 250, NULL);
+	smtp_client_close(&c);
+	cr_assert_eq(log_wait(&fi, "event=reload_refused trigger=ferryctl", 1, WAIT_MS), 1);
+	stop_ferryd_cleanly(&fi);
+}
+
+Test(reload, a_new_transport_and_the_end_of_a_hold_send_queued_mail_to_the_new_next_hop)
+{
+	struct next_hop hop;
+	next_hop_start(&hop, NULL);
+	int dead_fd;
+	int dead = next_hop_closed_port(&dead_fd);
+	char before[512], after[512];
+	snprintf(before, sizeof(before),
+		 "[relay]\nrelay_domains = site.example\n"
+		 "[domain site.example]\nhold = yes\ntransport = [127.0.0.1]:%d\n",
+		 dead);
+	snprintf(after, sizeof(after),
+		 "[relay]\nrelay_domains = site.example\n"
+		 "[domain site.example]\ntransport = [127.0.0.1]:%d\n",
+		 hop.port);
+	struct ferry_instance fi;
+	start_with(&fi, before);
+	send_to(&fi, "one@site.example");
+	send_to(&fi, "two@site.example");
+	harness_sleep_ms(300);
+	cr_assert_eq(next_hop_delivered(&hop, "one@site.example"), 0, "held mail went out");
+
+	rewrite_config(&fi, before, after);
+	reload_ok(&fi, 2);
+	/* No flush: the hold ended with the reload, and the mail goes the
+	 * new way. */
+	cr_assert_eq(next_hop_wait_delivered(&hop, "one@site.example", 1, WAIT_MS), 1);
+	cr_assert_eq(next_hop_wait_delivered(&hop, "two@site.example", 1, WAIT_MS), 1);
+	stop_ferryd_cleanly(&fi);
+	close(dead_fd);
+}
+
+Test(reload, a_quota_added_by_a_reload_counts_the_mail_queued_before_it)
+{
+	static const char before[] = "[relay]\nrelay_domains = q.example\n"
+				     "[domain q.example]\nhold = yes\n";
+	static const char full[] = "[relay]\nrelay_domains = q.example\n"
+				   "[domain q.example]\nhold = yes\nmax_messages = 3\n";
+	static const char room[] = "[relay]\nrelay_domains = q.example\n"
+				   "[domain q.example]\nhold = yes\nmax_messages = 4\n";
+	struct ferry_instance fi;
+	start_with(&fi, before);
+	send_to(&fi, "a@q.example");
+	send_to(&fi, "b@q.example");
+	send_to(&fi, "c@q.example");
+
+	rewrite_config(&fi, before, full);
+	reload_ok(&fi, 2);
+	struct smtp_reply r;
+	cr_assert_eq(rcpt_reply(&fi, "d@q.example", &r), 452, "%s", r.text);
+	cr_assert(reply_is(&r, 452, "4.2.2"), "%s", r.text);
+
+	rewrite_config(&fi, full, room);
+	reload_ok(&fi, 3);
+	cr_assert_eq(rcpt_reply(&fi, "d@q.example", &r), 250, "%s", r.text);
+	stop_ferryd_cleanly(&fi);
+}
