@@ -4,7 +4,8 @@
  * for new sessions while a session opened before goes on with its own;
  * a [domain] section's new transport and hold move its queued mail to a
  * next hop (tests/integration/next_hop.h) without a flush; a quota added
- * counts what is queued already; a broken file and a file that changes a
+ * counts what is queued already; new etrn_networks decide the next ETRN,
+ * in a session opened before too; a broken file and a file that changes a
  * key only a restart can change are refused with the reason, and the
  * running configuration stays.
  */
@@ -262,5 +263,47 @@ Test(reload, a_quota_added_by_a_reload_counts_the_mail_queued_before_it)
 	rewrite_config(&fi, full, room);
 	reload_ok(&fi, 3);
 	cr_assert_eq(rcpt_reply(&fi, "d@q.example", &r), 250, "%s", r.text);
+	stop_ferryd_cleanly(&fi);
+}
+
+/* An ETRN session, greeted. */
+static void etrn_session(struct smtp_client *c, const struct ferry_instance *fi)
+{
+	connect_greeted(c, fi);
+	expect_command(c, "EHLO site.example", 250, NULL);
+}
+
+Test(reload, etrn_networks_changed_by_a_reload_decide_the_next_etrn_in_every_session)
+{
+	struct next_hop hop;
+	next_hop_start(&hop, NULL);
+	char before[512], after[512];
+	snprintf(before, sizeof(before),
+		 "[relay]\nrelay_domains = site.example\n"
+		 "[domain site.example]\nhold = yes\ntransport = [127.0.0.1]:%d\n"
+		 "etrn_networks = 192.0.2.0/24\n",
+		 hop.port);
+	snprintf(after, sizeof(after),
+		 "[relay]\nrelay_domains = site.example\n"
+		 "[domain site.example]\nhold = yes\ntransport = [127.0.0.1]:%d\n"
+		 "etrn_networks = 127.0.0.0/8\n",
+		 hop.port);
+	struct ferry_instance fi;
+	start_with(&fi, before);
+	send_to(&fi, "user@site.example");
+
+	struct smtp_client c;
+	struct smtp_reply r;
+	etrn_session(&c, &fi);
+	cr_assert_eq(smtp_client_command(&c, "ETRN site.example", &r), 459, "%s", r.text);
+
+	rewrite_config(&fi, before, after);
+	reload_ok(&fi, 2);
+	/* The session opened before the reload: ETRN is answered by the
+	 * policy running now. */
+	cr_assert_eq(smtp_client_command(&c, "ETRN site.example", &r), 253, "%s", r.text);
+	expect_command(&c, "QUIT", 221, NULL);
+	smtp_client_close(&c);
+	cr_assert_eq(next_hop_wait_delivered(&hop, "user@site.example", 1, WAIT_MS), 1);
 	stop_ferryd_cleanly(&fi);
 }
