@@ -5,12 +5,15 @@
  * a [domain] section's new transport and hold move its queued mail to a
  * next hop (tests/integration/next_hop.h) without a flush; a quota added
  * counts what is queued already; new etrn_networks decide the next ETRN,
- * in a session opened before too; a broken file and a file that changes a
+ * in a session opened before too; reloads under load (a domain's transport
+ * flipped between two next hops while 300 sessions send) drop no session
+ * and lose or repeat no message; a broken file and a file that changes a
  * key only a restart can change are refused with the reason, and the
  * running configuration stays.
  */
 #include <criterion/criterion.h>
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -305,5 +308,76 @@ Test(reload, etrn_networks_changed_by_a_reload_decide_the_next_etrn_in_every_ses
 	expect_command(&c, "QUIT", 221, NULL);
 	smtp_client_close(&c);
 	cr_assert_eq(next_hop_wait_delivered(&hop, "user@site.example", 1, WAIT_MS), 1);
+	stop_ferryd_cleanly(&fi);
+}
+
+/* Sessions at once while reloads flip a domain's transport between two
+ * next hops. */
+#define LOAD_SESSIONS 300
+#define LOAD_RELOADS  8
+
+struct load {
+	int port;
+	unsigned queued;
+	char why[1024];
+	char ids[LOAD_SESSIONS][32];
+};
+
+static void *load_run(void *arg)
+{
+	struct load *l = arg;
+	l->queued =
+		harness_many_sessions(l->port, LOAD_SESSIONS, "load@client.example",
+				      "inbox@site.example", l->ids, 120000, l->why, sizeof(l->why));
+	return NULL;
+}
+
+Test(reload, reloads_under_load_drop_no_session_and_lose_no_message)
+{
+	long limit = harness_raise_nofile(LOAD_SESSIONS + 256);
+	cr_assert_geq(limit, LOAD_SESSIONS + 64, "RLIMIT_NOFILE is only %ld", limit);
+	struct next_hop a, b;
+	next_hop_start(&a, NULL);
+	next_hop_start(&b, NULL);
+	char to_a[512], to_b[512];
+	snprintf(to_a, sizeof(to_a),
+		 "[limits]\nmax_connections_per_client = 5000\n[log]\nlevel = warn\n"
+		 "[relay]\nrelay_domains = site.example\n"
+		 "[domain site.example]\ntransport = [127.0.0.1]:%d\n",
+		 a.port);
+	snprintf(to_b, sizeof(to_b),
+		 "[limits]\nmax_connections_per_client = 5000\n[log]\nlevel = warn\n"
+		 "[relay]\nrelay_domains = site.example\n"
+		 "[domain site.example]\ntransport = [127.0.0.1]:%d\n",
+		 b.port);
+	struct ferry_instance fi;
+	start_with(&fi, to_a);
+	static struct load l;
+	memset(&l, 0, sizeof(l));
+	l.port = fi.port;
+	pthread_t t;
+	cr_assert_eq(pthread_create(&t, NULL, load_run, &l), 0);
+	for (int i = 0; i < LOAD_RELOADS; i++) {
+		rewrite_config(&fi, i % 2 == 0 ? to_a : to_b, i % 2 == 0 ? to_b : to_a);
+		reload_ok(&fi, i + 2);
+	}
+	pthread_join(t, NULL);
+	cr_assert_eq(l.queued, LOAD_SESSIONS, "only %u of %d sessions got their message queued: %s",
+		     l.queued, LOAD_SESSIONS, l.why);
+
+	/* Every message reached one of the two next hops, once. */
+	int arrived = 0;
+	for (int64_t end = harness_now_ms() + 60000; harness_now_ms() < end;) {
+		arrived = next_hop_delivered(&a, "inbox@site.example") +
+			  next_hop_delivered(&b, "inbox@site.example");
+		if (arrived >= LOAD_SESSIONS)
+			break;
+		harness_sleep_ms(100);
+	}
+	harness_sleep_ms(300); /* a duplicate would come now */
+	arrived = next_hop_delivered(&a, "inbox@site.example") +
+		  next_hop_delivered(&b, "inbox@site.example");
+	cr_assert_eq(arrived, LOAD_SESSIONS, "%d messages arrived at the next hops, %d were sent",
+		     arrived, LOAD_SESSIONS);
 	stop_ferryd_cleanly(&fi);
 }
