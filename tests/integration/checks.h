@@ -36,6 +36,25 @@ static inline void connect_greeted(struct smtp_client *c, const struct ferry_ins
 	cr_assert_eq(smtp_client_read_reply(c, &r), 220, "greeting: %s", r.text);
 }
 
+/* One RCPT TO:<rcpt> in a fresh session and transaction; the reply's
+ * code, its text in r. */
+static inline int try_recipient(const struct ferry_instance *fi, const char *rcpt,
+				struct smtp_reply *r)
+{
+	struct smtp_client c;
+	char line[300];
+	struct smtp_reply greeting;
+	cr_assert_eq(smtp_client_connect(&c, fi->port, IO_MS), 0, "cannot connect to ferryd");
+	cr_assert_eq(smtp_client_read_reply(&c, &greeting), 220, "greeting: %s", greeting.text);
+	cr_assert_eq(smtp_client_command(&c, "EHLO client.example", r), 250, "%s", r->text);
+	cr_assert_eq(smtp_client_command(&c, "MAIL FROM:<alice@client.example>", r), 250, "%s",
+		     r->text);
+	snprintf(line, sizeof(line), "RCPT TO:<%s>", rcpt);
+	int code = smtp_client_command(&c, line, r);
+	smtp_client_close(&c);
+	return code;
+}
+
 /* The reply is `code` and its text starts with the enhanced code. */
 static inline bool reply_is(const struct smtp_reply *r, int code, const char *enhanced)
 {

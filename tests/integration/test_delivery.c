@@ -536,21 +536,6 @@ Test(delivery, mx_records_route_mail)
 
 /* ---- quotas ------------------------------------------------------------------------------- */
 
-/* One RCPT in a fresh transaction; the reply's code, its text in r. */
-static int try_recipient(const struct ferry_instance *fi, const char *rcpt, struct smtp_reply *r)
-{
-	struct smtp_client c;
-	char line[256];
-	connect_greeted(&c, fi);
-	expect_command(&c, "EHLO client.example", 250, NULL);
-	expect_command(&c, "MAIL FROM:<alice@client.example>", 250, NULL);
-	snprintf(line, sizeof(line), "RCPT TO:<%s>\r\n", rcpt);
-	cr_assert_eq(smtp_client_send_str(&c, line), 0);
-	int code = smtp_client_read_reply(&c, r);
-	smtp_client_close(&c);
-	return code;
-}
-
 /*
  * A domain's quota of queued messages: once it holds max_messages, new
  * mail for it gets 452 4.2.2, from the start too after a restart, while

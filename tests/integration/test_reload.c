@@ -75,18 +75,15 @@ static void reload_ok(const struct ferry_instance *fi, int want)
 	cr_assert_str_eq(json_get(out, "d['switched']"), "True", "%s", out);
 }
 
-/* A new session's reply to RCPT TO:<rcpt>. */
-static int rcpt_reply(const struct ferry_instance *fi, const char *rcpt, struct smtp_reply *r)
+/* A config part relaying site.example to a next hop at 127.0.0.1:port,
+ * with more keys for its [domain] section. */
+static const char *site_config(char *out, size_t size, int port, const char *more)
 {
-	struct smtp_client c;
-	char line[300];
-	connect_greeted(&c, fi);
-	expect_command(&c, "EHLO client.example", 250, NULL);
-	expect_command(&c, "MAIL FROM:<sender@client.example>", 250, NULL);
-	snprintf(line, sizeof(line), "RCPT TO:<%s>", rcpt);
-	int code = smtp_client_command(&c, line, r);
-	smtp_client_close(&c);
-	return code;
+	snprintf(out, size,
+		 "[relay]\nrelay_domains = site.example\n"
+		 "[domain site.example]\ntransport = [127.0.0.1]:%d\n%s",
+		 port, more);
+	return out;
 }
 
 /* One message to rcpt in a new session, accepted. */
@@ -105,7 +102,7 @@ Test(reload, a_new_relay_policy_holds_for_new_sessions_and_an_open_session_keeps
 	struct ferry_instance fi;
 	start_with(&fi, before);
 	struct smtp_reply r;
-	cr_assert_eq(rcpt_reply(&fi, "user@new.example", &r), 554, "before: %s", r.text);
+	cr_assert_eq(try_recipient(&fi, "user@new.example", &r), 554, "before: %s", r.text);
 
 	/* Opened before the reload, used after it. */
 	struct smtp_client old;
@@ -116,7 +113,7 @@ Test(reload, a_new_relay_policy_holds_for_new_sessions_and_an_open_session_keeps
 	reload_ok(&fi, 2);
 	cr_assert_eq(log_wait(&fi, "event=reloaded trigger=ferryctl generation=2", 1, WAIT_MS), 1);
 
-	cr_assert_eq(rcpt_reply(&fi, "user@new.example", &r), 250, "after: %s", r.text);
+	cr_assert_eq(try_recipient(&fi, "user@new.example", &r), 250, "after: %s", r.text);
 	send_to(&fi, "user@new.example");
 
 	/* The open session was not dropped, and runs with the policy it
@@ -169,15 +166,15 @@ Test(reload, a_broken_file_is_refused_with_its_reason_and_ferryd_keeps_running_t
 
 	/* Still serving, with the old policy. */
 	struct smtp_reply r;
-	cr_assert_eq(rcpt_reply(&fi, "user@new.example", &r), 554, "%s", r.text);
-	cr_assert_eq(rcpt_reply(&fi, "user@relay.example", &r), 250, "%s", r.text);
+	cr_assert_eq(try_recipient(&fi, "user@new.example", &r), 554, "%s", r.text);
+	cr_assert_eq(try_recipient(&fi, "user@relay.example", &r), 250, "%s", r.text);
 	cr_assert_eq(harness_log_count(&fi, "event=reloaded"), 0);
 
 	/* Mended, the same file reloads. */
 	rewrite_config(&fi, "max_recipients = lots\n", "max_recipients = 50\n");
 	cr_assert_eq(kill(fi.pid, SIGHUP), 0);
 	cr_assert_eq(log_wait(&fi, "event=reloaded trigger=SIGHUP generation=2", 1, WAIT_MS), 1);
-	cr_assert_eq(rcpt_reply(&fi, "user@new.example", &r), 250, "%s", r.text);
+	cr_assert_eq(try_recipient(&fi, "user@new.example", &r), 250, "%s", r.text);
 	stop_ferryd_cleanly(&fi);
 }
 
@@ -218,14 +215,8 @@ Test(reload, a_new_transport_and_the_end_of_a_hold_send_queued_mail_to_the_new_n
 	int dead_fd;
 	int dead = next_hop_closed_port(&dead_fd);
 	char before[512], after[512];
-	snprintf(before, sizeof(before),
-		 "[relay]\nrelay_domains = site.example\n"
-		 "[domain site.example]\nhold = yes\ntransport = [127.0.0.1]:%d\n",
-		 dead);
-	snprintf(after, sizeof(after),
-		 "[relay]\nrelay_domains = site.example\n"
-		 "[domain site.example]\ntransport = [127.0.0.1]:%d\n",
-		 hop.port);
+	site_config(before, sizeof(before), dead, "hold = yes\n");
+	site_config(after, sizeof(after), hop.port, "");
 	struct ferry_instance fi;
 	start_with(&fi, before);
 	send_to(&fi, "one@site.example");
@@ -260,12 +251,12 @@ Test(reload, a_quota_added_by_a_reload_counts_the_mail_queued_before_it)
 	rewrite_config(&fi, before, full);
 	reload_ok(&fi, 2);
 	struct smtp_reply r;
-	cr_assert_eq(rcpt_reply(&fi, "d@q.example", &r), 452, "%s", r.text);
+	cr_assert_eq(try_recipient(&fi, "d@q.example", &r), 452, "%s", r.text);
 	cr_assert(reply_is(&r, 452, "4.2.2"), "%s", r.text);
 
 	rewrite_config(&fi, full, room);
 	reload_ok(&fi, 3);
-	cr_assert_eq(rcpt_reply(&fi, "d@q.example", &r), 250, "%s", r.text);
+	cr_assert_eq(try_recipient(&fi, "d@q.example", &r), 250, "%s", r.text);
 	stop_ferryd_cleanly(&fi);
 }
 
@@ -281,16 +272,8 @@ Test(reload, etrn_networks_changed_by_a_reload_decide_the_next_etrn_in_every_ses
 	struct next_hop hop;
 	next_hop_start(&hop, NULL);
 	char before[512], after[512];
-	snprintf(before, sizeof(before),
-		 "[relay]\nrelay_domains = site.example\n"
-		 "[domain site.example]\nhold = yes\ntransport = [127.0.0.1]:%d\n"
-		 "etrn_networks = 192.0.2.0/24\n",
-		 hop.port);
-	snprintf(after, sizeof(after),
-		 "[relay]\nrelay_domains = site.example\n"
-		 "[domain site.example]\nhold = yes\ntransport = [127.0.0.1]:%d\n"
-		 "etrn_networks = 127.0.0.0/8\n",
-		 hop.port);
+	site_config(before, sizeof(before), hop.port, "hold = yes\netrn_networks = 192.0.2.0/24\n");
+	site_config(after, sizeof(after), hop.port, "hold = yes\netrn_networks = 127.0.0.0/8\n");
 	struct ferry_instance fi;
 	start_with(&fi, before);
 	send_to(&fi, "user@site.example");
@@ -339,17 +322,12 @@ Test(reload, reloads_under_load_drop_no_session_and_lose_no_message)
 	struct next_hop a, b;
 	next_hop_start(&a, NULL);
 	next_hop_start(&b, NULL);
+	/* The [limits] and [log] keys go after the section's own. */
+	static const char more[] = "[limits]\nmax_connections_per_client = 5000\n"
+				   "[log]\nlevel = warn\n";
 	char to_a[512], to_b[512];
-	snprintf(to_a, sizeof(to_a),
-		 "[limits]\nmax_connections_per_client = 5000\n[log]\nlevel = warn\n"
-		 "[relay]\nrelay_domains = site.example\n"
-		 "[domain site.example]\ntransport = [127.0.0.1]:%d\n",
-		 a.port);
-	snprintf(to_b, sizeof(to_b),
-		 "[limits]\nmax_connections_per_client = 5000\n[log]\nlevel = warn\n"
-		 "[relay]\nrelay_domains = site.example\n"
-		 "[domain site.example]\ntransport = [127.0.0.1]:%d\n",
-		 b.port);
+	site_config(to_a, sizeof(to_a), a.port, more);
+	site_config(to_b, sizeof(to_b), b.port, more);
 	struct ferry_instance fi;
 	start_with(&fi, to_a);
 	static struct load l;
