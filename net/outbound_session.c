@@ -33,7 +33,10 @@ struct outbound_session {
 	char relay[CONFIG_HOSTNAME_MAX + 64]; /* "host[address]:port" */
 	union dns_address target;             /* where it is connected */
 
-	/* The transaction in hand. */
+	/* The transaction in hand: at most `capacity` recipients, the
+	 * recipients_per_transaction it was opened with (a reload may
+	 * change the setting under it). */
+	size_t capacity;
 	struct queue_rcpt **rcpts;
 	/* Each recipient's destination: the session's own, or another domain
 	 * of the message with the same next hop, riding along. */
@@ -177,7 +180,7 @@ static void session_end_transaction(struct outbound_session *s, int code, const 
 static void session_free(struct outbound_session *s)
 {
 	if (s->refused != NULL)
-		for (unsigned i = 0; i < s->ob->settings->rcpts_per_transaction; i++)
+		for (size_t i = 0; i < s->capacity; i++)
 			free(s->refused[i]);
 	queue_body_release(&s->body);
 	buf_release(&s->out);
@@ -196,6 +199,7 @@ static int session_alloc_transaction(struct outbound_session *s, size_t max)
 	s->rcpt_lens = calloc(max, sizeof(*s->rcpt_lens));
 	s->refused = calloc(max, sizeof(*s->refused));
 	s->rcpt_dests = calloc(max, sizeof(*s->rcpt_dests));
+	s->capacity = max;
 	return s->rcpts && s->rcpt_addresses && s->rcpt_lens && s->refused && s->rcpt_dests
 		       ? 0
 		       : -ENOMEM;
@@ -213,11 +217,8 @@ static void session_go_idle(struct outbound_session *s)
 /* READY: the next message for the destination, or idle. */
 static void session_next(struct outbound_session *s)
 {
-	const struct outbound_settings *set = s->ob->settings;
 	for (;;) {
-		size_t n = s->draining
-				   ? 0
-				   : outbound_take(s->dest, s->rcpts, set->rcpts_per_transaction);
+		size_t n = s->draining ? 0 : outbound_take(s->dest, s->rcpts, s->capacity);
 		if (n == 0) {
 			session_go_idle(s);
 			return;
@@ -227,7 +228,7 @@ static void session_next(struct outbound_session *s)
 		/* The message's recipients for other domains on this worker
 		 * whose next hop is this connection's go in this transaction. */
 		n += outbound_take_riders(s->dest, s->rcpts[0], &s->target, s->rcpts + n,
-					  s->rcpt_dests + n, set->rcpts_per_transaction - n);
+					  s->rcpt_dests + n, s->capacity - n);
 		s->nrcpts = (unsigned)n;
 		sched_rcpt_message(s->rcpts[0], &s->info);
 		for (size_t i = 0; i < n; i++)
