@@ -790,6 +790,11 @@ void config_keep_running_values(struct config *next, const struct config *runnin
 			break;
 		}
 	}
+	/* As loading does: a max_connections kept from the run (lowered at
+	 * start to fit RLIMIT_NOFILE) caps what a client may hold, as it
+	 * capped the running value. */
+	if (next->max_connections_per_client > next->max_connections)
+		next->max_connections_per_client = next->max_connections;
 }
 
 int config_open(struct config *cfg, const char *path, const char *program)

@@ -243,7 +243,8 @@ size_t config_restart_changes(const struct config *running, const struct config 
  * Give `next` the running value of each restart-only key that neither
  * file sets: what ferryd computed at start for it (workers = 0 made one
  * per CPU; max_connections lowered to fit RLIMIT_NOFILE) stays, and is no
- * change.
+ * change. max_connections_per_client is then capped by max_connections,
+ * as loading caps it.
  */
 void config_keep_running_values(struct config *next, const struct config *running);
 

@@ -908,3 +908,17 @@ Test(config_reload, names_cut_short_end_in_dots)
 	cr_expect_eq(config_restart_changes(&running, &next, exact, sizeof(exact)), 2);
 	cr_expect_str_eq(exact, "[server] listen, [spool] directory");
 }
+
+/* ferryd lowered the default max_connections at start and capped the
+ * file's max_connections_per_client by it: the same file reloads. */
+Test(config_reload, a_per_client_limit_capped_by_a_lowered_max_connections_is_no_change)
+{
+	const char *text = "[limits]\nmax_connections_per_client = 500\n";
+	reload_load(&running, text);
+	running.max_connections = 300;
+	running.max_connections_per_client = 300;
+	reload_load(&next, text);
+	cr_expect_eq(reload_changes(), 0, "changed: %s", changed);
+	cr_expect_eq(next.max_connections, 300);
+	cr_expect_eq(next.max_connections_per_client, 300);
+}
