@@ -131,9 +131,8 @@ static struct outbound_dest *outbound_dest_get(struct outbound *ob, const char *
 static void outbound_dest_maybe_free(struct outbound_dest *d)
 {
 	struct sched_counts counts;
-	bool config_held = outbound_config_held(d->rule);
 	if (d->sessions > 0 || timer_armed(&d->retry) || list_linked(&d->active_link) ||
-	    d->held != config_held || /* an operator's word outlives its mail */
+	    d->operator_said || /* an operator's word outlives its mail */
 	    sched_counts(d->ob->queue, d->domain, d->len, &counts))
 		return;
 	if (d->route.state == ROUTE_RESOLVING)
@@ -710,6 +709,7 @@ int outbound_hold(struct outbound *ob, const char *domain, size_t len, bool hold
 	if (d == NULL)
 		return -ENOMEM;
 	d->held = hold;
+	d->operator_said = true;
 	int moved = hold ? (int)sched_hold(ob->queue, domain, len)
 			 : (int)outbound_flush(ob, domain, len);
 	log_event(LOG_LEVEL_INFO, "event=%s domain=%s recipients=%d", hold ? "hold" : "release",
@@ -832,23 +832,28 @@ static bool outbound_hops_equal(const struct nexthop_list *a, const struct nexth
 	return true;
 }
 
-/* A destination moves to the new settings: its rule, next hops and
- * concurrency; its hold follows the configuration's unless an operator
- * said otherwise since. A route found for other next hops is forgotten
- * and its sessions take no new message; lookups under way start again
- * (they read the old settings). */
-static void outbound_dest_reload(struct outbound_dest *d)
+/* A destination moves to the new settings (from `old`): its rule, next
+ * hops and concurrency; its hold follows the configuration's unless an
+ * operator said otherwise (until restart). A route found for other next
+ * hops (or, by MX, another smtp_port) is forgotten, with the failures
+ * counted against them, and its sessions take no new message; lookups
+ * under way start again (they read the old settings). */
+static void outbound_dest_reload(struct outbound_dest *d, const struct outbound_settings *old)
 {
 	struct outbound *ob = d->ob;
-	bool was_config_held = outbound_config_held(d->rule);
 	bool was_held = d->held;
 	const struct nexthop_list *old_hops = d->hops; /* the old settings live until the end */
 	outbound_dest_configure(d);
-	if (was_held == was_config_held)
+	if (!d->operator_said)
 		d->held = outbound_config_held(d->rule);
-	bool changed = !outbound_hops_equal(old_hops, d->hops);
+	bool changed = !outbound_hops_equal(old_hops, d->hops) ||
+		       (d->hops == NULL && old->smtp_port != ob->settings->smtp_port);
 	if (changed || d->route.state == ROUTE_RESOLVING)
 		outbound_route_clear(d);
+	if (changed) {
+		d->down_until_ms = 0;
+		d->failures = d->round_failures = 0;
+	}
 	for (struct list_node *n = ob->sessions.next; changed && n != &ob->sessions; n = n->next) {
 		struct outbound_session *sess = outbound_session_of_all_link(n);
 		if (outbound_session_dest(sess) == d)
@@ -909,11 +914,13 @@ static void outbound_service_reconfigure(struct worker *w, void *state, void *ar
 	ob->gen = net_generation_hold(gen);
 	ob->settings = gen->delivery;
 	outbound_set_hooks(ob);
+	/* outbound_dest_reload frees no destination and makes none (its
+	 * flush finds d itself), so the table stays as it is under the walk. */
 	for (uint32_t i = 0; i < ob->nbuckets; i++) {
-		struct outbound_dest *d;
-		list_for_each_entry(d, &ob->buckets[i], hash_link)
+		struct outbound_dest *d, *next;
+		list_for_each_entry_safe(d, next, &ob->buckets[i], hash_link)
 		{
-			outbound_dest_reload(d);
+			outbound_dest_reload(d, rw.old);
 		}
 	}
 	sched_foreach(ob->queue, outbound_reload_visit, &rw);

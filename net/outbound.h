@@ -224,6 +224,10 @@ struct outbound_dest {
 	struct timer retry; /* releases deferred recipients when due */
 	bool waiting;       /* on ob->waiting (by active_link): for a free connection */
 	bool held;
+	/* An operator held or released it (ferryctl): held is theirs until
+	 * ferryd restarts, whatever a reload's hold = says; and it lives on
+	 * without mail to remember it. */
+	bool operator_said;
 	uint64_t flush_until_ms; /* an ETRN's flush runs until then (outbound_etrn_flush) */
 };
 
