@@ -327,6 +327,14 @@ int main(int argc, char **argv)
 		return 2;
 	}
 
+	/* SIGHUP blocked from the start, so that a reload (systemctl reload)
+	 * during a long recovery waits for the loop below instead of killing
+	 * ferryd; SIGTERM and SIGINT still end a start at once. */
+	sigset_t signals;
+	sigemptyset(&signals);
+	sigaddset(&signals, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &signals, NULL);
+
 	static struct config cfg;
 	if (config_open(&cfg, config_path, "ferryd") != 0)
 		return 1;
@@ -448,11 +456,8 @@ int main(int argc, char **argv)
 	rt.inbound->store = store;
 
 	/* Workers inherit this mask: only the main thread takes signals. */
-	sigset_t signals;
-	sigemptyset(&signals);
 	sigaddset(&signals, SIGTERM);
 	sigaddset(&signals, SIGINT);
-	sigaddset(&signals, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &signals, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
@@ -485,8 +490,9 @@ int main(int argc, char **argv)
 	fprintf(stderr, " with %u workers, spool %s (%llu messages queued)\n", c->workers,
 		c->spool_dir, (unsigned long long)sum.messages);
 	/* From here the running generation is reload's (SIGHUP, ferryctl
-	 * reload); what ferryd itself still reads of the first one needs a
-	 * restart to change (the spool, the metrics address). */
+	 * reload). ferryd keeps its own reference to the first to the end:
+	 * the listeners keep their addresses in its config, and what it
+	 * reads of it here needs a restart to change (spool, metrics). */
 	if (net_reload_create(&reload, config_path, net_generation_hold(gen), &rt, &group) != 0) {
 		net_generation_drop(gen);
 		log_event(LOG_LEVEL_ERROR,
