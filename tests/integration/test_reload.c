@@ -359,3 +359,125 @@ Test(reload, reloads_under_load_drop_no_session_and_lose_no_message)
 		     arrived, LOAD_SESSIONS);
 	stop_ferryd_cleanly(&fi);
 }
+
+/* `list DOMAIN --json`'s state of the recipient `rcpt` ("absent": none). */
+static const char *state_of(const struct ferry_instance *fi, const char *domain, const char *rcpt)
+{
+	static char out[OUT_SIZE], err[OUT_SIZE], expr[256];
+	int rc = run_ferryctl_args(out, err, "-c", fi->config, "--json", "list", domain, NULL);
+	cr_assert_eq(rc, 0, "ferryctl list exited %d: %s", rc, err);
+	snprintf(expr, sizeof(expr),
+		 "([r['state'] for r in d['recipients'] if r['recipient'] == '%s'] + "
+		 "['absent'])[0]",
+		 rcpt);
+	return json_get(out, expr);
+}
+
+/* Wait until `rcpt` of `domain` is in `state` (a message's recipients
+ * reach the worker that delivers them just after its 250). */
+static void wait_state(const struct ferry_instance *fi, const char *domain, const char *rcpt,
+		       const char *state)
+{
+	const char *now = NULL;
+	for (int64_t end = harness_now_ms() + WAIT_MS; harness_now_ms() < end;) {
+		if (strcmp(now = state_of(fi, domain, rcpt), state) == 0)
+			return;
+		harness_sleep_ms(100);
+	}
+	cr_assert_fail("%s is %s, not %s, after %d ms", rcpt, now, state, WAIT_MS);
+}
+
+Test(reload, a_connection_opened_before_a_reload_takes_more_recipients_per_transaction_safely)
+{
+	struct next_hop hop;
+	next_hop_start(&hop, NULL);
+	char before[512], after[512];
+	/* The connection stays open between the two messages. */
+	site_config(before, sizeof(before), hop.port,
+		    "[delivery]\nrecipients_per_transaction = 1\nconnection_reuse_time = 60s\n");
+	site_config(after, sizeof(after), hop.port,
+		    "[delivery]\nrecipients_per_transaction = 50\nconnection_reuse_time = 60s\n");
+	struct ferry_instance fi;
+	start_with(&fi, before);
+	send_to(&fi, "first@site.example");
+	cr_assert_eq(next_hop_wait_delivered(&hop, "first@site.example", 1, WAIT_MS), 1);
+	rewrite_config(&fi, before, after);
+	reload_ok(&fi, 2);
+	const char *rcpts[] = {"r1@site.example",
+			       "r2@site.example",
+			       "r3@site.example",
+			       "r4@site.example",
+			       "r5@site.example",
+			       "r6@site.example",
+			       NULL};
+	char id[32];
+	send_message_from(&fi, "sender@client.example", rcpts, "six", id);
+	for (const char *const *r = rcpts; *r != NULL; r++)
+		cr_assert_eq(next_hop_wait_delivered(&hop, *r, 1, WAIT_MS), 1, "%s", *r);
+	stop_ferryd_cleanly(&fi);
+}
+
+Test(reload, a_live_destination_moves_to_its_new_transport_and_follows_a_hold_added_later)
+{
+	struct next_hop one, two;
+	next_hop_start(&one, NULL);
+	next_hop_start(&two, NULL);
+	char a[512], b[512], held[512];
+	static const char reuse[] = "[delivery]\nconnection_reuse_time = 60s\n";
+	site_config(a, sizeof(a), one.port, reuse);
+	site_config(b, sizeof(b), two.port, reuse);
+	site_config(held, sizeof(held), two.port,
+		    "hold = yes\n[delivery]\nconnection_reuse_time = 60s\n");
+	struct ferry_instance fi;
+	start_with(&fi, a);
+	/* A route found, and a connection to `one` idle for reuse. */
+	send_to(&fi, "x1@site.example");
+	cr_assert_eq(next_hop_wait_delivered(&one, "x1@site.example", 1, WAIT_MS), 1);
+
+	rewrite_config(&fi, a, b);
+	reload_ok(&fi, 2);
+	send_to(&fi, "x2@site.example");
+	cr_assert_eq(next_hop_wait_delivered(&two, "x2@site.example", 1, WAIT_MS), 1);
+	cr_assert_eq(next_hop_delivered(&one, "x2@site.example"), 0, "the old next hop got it");
+
+	rewrite_config(&fi, b, held);
+	reload_ok(&fi, 3);
+	send_to(&fi, "x3@site.example");
+	wait_state(&fi, "site.example", "x3@site.example", "held");
+
+	rewrite_config(&fi, held, b);
+	reload_ok(&fi, 4);
+	cr_assert_eq(next_hop_wait_delivered(&two, "x3@site.example", 1, WAIT_MS), 1);
+	stop_ferryd_cleanly(&fi);
+}
+
+Test(reload, an_operators_hold_stands_while_reloads_add_and_remove_hold_yes)
+{
+	struct next_hop hop;
+	next_hop_start(&hop, NULL);
+	char open[512], held[512];
+	site_config(open, sizeof(open), hop.port, "");
+	site_config(held, sizeof(held), hop.port, "hold = yes\n");
+	struct ferry_instance fi;
+	start_with(&fi, open);
+	char out[OUT_SIZE], err[OUT_SIZE];
+	ctl_ok(&fi, out, err, "hold", "site.example");
+	send_to(&fi, "y1@site.example");
+	wait_state(&fi, "site.example", "y1@site.example", "held");
+
+	rewrite_config(&fi, open, held);
+	reload_ok(&fi, 2);
+	rewrite_config(&fi, held, open);
+	reload_ok(&fi, 3);
+	cr_assert_str_eq(state_of(&fi, "site.example", "y1@site.example"), "held",
+			 "the operator's hold was lost across two reloads");
+
+	/* And the operator's release stands against a file's hold = yes. */
+	ctl_ok(&fi, out, err, "release", "site.example");
+	cr_assert_eq(next_hop_wait_delivered(&hop, "y1@site.example", 1, WAIT_MS), 1);
+	rewrite_config(&fi, open, held);
+	reload_ok(&fi, 4);
+	send_to(&fi, "y2@site.example");
+	cr_assert_eq(next_hop_wait_delivered(&hop, "y2@site.example", 1, WAIT_MS), 1);
+	stop_ferryd_cleanly(&fi);
+}
