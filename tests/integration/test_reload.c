@@ -7,7 +7,9 @@
  * counts what is queued already; new etrn_networks decide the next ETRN,
  * in a session opened before too; reloads under load (a domain's transport
  * flipped between two next hops while 300 sessions send) drop no session
- * and lose or repeat no message; a broken file and a file that changes a
+ * and lose or repeat no message; an open connection, a live destination
+ * and an operator's hold across reloads; the log level at once; a broken
+ * file and a file that changes a
  * key only a restart can change are refused with the reason, and the
  * running configuration stays.
  */
@@ -479,5 +481,22 @@ Test(reload, an_operators_hold_stands_while_reloads_add_and_remove_hold_yes)
 	reload_ok(&fi, 4);
 	send_to(&fi, "y2@site.example");
 	cr_assert_eq(next_hop_wait_delivered(&hop, "y2@site.example", 1, WAIT_MS), 1);
+	stop_ferryd_cleanly(&fi);
+}
+
+Test(reload, the_log_level_follows_the_file_at_once)
+{
+	static const char quiet[] = "[log]\nlevel = warn\n";
+	static const char chatty[] = "[log]\nlevel = info\n";
+	struct ferry_instance fi;
+	start_with(&fi, quiet);
+	struct smtp_reply r;
+	cr_assert_eq(try_recipient(&fi, "user@relay.example", &r), 250, "%s", r.text);
+	cr_assert_eq(harness_log_count(&fi, "event=connect "), 0, "info lines at level warn");
+
+	rewrite_config(&fi, quiet, chatty);
+	reload_ok(&fi, 2);
+	cr_assert_eq(try_recipient(&fi, "user@relay.example", &r), 250, "%s", r.text);
+	cr_assert_eq(log_wait(&fi, "event=connect ", 1, WAIT_MS), 1);
 	stop_ferryd_cleanly(&fi);
 }
