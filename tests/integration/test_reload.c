@@ -9,9 +9,8 @@
  * flipped between two next hops while 300 sessions send) drop no session
  * and lose or repeat no message; an open connection, a live destination
  * and an operator's hold across reloads; the log level at once; a broken
- * file and a file that changes a
- * key only a restart can change are refused with the reason, and the
- * running configuration stays.
+ * file and a file that changes a key only a restart can change are
+ * refused with the reason, and the running configuration stays.
  */
 #include <criterion/criterion.h>
 
