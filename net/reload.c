@@ -14,6 +14,7 @@
 #include "core/log.h"
 #include "core/worker.h"
 #include "net/generation.h"
+#include "net/server.h"
 
 struct net_reload {
 	pthread_mutex_t running; /* one reload at a time */
@@ -119,10 +120,14 @@ int net_reload_run(struct net_reload *r, const char *trigger, char *msg, size_t 
 			  log_quote(quoted, sizeof(quoted), err, strlen(err)));
 		snprintf(msg, msg_size, "%s; generation %llu keeps running", err,
 			 (unsigned long long)running->number);
+		if (r->rt->inbound != NULL)
+			atomic_store(&r->rt->inbound->last_reload_ok, 0);
 		net_generation_drop(running);
 		pthread_mutex_unlock(&r->running);
 		return rc == -ENOMEM ? -ENOMEM : -EINVAL;
 	}
+	if (r->rt->inbound != NULL)
+		atomic_store(&r->rt->inbound->last_reload_ok, 1);
 	log_set_level((enum log_level)gen->cfg.log_level);
 	log_client_lines(gen->cfg.log_max_lines_per_client);
 	pthread_mutex_lock(&r->lock);

@@ -240,10 +240,28 @@ static const struct metric_family net_recipients_refused = {
 	NULL,
 	0};
 
+static const struct metric_family net_generation = {
+	"ferry_config_generation",
+	"The configuration generation running: 1 at start, one more at each accepted reload.",
+	METRIC_GAUGE,
+	METRIC_MAX,
+	NULL,
+	0};
+static const struct metric_family net_reload_ok = {
+	"ferry_config_last_reload_successful",
+	"0 when the last reload was refused (the file was bad, or changed a restart-only key); "
+	"else 1.",
+	METRIC_GAUGE,
+	METRIC_MAX,
+	NULL,
+	0};
+
 static void net_inbound_metrics(struct worker *w, void *state, struct metrics *out)
 {
 	(void)w;
 	const struct net_worker *nw = state;
+	metrics_add(out, &net_generation, NULL, (double)nw->gen->number);
+	metrics_add(out, &net_reload_ok, NULL, atomic_load(&nw->server->last_reload_ok));
 	static const char *const reasons[NET_NREFUSALS] = {
 		[NET_REFUSED_SHUTTING_DOWN] = "shutting_down",
 		[NET_REFUSED_RATE] = "rate_per_client",
@@ -422,6 +440,7 @@ int net_server_create(struct net_server **out, const struct config *cfg, char *e
 		return -ENOMEM;
 	}
 	atomic_init(&srv->connections, 0);
+	atomic_init(&srv->last_reload_ok, 1);
 	*out = srv;
 	return 0;
 }

@@ -85,6 +85,9 @@ struct net_server {
 	struct queue_store *store; /* set before the workers start */
 
 	atomic_uint connections;
+	/* 1 until a reload is refused, 1 again once one is accepted
+	 * (net/reload.c), for the metrics. */
+	atomic_int last_reload_ok;
 	struct client_limit *clients; /* connections per client address */
 	struct client_rate *rates;    /* new connections per client a minute; NULL: no limit */
 };
