@@ -136,11 +136,35 @@ Test(reload, a_new_relay_policy_holds_for_new_sessions_and_an_open_session_keeps
 	stop_ferryd_cleanly(&fi);
 }
 
+/* The value of an unlabelled family in GET /metrics at 127.0.0.1:port. */
+static const char *metric_value(int port, const char *family)
+{
+	static char out[OUT_SIZE], err[4096], url[64];
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/metrics", port);
+	char *argv[] = {"python3",
+			"-c",
+			"import sys, urllib.request\n"
+			"text = urllib.request.urlopen(sys.argv[1], timeout=10).read().decode()\n"
+			"print([l.split()[1] for l in text.splitlines() if l.split()[:1] == "
+			"[sys.argv[2]]][0])",
+			url,
+			(char *)family,
+			NULL};
+	int rc = harness_run(argv, out, sizeof(out), err, sizeof(err), CTL_MS);
+	cr_assert_eq(rc, 0, "cannot read %s from %s: %s", family, url, err);
+	out[strcspn(out, "\n")] = '\0';
+	return out;
+}
+
 Test(reload, a_broken_file_is_refused_with_its_reason_and_ferryd_keeps_running_the_old_one)
 {
-	static const char before[] = UNTRUSTED;
-	static const char after[] = UNTRUSTED "relay_domains = new.example\n"
-					      "[limits]\nmax_recipients = lots\n";
+	char before[256], after[256];
+	int metrics = harness_free_port();
+	snprintf(before, sizeof(before), UNTRUSTED "[metrics]\naddress = 127.0.0.1:%d\n", metrics);
+	snprintf(after, sizeof(after),
+		 UNTRUSTED "relay_domains = new.example\n[metrics]\naddress = 127.0.0.1:%d\n"
+			   "[limits]\nmax_recipients = lots\n",
+		 metrics);
 	struct ferry_instance fi;
 	start_with(&fi, before);
 	rewrite_config(&fi, before, after);
@@ -150,6 +174,8 @@ Test(reload, a_broken_file_is_refused_with_its_reason_and_ferryd_keeps_running_t
 	cr_assert_eq(log_wait(&fi, "event=reload_refused trigger=SIGHUP", 1, WAIT_MS), 1);
 	const char *line = strstr(harness_log(&fi), "event=reload_refused");
 	cr_assert_not_null(strstr(line, "key 'max_recipients'"), "%s", line);
+	cr_assert_str_eq(metric_value(metrics, "ferry_config_last_reload_successful"), "0");
+	cr_assert_str_eq(metric_value(metrics, "ferry_config_generation"), "1");
 
 	/* ferryctl over the socket (the file does not load for ferryctl
 	 * either): refused, exit 1, the reason on stderr. */
@@ -176,6 +202,8 @@ Test(reload, a_broken_file_is_refused_with_its_reason_and_ferryd_keeps_running_t
 	cr_assert_eq(kill(fi.pid, SIGHUP), 0);
 	cr_assert_eq(log_wait(&fi, "event=reloaded trigger=SIGHUP generation=2", 1, WAIT_MS), 1);
 	cr_assert_eq(try_recipient(&fi, "user@new.example", &r), 250, "%s", r.text);
+	cr_assert_str_eq(metric_value(metrics, "ferry_config_last_reload_successful"), "1");
+	cr_assert_str_eq(metric_value(metrics, "ferry_config_generation"), "2");
 	stop_ferryd_cleanly(&fi);
 }
 
