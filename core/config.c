@@ -1,7 +1,7 @@
 #include "core/array.h"
-#include "core/check.h"
 #include "core/config.h"
 #include "core/config_domain.h"
+#include "core/config_keys.h"
 #include "core/cpuset.h"
 
 #include <ctype.h>
@@ -13,30 +13,6 @@
 #include <unistd.h>
 
 #include "core/log.h"
-
-enum config_type {
-	CONFIG_STRING,   /* char array */
-	CONFIG_UINT,     /* uint32_t or unsigned */
-	CONFIG_DURATION, /* uint32_t milliseconds */
-	CONFIG_SIZE,     /* uint64_t octets */
-	CONFIG_COUNT,    /* uint64_t, a plain number */
-	CONFIG_LIST,     /* struct config_list */
-	CONFIG_LISTEN,   /* the listen array */
-	CONFIG_LOG_LEVEL,
-	CONFIG_LOG_DESTINATION,
-};
-
-struct config_key {
-	const char *section;
-	const char *name;
-	enum config_type type;
-	size_t offset;
-	size_t string_size; /* CONFIG_STRING */
-	/* CONFIG_UINT, CONFIG_DURATION (ms), CONFIG_SIZE; CONFIG_STRING: min is
-	 * its shortest length (0: "" is a value, e.g. "none") */
-	uint64_t min, max;
-	bool restart; /* a running ferryd keeps its value until restarted */
-};
 
 #define KEY_ENTRY(sec, name_text, type, field, size, lo, hi, restart)                              \
 	{                                                                                          \
@@ -59,7 +35,7 @@ struct config_key {
 #define CONFIG_DAY_MS 86400000u
 
 /* The one table of keys: parsing, duplicates, printing and reloads all walk it. */
-static const struct config_key config_keys[] = {
+const struct config_key config_keys[] = {
 	KEY_STRING("server", hostname, hostname),
 	KEY_RESTART("server", workers, CONFIG_UINT, workers, 0, 256),
 	KEY_RESTART("server", listen, CONFIG_LISTEN, listen, 0, 0),
@@ -138,6 +114,7 @@ static const struct config_key config_keys[] = {
 };
 #define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 _Static_assert(CONFIG_NKEYS <= CONFIG_MAX_KEYS, "struct config remembers every key");
+const size_t config_nkeys = CONFIG_NKEYS;
 
 static int config_list_add(struct config_list *list, const char *value, unsigned line)
 {
@@ -682,121 +659,6 @@ unsigned config_key_line(const struct config *cfg, const char *section, const ch
 /* config_set writes every CONFIG_UINT, `unsigned` ones too, as a uint32_t. */
 _Static_assert(sizeof(unsigned) == sizeof(uint32_t), "CONFIG_UINT fields are 32 bits");
 
-static bool config_lists_equal(const struct config_list *a, const struct config_list *b)
-{
-	if (a->count != b->count)
-		return false;
-	for (size_t i = 0; i < a->count; i++)
-		if (strcmp(a->items[i].value, b->items[i].value) != 0)
-			return false;
-	return true;
-}
-
-/* By address, not text: "[::1]:25" and "[0:0:0:0:0:0:0:1]:25" are one socket. */
-static bool config_listens_equal(const struct config *a, const struct config *b)
-{
-	if (a->nlisten != b->nlisten)
-		return false;
-	for (unsigned i = 0; i < a->nlisten; i++)
-		if (a->listen[i].addr_len != b->listen[i].addr_len ||
-		    memcmp(&a->listen[i].addr, &b->listen[i].addr, a->listen[i].addr_len) != 0)
-			return false;
-	return true;
-}
-
-static bool config_values_equal(const struct config_key *k, const struct config *a,
-				const struct config *b)
-{
-	const char *fa = (const char *)a + k->offset, *fb = (const char *)b + k->offset;
-	switch (k->type) {
-	case CONFIG_STRING:
-		return strcmp(fa, fb) == 0;
-	case CONFIG_UINT:
-	case CONFIG_DURATION:
-		return *(const uint32_t *)fa == *(const uint32_t *)fb;
-	case CONFIG_SIZE:
-	case CONFIG_COUNT:
-		return *(const uint64_t *)fa == *(const uint64_t *)fb;
-	case CONFIG_LIST:
-		return config_lists_equal((const struct config_list *)fa,
-					  (const struct config_list *)fb);
-	case CONFIG_LISTEN:
-		return config_listens_equal(a, b);
-	case CONFIG_LOG_LEVEL:
-	case CONFIG_LOG_DESTINATION:
-		return *(const int *)fa == *(const int *)fb;
-	}
-	return false;
-}
-
-size_t config_restart_changes(const struct config *running, const struct config *next, char *out,
-			      size_t size)
-{
-	size_t changes = 0, len = 0; /* len: what the names take, cut or not */
-	if (size > 0)
-		out[0] = '\0';
-	for (size_t i = 0; i < CONFIG_NKEYS; i++) {
-		const struct config_key *k = &config_keys[i];
-		if (!k->restart || config_values_equal(k, running, next))
-			continue;
-		bool room = len < size;
-		int n = snprintf(room ? out + len : NULL, room ? size - len : 0, "%s[%s] %s",
-				 changes > 0 ? ", " : "", k->section, k->name);
-		len += (size_t)n;
-		changes++;
-	}
-	if (size > 0 && len >= size) {
-		size_t end = size - 1, dots = end < 3 ? end : 3;
-		memcpy(out + end - dots, "...", dots);
-		out[end] = '\0';
-	}
-	return changes;
-}
-
-void config_keep_running_values(struct config *next, const struct config *running)
-{
-	for (size_t i = 0; i < CONFIG_NKEYS; i++) {
-		const struct config_key *k = &config_keys[i];
-		if (!k->restart)
-			continue;
-		/* Copying a list would need memory, which a reload must not fail
-		 * for here; no list is restart-only. */
-		CHECK(k->type != CONFIG_LIST);
-		if (next->set_in_file[i] || running->set_in_file[i])
-			continue;
-		char *to = (char *)next + k->offset;
-		const char *from = (const char *)running + k->offset;
-		switch (k->type) {
-		case CONFIG_STRING:
-			memcpy(to, from, k->string_size);
-			break;
-		case CONFIG_UINT:
-		case CONFIG_DURATION:
-			*(uint32_t *)to = *(const uint32_t *)from;
-			break;
-		case CONFIG_SIZE:
-		case CONFIG_COUNT:
-			*(uint64_t *)to = *(const uint64_t *)from;
-			break;
-		case CONFIG_LIST:
-			break;
-		case CONFIG_LISTEN:
-			memcpy(next->listen, running->listen, sizeof(next->listen));
-			next->nlisten = running->nlisten;
-			break;
-		case CONFIG_LOG_LEVEL:
-		case CONFIG_LOG_DESTINATION:
-			*(int *)to = *(const int *)from;
-			break;
-		}
-	}
-	/* As loading does: a max_connections kept from the run (lowered at
-	 * start to fit RLIMIT_NOFILE) caps what a client may hold, as it
-	 * capped the running value. */
-	if (next->max_connections_per_client > next->max_connections)
-		next->max_connections_per_client = next->max_connections;
-}
-
 int config_open(struct config *cfg, const char *path, const char *program)
 {
 	char err[1024];
@@ -818,62 +680,4 @@ void config_error_at(const struct config *cfg, const struct config_item *item, c
 	else
 		snprintf(err, err_size, "%s:%u: key '%s': %s: '%s'", cfg->source, item->line, key,
 			 why, item->value);
-}
-
-static void config_print_duration(FILE *out, uint32_t ms)
-{
-	if (ms % 1000 == 0)
-		fprintf(out, "%us\n", ms / 1000);
-	else
-		fprintf(out, "%ums\n", ms);
-}
-
-void config_print(const struct config *cfg, FILE *out)
-{
-	fprintf(out, "# ferryd effective configuration (from %s)\n", cfg->source);
-	const char *section = "";
-	for (size_t i = 0; i < CONFIG_NKEYS; i++) {
-		const struct config_key *k = &config_keys[i];
-		const char *field = (const char *)cfg + k->offset;
-		if (strcmp(section, k->section) != 0) {
-			section = k->section;
-			fprintf(out, "\n[%s]\n", section);
-		}
-		fprintf(out, "%s = ", k->name);
-		switch (k->type) {
-		case CONFIG_STRING:
-			fprintf(out, "%s\n", field);
-			break;
-		case CONFIG_UINT:
-			fprintf(out, "%u\n", *(const uint32_t *)field);
-			break;
-		case CONFIG_DURATION:
-			config_print_duration(out, *(const uint32_t *)field);
-			break;
-		case CONFIG_SIZE:
-		case CONFIG_COUNT:
-			fprintf(out, "%llu\n", (unsigned long long)*(const uint64_t *)field);
-			break;
-		case CONFIG_LIST: {
-			const struct config_list *list = (const struct config_list *)field;
-			for (size_t j = 0; j < list->count; j++)
-				fprintf(out, "%s%s", j ? ", " : "", list->items[j].value);
-			fputc('\n', out);
-			break;
-		}
-		case CONFIG_LISTEN:
-			for (unsigned j = 0; j < cfg->nlisten; j++)
-				fprintf(out, "%s%s", j ? ", " : "", cfg->listen[j].text);
-			fputc('\n', out);
-			break;
-		case CONFIG_LOG_LEVEL:
-			fprintf(out, "%s\n", log_level_name((enum log_level) * (const int *)field));
-			break;
-		case CONFIG_LOG_DESTINATION:
-			fprintf(out, "%s\n",
-				*(const int *)field == LOG_TO_SYSLOG ? "syslog" : "stderr");
-			break;
-		}
-	}
-	config_domain_print(cfg, out);
 }

@@ -256,6 +256,27 @@ struct outbound {
 	struct metric_histogram delay;
 };
 
+/* outbound.c's, for the worker service (outbound_service.c): */
+
+/* The hash a destination is filed under: FNV-1a of the lower-cased domain. */
+uint64_t outbound_hash(const char *domain, size_t len);
+/* The destination of `domain` here (hash: outbound_hash's), or NULL. */
+struct outbound_dest *outbound_find(struct outbound *ob, const char *domain, size_t len,
+				    uint64_t hash);
+/* Does the configuration hold this rule's mail ([domain] hold = yes)? */
+bool outbound_config_held(const struct outbound_rule *rule);
+/* d's rule, next hops and concurrency from the settings ob runs with now. */
+void outbound_dest_configure(struct outbound_dest *d);
+/* d on the active list (off the waiting one): the next run looks at it. */
+void outbound_activate(struct outbound_dest *d);
+/* r's message counted in (sign +1, r its first recipient for the domain) or
+ * out of (-1, its last) its domain's quota, if the rule has one. */
+void outbound_quota_add(struct outbound *ob, const struct queue_rcpt *r, int sign);
+/* The store's hooks set for ob's settings (quotas counted only if some rule has one). */
+void outbound_set_hooks(struct outbound *ob);
+/* The loop's turn: each active destination, once, gets the connections it may have now. */
+void outbound_run(struct outbound *ob);
+
 /* A session is ready for its next message: up to max recipients of one
  * message moved to INFLIGHT for it. Returns how many (0: nothing). */
 size_t outbound_take(struct outbound_dest *d, struct queue_rcpt **out, size_t max);
