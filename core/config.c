@@ -559,6 +559,7 @@ static int config_finish(struct config_parse_state *st)
 		struct cpuset allowed;
 		cpuset_allowed(&allowed);
 		cfg->workers = allowed.count;
+		cfg->workers_per_cpu = true;
 	}
 	if (cfg->shards != 0 && (cfg->shards & (cfg->shards - 1)) != 0) {
 		snprintf(st->err, st->err_size, "%s: key 'shards': must be a power of two, not %u",

@@ -107,6 +107,7 @@ struct config {
 	/* [server] */
 	char hostname[CONFIG_HOSTNAME_MAX + 1];
 	uint32_t workers; /* 0 in the file: one per CPU of the affinity mask; resolved at load */
+	bool workers_per_cpu; /* workers was 0 (or left out), resolved so */
 	struct config_listen listen[CONFIG_MAX_LISTEN];
 	unsigned nlisten;
 	uint32_t greeting_delay_ms;
@@ -243,8 +244,10 @@ size_t config_restart_changes(const struct config *running, const struct config 
  * Give `next` the running value of each restart-only key that neither
  * file sets: what ferryd computed at start for it (workers = 0 made one
  * per CPU; max_connections lowered to fit RLIMIT_NOFILE) stays, and is no
- * change. max_connections_per_client is then capped by max_connections,
- * as loading caps it.
+ * change; so does the number of workers when both files ask for one per
+ * CPU (the CPUs this process may use can change under it). Then
+ * max_connections_per_client is capped by max_connections, as loading
+ * caps it.
  */
 void config_keep_running_values(struct config *next, const struct config *running);
 

@@ -120,6 +120,8 @@ void config_keep_running_values(struct config *next, const struct config *runnin
 			break;
 		}
 	}
+	if (next->workers_per_cpu && running->workers_per_cpu)
+		next->workers = running->workers;
 	/* As loading does: a max_connections kept from the run (lowered at
 	 * start to fit RLIMIT_NOFILE) caps what a client may hold, as it
 	 * capped the running value. */

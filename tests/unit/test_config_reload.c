@@ -205,3 +205,23 @@ Test(config_reload, a_per_client_limit_capped_by_a_lowered_max_connections_is_no
 	cr_expect_eq(next.max_connections, 300);
 	cr_expect_eq(next.max_connections_per_client, 300);
 }
+
+/* workers = 0 (one per CPU) in both files: the run's number stands, even
+ * if the CPUs this process may use changed since it started. */
+Test(config_reload, workers_per_cpu_in_both_files_keeps_the_running_number)
+{
+	reload_load(&running, "[server]\nworkers = 0\n");
+	running.workers = 7; /* as if started with 7 CPUs */
+	reload_load(&next, "[server]\nworkers = 0\n");
+	cr_expect_eq(reload_changes(), 0, "changed: %s", changed);
+	cr_expect_eq(next.workers, 7);
+}
+
+Test(config_reload, a_number_of_workers_written_out_is_compared_with_the_running_one)
+{
+	reload_load(&running, "[server]\nworkers = 0\n");
+	running.workers = 7;
+	reload_load(&next, "[server]\nworkers = 2\n");
+	cr_expect_eq(reload_changes(), 1);
+	cr_expect_str_eq(changed, "[server] workers");
+}
