@@ -127,6 +127,16 @@ static uint32_t config_domain_hash(const char *name, size_t len, bool subdomains
 	return h;
 }
 
+static void config_domain_index_put(struct config_domain_index *ix, const struct config *cfg,
+				    size_t i)
+{
+	const struct config_domain *d = &cfg->domains[i];
+	uint32_t h = config_domain_hash(d->name, strlen(d->name), d->subdomains);
+	while (ix->slots[h & ix->mask] != 0)
+		h++;
+	ix->slots[h & ix->mask] = (uint32_t)i + 1;
+}
+
 void config_domain_index(struct config *cfg)
 {
 	config_domain_index_free(cfg);
@@ -140,14 +150,23 @@ void config_domain_index(struct config *cfg)
 	}
 	ix->mask = cap - 1;
 	ix->count = cfg->ndomains;
-	for (size_t i = 0; i < cfg->ndomains; i++) {
-		const struct config_domain *d = &cfg->domains[i];
-		uint32_t h = config_domain_hash(d->name, strlen(d->name), d->subdomains);
-		while (ix->slots[h & ix->mask] != 0)
-			h++;
-		ix->slots[h & ix->mask] = (uint32_t)i + 1;
-	}
+	for (size_t i = 0; i < cfg->ndomains; i++)
+		config_domain_index_put(ix, cfg, i);
 	cfg->domain_index = ix;
+}
+
+/* The section just added (the last) into the index, kept at most half
+ * full: the file's sections are indexed as they come, so that finding a
+ * section given twice costs a probe, not a scan of all before it. */
+static void config_domain_index_added(struct config *cfg)
+{
+	struct config_domain_index *ix = cfg->domain_index;
+	if (ix == NULL || ix->count + 1 != cfg->ndomains || cfg->ndomains * 2 > ix->mask + 1) {
+		config_domain_index(cfg); /* stale, missing or full: built anew */
+		return;
+	}
+	config_domain_index_put(ix, cfg, cfg->ndomains - 1);
+	ix->count++;
 }
 
 static const struct config_domain *config_domain_probe(const struct config *cfg, const char *name,
@@ -163,6 +182,22 @@ static const struct config_domain *config_domain_probe(const struct config *cfg,
 		    strncasecmp(d->name, name, len) == 0)
 			return d;
 	}
+}
+
+/* The section written exactly so (NULL: none): by the index while it is
+ * current, else by a scan. */
+static const struct config_domain *config_domain_named(const struct config *cfg, const char *name,
+						       size_t len, bool subdomains)
+{
+	if (cfg->domain_index != NULL && cfg->domain_index->count == cfg->ndomains)
+		return config_domain_probe(cfg, name, len, subdomains);
+	for (size_t i = 0; i < cfg->ndomains; i++) {
+		const struct config_domain *d = &cfg->domains[i];
+		if (d->subdomains == subdomains && strlen(d->name) == len &&
+		    strncasecmp(d->name, name, len) == 0)
+			return d;
+	}
+	return NULL;
 }
 
 void config_domain_free(struct config *cfg)
@@ -204,21 +239,19 @@ int config_domain_begin(struct config *cfg, const char *name, unsigned line, cha
 		config_domain_free(cfg);
 		cfg->domains_from_file = true;
 	}
-	for (size_t i = 0; i < cfg->ndomains; i++) {
-		const struct config_domain *d = &cfg->domains[i];
-		if (d->subdomains == subdomains && strlen(d->name) == len &&
-		    strncasecmp(d->name, name, len) == 0) {
-			snprintf(why, why_size,
-				 "[domain %s%s] given twice (first on line %u): merge the two",
-				 subdomains ? "." : "", d->name, d->line);
-			return -EINVAL;
-		}
+	const struct config_domain *twice = config_domain_named(cfg, name, len, subdomains);
+	if (twice != NULL) {
+		snprintf(why, why_size,
+			 "[domain %s%s] given twice (first on line %u): merge the two",
+			 subdomains ? "." : "", twice->name, twice->line);
+		return -EINVAL;
 	}
 	struct config_domain *d;
 	if (config_domain_add(cfg, name, len, subdomains, line, &d) != 0) {
 		snprintf(why, why_size, "out of memory");
 		return -ENOMEM;
 	}
+	config_domain_index_added(cfg);
 	return (int)(cfg->ndomains - 1);
 }
 

@@ -1,5 +1,6 @@
 /* config: defaults, parsing, and errors that name file, line and key. */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
@@ -722,4 +723,35 @@ Test(config, domain_index_agrees_with_the_scan)
 		cr_expect_eq(indexed, scanned, "'%s': index %s, scan %s", names[i],
 			     indexed ? indexed->name : "none", scanned ? scanned->name : "none");
 	}
+}
+
+/* Thousands of sections (an ISP's customers) load in one pass: each new
+ * one is looked up in the index as it grows, and one given twice is still
+ * found and named with both lines. */
+Test(config, thousands_of_domain_sections_and_one_given_twice)
+{
+	size_t size = 5000 * 48 + 64;
+	char *text = malloc(size);
+	cr_assert_not_null(text);
+	size_t len = 0;
+	for (int i = 0; i < 5000; i++)
+		len += (size_t)snprintf(text + len, size - len,
+					"[domain c%04d.example]\nhold = yes\n", i);
+	struct config big;
+	char why[512];
+	config_defaults(&big);
+	cr_assert_eq(config_load_string(&big, text, "big.conf", why, sizeof(why)), 0, "%s", why);
+	cr_assert_eq(big.ndomains, 5000);
+	cr_assert_eq(config_domain_find(&big, "x.c4321.example", 15), NULL);
+	cr_assert_eq(config_domain_find(&big, "c4321.example", 13), &big.domains[4321]);
+	config_free(&big);
+
+	snprintf(text + len, size - len, "[domain C1234.example]\n");
+	config_defaults(&big);
+	cr_assert_eq(config_load_string(&big, text, "big.conf", why, sizeof(why)), -EINVAL);
+	cr_assert_not_null(strstr(why, "big.conf:10001: [domain c1234.example] given twice (first "
+				       "on line 2469)"),
+			   "%s", why);
+	config_free(&big);
+	free(text);
 }
