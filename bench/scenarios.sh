@@ -4,7 +4,7 @@
 # fresh spool on the same disk as the checkout, runs ferry-bench against it,
 # and stops it. Loopback only; every run is bounded by ferry-bench --timeout.
 #
-#   bench/scenarios.sh [accept|latency|scale|idle|restart|attack|relay|drain|etrn|fsync|all|charts]
+#   bench/scenarios.sh [accept|latency|scale|idle|restart|attack|relay|drain|etrn|reload|fsync|all|charts]
 #
 # relay sends through ferryd to `ferry-bench sink` (a domain's transport),
 # drain holds 100,000 messages for one domain, then flushes them to the
@@ -14,7 +14,10 @@
 # restart fills the spool with 1,000,000 messages (about 1.4 GB of disk),
 # and attack runs 10,000 attackers of each kind beside a load, with ferryd
 # at its production limits (bench/conf/attack.conf): neither is part of
-# `all`.
+# `all`. Nor is reload: 20,000 [domain] sections with quotas and 100,000
+# queued messages, reloaded while idle (each worker's switch timed) and
+# every second under a paced load (its latency beside the same load
+# without reloads).
 #
 # Every scenario but attack also appends its figures to
 # bench/results/SCENARIO.csv (one row per ferry-bench run, the header once;
@@ -25,10 +28,10 @@ cd "$(dirname "$0")/.."
 
 what=${1:-all}
 case $what in
-accept | latency | scale | idle | restart | attack | relay | drain | etrn | fsync | all) ;;
+accept | latency | scale | idle | restart | attack | relay | drain | etrn | reload | fsync | all) ;;
 charts) exec bench/charts.sh ;;
 *)
-	echo "usage: bench/scenarios.sh [accept|latency|scale|idle|restart|attack|relay|drain|etrn|fsync|all|charts]" >&2
+	echo "usage: bench/scenarios.sh [accept|latency|scale|idle|restart|attack|relay|drain|etrn|reload|fsync|all|charts]" >&2
 	exit 2
 	;;
 esac
@@ -352,6 +355,93 @@ json.dump({"reply_ms": round(reply_ms - sent_ms, 1), "first_ms": round(first, 1)
           open(sys.argv[5], "w"))
 PY
 	record etrn "ETRN over SMTP"
+	stop_ferryd
+	ferryd_log_summary
+	;;
+esac
+case $what in reload)
+	# An ISP's file: 20,000 [domain] sections, each with a quota (so each
+	# worker counts its queue again at a switch), and 100,000 messages
+	# queued (held). The file's sections' concurrency flips at each reload.
+	n=100000 sections=20000
+	reload_conf() { # reload_conf CONCURRENCY LEVEL > FILE
+		sed "s/^level = warn/level = $2/" bench/conf/bench.conf
+		python3 - "$sections" "$1" <<'PY'
+import sys
+n, c = int(sys.argv[1]), sys.argv[2]
+for i in range(n):
+    print(f"[domain c{i:05d}.example]\nhold = yes\nmax_messages = 1000000\nconcurrency = {c}")
+PY
+	}
+	# Filled at warn (info would log every message), then a first reload
+	# to info, so that the workers' switches are logged.
+	reload_conf 10 warn >"$work/reload-start.conf"
+	reload_conf 10 info >"$work/reload-a.conf"
+	reload_conf 11 info >"$work/reload-b.conf"
+	start_ferryd "$work/reload-start.conf"
+	bench -c 100 -n "$n" -s 1024 --to rcpt@c00001.example >/dev/null
+	rm -f "$work/figures.json"
+	# reload_now A|B: the file switched to A's or B's, then ferryctl
+	# reload, its wall time printed in ms.
+	reload_now() {
+		{
+			printf '[server]\nlisten = 127.0.0.1:%s\n\n[spool]\ndirectory = %s\n\n' "$port" "$work/spool"
+			cat "$work/reload-$1.conf"
+		} >"$work/ferry.conf"
+		local t0 t1
+		t0=$(date +%s%N)
+		"$build/ferryctl" -c "$work/ferry.conf" reload >/dev/null
+		t1=$(date +%s%N)
+		echo $(((t1 - t0) / 1000))
+	}
+	# Idle: five reloads, each worker's switch from its log line.
+	reload_now a >/dev/null
+	walls=()
+	for i in 1 2 3 4 5; do
+		walls+=("$(reload_now $([[ $((i % 2)) == 1 ]] && echo b || echo a))")
+	done
+	python3 - "$work/ferryd.log" "${walls[*]}" "$work/idle.json" <<'PY'
+import json, re, sys
+log, walls, out = sys.argv[1], [int(w) for w in sys.argv[2].split()], sys.argv[3]
+switch = [int(m) for m in re.findall(r"event=worker_reconfigured worker=\d+ elapsed_us=(\d+)", open(log).read())]
+print(f"reload, idle: ferryctl reload {min(walls) / 1000:.0f}-{max(walls) / 1000:.0f} ms "
+      f"(parse, build, every worker switched); a worker's switch "
+      f"{min(switch) / 1000:.1f}-{max(switch) / 1000:.1f} ms ({len(switch)} switches)")
+json.dump({"reload_ms_min": round(min(walls) / 1000), "reload_ms_max": round(max(walls) / 1000),
+           "switch_ms_min": round(min(switch) / 1000, 1), "switch_ms_max": round(max(switch) / 1000, 1)},
+          open(out, "w"))
+PY
+	# Under a paced load (2,000 messages/s for 10 s), without and then
+	# with a reload every second (the log back at warn).
+	reload_conf 10 warn >"$work/reload-a.conf"
+	reload_conf 11 warn >"$work/reload-b.conf"
+	reload_now a >/dev/null
+	bench -c 50 -n 20000 -s 1024 --rate 2000 --to rcpt@relay.example
+	mv "$work/figures.json" "$work/quiet.json"
+	(
+		for i in $(seq 9); do
+			sleep 1
+			reload_now $([[ $((i % 2)) == 1 ]] && echo b || echo a) >/dev/null
+		done
+	) &
+	reloader=$!
+	bench -c 50 -n 20000 -s 1024 --rate 2000 --to rcpt@relay.example
+	wait "$reloader"
+	python3 - "$work/idle.json" "$work/quiet.json" "$work/figures.json" "$work/ferryd.log" <<'PY'
+import json, sys
+idle, quiet, busy = (json.load(open(p)) for p in sys.argv[1:4])
+reloads = open(sys.argv[4]).read().count("event=reload_refused")
+for name, f in (("without reloads", quiet), ("a reload a second", busy)):
+    print(f"  {name}: {f.get('accepted')} accepted, p50 {f.get('p50_ms')} ms, "
+          f"p99 {f.get('p99_ms')} ms, max {f.get('max_ms')} ms")
+if reloads:
+    print(f"reload: {reloads} reloads were refused (see the log)")
+json.dump(dict(idle, **{"quiet_p99_ms": quiet.get("p99_ms"), "quiet_max_ms": quiet.get("max_ms"),
+                        "reloading_p99_ms": busy.get("p99_ms"), "reloading_max_ms": busy.get("max_ms"),
+                        "reloading_accepted": busy.get("accepted"), "refused": reloads}),
+          open(sys.argv[3], "w"))
+PY
+	record reload "20,000 sections, 100,000 queued"
 	stop_ferryd
 	ferryd_log_summary
 	;;

@@ -174,7 +174,14 @@ static void worker_reconfigure_run(struct xmsg *msg)
 	struct worker_reconfigure_part *part =
 		container_of(msg, struct worker_reconfigure_part, link);
 	struct worker_reconfigure_request *rq = part->request;
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	worker_services_reconfigure(part->worker, rq->arg);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	/* What the switch cost this worker's loop: nothing else ran meanwhile. */
+	log_event(LOG_LEVEL_INFO, "event=worker_reconfigured worker=%u elapsed_us=%lld",
+		  part->worker->index,
+		  (long long)((t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000));
 	if (rq->done != NULL)
 		rq->done(rq->arg);
 	worker_reconfigure_release(rq, true);
