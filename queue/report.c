@@ -185,14 +185,20 @@ static void report_strings(struct buf *out, const struct queue_message *m)
 	}
 }
 
-int queue_report_message(struct queue *q, const char *id, struct buf *out)
+/* The message of this queue with queue id `id`, or NULL. */
+static const struct queue_message *report_message_of(struct queue *q, const char *id)
 {
 	if (strlen(id) != QUEUE_ID_LEN)
-		return 0;
+		return NULL;
 	struct idmap_node *node = idmap_find(&q->by_id, id);
-	if (node == NULL)
+	return node != NULL ? container_of(node, struct queue_message, id_link) : NULL;
+}
+
+int queue_report_message(struct queue *q, const char *id, struct buf *out)
+{
+	const struct queue_message *m = report_message_of(q, id);
+	if (m == NULL)
 		return 0;
-	const struct queue_message *m = container_of(node, struct queue_message, id_link);
 	buf_printf(out, "id %s\narrival %lld\nsize %llu\n", m->id, (long long)m->arrival_ms,
 		   (unsigned long long)m->body_len);
 	report_strings(out, m);
@@ -207,12 +213,9 @@ int queue_report_message(struct queue *q, const char *id, struct buf *out)
 
 int queue_report_message_domains(struct queue *q, const char *id, struct buf *out)
 {
-	if (strlen(id) != QUEUE_ID_LEN)
+	const struct queue_message *m = report_message_of(q, id);
+	if (m == NULL)
 		return 0;
-	struct idmap_node *node = idmap_find(&q->by_id, id);
-	if (node == NULL)
-		return 0;
-	const struct queue_message *m = container_of(node, struct queue_message, id_link);
 	for (uint32_t i = 0; i < m->nrcpt; i++) {
 		const struct store_rcpt *r = &m->rcpts[i];
 		if (recover_rcpt_ended(r->outcome.state))
