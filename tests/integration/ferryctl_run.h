@@ -19,6 +19,8 @@
 
 #include "tests/integration/checks.h"
 
+#define CTL_WAIT_MS 30000 /* a recipient to reach a state */
+
 /* Held, so that the views show what was queued, not what delivery did
  * with it: these domains have nowhere to go. */
 static const char relay_extra[] = "[relay]\n"
@@ -179,6 +181,36 @@ static inline const char *json_get(const char *json, const char *expr)
 	cr_assert_eq(rc, 0, "python3 could not read %s from the JSON:\n%s\n%s", expr, json, err);
 	value[strcspn(value, "\n")] = '\0';
 	return value;
+}
+
+/* `ferryctl -c CONFIG --json list DOMAIN`'s state of the recipient `rcpt`
+ * ("absent": none). */
+static inline const char *state_of(const struct ferry_instance *fi, const char *domain,
+				   const char *rcpt)
+{
+	static char out[OUT_SIZE], err[OUT_SIZE], expr[256];
+	int rc = run_ferryctl_args(out, err, "-c", fi->config, "--json", "list", domain, NULL);
+	cr_assert_eq(rc, 0, "ferryctl --json list %s exited %d: %s", domain, rc, err);
+	snprintf(expr, sizeof(expr),
+		 "([r['state'] for r in d['recipients'] if r['recipient'] == '%s'] + "
+		 "['absent'])[0]",
+		 rcpt);
+	return json_get(out, expr);
+}
+
+/* Wait until `rcpt` of `domain` is in `state` (a message's recipients
+ * reach the worker that delivers them just after its 250; a move takes
+ * effect on the workers). */
+static inline void wait_state(const struct ferry_instance *fi, const char *domain, const char *rcpt,
+			      const char *state)
+{
+	const char *now = NULL;
+	for (int64_t end = harness_now_ms() + CTL_WAIT_MS; harness_now_ms() < end;) {
+		if (strcmp(now = state_of(fi, domain, rcpt), state) == 0)
+			return;
+		harness_sleep_ms(100);
+	}
+	cr_assert_fail("%s is %s, not %s, after %d ms", rcpt, now, state, CTL_WAIT_MS);
 }
 
 #endif

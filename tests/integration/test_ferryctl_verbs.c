@@ -54,31 +54,6 @@ static void start_with(struct ferry_instance *fi, const char *extra)
 	wait_admin_socket(fi);
 }
 
-/* `list DOMAIN --json`'s state of the recipient `rcpt` ("absent": none). */
-static const char *state_of(const struct ferry_instance *fi, const char *domain, const char *rcpt)
-{
-	static char out[OUT_SIZE], err[OUT_SIZE], expr[256];
-	ctl_json(fi, out, err, "list", domain);
-	snprintf(expr, sizeof(expr),
-		 "([r['state'] for r in d['recipients'] if r['recipient'] == '%s'] + "
-		 "['absent'])[0]",
-		 rcpt);
-	return json_get(out, expr);
-}
-
-/* Wait until `rcpt` of `domain` is in `state`. */
-static void wait_state(const struct ferry_instance *fi, const char *domain, const char *rcpt,
-		       const char *state)
-{
-	const char *now = NULL;
-	for (int64_t end = harness_now_ms() + WAIT_MS; harness_now_ms() < end;) {
-		if (strcmp(now = state_of(fi, domain, rcpt), state) == 0)
-			return;
-		harness_sleep_ms(100);
-	}
-	cr_assert_fail("%s is %s, not %s, after %d ms", rcpt, now, state, WAIT_MS);
-}
-
 /* ---- the views --------------------------------------------------------------------- */
 
 Test(ferryctl, views_in_json_carry_the_queue_as_sent)

@@ -389,33 +389,6 @@ Test(reload, reloads_under_load_drop_no_session_and_lose_no_message)
 	stop_ferryd_cleanly(&fi);
 }
 
-/* `list DOMAIN --json`'s state of the recipient `rcpt` ("absent": none). */
-static const char *state_of(const struct ferry_instance *fi, const char *domain, const char *rcpt)
-{
-	static char out[OUT_SIZE], err[OUT_SIZE], expr[256];
-	int rc = run_ferryctl_args(out, err, "-c", fi->config, "--json", "list", domain, NULL);
-	cr_assert_eq(rc, 0, "ferryctl list exited %d: %s", rc, err);
-	snprintf(expr, sizeof(expr),
-		 "([r['state'] for r in d['recipients'] if r['recipient'] == '%s'] + "
-		 "['absent'])[0]",
-		 rcpt);
-	return json_get(out, expr);
-}
-
-/* Wait until `rcpt` of `domain` is in `state` (a message's recipients
- * reach the worker that delivers them just after its 250). */
-static void wait_state(const struct ferry_instance *fi, const char *domain, const char *rcpt,
-		       const char *state)
-{
-	const char *now = NULL;
-	for (int64_t end = harness_now_ms() + WAIT_MS; harness_now_ms() < end;) {
-		if (strcmp(now = state_of(fi, domain, rcpt), state) == 0)
-			return;
-		harness_sleep_ms(100);
-	}
-	cr_assert_fail("%s is %s, not %s, after %d ms", rcpt, now, state, WAIT_MS);
-}
-
 Test(reload, a_connection_opened_before_a_reload_takes_more_recipients_per_transaction_safely)
 {
 	struct next_hop hop;
