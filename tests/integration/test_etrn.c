@@ -336,6 +336,28 @@ Test(etrn, a_flood_is_slowed_then_refused)
 	cr_assert_eq(harness_log_count(&fi, " reply=421 "), 2, "%s", harness_log(&fi));
 }
 
+/* max_rate_per_client = 0: no limit a minute, and no flood delay (one
+ * reply slowed by 20 s would show). */
+Test(etrn, a_rate_of_zero_limits_nothing)
+{
+	static char cfg[4096];
+	snprintf(cfg, sizeof(cfg),
+		 "[etrn]\nmax_rate_per_client = 0\nflood_delay = 20s\nmax_per_session = 100\n");
+	add_domain(cfg, sizeof(cfg), "site.example", 9, NULL);
+	struct ferry_instance fi;
+	start_ferryd(&fi, cfg);
+	struct smtp_client c;
+	etrn_session(&c, &fi);
+	int64_t t0 = harness_now_ms();
+	for (int i = 0; i < 40; i++)
+		expect_line(&c, "ETRN site.example",
+			    "251 2.0.0 OK, no messages waiting for node site.example");
+	cr_assert_lt(harness_now_ms() - t0, 15000, "a reply was slowed");
+	expect_command(&c, "QUIT", 221, NULL);
+	smtp_client_close(&c);
+	stop_ferryd_cleanly(&fi);
+}
+
 Test(etrn, per_session_limit_closes_the_session)
 {
 	static char cfg[4096];
