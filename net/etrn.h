@@ -82,6 +82,14 @@ struct etrn_target {
 	const struct config_domain *section; /* SECTION */
 };
 
+/* Does the target stand for one domain (a name, or a section for that very
+ * name), which one shard holds, rather than a tree? */
+static inline bool etrn_target_single(const struct etrn_target *t)
+{
+	return t->match == ETRN_MATCH_NAME ||
+	       (t->match == ETRN_MATCH_SECTION && !t->section->subdomains);
+}
+
 /* What one ETRN may do. */
 struct etrn_plan {
 	int code;         /* 0: go ahead; 458 (nothing of ours by that name) or 459 */

@@ -158,13 +158,10 @@ void etrn_flush_here(struct queue *q, struct outbound *ob, const struct etrn_pla
 	uint32_t me = queue_worker(q)->index;
 	for (size_t i = 0; i < plan->ntargets && !c.failed; i++) {
 		const struct etrn_target *t = &plan->targets[i];
-		bool one = t->match == ETRN_MATCH_NAME ||
-			   (t->match == ETRN_MATCH_SECTION && !t->section->subdomains);
 		struct sched_counts counts;
-		if (one) {
+		if (etrn_target_single(t)) {
 			if (sched_owner(q, t->name, t->len) == me &&
-			    sched_counts(q, t->name, t->len, &counts) &&
-			    etrn_plan_covers(plan, t->name, t->len))
+			    sched_counts(q, t->name, t->len, &counts))
 				etrn_collect_add(&c, t->name, t->len);
 			continue;
 		}
@@ -182,7 +179,6 @@ void etrn_flush_here(struct queue *q, struct outbound *ob, const struct etrn_pla
 		sched_tally(q, domain, len, etrn_covered, (void *)plan, &tally);
 		r->messages += tally.messages;
 		r->elsewhere = r->elsewhere || tally.elsewhere;
-		r->domains++;
 		etrn_result_name(r, domain);
 		bool joined = false;
 		unsigned moved = operator? outbound_flush(ob, domain, len)
@@ -301,10 +297,7 @@ static void etrn_part_back(struct xmsg *msg)
 	t->messages += r->messages;
 	t->released += r->released;
 	t->elsewhere = t->elsewhere || r->elsewhere;
-	t->domains += r->domains;
-	t->started += r->started;
-	t->joined += r->joined;
-	t->moved += r->moved;
+	t->joined += r->joined; /* what the log says; the rest is counted per worker */
 	t->failed = t->failed || r->failed;
 	if (r->names[0] != '\0')
 		etrn_result_name(t, r->names);
@@ -319,8 +312,7 @@ static void etrn_plan_workers(const struct etrn_plan *plan, struct queue *q, uin
 {
 	for (size_t i = 0; i < plan->ntargets; i++) {
 		const struct etrn_target *t = &plan->targets[i];
-		if (t->match == ETRN_MATCH_NAME ||
-		    (t->match == ETRN_MATCH_SECTION && !t->section->subdomains)) {
+		if (etrn_target_single(t)) {
 			wanted[sched_owner(q, t->name, t->len)] = true;
 			continue;
 		}

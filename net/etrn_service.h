@@ -78,7 +78,6 @@ struct etrn_part_result {
 	uint64_t messages; /* sched_tally's, over the covered domains */
 	uint64_t released; /* of them HELD or DEFERRED, in flushes started */
 	bool elsewhere;    /* a counted message is also another worker's */
-	uint32_t domains;  /* covered domains with mail here */
 	uint32_t started;  /* flushes started */
 	uint32_t joined;   /* flushes joined */
 	uint64_t moved;    /* recipients made READY */
