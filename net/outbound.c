@@ -578,6 +578,8 @@ struct outbound_rider_walk {
 	struct outbound *ob;
 	const union dns_address *target;
 	uint64_t now;
+	struct outbound_dest **dests; /* each accepted rider's, in the order taken */
+	size_t accepted;
 };
 
 /* May a recipient of `domain` ride to target? Its destination is known
@@ -589,8 +591,10 @@ static bool outbound_rider_accept(void *arg, const char *domain, size_t len)
 	if (d == NULL || d->held || w->now < d->down_until_ms || !outbound_route_fresh(d, w->now))
 		return false;
 	for (unsigned i = 0; i < d->route.count; i++)
-		if (dns_address_equal(&d->route.targets[i].addr, w->target))
+		if (dns_address_equal(&d->route.targets[i].addr, w->target)) {
+			w->dests[w->accepted++] = d; /* accepted: sched takes it now */
 			return true;
+		}
 	return false;
 }
 
@@ -601,10 +605,9 @@ size_t outbound_take_riders(struct outbound_dest *d, const struct queue_rcpt *r,
 	struct outbound *ob = d->ob;
 	if (max == 0 || ob->draining)
 		return 0;
-	struct outbound_rider_walk w = {ob, target, ob->worker->now_ms};
+	struct outbound_rider_walk w = {ob, target, ob->worker->now_ms, dests, 0};
 	size_t n = sched_take_siblings(ob->queue, r, outbound_rider_accept, &w, out, max);
-	for (size_t i = 0; i < n; i++)
-		dests[i] = outbound_dest_of(ob, out[i]);
+	CHECK(w.accepted == n);
 	return n;
 }
 

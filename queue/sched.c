@@ -223,16 +223,18 @@ size_t sched_take_siblings(struct queue *q, const struct queue_rcpt *qr, sched_a
 	const char *domain = store_rcpt_domain(r, &len);
 	for (uint32_t i = 0; i < m->nrcpt && n < max; i++) {
 		struct store_rcpt *o = (struct store_rcpt *)&m->rcpts[i];
-		size_t olen;
-		const char *odomain = store_rcpt_domain(o, &olen);
-		if (olen == len && strncasecmp(odomain, domain, len) == 0)
-			continue; /* r's own domain: taken with it already */
 		/* Only recipients of this worker's shards are looked at: their
 		 * shard was set before they were handed over, and their entry
-		 * is ours. (An ended one was never indexed: no dest.) */
+		 * is ours. (An ended one was never indexed: no dest.) The
+		 * integer checks first: most messages have one domain. */
 		if (st->shards[o->shard].owner != q->index || o->entry.dest == NULL ||
-		    o->entry.state != INDEX_READY || !accept(arg, odomain, olen))
+		    o->entry.state != INDEX_READY)
 			continue;
+		size_t olen;
+		const char *odomain = store_rcpt_domain(o, &olen);
+		if ((olen == len && strncasecmp(odomain, domain, len) == 0) ||
+		    !accept(arg, odomain, olen))
+			continue; /* r's own domain (what was left of it is not a rider) */
 		index_move(&o->entry, INDEX_INFLIGHT, 0);
 		out[n++] = (struct queue_rcpt *)o;
 	}

@@ -70,7 +70,9 @@ size_t sched_take_message(struct queue *q, const char *domain, size_t len, struc
 /* The READY recipients of r's message for other domains whose shards q
  * owns, that `accept` takes (it is given each one's domain), moved to
  * INFLIGHT: they ride in r's transaction when their domain's next hop is
- * the one r goes to. Up to max; returns how many. */
+ * the one r goes to. Up to max; returns how many. Each recipient accept
+ * says yes to is taken at once, in order, so a caller may note what it
+ * learnt of each in accept. */
 typedef bool sched_accept_fn(void *arg, const char *domain, size_t len);
 size_t sched_take_siblings(struct queue *q, const struct queue_rcpt *r, sched_accept_fn *accept,
 			   void *arg, struct queue_rcpt **out, size_t max);
