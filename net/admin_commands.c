@@ -15,12 +15,12 @@
 
 #include "core/array.h"
 #include "core/config.h"
-#include "core/metrics.h"
 #include "core/worker.h"
 #include "net/admin.h"
 #include "net/admin_request.h"
 #include "net/etrn.h"
 #include "net/generation.h"
+#include "net/metrics_http.h"
 #include "net/reload.h"
 #include "queue/queue.h"
 #include "queue/spool_view.h"
@@ -249,7 +249,7 @@ static void admin_answer_view(const struct admin_commands *c, enum admin_command
 	admin_request_release(req, false);
 }
 
-/* stats: every worker's counters, as the metrics endpoint serves them. */
+/* stats: what the metrics endpoint serves (metrics_http_collect). */
 static void admin_answer_stats(const struct admin_commands *c, struct buf *answer)
 {
 	uint32_t n = queue_store_workers(c->store);
@@ -264,13 +264,8 @@ static void admin_answer_stats(const struct admin_commands *c, struct buf *answe
 			return;
 		}
 	}
-	struct metrics all;
 	struct buf text = {0};
-	metrics_init(&all);
-	int r = workers != NULL ? worker_gather_metrics(workers, n, &all, ADMIN_WORKERS_MS)
-				: -ENOMEM;
-	if (r == 0 && (all.failed || metrics_render(&all, &text) != 0))
-		r = -ENOMEM;
+	int r = workers != NULL ? metrics_http_collect(workers, n, &text) : -ENOMEM;
 	if (r == -ETIMEDOUT)
 		buf_printf(answer, "error: ferryd did not answer in time\n");
 	else if (r != 0)
@@ -278,7 +273,6 @@ static void admin_answer_stats(const struct admin_commands *c, struct buf *answe
 	else if (buf_printf(answer, "ok\n") >= 0)
 		buf_append(answer, buf_head(&text), buf_len(&text));
 	buf_release(&text);
-	metrics_free(&all);
 	free(workers);
 }
 

@@ -33,24 +33,19 @@ static const struct metric_family metrics_workers = {
 	NULL,
 	0};
 
-/* Every worker's snapshot, merged and rendered into out; false when a
- * worker did not answer in time (or no memory). */
-static bool metrics_gather(struct metrics_http *h, struct buf *out)
+int metrics_http_collect(struct worker *const *workers, unsigned n, struct buf *out)
 {
-	unsigned n = h->group->count;
-	struct worker *workers[n];
-	for (unsigned i = 0; i < n; i++)
-		workers[i] = &h->group->workers[i];
 	struct metrics all;
 	metrics_init(&all);
 	char labels[64];
 	snprintf(labels, sizeof(labels), "version=\"%s\"", FERRY_VERSION);
 	metrics_add(&all, &metrics_build_info, labels, 1);
 	metrics_add(&all, &metrics_workers, NULL, n);
-	bool ok = worker_gather_metrics(workers, n, &all, METRICS_HTTP_WORKERS_MS) == 0 &&
-		  !all.failed && metrics_render(&all, out) == 0;
+	int r = worker_gather_metrics(workers, n, &all, METRICS_HTTP_WORKERS_MS);
+	if (r == 0 && (all.failed || metrics_render(&all, out) != 0))
+		r = -ENOMEM;
 	metrics_free(&all);
-	return ok;
+	return r;
 }
 
 static enum MHD_Result metrics_http_reply(struct MHD_Connection *conn, unsigned status,
@@ -86,12 +81,20 @@ static enum MHD_Result metrics_http_handle(void *cls, struct MHD_Connection *con
 		return metrics_http_reply(conn, MHD_HTTP_METHOD_NOT_ALLOWED, text, body,
 					  sizeof(body) - 1, MHD_RESPMEM_PERSISTENT);
 	}
+	struct metrics_http *h = cls;
+	unsigned n = h->group->count;
+	struct worker *workers[n];
+	for (unsigned i = 0; i < n; i++)
+		workers[i] = &h->group->workers[i];
 	struct buf out = {0};
-	if (!metrics_gather(cls, &out)) {
+	int collected = metrics_http_collect(workers, n, &out);
+	if (collected != 0) {
 		buf_release(&out);
-		static char body[] = "ferryd's workers did not answer in time\n";
+		static char late[] = "ferryd's workers did not answer in time\n";
+		static char oom[] = "ferryd is out of memory\n";
+		char *body = collected == -ETIMEDOUT ? late : oom;
 		return metrics_http_reply(conn, MHD_HTTP_SERVICE_UNAVAILABLE, text, body,
-					  sizeof(body) - 1, MHD_RESPMEM_PERSISTENT);
+					  strlen(body), MHD_RESPMEM_PERSISTENT);
 	}
 	enum MHD_Result r =
 		metrics_http_reply(conn, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8",

@@ -20,10 +20,19 @@
 
 #include <stddef.h>
 
+struct buf;
+struct worker;
 struct worker_group;
 struct metrics_http;
 
 #define METRICS_HTTP_WORKERS_MS 5000
+
+/* What a scrape answers, for the endpoint and ferryctl stats alike:
+ * ferry_build_info, ferry_workers and the n workers' counters merged
+ * (waiting at most METRICS_HTTP_WORKERS_MS), rendered into out. 0,
+ * -ETIMEDOUT (a worker did not answer in time), -ENOMEM. Any thread but
+ * the workers'. */
+int metrics_http_collect(struct worker *const *workers, unsigned n, struct buf *out);
 
 /* Check an address as [metrics] address takes it ("" turns the endpoint
  * off). 0 or -EINVAL with err saying why. */
