@@ -660,6 +660,38 @@ unsigned config_key_line(const struct config *cfg, const char *section, const ch
 /* config_set writes every CONFIG_UINT, `unsigned` ones too, as a uint32_t. */
 _Static_assert(sizeof(unsigned) == sizeof(uint32_t), "CONFIG_UINT fields are 32 bits");
 
+struct config_spool_peek {
+	char *out;
+	size_t size;
+	bool found;
+};
+
+static int config_spool_handler(void *user, const char *section, const char *name,
+				const char *value)
+{
+	struct config_spool_peek *p = user;
+	if (!p->found && strcmp(section, "spool") == 0 && strcmp(name, "directory") == 0) {
+		snprintf(p->out, p->size, "%s", value);
+		p->found = true;
+	}
+	return 1; /* whatever else the file holds */
+}
+
+int config_spool_dir(const char *path, char *out, size_t size)
+{
+	struct config defaults;
+	config_defaults(&defaults);
+	snprintf(out, size, "%s", defaults.spool_dir);
+	config_free(&defaults);
+	if (path == NULL)
+		return 0;
+	struct config_spool_peek p = {out, size, false};
+	errno = 0;
+	if (ini_parse(path, config_spool_handler, &p) < 0)
+		return errno != 0 ? -errno : -EIO;
+	return 0;
+}
+
 int config_open(struct config *cfg, const char *path, const char *program)
 {
 	char err[1024];

@@ -221,6 +221,12 @@ int config_load_string(struct config *cfg, const char *text, const char *name, c
 
 void config_free(struct config *cfg);
 
+/* Only [spool] directory of `path` (NULL: the default), into out, however
+ * the rest of the file reads: what ferryctl needs to find ferryd's
+ * socket, also in a file ferryd would refuse (to reload it and hear
+ * why). 0, or -errno when the file cannot be read. */
+int config_spool_dir(const char *path, char *out, size_t size);
+
 /* Was section/name given in the file (as opposed to its default)? */
 bool config_is_set(const struct config *cfg, const char *section, const char *name);
 

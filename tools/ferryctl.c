@@ -223,25 +223,21 @@ static int ctl_bad_argument(enum ctl_argument kind, const char *arg)
 }
 
 /* The admin socket of the ferryd of config_path's spool, or socket_path.
- * A file that does not load names no spool: for reload, that is the
- * answer ferryd would give too, so it is said so. */
-static int ctl_socket(const char *config_path, const char *socket_path, bool reload, char *where,
-		      size_t size)
+ * Only the file's [spool] directory is read: a file ferryd would refuse
+ * still names its socket (reload it, and ferryd says what is wrong). */
+static int ctl_socket(const char *config_path, const char *socket_path, char *where, size_t size)
 {
 	if (socket_path != NULL) {
 		snprintf(where, size, "%s", socket_path);
 		return CTL_OK;
 	}
-	static struct config cfg;
-	if (config_open(&cfg, config_path, "ferryctl") != 0) {
-		if (reload)
-			fprintf(stderr,
-				"ferryctl: not reloaded: ferryd was not asked, and keeps "
-				"running its configuration (fix the file, or use --socket)\n");
+	char spool[PATH_MAX];
+	int r = config_spool_dir(config_path, spool, sizeof(spool));
+	if (r != 0) {
+		fprintf(stderr, "ferryctl: %s: cannot read: %s\n", config_path, strerror(-r));
 		return CTL_ERROR;
 	}
-	snprintf(where, size, "%s/%s", cfg.spool_dir, ADMIN_SOCKET_NAME);
-	config_free(&cfg);
+	snprintf(where, size, "%s/%s", spool, ADMIN_SOCKET_NAME);
 	return CTL_OK;
 }
 
@@ -415,8 +411,7 @@ int main(int argc, char **argv)
 		status = ctl_offline(&o, command, arg, spool_dir);
 	} else {
 		char where[PATH_MAX + 64];
-		status = ctl_socket(config_path, socket_path, command == CTL_RELOAD, where,
-				    sizeof(where));
+		status = ctl_socket(config_path, socket_path, where, sizeof(where));
 		if (status == CTL_OK)
 			status = ctl_online(&o, command, arg, where, yes);
 	}
