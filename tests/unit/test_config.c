@@ -4,6 +4,7 @@
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/config.h"
 #include "core/log.h"
@@ -754,4 +755,24 @@ Test(config, thousands_of_domain_sections_and_one_given_twice)
 			   "%s", why);
 	config_free(&big);
 	free(text);
+}
+
+/* What ferryctl reads of a file: [spool] directory, whatever else is wrong
+ * in it; the default without one; an error only for a file it cannot read. */
+Test(config, the_spool_directory_is_found_in_a_file_that_does_not_load)
+{
+	char path[] = "/tmp/ferry-spool-dir-XXXXXX";
+	int fd = mkstemp(path);
+	cr_assert_geq(fd, 0);
+	static const char text[] = "[limits]\nmax_recipients = lots\n[nonsense]\nx = 1\n"
+				   "[spool]\ndirectory = /srv/ferry/spool\n";
+	cr_assert_eq(write(fd, text, sizeof(text) - 1), (ssize_t)sizeof(text) - 1);
+	close(fd);
+	char dir[256];
+	cr_assert_eq(config_spool_dir(path, dir, sizeof(dir)), 0);
+	cr_assert_str_eq(dir, "/srv/ferry/spool");
+	unlink(path);
+	cr_assert_eq(config_spool_dir(NULL, dir, sizeof(dir)), 0);
+	cr_assert_str_eq(dir, "./var/spool");
+	cr_assert_eq(config_spool_dir(path, dir, sizeof(dir)), -ENOENT);
 }
