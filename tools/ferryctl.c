@@ -149,7 +149,7 @@ static void ctl_short_usage(void)
 	fprintf(stderr, "usage: ferryctl [-c CONFIG | --socket PATH | --spool DIR] [--json] "
 			"queue | list DOMAIN | show QUEUEID\n"
 			"       ferryctl [-c CONFIG | --socket PATH] [--json] "
-			"flush [DOMAIN | @DOMAIN | #QUEUE] | stats | config\n"
+			"flush [DOMAIN | @DOMAIN | #QUEUE] | stats | config | reload\n"
 			"       ferryctl [-c CONFIG | --socket PATH] [--json] [-y] "
 			"hold | release | delete | bounce  DOMAIN | QUEUEID\n"
 			"       (--help: more)\n");

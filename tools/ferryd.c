@@ -526,7 +526,8 @@ int main(int argc, char **argv)
 			char msg[1600];
 			if (reload == NULL)
 				log_event(LOG_LEVEL_ERROR,
-					  "event=reload_refused trigger=SIGHUP reason=\"reload is "
+					  "event=reload_refused trigger=SIGHUP generation=1 "
+					  "reason=\"reload is "
 					  "unavailable (out of memory at start); restart ferryd\"");
 			else
 				net_reload_run(reload, "SIGHUP", msg, sizeof(msg)); /* it logs */
