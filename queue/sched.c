@@ -488,9 +488,14 @@ static bool sched_sibling_in_domain(const struct store_rcpt *r, bool below_only)
 	uint32_t end = below_only ? r->index : m->nrcpt;
 	for (uint32_t i = 0; i < end; i++) {
 		const struct store_rcpt *o = &m->rcpts[i];
+		/* A domain has one shard: one of another shard is another
+		 * domain, told without comparing names (a message to thousands
+		 * of domains would cost millions of compares a scrape). */
+		if (o == r || o->shard != r->shard)
+			continue;
 		size_t olen;
 		const char *odomain = store_rcpt_domain(o, &olen);
-		if (o == r || olen != len || strncasecmp(odomain, domain, len) != 0)
+		if (olen != len || strncasecmp(odomain, domain, len) != 0)
 			continue;
 		if (o->entry.dest != NULL)
 			return true;
