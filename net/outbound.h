@@ -228,6 +228,7 @@ struct outbound_dest {
 	 * ferryd restarts, whatever a reload's hold = says; and it lives on
 	 * without mail to remember it. */
 	bool operator_said;
+	uint64_t rerouted; /* the generation whose reload changed its next hops; 0: none */
 	uint64_t flush_until_ms; /* an ETRN's flush runs until then (outbound_etrn_flush) */
 };
 

@@ -145,11 +145,7 @@ static void outbound_dest_reload(struct outbound_dest *d, const struct outbound_
 	if (changed) {
 		d->down_until_ms = 0;
 		d->failures = d->round_failures = 0;
-	}
-	for (struct list_node *n = ob->sessions.next; changed && n != &ob->sessions; n = n->next) {
-		struct outbound_session *sess = outbound_session_of_all_link(n);
-		if (outbound_session_dest(sess) == d)
-			outbound_session_retire(sess);
+		d->rerouted = ob->gen->number; /* its sessions retire after the walk */
 	}
 	if (d->held && !was_held)
 		sched_hold(ob->queue, d->domain, d->len);
@@ -214,6 +210,13 @@ static void outbound_service_reconfigure(struct worker *w, void *state, void *ar
 		{
 			outbound_dest_reload(d, rw.old);
 		}
+	}
+	/* One pass over the connections: those of a rerouted destination
+	 * take no new message. */
+	for (struct list_node *n = ob->sessions.next; n != &ob->sessions; n = n->next) {
+		struct outbound_session *sess = outbound_session_of_all_link(n);
+		if (outbound_session_dest(sess)->rerouted == gen->number)
+			outbound_session_retire(sess);
 	}
 	sched_foreach(ob->queue, outbound_reload_visit, &rw);
 	net_generation_drop(old_gen); /* nothing points into it any more */
