@@ -81,13 +81,11 @@ void metrics_merge(struct metrics *into, const struct metrics *from)
 	into->failed = into->failed || from->failed;
 	for (size_t i = 0; i < from->count; i++) {
 		const struct metrics_sample *f = &from->samples[i];
-		bool seen = false;
-		for (size_t j = 0; j < into->count && !seen; j++)
-			seen = into->samples[j].family == f->family &&
-			       strcmp(into->samples[j].labels, f->labels) == 0;
+		size_t before = into->count;
 		struct metrics_sample *s = metrics_sample(into, f->family, f->labels);
 		if (s == NULL)
 			return;
+		bool seen = into->count == before; /* found, not made */
 		if (f->family->type == METRIC_HISTOGRAM)
 			metrics_histogram_add(&s->histogram, &f->histogram);
 		else if (f->family->merge == METRIC_MAX && seen)
