@@ -249,28 +249,27 @@ static void config_fail(struct config_parse_state *st, int line, const char *key
 }
 
 /* Split a list value on commas and white space, calling add for each. */
+struct config_word_copy {
+	int (*add)(void *, const char *);
+	void *arg;
+};
+
+static int config_copy_word(void *arg, const char *word, size_t len)
+{
+	const struct config_word_copy *c = arg;
+	char copy[512];
+	if (len >= sizeof(copy))
+		return -E2BIG;
+	memcpy(copy, word, len);
+	copy[len] = '\0';
+	return c->add(c->arg, copy);
+}
+
+/* config_split_words, each word as a string. */
 static int config_split_list(const char *value, int (*add)(void *, const char *), void *arg)
 {
-	char word[512];
-	const char *p = value;
-	while (*p != '\0') {
-		while (*p == ',' || isspace((unsigned char)*p))
-			p++;
-		size_t n = 0;
-		while (p[n] != '\0' && p[n] != ',' && !isspace((unsigned char)p[n]))
-			n++;
-		if (n == 0)
-			break;
-		if (n >= sizeof(word))
-			return -E2BIG;
-		memcpy(word, p, n);
-		word[n] = '\0';
-		int r = add(arg, word);
-		if (r != 0)
-			return r;
-		p += n;
-	}
-	return 0;
+	struct config_word_copy c = {add, arg};
+	return config_split_words(value, config_copy_word, &c);
 }
 
 struct config_list_adder {

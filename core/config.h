@@ -277,6 +277,12 @@ const struct config_domain *config_domain_find(const struct config *cfg, const c
 void config_error_at(const struct config *cfg, const struct config_item *item, const char *key,
 		     const char *why, char *err, size_t err_size);
 
+/* A list's words (commas and white space between them, as the lists of
+ * this file take them): fn(arg, word, len) for each; stops at the first
+ * non-zero return, which it returns (0 at the end). core/config_value.c. */
+int config_split_words(const char *list, int (*fn)(void *arg, const char *word, size_t len),
+		       void *arg);
+
 /* Value parsers (core/config_value.c). Return 0 or -EINVAL. */
 /* A number with ms, s, m (min), h or d; bare: seconds. At most UINT32_MAX ms
  * (about 49 days). */

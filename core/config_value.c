@@ -167,3 +167,22 @@ int config_parse_listen(const char *text, struct config_listen *out)
 	memcpy(out->text, text, len + 1);
 	return 0;
 }
+
+int config_split_words(const char *list, int (*fn)(void *arg, const char *word, size_t len),
+		       void *arg)
+{
+	const char *p = list;
+	while (*p != '\0') {
+		while (*p == ',' || isspace((unsigned char)*p))
+			p++;
+		const char *start = p;
+		while (*p != '\0' && *p != ',' && !isspace((unsigned char)*p))
+			p++;
+		if (p > start) {
+			int r = fn(arg, start, (size_t)(p - start));
+			if (r != 0)
+				return r;
+		}
+	}
+	return 0;
+}

@@ -93,26 +93,6 @@ int etrn_parse(const char *text, size_t len, struct etrn_argument *out)
 
 /* ---- the policy ---------------------------------------------------------------------- */
 
-/* Split a list on commas and white space: fn(word) for each; stops at the
- * first non-zero return. */
-static int etrn_split(const char *list, int (*fn)(void *, const char *, size_t), void *arg)
-{
-	const char *p = list;
-	while (*p != '\0') {
-		while (*p == ',' || isspace((unsigned char)*p))
-			p++;
-		const char *start = p;
-		while (*p != '\0' && *p != ',' && !isspace((unsigned char)*p))
-			p++;
-		if (p > start) {
-			int r = fn(arg, start, (size_t)(p - start));
-			if (r != 0)
-				return r;
-		}
-	}
-	return 0;
-}
-
 struct etrn_build {
 	struct etrn_section *section;
 	const char *key;
@@ -206,7 +186,8 @@ int etrn_policy_build(struct etrn_policy **out, const struct config *cfg, char *
 		for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
 			char why[256] = "out of memory";
 			struct etrn_build b = {s, keys[k].key, why, sizeof(why)};
-			int r = etrn_split((const char *)d + keys[k].offset, keys[k].add, &b);
+			int r = config_split_words((const char *)d + keys[k].offset, keys[k].add,
+						   &b);
 			if (r == 0)
 				continue;
 			if (d->line > 0)

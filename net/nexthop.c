@@ -129,32 +129,38 @@ static int nexthop_parse_word(const char *word, struct nexthop *hop, char *err, 
 	return 0;
 }
 
+struct nexthop_parse_state {
+	struct nexthop_list *out;
+	char *err;
+	size_t err_size;
+};
+
+static int nexthop_parse_one(void *arg, const char *p, size_t n)
+{
+	struct nexthop_parse_state *st = arg;
+	char word[NEXTHOP_WORD_MAX + 1];
+	if (n > NEXTHOP_WORD_MAX)
+		return nexthop_fail(st->err, st->err_size,
+				    "'%.40s...' is too long for a next hop%s", p, "");
+	if (st->out->count == NEXTHOP_MAX) {
+		snprintf(st->err, st->err_size, "more than %d next hops (the most tried in turn)",
+			 NEXTHOP_MAX);
+		return -EINVAL;
+	}
+	snprintf(word, sizeof(word), "%.*s", (int)n, p);
+	int r = nexthop_parse_word(word, &st->out->hops[st->out->count], st->err, st->err_size);
+	if (r == 0)
+		st->out->count++;
+	return r;
+}
+
 int nexthop_parse(const char *text, struct nexthop_list *out, char *err, size_t err_size)
 {
-	char word[NEXTHOP_WORD_MAX + 1];
-	const char *p = text;
+	struct nexthop_parse_state st = {out, err, err_size};
 	out->count = 0;
-	for (;;) {
-		while (*p == ',' || isspace((unsigned char)*p))
-			p++;
-		size_t n = strcspn(p, ", \t\r\n\f\v");
-		if (n == 0)
-			break;
-		if (n > NEXTHOP_WORD_MAX)
-			return nexthop_fail(err, err_size,
-					    "'%.40s...' is too long for a next hop%s", p, "");
-		if (out->count == NEXTHOP_MAX) {
-			snprintf(err, err_size, "more than %d next hops (the most tried in turn)",
-				 NEXTHOP_MAX);
-			return -EINVAL;
-		}
-		snprintf(word, sizeof(word), "%.*s", (int)n, p);
-		int r = nexthop_parse_word(word, &out->hops[out->count], err, err_size);
-		if (r != 0)
-			return r;
-		out->count++;
-		p += n;
-	}
+	int r = config_split_words(text, nexthop_parse_one, &st);
+	if (r != 0)
+		return r;
 	if (out->count == 0) {
 		snprintf(err, err_size, "no next hop given");
 		return -EINVAL;
