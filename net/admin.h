@@ -95,6 +95,21 @@
 	"queue, list DOMAIN, show QUEUEID, flush [DOMAIN|@DOMAIN|#QUEUE], hold DOMAIN|QUEUEID, "   \
 	"release DOMAIN|QUEUEID, delete DOMAIN|QUEUEID, bounce DOMAIN|QUEUEID, stats, config, "    \
 	"reload"
+/* The first word of a move's answer ("flushed 3"), by the move's name
+ * ("flush"); NULL for anything else. ferryd writes it, ferryctl reads it. */
+static inline const char *admin_move_done(const char *command)
+{
+	static const char *const done[][2] = {{"flush", "flushed"},
+					      {"hold", "held"},
+					      {"release", "released"},
+					      {"delete", "deleted"},
+					      {"bounce", "bounced"}};
+	for (size_t i = 0; i < sizeof(done) / sizeof(done[0]); i++)
+		if (strcmp(done[i][0], command) == 0)
+			return done[i][1];
+	return NULL;
+}
+
 /* Descriptors the admin socket may hold at once, for ferryd's budget: the
  * spool and segments directories, the listening socket, the stop eventfd,
  * and per client its socket and a segment file read for `show`. */

@@ -138,11 +138,7 @@ static bool admin_locate(const struct admin_commands *c, const char *id, size_t 
 static void admin_answer_counts(enum admin_command command, bool by_id,
 				const struct admin_request *req, struct buf *answer)
 {
-	static const char *const done[] = {
-		[ADMIN_FLUSH] = "flushed",    [ADMIN_HOLD] = "held",
-		[ADMIN_RELEASE] = "released", [ADMIN_DELETE] = "deleted",
-		[ADMIN_BOUNCE] = "bounced",
-	};
+	const char *done = admin_move_done(admin_command_name(command));
 	struct outbound_operated sum = {0};
 	int error = 0;
 	for (uint32_t i = 0; i < req->nparts; i++) {
@@ -160,12 +156,12 @@ static void admin_answer_counts(enum admin_command command, bool by_id,
 		buf_printf(answer, "error: delivery is not running on every worker (is ferryd "
 				   "stopping?)\n");
 	else if (command == ADMIN_RELEASE && by_id)
-		buf_printf(answer, "ok\n%s %lu %lu\n", done[command], sum.done, sum.still_held);
+		buf_printf(answer, "ok\n%s %lu %lu\n", done, sum.done, sum.still_held);
 	else if (command == ADMIN_DELETE || command == ADMIN_BOUNCE ||
 		 (command == ADMIN_HOLD && by_id))
-		buf_printf(answer, "ok\n%s %lu %lu\n", done[command], sum.done, sum.inflight);
+		buf_printf(answer, "ok\n%s %lu %lu\n", done, sum.done, sum.inflight);
 	else
-		buf_printf(answer, "ok\n%s %lu\n", done[command], sum.done);
+		buf_printf(answer, "ok\n%s %lu\n", done, sum.done);
 }
 
 void admin_answer_move(const struct admin_commands *c, enum admin_command command, const char *arg,

@@ -73,7 +73,9 @@ static int ctl_connect(const char *path)
 	return -1;
 }
 
-int ctl_ask(const char *path, const char *request, struct buf *answer)
+/* Send the request line (with its LF) to the socket at path and read the
+ * whole answer into *answer. CTL_OK, or CTL_ERROR (said on stderr). */
+static int ctl_ask(const char *path, const char *request, struct buf *answer)
 {
 	int fd = ctl_connect(path);
 	if (fd < 0)
@@ -235,19 +237,11 @@ static void ctl_words_move(FILE *out, const char *command, const char *target, u
 int ctl_print_move(const struct ctl_output *o, const char *command, const char *target, char *body,
 		   char *end)
 {
-	static const char *const done[][2] = {{"flush", "flushed"},
-					      {"hold", "held"},
-					      {"release", "released"},
-					      {"delete", "deleted"},
-					      {"bounce", "bounced"}};
 	char *cursor = body;
 	char *line = ctl_next_line(&cursor, end);
 	char *f[3];
 	unsigned long long n = 0, second = 0;
-	const char *want = NULL;
-	for (size_t i = 0; i < sizeof(done) / sizeof(done[0]); i++)
-		if (strcmp(done[i][0], command) == 0)
-			want = done[i][1];
+	const char *want = admin_move_done(command);
 	int nfields = line != NULL ? ctl_split(line, f, 3) : 0;
 	if (want == NULL || nfields < 2 || strcmp(f[0], want) != 0 || !ctl_number(f[1], &n) ||
 	    (nfields == 3 && !ctl_number(f[2], &second))) {

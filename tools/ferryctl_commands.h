@@ -14,11 +14,8 @@
 
 struct buf;
 
-#define CTL_TIMEOUT_S 20 /* each send and receive; ferryd waits 5 s for its workers (10 s to reload) */
-
-/* Send the request line (with its LF) to the socket at path and read the
- * whole answer into *answer. CTL_OK, or CTL_ERROR (said on stderr). */
-int ctl_ask(const char *path, const char *request, struct buf *answer);
+#define CTL_TIMEOUT_S                                                                              \
+	20 /* each send and receive; ferryd waits 5 s for its workers (10 s to reload) */
 
 /*
  * The answer's body: after its "ok" line, NUL-terminated one past *end.
